@@ -1,0 +1,177 @@
+//! The flow record: one bidirectional connection as the sensor saw it.
+
+use crate::asset::AssetMatch;
+use crate::ics::IcsSummary;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// TCP flags as the bits of the TCP header's flags byte (FIN = 0x01 … CWR = 0x80).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+
+    /// Whether every bit of `mask` is set.
+    #[inline]
+    pub const fn has(self, mask: u8) -> bool {
+        self.0 & mask == mask
+    }
+}
+
+impl fmt::Debug for TcpFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const NAMES: [char; 8] = ['F', 'S', 'R', 'P', 'A', 'U', 'E', 'C'];
+        let s: String = NAMES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, c)| *c)
+            .collect();
+        write!(f, "TcpFlags({s})")
+    }
+}
+
+/// Zeek's connection state summary (`conn_state` in conn.log), with Zeek's meanings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ConnState {
+    /// Connection attempt seen, no reply.
+    S0,
+    /// Connection established, not terminated.
+    S1,
+    /// Normal establishment and termination.
+    SF,
+    /// Connection attempt rejected.
+    REJ,
+    /// Established, close attempt by originator seen (but no reply from responder).
+    S2,
+    /// Established, close attempt by responder seen (but no reply from originator).
+    S3,
+    /// Established, originator aborted (sent a RST).
+    RSTO,
+    /// Responder sent a RST.
+    RSTR,
+    /// Originator sent a SYN followed by a RST, never saw a SYN-ACK from the responder.
+    RSTOS0,
+    /// Responder sent a SYN-ACK followed by a RST, never saw a SYN from the originator.
+    RSTRH,
+    /// Originator sent a SYN followed by a FIN, never saw a SYN-ACK from the responder.
+    SH,
+    /// Responder sent a SYN-ACK followed by a FIN, never saw a SYN from the originator.
+    SHR,
+    /// No SYN seen, just midstream traffic (or a protocol without states).
+    OTH,
+}
+
+impl ConnState {
+    /// Zeek's spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConnState::S0 => "S0",
+            ConnState::S1 => "S1",
+            ConnState::SF => "SF",
+            ConnState::REJ => "REJ",
+            ConnState::S2 => "S2",
+            ConnState::S3 => "S3",
+            ConnState::RSTO => "RSTO",
+            ConnState::RSTR => "RSTR",
+            ConnState::RSTOS0 => "RSTOS0",
+            ConnState::RSTRH => "RSTRH",
+            ConnState::SH => "SH",
+            ConnState::SHR => "SHR",
+            ConnState::OTH => "OTH",
+        }
+    }
+}
+
+impl fmt::Display for ConnState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the sensor stopped tracking a flow and emitted its record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndReason {
+    /// No packet for the protocol's idle timeout.
+    IdleTimeout,
+    /// The flow lived longer than the active timeout; a later record continues it.
+    ActiveTimeout,
+    /// TCP closed (FIN both ways or RST) and the linger time passed, or a new SYN reused the tuple.
+    TcpClosed,
+    /// The flow table was full and this flow was the least recently used of a sample.
+    Evicted,
+    /// The capture ended (end of file or capture stopped).
+    EndOfInput,
+}
+
+/// Packets and bytes sent by one side of a flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirStats {
+    /// Packets sent (Zeek's `orig_pkts` / `resp_pkts`).
+    pub pkts: u64,
+    /// Sum of the IP total lengths of those packets (Zeek's `orig_ip_bytes` / `resp_ip_bytes`).
+    pub ip_bytes: u64,
+    /// Transport payload bytes (after the TCP/UDP/ICMP header).
+    pub payload_bytes: u64,
+    /// OR of the TCP flags sent (zero for other protocols).
+    pub tcp_flags: TcpFlags,
+}
+
+/// One bidirectional connection, as the sensor saw it. Times are event time from the packets,
+/// in nanoseconds since the Unix epoch, never the wall clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    /// The sensor that observed the flow (from `sensor.id` in its config).
+    pub sensor_id: Arc<str>,
+    /// Unique per sensor run; consecutive records of one long flow (active timeout) share it.
+    pub flow_id: u64,
+    pub orig_addr: IpAddr,
+    pub orig_port: u16,
+    pub resp_addr: IpAddr,
+    pub resp_port: u16,
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, others as carried). For ICMP the
+    /// ports are Zeek's: type as the originator port, the counterpart type (or code) as the
+    /// responder port.
+    pub ip_proto: u8,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub orig: DirStats,
+    pub resp: DirStats,
+    pub conn_state: ConnState,
+    /// The protected asset this flow touches, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset: Option<AssetMatch>,
+    /// Industrial-protocol commands, for flows on an ICS port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ics: Option<Box<IcsSummary>>,
+    pub end_reason: EndReason,
+}
+
+impl FlowRecord {
+    /// Zeek's `proto` column: `tcp`, `udp`, `icmp` (v4 and v6) or `unknown_transport`.
+    pub fn zeek_proto(&self) -> &'static str {
+        match self.ip_proto {
+            6 => "tcp",
+            17 => "udp",
+            1 | 58 => "icmp",
+            _ => "unknown_transport",
+        }
+    }
+
+    /// Duration in nanoseconds.
+    pub fn duration_ns(&self) -> u64 {
+        self.last_ns.saturating_sub(self.first_ns)
+    }
+}

@@ -1,0 +1,13 @@
+//! Data types shared by every normwatch stage. This crate does no I/O and owns no threads.
+//!
+//! - [`flow`]: the [`FlowRecord`](flow::FlowRecord) a sensor emits for every connection.
+//! - [`ics`]: industrial-protocol command counts carried by a flow.
+//! - [`asset`]: protected assets and the longest-prefix index that matches flows to them.
+
+pub mod asset;
+pub mod flow;
+pub mod ics;
+
+pub use asset::{Asset, AssetId, AssetIndex, AssetMatch, Role, Sector, Side};
+pub use flow::{ConnState, DirStats, EndReason, FlowRecord, TcpFlags};
+pub use ics::{CommandClass, FunctionCodes, IcsCounts, IcsProto, IcsSummary};

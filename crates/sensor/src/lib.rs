@@ -1,0 +1,2 @@
+//! sensor
+pub mod ics;
