@@ -1,0 +1,107 @@
+//! `normwatch`: watches the networks of critical infrastructure for attacks that impair public
+//! services. This binary only parses arguments, loads configuration and calls the library
+//! crates; exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod flows;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Watches critical-infrastructure networks and reports attacks that impair public services.
+///
+/// Start with `normwatch flows --pcap FILE` to see the connections a capture holds, and
+/// `normwatch check-config FILE` to validate a configuration before deploying it.
+#[derive(Debug, Parser)]
+#[command(name = "normwatch", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// Log more (-v: debug, -vv: trace). Logs go to stderr; RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Turn packets into flow records and print them.
+    ///
+    /// Reads capture files (pcap or pcapng, any mix of link types) or captures live from an
+    /// interface, tracks every connection bidirectionally with Zeek's originator and
+    /// connection-state rules, and prints one record per connection when it ends.
+    Flows(flows::FlowsArgs),
+    /// Validate a configuration file and report every problem in it at once.
+    CheckConfig {
+        /// The TOML configuration file.
+        file: PathBuf,
+    },
+}
+
+/// Errors that mean "you asked for something invalid" (exit 2), as opposed to a failure while
+/// doing valid work (exit 1).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Flows(args) => flows::run(args),
+        Command::CheckConfig { file } => check_config(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<normwatch_config::ConfigError>()
+                    .is_some_and(|c| !matches!(c, normwatch_config::ConfigError::Io { .. }))
+            {
+                eprintln!("normwatch: {e}");
+                ExitCode::from(2)
+            } else if e.downcast_ref::<normwatch_config::ConfigError>().is_some() {
+                eprintln!("normwatch: {e}");
+                ExitCode::from(2)
+            } else {
+                eprintln!("normwatch: {e:#}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = normwatch_config::load(file)?;
+    println!(
+        "{}: ok ({} assets, sensor id {:?})",
+        file.display(),
+        cfg.assets.assets().len(),
+        &*cfg.sensor.id
+    );
+    Ok(())
+}

@@ -1,0 +1,1234 @@
+//! The bidirectional flow table.
+//!
+//! One entry per connection, keyed by the canonical 5-tuple. The originator is the side Zeek
+//! calls the originator (the SYN sender, or by likely server ports for connections seen
+//! mid-stream), TCP endpoint states follow Zeek's TCP analyzer so that `conn_state` matches
+//! conn.log, and flows leave the table on Zeek's timers (attempt, close linger, idle) or on
+//! the active timeout, eviction when full, or end of input. Event time comes only from the
+//! packets.
+//!
+//! Memory: entries live in a slab indexed by a `hashbrown::HashTable<u32>`, so the hash index
+//! costs 5 bytes per bucket and an entry is stored once.
+
+use crate::decode::{self, ChecksumSettings, DropReason, Fragment, LinkType, Packet};
+use crate::ics;
+use crate::stats::SensorStats;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use normwatch_model::{
+    AssetIndex, AssetMatch, ConnState, DirStats, EndReason, FlowRecord, IcsProto, IcsSummary,
+    Side, TcpFlags,
+};
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+const NS: u64 = 1_000_000_000;
+/// How long an incomplete fragment group is remembered.
+const FRAG_TIMEOUT_NS: u64 = 30 * NS;
+/// Fragment groups tracked at once.
+const MAX_FRAG_GROUPS: usize = 65_536;
+/// Slots sampled to choose an eviction victim when the table is full.
+const EVICTION_SAMPLE: usize = 8;
+
+/// Flow-table settings (built from the validated config).
+#[derive(Clone, Debug)]
+pub struct FlowConfig {
+    pub sensor_id: Arc<str>,
+    /// Most flows held at once; beyond it the least recently seen of a sample is evicted.
+    pub max_flows: usize,
+    pub tcp_idle_ns: u64,
+    pub udp_idle_ns: u64,
+    pub icmp_idle_ns: u64,
+    pub other_idle_ns: u64,
+    /// Long flows are reported every `active_ns` (a continuation record follows); `None` = never.
+    pub active_ns: Option<u64>,
+    /// An unanswered SYN is given up this long after it was first seen.
+    pub tcp_attempt_ns: u64,
+    /// A closed or reset TCP connection lingers this long for late packets.
+    pub tcp_linger_ns: u64,
+    pub checksums: ChecksumSettings,
+    /// Ports that mark the server side of a connection first seen mid-stream.
+    pub likely_server_ports: Vec<u16>,
+    pub assets: Arc<AssetIndex>,
+}
+
+/// Service ports Zeek's default scripts add to its `likely_server_ports` (client-side ports
+/// such as DHCP's 68 are deliberately absent), plus the industrial protocols watched here.
+pub const DEFAULT_LIKELY_SERVER_PORTS: &[u16] = &[
+    21, 22, 23, 25, 53, 67, 69, 80, 81, 88, 102, 110, 111, 123, 135, 137, 139, 143, 161, 162,
+    179, 389, 443, 445, 465, 502, 513, 514, 563, 585, 587, 614, 631, 636, 989, 990, 992,
+    993, 995, 1080, 1194, 1434, 1812, 1813, 1883, 2049, 2123, 2152, 2404, 2811, 3128, 3268, 3306,
+    3389, 3544, 4789, 5060, 5072, 5222, 5223, 5269, 5353, 5355, 5432, 5683, 6081, 6379, 6666,
+    6667, 6668, 6669, 8000, 8080, 8883, 8888, 20000, 44818, 47808,
+];
+
+impl Default for FlowConfig {
+    /// Zeek's default timeouts and checksum behaviour, a million flows.
+    fn default() -> Self {
+        FlowConfig {
+            sensor_id: Arc::from("normwatch-sensor"),
+            max_flows: 1_000_000,
+            tcp_idle_ns: 300 * NS,
+            udp_idle_ns: 60 * NS,
+            icmp_idle_ns: 60 * NS,
+            other_idle_ns: 60 * NS,
+            active_ns: Some(1800 * NS),
+            tcp_attempt_ns: 5 * NS,
+            tcp_linger_ns: 5 * NS,
+            checksums: ChecksumSettings {
+                verify: true,
+                ignore_src: Vec::new(),
+            },
+            likely_server_ports: DEFAULT_LIKELY_SERVER_PORTS.to_vec(),
+            assets: Arc::new(AssetIndex::default()),
+        }
+    }
+}
+
+/// Canonical connection key: the lower (address, port) first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    lo: [u8; 16],
+    hi: [u8; 16],
+    lo_port: u16,
+    hi_port: u16,
+    proto: u8,
+    v6: bool,
+}
+
+impl Key {
+    /// The key and whether the packet's source is the `lo` side.
+    #[inline]
+    fn of(p: &Packet<'_>) -> (Key, bool) {
+        let src_lo = (p.src, p.sport) <= (p.dst, p.dport);
+        let (lo, lo_port, hi, hi_port) = if src_lo {
+            (p.src, p.sport, p.dst, p.dport)
+        } else {
+            (p.dst, p.dport, p.src, p.sport)
+        };
+        (
+            Key {
+                lo,
+                hi,
+                lo_port,
+                hi_port,
+                proto: p.proto,
+                v6: p.v6,
+            },
+            src_lo,
+        )
+    }
+}
+
+/// Zeek's TCP endpoint states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(u8)]
+enum Ep {
+    #[default]
+    Inactive,
+    SynSent,
+    SynAckSent,
+    Partial,
+    Established,
+    Closed,
+    Reset,
+}
+
+/// Per-direction counters and TCP endpoint state.
+#[derive(Clone, Copy, Debug, Default)]
+struct Dir {
+    pkts: u64,
+    ip_bytes: u64,
+    payload: u64,
+    start_seq: u32,
+    flags: u8,
+    state: Ep,
+    prev_state: Ep,
+    did_close: bool,
+    /// UDP/ICMP/other: sent at least one valid packet.
+    active: bool,
+    /// History letters recorded (Zeek's CheckHistory mask), one bit per letter.
+    hist: u8,
+}
+
+impl Dir {
+    #[inline]
+    fn set_state(&mut self, s: Ep) {
+        self.prev_state = self.state;
+        self.state = s;
+    }
+}
+
+const H_SYN: u8 = 1;
+const H_SYNACK: u8 = 2;
+const H_ACK: u8 = 4;
+const H_DATA: u8 = 8;
+const H_FIN: u8 = 16;
+const H_RST: u8 = 32;
+const H_MULTI: u8 = 64;
+
+#[derive(Debug)]
+struct Flow {
+    key: Key,
+    /// Whether the originator is the key's `lo` side.
+    orig_is_lo: bool,
+    /// The first history letter of the connection was the originator's SYN.
+    hist_starts_orig_syn: bool,
+    /// The originator sent H/A/F/I/Q before its first RST (rules out RSTOS0).
+    orig_haf_before_rst: bool,
+    /// The record is a continuation after an active-timeout report.
+    continuation: bool,
+    /// Packets seen, bad checksums included, saturating (only small values matter).
+    seen: u8,
+    ics_proto: Option<IcsProto>,
+    /// The ICS server port is on the responder side.
+    ics_server_resp: bool,
+    asset_side: Side,
+    asset: u32,
+    first_ns: u64,
+    last_ns: u64,
+    /// When the first SYN arrived + attempt timeout (0 = none).
+    attempt_at: u64,
+    /// When the close completed + linger (0 = none).
+    close_at: u64,
+    flow_id: u64,
+    dir: [Dir; 2],
+    ics: Option<Box<IcsSummary>>,
+}
+
+const NO_ASSET: u32 = u32::MAX;
+
+impl Flow {
+    fn idle_ns(&self, cfg: &FlowConfig) -> u64 {
+        match self.key.proto {
+            6 => cfg.tcp_idle_ns,
+            17 => cfg.udp_idle_ns,
+            1 | 58 => cfg.icmp_idle_ns,
+            _ => cfg.other_idle_ns,
+        }
+    }
+
+    /// Why the flow has ended by `now`, if it has.
+    fn expiry(&self, now: u64, cfg: &FlowConfig) -> Option<EndReason> {
+        if now >= self.last_ns.saturating_add(self.idle_ns(cfg)) {
+            return Some(EndReason::IdleTimeout);
+        }
+        if self.key.proto == 6 {
+            let [o, r] = &self.dir;
+            if self.close_at != 0 && now >= self.close_at {
+                return Some(EndReason::TcpClosed);
+            }
+            if self.attempt_at != 0
+                && now >= self.attempt_at
+                && matches!(o.state, Ep::SynSent | Ep::SynAckSent)
+                && r.state == Ep::Inactive
+            {
+                return Some(EndReason::TcpClosed);
+            }
+            let lingered = now > self.last_ns.saturating_add(cfg.tcp_linger_ns);
+            if lingered
+                && (o.did_close || r.did_close)
+                && ((o.did_close && r.did_close)
+                    || o.state == Ep::Reset
+                    || r.state == Ep::Reset
+                    || o.state == Ep::Inactive
+                    || r.state == Ep::Inactive)
+            {
+                return Some(EndReason::TcpClosed);
+            }
+            if lingered && o.state == Ep::Inactive && r.state == Ep::Inactive {
+                return Some(EndReason::TcpClosed);
+            }
+        }
+        None
+    }
+
+    fn active_due(&self, now: u64, cfg: &FlowConfig) -> bool {
+        cfg.active_ns
+            .is_some_and(|a| now >= self.first_ns.saturating_add(a))
+    }
+
+    fn conn_state(&self) -> ConnState {
+        let [o, r] = &self.dir;
+        match self.key.proto {
+            6 => tcp_conn_state(self, o, r),
+            17 => match (o.active, r.active) {
+                (true, true) => ConnState::SF,
+                (true, false) => ConnState::S0,
+                (false, true) => ConnState::SHR,
+                (false, false) => ConnState::OTH,
+            },
+            _ => ConnState::OTH,
+        }
+    }
+
+    /// Swaps originator and responder (Zeek's FlipRoles).
+    fn flip(&mut self) {
+        self.orig_is_lo = !self.orig_is_lo;
+        self.dir.swap(0, 1);
+        self.ics_server_resp = !self.ics_server_resp;
+        if let Some(ics) = self.ics.as_deref_mut() {
+            std::mem::swap(&mut ics.orig, &mut ics.resp);
+        }
+    }
+}
+
+/// Zeek's `conn_state` for TCP (base/protocols/conn/main.zeek).
+fn tcp_conn_state(f: &Flow, o: &Dir, r: &Dir) -> ConnState {
+    use Ep::*;
+    let o_inactive = matches!(o.state, Inactive | Partial);
+    let r_inactive = matches!(r.state, Inactive | Partial);
+    if r.state == Reset {
+        if matches!(o.state, SynSent | SynAckSent)
+            || (o.state == Reset && o.payload == 0 && r.payload == 0)
+        {
+            ConnState::REJ
+        } else if o_inactive {
+            ConnState::RSTRH
+        } else {
+            ConnState::RSTR
+        }
+    } else if o.state == Reset {
+        if r_inactive {
+            if f.hist_starts_orig_syn && !f.orig_haf_before_rst {
+                ConnState::RSTOS0
+            } else {
+                ConnState::OTH
+            }
+        } else {
+            ConnState::RSTO
+        }
+    } else if r.state == Closed && o.state == Closed {
+        ConnState::SF
+    } else if o.state == Closed {
+        if r_inactive {
+            ConnState::SH
+        } else {
+            ConnState::S2
+        }
+    } else if r.state == Closed {
+        if o_inactive {
+            ConnState::SHR
+        } else {
+            ConnState::S3
+        }
+    } else if o.state == SynSent && r.state == Inactive {
+        ConnState::S0
+    } else if o.state == Established && r.state == Established {
+        ConnState::S1
+    } else {
+        ConnState::OTH
+    }
+}
+
+/// Bookkeeping for one IP fragment group.
+#[derive(Debug)]
+struct FragGroup {
+    /// The flow slot and flow id the first fragment went to, and the sender's direction.
+    flow: Option<(u32, u64, usize)>,
+    /// Bytes of later fragments seen before the first one.
+    pending: u64,
+    seen_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FragKey {
+    src: [u8; 16],
+    dst: [u8; 16],
+    id: u32,
+    proto: u8,
+}
+
+/// The flow table. Feed it frames in capture order; it appends finished flows to `out`.
+#[derive(Debug)]
+pub struct FlowTable {
+    cfg: FlowConfig,
+    hasher: DefaultHashBuilder,
+    index: HashTable<u32>,
+    slab: Vec<Option<Flow>>,
+    free: Vec<u32>,
+    server_ports: Box<[u64; 1024]>,
+    frags: HashMap<FragKey, FragGroup>,
+    now: u64,
+    next_sweep: u64,
+    next_flow_id: u64,
+    rng: u64,
+    stats: SensorStats,
+}
+
+impl FlowTable {
+    pub fn new(cfg: FlowConfig) -> Self {
+        let mut server_ports = Box::new([0u64; 1024]);
+        for p in &cfg.likely_server_ports {
+            server_ports[usize::from(*p >> 6)] |= 1 << (p & 63);
+        }
+        FlowTable {
+            cfg,
+            hasher: DefaultHashBuilder::default(),
+            index: HashTable::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            server_ports,
+            frags: HashMap::new(),
+            now: 0,
+            next_sweep: 0,
+            next_flow_id: 1,
+            rng: 0x9e37_79b9_7f4a_7c15,
+            stats: SensorStats::default(),
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &FlowConfig {
+        &self.cfg
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &SensorStats {
+        &self.stats
+    }
+
+    /// Flows currently held.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether no flow is held.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Bytes held by the table's own structures (slab, index, free list), for the
+    /// bytes-per-flow figure. Boxed ICS summaries are not included.
+    pub fn memory_bytes(&self) -> usize {
+        self.slab.capacity() * size_of::<Option<Flow>>()
+            + self.index.capacity() * (size_of::<u32>() + 1)
+            + self.free.capacity() * 4
+    }
+
+    #[inline]
+    fn is_server_port(&self, p: u16) -> bool {
+        self.server_ports[usize::from(p >> 6)] & (1 << (p & 63)) != 0
+    }
+
+    /// Processes one captured frame with event time `ts_ns` and original length `wire_len`.
+    pub fn process_frame(
+        &mut self,
+        link: LinkType,
+        data: &[u8],
+        wire_len: usize,
+        ts_ns: u64,
+        out: &mut Vec<FlowRecord>,
+    ) {
+        self.stats.packets += 1;
+        self.stats.bytes += data.len() as u64;
+        if data.is_empty() || wire_len < data.len() {
+            self.stats.drop(DropReason::BadRecord);
+            return;
+        }
+        self.advance(ts_ns, out);
+        let missing = wire_len - data.len();
+        match decode::decode(link, data, wire_len, &self.cfg.checksums) {
+            Ok((pkt, inner)) => {
+                self.account(&pkt, ts_ns, out);
+                if let Some(inner) = inner {
+                    match decode::decode_inner(inner, missing, &self.cfg.checksums) {
+                        Ok((ipkt, _)) => self.account(&ipkt, ts_ns, out),
+                        Err(r) => self.stats.drop(r),
+                    }
+                }
+            }
+            Err(r) => self.stats.drop(r),
+        }
+    }
+
+    /// Lets event time pass without a packet (a quiet live link), ending flows that expire.
+    pub fn advance_to(&mut self, ts_ns: u64, out: &mut Vec<FlowRecord>) {
+        self.advance(ts_ns, out);
+    }
+
+    /// Moves event time forward and runs the periodic sweep when due.
+    fn advance(&mut self, ts_ns: u64, out: &mut Vec<FlowRecord>) {
+        if ts_ns > self.now {
+            self.now = ts_ns;
+        }
+        if self.now >= self.next_sweep {
+            if self.next_sweep != 0 {
+                self.sweep(out);
+            }
+            self.next_sweep = self.now + NS;
+        }
+    }
+
+    /// Emits every flow that has expired by the current event time.
+    fn sweep(&mut self, out: &mut Vec<FlowRecord>) {
+        let now = self.now;
+        for slot in 0..self.slab.len() {
+            let Some(f) = self.slab[slot].as_ref() else {
+                continue;
+            };
+            if let Some(reason) = f.expiry(now, &self.cfg) {
+                self.remove(slot as u32, reason, out);
+            } else if f.active_due(now, &self.cfg) {
+                self.report_active(slot as u32, out);
+            }
+        }
+        self.frags.retain(|_, g| {
+            let keep = now < g.seen_ns + FRAG_TIMEOUT_NS;
+            if !keep && g.flow.is_none() {
+                self.stats.fragments_orphaned += 1;
+            }
+            keep
+        });
+    }
+
+    /// Ends the input: every flow still held is emitted.
+    pub fn flush(&mut self, out: &mut Vec<FlowRecord>) {
+        for slot in 0..self.slab.len() {
+            if self.slab[slot].is_some() {
+                self.remove(slot as u32, EndReason::EndOfInput, out);
+            }
+        }
+        let orphans = self.frags.values().filter(|g| g.flow.is_none()).count();
+        self.stats.fragments_orphaned += orphans as u64;
+        self.frags.clear();
+    }
+
+    fn find(&self, key: &Key, hash: u64) -> Option<u32> {
+        let slab = &self.slab;
+        self.index
+            .find(hash, |&i| {
+                slab[i as usize].as_ref().is_some_and(|f| f.key == *key)
+            })
+            .copied()
+    }
+
+    fn remove(&mut self, slot: u32, reason: EndReason, out: &mut Vec<FlowRecord>) {
+        let Some(flow) = self.slab[slot as usize].take() else {
+            return;
+        };
+        let hash = self.hasher.hash_one(flow.key);
+        if let Ok(e) = self.index.find_entry(hash, |&i| i == slot) {
+            e.remove();
+        }
+        self.free.push(slot);
+        self.stats.flows_active = self.index.len() as u64;
+        if flow.continuation && flow.dir[0].pkts == 0 && flow.dir[1].pkts == 0 {
+            return;
+        }
+        self.stats.ended(reason);
+        out.push(self.record(&flow, reason));
+    }
+
+    /// Active timeout: report what the flow did so far and start a continuation record.
+    fn report_active(&mut self, slot: u32, out: &mut Vec<FlowRecord>) {
+        let rec = {
+            let f = self.slab[slot as usize].as_ref().expect("occupied");
+            self.record(f, EndReason::ActiveTimeout)
+        };
+        self.stats.ended(EndReason::ActiveTimeout);
+        out.push(rec);
+        let f = self.slab[slot as usize].as_mut().expect("occupied");
+        for d in &mut f.dir {
+            d.pkts = 0;
+            d.ip_bytes = 0;
+            d.payload = 0;
+        }
+        if let Some(ics) = f.ics.as_deref_mut() {
+            ics.orig = Default::default();
+            ics.resp = Default::default();
+        }
+        f.first_ns = self.now;
+        f.continuation = true;
+    }
+
+    fn record(&self, f: &Flow, reason: EndReason) -> FlowRecord {
+        let to_ip = |a: &[u8; 16]| -> IpAddr {
+            if f.key.v6 {
+                IpAddr::V6(Ipv6Addr::from(*a))
+            } else {
+                IpAddr::V4(Ipv4Addr::new(a[12], a[13], a[14], a[15]))
+            }
+        };
+        let (oa, op, ra, rp) = if f.orig_is_lo {
+            (f.key.lo, f.key.lo_port, f.key.hi, f.key.hi_port)
+        } else {
+            (f.key.hi, f.key.hi_port, f.key.lo, f.key.lo_port)
+        };
+        let dir = |d: &Dir| DirStats {
+            pkts: d.pkts,
+            ip_bytes: d.ip_bytes,
+            payload_bytes: d.payload,
+            tcp_flags: TcpFlags(d.flags),
+        };
+        let asset = (f.asset != NO_ASSET).then(|| AssetMatch {
+            id: self.cfg.assets.get(f.asset).id.clone(),
+            side: f.asset_side,
+        });
+        FlowRecord {
+            sensor_id: self.cfg.sensor_id.clone(),
+            flow_id: f.flow_id,
+            orig_addr: to_ip(&oa),
+            orig_port: op,
+            resp_addr: to_ip(&ra),
+            resp_port: rp,
+            ip_proto: f.key.proto,
+            first_ns: f.first_ns,
+            last_ns: f.last_ns,
+            orig: dir(&f.dir[0]),
+            resp: dir(&f.dir[1]),
+            conn_state: f.conn_state(),
+            asset,
+            ics: f.ics.clone(),
+            end_reason: reason,
+        }
+    }
+
+    /// Creates a flow for `p`, whose sender is the originator unless Zeek's rules flip it.
+    fn create(&mut self, key: Key, src_lo: bool, p: &Packet<'_>, ts: u64, out: &mut Vec<FlowRecord>) -> u32 {
+        if self.index.len() >= self.cfg.max_flows {
+            self.evict_one(out);
+        }
+        let flip = match p.proto {
+            6 => {
+                let f = p.tcp_flags;
+                let partial = f & TcpFlags::SYN == 0 || f & TcpFlags::ACK != 0;
+                partial
+                    && self.is_server_port(p.sport)
+                    && (!self.is_server_port(p.dport)
+                        || (f & TcpFlags::SYN == 0 && p.sport < p.dport))
+            }
+            // A datagram to a broadcast or multicast group is a request or an announcement,
+            // whatever its ports say.
+            17 => {
+                self.is_server_port(p.sport)
+                    && !self.is_server_port(p.dport)
+                    && !is_group_address(&p.dst, p.v6)
+            }
+            _ => false,
+        };
+        let orig_is_lo = src_lo != flip;
+        let (orig, resp) = if flip { (p.dst, p.src) } else { (p.src, p.dst) };
+        let (oport, rport) = if flip { (p.dport, p.sport) } else { (p.sport, p.dport) };
+        let to_ip = |a: [u8; 16]| -> IpAddr {
+            if p.v6 {
+                IpAddr::V6(Ipv6Addr::from(a))
+            } else {
+                IpAddr::V4(Ipv4Addr::new(a[12], a[13], a[14], a[15]))
+            }
+        };
+        let (asset, asset_side) = if self.cfg.assets.is_empty() {
+            (NO_ASSET, Side::Resp)
+        } else if let Some((i, _)) = self.cfg.assets.lookup(to_ip(resp)) {
+            (i, Side::Resp)
+        } else if let Some((i, _)) = self.cfg.assets.lookup(to_ip(orig)) {
+            (i, Side::Orig)
+        } else {
+            (NO_ASSET, Side::Resp)
+        };
+        let udp = p.proto == 17;
+        let (ics_proto, ics_server_resp) = if p.proto == 6 || udp {
+            match ics::proto_for_port(rport, udp) {
+                Some(x) => (Some(x), true),
+                None => (ics::proto_for_port(oport, udp), false),
+            }
+        } else {
+            (None, true)
+        };
+        let flow = Flow {
+            key,
+            orig_is_lo,
+            hist_starts_orig_syn: false,
+            orig_haf_before_rst: false,
+            continuation: false,
+            seen: 0,
+            ics_proto,
+            ics_server_resp,
+            asset_side,
+            asset,
+            first_ns: ts,
+            last_ns: ts,
+            attempt_at: 0,
+            close_at: 0,
+            flow_id: self.next_flow_id,
+            dir: [Dir::default(); 2],
+            ics: None,
+        };
+        self.next_flow_id += 1;
+        self.stats.flows_created += 1;
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slab[s as usize] = Some(flow);
+                s
+            }
+            None => {
+                self.slab.push(Some(flow));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        let hash = self.hasher.hash_one(key);
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        self.index.insert_unique(hash, slot, |&i| {
+            hasher.hash_one(slab[i as usize].as_ref().expect("indexed slot").key)
+        });
+        self.stats.flows_active = self.index.len() as u64;
+        slot
+    }
+
+    /// Evicts the least recently seen flow among a few sampled slots.
+    fn evict_one(&mut self, out: &mut Vec<FlowRecord>) {
+        let n = self.slab.len();
+        if n == 0 {
+            return;
+        }
+        let mut victim: Option<(u64, u32)> = None;
+        let mut tries = 0;
+        while tries < EVICTION_SAMPLE * 4 {
+            // xorshift64: cheap, deterministic, good enough to spread the samples.
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let slot = (self.rng % n as u64) as u32;
+            tries += 1;
+            if let Some(f) = self.slab[slot as usize].as_ref() {
+                if victim.is_none_or(|(t, _)| f.last_ns < t) {
+                    victim = Some((f.last_ns, slot));
+                }
+                if tries >= EVICTION_SAMPLE && victim.is_some() {
+                    break;
+                }
+            }
+        }
+        let slot = match victim {
+            Some((_, s)) => s,
+            None => match self.slab.iter().position(Option::is_some) {
+                Some(s) => s as u32,
+                None => return,
+            },
+        };
+        self.remove(slot, EndReason::Evicted, out);
+    }
+
+    /// Counts one decoded IP packet into its flow.
+    fn account(&mut self, p: &Packet<'_>, ts: u64, out: &mut Vec<FlowRecord>) {
+        if let Fragment::Later { id, bytes } = p.frag {
+            self.later_fragment(p, id, bytes);
+            return;
+        }
+        let (key, src_lo) = Key::of(p);
+        let hash = self.hasher.hash_one(key);
+        let mut slot = self.find(&key, hash);
+        if let Some(s) = slot {
+            let f = self.slab[s as usize].as_ref().expect("indexed slot");
+            if let Some(reason) = f.expiry(ts.max(f.last_ns), &self.cfg) {
+                self.remove(s, reason, out);
+                slot = None;
+            } else if p.proto == 6 && is_reuse(f, p, src_lo) {
+                self.remove(s, EndReason::TcpClosed, out);
+                slot = None;
+            } else if f.active_due(ts, &self.cfg) {
+                self.report_active(s, out);
+            }
+        }
+        let slot = match slot {
+            Some(s) => s,
+            None => self.create(key, src_lo, p, ts, out),
+        };
+        let f = self.slab[slot as usize].as_mut().expect("indexed slot");
+        f.seen = f.seen.saturating_add(1);
+        if p.bad_checksum {
+            self.stats.drop(DropReason::BadTransportChecksum);
+            return;
+        }
+        let is_orig = src_lo == f.orig_is_lo;
+        if p.proto == 6 {
+            tcp_update(f, is_orig, p, ts, &self.cfg);
+        } else {
+            update_times(f, ts);
+        }
+        let f = self.slab[slot as usize].as_mut().expect("indexed slot");
+        let d = usize::from(src_lo != f.orig_is_lo);
+        let dir = &mut f.dir[d];
+        dir.pkts += 1;
+        dir.ip_bytes += u64::from(p.ip_len);
+        if p.tcp_flags & TcpFlags::RST == 0 {
+            dir.payload += u64::from(p.payload_len);
+        }
+        dir.flags |= p.tcp_flags;
+        dir.active = true;
+        if let Some(proto) = f.ics_proto {
+            if !p.payload.is_empty() {
+                let to_server = (d == 1) == f.ics_server_resp;
+                let ics = f.ics.get_or_insert_with(|| Box::new(IcsSummary::new(proto)));
+                let counts = if d == 0 { &mut ics.orig } else { &mut ics.resp };
+                let before = counts.malformed;
+                ics::inspect(proto, p.payload, to_server, counts);
+                self.stats.ics_malformed += u64::from(counts.malformed - before);
+            }
+        }
+        if let Fragment::First { id } = p.frag {
+            self.first_fragment(p, id, slot, d);
+        }
+    }
+
+    fn first_fragment(&mut self, p: &Packet<'_>, id: u32, slot: u32, d: usize) {
+        self.stats.fragments += 1;
+        let fk = FragKey {
+            src: p.src,
+            dst: p.dst,
+            id,
+            proto: p.proto,
+        };
+        let flow_id = self.slab[slot as usize].as_ref().map_or(0, |f| f.flow_id);
+        if let Some(g) = self.frags.get_mut(&fk) {
+            let pending = std::mem::take(&mut g.pending);
+            g.flow = Some((slot, flow_id, d));
+            if let Some(f) = self.slab[slot as usize].as_mut() {
+                f.dir[d].ip_bytes += pending;
+            }
+        } else if self.frags.len() < MAX_FRAG_GROUPS {
+            self.frags.insert(
+                fk,
+                FragGroup {
+                    flow: Some((slot, flow_id, d)),
+                    pending: 0,
+                    seen_ns: self.now,
+                },
+            );
+        } else {
+            self.stats.fragments_overflow += 1;
+        }
+    }
+
+    fn later_fragment(&mut self, p: &Packet<'_>, id: u32, bytes: u32) {
+        self.stats.fragments += 1;
+        let fk = FragKey {
+            src: p.src,
+            dst: p.dst,
+            id,
+            proto: p.proto,
+        };
+        if let Some(g) = self.frags.get_mut(&fk) {
+            match g.flow {
+                Some((slot, flow_id, d)) => match self.slab[slot as usize].as_mut() {
+                    Some(f) if f.flow_id == flow_id => f.dir[d].ip_bytes += u64::from(bytes),
+                    _ => g.pending += u64::from(bytes),
+                },
+                None => g.pending += u64::from(bytes),
+            }
+        } else if self.frags.len() < MAX_FRAG_GROUPS {
+            self.frags.insert(
+                fk,
+                FragGroup {
+                    flow: None,
+                    pending: u64::from(bytes),
+                    seen_ns: self.now,
+                },
+            );
+        } else {
+            self.stats.fragments_overflow += 1;
+        }
+    }
+}
+
+/// Broadcast (255.255.255.255) or multicast (224.0.0.0/4, ff00::/8).
+fn is_group_address(a: &[u8; 16], v6: bool) -> bool {
+    if v6 {
+        a[0] == 0xff
+    } else {
+        a[12] >= 224
+    }
+}
+
+#[inline]
+fn update_times(f: &mut Flow, ts: u64) {
+    if ts > f.last_ns {
+        f.last_ns = ts;
+    }
+    if ts < f.first_ns {
+        f.first_ns = ts;
+    }
+}
+
+/// Zeek's IsReuse: a new SYN on a tuple whose connection is over (or has another ISN) starts a
+/// new connection.
+fn is_reuse(f: &Flow, p: &Packet<'_>, src_lo: bool) -> bool {
+    let flags = p.tcp_flags;
+    if flags & TcpFlags::SYN == 0 {
+        return false;
+    }
+    let [o, r] = &f.dir;
+    let conn_orig = if flags & TcpFlags::ACK != 0 {
+        if o.state != Ep::Inactive {
+            return false;
+        }
+        r
+    } else {
+        o
+    };
+    let closed = o.did_close || r.did_close;
+    if !closed {
+        if p.seq == conn_orig.start_seq {
+            return false;
+        }
+        // The SYN/SYN-ACK arrived reversed: the state machine flips, this is no reuse.
+        if flags & TcpFlags::ACK == 0
+            && conn_orig.state == Ep::SynAckSent
+            && r.state == Ep::Inactive
+            && p.seq == r.start_seq
+        {
+            return false;
+        }
+        // A SYN from the responder side of an attempt is a simultaneous open, not a reuse.
+        let from_orig = src_lo == f.orig_is_lo;
+        if !from_orig && flags & TcpFlags::ACK == 0 && conn_orig.state == Ep::Inactive {
+            return false;
+        }
+    }
+    true
+}
+
+/// Zeek's TCP endpoint state machine for one packet from `is_orig`'s side.
+fn tcp_update(f: &mut Flow, is_orig: bool, p: &Packet<'_>, ts: u64, cfg: &FlowConfig) {
+    let flags = p.tcp_flags;
+    let syn = flags & TcpFlags::SYN != 0;
+    let fin = flags & TcpFlags::FIN != 0;
+    let rst = flags & TcpFlags::RST != 0;
+    let ack = flags & TcpFlags::ACK != 0;
+    let len = p.payload_len;
+    let (ei, pi) = if is_orig { (0, 1) } else { (1, 0) };
+
+    // Sequence-space starts (init_endpoint / init_peer), needed by the reuse and flip rules.
+    {
+        let ep = &mut f.dir[ei];
+        match ep.state {
+            Ep::Inactive => ep.start_seq = if syn { p.seq } else { p.seq.wrapping_sub(1) },
+            Ep::SynSent | Ep::SynAckSent | Ep::Established | Ep::Partial if syn => {
+                ep.start_seq = p.seq
+            }
+            Ep::Reset if syn && ep.prev_state == Ep::Inactive => ep.start_seq = p.seq,
+            _ => {}
+        }
+    }
+    if ack && f.dir[pi].state == Ep::Inactive {
+        f.dir[pi].start_seq = p.ack.wrapping_sub(1);
+    }
+
+    history(f, ei, flags, len);
+
+    let both_closed = f.dir[0].did_close && f.dir[1].did_close;
+    if !both_closed {
+        update_times(f, ts);
+    } else if ts < f.first_ns {
+        f.first_ns = ts;
+    }
+
+    let mut is_orig = is_orig;
+    let (mut ei, mut pi) = (ei, pi);
+    // A connection that began with a SYN-ACK is flipped when the very next packet is an ACK
+    // or data segment, in either direction: a stealth scan's SYN-ACK draws a RST or nothing,
+    // never those. The SYN-ACK sender is the server, and the handshake counts as established.
+    if f.seen == 2
+        && flags & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) == 0
+        && (ack || len > 0)
+        && f.dir[0].state == Ep::SynAckSent
+        && f.dir[1].state == Ep::Inactive
+    {
+        f.flip();
+        f.dir[1].set_state(Ep::Established);
+        f.attempt_at = 0;
+        is_orig = !is_orig;
+        std::mem::swap(&mut ei, &mut pi);
+    }
+    let mut do_close = false;
+    match f.dir[ei].state {
+        Ep::Inactive => {
+            if syn {
+                if is_orig {
+                    let s = if ack { Ep::SynAckSent } else { Ep::SynSent };
+                    f.dir[ei].set_state(s);
+                    if cfg.tcp_attempt_ns > 0 {
+                        f.attempt_at = ts + cfg.tcp_attempt_ns;
+                    }
+                } else {
+                    if !ack
+                        && f.dir[pi].state == Ep::SynAckSent
+                        && p.seq == f.dir[ei].start_seq
+                    {
+                        // SYN and SYN-ACK seen reversed: flip and establish.
+                        f.flip();
+                        is_orig = true;
+                        std::mem::swap(&mut ei, &mut pi);
+                        f.dir[pi].set_state(Ep::Established);
+                    }
+                    if f.dir[pi].state == Ep::SynSent {
+                        f.dir[pi].set_state(Ep::Established);
+                    }
+                    f.dir[ei].set_state(Ep::Established);
+                }
+            }
+            if fin {
+                f.dir[ei].set_state(Ep::Closed);
+                do_close = true;
+            }
+            if rst {
+                f.dir[ei].set_state(Ep::Reset);
+                do_close = true;
+            }
+            if f.dir[ei].state == Ep::Inactive {
+                if !is_orig && len == 0 && f.dir[0].state == Ep::SynSent {
+                    // An ACK of the SYN before the SYN-ACK: not yet a partial connection.
+                } else if ack && f.dir[pi].state == Ep::Established {
+                    f.dir[ei].set_state(Ep::Established);
+                } else {
+                    f.dir[ei].set_state(Ep::Partial);
+                }
+            }
+        }
+        Ep::SynSent | Ep::SynAckSent => {
+            if fin {
+                f.dir[ei].set_state(Ep::Closed);
+                do_close = true;
+            }
+            if rst {
+                f.dir[ei].set_state(Ep::Reset);
+                do_close = true;
+            }
+        }
+        Ep::Established | Ep::Partial => {
+            if syn
+                && f.dir[ei].state == Ep::Partial
+                && f.dir[pi].state == Ep::Inactive
+                && !ack
+            {
+                f.dir[ei].set_state(Ep::SynSent);
+            }
+            if fin && !rst {
+                f.dir[ei].set_state(Ep::Closed);
+                if f.dir[pi].state == Ep::Reset && f.dir[pi].prev_state == Ep::Closed {
+                    // FIN then RST from the peer was a normal close after all.
+                    f.dir[pi].set_state(Ep::Closed);
+                }
+                do_close = true;
+            }
+            if rst {
+                f.dir[ei].set_state(Ep::Reset);
+                do_close = true;
+            }
+        }
+        Ep::Closed => {
+            if rst && f.dir[pi].state != Ep::Closed {
+                f.dir[ei].set_state(Ep::Reset);
+                if !f.dir[ei].did_close {
+                    do_close = true;
+                }
+                // A RST after a FIN: Zeek removes the connection after the reset delay.
+                f.close_at = ts + cfg.tcp_linger_ns;
+            }
+        }
+        Ep::Reset => {}
+    }
+
+    if do_close {
+        connection_closed(f, ei, pi, cfg);
+    }
+}
+
+/// Zeek's ConnectionClosed: once the close is complete the connection lingers, then goes.
+fn connection_closed(f: &mut Flow, ei: usize, pi: usize, cfg: &FlowConfig) {
+    if f.dir[ei].did_close {
+        return;
+    }
+    f.dir[ei].did_close = true;
+    let complete = f.dir[ei].state == Ep::Reset
+        || f.dir[pi].did_close
+        || f.dir[pi].state == Ep::Inactive;
+    if complete {
+        f.close_at = f.last_ns + cfg.tcp_linger_ns;
+    }
+}
+
+/// Records Zeek's history letters (once per letter and direction) as far as `conn_state`
+/// needs them: whether the connection began with the originator's SYN, and whether the
+/// originator sent a handshake, ACK or FIN before its first RST.
+fn history(f: &mut Flow, ei: usize, flags: u8, len: u32) {
+    let syn = flags & TcpFlags::SYN != 0;
+    let fin = flags & TcpFlags::FIN != 0;
+    let rst = flags & TcpFlags::RST != 0;
+    let bits = u8::from(syn) + u8::from(fin) + u8::from(rst);
+    let letter = if bits > 1 {
+        H_MULTI
+    } else if syn {
+        if flags & TcpFlags::ACK != 0 {
+            H_SYNACK
+        } else {
+            H_SYN
+        }
+    } else if fin {
+        H_FIN
+    } else if rst {
+        H_RST
+    } else if len > 0 {
+        H_DATA
+    } else if flags & TcpFlags::ACK != 0 {
+        H_ACK
+    } else {
+        return;
+    };
+    let first_letter = f.dir[0].hist == 0 && f.dir[1].hist == 0;
+    let d = &mut f.dir[ei];
+    if d.hist & letter != 0 {
+        return;
+    }
+    d.hist |= letter;
+    if first_letter {
+        f.hist_starts_orig_syn = ei == 0 && letter == H_SYN;
+    }
+    if ei == 0
+        && f.dir[0].hist & H_RST == 0
+        && letter & (H_SYNACK | H_ACK | H_FIN | H_MULTI) != 0
+    {
+        f.orig_haf_before_rst = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds an Ethernet/IPv4/TCP frame with a valid IP checksum and no TCP checksum check.
+    fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, seq: u32, data: usize) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00]);
+        let total = 40 + data;
+        let mut ip = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        let c = !crate::checksum::ones_complement(0, &ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&dport.to_be_bytes());
+        f.extend_from_slice(&seq.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 1, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        f.extend(std::iter::repeat_n(0u8, data));
+        f
+    }
+
+    fn table() -> FlowTable {
+        let mut cfg = FlowConfig::default();
+        cfg.checksums.verify = false;
+        FlowTable::new(cfg)
+    }
+
+    const C: [u8; 4] = [192, 0, 2, 1];
+    const S: [u8; 4] = [198, 51, 100, 2];
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const FIN: u8 = 0x01;
+    const RST: u8 = 0x04;
+
+    fn run(frames: &[(Vec<u8>, u64)]) -> Vec<FlowRecord> {
+        let mut t = table();
+        let mut out = Vec::new();
+        for (f, ts) in frames {
+            t.process_frame(LinkType::Ethernet, f, f.len(), *ts, &mut out);
+        }
+        t.flush(&mut out);
+        out
+    }
+
+    #[test]
+    fn full_handshake_and_close_is_sf() {
+        let out = run(&[
+            (tcp(C, 40000, S, 80, SYN, 100, 0), NS),
+            (tcp(S, 80, C, 40000, SYN | ACK, 500, 0), NS + 1),
+            (tcp(C, 40000, S, 80, ACK, 101, 0), NS + 2),
+            (tcp(C, 40000, S, 80, ACK, 101, 10), NS + 3),
+            (tcp(S, 80, C, 40000, FIN | ACK, 501, 0), NS + 4),
+            (tcp(C, 40000, S, 80, FIN | ACK, 111, 0), NS + 5),
+        ]);
+        assert_eq!(out.len(), 1);
+        let r = &out[0];
+        assert_eq!(r.conn_state, ConnState::SF);
+        assert_eq!((r.orig.pkts, r.resp.pkts), (4, 2));
+        assert_eq!((r.orig.ip_bytes, r.resp.ip_bytes), (170, 80));
+        assert_eq!(r.orig_port, 40000);
+    }
+
+    #[test]
+    fn unanswered_syn_is_s0_and_rejected_is_rej() {
+        let out = run(&[(tcp(C, 40000, S, 80, SYN, 1, 0), NS)]);
+        assert_eq!(out[0].conn_state, ConnState::S0);
+        let out = run(&[
+            (tcp(C, 40000, S, 80, SYN, 1, 0), NS),
+            (tcp(S, 80, C, 40000, RST | ACK, 0, 0), NS + 1),
+        ]);
+        assert_eq!(out[0].conn_state, ConnState::REJ);
+    }
+
+    #[test]
+    fn midstream_flow_takes_server_port_as_responder() {
+        // First packet seen goes from the server (port 80) to the client.
+        let out = run(&[
+            (tcp(S, 80, C, 40000, ACK, 1, 100), NS),
+            (tcp(C, 40000, S, 80, ACK, 1, 0), NS + 1),
+        ]);
+        assert_eq!(out[0].resp_port, 80);
+        assert_eq!(out[0].orig.pkts, 1);
+        assert_eq!(out[0].resp.pkts, 1);
+        assert_eq!(out[0].conn_state, ConnState::OTH);
+    }
+
+    #[test]
+    fn attempt_timeout_splits_retransmissions_after_five_seconds() {
+        let out = run(&[
+            (tcp(C, 40000, S, 80, SYN, 1, 0), NS),
+            (tcp(C, 40000, S, 80, SYN, 1, 0), 2 * NS),
+            (tcp(C, 40000, S, 80, SYN, 1, 0), 7 * NS),
+        ]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].orig.pkts, 2);
+        assert_eq!(out[1].orig.pkts, 1);
+    }
+
+    #[test]
+    fn syn_with_new_isn_after_close_is_a_new_connection() {
+        let out = run(&[
+            (tcp(C, 40000, S, 80, SYN, 100, 0), NS),
+            (tcp(S, 80, C, 40000, RST | ACK, 0, 0), NS + 1),
+            (tcp(C, 40000, S, 80, SYN, 9000, 0), NS + 2),
+        ]);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn table_is_bounded_and_evictions_are_counted() {
+        let mut cfg = FlowConfig::default();
+        cfg.checksums.verify = false;
+        cfg.max_flows = 100;
+        let mut t = FlowTable::new(cfg);
+        let mut out = Vec::new();
+        for i in 0..1000u16 {
+            let f = tcp(C, 1024 + i, S, 80, SYN, 1, 0);
+            t.process_frame(LinkType::Ethernet, &f, f.len(), NS + u64::from(i), &mut out);
+            assert!(t.len() <= 100);
+        }
+        assert_eq!(t.stats().evictions(), 900);
+        t.flush(&mut out);
+        assert_eq!(out.len(), 1000, "no flow is lost: evicted flows are emitted");
+    }
+
+    #[test]
+    fn idle_timeout_emits_flow() {
+        let mut t = table();
+        let mut out = Vec::new();
+        let f = tcp(C, 40000, S, 80, ACK, 1, 10);
+        t.process_frame(LinkType::Ethernet, &f, f.len(), NS, &mut out);
+        let g = tcp(C, 40001, S, 80, ACK, 1, 10);
+        t.process_frame(LinkType::Ethernet, &g, g.len(), 400 * NS, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].end_reason, EndReason::IdleTimeout);
+        assert_eq!(t.len(), 1);
+    }
+}

@@ -1,0 +1,68 @@
+//! Sensor counters: every packet is either counted into a flow or dropped with a reason.
+
+use crate::decode::DropReason;
+use normwatch_model::EndReason;
+
+/// Counters kept by the single-threaded hot path; read them between batches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SensorStats {
+    /// Frames handed to the decoder.
+    pub packets: u64,
+    /// Captured bytes of those frames.
+    pub bytes: u64,
+    /// Frames (or tunnel layers) not counted into a flow, by [`DropReason`] (indexed by `as u8`).
+    pub drops: [u64; DropReason::ALL.len()],
+    /// IP fragments seen (first and later).
+    pub fragments: u64,
+    /// Later fragments whose first fragment never arrived within the fragment timeout.
+    pub fragments_orphaned: u64,
+    /// Fragment groups not tracked because the fragment table was full.
+    pub fragments_overflow: u64,
+    /// Flows created.
+    pub flows_created: u64,
+    /// Flow records emitted, by [`EndReason`].
+    pub flows_ended: [u64; 5],
+    /// Flows currently in the table.
+    pub flows_active: u64,
+    /// Industrial-protocol PDUs that did not parse as the port's protocol.
+    pub ics_malformed: u64,
+}
+
+impl SensorStats {
+    /// Counts a drop.
+    #[inline]
+    pub fn drop(&mut self, r: DropReason) {
+        self.drops[r as usize] += 1;
+    }
+
+    /// Drops counted for `r`.
+    pub fn drops_for(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+
+    /// Counts an emitted record.
+    #[inline]
+    pub fn ended(&mut self, r: EndReason) {
+        self.flows_ended[end_index(r)] += 1;
+    }
+
+    /// Records emitted for `r`.
+    pub fn ended_for(&self, r: EndReason) -> u64 {
+        self.flows_ended[end_index(r)]
+    }
+
+    /// Flows ended because the table was full.
+    pub fn evictions(&self) -> u64 {
+        self.ended_for(EndReason::Evicted)
+    }
+}
+
+fn end_index(r: EndReason) -> usize {
+    match r {
+        EndReason::IdleTimeout => 0,
+        EndReason::ActiveTimeout => 1,
+        EndReason::TcpClosed => 2,
+        EndReason::Evicted => 3,
+        EndReason::EndOfInput => 4,
+    }
+}
