@@ -27,6 +27,8 @@ const NS: u64 = 1_000_000_000;
 const FRAG_TIMEOUT_NS: u64 = 30 * NS;
 /// Fragment groups tracked at once.
 const MAX_FRAG_GROUPS: usize = 65_536;
+/// Flows the table has room for before it first grows.
+const INITIAL_CAPACITY: usize = 16_384;
 /// Slots sampled to choose an eviction victim when the table is full.
 const EVICTION_SAMPLE: usize = 8;
 
@@ -134,12 +136,17 @@ enum Ep {
     Reset,
 }
 
-/// Per-direction counters and TCP endpoint state.
+/// Per-direction counters. Kept apart from [`Dir`] so neither struct pads.
 #[derive(Clone, Copy, Debug, Default)]
-struct Dir {
+struct Cnt {
     pkts: u64,
     ip_bytes: u64,
     payload: u64,
+}
+
+/// Per-direction TCP endpoint state and flags.
+#[derive(Clone, Copy, Debug, Default)]
+struct Dir {
     start_seq: u32,
     flags: u8,
     state: Ep,
@@ -187,16 +194,25 @@ struct Flow {
     asset: u32,
     first_ns: u64,
     last_ns: u64,
-    /// When the first SYN arrived + attempt timeout (0 = none).
-    attempt_at: u64,
-    /// When the close completed + linger (0 = none).
-    close_at: u64,
+    /// When the pending TCP timer fires (0 = none): the attempt timeout after the first SYN,
+    /// replaced by the linger deadline once the close completes.
+    timer_at: u64,
+    timer: Timer,
     flow_id: u64,
+    cnt: [Cnt; 2],
     dir: [Dir; 2],
     ics: Option<Box<IcsSummary>>,
 }
 
 const NO_ASSET: u32 = u32::MAX;
+
+/// Which TCP timer `timer_at` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    None,
+    Attempt,
+    Close,
+}
 
 impl Flow {
     fn idle_ns(&self, cfg: &FlowConfig) -> u64 {
@@ -215,11 +231,11 @@ impl Flow {
         }
         if self.key.proto == 6 {
             let [o, r] = &self.dir;
-            if self.close_at != 0 && now >= self.close_at {
+            if self.timer == Timer::Close && now >= self.timer_at {
                 return Some(EndReason::TcpClosed);
             }
-            if self.attempt_at != 0
-                && now >= self.attempt_at
+            if self.timer == Timer::Attempt
+                && now >= self.timer_at
                 && matches!(o.state, Ep::SynSent | Ep::SynAckSent)
                 && r.state == Ep::Inactive
             {
@@ -266,6 +282,7 @@ impl Flow {
     fn flip(&mut self) {
         self.orig_is_lo = !self.orig_is_lo;
         self.dir.swap(0, 1);
+        self.cnt.swap(0, 1);
         self.ics_server_resp = !self.ics_server_resp;
         if let Some(ics) = self.ics.as_deref_mut() {
             std::mem::swap(&mut ics.orig, &mut ics.resp);
@@ -280,7 +297,7 @@ fn tcp_conn_state(f: &Flow, o: &Dir, r: &Dir) -> ConnState {
     let r_inactive = matches!(r.state, Inactive | Partial);
     if r.state == Reset {
         if matches!(o.state, SynSent | SynAckSent)
-            || (o.state == Reset && o.payload == 0 && r.payload == 0)
+            || (o.state == Reset && f.cnt[0].payload == 0 && f.cnt[1].payload == 0)
         {
             ConnState::REJ
         } else if o_inactive {
@@ -362,11 +379,12 @@ impl FlowTable {
         for p in &cfg.likely_server_ports {
             server_ports[usize::from(*p >> 6)] |= 1 << (p & 63);
         }
+        let initial = cfg.max_flows.min(INITIAL_CAPACITY);
         FlowTable {
             cfg,
             hasher: DefaultHashBuilder::default(),
-            index: HashTable::new(),
-            slab: Vec::new(),
+            index: HashTable::with_capacity(initial),
+            slab: Vec::with_capacity(initial),
             free: Vec::new(),
             server_ports,
             frags: HashMap::new(),
@@ -484,11 +502,19 @@ impl FlowTable {
 
     /// Ends the input: every flow still held is emitted.
     pub fn flush(&mut self, out: &mut Vec<FlowRecord>) {
-        for slot in 0..self.slab.len() {
-            if self.slab[slot].is_some() {
-                self.remove(slot as u32, EndReason::EndOfInput, out);
+        let slab = std::mem::take(&mut self.slab);
+        for flow in slab.iter().flatten() {
+            if flow.continuation && flow.cnt[0].pkts == 0 && flow.cnt[1].pkts == 0 {
+                continue;
             }
+            self.stats.ended(EndReason::EndOfInput);
+            out.push(self.record(flow, EndReason::EndOfInput));
         }
+        self.slab = slab;
+        self.slab.clear();
+        self.index.clear();
+        self.free.clear();
+        self.stats.flows_active = 0;
         let orphans = self.frags.values().filter(|g| g.flow.is_none()).count();
         self.stats.fragments_orphaned += orphans as u64;
         self.frags.clear();
@@ -513,7 +539,7 @@ impl FlowTable {
         }
         self.free.push(slot);
         self.stats.flows_active = self.index.len() as u64;
-        if flow.continuation && flow.dir[0].pkts == 0 && flow.dir[1].pkts == 0 {
+        if flow.continuation && flow.cnt[0].pkts == 0 && flow.cnt[1].pkts == 0 {
             return;
         }
         self.stats.ended(reason);
@@ -529,11 +555,7 @@ impl FlowTable {
         self.stats.ended(EndReason::ActiveTimeout);
         out.push(rec);
         let f = self.slab[slot as usize].as_mut().expect("occupied");
-        for d in &mut f.dir {
-            d.pkts = 0;
-            d.ip_bytes = 0;
-            d.payload = 0;
-        }
+        f.cnt = [Cnt::default(); 2];
         if let Some(ics) = f.ics.as_deref_mut() {
             ics.orig = Default::default();
             ics.resp = Default::default();
@@ -555,11 +577,11 @@ impl FlowTable {
         } else {
             (f.key.hi, f.key.hi_port, f.key.lo, f.key.lo_port)
         };
-        let dir = |d: &Dir| DirStats {
-            pkts: d.pkts,
-            ip_bytes: d.ip_bytes,
-            payload_bytes: d.payload,
-            tcp_flags: TcpFlags(d.flags),
+        let dir = |i: usize| DirStats {
+            pkts: f.cnt[i].pkts,
+            ip_bytes: f.cnt[i].ip_bytes,
+            payload_bytes: f.cnt[i].payload,
+            tcp_flags: TcpFlags(f.dir[i].flags),
         };
         let asset = (f.asset != NO_ASSET).then(|| AssetMatch {
             id: self.cfg.assets.get(f.asset).id.clone(),
@@ -575,8 +597,8 @@ impl FlowTable {
             ip_proto: f.key.proto,
             first_ns: f.first_ns,
             last_ns: f.last_ns,
-            orig: dir(&f.dir[0]),
-            resp: dir(&f.dir[1]),
+            orig: dir(0),
+            resp: dir(1),
             conn_state: f.conn_state(),
             asset,
             ics: f.ics.clone(),
@@ -648,9 +670,10 @@ impl FlowTable {
             asset,
             first_ns: ts,
             last_ns: ts,
-            attempt_at: 0,
-            close_at: 0,
+            timer_at: 0,
+            timer: Timer::None,
             flow_id: self.next_flow_id,
+            cnt: [Cnt::default(); 2],
             dir: [Dir::default(); 2],
             ics: None,
         };
@@ -748,12 +771,13 @@ impl FlowTable {
         }
         let f = self.slab[slot as usize].as_mut().expect("indexed slot");
         let d = usize::from(src_lo != f.orig_is_lo);
-        let dir = &mut f.dir[d];
-        dir.pkts += 1;
-        dir.ip_bytes += u64::from(p.ip_len);
+        let cnt = &mut f.cnt[d];
+        cnt.pkts += 1;
+        cnt.ip_bytes += u64::from(p.ip_len);
         if p.tcp_flags & TcpFlags::RST == 0 {
-            dir.payload += u64::from(p.payload_len);
+            cnt.payload += u64::from(p.payload_len);
         }
+        let dir = &mut f.dir[d];
         dir.flags |= p.tcp_flags;
         dir.active = true;
         if let Some(proto) = f.ics_proto {
@@ -784,7 +808,7 @@ impl FlowTable {
             let pending = std::mem::take(&mut g.pending);
             g.flow = Some((slot, flow_id, d));
             if let Some(f) = self.slab[slot as usize].as_mut() {
-                f.dir[d].ip_bytes += pending;
+                f.cnt[d].ip_bytes += pending;
             }
         } else if self.frags.len() < MAX_FRAG_GROUPS {
             self.frags.insert(
@@ -811,7 +835,7 @@ impl FlowTable {
         if let Some(g) = self.frags.get_mut(&fk) {
             match g.flow {
                 Some((slot, flow_id, d)) => match self.slab[slot as usize].as_mut() {
-                    Some(f) if f.flow_id == flow_id => f.dir[d].ip_bytes += u64::from(bytes),
+                    Some(f) if f.flow_id == flow_id => f.cnt[d].ip_bytes += u64::from(bytes),
                     _ => g.pending += u64::from(bytes),
                 },
                 None => g.pending += u64::from(bytes),
@@ -936,7 +960,9 @@ fn tcp_update(f: &mut Flow, is_orig: bool, p: &Packet<'_>, ts: u64, cfg: &FlowCo
     {
         f.flip();
         f.dir[1].set_state(Ep::Established);
-        f.attempt_at = 0;
+        if f.timer == Timer::Attempt {
+            f.timer = Timer::None;
+        }
         is_orig = !is_orig;
         std::mem::swap(&mut ei, &mut pi);
     }
@@ -948,7 +974,8 @@ fn tcp_update(f: &mut Flow, is_orig: bool, p: &Packet<'_>, ts: u64, cfg: &FlowCo
                     let s = if ack { Ep::SynAckSent } else { Ep::SynSent };
                     f.dir[ei].set_state(s);
                     if cfg.tcp_attempt_ns > 0 {
-                        f.attempt_at = ts + cfg.tcp_attempt_ns;
+                        f.timer_at = ts + cfg.tcp_attempt_ns;
+                        f.timer = Timer::Attempt;
                     }
                 } else {
                     if !ack
@@ -1023,7 +1050,8 @@ fn tcp_update(f: &mut Flow, is_orig: bool, p: &Packet<'_>, ts: u64, cfg: &FlowCo
                     do_close = true;
                 }
                 // A RST after a FIN: Zeek removes the connection after the reset delay.
-                f.close_at = ts + cfg.tcp_linger_ns;
+                f.timer_at = ts + cfg.tcp_linger_ns;
+                f.timer = Timer::Close;
             }
         }
         Ep::Reset => {}
@@ -1044,7 +1072,8 @@ fn connection_closed(f: &mut Flow, ei: usize, pi: usize, cfg: &FlowConfig) {
         || f.dir[pi].did_close
         || f.dir[pi].state == Ep::Inactive;
     if complete {
-        f.close_at = f.last_ns + cfg.tcp_linger_ns;
+        f.timer_at = f.last_ns + cfg.tcp_linger_ns;
+        f.timer = Timer::Close;
     }
 }
 

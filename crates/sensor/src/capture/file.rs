@@ -10,6 +10,7 @@ use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapNGPacketBlock;
 use pcap_parser::{PcapBlockOwned, PcapError};
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Initial read buffer; grown up to [`MAX_BLOCK`] for large blocks.
@@ -85,13 +86,22 @@ fn ts_from_units(units: u64, resolution: u64, offset_s: i64) -> u64 {
 /// Reads `path` to the end, calling `on_frame` for every packet in file order.
 pub fn read_file(
     path: &Path,
-    mut on_frame: impl FnMut(Frame<'_>),
+    on_frame: impl FnMut(Frame<'_>),
 ) -> Result<FileSummary, CaptureError> {
     let file = File::open(path).map_err(|source| CaptureError::Open {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut reader = match pcap_parser::create_reader(BUFFER, file) {
+    read_stream(file, path, on_frame)
+}
+
+/// Reads a capture from any byte stream; `path` names it in errors.
+pub fn read_stream(
+    stream: impl Read + Send,
+    path: &Path,
+    mut on_frame: impl FnMut(Frame<'_>),
+) -> Result<FileSummary, CaptureError> {
+    let mut reader = match pcap_parser::create_reader(BUFFER, stream) {
         Ok(r) => r,
         Err(PcapError::Incomplete(_)) => {
             return Err(CaptureError::Truncated {

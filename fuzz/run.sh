@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for a bounded time (seconds, default 60 each), seeded with real
+# captures from the shared data. A crash fails the run and leaves the input in fuzz/artifacts.
+set -euo pipefail
+cd "$(dirname "$0")"
+secs=${1:-60}
+shared=${NORMWATCH_SHARED_DATA:-../../shared/data}
+# cargo-fuzz needs nightly-only flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
+export RUSTC_BOOTSTRAP=1
+mkdir -p corpus/capture_reader corpus/decode corpus/ics
+if [ -d "$shared/captures" ]; then
+  find "$shared/captures" -type f \( -name '*.pcap' -o -name '*.pcapng' \) -size -64k | head -40 |
+    while read -r f; do cp -n "$f" corpus/capture_reader/ 2>/dev/null || true; done
+fi
+for t in decode capture_reader ics; do
+  echo "fuzzing $t for ${secs}s"
+  cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 2>&1 | tail -n 3
+done
