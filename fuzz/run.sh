@@ -9,8 +9,12 @@ shared=${NORMWATCH_SHARED_DATA:-../../shared/data}
 export RUSTC_BOOTSTRAP=1
 mkdir -p corpus/capture_reader corpus/decode corpus/ics
 if [ -d "$shared/captures" ]; then
-  find "$shared/captures" -type f \( -name '*.pcap' -o -name '*.pcapng' \) -size -64k | head -40 |
-    while read -r f; do cp -n "$f" corpus/capture_reader/ 2>/dev/null || true; done
+  mapfile -t seeds < <(find "$shared/captures" -type f \( -name '*.pcap' -o -name '*.pcapng' \) -size -64k | sort)
+  i=0
+  for f in "${seeds[@]:0:60}"; do
+    cp "$f" "corpus/capture_reader/seed-$i"
+    i=$((i + 1))
+  done
 fi
 for t in decode capture_reader ics; do
   echo "fuzzing $t for ${secs}s"

@@ -19,7 +19,11 @@ const LINKS: [LinkType; 8] = [
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, frame)) = data.split_first() else { return };
     let link = LINKS[usize::from(sel) % LINKS.len()];
-    let mut table = FlowTable::new(FlowConfig::default());
+    let cfg = FlowConfig {
+        max_flows: 16,
+        ..FlowConfig::default()
+    };
+    let mut table = FlowTable::new(cfg);
     let mut out = Vec::new();
     // The same frame twice (second time as the reply direction's state machine sees it) and
     // with a shorter capture than the wire, to reach the snap-length paths.
