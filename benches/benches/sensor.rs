@@ -20,7 +20,7 @@ struct Frames {
     data: Vec<Vec<u8>>,
 }
 
-fn load(path: &PathBuf) -> Frames {
+fn load(path: &std::path::Path) -> Frames {
     let mut f = Frames {
         link: vec![],
         ts: vec![],
@@ -55,7 +55,11 @@ fn decode_and_flows(c: &mut Criterion) {
     let frames = load(&path);
     let n = frames.data.len() as u64;
     let bytes: u64 = frames.data.iter().map(|d| d.len() as u64).sum();
-    eprintln!("{}: {n} packets, {:.1} bytes/packet", path.display(), bytes as f64 / n as f64);
+    eprintln!(
+        "{}: {n} packets, {:.1} bytes/packet",
+        path.display(),
+        bytes as f64 / n as f64
+    );
     let mut g = c.benchmark_group("sensor");
     g.throughput(Throughput::Elements(n));
     g.bench_function("decode", |b| {
@@ -71,7 +75,11 @@ fn decode_and_flows(c: &mut Criterion) {
         })
     });
     for verify in [false, true] {
-        let name = if verify { "decode+flows (checksums verified)" } else { "decode+flows" };
+        let name = if verify {
+            "decode+flows (checksums verified)"
+        } else {
+            "decode+flows"
+        };
         g.bench_function(name, |b| {
             let mut out = Vec::with_capacity(1 << 16);
             // One table for all iterations, flushed after each pass: the steady state of a
@@ -81,7 +89,13 @@ fn decode_and_flows(c: &mut Criterion) {
             let mut t = FlowTable::new(cfg);
             b.iter(|| {
                 for i in 0..frames.data.len() {
-                    t.process_frame(frames.link[i], &frames.data[i], frames.wire[i], frames.ts[i], &mut out);
+                    t.process_frame(
+                        frames.link[i],
+                        &frames.data[i],
+                        frames.wire[i],
+                        frames.ts[i],
+                        &mut out,
+                    );
                     out.clear();
                 }
                 t.flush(&mut out);
@@ -119,11 +133,21 @@ fn million_flows(c: &mut Criterion) {
     let mut out = Vec::new();
     for i in 0..FLOWS {
         let f = syn(0x0a00_0000 + i, 1024 + (i % 50_000) as u16);
-        t.process_frame(LinkType::Ethernet, &f, f.len(), 1_000_000_000 + u64::from(i), &mut out);
+        t.process_frame(
+            LinkType::Ethernet,
+            &f,
+            f.len(),
+            1_000_000_000 + u64::from(i),
+            &mut out,
+        );
     }
     assert_eq!(t.len(), FLOWS as usize);
     let per_flow = t.memory_bytes() as f64 / f64::from(FLOWS);
-    println!("memory: {} active flows, {:.1} bytes per active flow (slab + index)", t.len(), per_flow);
+    println!(
+        "memory: {} active flows, {:.1} bytes per active flow (slab + index)",
+        t.len(),
+        per_flow
+    );
     let mut g = c.benchmark_group("flow-table");
     g.throughput(Throughput::Elements(u64::from(FLOWS)));
     g.sample_size(10);
@@ -136,7 +160,13 @@ fn million_flows(c: &mut Criterion) {
             let mut out = Vec::new();
             for i in 0..FLOWS {
                 let f = syn(0x0a00_0000 + i, 1024 + (i % 50_000) as u16);
-                t.process_frame(LinkType::Ethernet, &f, f.len(), 1_000_000_000 + u64::from(i), &mut out);
+                t.process_frame(
+                    LinkType::Ethernet,
+                    &f,
+                    f.len(),
+                    1_000_000_000 + u64::from(i),
+                    &mut out,
+                );
             }
             black_box(t.len())
         })

@@ -22,7 +22,10 @@ pub fn capture(rel: &str) -> PathBuf {
 }
 
 /// Runs the flow table over `path` and returns every flow (flushed at the end) and the stats.
-pub fn flows_of(path: &Path, cfg: FlowConfig) -> Result<(Vec<FlowRecord>, SensorStats), (Vec<FlowRecord>, CaptureError)> {
+pub fn flows_of(
+    path: &Path,
+    cfg: FlowConfig,
+) -> Result<(Vec<FlowRecord>, SensorStats), (Vec<FlowRecord>, CaptureError)> {
     let mut table = FlowTable::new(cfg);
     let mut out = Vec::new();
     let res = read_file(path, |f| {

@@ -27,10 +27,15 @@ fn truncated_capture_reports_offset_after_flushing_flows() {
     assert!(matches!(err, CaptureError::Truncated { .. }), "{msg}");
     assert!(msg.contains("cut.pcap"), "{msg}");
     let off = err.offset().unwrap();
-    assert!(off > 24 && (off as usize) < cut, "offset {off} within the file");
+    assert!(
+        off > 24 && (off as usize) < cut,
+        "offset {off} within the file"
+    );
     assert!(msg.contains(&off.to_string()), "{msg}");
     // The flows before the cut were delivered, and they are a subset of the full run's.
-    let pkts = |v: &[normwatch_model::FlowRecord]| v.iter().map(|f| f.orig.pkts + f.resp.pkts).sum::<u64>();
+    let pkts = |v: &[normwatch_model::FlowRecord]| {
+        v.iter().map(|f| f.orig.pkts + f.resp.pkts).sum::<u64>()
+    };
     assert!(!partial.is_empty());
     assert!(pkts(&partial) > 0 && pkts(&partial) < pkts(&all));
 }
@@ -43,7 +48,10 @@ fn pcapng_truncated_inside_a_block() {
     let path = write_tmp(&dir, "cut.pcapng", &full[..full.len() - 7]);
     let (partial, err) = flows_of(&path, config(false)).expect_err("truncated");
     assert!(matches!(err, CaptureError::Truncated { .. }), "{err}");
-    assert!(!partial.is_empty(), "packets before the cut still make a flow");
+    assert!(
+        !partial.is_empty(),
+        "packets before the cut still make a flow"
+    );
 }
 
 #[test]
@@ -59,13 +67,22 @@ fn corrupt_record_length_is_an_error_with_offset() {
     let (partial, err) = flows_of(&path, config(false)).expect_err("corrupt");
     assert_eq!(err.offset(), Some(second as u64), "{err}");
     assert!(err.to_string().contains("corrupt.pcap"));
-    assert_eq!(partial.iter().map(|f| f.orig.pkts + f.resp.pkts).sum::<u64>(), 1);
+    assert_eq!(
+        partial
+            .iter()
+            .map(|f| f.orig.pkts + f.resp.pkts)
+            .sum::<u64>(),
+        1
+    );
 }
 
 #[test]
 fn not_a_capture_and_empty_file_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, bytes) in [("text.pcap", &b"this is not a capture file at all"[..]), ("empty.pcap", &b""[..])] {
+    for (name, bytes) in [
+        ("text.pcap", &b"this is not a capture file at all"[..]),
+        ("empty.pcap", &b""[..]),
+    ] {
         let path = write_tmp(&dir, name, bytes);
         let (_, err) = flows_of(&path, config(false)).expect_err("not a capture");
         assert!(err.to_string().contains(name), "{err}");

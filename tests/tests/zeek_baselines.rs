@@ -31,7 +31,10 @@ fn runs() -> Vec<Run> {
         if !in_a || !line.starts_with("| zeek/") && !line.starts_with("| icsnpp") {
             continue;
         }
-        let cols: Vec<&str> = line.split(" | ").map(|c| c.trim_matches(['|', ' '])).collect();
+        let cols: Vec<&str> = line
+            .split(" | ")
+            .map(|c| c.trim_matches(['|', ' ']))
+            .collect();
         runs.push(Run {
             baseline: cols[0].to_string(),
             trace: cols[1].to_string(),
@@ -62,7 +65,10 @@ fn parse_conn_log(path: &Path) -> Vec<Row> {
         }
         let vals: Vec<&str> = line.split('\t').collect();
         let get = |name: &str| -> &str {
-            let i = fields.iter().position(|f| *f == name).unwrap_or_else(|| panic!("{name} in {}", path.display()));
+            let i = fields
+                .iter()
+                .position(|f| *f == name)
+                .unwrap_or_else(|| panic!("{name} in {}", path.display()));
             vals[i]
         };
         let num = |name: &str| get(name).parse::<u64>().unwrap_or(0);
@@ -75,7 +81,12 @@ fn parse_conn_log(path: &Path) -> Vec<Row> {
                 get("proto").to_string(),
             ),
             conn_state: get("conn_state").to_string(),
-            counts: [num("orig_pkts"), num("orig_ip_bytes"), num("resp_pkts"), num("resp_ip_bytes")],
+            counts: [
+                num("orig_pkts"),
+                num("orig_ip_bytes"),
+                num("resp_pkts"),
+                num("resp_ip_bytes"),
+            ],
         });
     }
     rows
@@ -136,7 +147,10 @@ fn flows_match_zeek_conn_logs() {
     let runs = runs();
     assert!(runs.len() >= 30, "section A has {} runs", runs.len());
     let (mut total, mut found, mut state_ok) = (0usize, 0usize, 0usize);
-    println!("{:<72} {:>5} {:>6} {:>6}", "baseline", "rows", "counts", "state");
+    println!(
+        "{:<72} {:>5} {:>6} {:>6}",
+        "baseline", "rows", "counts", "state"
+    );
     let mut misses = Vec::new();
     for run in &runs {
         let mut cfg = config(!run.command.contains(" -C "));
@@ -163,18 +177,29 @@ fn flows_match_zeek_conn_logs() {
                     if exact.is_some() {
                         f_run += 1;
                     } else {
-                        misses.push(format!("{}: {:?} want {:?} {} got {:?} {}", run.trace, w.key, w.counts, w.conn_state, c.counts, c.conn_state));
+                        misses.push(format!(
+                            "{}: {:?} want {:?} {} got {:?} {}",
+                            run.trace, w.key, w.counts, w.conn_state, c.counts, c.conn_state
+                        ));
                     }
                     if c.conn_state == w.conn_state {
                         s_run += 1;
                     } else if exact.is_some() {
-                        misses.push(format!("{}: {:?} state want {} got {}", run.trace, w.key, w.conn_state, c.conn_state));
+                        misses.push(format!(
+                            "{}: {:?} state want {} got {}",
+                            run.trace, w.key, w.conn_state, c.conn_state
+                        ));
                     }
                 }
-                None => misses.push(format!("{}: {:?} {:?} {} not found", run.trace, w.key, w.counts, w.conn_state)),
+                None => misses.push(format!(
+                    "{}: {:?} {:?} {} not found",
+                    run.trace, w.key, w.counts, w.conn_state
+                )),
             }
         }
-        let name = run.baseline.trim_start_matches("zeek/testing/btest/Baseline/");
+        let name = run
+            .baseline
+            .trim_start_matches("zeek/testing/btest/Baseline/");
         println!("{:<72} {:>5} {:>6} {:>6}", name, want.len(), f_run, s_run);
         total += want.len();
         found += f_run;
@@ -186,6 +211,12 @@ fn flows_match_zeek_conn_logs() {
     let counts_pct = 100.0 * found as f64 / total as f64;
     let state_pct = 100.0 * state_ok as f64 / total as f64;
     println!("total {total} baseline connections: counts identical {found} ({counts_pct:.2}%), conn_state equal {state_ok} ({state_pct:.2}%)");
-    assert!(counts_pct >= 99.0, "only {counts_pct:.2}% of baseline connections matched");
-    assert!(state_pct >= 95.0, "conn_state equal on only {state_pct:.2}%");
+    assert!(
+        counts_pct >= 99.0,
+        "only {counts_pct:.2}% of baseline connections matched"
+    );
+    assert!(
+        state_pct >= 95.0,
+        "conn_state equal on only {state_pct:.2}%"
+    );
 }

@@ -69,7 +69,11 @@ pub fn flow_config(cfg: &Config, checksums: Option<bool>) -> FlowConfig {
                 ),
                 ipnet::IpNet::V6(n) => (u128::from(n.network()), u32::from(n.prefix_len())),
             };
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             (bits & mask, mask)
         })
         .collect();
@@ -136,9 +140,11 @@ pub fn run(args: FlowsArgs) -> anyhow::Result<()> {
     let checksums = args.checksums.map(|c| c == ChecksumArg::Verify);
     let mut table = FlowTable::new(flow_config(&cfg, checksums));
     let out: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(BufWriter::new(
-            File::create(p).map_err(|e| UsageError(format!("cannot create {}: {e}", p.display())))?,
-        )),
+        Some(p) => {
+            Box::new(BufWriter::new(File::create(p).map_err(|e| {
+                UsageError(format!("cannot create {}: {e}", p.display()))
+            })?))
+        }
         None => Box::new(BufWriter::new(io::stdout().lock())),
     };
     let mut sink = Sink {

@@ -16,7 +16,12 @@ use std::process::ExitCode;
 /// Start with `normwatch flows --pcap FILE` to see the connections a capture holds, and
 /// `normwatch check-config FILE` to validate a configuration before deploying it.
 #[derive(Debug, Parser)]
-#[command(name = "normwatch", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "normwatch",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     /// Log more (-v: debug, -vv: trace). Logs go to stderr; RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -78,13 +83,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Bad arguments and bad configuration (including an unreadable config file) are
+            // usage errors; anything that fails while doing valid work is a runtime failure.
             if e.downcast_ref::<UsageError>().is_some()
-                || e.downcast_ref::<normwatch_config::ConfigError>()
-                    .is_some_and(|c| !matches!(c, normwatch_config::ConfigError::Io { .. }))
+                || e.downcast_ref::<normwatch_config::ConfigError>().is_some()
             {
-                eprintln!("normwatch: {e}");
-                ExitCode::from(2)
-            } else if e.downcast_ref::<normwatch_config::ConfigError>().is_some() {
                 eprintln!("normwatch: {e}");
                 ExitCode::from(2)
             } else {

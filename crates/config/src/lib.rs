@@ -315,11 +315,17 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
             })
             .collect(),
         Some(_) => {
-            d.push("asset", "must be an array of tables: write each asset as [[asset]]");
+            d.push(
+                "asset",
+                "must be an array of tables: write each asset as [[asset]]",
+            );
             Vec::new()
         }
     };
-    let ids: Vec<(usize, &str)> = assets.iter().map(|(i, (id, _))| (*i, id.as_str())).collect();
+    let ids: Vec<(usize, &str)> = assets
+        .iter()
+        .map(|(i, (id, _))| (*i, id.as_str()))
+        .collect();
     check_unique_ids(&ids, &mut d);
     let assets: Vec<Asset> = assets.into_iter().filter_map(|(_, (_, a))| a).collect();
     let index = match AssetIndex::new(assets) {
@@ -359,10 +365,27 @@ fn syntax_message(text: &str, e: &toml::de::Error) -> String {
 /// of the table is still validated.
 fn allowed_keys(key: &str) -> &'static [&'static str] {
     match key {
-        "sensor" => &["id", "max_flows", "checksums", "ignore_checksum_nets", "likely_server_ports", "timeouts"],
-        "sensor.timeouts" => &["tcp_idle", "udp_idle", "icmp_idle", "other_idle", "active", "tcp_attempt", "tcp_linger"],
+        "sensor" => &[
+            "id",
+            "max_flows",
+            "checksums",
+            "ignore_checksum_nets",
+            "likely_server_ports",
+            "timeouts",
+        ],
+        "sensor.timeouts" => &[
+            "tcp_idle",
+            "udp_idle",
+            "icmp_idle",
+            "other_idle",
+            "active",
+            "tcp_attempt",
+            "tcp_linger",
+        ],
         "capture" => &["channel_capacity", "snaplen", "promiscuous"],
-        _ => &["id", "name", "operator", "sector", "service", "cidrs", "roles"],
+        _ => &[
+            "id", "name", "operator", "sector", "service", "cidrs", "roles",
+        ],
     }
 }
 
@@ -436,7 +459,9 @@ fn cidr(s: &str, key: &str, d: &mut Diagnostics) -> Option<IpNet> {
             Err(_) => {
                 d.push(
                     key,
-                    format!("{s:?} is not a CIDR prefix (e.g. \"192.0.2.0/24\", \"2001:db8::/32\")"),
+                    format!(
+                        "{s:?} is not a CIDR prefix (e.g. \"192.0.2.0/24\", \"2001:db8::/32\")"
+                    ),
                 );
                 return None;
             }
@@ -463,7 +488,10 @@ impl RawSensor {
         if !id_ok {
             d.push(
                 "sensor.id",
-                format!("{:?}: use 1 to 64 letters, digits, '.', '_' or '-'", self.id),
+                format!(
+                    "{:?}: use 1 to 64 letters, digits, '.', '_' or '-'",
+                    self.id
+                ),
             );
         }
         let max_flows = in_range(self.max_flows, 1, 100_000_000, "sensor.max_flows", d)
@@ -490,8 +518,14 @@ impl RawSensor {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, p)| {
-                    in_range(*p, 1, 65_535, &format!("sensor.likely_server_ports[{i}]"), d)
-                        .map(|p| p as u16)
+                    in_range(
+                        *p,
+                        1,
+                        65_535,
+                        &format!("sensor.likely_server_ports[{i}]"),
+                        d,
+                    )
+                    .map(|p| p as u16)
                 })
                 .collect()
         });
@@ -573,10 +607,9 @@ impl RawAsset {
             && self
                 .id
                 .starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && self
-                .id
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+            && self.id.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            });
         if !id_ok {
             d.push(
                 format!("{key}.id"),
@@ -618,9 +651,10 @@ impl RawAsset {
         let mut roles = Vec::new();
         for (i, r) in self.roles.iter().enumerate() {
             match Role::parse(r) {
-                Some(role) if roles.contains(&role) => {
-                    d.push(format!("{key}.roles[{i}]"), format!("{r:?} is listed twice"))
-                }
+                Some(role) if roles.contains(&role) => d.push(
+                    format!("{key}.roles[{i}]"),
+                    format!("{r:?} is listed twice"),
+                ),
                 Some(role) => roles.push(role),
                 None => d.push(
                     format!("{key}.roles[{i}]"),
@@ -668,7 +702,10 @@ mod tests {
 
     fn diags(text: &str) -> Vec<(String, String)> {
         match p(text) {
-            Err(ConfigError::Invalid(d)) => d.iter().map(|x| (x.key.clone(), x.message.clone())).collect(),
+            Err(ConfigError::Invalid(d)) => d
+                .iter()
+                .map(|x| (x.key.clone(), x.message.clone()))
+                .collect(),
             other => panic!("expected diagnostics, got {other:?}"),
         }
     }
@@ -738,7 +775,10 @@ cidrs = ["10.30.0.0/16"]
         assert!(keys.contains(&"asset[1].id"), "{got:?}");
         assert!(keys.contains(&"asset[2].id"), "{got:?}");
         let msg = |k: &str| got.iter().find(|(key, _)| key == k).unwrap().1.clone();
-        assert!(msg("sensor.colour").contains("expected one of: id, max_flows"), "{got:?}");
+        assert!(
+            msg("sensor.colour").contains("expected one of: id, max_flows"),
+            "{got:?}"
+        );
         assert!(msg("asset[0].sector").contains("energy, water"));
         assert!(msg("asset[0].cidrs[0]").contains("did you mean 10.10.10.0/24"));
         assert!(msg("asset[1].id").contains("asset[0]"));
@@ -749,7 +789,10 @@ cidrs = ["10.30.0.0/16"]
     fn bad_duration_is_reported_with_its_key() {
         let got = diags("[sensor.timeouts]\ntcp_idle = \"five minutes\"\nudp_idle = \"0s\"\n");
         let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["sensor.timeouts.tcp_idle", "sensor.timeouts.udp_idle"]);
+        assert_eq!(
+            keys,
+            ["sensor.timeouts.tcp_idle", "sensor.timeouts.udp_idle"]
+        );
     }
 
     #[test]
@@ -773,12 +816,20 @@ cidrs = ["10.30.0.0/16"]
 
     #[test]
     fn display_has_one_line_per_problem_with_file_and_key() {
-        let Err(ConfigError::Invalid(d)) = p("[capture]\nsnaplen = 10\n[sensor]\nchecksums = \"maybe\"\n") else {
+        let Err(ConfigError::Invalid(d)) =
+            p("[capture]\nsnaplen = 10\n[sensor]\nchecksums = \"maybe\"\n")
+        else {
             panic!()
         };
         let text = d.to_string();
-        assert!(text.contains("test.toml: sensor.checksums: \"maybe\" is not one of: verify, ignore"), "{text}");
-        assert!(text.contains("test.toml: capture.snaplen: 10 is out of range"), "{text}");
+        assert!(
+            text.contains("test.toml: sensor.checksums: \"maybe\" is not one of: verify, ignore"),
+            "{text}"
+        );
+        assert!(
+            text.contains("test.toml: capture.snaplen: 10 is out of range"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -606,7 +606,8 @@ fn transport<'a>(
             pkt.payload_len = body_len - 8;
             pkt.payload = &body[8..];
             let udp_ck = u16::from_be_bytes([h[6], h[7]]);
-            if verify && pkt.proto == 17 && !(udp_ck == 0 && !pkt.v6) {
+            // A zero UDP checksum over IPv4 means "none".
+            if verify && pkt.proto == 17 && (udp_ck != 0 || pkt.v6) {
                 pkt.bad_checksum = !checksum::transport_ok(&pkt, 17, body);
             }
             let inner = if pkt.bad_checksum {
@@ -717,7 +718,9 @@ fn gre<'a>(b: &'a [u8], missing: usize, cks: &ChecksumSettings, depth: u8) -> De
         0x22eb => {
             let h = inner.get(..12).ok_or(DropReason::TruncatedTransport)?;
             let extra = if h[11] & 0x01 != 0 { 8 } else { 0 };
-            let e = inner.get(12 + extra..).ok_or(DropReason::TruncatedTransport)?;
+            let e = inner
+                .get(12 + extra..)
+                .ok_or(DropReason::TruncatedTransport)?;
             decode_link(LinkType::Ethernet, e, missing, cks, depth)
         }
         0x880b => {
@@ -750,13 +753,33 @@ mod tests {
         f[12] = 0x08;
         let total = 20 + 20 + payload.len();
         let mut ip = vec![
-            0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0x40, 0, 64, 6, 0, 0, 192, 0, 2, 1,
-            198, 51, 100, 2,
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            1,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+            192,
+            0,
+            2,
+            1,
+            198,
+            51,
+            100,
+            2,
         ];
         let c = !checksum::ones_complement(0, &ip);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         f.extend_from_slice(&ip);
-        let mut tcp = vec![0x30, 0x39, 0x01, 0xf6, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff];
+        let mut tcp = vec![
+            0x30, 0x39, 0x01, 0xf6, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff,
+        ];
         tcp.extend_from_slice(&[0, 0, 0, 0]);
         tcp.extend_from_slice(payload);
         f.extend_from_slice(&tcp);
@@ -766,8 +789,13 @@ mod tests {
     #[test]
     fn ethernet_ipv4_tcp() {
         let f = eth_ipv4_tcp(0x02, b"hi");
-        let (p, inner) = decode(LinkType::Ethernet, &f, f.len(), &ChecksumSettings::default())
-            .unwrap();
+        let (p, inner) = decode(
+            LinkType::Ethernet,
+            &f,
+            f.len(),
+            &ChecksumSettings::default(),
+        )
+        .unwrap();
         assert!(inner.is_none());
         assert_eq!((p.sport, p.dport, p.proto), (12345, 502, 6));
         assert_eq!(p.ip_len, 42);
@@ -819,8 +847,13 @@ mod tests {
         let mut q = f[..12].to_vec();
         q.extend_from_slice(&[0x88, 0xa8, 0, 10, 0x81, 0x00, 0, 20]);
         q.extend_from_slice(&f[12..]);
-        let (p, _) = decode(LinkType::Ethernet, &q, q.len(), &ChecksumSettings::default())
-            .unwrap();
+        let (p, _) = decode(
+            LinkType::Ethernet,
+            &q,
+            q.len(),
+            &ChecksumSettings::default(),
+        )
+        .unwrap();
         assert_eq!(p.dport, 502);
     }
 }

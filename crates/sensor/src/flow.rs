@@ -15,8 +15,8 @@ use crate::ics;
 use crate::stats::SensorStats;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use normwatch_model::{
-    AssetIndex, AssetMatch, ConnState, DirStats, EndReason, FlowRecord, IcsProto, IcsSummary,
-    Side, TcpFlags,
+    AssetIndex, AssetMatch, ConnState, DirStats, EndReason, FlowRecord, IcsProto, IcsSummary, Side,
+    TcpFlags,
 };
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -57,11 +57,11 @@ pub struct FlowConfig {
 /// Service ports Zeek's default scripts add to its `likely_server_ports` (client-side ports
 /// such as DHCP's 68 are deliberately absent), plus the industrial protocols watched here.
 pub const DEFAULT_LIKELY_SERVER_PORTS: &[u16] = &[
-    21, 22, 23, 25, 53, 67, 69, 80, 81, 88, 102, 110, 111, 123, 135, 137, 139, 143, 161, 162,
-    179, 389, 443, 445, 465, 502, 513, 514, 563, 585, 587, 614, 631, 636, 989, 990, 992,
-    993, 995, 1080, 1194, 1434, 1812, 1813, 1883, 2049, 2123, 2152, 2404, 2811, 3128, 3268, 3306,
-    3389, 3544, 4789, 5060, 5072, 5222, 5223, 5269, 5353, 5355, 5432, 5683, 6081, 6379, 6666,
-    6667, 6668, 6669, 8000, 8080, 8883, 8888, 20000, 44818, 47808,
+    21, 22, 23, 25, 53, 67, 69, 80, 81, 88, 102, 110, 111, 123, 135, 137, 139, 143, 161, 162, 179,
+    389, 443, 445, 465, 502, 513, 514, 563, 585, 587, 614, 631, 636, 989, 990, 992, 993, 995, 1080,
+    1194, 1434, 1812, 1813, 1883, 2049, 2123, 2152, 2404, 2811, 3128, 3268, 3306, 3389, 3544, 4789,
+    5060, 5072, 5222, 5223, 5269, 5353, 5355, 5432, 5683, 6081, 6379, 6666, 6667, 6668, 6669, 8000,
+    8080, 8883, 8888, 20000, 44818, 47808,
 ];
 
 impl Default for FlowConfig {
@@ -607,7 +607,14 @@ impl FlowTable {
     }
 
     /// Creates a flow for `p`, whose sender is the originator unless Zeek's rules flip it.
-    fn create(&mut self, key: Key, src_lo: bool, p: &Packet<'_>, ts: u64, out: &mut Vec<FlowRecord>) -> u32 {
+    fn create(
+        &mut self,
+        key: Key,
+        src_lo: bool,
+        p: &Packet<'_>,
+        ts: u64,
+        out: &mut Vec<FlowRecord>,
+    ) -> u32 {
         if self.index.len() >= self.cfg.max_flows {
             self.evict_one(out);
         }
@@ -631,7 +638,11 @@ impl FlowTable {
         };
         let orig_is_lo = src_lo != flip;
         let (orig, resp) = if flip { (p.dst, p.src) } else { (p.src, p.dst) };
-        let (oport, rport) = if flip { (p.dport, p.sport) } else { (p.sport, p.dport) };
+        let (oport, rport) = if flip {
+            (p.dport, p.sport)
+        } else {
+            (p.sport, p.dport)
+        };
         let to_ip = |a: [u8; 16]| -> IpAddr {
             if p.v6 {
                 IpAddr::V6(Ipv6Addr::from(a))
@@ -783,7 +794,9 @@ impl FlowTable {
         if let Some(proto) = f.ics_proto {
             if !p.payload.is_empty() {
                 let to_server = (d == 1) == f.ics_server_resp;
-                let ics = f.ics.get_or_insert_with(|| Box::new(IcsSummary::new(proto)));
+                let ics = f
+                    .ics
+                    .get_or_insert_with(|| Box::new(IcsSummary::new(proto)));
                 let counts = if d == 0 { &mut ics.orig } else { &mut ics.resp };
                 let before = counts.malformed;
                 ics::inspect(proto, p.payload, to_server, counts);
@@ -978,10 +991,7 @@ fn tcp_update(f: &mut Flow, is_orig: bool, p: &Packet<'_>, ts: u64, cfg: &FlowCo
                         f.timer = Timer::Attempt;
                     }
                 } else {
-                    if !ack
-                        && f.dir[pi].state == Ep::SynAckSent
-                        && p.seq == f.dir[ei].start_seq
-                    {
+                    if !ack && f.dir[pi].state == Ep::SynAckSent && p.seq == f.dir[ei].start_seq {
                         // SYN and SYN-ACK seen reversed: flip and establish.
                         f.flip();
                         is_orig = true;
@@ -1023,11 +1033,7 @@ fn tcp_update(f: &mut Flow, is_orig: bool, p: &Packet<'_>, ts: u64, cfg: &FlowCo
             }
         }
         Ep::Established | Ep::Partial => {
-            if syn
-                && f.dir[ei].state == Ep::Partial
-                && f.dir[pi].state == Ep::Inactive
-                && !ack
-            {
+            if syn && f.dir[ei].state == Ep::Partial && f.dir[pi].state == Ep::Inactive && !ack {
                 f.dir[ei].set_state(Ep::SynSent);
             }
             if fin && !rst {
@@ -1068,9 +1074,8 @@ fn connection_closed(f: &mut Flow, ei: usize, pi: usize, cfg: &FlowConfig) {
         return;
     }
     f.dir[ei].did_close = true;
-    let complete = f.dir[ei].state == Ep::Reset
-        || f.dir[pi].did_close
-        || f.dir[pi].state == Ep::Inactive;
+    let complete =
+        f.dir[ei].state == Ep::Reset || f.dir[pi].did_close || f.dir[pi].state == Ep::Inactive;
     if complete {
         f.timer_at = f.last_ns + cfg.tcp_linger_ns;
         f.timer = Timer::Close;
@@ -1113,10 +1118,7 @@ fn history(f: &mut Flow, ei: usize, flags: u8, len: u32) {
     if first_letter {
         f.hist_starts_orig_syn = ei == 0 && letter == H_SYN;
     }
-    if ei == 0
-        && f.dir[0].hist & H_RST == 0
-        && letter & (H_SYNACK | H_ACK | H_FIN | H_MULTI) != 0
-    {
+    if ei == 0 && f.dir[0].hist & H_RST == 0 && letter & (H_SYNACK | H_ACK | H_FIN | H_MULTI) != 0 {
         f.orig_haf_before_rst = true;
     }
 }
@@ -1126,11 +1128,32 @@ mod tests {
     use super::*;
 
     /// Builds an Ethernet/IPv4/TCP frame with a valid IP checksum and no TCP checksum check.
-    fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, seq: u32, data: usize) -> Vec<u8> {
+    fn tcp(
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+        flags: u8,
+        seq: u32,
+        data: usize,
+    ) -> Vec<u8> {
         let mut f = vec![0u8; 12];
         f.extend_from_slice(&[0x08, 0x00]);
         let total = 40 + data;
-        let mut ip = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        let mut ip = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+        ];
         ip.extend_from_slice(&src);
         ip.extend_from_slice(&dst);
         let c = !crate::checksum::ones_complement(0, &ip);
@@ -1245,7 +1268,11 @@ mod tests {
         }
         assert_eq!(t.stats().evictions(), 900);
         t.flush(&mut out);
-        assert_eq!(out.len(), 1000, "no flow is lost: evicted flows are emitted");
+        assert_eq!(
+            out.len(),
+            1000,
+            "no flow is lost: evicted flows are emitted"
+        );
     }
 
     #[test]

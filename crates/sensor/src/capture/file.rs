@@ -275,7 +275,10 @@ mod tests {
     #[test]
     fn pcapng_resolutions_convert_to_nanoseconds() {
         assert_eq!(ts_from_units(1_500_000, 1_000_000, 0), 1_500_000_000);
-        assert_eq!(ts_from_units(1_500_000_001, 1_000_000_000, 0), 1_500_000_001);
+        assert_eq!(
+            ts_from_units(1_500_000_001, 1_000_000_000, 0),
+            1_500_000_001
+        );
         assert_eq!(ts_from_units(3, 2, 10), 11_500_000_000);
     }
 }

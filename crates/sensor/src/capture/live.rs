@@ -168,7 +168,9 @@ impl LiveCapture {
                     match rx.next() {
                         Ok(data) => {
                             let now = SystemTime::now();
-                            let ts = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+                            let ts = now
+                                .duration_since(UNIX_EPOCH)
+                                .map_or(0, |d| d.as_nanos() as u64);
                             let len = data.len().min(snaplen);
                             if batch.is_empty() {
                                 started = now;
@@ -177,12 +179,17 @@ impl LiveCapture {
                             batch.buf.extend_from_slice(&data[..len]);
                             batch.frames.push((off, len, ts));
                             t_stats.received.fetch_add(1, Ordering::Relaxed);
-                            let aged = now.duration_since(started).unwrap_or_default() >= BATCH_LINGER;
+                            let aged =
+                                now.duration_since(started).unwrap_or_default() >= BATCH_LINGER;
                             if batch.len() >= BATCH_FRAMES || aged {
                                 hand_over(&mut batch);
                             }
                         }
-                        Err(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
+                        Err(e)
+                            if e.kind() == io::ErrorKind::TimedOut
+                                || e.kind() == io::ErrorKind::WouldBlock
+                                || e.kind() == io::ErrorKind::Interrupted =>
+                        {
                             if !batch.is_empty() {
                                 hand_over(&mut batch);
                             }
@@ -255,7 +262,7 @@ mod kernel {
 
     /// Opens a raw AF_PACKET socket for all protocols. `pnet` binds it and owns it afterwards.
     pub fn packet_socket() -> io::Result<i32> {
-        let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
+        let proto = i32::from((libc::ETH_P_ALL as u16).to_be());
         // SAFETY: socket(2) takes plain integers and returns a descriptor or -1.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
         if fd < 0 {

@@ -1,0 +1,147 @@
+//! Live capture end to end: a veth pair inside a network namespace this test creates, a real
+//! capture replayed into one end with tcpreplay, `normwatch flows --interface` on the other.
+//! The flows must be the ones the offline run derives from the same file.
+//!
+//! Needs root (namespaces, raw sockets), `ip` and `tcpreplay`. Without them the test says so
+//! and passes, except under CI (`CI` set), where their absence is a failure.
+
+#![allow(clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_normwatch");
+
+fn trace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/captures/zeek/testing/btest/Traces/wikipedia.pcap")
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
+}
+
+fn sh(args: &[&str]) {
+    let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
+    assert!(st.success(), "{args:?} failed");
+}
+
+/// Removes the namespace (and with it the veth pair) however the test ends.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// (orig, resp, proto) → (orig pkts, orig bytes, resp pkts, resp bytes), from Zeek TSV.
+fn parse(tsv: &str) -> BTreeMap<String, Vec<[u64; 4]>> {
+    let mut m: BTreeMap<String, Vec<[u64; 4]>> = BTreeMap::new();
+    for line in tsv.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let c: Vec<&str> = line.split('\t').collect();
+        let key = format!("{}:{} {}:{} {}", c[0], c[1], c[2], c[3], c[4]);
+        let n = |i: usize| c[i].parse::<u64>().unwrap();
+        m.entry(key).or_default().push([n(6), n(7), n(8), n(9)]);
+    }
+    for v in m.values_mut() {
+        v.sort();
+    }
+    m
+}
+
+#[test]
+fn live_capture_matches_offline_flows() {
+    let ci = std::env::var_os("CI").is_some();
+    let missing: Vec<&str> = ["ip", "tcpreplay"]
+        .into_iter()
+        .filter(|c| !have(c))
+        .collect();
+    if !is_root() || !missing.is_empty() {
+        let why = format!("needs root and {missing:?}");
+        assert!(!ci, "live capture test cannot run under CI: {why}");
+        eprintln!("skipping live capture test: {why}");
+        return;
+    }
+    let ns = Netns(format!("nwtest{}", std::process::id()));
+    sh(&["ip", "netns", "add", &ns.0]);
+    let exec = |args: &[&str]| {
+        let mut v = vec!["ip", "netns", "exec", &ns.0];
+        v.extend_from_slice(args);
+        sh(&v);
+    };
+    exec(&[
+        "ip", "link", "add", "nwa", "type", "veth", "peer", "name", "nwb",
+    ]);
+    // No IPv6 on the pair: the kernel's own neighbour discovery would add flows.
+    exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+    exec(&["ip", "link", "set", "nwa", "up"]);
+    exec(&["ip", "link", "set", "nwb", "up"]);
+    exec(&["ip", "link", "set", "lo", "up"]);
+
+    let live = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            BIN,
+            "flows",
+            "--interface",
+            "nwb",
+            "--checksums",
+            "ignore",
+            "--duration",
+            "8s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Replay at a fixed rate: the packets keep their order, and the whole trace fits well
+    // inside every flow timeout, as it did in the original capture.
+    exec(&[
+        "tcpreplay",
+        "-q",
+        "--pps=500",
+        "-i",
+        "nwa",
+        trace().to_str().unwrap(),
+    ]);
+    let out = live.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "live run failed: {stderr}");
+
+    let offline = Command::new(BIN)
+        .args([
+            "flows",
+            "--checksums",
+            "ignore",
+            "--pcap",
+            trace().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(offline.status.success());
+    let want = parse(&String::from_utf8_lossy(&offline.stdout));
+    let got = parse(&String::from_utf8_lossy(&out.stdout));
+    assert!(!want.is_empty());
+    assert_eq!(
+        got, want,
+        "live flows differ from offline flows; capture log: {stderr}"
+    );
+}
