@@ -201,7 +201,16 @@ struct Flow {
     flow_id: u64,
     cnt: [Cnt; 2],
     dir: [Dir; 2],
-    ics: Option<Box<IcsSummary>>,
+    ics: Option<Box<IcsState>>,
+}
+
+/// Industrial-protocol state of a flow, boxed so that only ICS flows pay for it.
+#[derive(Debug)]
+struct IcsState {
+    summary: IcsSummary,
+    /// Per direction, the TCP sequence number just past the last payload inspected; a segment
+    /// ending at or before it is a retransmission and its commands were already counted.
+    next_seq: [Option<u32>; 2],
 }
 
 const NO_ASSET: u32 = u32::MAX;
@@ -285,7 +294,8 @@ impl Flow {
         self.cnt.swap(0, 1);
         self.ics_server_resp = !self.ics_server_resp;
         if let Some(ics) = self.ics.as_deref_mut() {
-            std::mem::swap(&mut ics.orig, &mut ics.resp);
+            std::mem::swap(&mut ics.summary.orig, &mut ics.summary.resp);
+            ics.next_seq.swap(0, 1);
         }
     }
 }
@@ -557,8 +567,8 @@ impl FlowTable {
         let f = self.slab[slot as usize].as_mut().expect("occupied");
         f.cnt = [Cnt::default(); 2];
         if let Some(ics) = f.ics.as_deref_mut() {
-            ics.orig = Default::default();
-            ics.resp = Default::default();
+            ics.summary.orig = Default::default();
+            ics.summary.resp = Default::default();
         }
         f.first_ns = self.now;
         f.continuation = true;
@@ -601,7 +611,7 @@ impl FlowTable {
             resp: dir(1),
             conn_state: f.conn_state(),
             asset,
-            ics: f.ics.clone(),
+            ics: f.ics.as_ref().map(|s| Box::new(s.summary.clone())),
             end_reason: reason,
         }
     }
@@ -793,14 +803,32 @@ impl FlowTable {
         dir.active = true;
         if let Some(proto) = f.ics_proto {
             if !p.payload.is_empty() {
-                let to_server = (d == 1) == f.ics_server_resp;
-                let ics = f
-                    .ics
-                    .get_or_insert_with(|| Box::new(IcsSummary::new(proto)));
-                let counts = if d == 0 { &mut ics.orig } else { &mut ics.resp };
-                let before = counts.malformed;
-                ics::inspect(proto, p.payload, to_server, counts);
-                self.stats.ics_malformed += u64::from(counts.malformed - before);
+                // d == 0: the originator sent it; towards the server when the server is the responder.
+                let to_server = (d == 0) == f.ics_server_resp;
+                let ics = f.ics.get_or_insert_with(|| {
+                    Box::new(IcsState {
+                        summary: IcsSummary::new(proto),
+                        next_seq: [None; 2],
+                    })
+                });
+                let fresh = if p.proto == 6 {
+                    let end = p.seq.wrapping_add(p.payload_len);
+                    let fresh =
+                        ics.next_seq[d].is_none_or(|next| (end.wrapping_sub(next) as i32) > 0);
+                    if fresh {
+                        ics.next_seq[d] = Some(end);
+                    }
+                    fresh
+                } else {
+                    true
+                };
+                if fresh {
+                    let s = &mut ics.summary;
+                    let counts = if d == 0 { &mut s.orig } else { &mut s.resp };
+                    let before = counts.malformed;
+                    ics::inspect(proto, p.payload, to_server, counts);
+                    self.stats.ics_malformed += u64::from(counts.malformed - before);
+                }
             }
         }
         if let Fragment::First { id } = p.frag {

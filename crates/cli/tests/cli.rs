@@ -1,0 +1,159 @@
+//! The `normwatch` binary as a user runs it: output formats, exit codes, error messages.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_normwatch");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn trace(rel: &str) -> PathBuf {
+    root().join("../shared/data/captures").join(rel)
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_explains_the_subcommands() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for word in ["flows", "check-config"] {
+        assert!(help.contains(word), "{help}");
+    }
+    let out = run(&["flows", "--help"]);
+    let help = text(&out.stdout);
+    for word in ["--pcap", "--interface", "--format", "--checksums", "zeek"] {
+        assert!(help.contains(word), "{help}");
+    }
+}
+
+#[test]
+fn zeek_format_has_the_conn_log_header() {
+    let t = trace("zeek/testing/btest/Traces/http/get.pcap");
+    let out = run(&["flows", "--pcap", t.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let mut lines = s.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "#fields\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tconn_state\torig_pkts\torig_ip_bytes\tresp_pkts\tresp_ip_bytes"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    assert_eq!(row.len(), 10);
+    assert_eq!(row[3], "80");
+    assert_eq!(row[4], "tcp");
+    assert_eq!(row[5], "SF");
+}
+
+#[test]
+fn json_format_carries_assets_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("assets.toml");
+    // Protect the web server of the trace: every flow to it must carry the asset id.
+    std::fs::write(
+        &cfg,
+        "[[asset]]\nid = \"web\"\nname = \"Web\"\noperator = \"Op\"\nsector = \"government\"\nservice = \"citizen portal\"\ncidrs = [\"208.80.152.0/22\"]\nroles = [\"public-service\"]\n",
+    )
+    .unwrap();
+    let t = trace("zeek/testing/btest/Traces/wikipedia.pcap");
+    let out = run(&[
+        "flows",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--format",
+        "json",
+        "--pcap",
+        t.to_str().unwrap(),
+        "--checksums",
+        "ignore",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut matched = 0;
+    for line in text(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let resp = v["resp_addr"].as_str().unwrap().to_string();
+        if resp.starts_with("208.80.15") {
+            assert_eq!(v["asset"]["id"], "web", "{line}");
+            assert_eq!(v["asset"]["side"], "resp");
+            matched += 1;
+        }
+        assert!(
+            v["first_ns"].as_u64().unwrap() > 1_000_000_000_000_000_000,
+            "event time from packets"
+        );
+    }
+    assert!(matched > 0);
+}
+
+#[test]
+fn truncated_capture_prints_flows_then_fails_naming_offset() {
+    let full = std::fs::read(trace("zeek/testing/btest/Traces/wikipedia.pcap")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.pcap");
+    std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
+    let out = run(&["flows", "--pcap", cut.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cut.pcap") && err.contains("byte offset"),
+        "{err}"
+    );
+    assert!(
+        text(&out.stdout).lines().count() > 1,
+        "flows read before the cut are printed"
+    );
+}
+
+#[test]
+fn bad_config_exits_2_listing_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[sensor]\nmax_flows = 0\nchecksums = \"sometimes\"\n").unwrap();
+    let out = run(&["check-config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.toml: sensor.max_flows"), "{err}");
+    assert!(err.contains("bad.toml: sensor.checksums"), "{err}");
+    let out = run(&[
+        "flows",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--pcap",
+        "x.pcap",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn shipped_config_checks_ok() {
+    let out = run(&[
+        "check-config",
+        root().join("config/normwatch.toml").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(run(&["flows"]).status.code(), Some(2));
+    assert_eq!(run(&["no-such-command"]).status.code(), Some(2));
+    let out = run(&["flows", "--interface", "nw-no-such-if0", "--duration", "1s"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
+fn missing_capture_is_a_runtime_error_naming_it() {
+    let out = run(&["flows", "--pcap", "/nonexistent/x.pcap"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent/x.pcap"));
+}
