@@ -254,6 +254,8 @@ fn print_stats(s: &SensorStats) {
     eprintln!("flows_created\t{}", s.flows_created);
     eprintln!("flows_evicted\t{}", s.evictions());
     eprintln!("fragments\t{}", s.fragments);
+    eprintln!("fragments_orphaned\t{}", s.fragments_orphaned);
+    eprintln!("ics_malformed\t{}", s.ics_malformed);
     for r in DropReason::ALL {
         let n = s.drops_for(r);
         if n > 0 {
