@@ -575,13 +575,7 @@ impl FlowTable {
     }
 
     fn record(&self, f: &Flow, reason: EndReason) -> FlowRecord {
-        let to_ip = |a: &[u8; 16]| -> IpAddr {
-            if f.key.v6 {
-                IpAddr::V6(Ipv6Addr::from(*a))
-            } else {
-                IpAddr::V4(Ipv4Addr::new(a[12], a[13], a[14], a[15]))
-            }
-        };
+        let to_ip = |a: &[u8; 16]| ip_of(a, f.key.v6);
         let (oa, op, ra, rp) = if f.orig_is_lo {
             (f.key.lo, f.key.lo_port, f.key.hi, f.key.hi_port)
         } else {
@@ -653,13 +647,7 @@ impl FlowTable {
         } else {
             (p.sport, p.dport)
         };
-        let to_ip = |a: [u8; 16]| -> IpAddr {
-            if p.v6 {
-                IpAddr::V6(Ipv6Addr::from(a))
-            } else {
-                IpAddr::V4(Ipv4Addr::new(a[12], a[13], a[14], a[15]))
-            }
-        };
+        let to_ip = |a: [u8; 16]| ip_of(&a, p.v6);
         let (asset, asset_side) = if self.cfg.assets.is_empty() {
             (NO_ASSET, Side::Resp)
         } else if let Some((i, _)) = self.cfg.assets.lookup(to_ip(resp)) {
@@ -893,6 +881,15 @@ impl FlowTable {
         } else {
             self.stats.fragments_overflow += 1;
         }
+    }
+}
+
+/// The address in a 16-byte key slot (IPv4 is stored mapped into IPv6).
+fn ip_of(a: &[u8; 16], v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(*a))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(a[12], a[13], a[14], a[15]))
     }
 }
 
