@@ -131,6 +131,9 @@ pub struct DirStats {
 
 /// One bidirectional connection, as the sensor saw it. Times are event time from the packets,
 /// in nanoseconds since the Unix epoch, never the wall clock.
+///
+/// Every field is always serialized (absent ones as `null`): the compact wire encoding is not
+/// self-describing, so a field may not be skipped.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowRecord {
     /// The sensor that observed the flow (from `sensor.id` in its config).
@@ -151,10 +154,10 @@ pub struct FlowRecord {
     pub resp: DirStats,
     pub conn_state: ConnState,
     /// The protected asset this flow touches, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub asset: Option<AssetMatch>,
     /// Industrial-protocol commands, for flows on an ICS port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ics: Option<Box<IcsSummary>>,
     pub end_reason: EndReason,
 }

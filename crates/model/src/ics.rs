@@ -120,7 +120,14 @@ impl fmt::Debug for FunctionCodes {
 
 impl Serialize for FunctionCodes {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.iter())
+        use serde::ser::SerializeSeq;
+        // The length up front: compact binary formats need it.
+        let n = self.0.iter().map(|w| w.count_ones() as usize).sum();
+        let mut seq = s.serialize_seq(Some(n))?;
+        for code in self.iter() {
+            seq.serialize_element(&code)?;
+        }
+        seq.end()
     }
 }
 

@@ -1,0 +1,158 @@
+//! Duplicate-batch suppression. Consumers see a batch again after a crash or a rebalance
+//! (at-least-once delivery); the (sensor id, sequence number) pair identifies it, so the
+//! second copy is dropped and downstream state changes once.
+
+use std::collections::HashMap;
+
+/// Sequence numbers remembered below the high-water mark, per sensor (for out-of-order
+/// arrival across partitions).
+const WINDOW: u64 = 4096;
+
+#[derive(Debug, Clone)]
+struct Seen {
+    /// Highest sequence number seen.
+    high: u64,
+    /// Bit i set: `high - i` was seen (i < WINDOW).
+    window: Vec<u64>,
+    last_use: u64,
+}
+
+impl Seen {
+    fn new(seq: u64, tick: u64) -> Self {
+        let mut s = Seen {
+            high: seq,
+            window: vec![0; (WINDOW / 64) as usize],
+            last_use: tick,
+        };
+        s.set(0);
+        s
+    }
+
+    fn get(&self, i: u64) -> bool {
+        self.window[(i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+
+    fn set(&mut self, i: u64) {
+        self.window[(i / 64) as usize] |= 1 << (i % 64);
+    }
+
+    /// Moves the window up so that `seq` becomes the high-water mark.
+    fn advance(&mut self, seq: u64) {
+        let shift = seq - self.high;
+        if shift >= WINDOW {
+            self.window.iter_mut().for_each(|w| *w = 0);
+        } else {
+            for i in (0..WINDOW).rev() {
+                let v = i >= shift && self.get(i - shift);
+                let (w, b) = ((i / 64) as usize, i % 64);
+                if v {
+                    self.window[w] |= 1 << b;
+                } else {
+                    self.window[w] &= !(1 << b);
+                }
+            }
+        }
+        self.high = seq;
+    }
+}
+
+/// Remembers which batches were processed, in bounded memory.
+#[derive(Debug)]
+pub struct Deduplicator {
+    sensors: HashMap<String, Seen>,
+    max_sensors: usize,
+    tick: u64,
+    /// Sensors forgotten to stay within `max_sensors` (their next batch counts as new).
+    pub evicted_sensors: u64,
+    /// Batches too old to judge (below the window): treated as duplicates and dropped.
+    pub too_old: u64,
+}
+
+impl Deduplicator {
+    /// Remembers at most `max_sensors` sensors (the least recently heard from is forgotten).
+    pub fn new(max_sensors: usize) -> Self {
+        Deduplicator {
+            sensors: HashMap::new(),
+            max_sensors: max_sensors.max(1),
+            tick: 0,
+            evicted_sensors: 0,
+            too_old: 0,
+        }
+    }
+
+    /// Whether batch `seq` of `sensor` is new; marks it seen.
+    pub fn is_new(&mut self, sensor: &str, seq: u64) -> bool {
+        self.tick += 1;
+        let tick = self.tick;
+        let Some(s) = self.sensors.get_mut(sensor) else {
+            if self.sensors.len() >= self.max_sensors {
+                if let Some(oldest) = self
+                    .sensors
+                    .iter()
+                    .min_by_key(|(_, s)| s.last_use)
+                    .map(|(k, _)| k.clone())
+                {
+                    self.sensors.remove(&oldest);
+                    self.evicted_sensors += 1;
+                }
+            }
+            self.sensors
+                .insert(sensor.to_string(), Seen::new(seq, tick));
+            return true;
+        };
+        s.last_use = tick;
+        if seq > s.high {
+            s.advance(seq);
+            s.set(0);
+            return true;
+        }
+        let back = s.high - seq;
+        if back >= WINDOW {
+            self.too_old += 1;
+            return false;
+        }
+        if s.get(back) {
+            return false;
+        }
+        s.set(back);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replays_are_dropped_out_of_order_accepted() {
+        let mut d = Deduplicator::new(8);
+        for seq in [1, 2, 3, 5, 4, 10, 7] {
+            assert!(d.is_new("a", seq), "{seq}");
+        }
+        for seq in [1, 2, 3, 4, 5, 7, 10] {
+            assert!(!d.is_new("a", seq), "replay {seq}");
+        }
+        assert!(d.is_new("a", 6));
+        assert!(d.is_new("b", 1), "sensors are independent");
+    }
+
+    #[test]
+    fn window_slides_and_old_batches_are_counted() {
+        let mut d = Deduplicator::new(8);
+        assert!(d.is_new("a", 1));
+        assert!(d.is_new("a", 1 + WINDOW + 10));
+        assert!(!d.is_new("a", 2));
+        assert_eq!(d.too_old, 1);
+        assert!(d.is_new("a", 1 + WINDOW + 9));
+    }
+
+    #[test]
+    fn sensor_table_is_bounded() {
+        let mut d = Deduplicator::new(2);
+        assert!(d.is_new("a", 1));
+        assert!(d.is_new("b", 1));
+        assert!(d.is_new("c", 1));
+        assert_eq!(d.evicted_sensors, 1);
+        assert!(d.sensors.len() <= 2);
+    }
+}

@@ -1,0 +1,303 @@
+//! The batch envelope. Layout (integers little-endian):
+//!
+//! ```text
+//! magic "NWFB" | schema version u16 | sensor id length u8 | sensor id | batch sequence u64
+//! | record count u32 | payload length u32 | payload (postcard records) | CRC-32C u32
+//! ```
+//!
+//! The CRC covers everything before it, so a flipped bit anywhere is caught before any record
+//! is decoded; the sequence number lets consumers drop redelivered batches.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// First bytes of every batch.
+pub const MAGIC: [u8; 4] = *b"NWFB";
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u16 = 1;
+/// Longest sensor id the envelope carries.
+pub const MAX_SENSOR_ID: usize = 64;
+
+const FIXED_HEADER: usize = 4 + 2 + 1;
+const TRAILER: usize = 4;
+
+/// A decoded batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch<T> {
+    pub sensor_id: String,
+    pub seq: u64,
+    pub records: Vec<T>,
+}
+
+/// Why a batch was rejected. Each variant is a counted reason (`reason()` is its label).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("batch too short ({0} bytes)")]
+    TooShort(usize),
+    #[error("not a normwatch batch (bad magic)")]
+    BadMagic,
+    #[error("schema version {found} is not supported (this build reads version {supported})")]
+    UnsupportedVersion { found: u16, supported: u16 },
+    #[error("checksum mismatch: the batch is corrupt")]
+    BadChecksum,
+    #[error("header says {declared} records, payload holds {found}")]
+    CountMismatch { declared: u32, found: u32 },
+    #[error("malformed batch: {0}")]
+    Malformed(String),
+}
+
+impl DecodeError {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::TooShort(_) => "too_short",
+            DecodeError::BadMagic => "bad_magic",
+            DecodeError::UnsupportedVersion { .. } => "unsupported_version",
+            DecodeError::BadChecksum => "bad_checksum",
+            DecodeError::CountMismatch { .. } => "count_mismatch",
+            DecodeError::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// Why a batch could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("sensor id is {0} bytes; at most {MAX_SENSOR_ID} fit the envelope")]
+    SensorIdTooLong(usize),
+    #[error("too many records or bytes for one batch")]
+    TooLarge,
+    #[error("cannot encode a record: {0}")]
+    Record(#[from] postcard::Error),
+}
+
+/// Encodes `records` as batch `seq` of `sensor_id`.
+pub fn encode_batch<T: Serialize>(
+    sensor_id: &str,
+    seq: u64,
+    records: &[T],
+) -> Result<Vec<u8>, EncodeError> {
+    let mut buf = Vec::new();
+    encode_into(&mut buf, sensor_id, seq, records)?;
+    Ok(buf)
+}
+
+/// Like [`encode_batch`], into a cleared, reused buffer.
+pub fn encode_into<T: Serialize>(
+    buf: &mut Vec<u8>,
+    sensor_id: &str,
+    seq: u64,
+    records: &[T],
+) -> Result<(), EncodeError> {
+    if sensor_id.len() > MAX_SENSOR_ID {
+        return Err(EncodeError::SensorIdTooLong(sensor_id.len()));
+    }
+    let count = u32::try_from(records.len()).map_err(|_| EncodeError::TooLarge)?;
+    buf.clear();
+    buf.extend_from_slice(&MAGIC);
+    buf.extend_from_slice(&SCHEMA_VERSION.to_le_bytes());
+    buf.push(sensor_id.len() as u8);
+    buf.extend_from_slice(sensor_id.as_bytes());
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(&count.to_le_bytes());
+    let len_at = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    let start = buf.len();
+    for r in records {
+        let taken = std::mem::take(buf);
+        *buf = postcard::to_extend(r, taken)?;
+    }
+    let payload = u32::try_from(buf.len() - start).map_err(|_| EncodeError::TooLarge)?;
+    buf[len_at..len_at + 4].copy_from_slice(&payload.to_le_bytes());
+    let crc = crc32c::crc32c(buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
+    if b.len() < n {
+        return Err(DecodeError::Malformed("header runs past the end".into()));
+    }
+    let (h, t) = b.split_at(n);
+    *b = t;
+    Ok(h)
+}
+
+/// Decodes and verifies a batch. Never panics, whatever the bytes.
+pub fn decode_batch<T: DeserializeOwned>(bytes: &[u8]) -> Result<Batch<T>, DecodeError> {
+    if bytes.len() < FIXED_HEADER + 8 + 4 + 4 + TRAILER {
+        return Err(DecodeError::TooShort(bytes.len()));
+    }
+    if bytes[..4] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != SCHEMA_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let (body, trailer) = bytes.split_at(bytes.len() - TRAILER);
+    let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    if crc32c::crc32c(body) != crc {
+        return Err(DecodeError::BadChecksum);
+    }
+    let mut b = &body[FIXED_HEADER - 1..];
+    let id_len = usize::from(take(&mut b, 1)?[0]);
+    let id = take(&mut b, id_len)?;
+    let sensor_id = std::str::from_utf8(id)
+        .map_err(|_| DecodeError::Malformed("sensor id is not UTF-8".into()))?
+        .to_string();
+    let seq = u64::from_le_bytes(take(&mut b, 8)?.try_into().expect("8 bytes"));
+    let count = u32::from_le_bytes(take(&mut b, 4)?.try_into().expect("4 bytes"));
+    let payload_len = u32::from_le_bytes(take(&mut b, 4)?.try_into().expect("4 bytes")) as usize;
+    if b.len() != payload_len {
+        return Err(DecodeError::Malformed(format!(
+            "payload is {} bytes, header says {payload_len}",
+            b.len()
+        )));
+    }
+    // Each record takes at least one byte: a count above the payload size is a lie, and
+    // must not size an allocation.
+    if count as usize > payload_len {
+        return Err(DecodeError::CountMismatch {
+            declared: count,
+            found: 0,
+        });
+    }
+    let mut records = Vec::with_capacity(count as usize);
+    let mut rest = b;
+    while !rest.is_empty() {
+        let (r, tail) = postcard::take_from_bytes::<T>(rest)
+            .map_err(|e| DecodeError::Malformed(format!("record {}: {e}", records.len())))?;
+        records.push(r);
+        rest = tail;
+    }
+    if records.len() != count as usize {
+        return Err(DecodeError::CountMismatch {
+            declared: count,
+            found: records.len() as u32,
+        });
+    }
+    Ok(Batch {
+        sensor_id,
+        seq,
+        records,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use normwatch_model::{
+        AssetId, AssetMatch, CommandClass, ConnState, DirStats, EndReason, FlowRecord, IcsProto,
+        IcsSummary, Side, TcpFlags,
+    };
+    use std::sync::Arc;
+
+    pub(crate) fn flows() -> Vec<FlowRecord> {
+        let sensor: Arc<str> = Arc::from("site-1");
+        let mut ics = IcsSummary::new(IcsProto::S7comm);
+        ics.orig.command(CommandClass::StopRestart, 0x29);
+        vec![
+            FlowRecord {
+                sensor_id: sensor.clone(),
+                flow_id: 1,
+                orig_addr: "198.51.100.7".parse().unwrap(),
+                orig_port: 40000,
+                resp_addr: "10.10.10.5".parse().unwrap(),
+                resp_port: 102,
+                ip_proto: 6,
+                first_ns: 1_700_000_000_000_000_000,
+                last_ns: 1_700_000_001_000_000_000,
+                orig: DirStats {
+                    pkts: 10,
+                    ip_bytes: 900,
+                    payload_bytes: 500,
+                    tcp_flags: TcpFlags(0x1b),
+                },
+                resp: DirStats::default(),
+                conn_state: ConnState::S1,
+                asset: Some(AssetMatch {
+                    id: AssetId(Arc::from("grid-scada")),
+                    side: Side::Resp,
+                }),
+                ics: Some(Box::new(ics)),
+                end_reason: EndReason::TcpClosed,
+            },
+            FlowRecord {
+                sensor_id: sensor,
+                flow_id: 2,
+                orig_addr: "2001:db8::1".parse().unwrap(),
+                orig_port: 53,
+                resp_addr: "2001:db8::2".parse().unwrap(),
+                resp_port: 5353,
+                ip_proto: 17,
+                first_ns: 5,
+                last_ns: 6,
+                orig: DirStats::default(),
+                resp: DirStats::default(),
+                conn_state: ConnState::OTH,
+                asset: None,
+                ics: None,
+                end_reason: EndReason::EndOfInput,
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trip() {
+        let f = flows();
+        let b = encode_batch("site-1", 42, &f).unwrap();
+        let back: Batch<FlowRecord> = decode_batch(&b).unwrap();
+        assert_eq!(back.sensor_id, "site-1");
+        assert_eq!(back.seq, 42);
+        assert_eq!(back.records, f);
+        let empty = encode_batch::<FlowRecord>("s", 1, &[]).unwrap();
+        assert!(decode_batch::<FlowRecord>(&empty)
+            .unwrap()
+            .records
+            .is_empty());
+    }
+
+    #[test]
+    fn wrong_version_is_rejected_with_its_reason() {
+        let mut b = encode_batch("site-1", 1, &flows()).unwrap();
+        b[4] = 9;
+        let e = decode_batch::<FlowRecord>(&b).unwrap_err();
+        assert_eq!(e.reason(), "unsupported_version");
+        assert!(e.to_string().contains("version 9"));
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_an_error() {
+        let b = encode_batch("site-1", 7, &flows()).unwrap();
+        for n in 0..b.len() {
+            assert!(decode_batch::<FlowRecord>(&b[..n]).is_err(), "prefix {n}");
+        }
+        for i in 0..b.len() {
+            for bit in 0..8 {
+                let mut c = b.clone();
+                c[i] ^= 1 << bit;
+                assert!(
+                    decode_batch::<FlowRecord>(&c).is_err(),
+                    "byte {i} bit {bit}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lying_header_with_valid_checksum_is_an_error() {
+        // Re-seal a batch whose count is wrong: the CRC passes, the count check must not.
+        let mut b = encode_batch("s", 1, &flows()).unwrap();
+        b.truncate(b.len() - 4);
+        let count_at = 4 + 2 + 1 + 1 + 8;
+        b[count_at..count_at + 4].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        let e = decode_batch::<FlowRecord>(&b).unwrap_err();
+        assert_eq!(e.reason(), "count_mismatch");
+    }
+}
