@@ -18,5 +18,6 @@ if [ -d "$shared/captures" ]; then
 fi
 for t in decode capture_reader ics; do
   echo "fuzzing $t for ${secs}s"
-  cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 2>&1 | tail -n 3
+  # Debug assertions on: an arithmetic overflow is a finding too.
+  cargo fuzz run --debug-assertions "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 2>&1 | tail -n 3
 done

@@ -485,6 +485,9 @@ fn ipv6<'a>(p: &'a [u8], missing: usize, cks: &ChecksumSettings, depth: u8) -> D
                 off += len;
             }
             44 => {
+                if off + 8 > end {
+                    return Err(DropReason::BadIpv6Extension);
+                }
                 let e = p.get(off..off + 8).ok_or(DropReason::BadIpv6Extension)?;
                 let fo = u16::from_be_bytes([e[2], e[3]]);
                 let id = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
@@ -839,6 +842,17 @@ mod tests {
                 let _ = decode(link, &f[..n], n, &cks);
             }
         }
+    }
+
+    /// Regression: a fragment header that ends past the IPv6 payload length (but inside the
+    /// captured bytes, e.g. Ethernet padding) must be a drop, not an arithmetic underflow.
+    #[test]
+    fn ipv6_fragment_header_past_payload_length_is_dropped() {
+        let mut p = vec![0x60, 0, 0, 0, 0, 4, 44, 64];
+        p.extend_from_slice(&[0u8; 32]);
+        p.extend_from_slice(&[6, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 0]);
+        let r = decode(LinkType::Raw, &p, p.len(), &ChecksumSettings::default());
+        assert_eq!(r.unwrap_err(), DropReason::BadIpv6Extension);
     }
 
     #[test]
