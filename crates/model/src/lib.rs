@@ -1,6 +1,6 @@
 //! Data types shared by every normwatch stage. This crate does no I/O and owns no threads.
 //!
-//! - [`flow`]: the [`FlowRecord`](flow::FlowRecord) a sensor emits for every connection.
+//! - [`flow`]: the [`FlowRecord`] a sensor emits for every connection.
 //! - [`ics`]: industrial-protocol command counts carried by a flow.
 //! - [`asset`]: protected assets and the longest-prefix index that matches flows to them.
 
