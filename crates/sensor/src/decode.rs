@@ -183,6 +183,7 @@ pub struct Inner<'a> {
 
 const VXLAN_PORT: u16 = 4789;
 const GENEVE_PORT: u16 = 6081;
+const TEREDO_PORT: u16 = 3544;
 const MAX_DEPTH: u8 = 4;
 
 /// The outcome of decoding one link-layer frame: the IP packet found (after any GRE/IP-in-IP
@@ -649,7 +650,30 @@ fn transport<'a>(
     }
 }
 
+/// Teredo (RFC 4380): IPv6 in UDP port 3544, optionally behind an authentication and an
+/// origin-indication header. Only a well-formed IPv6 packet counts, so ordinary traffic on
+/// the port is left alone.
+fn teredo<'a>(mut p: &'a [u8]) -> Option<Inner<'a>> {
+    if p.starts_with(&[0, 1]) {
+        let id_len = usize::from(*p.get(2)?);
+        let au_len = usize::from(*p.get(3)?);
+        p = p.get(4 + id_len + au_len + 9..)?;
+    }
+    if p.starts_with(&[0, 0]) {
+        p = p.get(8..)?;
+    }
+    let h = p.get(..40)?;
+    let plen = usize::from(u16::from_be_bytes([h[4], h[5]]));
+    (h[0] >> 4 == 6 && 40 + plen == p.len()).then_some(Inner {
+        link: LinkType::Raw,
+        data: p,
+    })
+}
+
 fn udp_tunnel<'a>(pkt: &Packet<'a>) -> Option<Inner<'a>> {
+    if pkt.sport == TEREDO_PORT || pkt.dport == TEREDO_PORT {
+        return teredo(pkt.payload);
+    }
     match pkt.dport {
         VXLAN_PORT => {
             let h = pkt.payload.get(..8)?;
