@@ -191,7 +191,8 @@ struct RawSensor {
     ignore_checksum_nets: Vec<String>,
     #[serde(default)]
     likely_server_ports: Option<Vec<i64>>,
-    #[serde(default)]
+    /// Read on its own (see [`parse`]) so that its fields are checked one by one too.
+    #[serde(skip)]
     timeouts: RawTimeouts,
 }
 
@@ -262,16 +263,17 @@ impl Default for RawCapture {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Required fields are optional here so that a missing one is reported by validation,
+/// with its key, next to every other problem of the asset.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 struct RawAsset {
-    id: String,
-    name: String,
-    operator: String,
-    sector: String,
-    service: String,
-    cidrs: Vec<String>,
-    #[serde(default)]
+    id: Option<String>,
+    name: Option<String>,
+    operator: Option<String>,
+    sector: Option<String>,
+    service: Option<String>,
+    cidrs: Option<Vec<String>>,
     roles: Vec<String>,
 }
 
@@ -297,9 +299,13 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
             );
         }
     }
-    let sensor = section::<RawSensor>(&table, "sensor", &mut d)
-        .unwrap_or_default()
-        .validate(&mut d);
+    let mut raw_sensor = section::<RawSensor>(&table, "sensor", &mut d).unwrap_or_default();
+    if let Some(t) = table.get("sensor").and_then(|s| s.get("timeouts")) {
+        raw_sensor.timeouts = known_only(t, "sensor.timeouts", &mut d)
+            .and_then(|t| from_value::<RawTimeouts>(t, "sensor.timeouts", &mut d))
+            .unwrap_or_default();
+    }
+    let sensor = raw_sensor.validate(&mut d);
     let capture = section::<RawCapture>(&table, "capture", &mut d)
         .unwrap_or_default()
         .validate(&mut d);
@@ -403,9 +409,7 @@ fn known_only(v: &toml::Value, key: &str, d: &mut Diagnostics) -> Option<toml::V
                 format!("unknown key; expected one of: {}", allowed.join(", ")),
             );
         } else if key == "sensor" && k == "timeouts" {
-            if let Some(inner) = known_only(v, "sensor.timeouts", d) {
-                out.insert(k.clone(), inner);
-            }
+            // Read separately; see `parse`.
         } else {
             out.insert(k.clone(), v.clone());
         }
@@ -413,19 +417,44 @@ fn known_only(v: &toml::Value, key: &str, d: &mut Diagnostics) -> Option<toml::V
     Some(toml::Value::Table(out))
 }
 
-fn section<T: DeserializeOwned>(table: &toml::Table, name: &str, d: &mut Diagnostics) -> Option<T> {
+fn section<T: DeserializeOwned + Default>(
+    table: &toml::Table,
+    name: &str,
+    d: &mut Diagnostics,
+) -> Option<T> {
     let v = known_only(table.get(name)?, name, d)?;
     from_value(v, name, d)
 }
 
-fn from_value<T: DeserializeOwned>(v: toml::Value, key: &str, d: &mut Diagnostics) -> Option<T> {
-    match T::deserialize(v) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            d.push(key, e.message().trim().replace('\n', " "));
-            None
+/// Deserializes a table; when that fails, each key is tried alone so that every bad value
+/// is reported under its own key, and the good ones are still used.
+fn from_value<T: DeserializeOwned + Default>(
+    v: toml::Value,
+    key: &str,
+    d: &mut Diagnostics,
+) -> Option<T> {
+    let first_error = match T::deserialize(v.clone()) {
+        Ok(t) => return Some(t),
+        Err(e) => e,
+    };
+    let Some(table) = v.as_table() else {
+        d.push(key, first_error.message().trim().replace('\n', " "));
+        return None;
+    };
+    let mut good = toml::Table::new();
+    for (k, val) in table {
+        let mut one = toml::Table::new();
+        one.insert(k.clone(), val.clone());
+        match T::deserialize(toml::Value::Table(one)) {
+            Ok(_) => {
+                good.insert(k.clone(), val.clone());
+            }
+            Err(e) => d.push(format!("{key}.{k}"), e.message().trim().replace('\n', " ")),
         }
     }
+    T::deserialize(toml::Value::Table(good))
+        .ok()
+        .or_else(|| Some(T::default()))
 }
 
 fn duration(s: &str, key: &str, d: &mut Diagnostics) -> Option<Duration> {
@@ -602,48 +631,64 @@ impl RawAsset {
     /// The asset if it is valid; its id either way (for the uniqueness check).
     fn validate(self, key: &str, d: &mut Diagnostics) -> (String, Option<Asset>) {
         let errors_before = d.len();
-        let id_ok = !self.id.is_empty()
-            && self.id.len() <= 64
-            && self
-                .id
-                .starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && self.id.chars().all(|c| {
+        let mut required = |field: &str, v: Option<String>| -> String {
+            v.unwrap_or_else(|| {
+                d.push(format!("{key}.{field}"), "missing (required)");
+                String::new()
+            })
+        };
+        let id = required("id", self.id);
+        let name = required("name", self.name);
+        let operator = required("operator", self.operator);
+        let sector_text = required("sector", self.sector);
+        let service = required("service", self.service);
+        let cidr_texts = self.cidrs.unwrap_or_else(|| {
+            d.push(
+                format!("{key}.cidrs"),
+                "missing (required): the asset's prefixes",
+            );
+            Vec::new()
+        });
+        if d.len() > errors_before {
+            // Content checks on fields that are not there would only repeat the problem.
+            return (id, None);
+        }
+        let id_ok = id.len() <= 64
+            && id.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && id.chars().all(|c| {
                 c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
             });
         if !id_ok {
             d.push(
                 format!("{key}.id"),
                 format!(
-                    "{:?}: use 1 to 64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit",
-                    self.id
+                    "{id:?}: use 1 to 64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
                 ),
             );
         }
         for (field, value) in [
-            ("name", &self.name),
-            ("operator", &self.operator),
-            ("service", &self.service),
+            ("name", &name),
+            ("operator", &operator),
+            ("service", &service),
         ] {
             if value.trim().is_empty() {
                 d.push(format!("{key}.{field}"), "must not be empty");
             }
         }
-        let sector = Sector::parse(&self.sector);
+        let sector = Sector::parse(&sector_text);
         if sector.is_none() {
             d.push(
                 format!("{key}.sector"),
                 format!(
-                    "{:?} is not one of: {}",
-                    self.sector,
+                    "{sector_text:?} is not one of: {}",
                     Sector::ALL.map(|s| s.as_str()).join(", ")
                 ),
             );
         }
-        if self.cidrs.is_empty() {
+        if cidr_texts.is_empty() {
             d.push(format!("{key}.cidrs"), "needs at least one prefix");
         }
-        let cidrs: Vec<IpNet> = self
-            .cidrs
+        let cidrs: Vec<IpNet> = cidr_texts
             .iter()
             .enumerate()
             .filter_map(|(i, s)| cidr(s, &format!("{key}.cidrs[{i}]"), d))
@@ -666,23 +711,26 @@ impl RawAsset {
             }
         }
         if d.len() > errors_before {
-            return (self.id, None);
+            return (id, None);
         }
         let asset = sector.map(|sector| Asset {
-            id: AssetId(Arc::from(self.id.as_str())),
-            name: self.name,
-            operator: self.operator,
+            id: AssetId(Arc::from(id.as_str())),
+            name,
+            operator,
             sector,
-            service: self.service,
+            service,
             cidrs,
             roles,
         });
-        (self.id, asset)
+        (id, asset)
     }
 }
 
 fn check_unique_ids(ids: &[(usize, &str)], d: &mut Diagnostics) {
     for (n, (i, id)) in ids.iter().enumerate() {
+        if id.is_empty() {
+            continue; // already reported as missing
+        }
         if let Some((j, _)) = ids[..n].iter().find(|(_, other)| other == id) {
             d.push(
                 format!("asset[{i}].id"),
@@ -783,6 +831,40 @@ cidrs = ["10.30.0.0/16"]
         assert!(msg("asset[0].cidrs[0]").contains("did you mean 10.10.10.0/24"));
         assert!(msg("asset[1].id").contains("asset[0]"));
         assert!(msg("asset[2].id").contains("asset[0]"));
+    }
+
+    #[test]
+    fn type_errors_are_reported_per_field_and_the_rest_still_checked() {
+        let got = diags(
+            "[sensor]\nmax_flows = \"x\"\nid = \"bad id!\"\nchecksums = 3\n[sensor.timeouts]\nactive = 5\ntcp_idle = \"1 fortnight\"\n[capture]\npromiscuous = \"yes\"\nsnaplen = 10\n",
+        );
+        let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+        for k in [
+            "sensor.max_flows",
+            "sensor.checksums",
+            "sensor.id",
+            "sensor.timeouts.active",
+            "sensor.timeouts.tcp_idle",
+            "capture.promiscuous",
+            "capture.snaplen",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {got:?}");
+        }
+    }
+
+    #[test]
+    fn missing_asset_fields_are_each_named() {
+        let got = diags("[[asset]]\nid = \"a\"\ncidrs = \"10.0.0.0/8\"\n");
+        let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+        for k in [
+            "asset[0].name",
+            "asset[0].operator",
+            "asset[0].sector",
+            "asset[0].service",
+            "asset[0].cidrs",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {got:?}");
+        }
     }
 
     #[test]
