@@ -88,7 +88,7 @@ impl Default for FlowConfig {
 }
 
 /// Canonical connection key: the lower (address, port) first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Key {
     lo: [u8; 16],
     hi: [u8; 16],
@@ -96,6 +96,21 @@ struct Key {
     hi_port: u16,
     proto: u8,
     v6: bool,
+}
+
+impl std::hash::Hash for Key {
+    /// Three integer writes instead of one call per field: this runs for every packet.
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u128(u128::from_ne_bytes(self.lo));
+        h.write_u128(u128::from_ne_bytes(self.hi));
+        h.write_u64(
+            u64::from(self.lo_port)
+                | u64::from(self.hi_port) << 16
+                | u64::from(self.proto) << 32
+                | u64::from(self.v6) << 40,
+        );
+    }
 }
 
 impl Key {
