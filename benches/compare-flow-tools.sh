@@ -24,7 +24,7 @@ done
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(date -u +%Y-%m-%dT%H:%MZ)"
 cargo build --release -q -p normwatch-cli
-nw=target/release/normwatch
+nw=${CARGO_TARGET_DIR:-target}/release/normwatch
 
 # name|source capture
 inputs=(
