@@ -1,0 +1,329 @@
+//! Stage two: raw values into typed settings. Each check reports into the shared
+//! [`Diagnostics`] and carries on with a stand-in value, so one mistake never hides another.
+
+use crate::diag::Diagnostics;
+use crate::raw::{
+    fields, RawAsset, RawCapture, RawSensor, RawTimeouts, DEFAULT_CHANNEL_CAPACITY,
+    DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN,
+};
+use crate::{CaptureConfig, ChecksumPolicy, SensorConfig, Timeouts};
+use ipnet::IpNet;
+use normwatch_model::{Asset, AssetId, Role, Sector};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+const DURATION_HINT: &str =
+    "write a duration as a string such as \"1500ms\", \"90s\", \"5m\", \"1h\"";
+
+/// Parses a humantime duration.
+fn duration(s: &str, key: &str, d: &mut Diagnostics) -> Option<Duration> {
+    match humantime::parse_duration(s) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            d.push(
+                key,
+                format!("{s:?} is not a duration ({e}); {DURATION_HINT}"),
+            );
+            None
+        }
+    }
+}
+
+fn in_range(v: i64, lo: i64, hi: i64, key: &str, d: &mut Diagnostics) -> Option<i64> {
+    if (lo..=hi).contains(&v) {
+        Some(v)
+    } else {
+        d.push(key, format!("{v} is out of range; accepted: {lo} to {hi}"));
+        None
+    }
+}
+
+/// Parses a CIDR prefix, or a bare address as a host prefix (/32, /128). Host bits set is an
+/// error rather than silently truncated: "10.10.10.5/24" is more often a typo for a host than
+/// a deliberate network.
+pub(crate) fn cidr(s: &str, key: &str, d: &mut Diagnostics) -> Option<IpNet> {
+    let net = match s.parse::<IpNet>() {
+        Ok(n) => n,
+        Err(_) => match s.parse::<IpAddr>() {
+            Ok(a) => IpNet::from(a),
+            Err(_) => {
+                d.push(
+                    key,
+                    format!(
+                        "{s:?} is not a CIDR prefix or address; write e.g. \"192.0.2.0/24\", \"2001:db8::/32\" or \"192.0.2.7\""
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    if net.trunc() != net {
+        d.push(
+            key,
+            format!(
+                "{s} has host bits set; did you mean {}? (or {} for the single host)",
+                net.trunc(),
+                IpNet::from(net.addr())
+            ),
+        );
+        return None;
+    }
+    Some(net)
+}
+
+fn is_sensor_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn is_asset_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+}
+
+impl RawSensor {
+    pub(crate) fn validate(self, d: &mut Diagnostics) -> SensorConfig {
+        if !is_sensor_id(&self.id) {
+            d.push(
+                "sensor.id",
+                format!(
+                    "{:?} is not a valid sensor id; use 1 to 64 letters, digits, '.', '_' or '-'",
+                    self.id
+                ),
+            );
+        }
+        let max_flows = in_range(self.max_flows, 1, 100_000_000, "sensor.max_flows", d)
+            .unwrap_or(DEFAULT_MAX_FLOWS) as usize;
+        let checksums = match self.checksums.as_str() {
+            "verify" => ChecksumPolicy::Verify,
+            "ignore" => ChecksumPolicy::Ignore,
+            other => {
+                d.push(
+                    "sensor.checksums",
+                    format!("{other:?} is not one of verify, ignore"),
+                );
+                ChecksumPolicy::Verify
+            }
+        };
+        let ignore_checksum_nets = self
+            .ignore_checksum_nets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| cidr(s, &format!("sensor.ignore_checksum_nets[{i}]"), d))
+            .collect();
+        let likely_server_ports = self.likely_server_ports.map(|ports| {
+            ports
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| {
+                    let key = format!("sensor.likely_server_ports[{i}]");
+                    in_range(*p, 1, 65_535, &key, d).map(|p| p as u16)
+                })
+                .collect()
+        });
+        let raw: RawTimeouts = fields(&self.timeouts, "sensor.timeouts", Some(DURATION_HINT), d);
+        SensorConfig {
+            id: Arc::from(self.id.as_str()),
+            max_flows,
+            checksums,
+            ignore_checksum_nets,
+            likely_server_ports,
+            timeouts: raw.validate(d),
+        }
+    }
+}
+
+impl RawTimeouts {
+    fn validate(self, d: &mut Diagnostics) -> Timeouts {
+        let key = |n: &str| format!("sensor.timeouts.{n}");
+        let mut positive = |s: &str, n: &str| -> Option<Duration> {
+            match duration(s, &key(n), d)? {
+                v if v.is_zero() => {
+                    d.push(key(n), format!("{s:?} must be longer than zero"));
+                    None
+                }
+                v => Some(v),
+            }
+        };
+        let tcp_idle = positive(&self.tcp_idle, "tcp_idle");
+        let udp_idle = positive(&self.udp_idle, "udp_idle");
+        let icmp_idle = positive(&self.icmp_idle, "icmp_idle");
+        let other_idle = positive(&self.other_idle, "other_idle");
+        let tcp_attempt = positive(&self.tcp_attempt, "tcp_attempt");
+        let tcp_linger = positive(&self.tcp_linger, "tcp_linger");
+        let active = match duration(&self.active, &key("active"), d) {
+            Some(v) if v.is_zero() => None,
+            Some(v) if v < Duration::from_secs(1) => {
+                d.push(
+                    key("active"),
+                    format!(
+                        "{:?} is too short; accepted: at least 1s, or \"0s\" to disable",
+                        self.active
+                    ),
+                );
+                None
+            }
+            v => v,
+        };
+        // Compared only when both sides are valid, so one bad value is one report.
+        if let Some(idle) = tcp_idle {
+            for (name, v) in [("tcp_attempt", tcp_attempt), ("tcp_linger", tcp_linger)] {
+                if v.is_some_and(|v| v > idle) {
+                    d.push(
+                        key(name),
+                        format!(
+                            "must not be longer than tcp_idle ({})",
+                            humantime::format_duration(idle)
+                        ),
+                    );
+                }
+            }
+        }
+        let dflt = Timeouts::default();
+        Timeouts {
+            tcp_idle: tcp_idle.unwrap_or(dflt.tcp_idle),
+            udp_idle: udp_idle.unwrap_or(dflt.udp_idle),
+            icmp_idle: icmp_idle.unwrap_or(dflt.icmp_idle),
+            other_idle: other_idle.unwrap_or(dflt.other_idle),
+            active,
+            tcp_attempt: tcp_attempt.unwrap_or(dflt.tcp_attempt),
+            tcp_linger: tcp_linger.unwrap_or(dflt.tcp_linger),
+        }
+    }
+}
+
+impl RawCapture {
+    pub(crate) fn validate(self, d: &mut Diagnostics) -> CaptureConfig {
+        let channel_capacity = in_range(
+            self.channel_capacity,
+            1,
+            16_777_216,
+            "capture.channel_capacity",
+            d,
+        )
+        .unwrap_or(DEFAULT_CHANNEL_CAPACITY) as usize;
+        let snaplen = in_range(self.snaplen, 64, 262_144, "capture.snaplen", d)
+            .unwrap_or(DEFAULT_SNAPLEN) as u32;
+        CaptureConfig {
+            channel_capacity,
+            snaplen,
+            promiscuous: self.promiscuous,
+        }
+    }
+}
+
+/// An `[[asset]]` after stage two: its id as written (for the uniqueness check, even when
+/// the entry is otherwise invalid) and the asset if the entry is valid.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub id: Option<String>,
+    pub asset: Option<Asset>,
+}
+
+const REQUIRED: &str = "every [[asset]] needs id, name, operator, sector, service and cidrs";
+
+/// A required, non-empty string field of an asset.
+fn required(key: &str, field: &str, v: Option<String>, d: &mut Diagnostics) -> Option<String> {
+    match v {
+        None => {
+            d.push(format!("{key}.{field}"), format!("is missing; {REQUIRED}"));
+            None
+        }
+        Some(s) if s.trim().is_empty() => {
+            d.push(format!("{key}.{field}"), "must not be empty");
+            None
+        }
+        Some(s) => Some(s),
+    }
+}
+
+impl RawAsset {
+    pub(crate) fn validate(self, key: &str, d: &mut Diagnostics) -> Checked {
+        let errors_before = d.len();
+        let id = required(key, "id", self.id, d);
+        if let Some(id) = id.as_deref().filter(|id| !is_asset_id(id)) {
+            d.push(
+                format!("{key}.id"),
+                format!(
+                    "{id:?} is not a valid asset id; use 1 to 64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
+                ),
+            );
+        }
+        let name = required(key, "name", self.name, d);
+        let operator = required(key, "operator", self.operator, d);
+        let sector = required(key, "sector", self.sector, d);
+        let service = required(key, "service", self.service, d);
+        let sector = sector.and_then(|s| {
+            let parsed = Sector::parse(&s);
+            if parsed.is_none() {
+                d.push(
+                    format!("{key}.sector"),
+                    format!(
+                        "sector {s:?} is not one of {}",
+                        Sector::ALL.map(Sector::as_str).join(", ")
+                    ),
+                );
+            }
+            parsed
+        });
+        let mut cidrs: Vec<IpNet> = Vec::new();
+        match self.cidrs {
+            None => d.push(format!("{key}.cidrs"), format!("is missing; {REQUIRED}")),
+            Some(list) if list.is_empty() => d.push(
+                format!("{key}.cidrs"),
+                "needs at least one prefix, e.g. [\"192.0.2.0/24\"]",
+            ),
+            Some(list) => {
+                for (i, s) in list.iter().enumerate() {
+                    let k = format!("{key}.cidrs[{i}]");
+                    let Some(net) = cidr(s, &k, d) else { continue };
+                    if let Some(j) = cidrs.iter().position(|n| *n == net) {
+                        d.push(k, format!("{net} is listed twice (also cidrs[{j}])"));
+                    } else {
+                        cidrs.push(net);
+                    }
+                }
+            }
+        }
+        let mut roles = Vec::new();
+        for (i, r) in self.roles.iter().enumerate() {
+            let k = format!("{key}.roles[{i}]");
+            match Role::parse(r) {
+                Some(role) if roles.contains(&role) => {
+                    d.push(k, format!("role {r:?} is listed twice"));
+                }
+                Some(role) => roles.push(role),
+                None => d.push(
+                    k,
+                    format!(
+                        "role {r:?} is not one of {}",
+                        Role::ALL.map(Role::as_str).join(", ")
+                    ),
+                ),
+            }
+        }
+        let asset = match (id.as_deref(), name, operator, sector, service) {
+            (Some(id), Some(name), Some(operator), Some(sector), Some(service))
+                if d.len() == errors_before =>
+            {
+                Some(Asset {
+                    id: AssetId(Arc::from(id)),
+                    name,
+                    operator,
+                    sector,
+                    service,
+                    cidrs,
+                    roles,
+                })
+            }
+            _ => None,
+        };
+        Checked { id, asset }
+    }
+}
