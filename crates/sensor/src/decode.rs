@@ -153,6 +153,28 @@ pub struct Packet<'a> {
     pub bad_checksum: bool,
 }
 
+impl Packet<'_> {
+    /// An IP packet whose transport fields are still to be read.
+    fn ip(src: [u8; 16], dst: [u8; 16], v6: bool, proto: u8, ip_len: u32, frag: Fragment) -> Self {
+        Packet {
+            src,
+            dst,
+            v6,
+            proto,
+            sport: 0,
+            dport: 0,
+            ip_len,
+            payload_len: 0,
+            payload: &[],
+            tcp_flags: 0,
+            seq: 0,
+            ack: 0,
+            frag,
+            bad_checksum: false,
+        }
+    }
+}
+
 /// Checksum verification settings.
 #[derive(Clone, Debug, Default)]
 pub struct ChecksumSettings {
@@ -428,22 +450,7 @@ fn ipv4<'a>(p: &'a [u8], missing: usize, cks: &ChecksumSettings, depth: u8) -> D
     } else {
         Fragment::None
     };
-    let pkt = Packet {
-        src,
-        dst,
-        v6: false,
-        proto,
-        sport: 0,
-        dport: 0,
-        ip_len: total as u32,
-        payload_len: 0,
-        payload: &[],
-        tcp_flags: 0,
-        seq: 0,
-        ack: 0,
-        frag,
-        bad_checksum: false,
-    };
+    let pkt = Packet::ip(src, dst, false, proto, total as u32, frag);
     transport(pkt, body, body_len, missing, cks, depth)
 }
 
@@ -512,22 +519,7 @@ fn ipv6<'a>(p: &'a [u8], missing: usize, cks: &ChecksumSettings, depth: u8) -> D
     }
     let body = p.get(off..end).unwrap_or(&[]);
     let body_len = (40 + plen).saturating_sub(off) as u32;
-    let pkt = Packet {
-        src,
-        dst,
-        v6: true,
-        proto: next,
-        sport: 0,
-        dport: 0,
-        ip_len,
-        payload_len: 0,
-        payload: &[],
-        tcp_flags: 0,
-        seq: 0,
-        ack: 0,
-        frag,
-        bad_checksum: false,
-    };
+    let pkt = Packet::ip(src, dst, true, next, ip_len, frag);
     transport(pkt, body, body_len, missing, cks, depth)
 }
 
