@@ -10,10 +10,15 @@
 //! Architecture Invariant: this crate reads at most one file ([`load`]) and does nothing else
 //! with the outside world; [`parse`] is pure.
 
+mod bus;
 mod diag;
 mod raw;
 mod validate;
 
+pub use bus::{
+    BusConfig, BusKind, Compression, KafkaConfig, SaslConfig, SaslMechanism, Secret, SpoolConfig,
+    TlsConfig, TopicConfig, Topics,
+};
 pub use diag::{ConfigError, Diagnostic, Diagnostics};
 
 use ipnet::IpNet;
@@ -124,6 +129,12 @@ impl Default for CaptureConfig {
 pub struct Config {
     pub sensor: SensorConfig,
     pub capture: CaptureConfig,
+    /// How stages talk: the in-process bus or Kafka.
+    pub bus: BusConfig,
+    /// The Kafka client (used when `bus.kind` is kafka).
+    pub kafka: KafkaConfig,
+    /// The sensor's disk queue for batches the broker could not take.
+    pub spool: SpoolConfig,
     /// The protected assets, indexed by prefix. Empty is valid.
     pub assets: AssetIndex,
     /// The file it came from, if any.
@@ -152,6 +163,11 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let file: RawFile = fields(&table, "", None, &mut d);
     let sensor = fields::<RawSensor>(&file.sensor, "sensor", None, &mut d).validate(&mut d);
     let capture = fields::<RawCapture>(&file.capture, "capture", None, &mut d).validate(&mut d);
+    let base = bus::base_dir(origin);
+    let hint = Some(validate::DURATION_HINT);
+    let bus = fields::<bus::RawBus>(&file.bus, "bus", hint, &mut d).validate(&mut d);
+    let kafka = fields::<bus::RawKafka>(&file.kafka, "kafka", hint, &mut d).validate(&base, &mut d);
+    let spool = fields::<bus::RawSpool>(&file.spool, "spool", hint, &mut d).validate(&base, &mut d);
     let mut ids: Vec<(usize, String)> = Vec::new();
     let mut valid: Vec<(usize, Asset)> = Vec::new();
     for (i, v) in file.asset.iter().enumerate() {
@@ -178,6 +194,9 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     Ok(Config {
         sensor,
         capture,
+        bus,
+        kafka,
+        spool,
         assets,
         source: Some(origin.to_path_buf()),
     })

@@ -12,6 +12,9 @@ use serde::Deserialize;
 pub(crate) struct RawFile {
     pub sensor: toml::Table,
     pub capture: toml::Table,
+    pub bus: toml::Table,
+    pub kafka: toml::Table,
+    pub spool: toml::Table,
     /// Kept as values so that one malformed entry does not hide the others.
     pub asset: Vec<toml::Value>,
 }

@@ -358,3 +358,185 @@ fn display_has_one_line_per_problem_with_file_and_key() {
         format!("2 problems in configuration test.toml:\n{d}")
     );
 }
+
+#[test]
+fn bus_kafka_spool_defaults() {
+    let c = p("").unwrap();
+    assert_eq!(c.bus, BusConfig::default());
+    assert_eq!(c.bus.kind, BusKind::Memory);
+    assert_eq!(c.bus.topics.flows.name, "normwatch.flows");
+    assert_eq!(c.bus.topics.flows.partitions, 8);
+    assert_eq!(c.kafka, KafkaConfig::default());
+    assert_eq!(c.kafka.security_protocol(), "plaintext");
+    assert_eq!(c.spool.max_bytes, 1 << 30);
+}
+
+#[test]
+fn kafka_settings_are_read_and_paths_resolved_against_the_file() {
+    let text = r#"
+[bus]
+kind = "kafka"
+brokers = "kafka-1:9092, [2001:db8::1]:9093"
+batch_records = 100
+batch_linger = "10ms"
+[bus.topics.flows]
+name = "site.flows"
+partitions = 64
+replication = 3
+[kafka]
+compression = "zstd"
+delivery_timeout = "5s"
+[kafka.tls]
+ca = "ca.pem"
+[kafka.sasl]
+mechanism = "SCRAM-SHA-512"
+username = "sensor-1"
+password_file = "/etc/normwatch/kafka.pass"
+[kafka.options]
+"linger.ms" = 20
+"socket.keepalive.enable" = true
+"debug" = "broker"
+[spool]
+path = "spool"
+max_bytes = "512 MiB"
+"#;
+    let c = parse(text, Path::new("/etc/normwatch/normwatch.toml")).unwrap();
+    assert_eq!(c.bus.kind, BusKind::Kafka);
+    assert_eq!(c.bus.brokers, ["kafka-1:9092", "[2001:db8::1]:9093"]);
+    assert_eq!(c.bus.batch_records, 100);
+    assert_eq!(c.bus.topics.flows.name, "site.flows");
+    assert_eq!(c.bus.topics.flows.partitions, 64);
+    assert_eq!(c.bus.topics.flows.replication, 3);
+    assert_eq!(c.kafka.compression, Compression::Zstd);
+    assert_eq!(c.kafka.security_protocol(), "sasl_ssl");
+    assert_eq!(
+        c.kafka.tls.as_ref().unwrap().ca.as_deref(),
+        Some(Path::new("/etc/normwatch/ca.pem"))
+    );
+    let sasl = c.kafka.sasl.as_ref().unwrap();
+    assert_eq!(sasl.mechanism.as_str(), "SCRAM-SHA-512");
+    assert_eq!(
+        sasl.password,
+        Secret::File("/etc/normwatch/kafka.pass".into())
+    );
+    assert_eq!(
+        c.kafka.options,
+        [
+            ("debug".to_string(), "broker".to_string()),
+            ("linger.ms".to_string(), "20".to_string()),
+            ("socket.keepalive.enable".to_string(), "true".to_string()),
+        ]
+    );
+    assert_eq!(c.spool.path, Path::new("/etc/normwatch/spool"));
+    assert_eq!(c.spool.max_bytes, 512 << 20);
+}
+
+#[test]
+fn bus_problems_are_each_reported() {
+    check(
+        r#"
+[bus]
+kind = "rabbit"
+brokers = "kafka-1, :9092, host:99999"
+capacity = 0
+batch_linger = "2m"
+[bus.topics.flows]
+name = "bad name"
+partitions = 0
+[bus.topics.alerts]
+name = "normwatch.evidence"
+"#,
+        &[
+            ("bus.kind", "not one of memory, kafka"),
+            ("bus.brokers", "has no port"),
+            ("bus.brokers", "not a host name"),
+            ("bus.brokers", "port must be a number"),
+            ("bus.capacity", "out of range"),
+            ("bus.batch_linger", "too long"),
+            ("bus.topics.flows.name", "not a valid Kafka topic name"),
+            ("bus.topics.flows.partitions", "out of range"),
+            ("bus.topics.evidence.name", "already used"),
+        ],
+    );
+    check(
+        "[bus]\nkind = \"kafka\"\n",
+        &[("bus.brokers", "is missing")],
+    );
+}
+
+#[test]
+fn kafka_problems_are_each_reported() {
+    check(
+        r#"
+[kafka]
+compression = "gzip"
+delivery_timeout = "0s"
+[kafka.tls]
+cert = "client.pem"
+[kafka.sasl]
+mechanism = "GSSAPI"
+password = "x"
+password_env = "KAFKA_PW"
+[kafka.options]
+"bootstrap.servers" = "elsewhere:9092"
+"enable.auto.commit" = true
+"max.in.flight.requests.per.connection" = 10
+"Linger" = 1
+"fetch.wait.max.ms" = [1]
+"#,
+        &[
+            ("kafka.compression", "not one of lz4, zstd"),
+            ("kafka.delivery_timeout", "out of range"),
+            ("kafka.tls.key", "is missing"),
+            ("kafka.sasl.mechanism", "not one of PLAIN"),
+            ("kafka.sasl.username", "is missing"),
+            ("kafka.sasl", "one way only"),
+            ("kafka.options.Linger", "not a librdkafka property"),
+            (
+                "kafka.options.\"bootstrap.servers\"",
+                "use bus.brokers instead",
+            ),
+            ("kafka.options.\"enable.auto.commit\"", "cannot be changed"),
+            ("kafka.options.\"fetch.wait.max.ms\"", "must be a string"),
+            (
+                "kafka.options.\"max.in.flight.requests.per.connection\"",
+                "at most 5",
+            ),
+        ],
+    );
+    check(
+        "[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"p\"\n",
+        &[("kafka.sasl.mechanism", "in clear")],
+    );
+}
+
+#[test]
+fn spool_problems_are_each_reported() {
+    check(
+        "[spool]\npath = \"\"\nmax_bytes = \"12 parsecs\"\nsync_interval = \"1h\"\n",
+        &[
+            ("spool.path", "must not be empty"),
+            ("spool.max_bytes", "not a size"),
+            ("spool.sync_interval", "too long"),
+        ],
+    );
+    check(
+        "[spool]\nmax_bytes = 1024\n",
+        &[("spool.max_bytes", "out of range")],
+    );
+}
+
+#[test]
+fn secrets_resolve_and_do_not_print() {
+    let s = Secret::Inline("hunter2".into());
+    assert!(!format!("{s:?}").contains("hunter2"));
+    assert_eq!(s.resolve().unwrap(), "hunter2");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("pw");
+    std::fs::write(&f, "s3cret\n").unwrap();
+    assert_eq!(Secret::File(f).resolve().unwrap(), "s3cret");
+    let e = Secret::Env("NORMWATCH_TEST_UNSET_VARIABLE".into())
+        .resolve()
+        .unwrap_err();
+    assert!(e.to_string().contains("NORMWATCH_TEST_UNSET_VARIABLE"));
+}

@@ -13,11 +13,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-const DURATION_HINT: &str =
+pub(crate) const DURATION_HINT: &str =
     "write a duration as a string such as \"1500ms\", \"90s\", \"5m\", \"1h\"";
 
 /// Parses a humantime duration.
-fn duration(s: &str, key: &str, d: &mut Diagnostics) -> Option<Duration> {
+pub(crate) fn duration(s: &str, key: &str, d: &mut Diagnostics) -> Option<Duration> {
     match humantime::parse_duration(s) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -30,7 +30,7 @@ fn duration(s: &str, key: &str, d: &mut Diagnostics) -> Option<Duration> {
     }
 }
 
-fn in_range(v: i64, lo: i64, hi: i64, key: &str, d: &mut Diagnostics) -> Option<i64> {
+pub(crate) fn in_range(v: i64, lo: i64, hi: i64, key: &str, d: &mut Diagnostics) -> Option<i64> {
     if (lo..=hi).contains(&v) {
         Some(v)
     } else {
