@@ -4,8 +4,10 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod args;
 mod flows;
 mod output;
+mod stages;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -15,6 +17,10 @@ use std::process::ExitCode;
 ///
 /// Start with `normwatch flows --pcap FILE` to see the connections a capture holds, and
 /// `normwatch check-config FILE` to validate a configuration before deploying it.
+///
+/// Stages: `normwatch run` runs everything in one process (no broker needed); across many
+/// sites, `normwatch sensor` at each site publishes flow records to Kafka and
+/// `normwatch detect` processes consume them as one consumer group.
 #[derive(Debug, Parser)]
 #[command(
     name = "normwatch",
@@ -38,6 +44,25 @@ enum Command {
     /// interface, tracks every connection bidirectionally with Zeek's originator and
     /// connection-state rules, and prints one record per connection when it ends.
     Flows(flows::FlowsArgs),
+    /// Capture at a site and publish flow records to Kafka.
+    ///
+    /// Packets become flow records as in `flows`; records are batched per protected asset
+    /// (or per responder address) and published on the flows topic by an idempotent
+    /// producer. While no broker is reachable, batches go to the on-disk spool ([spool]) and
+    /// are replayed in order when one returns; nothing accepted is lost. Needs
+    /// [bus] kind = "kafka".
+    Sensor(stages::SensorArgs),
+    /// Consume flow records from Kafka as a member of the detectors' consumer group.
+    ///
+    /// Each batch is verified (checksum, schema version), de-duplicated (a redelivered batch
+    /// is dropped) and handed on; its offset is committed only after that. Corrupt batches
+    /// are counted by reason and skipped. Needs [bus] kind = "kafka".
+    Detect(stages::DetectArgs),
+    /// Run every stage in one process over the in-process bus (no broker).
+    ///
+    /// The sensor and the consumer run on their own threads, joined by a bounded queue; a
+    /// slow consumer slows the sensor instead of losing records.
+    Run(stages::RunArgs),
     /// Validate a configuration file and report every problem in it at once.
     CheckConfig {
         /// The TOML configuration file.
@@ -78,6 +103,9 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Flows(args) => flows::run(args),
+        Command::Sensor(args) => stages::sensor(args),
+        Command::Detect(args) => stages::detect(args),
+        Command::Run(args) => stages::run(args),
         Command::CheckConfig { file } => check_config(&file),
     };
     match result {
@@ -87,6 +115,7 @@ fn main() -> ExitCode {
             // usage errors; anything that fails while doing valid work is a runtime failure.
             if e.downcast_ref::<UsageError>().is_some()
                 || e.downcast_ref::<normwatch_config::ConfigError>().is_some()
+                || e.downcast_ref::<normwatch_pipeline::source::InputError>().is_some()
             {
                 eprintln!("normwatch: {e}");
                 ExitCode::from(2)
@@ -100,6 +129,8 @@ fn main() -> ExitCode {
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let cfg = normwatch_config::load(file)?;
+    normwatch_transport::kafka::check_client_options(&cfg.bus, &cfg.kafka)
+        .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
     println!(
         "{}: ok ({} assets, sensor id {:?})",
         file.display(),

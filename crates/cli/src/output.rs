@@ -1,7 +1,11 @@
 //! Flow record output formats: Zeek-style TSV and JSON lines.
 
+use anyhow::Context;
 use normwatch_model::FlowRecord;
-use std::io::{self, Write};
+use normwatch_pipeline::detect::FlowSink;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
 
 /// How flows are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -54,5 +58,60 @@ impl<W: Write> FlowWriter<W> {
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+/// A [`FlowSink`] writing records in one format. A closed pipe (the reader went away) ends
+/// output quietly; any other write error fails the run.
+pub struct WriterSink {
+    writer: FlowWriter<Box<dyn Write>>,
+    /// Set once the reader has gone; later records are discarded.
+    closed: bool,
+}
+
+impl WriterSink {
+    /// Writes to `path`, or standard output when `None`.
+    pub fn create(path: Option<&Path>, format: Format) -> anyhow::Result<Self> {
+        let out: Box<dyn Write> = match path {
+            Some(p) => Box::new(BufWriter::new(File::create(p).map_err(|e| {
+                crate::UsageError(format!("cannot create {}: {e}", p.display()))
+            })?)),
+            None => Box::new(BufWriter::new(io::stdout().lock())),
+        };
+        Ok(WriterSink {
+            writer: FlowWriter::new(out, format).context("cannot write flows")?,
+            closed: false,
+        })
+    }
+
+    fn check(&mut self, r: io::Result<()>) -> anyhow::Result<()> {
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            other => other.context("cannot write flows"),
+        }
+    }
+}
+
+impl FlowSink for WriterSink {
+    fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()> {
+        for r in records {
+            if self.closed {
+                return Ok(());
+            }
+            let written = self.writer.write(r);
+            self.check(written)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let flushed = self.writer.flush();
+        self.check(flushed)
     }
 }

@@ -58,6 +58,8 @@ pub struct Delivery {
     pub topic: Topic,
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
+    /// The partition it came from (Kafka); 0 on the in-process bus.
+    pub partition: i32,
     /// Where the message sits in its partition (Kafka) or its arrival order (memory bus).
     pub offset: u64,
 }
@@ -78,6 +80,11 @@ pub trait Subscriber: Send {
     fn poll(&mut self, timeout: Duration) -> Result<Option<Delivery>, TransportError>;
     /// Marks `delivery` (and everything before it) processed.
     fn commit(&mut self, delivery: &Delivery) -> Result<(), TransportError>;
+    /// Records everything committed so far where a restart finds it, and leaves the group.
+    /// Call before exiting.
+    fn close(&mut self) -> Result<(), TransportError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -190,6 +197,7 @@ impl Subscriber for MemorySubscriber {
                     topic: self.topic,
                     key: m.key,
                     payload: m.payload,
+                    partition: 0,
                     offset,
                 }))
             }

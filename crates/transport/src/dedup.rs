@@ -1,6 +1,10 @@
 //! Duplicate-batch suppression. Consumers see a batch again after a crash or a rebalance
 //! (at-least-once delivery); the (sensor id, sequence number) pair identifies it, so the
 //! second copy is dropped and downstream state changes once.
+//!
+//! State is kept per (sensor, partition): within one partition a sensor's batches arrive in
+//! the order it sent them (give or take a replay from its spool), whatever the lag between
+//! partitions, so the window below only has to absorb reordering inside one partition.
 
 use std::collections::HashMap;
 
@@ -59,7 +63,7 @@ impl Seen {
 /// Remembers which batches were processed, in bounded memory.
 #[derive(Debug)]
 pub struct Deduplicator {
-    sensors: HashMap<String, Seen>,
+    sensors: HashMap<(String, i32), Seen>,
     max_sensors: usize,
     tick: u64,
     /// Sensors forgotten to stay within `max_sensors` (their next batch counts as new).
@@ -69,7 +73,8 @@ pub struct Deduplicator {
 }
 
 impl Deduplicator {
-    /// Remembers at most `max_sensors` sensors (the least recently heard from is forgotten).
+    /// Remembers at most `max_sensors` (sensor, partition) streams (the least recently heard
+    /// from is forgotten).
     pub fn new(max_sensors: usize) -> Self {
         Deduplicator {
             sensors: HashMap::new(),
@@ -80,11 +85,12 @@ impl Deduplicator {
         }
     }
 
-    /// Whether batch `seq` of `sensor` is new; marks it seen.
-    pub fn is_new(&mut self, sensor: &str, seq: u64) -> bool {
+    /// Whether batch `seq` of `sensor`, read from `partition`, is new; marks it seen.
+    pub fn is_new(&mut self, sensor: &str, partition: i32, seq: u64) -> bool {
         self.tick += 1;
         let tick = self.tick;
-        let Some(s) = self.sensors.get_mut(sensor) else {
+        let id = (sensor.to_string(), partition);
+        let Some(s) = self.sensors.get_mut(&id) else {
             if self.sensors.len() >= self.max_sensors {
                 if let Some(oldest) = self
                     .sensors
@@ -96,8 +102,7 @@ impl Deduplicator {
                     self.evicted_sensors += 1;
                 }
             }
-            self.sensors
-                .insert(sensor.to_string(), Seen::new(seq, tick));
+            self.sensors.insert(id, Seen::new(seq, tick));
             return true;
         };
         s.last_use = tick;
@@ -127,31 +132,32 @@ mod tests {
     fn replays_are_dropped_out_of_order_accepted() {
         let mut d = Deduplicator::new(8);
         for seq in [1, 2, 3, 5, 4, 10, 7] {
-            assert!(d.is_new("a", seq), "{seq}");
+            assert!(d.is_new("a", 0, seq), "{seq}");
         }
         for seq in [1, 2, 3, 4, 5, 7, 10] {
-            assert!(!d.is_new("a", seq), "replay {seq}");
+            assert!(!d.is_new("a", 0, seq), "replay {seq}");
         }
-        assert!(d.is_new("a", 6));
-        assert!(d.is_new("b", 1), "sensors are independent");
+        assert!(d.is_new("a", 0, 6));
+        assert!(d.is_new("b", 0, 1), "sensors are independent");
+        assert!(d.is_new("a", 1, 1), "partitions are independent");
     }
 
     #[test]
     fn window_slides_and_old_batches_are_counted() {
         let mut d = Deduplicator::new(8);
-        assert!(d.is_new("a", 1));
-        assert!(d.is_new("a", 1 + WINDOW + 10));
-        assert!(!d.is_new("a", 2));
+        assert!(d.is_new("a", 0, 1));
+        assert!(d.is_new("a", 0, 1 + WINDOW + 10));
+        assert!(!d.is_new("a", 0, 2));
         assert_eq!(d.too_old, 1);
-        assert!(d.is_new("a", 1 + WINDOW + 9));
+        assert!(d.is_new("a", 0, 1 + WINDOW + 9));
     }
 
     #[test]
     fn sensor_table_is_bounded() {
         let mut d = Deduplicator::new(2);
-        assert!(d.is_new("a", 1));
-        assert!(d.is_new("b", 1));
-        assert!(d.is_new("c", 1));
+        assert!(d.is_new("a", 0, 1));
+        assert!(d.is_new("b", 0, 1));
+        assert!(d.is_new("c", 0, 1));
         assert_eq!(d.evicted_sensors, 1);
         assert!(d.sensors.len() <= 2);
     }

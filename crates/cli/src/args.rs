@@ -1,0 +1,79 @@
+//! Arguments shared by the commands that read packets, and process-wide helpers.
+
+use anyhow::Context;
+use normwatch_config::Config;
+use normwatch_pipeline::source::{Input, SourceOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where packets come from.
+#[derive(Debug, clap::Args)]
+pub struct InputArgs {
+    /// Capture file(s) to read, pcap or pcapng, processed in order as one stream.
+    #[arg(long, value_name = "FILE", num_args = 1.., required_unless_present = "interface", conflicts_with = "interface")]
+    pub pcap: Vec<PathBuf>,
+    /// Capture live from this network interface (Linux AF_PACKET; needs CAP_NET_RAW).
+    #[arg(long, short = 'i', value_name = "IF")]
+    pub interface: Option<String>,
+    /// Stop a live capture after this long (e.g. `30s`, `5m`); otherwise it runs until
+    /// interrupted (SIGINT or SIGTERM), then ends every open flow.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", requires = "interface")]
+    pub duration: Option<Duration>,
+    /// Override the configured checksum policy: `verify` drops packets with bad checksums
+    /// (Zeek's default), `ignore` counts them (like `zeek -C`).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub checksums: Option<ChecksumArg>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChecksumArg {
+    Verify,
+    Ignore,
+}
+
+impl InputArgs {
+    pub fn input(&self) -> Input {
+        match &self.interface {
+            Some(i) => Input::Live {
+                interface: i.clone(),
+                duration: self.duration,
+            },
+            None => Input::Files(self.pcap.clone()),
+        }
+    }
+
+    pub fn checksums(&self) -> Option<bool> {
+        self.checksums.map(|c| c == ChecksumArg::Verify)
+    }
+
+    pub fn source(&self, pps: Option<u64>) -> SourceOptions {
+        SourceOptions { pps }
+    }
+}
+
+/// Loads the configuration at `path`, or the defaults.
+pub fn config(path: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => normwatch_config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+/// A flag raised by SIGINT or SIGTERM; a second signal ends the process at once (exit 1).
+pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
+            .context("cannot install signal handler")?;
+        signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handler")?;
+    }
+    Ok(stop)
+}
+
+/// Writes the metrics in Prometheus text format to standard error.
+#[allow(clippy::print_stderr)]
+pub fn print_metrics(m: &normwatch_pipeline::metrics::Metrics) {
+    eprint!("{}", m.encode_text());
+}

@@ -1,0 +1,165 @@
+//! `normwatch sensor`, `normwatch detect` and `normwatch run`.
+
+use crate::args::{config, print_metrics, stop_flag, InputArgs};
+use crate::output::{Format, WriterSink};
+use normwatch_pipeline::detect::{ConsumeOptions, ConsumeSummary, CountingSink, FlowSink};
+use normwatch_pipeline::metrics::Metrics;
+use normwatch_pipeline::topology::{self, SensorOptions, SensorSummary};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct SensorArgs {
+    /// Configuration file: sensor settings, protected assets, [bus] (kind = "kafka",
+    /// brokers), [kafka] and [spool].
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    #[command(flatten)]
+    input: InputArgs,
+    /// Replay capture files at most this many packets per second instead of as fast as
+    /// possible (flows then end and leave in real time, as from a live interface).
+    #[arg(long, value_name = "N", conflicts_with = "interface")]
+    pps: Option<u64>,
+    /// At the end, wait this long for the broker to acknowledge every batch (spooled ones
+    /// included); what is left stays in the spool for the next run.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "60s")]
+    drain_timeout: Duration,
+    /// Print every metric (Prometheus text format) to standard error at the end.
+    #[arg(long)]
+    stats: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DetectArgs {
+    /// Configuration file with [bus] kind = "kafka", brokers, and the [kafka] consumer group.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Write every consumed flow record to FILE (`-`: standard output); a batch is committed
+    /// only once its records are written.
+    #[arg(long, value_name = "FILE")]
+    flows_out: Option<PathBuf>,
+    /// Format of --flows-out.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+    /// Exit after no batch arrived for this long (e.g. `10s`); otherwise run until SIGINT or
+    /// SIGTERM.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    exit_when_idle: Option<Duration>,
+    /// Print every metric (Prometheus text format) to standard error at the end.
+    #[arg(long)]
+    stats: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Configuration file (sensor settings, protected assets). Defaults apply without it.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    input: InputArgs,
+    /// Replay capture files at most this many packets per second.
+    #[arg(long, value_name = "N", conflicts_with = "interface")]
+    pps: Option<u64>,
+    /// Write every flow record that crossed the bus to FILE (`-`: standard output).
+    #[arg(long, value_name = "FILE")]
+    flows_out: Option<PathBuf>,
+    /// Format of --flows-out.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+    /// Print every metric (Prometheus text format) to standard error at the end.
+    #[arg(long)]
+    stats: bool,
+}
+
+fn sink(path: Option<&PathBuf>, format: Format) -> anyhow::Result<Box<dyn FlowSink>> {
+    Ok(match path {
+        None => Box::new(CountingSink::default()),
+        Some(p) if p.as_os_str() == "-" => Box::new(WriterSink::create(None, format)?),
+        Some(p) => Box::new(WriterSink::create(Some(p), format)?),
+    })
+}
+
+fn log_sensor(s: &SensorSummary) {
+    tracing::info!(
+        packets = s.stats.packets,
+        records = s.records,
+        batches = s.batches,
+        "sensor finished"
+    );
+}
+
+fn log_consumer(s: &ConsumeSummary) {
+    tracing::info!(
+        records = s.records,
+        batches = s.batches,
+        duplicates = s.duplicates,
+        rejected = s.rejected,
+        "consumer finished"
+    );
+}
+
+pub fn sensor(args: SensorArgs) -> anyhow::Result<()> {
+    let cfg = config(Some(&args.config))?;
+    let stop = stop_flag()?;
+    let metrics = Metrics::new();
+    let opts = SensorOptions {
+        source: args.input.source(args.pps),
+        checksums: args.input.checksums(),
+        drain_timeout: args.drain_timeout,
+        ..SensorOptions::default()
+    };
+    let result = topology::sensor(&cfg, &args.input.input(), &opts, &metrics, &stop);
+    if let Ok(s) = &result {
+        log_sensor(s);
+    }
+    if args.stats {
+        print_metrics(&metrics);
+    }
+    result.map(|_| ())
+}
+
+pub fn detect(args: DetectArgs) -> anyhow::Result<()> {
+    let cfg = config(Some(&args.config))?;
+    let stop = stop_flag()?;
+    let metrics = Metrics::new();
+    let mut sink = sink(args.flows_out.as_ref(), args.format)?;
+    let opts = ConsumeOptions {
+        exit_when_idle: args.exit_when_idle,
+    };
+    let result = topology::detect(&cfg, sink.as_mut(), &opts, &metrics, &stop);
+    if let Ok(s) = &result {
+        log_consumer(s);
+    }
+    if args.stats {
+        print_metrics(&metrics);
+    }
+    result.map(|_| ())
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let cfg = config(args.config.as_deref())?;
+    let stop = stop_flag()?;
+    let metrics = Metrics::new();
+    let mut sink = sink(args.flows_out.as_ref(), args.format)?;
+    let opts = SensorOptions {
+        source: args.input.source(args.pps),
+        checksums: args.input.checksums(),
+        ..SensorOptions::default()
+    };
+    let result = topology::run(
+        &cfg,
+        &args.input.input(),
+        &opts,
+        sink.as_mut(),
+        &metrics,
+        &stop,
+    );
+    if let Ok((s, c)) = &result {
+        log_sensor(s);
+        log_consumer(c);
+    }
+    if args.stats {
+        print_metrics(&metrics);
+    }
+    result.map(|_| ())
+}

@@ -1,0 +1,667 @@
+//! `normwatch sensor` and `normwatch detect` through a real Kafka-protocol broker (tansu,
+//! started here on a loopback port), compared with the in-process path of `normwatch run`.
+//!
+//! Needs `tansu` on PATH (`cargo install tansu --locked --features dynostore,libsql`; `.ci/run`
+//! installs it) or its path in `NORMWATCH_TANSU`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_normwatch");
+
+/// One broker test at a time: they time things (kills, restarts) on a small shared machine.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn capture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/captures")
+        .join(rel)
+}
+
+/// The captures every test streams: a spoofed SYN flood against a protected asset, a DNS
+/// amplification (many reflectors) and a scan (many responders), so batches carry many keys.
+fn captures() -> Vec<PathBuf> {
+    [
+        "packet-captures/pkt.TCP.synflood.spoofed.pcap",
+        "packet-captures/amp.dns.RRSIG.fragmented.pcap",
+        "bro-simple-scan/testing/pcaps/445_scan.pcap",
+    ]
+    .iter()
+    .map(|c| capture(c))
+    .collect()
+}
+
+fn tansu() -> String {
+    if let Ok(p) = std::env::var("NORMWATCH_TANSU") {
+        return p;
+    }
+    let found = Command::new("tansu")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "tansu is not installed: cargo install tansu --locked --features dynostore,libsql"
+    );
+    "tansu".into()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tansu broker on a loopback port.
+struct Broker {
+    port: u16,
+    storage: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Broker {
+    /// A broker keeping data in memory.
+    fn memory(dir: &Path) -> Broker {
+        Self::with_storage(dir, "memory://tansu/".into())
+    }
+
+    /// A broker keeping data in an SQLite file, so it survives a restart.
+    fn sqlite(dir: &Path) -> Broker {
+        let db = dir.join("broker.db");
+        Self::with_storage(dir, format!("sqlite://{}", db.display()))
+    }
+
+    /// Configured, not started.
+    fn with_storage(dir: &Path, storage: String) -> Broker {
+        Broker {
+            port: free_port(),
+            storage,
+            child: None,
+            log: dir.join("broker.log"),
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        assert!(self.child.is_none());
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(tansu())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &self.storage])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(self.addr()).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start listening");
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A test's working directory and configuration.
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+struct ConfigOpts<'a> {
+    brokers: &'a str,
+    partitions: u32,
+    spool_bytes: &'a str,
+    group: &'a str,
+}
+
+impl Default for ConfigOpts<'_> {
+    fn default() -> Self {
+        ConfigOpts {
+            brokers: "127.0.0.1:9",
+            partitions: 4,
+            spool_bytes: "64MiB",
+            group: "normwatch-detect",
+        }
+    }
+}
+
+fn setup(opts: ConfigOpts<'_>) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("normwatch.toml");
+    write_config(&config, dir.path(), &opts);
+    Setup { dir, config }
+}
+
+fn write_config(path: &Path, dir: &Path, o: &ConfigOpts<'_>) {
+    let text = format!(
+        r#"
+[sensor]
+id = "test-sensor"
+
+# Short timeouts: flows end, and batches leave, while the capture is still being read.
+[sensor.timeouts]
+tcp_idle = "2s"
+udp_idle = "2s"
+icmp_idle = "2s"
+other_idle = "2s"
+tcp_attempt = "2s"
+tcp_linger = "1s"
+
+[bus]
+kind = "kafka"
+brokers = "{brokers}"
+batch_records = 256
+batch_linger = "50ms"
+
+[bus.topics.flows]
+partitions = {partitions}
+
+[kafka]
+group_id = "{group}"
+delivery_timeout = "20s"
+
+[kafka.options]
+"reconnect.backoff.max.ms" = 500
+"topic.metadata.refresh.interval.ms" = 1000
+
+[spool]
+path = "{spool}"
+max_bytes = "{spool_bytes}"
+
+[[asset]]
+id = "flood-victim"
+name = "Flood victim"
+operator = "Example operator"
+sector = "energy"
+service = "test service"
+cidrs = ["10.10.10.0/24"]
+roles = ["public-service"]
+"#,
+        brokers = o.brokers,
+        partitions = o.partitions,
+        group = o.group,
+        spool = dir.join("spool").display(),
+        spool_bytes = o.spool_bytes,
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+fn cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args).env("RUST_LOG", "info");
+    c
+}
+
+fn output(c: &mut Command) -> Output {
+    c.output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn path_args(paths: &[PathBuf]) -> Vec<String> {
+    paths.iter().map(|p| p.display().to_string()).collect()
+}
+
+/// The flow records of the in-process path, as JSON lines.
+fn expected(s: &Setup) -> Vec<String> {
+    let out_path = s.dir.path().join("expected.jsonl");
+    let mut c = cmd(&["run", "--config"]);
+    c.arg(&s.config).arg("--flows-out").arg(&out_path).arg("--pcap");
+    c.args(path_args(&captures()));
+    let out = output(&mut c);
+    assert!(out.status.success(), "run failed: {}", text(&out.stderr));
+    let lines = lines(&out_path);
+    assert!(lines.len() > 1000, "only {} flows", lines.len());
+    lines
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        f.read_to_string(&mut s).unwrap();
+    }
+    s.lines().map(str::to_string).collect()
+}
+
+/// Counts of each distinct line.
+fn multiset(lines: &[String]) -> BTreeMap<&str, usize> {
+    let mut m = BTreeMap::new();
+    for l in lines {
+        *m.entry(l.as_str()).or_default() += 1;
+    }
+    m
+}
+
+fn assert_same_multiset(got: &[String], want: &[String], what: &str) {
+    let (g, w) = (multiset(got), multiset(want));
+    if g != w {
+        let missing = w.iter().filter(|(k, n)| g.get(*k) < Some(n)).count();
+        let extra = g.iter().filter(|(k, n)| w.get(*k) < Some(n)).count();
+        panic!(
+            "{what}: {} records received, {} expected; {missing} distinct records missing or short, {extra} unexpected or repeated",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+/// Value of a metric (summed over its label sets) in Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn metric_with(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A running `normwatch detect`, its stderr collected on a thread.
+struct Detector {
+    child: Child,
+    out: PathBuf,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Detector {
+    fn start(s: &Setup, name: &str, idle: &str) -> Detector {
+        let out = s.dir.path().join(format!("{name}.jsonl"));
+        let mut c = cmd(&["detect", "--stats", "--exit-when-idle", idle, "--config"]);
+        c.arg(&s.config).arg("--flows-out").arg(&out);
+        let mut child = c.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Detector { child, out, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the group gave this member at least one partition.
+    fn wait_assigned(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.stderr().contains("partitions assigned") {
+            assert!(
+                Instant::now() < deadline,
+                "no partitions assigned: {}",
+                self.stderr()
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait(mut self) -> (Vec<String>, String) {
+        let status = self.child.wait().unwrap();
+        // Let the reader thread take the last lines.
+        sleep(Duration::from_millis(200));
+        let err = self.stderr();
+        assert!(status.success(), "detect failed: {err}");
+        (lines(&self.out), err)
+    }
+
+    fn kill(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        lines(&self.out)
+    }
+}
+
+fn sensor(s: &Setup, extra: &[&str]) -> Command {
+    let mut c = cmd(&["sensor", "--stats", "--config"]);
+    c.arg(&s.config).args(extra).arg("--pcap");
+    c.args(path_args(&captures()));
+    c
+}
+
+#[test]
+fn flows_through_kafka_match_the_in_process_path() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::memory(dir.path());
+    broker.start();
+    let s = setup(ConfigOpts {
+        brokers: &broker.addr(),
+        ..ConfigOpts::default()
+    });
+    let want = expected(&s);
+    let out = output(&mut sensor(&s, &[]));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "sensor failed: {err}");
+    assert_eq!(
+        metric(&err, "normwatch_sensor_published_records_total") as usize,
+        want.len()
+    );
+    assert_eq!(metric(&err, "normwatch_transport_spooled_messages_total"), 0.0);
+    let (got, err) = Detector::start(&s, "detect", "5s").wait();
+    assert_same_multiset(&got, &want, "kafka path");
+    assert_eq!(metric(&err, "normwatch_transport_duplicate_batches_total"), 0.0);
+    assert_eq!(metric(&err, "normwatch_transport_rejected_batches_total"), 0.0);
+
+    // Offsets were committed: a second member of the group gets nothing again.
+    let (again, _) = Detector::start(&s, "again", "4s").wait();
+    assert!(again.is_empty(), "{} records consumed twice", again.len());
+}
+
+#[test]
+fn two_detectors_in_one_group_share_the_partitions() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::memory(dir.path());
+    broker.start();
+    let s = setup(ConfigOpts {
+        brokers: &broker.addr(),
+        partitions: 6,
+        ..ConfigOpts::default()
+    });
+    let want = expected(&s);
+    // The topic must exist before the group forms, or the members see nothing to share.
+    let out = output(cmd(&["sensor", "--config"]).arg(&s.config).args(["--pcap"]).arg(
+        capture("bro-simple-scan/testing/pcaps/port_scan.pcap"),
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let warmup = {
+        let (got, _) = Detector::start(&s, "warmup", "4s").wait();
+        got.len()
+    };
+    assert!(warmup > 0);
+    let a = Detector::start(&s, "a", "8s");
+    let b = Detector::start(&s, "b", "8s");
+    a.wait_assigned();
+    b.wait_assigned();
+    // Let the group settle on its final assignment.
+    sleep(Duration::from_secs(3));
+    let out = output(&mut sensor(&s, &[]));
+    assert!(out.status.success(), "sensor failed: {}", text(&out.stderr));
+    let (got_a, err_a) = a.wait();
+    let (got_b, err_b) = b.wait();
+    assert!(!got_a.is_empty(), "detector a got nothing: {err_a}");
+    assert!(!got_b.is_empty(), "detector b got nothing: {err_b}");
+    let batches = metric(&err_a, "normwatch_transport_consumed_messages_total")
+        + metric(&err_b, "normwatch_transport_consumed_messages_total");
+    let published = metric(
+        &text(&out.stderr),
+        "normwatch_sensor_published_batches_total",
+    );
+    assert_eq!(batches, published, "every batch consumed exactly once");
+    let mut all = got_a;
+    all.extend(got_b);
+    assert_same_multiset(&all, &want, "two members");
+}
+
+#[test]
+fn broker_killed_mid_stream_sensor_spools_and_replays() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::sqlite(dir.path());
+    broker.start();
+    let s = setup(ConfigOpts {
+        brokers: &broker.addr(),
+        ..ConfigOpts::default()
+    });
+    let want = expected(&s);
+    let detector = Detector::start(&s, "detect", "15s");
+    // About 6 s of paced reading; the broker is away for 3 s in the middle.
+    let mut sensor = sensor(&s, &["--pps", "7000"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    sleep(Duration::from_secs(2));
+    broker.kill();
+    sleep(Duration::from_secs(3));
+    broker.start();
+    let mut err = String::new();
+    sensor.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = sensor.wait().unwrap();
+    assert!(status.success(), "sensor failed: {err}");
+    assert!(err.contains("no broker reachable"), "{err}");
+    assert!(metric(&err, "normwatch_transport_spooled_messages_total") > 0.0, "{err}");
+    assert_eq!(
+        metric(&err, "normwatch_transport_replayed_messages_total"),
+        metric(&err, "normwatch_transport_spooled_messages_total"),
+        "every spooled batch was replayed"
+    );
+    assert_eq!(metric(&err, "normwatch_transport_spool_messages"), 0.0);
+    let (got, _) = detector.wait();
+    assert_same_multiset(&got, &want, "across a broker restart");
+}
+
+#[test]
+fn detector_killed_mid_stream_resumes_from_committed_offsets() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::memory(dir.path());
+    broker.start();
+    let s = setup(ConfigOpts {
+        brokers: &broker.addr(),
+        ..ConfigOpts::default()
+    });
+    let want = expected(&s);
+    let first = Detector::start(&s, "first", "30s");
+    let mut sensor = sensor(&s, &["--pps", "7000"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    sleep(Duration::from_secs(3));
+    let before = first.kill();
+    assert!(!before.is_empty(), "the first detector consumed nothing");
+    let second = Detector::start(&s, "second", "6s");
+    assert!(sensor.wait().unwrap().success());
+    let (after, _) = second.wait();
+    assert!(
+        after.len() < want.len(),
+        "the second detector started from the beginning"
+    );
+    // Nothing lost: every record reached one of them. Records of batches processed but not
+    // yet committed when the first was killed may reach both (at-least-once).
+    let mut union = multiset(&before);
+    for (k, n) in multiset(&after) {
+        let e = union.entry(k).or_default();
+        *e = (*e).max(n);
+    }
+    let want_set = multiset(&want);
+    let missing: Vec<_> = want_set
+        .iter()
+        .filter(|(k, n)| union.get(*k) < Some(n))
+        .collect();
+    assert!(missing.is_empty(), "{} records lost", missing.len());
+    let both = before.len() + after.len() - want.len();
+    assert!(
+        both < want.len() / 2,
+        "{both} records processed twice: commits are not being made"
+    );
+}
+
+#[test]
+fn broker_down_at_start_then_up_delivers_everything() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::memory(dir.path());
+    let s = setup(ConfigOpts {
+        brokers: &broker.addr(),
+        ..ConfigOpts::default()
+    });
+    let want = expected(&s);
+    let mut sensor = sensor(&s, &["--drain-timeout", "90s"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    sleep(Duration::from_secs(4));
+    broker.start();
+    let mut err = String::new();
+    sensor.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(sensor.wait().unwrap().success(), "sensor failed: {err}");
+    assert!(err.contains("no broker reachable"), "{err}");
+    assert!(metric(&err, "normwatch_transport_spooled_messages_total") > 0.0);
+    let (got, _) = Detector::start(&s, "detect", "5s").wait();
+    assert_same_multiset(&got, &want, "spooled from the start");
+}
+
+#[test]
+fn full_spool_drops_the_oldest_and_counts_them() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::memory(dir.path());
+    let s = setup(ConfigOpts {
+        brokers: &broker.addr(),
+        spool_bytes: "256KiB",
+        ..ConfigOpts::default()
+    });
+    let want = expected(&s);
+    let out = output(&mut sensor(&s, &["--drain-timeout", "2s"]));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("wait in the spool"), "{err}");
+    assert!(err.contains("spool full"), "{err}");
+    let dropped = metric(&err, "normwatch_transport_spool_dropped_messages_total");
+    assert!(dropped > 0.0, "{err}");
+    let left = metric(&err, "normwatch_transport_spool_messages");
+    assert!(left > 0.0);
+
+    // The next run sends what survived, newest batches first kept.
+    broker.start();
+    let out = output(
+        cmd(&["sensor", "--stats", "--config"])
+            .arg(&s.config)
+            .arg("--pcap")
+            .arg(capture("bro-simple-scan/testing/pcaps/port_scan.pcap")),
+    );
+    let err2 = text(&out.stderr);
+    assert!(out.status.success(), "{err2}");
+    assert_eq!(
+        metric(&err2, "normwatch_transport_replayed_messages_total"),
+        left
+    );
+    let (got, _) = Detector::start(&s, "detect", "5s").wait();
+    let got_set = multiset(&got);
+    let kept = multiset(&want)
+        .keys()
+        .filter(|k| got_set.contains_key(*k))
+        .count();
+    assert!(kept > 0 && kept < want.len(), "kept {kept} of {}", want.len());
+}
+
+/// A Kafka producer for raw messages (a misbehaving peer).
+fn produce_raw(brokers: &str, topic: &str, payloads: &[Vec<u8>]) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for payload in payloads {
+        p.send(BaseRecord::<[u8], _>::to(topic).key(&b"raw"[..]).payload(payload))
+            .unwrap();
+    }
+    p.flush(Duration::from_secs(20)).unwrap();
+}
+
+#[test]
+fn corrupt_and_wrong_version_batches_are_counted_and_skipped() {
+    use normwatch_model::FlowRecord;
+    use normwatch_transport::wire::{decode_batch, encode_batch};
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::memory(dir.path());
+    broker.start();
+    let s = setup(ConfigOpts {
+        brokers: &broker.addr(),
+        ..ConfigOpts::default()
+    });
+    let want = expected(&s);
+    // A real batch to tamper with: the first of the expected records.
+    let first: FlowRecord = serde_json::from_str(&want[0]).unwrap();
+    let good = encode_batch("peer", 1, std::slice::from_ref(&first)).unwrap();
+    let mut corrupt = good.clone();
+    corrupt[30] ^= 0x40;
+    let mut future = encode_batch("peer", 2, std::slice::from_ref(&first)).unwrap();
+    future[4] = 2; // schema version 2, checksum made valid again
+    let n = future.len();
+    let crc = crc32c::crc32c(&future[..n - 4]);
+    future[n - 4..].copy_from_slice(&crc.to_le_bytes());
+    assert!(decode_batch::<FlowRecord>(&corrupt).is_err());
+    assert!(decode_batch::<FlowRecord>(&future).is_err());
+
+    let out = output(&mut sensor(&s, &[]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    produce_raw(
+        &broker.addr(),
+        "normwatch.flows",
+        &[corrupt, b"not a batch".to_vec(), future, good],
+    );
+    let (got, err) = Detector::start(&s, "detect", "5s").wait();
+    assert_eq!(
+        metric_with(&err, "normwatch_transport_rejected_batches_total", "bad_checksum"),
+        1.0,
+        "{err}"
+    );
+    assert_eq!(
+        metric_with(
+            &err,
+            "normwatch_transport_rejected_batches_total",
+            "unsupported_version"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_with(&err, "normwatch_transport_rejected_batches_total", "too_short")
+            + metric_with(&err, "normwatch_transport_rejected_batches_total", "bad_magic"),
+        1.0
+    );
+    assert!(err.contains("rejected a batch"), "{err}");
+    // The pipeline kept going: every sensor record, plus the one good raw batch.
+    let mut want = want;
+    want.push(serde_json::to_string(&first).unwrap());
+    assert_same_multiset(&got, &want, "around bad batches");
+}

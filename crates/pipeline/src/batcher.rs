@@ -1,0 +1,274 @@
+//! Groups flow records into batch messages, one key per batch: the protected asset's id, or
+//! for flows that touch no asset, the responder address. A batch goes out when it holds
+//! `max_records` records or when its oldest record has waited `linger`.
+//!
+//! Sequence numbers start at the wall-clock milliseconds of the sensor's start shifted left by
+//! 20 bits and count up by one per batch, so a restarted sensor continues above every number
+//! it used before (unless it sent over a million batches per millisecond of its earlier
+//! life) and consumers can tell a redelivery from a new batch without shared state.
+
+use normwatch_model::{AssetId, FlowRecord};
+use normwatch_transport::wire::{encode_batch, EncodeError};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The partitioning key of a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BatchKey {
+    Asset(AssetId),
+    Addr(IpAddr),
+}
+
+impl BatchKey {
+    pub fn of(r: &FlowRecord) -> Self {
+        match &r.asset {
+            Some(a) => BatchKey::Asset(a.id.clone()),
+            None => BatchKey::Addr(r.resp_addr),
+        }
+    }
+
+    /// The message key: the asset id, or the responder address as text.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            BatchKey::Asset(id) => id.as_str().as_bytes().to_vec(),
+            BatchKey::Addr(a) => a.to_string().into_bytes(),
+        }
+    }
+}
+
+/// The first sequence number of a sensor starting now.
+pub fn initial_seq() -> u64 {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    ms << 20
+}
+
+/// Accumulates records per key and encodes full or expired batches.
+#[derive(Debug)]
+pub struct FlowBatcher {
+    sensor_id: Arc<str>,
+    next_seq: u64,
+    max_records: usize,
+    max_bytes: usize,
+    linger: Duration,
+    pending: HashMap<BatchKey, Vec<FlowRecord>>,
+    /// When the oldest pending record arrived.
+    oldest: Option<Instant>,
+    pending_records: usize,
+}
+
+/// One encoded batch, ready to publish.
+#[derive(Debug)]
+pub struct Encoded {
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub records: usize,
+}
+
+impl FlowBatcher {
+    /// `max_bytes` caps an encoded batch (larger ones are split).
+    pub fn new(
+        sensor_id: Arc<str>,
+        first_seq: u64,
+        max_records: usize,
+        max_bytes: usize,
+        linger: Duration,
+    ) -> Self {
+        FlowBatcher {
+            sensor_id,
+            next_seq: first_seq,
+            max_records: max_records.max(1),
+            max_bytes: max_bytes.max(1024),
+            linger,
+            pending: HashMap::new(),
+            oldest: None,
+            pending_records: 0,
+        }
+    }
+
+    /// The sequence number the next batch gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Records waiting in partial batches.
+    pub fn pending(&self) -> usize {
+        self.pending_records
+    }
+
+    /// Adds records (draining `buf`); full batches are encoded into `out`.
+    pub fn push(
+        &mut self,
+        buf: &mut Vec<FlowRecord>,
+        now: Instant,
+        out: &mut Vec<Encoded>,
+    ) -> Result<(), EncodeError> {
+        for r in buf.drain(..) {
+            let key = BatchKey::of(&r);
+            let batch = self.pending.entry(key.clone()).or_default();
+            batch.push(r);
+            self.pending_records += 1;
+            self.oldest.get_or_insert(now);
+            if batch.len() >= self.max_records {
+                let records = std::mem::take(batch);
+                self.pending_records -= records.len();
+                self.encode(&key, records, out)?;
+            }
+        }
+        if self.linger.is_zero() {
+            self.flush(out)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes every partial batch if the oldest pending record has waited `linger`.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Encoded>) -> Result<(), EncodeError> {
+        match self.oldest {
+            Some(t) if now.saturating_duration_since(t) >= self.linger => self.flush(out),
+            _ => Ok(()),
+        }
+    }
+
+    /// Encodes every partial batch.
+    pub fn flush(&mut self, out: &mut Vec<Encoded>) -> Result<(), EncodeError> {
+        let mut keys: Vec<BatchKey> = self
+            .pending
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        // A stable order makes runs over the same input produce the same messages.
+        keys.sort_by_cached_key(|k| k.to_bytes());
+        for key in keys {
+            let records = self
+                .pending
+                .get_mut(&key)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            self.pending_records -= records.len();
+            self.encode(&key, records, out)?;
+        }
+        // Keys of addresses seen once would otherwise accumulate.
+        self.pending.clear();
+        self.oldest = None;
+        Ok(())
+    }
+
+    fn encode(
+        &mut self,
+        key: &BatchKey,
+        records: Vec<FlowRecord>,
+        out: &mut Vec<Encoded>,
+    ) -> Result<(), EncodeError> {
+        let key_bytes = key.to_bytes();
+        let mut stack = vec![records.as_slice()];
+        while let Some(part) = stack.pop() {
+            let payload = encode_batch(&self.sensor_id, self.next_seq, part)?;
+            if payload.len() > self.max_bytes && part.len() > 1 {
+                let (a, b) = part.split_at(part.len() / 2);
+                stack.push(b);
+                stack.push(a);
+                continue;
+            }
+            self.next_seq += 1;
+            out.push(Encoded {
+                key: key_bytes.clone(),
+                payload,
+                records: part.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use normwatch_model::{AssetMatch, ConnState, DirStats, EndReason, Side};
+    use normwatch_transport::wire::{decode_batch, Batch};
+
+    fn rec(id: u64, resp: &str, asset: Option<&str>) -> FlowRecord {
+        FlowRecord {
+            sensor_id: Arc::from("s1"),
+            flow_id: id,
+            orig_addr: "192.0.2.1".parse().unwrap(),
+            orig_port: 40000,
+            resp_addr: resp.parse().unwrap(),
+            resp_port: 502,
+            ip_proto: 6,
+            first_ns: 1,
+            last_ns: 2,
+            orig: DirStats::default(),
+            resp: DirStats::default(),
+            conn_state: ConnState::S0,
+            asset: asset.map(|a| AssetMatch {
+                id: AssetId(Arc::from(a)),
+                side: Side::Resp,
+            }),
+            ics: None,
+            end_reason: EndReason::IdleTimeout,
+        }
+    }
+
+    fn decode(e: &Encoded) -> Batch<FlowRecord> {
+        decode_batch(&e.payload).unwrap()
+    }
+
+    #[test]
+    fn batches_by_key_and_size_with_increasing_seq() {
+        let t = Instant::now();
+        let mut b = FlowBatcher::new(Arc::from("s1"), 100, 2, 1 << 20, Duration::from_secs(60));
+        let mut out = Vec::new();
+        let mut buf = vec![
+            rec(1, "10.0.0.1", Some("scada")),
+            rec(2, "10.0.0.2", Some("scada")),
+            rec(3, "198.51.100.7", None),
+        ];
+        b.push(&mut buf, t, &mut out).unwrap();
+        assert_eq!(out.len(), 1, "the asset batch is full");
+        assert_eq!(out[0].key, b"scada");
+        let first = decode(&out[0]);
+        assert_eq!(first.seq, 100);
+        assert_eq!(
+            first.records.iter().map(|r| r.flow_id).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        b.tick(t + Duration::from_secs(1), &mut out).unwrap();
+        assert_eq!(out.len(), 1, "linger not reached");
+        b.tick(t + Duration::from_secs(60), &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].key, b"198.51.100.7");
+        assert_eq!(decode(&out[1]).seq, 101);
+        assert_eq!(b.pending(), 0);
+    }
+
+    #[test]
+    fn oversized_batches_are_split() {
+        let mut b = FlowBatcher::new(Arc::from("s1"), 0, 10_000, 4096, Duration::from_secs(1));
+        let mut buf: Vec<FlowRecord> = (0..500).map(|i| rec(i, "10.0.0.1", Some("a"))).collect();
+        let mut out = Vec::new();
+        b.push(&mut buf, Instant::now(), &mut out).unwrap();
+        b.flush(&mut out).unwrap();
+        assert!(out.len() > 1);
+        let mut ids = Vec::new();
+        for (i, e) in out.iter().enumerate() {
+            assert!(e.payload.len() <= 4096);
+            let batch = decode(e);
+            assert_eq!(batch.seq, i as u64);
+            ids.extend(batch.records.iter().map(|r| r.flow_id));
+        }
+        assert_eq!(ids, (0..500).collect::<Vec<_>>(), "order kept across the split");
+    }
+
+    #[test]
+    fn zero_linger_sends_at_once() {
+        let mut b = FlowBatcher::new(Arc::from("s1"), 0, 100, 1 << 20, Duration::ZERO);
+        let mut out = Vec::new();
+        b.push(&mut vec![rec(1, "10.0.0.1", None)], Instant::now(), &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 1);
+    }
+}

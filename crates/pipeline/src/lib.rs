@@ -1,0 +1,19 @@
+//! The topology: wires capture, flow table, batching, transport and consumers into the
+//! processes the `normwatch` binary runs.
+//!
+//! - [`source`]: capture files or a live interface through the flow table.
+//! - [`batcher`]: flow records into keyed, sequenced batch messages.
+//! - [`sensor`]: the publishing side.
+//! - [`detect`]: the consuming side (verify, de-duplicate, hand on, then commit).
+//! - [`topology`]: `sensor`, `detect`, `run` and `flows`.
+//! - [`metrics`]: the process's metric registry.
+//!
+//! Architecture Invariant: a consumed batch's offset is committed only after its records were
+//! handed on and flushed; a rejected batch is counted and skipped, never fatal.
+
+pub mod batcher;
+pub mod detect;
+pub mod metrics;
+pub mod sensor;
+pub mod source;
+pub mod topology;

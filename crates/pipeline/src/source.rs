@@ -1,0 +1,229 @@
+//! Packets in, flow records out: capture files or a live interface driven through the flow
+//! table, handing finished records to the caller as they end.
+
+use normwatch_config::{ChecksumPolicy, Config};
+use normwatch_model::FlowRecord;
+use normwatch_sensor::capture::file::read_file;
+use normwatch_sensor::capture::live::{LiveCapture, LiveConfig};
+use normwatch_sensor::decode::ChecksumSettings;
+use normwatch_sensor::flow::DEFAULT_LIKELY_SERVER_PORTS;
+use normwatch_sensor::{FlowConfig, FlowTable};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where packets come from.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Capture files (pcap or pcapng), read in order as one stream.
+    Files(Vec<PathBuf>),
+    /// A live interface (AF_PACKET), until `duration` passes or the stop flag is raised.
+    Live {
+        interface: String,
+        duration: Option<Duration>,
+    },
+}
+
+/// Why reading packets failed in a way the user must fix (exit code 2), as opposed to a
+/// failure while reading (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+/// Builds the flow-table settings from the validated configuration; `checksums` overrides
+/// the configured policy (true: verify).
+pub fn flow_config(cfg: &Config, checksums: Option<bool>) -> FlowConfig {
+    let t = &cfg.sensor.timeouts;
+    let ns = |d: Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
+    let ignore_src = cfg
+        .sensor
+        .ignore_checksum_nets
+        .iter()
+        .map(|net| {
+            let (bits, len) = match net {
+                ipnet::IpNet::V4(n) => (
+                    u128::from(n.network().to_ipv6_mapped()),
+                    u32::from(n.prefix_len()) + 96,
+                ),
+                ipnet::IpNet::V6(n) => (u128::from(n.network()), u32::from(n.prefix_len())),
+            };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            (bits & mask, mask)
+        })
+        .collect();
+    FlowConfig {
+        sensor_id: cfg.sensor.id.clone(),
+        max_flows: cfg.sensor.max_flows,
+        tcp_idle_ns: ns(t.tcp_idle),
+        udp_idle_ns: ns(t.udp_idle),
+        icmp_idle_ns: ns(t.icmp_idle),
+        other_idle_ns: ns(t.other_idle),
+        active_ns: t.active.map(ns),
+        tcp_attempt_ns: ns(t.tcp_attempt),
+        tcp_linger_ns: ns(t.tcp_linger),
+        checksums: ChecksumSettings {
+            verify: checksums.unwrap_or(cfg.sensor.checksums == ChecksumPolicy::Verify),
+            ignore_src,
+        },
+        likely_server_ports: cfg
+            .sensor
+            .likely_server_ports
+            .clone()
+            .unwrap_or_else(|| DEFAULT_LIKELY_SERVER_PORTS.to_vec()),
+        assets: Arc::new(cfg.assets.clone()),
+    }
+}
+
+/// Receives what the flow table produces.
+pub trait RecordSink {
+    /// Takes (drains) finished records; `now` is the wall clock, for batching deadlines.
+    fn records(&mut self, buf: &mut Vec<FlowRecord>, now: Instant);
+    /// Called regularly even when no record ended, so partial batches can go out.
+    fn tick(&mut self, now: Instant);
+}
+
+/// How a source is read.
+#[derive(Clone, Debug, Default)]
+pub struct SourceOptions {
+    /// Pace capture files to at most this many packets per second (replaying a capture as if
+    /// live); `None` reads as fast as possible.
+    pub pps: Option<u64>,
+}
+
+/// Reads `input` through `table` into `sink`, then ends every open flow (so no flow is left
+/// behind). Stops early when `stop` is raised. Records already produced reach the sink even
+/// when reading fails.
+pub fn drive(
+    cfg: &Config,
+    input: &Input,
+    opts: &SourceOptions,
+    table: &mut FlowTable,
+    sink: &mut dyn RecordSink,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let mut buf = Vec::new();
+    let result = match input {
+        Input::Files(paths) => files(paths, opts, table, sink, &mut buf, stop),
+        Input::Live {
+            interface,
+            duration,
+        } => live(cfg, interface, *duration, table, sink, &mut buf, stop),
+    };
+    table.flush(&mut buf);
+    sink.records(&mut buf, Instant::now());
+    result
+}
+
+/// Frames between wall-clock checks (pacing, batch deadlines, the stop flag).
+const CHECK_EVERY: u64 = 1024;
+
+fn files(
+    paths: &[PathBuf],
+    opts: &SourceOptions,
+    table: &mut FlowTable,
+    sink: &mut dyn RecordSink,
+    buf: &mut Vec<FlowRecord>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut frames: u64 = 0;
+    // Pacing checks the clock more often so the rate stays smooth.
+    let check_every = match opts.pps {
+        Some(pps) => (pps / 100).clamp(1, CHECK_EVERY),
+        None => CHECK_EVERY,
+    };
+    for path in paths {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut stopped = false;
+        read_file(path, |frame| {
+            if stopped {
+                return;
+            }
+            table.process_frame(frame.link, frame.data, frame.wire_len, frame.ts_ns, buf);
+            frames += 1;
+            if !buf.is_empty() {
+                sink.records(buf, Instant::now());
+            }
+            if frames % check_every == 0 {
+                if let Some(pps) = opts.pps.filter(|p| *p > 0) {
+                    let due = started + Duration::from_secs_f64(frames as f64 / pps as f64);
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                }
+                sink.tick(Instant::now());
+                stopped = stop.load(Ordering::Relaxed);
+            }
+        })?;
+    }
+    Ok(())
+}
+
+fn live(
+    cfg: &Config,
+    iface: &str,
+    duration: Option<Duration>,
+    table: &mut FlowTable,
+    sink: &mut dyn RecordSink,
+    buf: &mut Vec<FlowRecord>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let mut capture = LiveCapture::start(&LiveConfig {
+        interface: iface.to_string(),
+        snaplen: cfg.capture.snaplen as usize,
+        promiscuous: cfg.capture.promiscuous,
+        channel_capacity: cfg.capture.channel_capacity,
+    })
+    .map_err(|e| InputError(e.to_string()))?;
+    tracing::info!(interface = iface, "capturing");
+    let started = Instant::now();
+    let deadline = duration.map(|d| started + d);
+    let consume = |batch: normwatch_sensor::capture::live::Batch,
+                   table: &mut FlowTable,
+                   sink: &mut dyn RecordSink,
+                   buf: &mut Vec<FlowRecord>,
+                   capture: &LiveCapture| {
+        for f in batch.frames() {
+            table.process_frame(f.link, f.data, f.wire_len, f.ts_ns, buf);
+        }
+        sink.records(buf, Instant::now());
+        capture.recycle(batch);
+    };
+    while !stop.load(Ordering::Relaxed)
+        && deadline.is_none_or(|d| Instant::now() < d)
+        && !capture.is_finished()
+    {
+        match capture.next_batch(Duration::from_millis(100)) {
+            Some(batch) => consume(batch, table, sink, buf, &capture),
+            None => {
+                // Quiet link: let time pass so idle flows still end.
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                table.advance_to(now, buf);
+                sink.records(buf, Instant::now());
+            }
+        }
+        sink.tick(Instant::now());
+    }
+    capture.stop();
+    while let Some(batch) = capture.next_batch(Duration::from_millis(10)) {
+        consume(batch, table, sink, buf, &capture);
+    }
+    let s = capture.stats();
+    tracing::info!(
+        received = s.received.load(Ordering::Relaxed),
+        kernel_dropped = s.kernel_dropped.load(Ordering::Relaxed),
+        channel_dropped = s.channel_dropped.load(Ordering::Relaxed),
+        "capture stopped"
+    );
+    Ok(())
+}

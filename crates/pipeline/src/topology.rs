@@ -1,0 +1,231 @@
+//! The three ways to run: `sensor` (packets → Kafka), `detect` (Kafka → consumer) and `run`
+//! (every stage in one process over the in-process bus).
+
+use crate::batcher::{initial_seq, FlowBatcher};
+use crate::detect::{consume_flows, ConsumeOptions, ConsumeSummary, FlowSink};
+use crate::metrics::Metrics;
+use crate::sensor::Publish;
+use crate::source::{drive, flow_config, Input, InputError, RecordSink, SourceOptions};
+use normwatch_config::{BusKind, Config};
+use normwatch_model::FlowRecord;
+use normwatch_sensor::{FlowTable, SensorStats};
+use normwatch_transport::bus::{memory_bus, Publisher, Topic};
+use normwatch_transport::kafka::{KafkaPublisher, KafkaSubscriber, MAX_MESSAGE_BYTES};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+/// How the sensor side runs.
+#[derive(Clone, Debug)]
+pub struct SensorOptions {
+    pub source: SourceOptions,
+    /// Overrides the configured checksum policy (true: verify).
+    pub checksums: Option<bool>,
+    /// How long to wait at the end for the broker to acknowledge everything.
+    pub drain_timeout: Duration,
+    /// How long to wait for the broker when creating topics at start.
+    pub setup_timeout: Duration,
+}
+
+impl Default for SensorOptions {
+    fn default() -> Self {
+        SensorOptions {
+            source: SourceOptions::default(),
+            checksums: None,
+            drain_timeout: Duration::from_secs(60),
+            setup_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the sensor side did.
+#[derive(Clone, Debug, Default)]
+pub struct SensorSummary {
+    /// Flow records and batches handed to the transport.
+    pub records: u64,
+    pub batches: u64,
+    pub stats: SensorStats,
+}
+
+fn need_kafka(cfg: &Config, what: &str) -> Result<(), InputError> {
+    if cfg.bus.kind == BusKind::Kafka {
+        return Ok(());
+    }
+    let origin = cfg
+        .source
+        .as_ref()
+        .map_or_else(|| "the configuration".to_string(), |p| p.display().to_string());
+    Err(InputError(format!(
+        "`normwatch {what}` talks to Kafka, but {origin} has bus.kind = \"memory\": set [bus] kind = \"kafka\" and brokers, or run every stage in one process with `normwatch run`"
+    )))
+}
+
+fn batcher(cfg: &Config) -> FlowBatcher {
+    FlowBatcher::new(
+        cfg.sensor.id.clone(),
+        initial_seq(),
+        cfg.bus.batch_records,
+        MAX_MESSAGE_BYTES,
+        cfg.bus.batch_linger,
+    )
+}
+
+/// Reads `input` into flow records and publishes them through `publisher`.
+fn produce(
+    cfg: &Config,
+    input: &Input,
+    opts: &SensorOptions,
+    publisher: &mut dyn Publisher,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+) -> anyhow::Result<SensorSummary> {
+    let mut table = FlowTable::new(flow_config(cfg, opts.checksums));
+    let mut publish = Publish::new(batcher(cfg), publisher, metrics.pipeline.clone());
+    let read = drive(cfg, input, &opts.source, &mut table, &mut publish, stop);
+    let published = publish.finish();
+    let stats = table.stats().clone();
+    // A read error is reported after every flow built so far was published.
+    read?;
+    let (records, batches) = published?;
+    Ok(SensorSummary {
+        records,
+        batches,
+        stats,
+    })
+}
+
+/// `normwatch sensor`: packets to flow records, published to Kafka (spooled while the broker
+/// is away). Returns once the input ends and the broker acknowledged everything, or the drain
+/// timeout passed (an error naming what is left in the spool).
+pub fn sensor(
+    cfg: &Config,
+    input: &Input,
+    opts: &SensorOptions,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+) -> anyhow::Result<SensorSummary> {
+    need_kafka(cfg, "sensor")?;
+    let mut publisher = KafkaPublisher::new(
+        &cfg.bus,
+        &cfg.kafka,
+        &cfg.spool,
+        metrics.transport.clone(),
+        opts.setup_timeout,
+    )?;
+    let summary = produce(cfg, input, opts, &mut publisher, metrics, stop);
+    let drained = publisher.flush(opts.drain_timeout);
+    let summary = summary?;
+    drained?;
+    Ok(summary)
+}
+
+/// `normwatch detect`: consumes flow batches from Kafka as a member of the consumer group.
+pub fn detect(
+    cfg: &Config,
+    sink: &mut dyn FlowSink,
+    opts: &ConsumeOptions,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+) -> anyhow::Result<ConsumeSummary> {
+    need_kafka(cfg, "detect")?;
+    let mut sub = KafkaSubscriber::new(
+        &cfg.bus,
+        &cfg.kafka,
+        Topic::Flows,
+        metrics.transport.clone(),
+    )?;
+    consume_flows(
+        &mut sub,
+        sink,
+        &metrics.transport,
+        &metrics.pipeline,
+        opts,
+        stop,
+    )
+}
+
+/// `normwatch run`: the sensor and the consumer in one process over the in-process bus
+/// (whatever `bus.kind` says). The sensor runs on its own thread; a full bus makes it wait.
+pub fn run(
+    cfg: &Config,
+    input: &Input,
+    opts: &SensorOptions,
+    sink: &mut dyn FlowSink,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+) -> anyhow::Result<(SensorSummary, ConsumeSummary)> {
+    let (publisher, bus) = memory_bus(cfg.bus.capacity);
+    let mut sub = bus.subscriber(Topic::Flows);
+    drop(bus);
+    std::thread::scope(|scope| {
+        let sensor = std::thread::Builder::new()
+            .name("nw-sensor".into())
+            .spawn_scoped(scope, move || {
+                let mut publisher = publisher;
+                produce(cfg, input, opts, &mut publisher, metrics, stop)
+                // The publisher drops here: the consumer drains the bus and sees it closed.
+            })?;
+        let consumed = consume_flows(
+            &mut sub,
+            sink,
+            &metrics.transport,
+            &metrics.pipeline,
+            &ConsumeOptions::default(),
+            stop,
+        );
+        // If the consumer failed, the sensor must not wait on a bus nobody reads.
+        drop(sub);
+        let produced = sensor
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sensor thread panicked"))?;
+        Ok((produced?, consumed?))
+    })
+}
+
+/// A [`RecordSink`] that hands records straight to a [`FlowSink`] (no bus), for `flows`.
+#[derive(Debug)]
+pub struct Direct<'a, S: FlowSink + ?Sized> {
+    sink: &'a mut S,
+    error: Option<anyhow::Error>,
+}
+
+impl<'a, S: FlowSink + ?Sized> Direct<'a, S> {
+    pub fn new(sink: &'a mut S) -> Self {
+        Direct { sink, error: None }
+    }
+
+    pub fn finish(self) -> anyhow::Result<()> {
+        match self.error {
+            Some(e) => Err(e),
+            None => self.sink.flush(),
+        }
+    }
+}
+
+impl<S: FlowSink + ?Sized> RecordSink for Direct<'_, S> {
+    fn records(&mut self, buf: &mut Vec<FlowRecord>, _now: Instant) {
+        if self.error.is_none() && !buf.is_empty() {
+            if let Err(e) = self.sink.accept(buf) {
+                self.error = Some(e);
+            }
+        }
+        buf.clear();
+    }
+
+    fn tick(&mut self, _now: Instant) {}
+}
+
+/// `normwatch flows`: packets to flow records handed to `sink`, with no transport. The
+/// counters are returned even when reading failed part way.
+pub fn flows(
+    cfg: &Config,
+    input: &Input,
+    opts: &SensorOptions,
+    sink: &mut dyn FlowSink,
+    stop: &AtomicBool,
+) -> (SensorStats, anyhow::Result<()>) {
+    let mut table = FlowTable::new(flow_config(cfg, opts.checksums));
+    let mut direct = Direct::new(sink);
+    let read = drive(cfg, input, &opts.source, &mut table, &mut direct, stop);
+    let written = direct.finish();
+    (table.stats().clone(), read.and(written))
+}

@@ -1,0 +1,875 @@
+//! Kafka through `rdkafka` (librdkafka built from the crate's bundled source).
+//!
+//! - [`KafkaPublisher`]: an idempotent producer (`acks=all`, lz4 or zstd). While no broker is
+//!   reachable, or when a delivery fails, messages go to the on-disk [`Spool`]; a replay
+//!   thread sends them back in order once the broker returns, and new messages queue behind
+//!   the spool until it is empty, so each partition still sees a sensor's batches in order.
+//! - [`KafkaSubscriber`]: a member of the detectors' consumer group. Offsets are stored only
+//!   when the caller commits a delivery (after processing it and acknowledging its outputs)
+//!   and are committed to the broker every second and on close.
+//! - [`ensure_topics`]: creates missing topics with the configured partitions.
+//! - [`check_client_options`]: has librdkafka itself judge the passthrough options.
+
+use crate::bus::{Delivery, Publisher, Subscriber, Topic, TransportError};
+use crate::metrics::TransportMetrics;
+use crate::spool::{Position, Spool, SpoolEntry, SpoolError};
+use normwatch_config::{BusConfig, Compression, KafkaConfig, SpoolConfig, TopicConfig};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Spooled messages sent ahead of their acknowledgement during a replay.
+const REPLAY_WINDOW: usize = 256;
+/// Largest message the producer sends (librdkafka's default `message.max.bytes` is 1 000 000).
+pub const MAX_MESSAGE_BYTES: usize = 900_000;
+
+/// Why the Kafka transport could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("bus.brokers is empty: list the Kafka bootstrap servers as \"host:port,host:port\"")]
+    NoBrokers,
+    #[error("kafka.sasl: cannot read the password: {0}")]
+    Secret(#[source] std::io::Error),
+    #[error("kafka.tls.key_password_file: cannot read {path}: {source}")]
+    KeyPassword {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("librdkafka refused the settings: {0}")]
+    Client(#[from] KafkaError),
+    #[error("cannot open the spool: {0}")]
+    Spool(#[from] SpoolError),
+    #[error("cannot create topic {topic:?}: {reason}")]
+    Topic { topic: String, reason: String },
+    #[error("cannot start the spool replay thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// The configured name of each topic.
+#[derive(Clone, Debug)]
+pub struct TopicNames([String; 3]);
+
+impl TopicNames {
+    pub fn from_config(bus: &BusConfig) -> Self {
+        TopicNames([
+            bus.topics.flows.name.clone(),
+            bus.topics.alerts.name.clone(),
+            bus.topics.evidence.name.clone(),
+        ])
+    }
+
+    pub fn name(&self, topic: Topic) -> &str {
+        &self.0[topic_index(topic)]
+    }
+
+    fn topic(&self, name: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| self.name(*t) == name)
+    }
+}
+
+fn topic_index(topic: Topic) -> usize {
+    match topic {
+        Topic::Flows => 0,
+        Topic::Alerts => 1,
+        Topic::Evidence => 2,
+    }
+}
+
+/// The settings shared by every client: brokers, identity, security, passthrough options.
+pub fn client_config(bus: &BusConfig, kafka: &KafkaConfig) -> Result<ClientConfig, KafkaSetupError> {
+    if bus.brokers.is_empty() {
+        return Err(KafkaSetupError::NoBrokers);
+    }
+    let mut c = ClientConfig::new();
+    // Passthrough first: validation guarantees it names nothing set below.
+    for (k, v) in &kafka.options {
+        c.set(k, v);
+    }
+    c.set("bootstrap.servers", bus.brokers.join(","));
+    c.set("client.id", &kafka.client_id);
+    c.set("security.protocol", kafka.security_protocol());
+    if let Some(tls) = &kafka.tls {
+        if let Some(ca) = &tls.ca {
+            c.set("ssl.ca.location", ca.display().to_string());
+        }
+        if let Some(cert) = &tls.cert {
+            c.set("ssl.certificate.location", cert.display().to_string());
+        }
+        if let Some(key) = &tls.key {
+            c.set("ssl.key.location", key.display().to_string());
+        }
+        if let Some(path) = &tls.key_password_file {
+            let pw = std::fs::read_to_string(path).map_err(|source| {
+                KafkaSetupError::KeyPassword {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            c.set("ssl.key.password", pw.trim_end_matches(['\r', '\n']));
+        }
+    }
+    if let Some(sasl) = &kafka.sasl {
+        c.set("sasl.mechanism", sasl.mechanism.as_str());
+        c.set("sasl.username", &sasl.username);
+        c.set(
+            "sasl.password",
+            sasl.password.resolve().map_err(KafkaSetupError::Secret)?,
+        );
+    }
+    c.set_log_level(RDKafkaLogLevel::Warning);
+    Ok(c)
+}
+
+fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
+    if c.get(key).is_none() {
+        c.set(key, value);
+    }
+}
+
+fn producer_config(bus: &BusConfig, kafka: &KafkaConfig) -> Result<ClientConfig, KafkaSetupError> {
+    let mut c = client_config(bus, kafka)?;
+    c.set("enable.idempotence", "true");
+    c.set("acks", "all");
+    c.set(
+        "compression.type",
+        match kafka.compression {
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        },
+    );
+    c.set(
+        "message.timeout.ms",
+        kafka.delivery_timeout.as_millis().clamp(1, i32::MAX as u128).to_string(),
+    );
+    // Throughput defaults an operator may override through kafka.options.
+    set_default(&mut c, "linger.ms", "5");
+    set_default(&mut c, "batch.size", "1000000");
+    // The partitioner of the Java client, so every producer maps a key to the same partition.
+    set_default(&mut c, "partitioner", "murmur2_random");
+    Ok(c)
+}
+
+fn consumer_config(bus: &BusConfig, kafka: &KafkaConfig) -> Result<ClientConfig, KafkaSetupError> {
+    let mut c = client_config(bus, kafka)?;
+    c.set("group.id", &kafka.group_id);
+    // Offsets are stored only for processed deliveries; the stored ones are committed every
+    // second, on rebalance and on close.
+    c.set("enable.auto.offset.store", "false");
+    c.set("enable.auto.commit", "true");
+    set_default(&mut c, "auto.commit.interval.ms", "1000");
+    set_default(&mut c, "auto.offset.reset", "earliest");
+    Ok(c)
+}
+
+/// Has librdkafka check the passthrough options (names and values) of the producer and the
+/// consumer without connecting anywhere. Secrets are not read.
+pub fn check_client_options(bus: &BusConfig, kafka: &KafkaConfig) -> Result<(), String> {
+    let mut kafka = kafka.clone();
+    kafka.sasl = None;
+    if let Some(tls) = &mut kafka.tls {
+        tls.key_password_file = None;
+    }
+    let mut bus = bus.clone();
+    if bus.brokers.is_empty() {
+        bus.brokers = vec!["localhost:9092".into()];
+    }
+    for (role, cfg) in [
+        ("producer", producer_config(&bus, &kafka)),
+        ("consumer", consumer_config(&bus, &kafka)),
+    ] {
+        let cfg = cfg.map_err(|e| e.to_string())?;
+        if let Err(e) = cfg.create_native_config() {
+            return Err(format!("kafka.options: librdkafka refuses them for the {role}: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Creates each configured topic that does not exist yet, with its configured partitions and
+/// replication. Existing topics are left as they are.
+pub fn ensure_topics(
+    bus: &BusConfig,
+    kafka: &KafkaConfig,
+    timeout: Duration,
+) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bus, kafka)?.create()?;
+    create_topics(&admin, bus, timeout)
+}
+
+fn create_topics<C: ClientContext>(
+    admin: &AdminClient<C>,
+    bus: &BusConfig,
+    timeout: Duration,
+) -> Result<(), KafkaSetupError> {
+    let t = &bus.topics;
+    let specs: Vec<NewTopic<'_>> = [&t.flows, &t.alerts, &t.evidence]
+        .into_iter()
+        .map(|tc: &TopicConfig| {
+            NewTopic::new(
+                &tc.name,
+                i32::try_from(tc.partitions).unwrap_or(i32::MAX),
+                TopicReplication::Fixed(i32::from(tc.replication)),
+            )
+        })
+        .collect();
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let results = futures_executor::block_on(admin.create_topics(specs.iter(), &opts))?;
+    for r in results {
+        match r {
+            Ok(name) => tracing::info!(topic = %name, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaSetupError::Topic {
+                    topic,
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the spool half-written (each call is one
+    // write), so the data stays usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where a produced message came from, returned with its delivery report.
+#[derive(Debug)]
+enum Origin {
+    Live(Topic),
+    Replay(Position),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplayState {
+    Pending,
+    Acked,
+    Failed,
+}
+
+/// Spooled messages sent and not yet settled.
+#[derive(Debug, Default)]
+struct ReplayWindow {
+    /// The last position handed to the producer; reading resumes after it.
+    sent: Option<Position>,
+    inflight: BTreeMap<Position, ReplayState>,
+}
+
+#[derive(Debug)]
+struct ProducerShared {
+    spool: Mutex<Spool>,
+    /// New messages go to the spool (the broker is down, or the spool still holds messages).
+    spool_mode: AtomicBool,
+    broker_down: AtomicBool,
+    replay: Mutex<ReplayWindow>,
+    metrics: TransportMetrics,
+    names: TopicNames,
+    /// Counters already folded into the metrics (the spool counts since it was opened).
+    dropped_seen: AtomicU64,
+}
+
+impl ProducerShared {
+    fn update_spool_gauges(&self, spool: &Spool) {
+        let m = &self.metrics;
+        m.spool_messages.set(spool.len() as i64);
+        m.spool_bytes.set(spool.bytes() as i64);
+        let dropped = spool.counters().dropped_entries;
+        let before = self.dropped_seen.swap(dropped, Ordering::Relaxed);
+        if dropped > before {
+            m.spool_dropped_messages.inc_by(dropped - before);
+        }
+    }
+
+    /// Writes a message to the spool. A message that cannot be kept (larger than the whole
+    /// spool, or the disk failed) is counted as dropped and logged.
+    fn spool(&self, spool: &mut Spool, topic: &str, partition: i32, key: &[u8], payload: &[u8]) {
+        let entry = SpoolEntry {
+            topic: topic.to_string(),
+            partition,
+            key: key.to_vec(),
+            payload: payload.to_vec(),
+        };
+        match spool.push(&entry) {
+            Ok(dropped) => {
+                self.metrics.spooled_messages.inc();
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        "spool full: dropped the oldest spooled batches to keep the newest"
+                    );
+                }
+            }
+            Err(e) => {
+                self.metrics.spool_dropped_messages.inc();
+                tracing::error!(error = %e, topic, "cannot spool a batch; it is lost");
+            }
+        }
+        self.update_spool_gauges(spool);
+    }
+
+    fn set_broker_down(&self, down: bool, reason: &str) {
+        let was = self.broker_down.swap(down, Ordering::AcqRel);
+        if down && !was {
+            self.metrics.broker_down.set(1);
+            tracing::warn!(
+                reason,
+                "kafka: no broker reachable; batches go to the spool until one returns"
+            );
+        } else if !down && was {
+            self.metrics.broker_down.set(0);
+            tracing::info!("kafka: broker reachable again");
+        }
+    }
+}
+
+/// The producer's callbacks: delivery reports and client errors.
+#[derive(Debug)]
+struct ProduceContext {
+    shared: Arc<ProducerShared>,
+}
+
+impl ClientContext for ProduceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.shared.metrics.client_errors.inc();
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.shared.spool_mode.store(true, Ordering::Release);
+            self.shared.set_broker_down(true, reason);
+        } else {
+            tracing::debug!(%error, reason, "kafka client error");
+        }
+    }
+}
+
+impl ProducerContext for ProduceContext {
+    type DeliveryOpaque = Box<Origin>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, origin: Box<Origin>) {
+        let s = &self.shared;
+        match (result, *origin) {
+            (Ok(msg), Origin::Live(topic)) => {
+                s.set_broker_down(false, "");
+                let label = TransportMetrics::topic_label(topic);
+                s.metrics.produced_messages.with_label_values(&[label]).inc();
+                s.metrics
+                    .produced_bytes
+                    .with_label_values(&[label])
+                    .inc_by(msg.payload_len() as u64);
+            }
+            (Ok(msg), Origin::Replay(pos)) => {
+                s.set_broker_down(false, "");
+                s.metrics.replayed_messages.inc();
+                if let Some(topic) = s.names.topic(msg.topic()) {
+                    let label = TransportMetrics::topic_label(topic);
+                    s.metrics.produced_messages.with_label_values(&[label]).inc();
+                    s.metrics
+                        .produced_bytes
+                        .with_label_values(&[label])
+                        .inc_by(msg.payload_len() as u64);
+                }
+                lock(&s.replay).inflight.insert(pos, ReplayState::Acked);
+            }
+            (Err((e, msg)), Origin::Live(topic)) => {
+                let label = TransportMetrics::topic_label(topic);
+                s.metrics.delivery_failures.with_label_values(&[label]).inc();
+                tracing::debug!(error = %e, "delivery failed; spooling the batch");
+                let mut spool = lock(&s.spool);
+                s.spool_mode.store(true, Ordering::Release);
+                s.spool(
+                    &mut spool,
+                    msg.topic(),
+                    msg.partition(),
+                    msg.key().unwrap_or_default(),
+                    msg.payload().unwrap_or_default(),
+                );
+            }
+            (Err((e, _)), Origin::Replay(pos)) => {
+                tracing::debug!(error = %e, "replayed batch not acknowledged; it stays spooled");
+                lock(&s.replay).inflight.insert(pos, ReplayState::Failed);
+            }
+        }
+    }
+}
+
+/// Publishes to Kafka, spooling to disk what the broker cannot take.
+pub struct KafkaPublisher {
+    producer: ThreadedProducer<ProduceContext>,
+    shared: Arc<ProducerShared>,
+    stop: Arc<AtomicBool>,
+    replayer: Option<JoinHandle<()>>,
+    delivery_timeout: Duration,
+    spool_dir: PathBuf,
+}
+
+impl std::fmt::Debug for KafkaPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaPublisher")
+            .field("spool_dir", &self.spool_dir)
+            .field("spool_mode", &self.shared.spool_mode.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaPublisher {
+    /// Connects (lazily: an unreachable broker is not an error here), creates missing topics
+    /// when the broker answers within `setup_timeout`, opens the spool and starts replaying
+    /// whatever a previous run left in it.
+    pub fn new(
+        bus: &BusConfig,
+        kafka: &KafkaConfig,
+        spool: &SpoolConfig,
+        metrics: TransportMetrics,
+        setup_timeout: Duration,
+    ) -> Result<Self, KafkaSetupError> {
+        let spool_store = Spool::open(&spool.path, spool.max_bytes)?;
+        let leftover = spool_store.len();
+        let shared = Arc::new(ProducerShared {
+            spool_mode: AtomicBool::new(leftover > 0),
+            spool: Mutex::new(spool_store),
+            broker_down: AtomicBool::new(false),
+            replay: Mutex::new(ReplayWindow::default()),
+            metrics,
+            names: TopicNames::from_config(bus),
+            dropped_seen: AtomicU64::new(0),
+        });
+        shared.update_spool_gauges(&lock(&shared.spool));
+        if leftover > 0 {
+            tracing::info!(
+                messages = leftover,
+                path = %spool.path.display(),
+                "replaying batches spooled by an earlier run"
+            );
+        }
+        let producer: ThreadedProducer<ProduceContext> = producer_config(bus, kafka)?
+            .create_with_context(ProduceContext {
+                shared: shared.clone(),
+            })?;
+        let admin: AdminClient<DefaultClientContext> = client_config(bus, kafka)?.create()?;
+        let topics_ready = match create_topics(&admin, bus, setup_timeout) {
+            Ok(()) => true,
+            Err(KafkaSetupError::Client(e)) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot reach the broker to check topics; spooling until it answers"
+                );
+                shared.spool_mode.store(true, Ordering::Release);
+                shared.set_broker_down(true, "topic setup failed");
+                false
+            }
+            Err(e) => return Err(e),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let replayer = {
+            let producer = producer.clone();
+            let shared = shared.clone();
+            let stop = stop.clone();
+            let bus = bus.clone();
+            std::thread::Builder::new()
+                .name("nw-spool-replay".into())
+                .spawn(move || {
+                    Replayer {
+                        producer,
+                        shared,
+                        stop,
+                        admin,
+                        bus,
+                        topics_ready,
+                    }
+                    .run()
+                })
+                .map_err(KafkaSetupError::Thread)?
+        };
+        Ok(KafkaPublisher {
+            producer,
+            shared,
+            stop,
+            replayer: Some(replayer),
+            delivery_timeout: kafka.delivery_timeout,
+            spool_dir: spool.path.clone(),
+        })
+    }
+
+    /// Messages waiting in the spool.
+    pub fn spooled(&self) -> u64 {
+        lock(&self.shared.spool).len()
+    }
+
+    /// Whether new messages currently go to the spool.
+    pub fn spooling(&self) -> bool {
+        self.shared.spool_mode.load(Ordering::Acquire)
+    }
+}
+
+impl Publisher for KafkaPublisher {
+    fn publish(
+        &mut self,
+        topic: Topic,
+        key: &[u8],
+        payload: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        let name = self.shared.names.name(topic).to_string();
+        if self.shared.spool_mode.load(Ordering::Acquire) {
+            let mut spool = lock(&self.shared.spool);
+            // Re-checked under the lock: the replay thread leaves spool mode holding it.
+            if self.shared.spool_mode.load(Ordering::Acquire) {
+                self.shared.spool(&mut spool, &name, -1, key, &payload);
+                return Ok(());
+            }
+        }
+        let mut record = BaseRecord::with_opaque_to(&name, Box::new(Origin::Live(topic)))
+            .key(key)
+            .payload(&payload);
+        let started = Instant::now();
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((e, back))
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                {
+                    // A full queue is backpressure while the broker keeps up, an outage
+                    // when it does not: wait for room unless the broker is known down.
+                    if self.shared.broker_down.load(Ordering::Acquire)
+                        || started.elapsed() > self.delivery_timeout
+                    {
+                        let mut spool = lock(&self.shared.spool);
+                        self.shared.spool_mode.store(true, Ordering::Release);
+                        self.shared.spool(&mut spool, &name, -1, key, &payload);
+                        return Ok(());
+                    }
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(TransportError::Broker(e.to_string())),
+            }
+        }
+    }
+
+    fn flush(&mut self, timeout: Duration) -> Result<(), TransportError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let inflight = self.producer.in_flight_count();
+            let spooling = self.shared.spool_mode.load(Ordering::Acquire);
+            if inflight == 0 && !spooling {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let spooled = lock(&self.shared.spool).len();
+                return Err(TransportError::Broker(format!(
+                    "after {timeout:?}, {inflight} messages are still unacknowledged and {spooled} wait in the spool at {} (they are sent when the broker returns, by this or the next run)",
+                    self.spool_dir.display()
+                )));
+            }
+            let _ = self
+                .producer
+                .flush((deadline - now).min(Duration::from_millis(100)));
+            if spooling {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for KafkaPublisher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.replayer.take() {
+            let _ = h.join();
+        }
+        // Whatever librdkafka still holds fails back into the spool, so the next run sends it.
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        let _ = self.producer.flush(Duration::from_secs(5));
+        let mut spool = lock(&self.shared.spool);
+        if let Err(e) = spool.sync() {
+            tracing::error!(error = %e, "cannot sync the spool");
+        }
+        let left = spool.len();
+        if left > 0 {
+            tracing::warn!(
+                messages = left,
+                path = %self.spool_dir.display(),
+                "batches remain in the spool; the next run with this spool sends them"
+            );
+        }
+    }
+}
+
+/// Sends spooled messages back in order once the broker answers.
+struct Replayer {
+    producer: ThreadedProducer<ProduceContext>,
+    shared: Arc<ProducerShared>,
+    stop: Arc<AtomicBool>,
+    admin: AdminClient<DefaultClientContext>,
+    bus: BusConfig,
+    topics_ready: bool,
+}
+
+impl Replayer {
+    fn run(mut self) {
+        let mut last_sync = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            if last_sync.elapsed() >= Duration::from_secs(1) {
+                last_sync = Instant::now();
+                if let Err(e) = lock(&self.shared.spool).sync() {
+                    tracing::error!(error = %e, "cannot sync the spool");
+                }
+            }
+            if !self.shared.spool_mode.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            if !self.topics_ready {
+                match create_topics(&self.admin, &self.bus, Duration::from_secs(5)) {
+                    Ok(()) => self.topics_ready = true,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "topics not ready yet");
+                        std::thread::sleep(Duration::from_millis(500));
+                        continue;
+                    }
+                }
+            }
+            if !self.step() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    /// Settles acknowledgements and sends more; false when there was nothing to do.
+    fn step(&mut self) -> bool {
+        let s = &self.shared;
+        let (sent, room) = {
+            let mut w = lock(&s.replay);
+            if w.inflight.values().any(|st| *st == ReplayState::Failed) {
+                if w.inflight.values().any(|st| *st == ReplayState::Pending) {
+                    return false;
+                }
+                // Everything sent is settled and something failed: send again from the
+                // oldest unacknowledged message once the broker is back.
+                w.inflight.clear();
+                w.sent = None;
+                drop(w);
+                std::thread::sleep(Duration::from_millis(500));
+                return true;
+            }
+            let mut through = None;
+            while let Some((&pos, &st)) = w.inflight.first_key_value() {
+                if st != ReplayState::Acked {
+                    break;
+                }
+                through = Some(pos);
+                w.inflight.pop_first();
+            }
+            if let Some(pos) = through {
+                let mut spool = lock(&s.spool);
+                if let Err(e) = spool.commit(pos) {
+                    tracing::error!(error = %e, "cannot record replay progress in the spool");
+                }
+                s.update_spool_gauges(&spool);
+            }
+            (w.sent, REPLAY_WINDOW.saturating_sub(w.inflight.len()))
+        };
+        if room == 0 {
+            return false;
+        }
+        let entries = {
+            let mut spool = lock(&s.spool);
+            match spool.read(sent, room) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the spool");
+                    return false;
+                }
+            }
+        };
+        if entries.is_empty() {
+            let w = lock(&s.replay);
+            if w.inflight.is_empty() {
+                let spool = lock(&s.spool);
+                if spool.is_empty() {
+                    s.spool_mode.store(false, Ordering::Release);
+                    tracing::info!("spool replayed; sending directly again");
+                }
+            }
+            return false;
+        }
+        for (pos, e) in entries {
+            lock(&s.replay).inflight.insert(pos, ReplayState::Pending);
+            let mut record = BaseRecord::with_opaque_to(&e.topic, Box::new(Origin::Replay(pos)))
+                .key(&e.key)
+                .payload(&e.payload);
+            if e.partition >= 0 {
+                record = record.partition(e.partition);
+            }
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((err, back))
+                        if err.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull)
+                            && !self.stop.load(Ordering::Acquire) =>
+                    {
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err((err, _)) => {
+                        tracing::warn!(error = %err, "cannot send a spooled batch; retrying later");
+                        lock(&s.replay).inflight.insert(pos, ReplayState::Failed);
+                        return true;
+                    }
+                }
+            }
+            lock(&s.replay).sent = Some(pos);
+        }
+        true
+    }
+}
+
+/// The consumer's callbacks: client errors are counted and logged.
+#[derive(Debug)]
+struct ConsumeContext {
+    metrics: TransportMetrics,
+}
+
+impl ClientContext for ConsumeContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.client_errors.inc();
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            tracing::warn!(reason, "kafka: no broker reachable; waiting for one");
+        } else {
+            tracing::debug!(%error, reason, "kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for ConsumeContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(partitions = ?parts, "partitions assigned");
+            }
+            Rebalance::Revoke(tpl) => {
+                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(partitions = ?parts, "partitions revoked");
+            }
+            Rebalance::Error(e) => {
+                self.metrics.client_errors.inc();
+                tracing::warn!(error = %e, "consumer group rebalance failed");
+            }
+        }
+    }
+}
+
+/// Consumes one topic as a member of the configured consumer group.
+pub struct KafkaSubscriber {
+    consumer: BaseConsumer<ConsumeContext>,
+    topic: Topic,
+    name: String,
+    metrics: TransportMetrics,
+    stored: bool,
+}
+
+impl std::fmt::Debug for KafkaSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSubscriber")
+            .field("topic", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSubscriber {
+    /// Joins the consumer group and subscribes to `topic`. The broker is contacted lazily.
+    pub fn new(
+        bus: &BusConfig,
+        kafka: &KafkaConfig,
+        topic: Topic,
+        metrics: TransportMetrics,
+    ) -> Result<Self, KafkaSetupError> {
+        let name = TopicNames::from_config(bus).name(topic).to_string();
+        let consumer: BaseConsumer<ConsumeContext> = consumer_config(bus, kafka)?
+            .create_with_context(ConsumeContext {
+                metrics: metrics.clone(),
+            })?;
+        consumer.subscribe(&[&name])?;
+        Ok(KafkaSubscriber {
+            consumer,
+            topic,
+            name,
+            metrics,
+            stored: false,
+        })
+    }
+}
+
+impl Subscriber for KafkaSubscriber {
+    fn poll(&mut self, timeout: Duration) -> Result<Option<Delivery>, TransportError> {
+        match self.consumer.poll(timeout) {
+            None => Ok(None),
+            Some(Ok(m)) => {
+                self.metrics
+                    .consumed_messages
+                    .with_label_values(&[TransportMetrics::topic_label(self.topic)])
+                    .inc();
+                Ok(Some(Delivery {
+                    topic: self.topic,
+                    key: m.key().unwrap_or_default().to_vec(),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    partition: m.partition(),
+                    offset: u64::try_from(m.offset()).unwrap_or(0),
+                }))
+            }
+            Some(Err(e)) => {
+                // Connection trouble and broker errors are transient for a group member:
+                // librdkafka reconnects and the group rebalances; keep polling.
+                self.metrics.client_errors.inc();
+                tracing::warn!(error = %e, topic = %self.name, "kafka consumer error");
+                Ok(None)
+            }
+        }
+    }
+
+    fn commit(&mut self, delivery: &Delivery) -> Result<(), TransportError> {
+        let offset = i64::try_from(delivery.offset).unwrap_or(i64::MAX);
+        match self
+            .consumer
+            .store_offset(&self.name, delivery.partition, offset)
+        {
+            Ok(()) => {
+                self.stored = true;
+                Ok(())
+            }
+            Err(e) => {
+                // The partition moved to another member meanwhile; it resumes from the last
+                // committed offset and the duplicate check absorbs the overlap.
+                tracing::debug!(error = %e, partition = delivery.partition, "offset not stored");
+                Ok(())
+            }
+        }
+    }
+
+    fn close(&mut self) -> Result<(), TransportError> {
+        if self.stored {
+            self.consumer
+                .commit_consumer_state(CommitMode::Sync)
+                .map_err(|e| TransportError::Broker(format!("cannot commit offsets: {e}")))?;
+            self.stored = false;
+        }
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+}
