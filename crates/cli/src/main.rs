@@ -115,7 +115,8 @@ fn main() -> ExitCode {
             // usage errors; anything that fails while doing valid work is a runtime failure.
             if e.downcast_ref::<UsageError>().is_some()
                 || e.downcast_ref::<normwatch_config::ConfigError>().is_some()
-                || e.downcast_ref::<normwatch_pipeline::source::InputError>().is_some()
+                || e.downcast_ref::<normwatch_pipeline::source::InputError>()
+                    .is_some()
             {
                 eprintln!("normwatch: {e}");
                 ExitCode::from(2)

@@ -71,6 +71,7 @@ struct Broker {
     port: u16,
     storage: String,
     child: Option<Child>,
+    dir: PathBuf,
     log: PathBuf,
 }
 
@@ -80,10 +81,10 @@ impl Broker {
         Self::with_storage(dir, "memory://tansu/".into())
     }
 
-    /// A broker keeping data in an SQLite file, so it survives a restart.
+    /// A broker keeping data in an SQLite file, so it survives a restart. (tansu reads the
+    /// path relative to its working directory, which is `dir`.)
     fn sqlite(dir: &Path) -> Broker {
-        let db = dir.join("broker.db");
-        Self::with_storage(dir, format!("sqlite://{}", db.display()))
+        Self::with_storage(dir, "sqlite://broker.db".into())
     }
 
     /// Configured, not started.
@@ -92,6 +93,7 @@ impl Broker {
             port: free_port(),
             storage,
             child: None,
+            dir: dir.to_path_buf(),
             log: dir.join("broker.log"),
         }
     }
@@ -109,8 +111,15 @@ impl Broker {
             .open(&self.log)
             .unwrap();
         let child = Command::new(tansu())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", &self.storage])
+            .current_dir(&self.dir)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -118,7 +127,11 @@ impl Broker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(self.addr()).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start listening");
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not start listening: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
             sleep(Duration::from_millis(50));
         }
     }
@@ -199,6 +212,9 @@ delivery_timeout = "20s"
 [kafka.options]
 "reconnect.backoff.max.ms" = 500
 "topic.metadata.refresh.interval.ms" = 1000
+# A killed group member is noticed in seconds, not the default 45 s.
+"session.timeout.ms" = 6000
+"heartbeat.interval.ms" = 1000
 
 [spool]
 path = "{spool}"
@@ -244,7 +260,10 @@ fn path_args(paths: &[PathBuf]) -> Vec<String> {
 fn expected(s: &Setup) -> Vec<String> {
     let out_path = s.dir.path().join("expected.jsonl");
     let mut c = cmd(&["run", "--config"]);
-    c.arg(&s.config).arg("--flows-out").arg(&out_path).arg("--pcap");
+    c.arg(&s.config)
+        .arg("--flows-out")
+        .arg(&out_path)
+        .arg("--pcap");
     c.args(path_args(&captures()));
     let out = output(&mut c);
     assert!(out.status.success(), "run failed: {}", text(&out.stderr));
@@ -311,7 +330,11 @@ impl Detector {
         let out = s.dir.path().join(format!("{name}.jsonl"));
         let mut c = cmd(&["detect", "--stats", "--exit-when-idle", idle, "--config"]);
         c.arg(&s.config).arg("--flows-out").arg(&out);
-        let mut child = c.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let mut child = c
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
@@ -383,11 +406,20 @@ fn flows_through_kafka_match_the_in_process_path() {
         metric(&err, "normwatch_sensor_published_records_total") as usize,
         want.len()
     );
-    assert_eq!(metric(&err, "normwatch_transport_spooled_messages_total"), 0.0);
+    assert_eq!(
+        metric(&err, "normwatch_transport_spooled_messages_total"),
+        0.0
+    );
     let (got, err) = Detector::start(&s, "detect", "5s").wait();
     assert_same_multiset(&got, &want, "kafka path");
-    assert_eq!(metric(&err, "normwatch_transport_duplicate_batches_total"), 0.0);
-    assert_eq!(metric(&err, "normwatch_transport_rejected_batches_total"), 0.0);
+    assert_eq!(
+        metric(&err, "normwatch_transport_duplicate_batches_total"),
+        0.0
+    );
+    assert_eq!(
+        metric(&err, "normwatch_transport_rejected_batches_total"),
+        0.0
+    );
 
     // Offsets were committed: a second member of the group gets nothing again.
     let (again, _) = Detector::start(&s, "again", "4s").wait();
@@ -407,9 +439,12 @@ fn two_detectors_in_one_group_share_the_partitions() {
     });
     let want = expected(&s);
     // The topic must exist before the group forms, or the members see nothing to share.
-    let out = output(cmd(&["sensor", "--config"]).arg(&s.config).args(["--pcap"]).arg(
-        capture("bro-simple-scan/testing/pcaps/port_scan.pcap"),
-    ));
+    let out = output(
+        cmd(&["sensor", "--config"])
+            .arg(&s.config)
+            .args(["--pcap"])
+            .arg(capture("bro-simple-scan/testing/pcaps/port_scan.pcap")),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let warmup = {
         let (got, _) = Detector::start(&s, "warmup", "4s").wait();
@@ -462,11 +497,19 @@ fn broker_killed_mid_stream_sensor_spools_and_replays() {
     sleep(Duration::from_secs(3));
     broker.start();
     let mut err = String::new();
-    sensor.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    sensor
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let status = sensor.wait().unwrap();
     assert!(status.success(), "sensor failed: {err}");
     assert!(err.contains("no broker reachable"), "{err}");
-    assert!(metric(&err, "normwatch_transport_spooled_messages_total") > 0.0, "{err}");
+    assert!(
+        metric(&err, "normwatch_transport_spooled_messages_total") > 0.0,
+        "{err}"
+    );
     assert_eq!(
         metric(&err, "normwatch_transport_replayed_messages_total"),
         metric(&err, "normwatch_transport_spooled_messages_total"),
@@ -488,20 +531,43 @@ fn detector_killed_mid_stream_resumes_from_committed_offsets() {
         ..ConfigOpts::default()
     });
     let want = expected(&s);
+    // The topic exists before the group forms.
+    let out = output(
+        &mut cmd(&["sensor", "--config"])
+            .arg(&s.config)
+            .args(["--pcap"])
+            .arg(capture("bro-simple-scan/testing/pcaps/port_scan.pcap")),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!Detector::start(&s, "warmup", "4s").wait().0.is_empty());
     let first = Detector::start(&s, "first", "30s");
+    first.wait_assigned();
     let mut sensor = sensor(&s, &["--pps", "7000"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    sleep(Duration::from_secs(3));
+    // Killed once it has handed on a third of the records and committed (every second),
+    // well before the sensor is done.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines(&first.out).len() < want.len() / 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the first detector consumed too little"
+        );
+        sleep(Duration::from_millis(100));
+    }
+    sleep(Duration::from_millis(1500));
     let before = first.kill();
-    assert!(!before.is_empty(), "the first detector consumed nothing");
-    let second = Detector::start(&s, "second", "6s");
+    assert!(before.len() < want.len(), "killed too late");
+    let second = Detector::start(&s, "second", "20s");
     assert!(sensor.wait().unwrap().success());
     let (after, _) = second.wait();
     assert!(
         after.len() < want.len(),
-        "the second detector started from the beginning"
+        "the second detector started from the beginning: {} records before the kill, {} after, {} in all",
+        before.len(),
+        after.len(),
+        want.len()
     );
     // Nothing lost: every record reached one of them. Records of batches processed but not
     // yet committed when the first was killed may reach both (at-least-once).
@@ -516,7 +582,7 @@ fn detector_killed_mid_stream_resumes_from_committed_offsets() {
         .filter(|(k, n)| union.get(*k) < Some(n))
         .collect();
     assert!(missing.is_empty(), "{} records lost", missing.len());
-    let both = before.len() + after.len() - want.len();
+    let both = (before.len() + after.len()).saturating_sub(want.len());
     assert!(
         both < want.len() / 2,
         "{both} records processed twice: commits are not being made"
@@ -537,10 +603,16 @@ fn broker_down_at_start_then_up_delivers_everything() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    sleep(Duration::from_secs(4));
+    // Past the sensor's wait for the broker at start (5 s).
+    sleep(Duration::from_secs(8));
     broker.start();
     let mut err = String::new();
-    sensor.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    sensor
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(sensor.wait().unwrap().success(), "sensor failed: {err}");
     assert!(err.contains("no broker reachable"), "{err}");
     assert!(metric(&err, "normwatch_transport_spooled_messages_total") > 0.0);
@@ -579,9 +651,11 @@ fn full_spool_drops_the_oldest_and_counts_them() {
     );
     let err2 = text(&out.stderr);
     assert!(out.status.success(), "{err2}");
+    // Replayed: what the first run left, and this run's batches queued behind it.
     assert_eq!(
         metric(&err2, "normwatch_transport_replayed_messages_total"),
-        left
+        left + metric(&err2, "normwatch_transport_spooled_messages_total"),
+        "{err2}"
     );
     let (got, _) = Detector::start(&s, "detect", "5s").wait();
     let got_set = multiset(&got);
@@ -589,7 +663,11 @@ fn full_spool_drops_the_oldest_and_counts_them() {
         .keys()
         .filter(|k| got_set.contains_key(*k))
         .count();
-    assert!(kept > 0 && kept < want.len(), "kept {kept} of {}", want.len());
+    assert!(
+        kept > 0 && kept < want.len(),
+        "kept {kept} of {}",
+        want.len()
+    );
 }
 
 /// A Kafka producer for raw messages (a misbehaving peer).
@@ -601,8 +679,12 @@ fn produce_raw(brokers: &str, topic: &str, payloads: &[Vec<u8>]) {
         .create()
         .unwrap();
     for payload in payloads {
-        p.send(BaseRecord::<[u8], _>::to(topic).key(&b"raw"[..]).payload(payload))
-            .unwrap();
+        p.send(
+            BaseRecord::<[u8], _>::to(topic)
+                .key(&b"raw"[..])
+                .payload(payload),
+        )
+        .unwrap();
     }
     p.flush(Duration::from_secs(20)).unwrap();
 }
@@ -642,7 +724,11 @@ fn corrupt_and_wrong_version_batches_are_counted_and_skipped() {
     );
     let (got, err) = Detector::start(&s, "detect", "5s").wait();
     assert_eq!(
-        metric_with(&err, "normwatch_transport_rejected_batches_total", "bad_checksum"),
+        metric_with(
+            &err,
+            "normwatch_transport_rejected_batches_total",
+            "bad_checksum"
+        ),
         1.0,
         "{err}"
     );
@@ -655,8 +741,15 @@ fn corrupt_and_wrong_version_batches_are_counted_and_skipped() {
         1.0
     );
     assert_eq!(
-        metric_with(&err, "normwatch_transport_rejected_batches_total", "too_short")
-            + metric_with(&err, "normwatch_transport_rejected_batches_total", "bad_magic"),
+        metric_with(
+            &err,
+            "normwatch_transport_rejected_batches_total",
+            "too_short"
+        ) + metric_with(
+            &err,
+            "normwatch_transport_rejected_batches_total",
+            "bad_magic"
+        ),
         1.0
     );
     assert!(err.contains("rejected a batch"), "{err}");

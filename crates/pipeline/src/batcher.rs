@@ -260,15 +260,23 @@ mod tests {
             assert_eq!(batch.seq, i as u64);
             ids.extend(batch.records.iter().map(|r| r.flow_id));
         }
-        assert_eq!(ids, (0..500).collect::<Vec<_>>(), "order kept across the split");
+        assert_eq!(
+            ids,
+            (0..500).collect::<Vec<_>>(),
+            "order kept across the split"
+        );
     }
 
     #[test]
     fn zero_linger_sends_at_once() {
         let mut b = FlowBatcher::new(Arc::from("s1"), 0, 100, 1 << 20, Duration::ZERO);
         let mut out = Vec::new();
-        b.push(&mut vec![rec(1, "10.0.0.1", None)], Instant::now(), &mut out)
-            .unwrap();
+        b.push(
+            &mut vec![rec(1, "10.0.0.1", None)],
+            Instant::now(),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out.len(), 1);
     }
 }

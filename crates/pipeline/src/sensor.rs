@@ -57,7 +57,9 @@ impl<'a> Publish<'a> {
                 Ok(()) => {
                     self.records += e.records as u64;
                     self.batches += 1;
-                    self.metrics.sensor_records_published.inc_by(e.records as u64);
+                    self.metrics
+                        .sensor_records_published
+                        .inc_by(e.records as u64);
                     self.metrics.sensor_batches_published.inc();
                 }
                 Err(err) => {

@@ -32,7 +32,7 @@ impl Default for SensorOptions {
             source: SourceOptions::default(),
             checksums: None,
             drain_timeout: Duration::from_secs(60),
-            setup_timeout: Duration::from_secs(10),
+            setup_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -50,10 +50,10 @@ fn need_kafka(cfg: &Config, what: &str) -> Result<(), InputError> {
     if cfg.bus.kind == BusKind::Kafka {
         return Ok(());
     }
-    let origin = cfg
-        .source
-        .as_ref()
-        .map_or_else(|| "the configuration".to_string(), |p| p.display().to_string());
+    let origin = cfg.source.as_ref().map_or_else(
+        || "the configuration".to_string(),
+        |p| p.display().to_string(),
+    );
     Err(InputError(format!(
         "`normwatch {what}` talks to Kafka, but {origin} has bus.kind = \"memory\": set [bus] kind = \"kafka\" and brokers, or run every stage in one process with `normwatch run`"
     )))

@@ -88,7 +88,10 @@ fn topic_index(topic: Topic) -> usize {
 }
 
 /// The settings shared by every client: brokers, identity, security, passthrough options.
-pub fn client_config(bus: &BusConfig, kafka: &KafkaConfig) -> Result<ClientConfig, KafkaSetupError> {
+pub fn client_config(
+    bus: &BusConfig,
+    kafka: &KafkaConfig,
+) -> Result<ClientConfig, KafkaSetupError> {
     if bus.brokers.is_empty() {
         return Err(KafkaSetupError::NoBrokers);
     }
@@ -111,12 +114,11 @@ pub fn client_config(bus: &BusConfig, kafka: &KafkaConfig) -> Result<ClientConfi
             c.set("ssl.key.location", key.display().to_string());
         }
         if let Some(path) = &tls.key_password_file {
-            let pw = std::fs::read_to_string(path).map_err(|source| {
-                KafkaSetupError::KeyPassword {
+            let pw =
+                std::fs::read_to_string(path).map_err(|source| KafkaSetupError::KeyPassword {
                     path: path.clone(),
                     source,
-                }
-            })?;
+                })?;
             c.set("ssl.key.password", pw.trim_end_matches(['\r', '\n']));
         }
     }
@@ -151,7 +153,11 @@ fn producer_config(bus: &BusConfig, kafka: &KafkaConfig) -> Result<ClientConfig,
     );
     c.set(
         "message.timeout.ms",
-        kafka.delivery_timeout.as_millis().clamp(1, i32::MAX as u128).to_string(),
+        kafka
+            .delivery_timeout
+            .as_millis()
+            .clamp(1, i32::MAX as u128)
+            .to_string(),
     );
     // Throughput defaults an operator may override through kafka.options.
     set_default(&mut c, "linger.ms", "5");
@@ -191,7 +197,9 @@ pub fn check_client_options(bus: &BusConfig, kafka: &KafkaConfig) -> Result<(), 
     ] {
         let cfg = cfg.map_err(|e| e.to_string())?;
         if let Err(e) = cfg.create_native_config() {
-            return Err(format!("kafka.options: librdkafka refuses them for the {role}: {e}"));
+            return Err(format!(
+                "kafka.options: librdkafka refuses them for the {role}: {e}"
+            ));
         }
     }
     Ok(())
@@ -365,7 +373,10 @@ impl ProducerContext for ProduceContext {
             (Ok(msg), Origin::Live(topic)) => {
                 s.set_broker_down(false, "");
                 let label = TransportMetrics::topic_label(topic);
-                s.metrics.produced_messages.with_label_values(&[label]).inc();
+                s.metrics
+                    .produced_messages
+                    .with_label_values(&[label])
+                    .inc();
                 s.metrics
                     .produced_bytes
                     .with_label_values(&[label])
@@ -376,7 +387,10 @@ impl ProducerContext for ProduceContext {
                 s.metrics.replayed_messages.inc();
                 if let Some(topic) = s.names.topic(msg.topic()) {
                     let label = TransportMetrics::topic_label(topic);
-                    s.metrics.produced_messages.with_label_values(&[label]).inc();
+                    s.metrics
+                        .produced_messages
+                        .with_label_values(&[label])
+                        .inc();
                     s.metrics
                         .produced_bytes
                         .with_label_values(&[label])
@@ -386,7 +400,10 @@ impl ProducerContext for ProduceContext {
             }
             (Err((e, msg)), Origin::Live(topic)) => {
                 let label = TransportMetrics::topic_label(topic);
-                s.metrics.delivery_failures.with_label_values(&[label]).inc();
+                s.metrics
+                    .delivery_failures
+                    .with_label_values(&[label])
+                    .inc();
                 tracing::debug!(error = %e, "delivery failed; spooling the batch");
                 let mut spool = lock(&s.spool);
                 s.spool_mode.store(true, Ordering::Release);
@@ -420,7 +437,10 @@ impl std::fmt::Debug for KafkaPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaPublisher")
             .field("spool_dir", &self.spool_dir)
-            .field("spool_mode", &self.shared.spool_mode.load(Ordering::Relaxed))
+            .field(
+                "spool_mode",
+                &self.shared.spool_mode.load(Ordering::Relaxed),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -538,9 +558,7 @@ impl Publisher for KafkaPublisher {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
-                Err((e, back))
-                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                {
+                Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                     // A full queue is backpressure while the broker keeps up, an outage
                     // when it does not: wait for room unless the broker is known down.
                     if self.shared.broker_down.load(Ordering::Acquire)
@@ -698,11 +716,29 @@ impl Replayer {
             }
         };
         if entries.is_empty() {
+            if !lock(&s.replay).inflight.is_empty() || !lock(&s.spool).is_empty() {
+                return false;
+            }
+            // Nothing left to replay. Send directly again only once a broker answers.
+            if s.broker_down.load(Ordering::Acquire) {
+                let topic = s.names.name(Topic::Flows).to_string();
+                match self
+                    .producer
+                    .client()
+                    .fetch_metadata(Some(&topic), Duration::from_secs(1))
+                {
+                    Ok(_) => s.set_broker_down(false, ""),
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(200));
+                        return false;
+                    }
+                }
+            }
             let w = lock(&s.replay);
-            if w.inflight.is_empty() {
-                let spool = lock(&s.spool);
-                if spool.is_empty() {
-                    s.spool_mode.store(false, Ordering::Release);
+            let spool = lock(&s.spool);
+            if w.inflight.is_empty() && spool.is_empty() {
+                s.spool_mode.store(false, Ordering::Release);
+                if s.metrics.spooled_messages.get() > 0 {
                     tracing::info!("spool replayed; sending directly again");
                 }
             }
@@ -864,9 +900,16 @@ impl Subscriber for KafkaSubscriber {
 
     fn close(&mut self) -> Result<(), TransportError> {
         if self.stored {
-            self.consumer
-                .commit_consumer_state(CommitMode::Sync)
-                .map_err(|e| TransportError::Broker(format!("cannot commit offsets: {e}")))?;
+            match self.consumer.commit_consumer_state(CommitMode::Sync) {
+                // Nothing stored since the last automatic commit.
+                Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
+                Err(e) => {
+                    return Err(TransportError::Broker(format!(
+                        "cannot commit offsets: {e}"
+                    )))
+                }
+                Ok(()) => {}
+            }
             self.stored = false;
         }
         self.consumer.unsubscribe();

@@ -137,7 +137,10 @@ impl Spool {
             let e = e.map_err(io_err(dir))?;
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if let Some(no) = name.strip_suffix(".seg").and_then(|n| n.parse::<u64>().ok()) {
+            if let Some(no) = name
+                .strip_suffix(".seg")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
                 numbers.push(no);
             }
         }
@@ -151,7 +154,14 @@ impl Spool {
                 std::fs::remove_file(&path).map_err(io_err(&path))?;
                 continue;
             }
-            match scan(&path, no, Some(no) == last, max_bytes, &mut corrupt, &mut counters)? {
+            match scan(
+                &path,
+                no,
+                Some(no) == last,
+                max_bytes,
+                &mut corrupt,
+                &mut counters,
+            )? {
                 Some(seg) => segments.push_back(seg),
                 None => {
                     // Not a segment of ours (bad header): set aside, never read.
@@ -253,7 +263,10 @@ impl Spool {
         b.extend_from_slice(&entry.payload);
         let crc = crc32c::crc32c(&b[8..]);
         b[4..8].copy_from_slice(&crc.to_le_bytes());
-        let seg = self.segments.back_mut().expect("an active segment always exists");
+        let seg = self
+            .segments
+            .back_mut()
+            .expect("an active segment always exists");
         let path = self.dir.join(seg_name(seg.no));
         self.writer.write_all(b).map_err(io_err(&path))?;
         seg.end += size;
@@ -335,13 +348,21 @@ impl Spool {
         }
         self.head = pos;
         // Segments wholly delivered go (never the active one).
-        while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.no < self.head.segment) {
+        while self.segments.len() > 1
+            && self
+                .segments
+                .front()
+                .is_some_and(|s| s.no < self.head.segment)
+        {
             if let Some(s) = self.segments.pop_front() {
                 self.remove_segment(s.no)?;
             }
         }
         if let Some(first) = self.segments.front() {
-            if self.segments.len() > 1 && self.head.segment == first.no && self.head.offset >= first.end {
+            if self.segments.len() > 1
+                && self.head.segment == first.no
+                && self.head.offset >= first.end
+            {
                 let no = first.no;
                 self.segments.pop_front();
                 self.remove_segment(no)?;
@@ -632,7 +653,9 @@ fn count_before(
 
 fn parse_body(b: &[u8]) -> Option<SpoolEntry> {
     let (&tl, rest) = b.split_first()?;
-    let topic = std::str::from_utf8(rest.get(..tl as usize)?).ok()?.to_string();
+    let topic = std::str::from_utf8(rest.get(..tl as usize)?)
+        .ok()?
+        .to_string();
     let rest = &rest[tl as usize..];
     let partition = i32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
     let kl = u32::from_le_bytes(rest.get(4..8)?.try_into().ok()?) as usize;
@@ -709,7 +732,10 @@ mod tests {
         }
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(s.len(), 180);
-        assert_eq!(ids(&s.read(None, 1000).unwrap()), (120..300).collect::<Vec<_>>());
+        assert_eq!(
+            ids(&s.read(None, 1000).unwrap()),
+            (120..300).collect::<Vec<_>>()
+        );
         drop(s);
         // Without a commit, everything is read again.
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
