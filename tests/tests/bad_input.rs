@@ -105,7 +105,7 @@ fn garbage_packets_are_counted_drops_not_panics() {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            if seed % 7 == 0 {
+            if seed.is_multiple_of(7) {
                 bytes[i] = seed as u8;
             }
         }

@@ -533,7 +533,7 @@ fn detector_killed_mid_stream_resumes_from_committed_offsets() {
     let want = expected(&s);
     // The topic exists before the group forms.
     let out = output(
-        &mut cmd(&["sensor", "--config"])
+        cmd(&["sensor", "--config"])
             .arg(&s.config)
             .args(["--pcap"])
             .arg(capture("bro-simple-scan/testing/pcaps/port_scan.pcap")),

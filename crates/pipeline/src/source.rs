@@ -151,7 +151,7 @@ fn files(
             if !buf.is_empty() {
                 sink.records(buf, Instant::now());
             }
-            if frames % check_every == 0 {
+            if frames.is_multiple_of(check_every) {
                 if let Some(pps) = opts.pps.filter(|p| *p > 0) {
                     let due = started + Duration::from_secs_f64(frames as f64 / pps as f64);
                     let now = Instant::now();

@@ -471,7 +471,7 @@ impl Spool {
     }
 
     fn file(&mut self, no: u64) -> Result<&File, SpoolError> {
-        if !self.reader.as_ref().is_some_and(|(n, _)| *n == no) {
+        if self.reader.as_ref().is_none_or(|(n, _)| *n != no) {
             let path = self.dir.join(seg_name(no));
             let f = File::open(&path).map_err(io_err(&path))?;
             self.reader = Some((no, f));
