@@ -176,6 +176,9 @@ fn consumer_config(bus: &BusConfig, kafka: &KafkaConfig) -> Result<ClientConfig,
     c.set("enable.auto.commit", "true");
     set_default(&mut c, "auto.commit.interval.ms", "1000");
     set_default(&mut c, "auto.offset.reset", "earliest");
+    // The detector's alert latency budget is a second: do not let a fetch idle for
+    // librdkafka's default 500 ms (some brokers hold a fetch that long even with data ready).
+    set_default(&mut c, "fetch.wait.max.ms", "20");
     Ok(c)
 }
 
