@@ -157,3 +157,85 @@ fn missing_capture_is_a_runtime_error_naming_it() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("/nonexistent/x.pcap"));
 }
+
+#[test]
+fn check_config_has_librdkafka_judge_the_passthrough_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("kafka.toml");
+    let base = "[bus]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\n[kafka.options]\n";
+    std::fs::write(&cfg, format!("{base}\"linger.ms\" = 20\n")).unwrap();
+    let out = run(&["check-config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for bad in ["\"no.such.property\" = 1", "\"linger.ms\" = \"soon\""] {
+        std::fs::write(&cfg, format!("{base}{bad}\n")).unwrap();
+        let out = run(&["check-config", cfg.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = text(&out.stderr);
+        assert!(err.contains("kafka.toml: kafka.options"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn sensor_and_detect_need_the_kafka_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("memory.toml");
+    std::fs::write(&cfg, "[bus]\nkind = \"memory\"\n").unwrap();
+    let c = cfg.to_str().unwrap();
+    let pcap = trace("packet-captures/amp.dns.RRSIG.fragmented.pcap");
+    let out = run(&["sensor", "--config", c, "--pcap", pcap.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("kind = \"kafka\"") && err.contains("normwatch run"),
+        "{err}"
+    );
+    let out = run(&["detect", "--config", c]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn run_carries_every_flow_over_the_in_process_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = trace("packet-captures/amp.dns.RRSIG.fragmented.pcap");
+    let direct = dir.path().join("direct.jsonl");
+    let bus = dir.path().join("bus.jsonl");
+    let out = run(&[
+        "flows",
+        "--format",
+        "json",
+        "--output",
+        direct.to_str().unwrap(),
+        "--pcap",
+        pcap.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&[
+        "run",
+        "--stats",
+        "--flows-out",
+        bus.to_str().unwrap(),
+        "--pcap",
+        pcap.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sorted = |p: &std::path::Path| {
+        let mut v: Vec<String> = std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let want = sorted(&direct);
+    assert!(want.len() > 10);
+    assert_eq!(sorted(&bus), want);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "normwatch_detect_flow_records_total {}",
+            want.len()
+        )),
+        "{err}"
+    );
+}
