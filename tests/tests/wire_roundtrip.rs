@@ -2,8 +2,9 @@
 //! wire format unchanged, batch by batch, and the key is the asset id when there is one.
 
 use normwatch_model::{Asset, AssetId, AssetIndex, FlowRecord, Role, Sector};
+use normwatch_pipeline::batcher::BatchKey;
 use normwatch_tests::{capture, config, flows_of};
-use normwatch_transport::{keys, wire};
+use normwatch_transport::wire;
 use std::sync::Arc;
 
 #[test]
@@ -40,7 +41,7 @@ fn flows_of_real_captures_round_trip_through_batches() {
         assert_eq!(back.records, chunk);
     }
     for f in &all {
-        let key = keys::flow_key(f);
+        let key = BatchKey::of(f).to_bytes();
         match &f.asset {
             Some(a) => assert_eq!(key, a.id.as_str().as_bytes()),
             None => assert_eq!(key, f.resp_addr.to_string().as_bytes()),

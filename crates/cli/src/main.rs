@@ -48,15 +48,15 @@ enum Command {
     ///
     /// Packets become flow records as in `flows`; records are batched per protected asset
     /// (or per responder address) and published on the flows topic by an idempotent
-    /// producer. While no broker is reachable, batches go to the on-disk spool ([spool]) and
+    /// producer. While no broker is reachable, batches go to the on-disk spool (spool.path) and
     /// are replayed in order when one returns; nothing accepted is lost. Needs
-    /// [bus] kind = "kafka".
+    /// bus.kind = "kafka".
     Sensor(stages::SensorArgs),
     /// Consume flow records from Kafka as a member of the detectors' consumer group.
     ///
     /// Each batch is verified (checksum, schema version), de-duplicated (a redelivered batch
     /// is dropped) and handed on; its offset is committed only after that. Corrupt batches
-    /// are counted by reason and skipped. Needs [bus] kind = "kafka".
+    /// are counted by reason and skipped. Needs bus.kind = "kafka".
     Detect(stages::DetectArgs),
     /// Run every stage in one process over the in-process bus (no broker).
     ///
@@ -94,6 +94,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

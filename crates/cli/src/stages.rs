@@ -10,8 +10,8 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct SensorArgs {
-    /// Configuration file: sensor settings, protected assets, [bus] (kind = "kafka",
-    /// brokers), [kafka] and [spool].
+    /// Configuration file: sensor settings, protected assets, and the bus (kind = "kafka",
+    /// brokers), kafka and spool sections.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: PathBuf,
     #[command(flatten)]
@@ -31,7 +31,7 @@ pub struct SensorArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct DetectArgs {
-    /// Configuration file with [bus] kind = "kafka", brokers, and the [kafka] consumer group.
+    /// Configuration file with bus.kind = "kafka", bus.brokers and kafka.group_id.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: PathBuf,
     /// Write every consumed flow record to FILE (`-`: standard output); a batch is committed

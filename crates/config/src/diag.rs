@@ -27,7 +27,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Every problem found in a file. The order is fixed: the top level, `[sensor]`, `[capture]`,
-/// each `[[asset]]`, then the checks across assets; within a table, unknown or mistyped keys
+/// `[bus]`, `[kafka]`, `[spool]`, each `[[asset]]`, then the checks across assets; within a table, unknown or mistyped keys
 /// (alphabetically) before bad values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostics {

@@ -7,8 +7,9 @@
 //! and checks the rules that span keys and assets. Each problem names the file and the key
 //! path (`asset[2].cidrs[0]`, `sensor.timeouts.tcp_idle`) and says what is accepted.
 //!
-//! Architecture Invariant: this crate reads at most one file ([`load`]) and does nothing else
-//! with the outside world; [`parse`] is pure.
+//! Architecture Invariant: this crate reads the one file given to [`load`], and a secret's file
+//! or environment variable only when its user calls [`Secret::resolve`]; nothing else touches
+//! the outside world; [`parse`] is pure.
 
 mod bus;
 mod diag;

@@ -7,14 +7,12 @@
 //! - [`bus`]: the publisher/subscriber traits and the in-process bus (bounded, with
 //!   backpressure), the embedded default. Kafka implements the same traits.
 //! - [`kafka`]: the Kafka implementation (rdkafka), with the sensor's disk spool.
-//! - [`keys`]: the partitioning key of each record kind.
 //! - [`metrics`]: the transport's Prometheus metrics.
 //! - [`spool`]: the sensor's bounded on-disk queue for messages the broker could not take.
 
 pub mod bus;
 pub mod dedup;
 pub mod kafka;
-pub mod keys;
 pub mod metrics;
 pub mod spool;
 pub mod wire;
