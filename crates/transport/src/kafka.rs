@@ -919,3 +919,89 @@ impl Subscriber for KafkaSubscriber {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use normwatch_config::{SaslConfig, SaslMechanism, Secret, TlsConfig};
+
+    fn bus() -> BusConfig {
+        BusConfig {
+            brokers: vec!["127.0.0.1:9092".into(), "[::1]:9093".into()],
+            ..BusConfig::default()
+        }
+    }
+
+    #[test]
+    fn tls_and_sasl_reach_librdkafka_which_accepts_them() {
+        let kafka = KafkaConfig {
+            tls: Some(TlsConfig {
+                ca: Some("/etc/normwatch/ca.pem".into()),
+                cert: Some("/etc/normwatch/client.pem".into()),
+                key: Some("/etc/normwatch/client.key".into()),
+                key_password_file: None,
+            }),
+            sasl: Some(SaslConfig {
+                mechanism: SaslMechanism::ScramSha512,
+                username: "sensor-1".into(),
+                password: Secret::Inline("pw".into()),
+            }),
+            options: vec![("socket.keepalive.enable".into(), "true".into())],
+            ..KafkaConfig::default()
+        };
+        let c = producer_config(&bus(), &kafka).unwrap();
+        assert_eq!(
+            c.get("bootstrap.servers"),
+            Some("127.0.0.1:9092,[::1]:9093")
+        );
+        assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(c.get("ssl.ca.location"), Some("/etc/normwatch/ca.pem"));
+        assert_eq!(
+            c.get("ssl.certificate.location"),
+            Some("/etc/normwatch/client.pem")
+        );
+        assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(c.get("sasl.password"), Some("pw"));
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("compression.type"), Some("lz4"));
+        assert_eq!(c.get("socket.keepalive.enable"), Some("true"));
+        // The bundled librdkafka was built with TLS, SCRAM and both codecs.
+        c.create_native_config()
+            .expect("librdkafka accepts TLS + SCRAM");
+        let zstd = KafkaConfig {
+            compression: Compression::Zstd,
+            ..kafka.clone()
+        };
+        producer_config(&bus(), &zstd)
+            .unwrap()
+            .create_native_config()
+            .expect("librdkafka has zstd");
+        let c = consumer_config(&bus(), &kafka).unwrap();
+        assert_eq!(c.get("group.id"), Some("normwatch-detect"));
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+    }
+
+    #[test]
+    fn missing_secret_is_a_clear_setup_error() {
+        let kafka = KafkaConfig {
+            sasl: Some(SaslConfig {
+                mechanism: SaslMechanism::ScramSha256,
+                username: "u".into(),
+                password: Secret::Env("NORMWATCH_TEST_NO_SUCH_VARIABLE".into()),
+            }),
+            ..KafkaConfig::default()
+        };
+        let e = client_config(&bus(), &kafka).unwrap_err().to_string();
+        assert!(e.contains("NORMWATCH_TEST_NO_SUCH_VARIABLE"), "{e}");
+    }
+
+    #[test]
+    fn option_check_reports_what_librdkafka_refuses() {
+        let mut kafka = KafkaConfig::default();
+        assert!(check_client_options(&bus(), &kafka).is_ok());
+        kafka.options = vec![("no.such.property".into(), "1".into())];
+        let e = check_client_options(&bus(), &kafka).unwrap_err();
+        assert!(e.contains("no.such.property"), "{e}");
+    }
+}
