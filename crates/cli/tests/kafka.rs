@@ -420,6 +420,10 @@ fn flows_through_kafka_match_the_in_process_path() {
         metric(&err, "normwatch_transport_rejected_batches_total"),
         0.0
     );
+    assert!(
+        err.contains("normwatch_transport_consumer_lag_messages{topic=\"flows\"} 0"),
+        "{err}"
+    );
 
     // Offsets were committed: a second member of the group gets nothing again.
     let (again, _) = Detector::start(&s, "again", "4s").wait();

@@ -179,6 +179,8 @@ fn consumer_config(bus: &BusConfig, kafka: &KafkaConfig) -> Result<ClientConfig,
     // The detector's alert latency budget is a second: do not let a fetch idle for
     // librdkafka's default 500 ms (some brokers hold a fetch that long even with data ready).
     set_default(&mut c, "fetch.wait.max.ms", "20");
+    // Statistics feed the consumer-lag gauge.
+    set_default(&mut c, "statistics.interval.ms", "5000");
     Ok(c)
 }
 
@@ -293,6 +295,8 @@ struct ProducerShared {
     names: TopicNames,
     /// Counters already folded into the metrics (the spool counts since it was opened).
     dropped_seen: AtomicU64,
+    /// How often spooled data is forced to the device; zero: after every message.
+    sync_interval: Duration,
 }
 
 impl ProducerShared {
@@ -329,6 +333,11 @@ impl ProducerShared {
             Err(e) => {
                 self.metrics.spool_dropped_messages.inc();
                 tracing::error!(error = %e, topic, "cannot spool a batch; it is lost");
+            }
+        }
+        if self.sync_interval.is_zero() {
+            if let Err(e) = spool.sync() {
+                tracing::error!(error = %e, "cannot sync the spool");
             }
         }
         self.update_spool_gauges(spool);
@@ -469,6 +478,7 @@ impl KafkaPublisher {
             metrics,
             names: TopicNames::from_config(bus),
             dropped_seen: AtomicU64::new(0),
+            sync_interval: spool.sync_interval,
         });
         shared.update_spool_gauges(&lock(&shared.spool));
         if leftover > 0 {
@@ -645,7 +655,8 @@ impl Replayer {
     fn run(mut self) {
         let mut last_sync = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
-            if last_sync.elapsed() >= Duration::from_secs(1) {
+            let interval = self.shared.sync_interval;
+            if !interval.is_zero() && last_sync.elapsed() >= interval {
                 last_sync = Instant::now();
                 if let Err(e) = lock(&self.shared.spool).sync() {
                     tracing::error!(error = %e, "cannot sync the spool");
@@ -782,9 +793,28 @@ impl Replayer {
 #[derive(Debug)]
 struct ConsumeContext {
     metrics: TransportMetrics,
+    /// The subscribed topic's name and metric label.
+    topic: String,
+    label: &'static str,
 }
 
 impl ClientContext for ConsumeContext {
+    fn stats(&self, stats: rdkafka::statistics::Statistics) {
+        // librdkafka's view of the assigned partitions: high watermark minus position.
+        if let Some(t) = stats.topics.get(&self.topic) {
+            let lag: i64 = t
+                .partitions
+                .iter()
+                .filter(|(p, _)| **p >= 0)
+                .map(|(_, p)| p.consumer_lag.max(0))
+                .sum();
+            self.metrics
+                .consumer_lag_messages
+                .with_label_values(&[self.label])
+                .set(lag);
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         self.metrics.client_errors.inc();
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
@@ -843,6 +873,8 @@ impl KafkaSubscriber {
         let consumer: BaseConsumer<ConsumeContext> = consumer_config(bus, kafka)?
             .create_with_context(ConsumeContext {
                 metrics: metrics.clone(),
+                topic: name.clone(),
+                label: TransportMetrics::topic_label(topic),
             })?;
         consumer.subscribe(&[&name])?;
         Ok(KafkaSubscriber {
