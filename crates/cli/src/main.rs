@@ -63,7 +63,8 @@ enum Command {
     /// The sensor and the consumer run on their own threads, joined by a bounded queue; a
     /// slow consumer slows the sensor instead of losing records.
     Run(stages::RunArgs),
-    /// Validate a configuration file and report every problem in it at once.
+    /// Validate a configuration file (or the norm catalogue) and report every problem in it
+    /// at once.
     CheckConfig {
         /// The TOML configuration file.
         file: PathBuf,
@@ -130,6 +131,20 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    // A norm catalogue (config/norms.toml) is recognised by its [[norm]] entries.
+    let is_catalogue = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .is_some_and(|t| t.contains_key("norm"));
+    if is_catalogue {
+        let c = normwatch_config::norms::load_norms(file)?;
+        println!(
+            "{}: ok (norm catalogue, {} norms)",
+            file.display(),
+            c.norms().len()
+        );
+        return Ok(());
+    }
     let cfg = normwatch_config::load(file)?;
     normwatch_transport::kafka::check_client_options(&cfg.bus, &cfg.kafka)
         .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;

@@ -141,6 +141,16 @@ fn shipped_config_checks_ok() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("ok"));
+    let out = run(&[
+        "check-config",
+        root().join("config/norms.toml").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("31 norms"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]

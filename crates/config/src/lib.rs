@@ -13,6 +13,7 @@
 
 mod bus;
 mod diag;
+pub mod norms;
 mod raw;
 mod validate;
 

@@ -1,7 +1,9 @@
 //! The configuration crate through its public API: every file shipped in `config/` loads, and
 //! a file with many mistakes reports them all, each under its file and key.
 
+use normwatch_config::norms::{load_norms, Framework, ALERT_KINDS};
 use normwatch_config::{load, parse, ConfigError};
+use normwatch_model::Role;
 use std::path::{Path, PathBuf};
 
 /// Every `*.toml` under `dir`, recursively, sorted.
@@ -25,6 +27,10 @@ fn every_file_in_config_dir_loads() {
     toml_files(&dir, &mut files);
     assert!(!files.is_empty(), "no *.toml in {}", dir.display());
     for path in &files {
+        if path.file_name().is_some_and(|n| n == "norms.toml") {
+            load_norms(path).unwrap_or_else(|e| panic!("{e}"));
+            continue;
+        }
         let cfg = load(path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.source.as_deref(), Some(path.as_path()));
     }
@@ -134,4 +140,36 @@ fn same_prefix_on_two_assets_is_rejected() {
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].key, "asset[1].cidrs[0]");
     assert!(all[0].message.contains("2001:db8:1::/48"));
+}
+
+#[test]
+fn shipped_norm_catalogue_is_complete() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/norms.toml");
+    let c = load_norms(&path).unwrap_or_else(|e| panic!("{e}"));
+    let count = |f: Framework| c.norms().iter().filter(|n| n.framework == f).count();
+    assert_eq!(count(Framework::UnGge2015), 11, "A/70/174 para 13 (a)-(k)");
+    assert_eq!(count(Framework::Us2015), 4);
+    assert_eq!(count(Framework::OsceCbm), 16, "PC.DEC/1106 and 1202");
+    for l in 'a'..='k' {
+        assert!(c.get(&format!("ungge2015.13{l}")).is_some(), "13({l})");
+    }
+    for kind in ALERT_KINDS {
+        let n = c.for_alert(kind, &[Role::PublicService]).unwrap();
+        assert!(
+            n.caveats.contains(&"ungge2015.13b".to_string()),
+            "{kind}: 13(b) caveat"
+        );
+        assert!(
+            n.request_basis.contains(&"ungge2015.13c".to_string()),
+            "{kind}: requests rest on 13(c)"
+        );
+    }
+    let flood = c.for_alert("syn_flood", &[Role::Ot]).unwrap();
+    assert!(flood.violated.contains(&"ungge2015.13f".to_string()));
+    assert!(flood.request_basis.contains(&"ungge2015.13h".to_string()));
+    assert!(!flood.violated.contains(&"ungge2015.13k".to_string()));
+    let on_csirt = c.for_alert("syn_flood", &[Role::Csirt]).unwrap();
+    assert!(on_csirt.violated.contains(&"ungge2015.13k".to_string()));
+    let theft = c.for_alert("bulk_exfiltration", &[Role::HoldsIp]).unwrap();
+    assert_eq!(theft.violated, ["us2015.no-ip-theft"]);
 }
