@@ -19,6 +19,9 @@ fn flows_of_real_captures_round_trip_through_batches() {
             service: "control".into(),
             cidrs: vec!["208.80.152.0/22".parse().unwrap()],
             roles: vec![Role::Ot],
+            service_ports: vec![502],
+            thresholds: Default::default(),
+            allow: vec![],
         }])
         .unwrap(),
     );

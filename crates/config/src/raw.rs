@@ -108,6 +108,31 @@ pub(crate) struct RawAsset {
     pub service: Option<String>,
     pub cidrs: Option<Vec<String>>,
     pub roles: Vec<String>,
+    pub service_ports: Vec<i64>,
+    pub allow: Vec<String>,
+    /// `[asset.thresholds]`, deserialized separately into [`RawThresholds`].
+    pub thresholds: toml::Table,
+}
+
+/// `[asset.thresholds]` and its per-protocol tables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawThresholds {
+    pub pps: Option<i64>,
+    pub bps: Option<i64>,
+    pub new_flows_per_s: Option<i64>,
+    pub tcp: toml::Table,
+    pub udp: toml::Table,
+    pub icmp: toml::Table,
+}
+
+/// `[asset.thresholds.tcp]` and the like.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRates {
+    pub pps: Option<i64>,
+    pub bps: Option<i64>,
+    pub new_flows_per_s: Option<i64>,
 }
 
 /// Deserializes `T` from `table` key by key: a key that is unknown or of the wrong type is

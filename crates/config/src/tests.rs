@@ -540,3 +540,43 @@ fn secrets_resolve_and_do_not_print() {
         .unwrap_err();
     assert!(e.to_string().contains("NORMWATCH_TEST_UNSET_VARIABLE"));
 }
+
+#[test]
+fn asset_detection_settings() {
+    let text = format!(
+        "{}service_ports = [502, 20000]\nallow = [\"10.10.10.5\", \"10.10.11.0/28\"]\n[asset.thresholds]\npps = 50000\nbps = 400000000\n[asset.thresholds.udp]\npps = 20000\nnew_flows_per_s = 500\n",
+        asset("grid", "[\"10.10.10.0/24\"]")
+    );
+    let c = p(&text).unwrap();
+    let a = &c.assets.assets()[0];
+    assert_eq!(a.service_ports, [502, 20000]);
+    assert!(a.allows("10.10.10.5".parse().unwrap()));
+    assert!(a.allows("10.10.11.15".parse().unwrap()));
+    assert!(!a.allows("10.10.10.6".parse().unwrap()));
+    assert_eq!(a.thresholds.total.pps, Some(50_000));
+    assert_eq!(a.thresholds.total.bps, Some(400_000_000));
+    assert_eq!(a.thresholds.total.new_flows_per_s, None);
+    assert_eq!(a.thresholds.udp.pps, Some(20_000));
+    assert_eq!(a.thresholds.udp.new_flows_per_s, Some(500));
+    assert!(a.thresholds.tcp.is_empty());
+}
+
+#[test]
+fn asset_detection_settings_problems() {
+    let text = format!(
+        "{}service_ports = [0, 80, 80]\nallow = [\"10.0.0.1/8\"]\n[asset.thresholds]\npps = 0\nburst = 5\n[asset.thresholds.gre]\npps = 1\n[asset.thresholds.tcp]\nbps = -1\n",
+        asset("grid", "[\"10.10.10.0/24\"]")
+    );
+    check(
+        &text,
+        &[
+            ("asset[0].service_ports[0]", "out of range"),
+            ("asset[0].service_ports[2]", "listed twice"),
+            ("asset[0].allow[0]", "host bits"),
+            ("asset[0].thresholds.burst", "unknown field"),
+            ("asset[0].thresholds.gre", "unknown field"),
+            ("asset[0].thresholds.pps", "out of range"),
+            ("asset[0].thresholds.tcp.bps", "out of range"),
+        ],
+    );
+}

@@ -3,12 +3,12 @@
 
 use crate::diag::Diagnostics;
 use crate::raw::{
-    fields, RawAsset, RawCapture, RawSensor, RawTimeouts, DEFAULT_CHANNEL_CAPACITY,
-    DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN,
+    fields, RawAsset, RawCapture, RawRates, RawSensor, RawThresholds, RawTimeouts,
+    DEFAULT_CHANNEL_CAPACITY, DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN,
 };
 use crate::{CaptureConfig, ChecksumPolicy, SensorConfig, Timeouts};
 use ipnet::IpNet;
-use normwatch_model::{Asset, AssetId, Role, Sector};
+use normwatch_model::{Asset, AssetId, Rates, Role, Sector, Thresholds};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -308,6 +308,24 @@ impl RawAsset {
                 ),
             }
         }
+        let mut service_ports: Vec<u16> = Vec::new();
+        for (i, p) in self.service_ports.iter().enumerate() {
+            let k = format!("{key}.service_ports[{i}]");
+            if let Some(p) = in_range(*p, 1, 65_535, &k, d) {
+                if service_ports.contains(&(p as u16)) {
+                    d.push(k, format!("port {p} is listed twice"));
+                } else {
+                    service_ports.push(p as u16);
+                }
+            }
+        }
+        let allow: Vec<IpNet> = self
+            .allow
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| cidr(s, &format!("{key}.allow[{i}]"), d))
+            .collect();
+        let thresholds = thresholds(&self.thresholds, &format!("{key}.thresholds"), d);
         let asset = match (id.as_deref(), name, operator, sector, service) {
             (Some(id), Some(name), Some(operator), Some(sector), Some(service))
                 if d.len() == errors_before =>
@@ -320,10 +338,52 @@ impl RawAsset {
                     service,
                     cidrs,
                     roles,
+                    service_ports,
+                    thresholds,
+                    allow,
                 })
             }
             _ => None,
         };
         Checked { id, asset }
+    }
+}
+
+/// One positive rate, if set.
+fn rate(v: Option<i64>, key: String, d: &mut Diagnostics) -> Option<u64> {
+    let v = v?;
+    in_range(v, 1, i64::MAX, &key, d).map(|v| v as u64)
+}
+
+fn rates(r: RawRates, key: &str, d: &mut Diagnostics) -> Rates {
+    Rates {
+        pps: rate(r.pps, format!("{key}.pps"), d),
+        bps: rate(r.bps, format!("{key}.bps"), d),
+        new_flows_per_s: rate(r.new_flows_per_s, format!("{key}.new_flows_per_s"), d),
+    }
+}
+
+/// `[asset.thresholds]`: totals, and `tcp` / `udp` / `icmp` sub-tables, all optional.
+fn thresholds(t: &toml::Table, key: &str, d: &mut Diagnostics) -> Thresholds {
+    let raw: RawThresholds = fields(t, key, None, d);
+    let total = rates(
+        RawRates {
+            pps: raw.pps,
+            bps: raw.bps,
+            new_flows_per_s: raw.new_flows_per_s,
+        },
+        key,
+        d,
+    );
+    let sub = |name: &str, t: &toml::Table, d: &mut Diagnostics| {
+        let k = format!("{key}.{name}");
+        let raw: RawRates = fields(t, &k, None, d);
+        rates(raw, &k, d)
+    };
+    Thresholds {
+        total,
+        tcp: sub("tcp", &raw.tcp, d),
+        udp: sub("udp", &raw.udp, d),
+        icmp: sub("icmp", &raw.icmp, d),
     }
 }

@@ -111,6 +111,32 @@ impl Role {
     }
 }
 
+/// Rate limits of one traffic class towards an asset; `None` is not checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rates {
+    /// Packets per second.
+    pub pps: Option<u64>,
+    /// Bits per second.
+    pub bps: Option<u64>,
+    /// New flows per second.
+    pub new_flows_per_s: Option<u64>,
+}
+
+impl Rates {
+    pub fn is_empty(&self) -> bool {
+        self.pps.is_none() && self.bps.is_none() && self.new_flows_per_s.is_none()
+    }
+}
+
+/// Static detection thresholds of an asset: for all its traffic and per protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thresholds {
+    pub total: Rates,
+    pub tcp: Rates,
+    pub udp: Rates,
+    pub icmp: Rates,
+}
+
 /// A protected asset: a public service and the address ranges that provide it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Asset {
@@ -122,11 +148,23 @@ pub struct Asset {
     pub service: String,
     pub cidrs: Vec<IpNet>,
     pub roles: Vec<Role>,
+    /// Ports on which it serves the public (the service-impairment rule watches them).
+    pub service_ports: Vec<u16>,
+    /// Static thresholds; a learned baseline applies where none is set.
+    pub thresholds: Thresholds,
+    /// Sources allowed to send write, control, stop/restart or program commands to it (ICS
+    /// masters, engineering stations).
+    pub allow: Vec<IpNet>,
 }
 
 impl Asset {
     pub fn has_role(&self, role: Role) -> bool {
         self.roles.contains(&role)
+    }
+
+    /// Whether `addr` may send industrial commands to this asset.
+    pub fn allows(&self, addr: IpAddr) -> bool {
+        self.allow.iter().any(|n| n.contains(&addr))
     }
 }
 
@@ -295,6 +333,9 @@ mod tests {
             service: "svc".into(),
             cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
             roles: vec![],
+            service_ports: vec![],
+            thresholds: Thresholds::default(),
+            allow: vec![],
         }
     }
 

@@ -8,6 +8,6 @@ pub mod asset;
 pub mod flow;
 pub mod ics;
 
-pub use asset::{Asset, AssetId, AssetIndex, AssetMatch, Role, Sector, Side};
+pub use asset::{Asset, AssetId, AssetIndex, AssetMatch, Rates, Role, Sector, Side, Thresholds};
 pub use flow::{ConnState, DirStats, EndReason, FlowRecord, TcpFlags};
 pub use ics::{CommandClass, FunctionCodes, IcsCounts, IcsProto, IcsSummary};
