@@ -12,21 +12,21 @@
 //! Every id a mapping names must be in the catalogue; every alert kind must be mapped once.
 
 use crate::diag::{ConfigError, Diagnostics};
-use normwatch_model::Role;
+use normwatch_model::{AlertKind, AlertNorms, Role};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::Path;
 
 /// The alert kinds the detector raises; each needs an `[[alert_kind]]` entry.
 pub const ALERT_KINDS: [&str; 8] = [
-    "volumetric_flood",
-    "syn_flood",
-    "udp_amplification",
-    "service_impairment",
-    "ics_command_abuse",
-    "scan",
-    "bulk_exfiltration",
-    "carpet_bombing",
+    AlertKind::ALL[0].as_str(),
+    AlertKind::ALL[1].as_str(),
+    AlertKind::ALL[2].as_str(),
+    AlertKind::ALL[3].as_str(),
+    AlertKind::ALL[4].as_str(),
+    AlertKind::ALL[5].as_str(),
+    AlertKind::ALL[6].as_str(),
+    AlertKind::ALL[7].as_str(),
 ];
 
 /// Which body of norms a norm comes from.
@@ -68,17 +68,6 @@ pub struct Norm {
     /// Whether a violation presupposes State conduct or knowing support.
     pub state_attribution_required: bool,
     pub related: Vec<String>,
-}
-
-/// The norms of one alert.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AlertNorms {
-    /// Norms the activity would violate if State-conducted or knowingly supported.
-    pub violated: Vec<String>,
-    /// Norms the request for assistance rests on.
-    pub request_basis: Vec<String>,
-    /// Norms attached as caveats and handling constraints.
-    pub caveats: Vec<String>,
 }
 
 /// A validated catalogue.

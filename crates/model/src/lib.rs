@@ -4,10 +4,14 @@
 //! - [`ics`]: industrial-protocol command counts carried by a flow.
 //! - [`asset`]: protected assets and the longest-prefix index that matches flows to them.
 
+pub mod alert;
 pub mod asset;
 pub mod flow;
 pub mod ics;
 
+pub use alert::{
+    Alert, AlertKind, AlertNorms, AlertState, Impairment, Measured, Severity, TopSource,
+};
 pub use asset::{Asset, AssetId, AssetIndex, AssetMatch, Rates, Role, Sector, Side, Thresholds};
 pub use flow::{ConnState, DirStats, EndReason, FlowRecord, TcpFlags};
 pub use ics::{CommandClass, FunctionCodes, IcsCounts, IcsProto, IcsSummary};
