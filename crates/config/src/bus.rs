@@ -766,3 +766,88 @@ impl RawSpool {
         }
     }
 }
+
+/// `[detect]`: the detector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectConfig {
+    /// The norm catalogue ("norms.toml" beside the configuration file).
+    pub norms: PathBuf,
+    /// How late (event time) a flow record may arrive and still count (10 s).
+    pub lateness: Duration,
+    /// Quiet time before an alert closes (30 s).
+    pub quiet_period: Duration,
+    /// Least event time between updates of an open alert (10 s).
+    pub update_interval: Duration,
+    /// Share of new TCP flows left half-open that makes a flood a SYN flood (0.8).
+    pub syn_half_open_share: f64,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            norms: PathBuf::from("norms.toml"),
+            lateness: Duration::from_secs(10),
+            quiet_period: Duration::from_secs(30),
+            update_interval: Duration::from_secs(10),
+            syn_half_open_share: 0.8,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawDetect {
+    norms: Option<String>,
+    lateness: Option<String>,
+    quiet_period: Option<String>,
+    update_interval: Option<String>,
+    syn_half_open_share: Option<f64>,
+}
+
+impl RawDetect {
+    pub(crate) fn validate(self, base: &Path, d: &mut Diagnostics) -> DetectConfig {
+        let dflt = DetectConfig::default();
+        let secs = |v: Option<String>, key: &str, dflt: Duration, d: &mut Diagnostics| match v {
+            None => dflt,
+            Some(s) => match duration(&s, key, d) {
+                Some(v) if v >= Duration::from_secs(1) && v <= Duration::from_secs(3600) => v,
+                Some(_) => {
+                    d.push(key, format!("{s:?} is out of range; accepted: 1s to 1h"));
+                    dflt
+                }
+                None => dflt,
+            },
+        };
+        let lateness = secs(self.lateness, "detect.lateness", dflt.lateness, d);
+        let quiet_period = secs(
+            self.quiet_period,
+            "detect.quiet_period",
+            dflt.quiet_period,
+            d,
+        );
+        let update_interval = secs(
+            self.update_interval,
+            "detect.update_interval",
+            dflt.update_interval,
+            d,
+        );
+        let syn_half_open_share = match self.syn_half_open_share {
+            None => dflt.syn_half_open_share,
+            Some(v) if (0.0..=1.0).contains(&v) && v > 0.0 => v,
+            Some(v) => {
+                d.push(
+                    "detect.syn_half_open_share",
+                    format!("{v} is out of range; accepted: above 0 up to 1"),
+                );
+                dflt.syn_half_open_share
+            }
+        };
+        DetectConfig {
+            norms: resolve(base, self.norms.as_deref().unwrap_or("norms.toml")),
+            lateness,
+            quiet_period,
+            update_interval,
+            syn_half_open_share,
+        }
+    }
+}

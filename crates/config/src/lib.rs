@@ -18,8 +18,8 @@ mod raw;
 mod validate;
 
 pub use bus::{
-    BusConfig, BusKind, Compression, KafkaConfig, SaslConfig, SaslMechanism, Secret, SpoolConfig,
-    TlsConfig, TopicConfig, Topics,
+    BusConfig, BusKind, Compression, DetectConfig, KafkaConfig, SaslConfig, SaslMechanism, Secret,
+    SpoolConfig, TlsConfig, TopicConfig, Topics,
 };
 pub use diag::{ConfigError, Diagnostic, Diagnostics};
 
@@ -137,6 +137,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// The sensor's disk queue for batches the broker could not take.
     pub spool: SpoolConfig,
+    /// The detector.
+    pub detect: DetectConfig,
     /// The protected assets, indexed by prefix. Empty is valid.
     pub assets: AssetIndex,
     /// The file it came from, if any.
@@ -170,6 +172,8 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let bus = fields::<bus::RawBus>(&file.bus, "bus", hint, &mut d).validate(&mut d);
     let kafka = fields::<bus::RawKafka>(&file.kafka, "kafka", hint, &mut d).validate(&base, &mut d);
     let spool = fields::<bus::RawSpool>(&file.spool, "spool", hint, &mut d).validate(&base, &mut d);
+    let detect =
+        fields::<bus::RawDetect>(&file.detect, "detect", hint, &mut d).validate(&base, &mut d);
     let mut ids: Vec<(usize, String)> = Vec::new();
     let mut valid: Vec<(usize, Asset)> = Vec::new();
     for (i, v) in file.asset.iter().enumerate() {
@@ -199,6 +203,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         bus,
         kafka,
         spool,
+        detect,
         assets,
         source: Some(origin.to_path_buf()),
     })

@@ -15,6 +15,7 @@ pub(crate) struct RawFile {
     pub bus: toml::Table,
     pub kafka: toml::Table,
     pub spool: toml::Table,
+    pub detect: toml::Table,
     /// Kept as values so that one malformed entry does not hide the others.
     pub asset: Vec<toml::Value>,
 }

@@ -580,3 +580,27 @@ fn asset_detection_settings_problems() {
         ],
     );
 }
+
+#[test]
+fn detect_settings() {
+    let c = parse(
+        "[detect]\nnorms = \"catalogue/norms.toml\"\nlateness = \"20s\"\nquiet_period = \"1m\"\n",
+        Path::new("/etc/normwatch/normwatch.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.detect.norms,
+        Path::new("/etc/normwatch/catalogue/norms.toml")
+    );
+    assert_eq!(c.detect.lateness, Duration::from_secs(20));
+    assert_eq!(c.detect.quiet_period, Duration::from_secs(60));
+    assert_eq!(c.detect.update_interval, Duration::from_secs(10));
+    check(
+        "[detect]\nlateness = \"0s\"\nsyn_half_open_share = 1.5\nrules = []\n",
+        &[
+            ("detect.rules", "unknown field"),
+            ("detect.lateness", "out of range"),
+            ("detect.syn_half_open_share", "out of range"),
+        ],
+    );
+}

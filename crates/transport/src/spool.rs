@@ -398,6 +398,10 @@ impl Spool {
     pub fn sync(&mut self) -> Result<(), SpoolError> {
         let path = self.dir.clone();
         self.writer.sync_data().map_err(io_err(&path))?;
+        let head = self.dir.join("head");
+        File::open(&head)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&head))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err(&path))
@@ -574,6 +578,10 @@ fn scan(
     counters: &mut SpoolCounters,
 ) -> Result<Option<Segment>, SpoolError> {
     let data = std::fs::read(path).map_err(io_err(path))?;
+    if last && data.len() < SEG_HEADER as usize {
+        // A crash while a new segment was being started: start it again.
+        return new_segment(path.parent().unwrap_or(Path::new(".")), no).map(Some);
+    }
     if data.len() < SEG_HEADER as usize
         || data[..4] != MAGIC
         || u16::from_le_bytes([data[4], data[5]]) != VERSION
@@ -582,13 +590,20 @@ fn scan(
     }
     let mut off = SEG_HEADER as usize;
     let mut entries = 0;
+    let mut bad_len = false;
     while off < data.len() {
         let rest = &data[off..];
         if rest.len() < ENTRY_HEADER as usize {
             break;
         }
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        if len as u64 > max_bytes || rest.len() < ENTRY_HEADER as usize + len {
+        if len as u64 > max_bytes {
+            // A damaged length: nothing after it can be framed.
+            counters.corrupt_entries += 1;
+            bad_len = true;
+            break;
+        }
+        if rest.len() < ENTRY_HEADER as usize + len {
             break;
         }
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
@@ -607,14 +622,15 @@ fn scan(
     if off < data.len() {
         let cut = (data.len() - off) as u64;
         if last {
-            // A crash mid-write: cut the partial entry off so appends continue cleanly.
+            // A crash mid-write (or a damaged length, counted above): cut the rest off so
+            // appends continue cleanly.
             counters.torn_bytes += cut;
             let f = OpenOptions::new()
                 .write(true)
                 .open(path)
                 .map_err(io_err(path))?;
             f.set_len(off as u64).map_err(io_err(path))?;
-        } else {
+        } else if !bad_len {
             // Damage inside an older segment: what follows cannot be framed; skip it.
             counters.corrupt_entries += 1;
         }
@@ -841,6 +857,34 @@ mod tests {
         assert_eq!(ids(&got), [0, 1, 3, 4]);
         s.commit(got[3].0).unwrap();
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn damaged_length_is_corrupt_and_an_unstarted_segment_is_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+            for i in 0..5 {
+                s.push(&entry(i, 100)).unwrap();
+            }
+        }
+        let seg = dir.path().join(seg_name(0));
+        let mut data = std::fs::read(&seg).unwrap();
+        let size = (ENTRY_HEADER as usize) + 1 + 15 + 4 + 4 + 2 + 100;
+        data[SEG_HEADER as usize + 2 * size + 3] ^= 0x80;
+        std::fs::write(&seg, data).unwrap();
+        // A new segment whose header never reached the disk.
+        std::fs::write(dir.path().join(seg_name(1)), b"").unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.counters().corrupt_entries, 1);
+        assert_eq!(ids(&s.read(None, 100).unwrap()), [0, 1]);
+        s.push(&entry(9, 10)).unwrap();
+        assert_eq!(ids(&s.read(None, 100).unwrap()), [0, 1, 9]);
+        assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".bad")));
     }
 
     #[test]
