@@ -1,7 +1,8 @@
 //! Flow record output formats: Zeek-style TSV and JSON lines.
 
 use anyhow::Context;
-use normwatch_model::FlowRecord;
+use normwatch_model::{Alert, FlowRecord};
+use normwatch_pipeline::alerts::AlertSink;
 use normwatch_pipeline::detect::FlowSink;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -113,5 +114,35 @@ impl FlowSink for WriterSink {
         }
         let flushed = self.writer.flush();
         self.check(flushed)
+    }
+}
+
+/// Writes alert events as JSON lines.
+pub struct JsonAlerts {
+    out: Box<dyn Write>,
+}
+
+impl JsonAlerts {
+    /// Writes to `path`, or standard output for `-`.
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        let out: Box<dyn Write> = if path.as_os_str() == "-" {
+            Box::new(BufWriter::new(io::stdout().lock()))
+        } else {
+            Box::new(BufWriter::new(File::create(path).map_err(|e| {
+                crate::UsageError(format!("cannot create {}: {e}", path.display()))
+            })?))
+        };
+        Ok(JsonAlerts { out })
+    }
+}
+
+impl AlertSink for JsonAlerts {
+    fn alert(&mut self, a: &Alert) -> anyhow::Result<()> {
+        serde_json::to_writer(&mut self.out, a).context("cannot write alerts")?;
+        self.out.write_all(b"\n").context("cannot write alerts")
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.out.flush().context("cannot write alerts")
     }
 }

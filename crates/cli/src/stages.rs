@@ -1,7 +1,9 @@
 //! `normwatch sensor`, `normwatch detect` and `normwatch run`.
 
 use crate::args::{config, print_metrics, stop_flag, InputArgs};
-use crate::output::{Format, WriterSink};
+use crate::output::{Format, JsonAlerts, WriterSink};
+use crate::UsageError;
+use normwatch_pipeline::alerts::{self, AlertSink, DetectorSink, LogAlerts};
 use normwatch_pipeline::detect::{ConsumeOptions, ConsumeSummary, CountingSink, FlowSink};
 use normwatch_pipeline::metrics::Metrics;
 use normwatch_pipeline::topology::{self, SensorOptions, SensorSummary};
@@ -66,6 +68,10 @@ pub struct RunArgs {
     /// Format of --flows-out.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
+    /// Write alert events (open, update, closed) as JSON lines to FILE (`-`: standard
+    /// output); without it, each event is logged as one line on standard error.
+    #[arg(long, value_name = "FILE")]
+    alerts_out: Option<PathBuf>,
     /// Print every metric (Prometheus text format) to standard error at the end.
     #[arg(long)]
     stats: bool,
@@ -138,26 +144,54 @@ pub fn detect(args: DetectArgs) -> anyhow::Result<()> {
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let cfg = config(args.config.as_deref())?;
+    if args
+        .flows_out
+        .as_ref()
+        .is_some_and(|p| p.as_os_str() == "-")
+        && args
+            .alerts_out
+            .as_ref()
+            .is_some_and(|p| p.as_os_str() == "-")
+    {
+        return Err(UsageError(
+            "--flows-out and --alerts-out cannot both be standard output".into(),
+        )
+        .into());
+    }
     let stop = stop_flag()?;
     let metrics = Metrics::new();
-    let mut sink = sink(args.flows_out.as_ref(), args.format)?;
+    let mut flows: Option<Box<dyn FlowSink>> = match &args.flows_out {
+        Some(p) => Some(sink(Some(p), args.format)?),
+        None => None,
+    };
+    let mut alert_sink: Box<dyn AlertSink> = match &args.alerts_out {
+        Some(p) => Box::new(JsonAlerts::create(p)?),
+        None => Box::new(LogAlerts),
+    };
+    let detector = alerts::detector(&cfg)?;
+    let flows_ref: Option<&mut dyn FlowSink> = match flows.as_mut() {
+        Some(f) => Some(f.as_mut()),
+        None => None,
+    };
+    let mut sink = DetectorSink::new(detector, alert_sink.as_mut(), flows_ref);
     let opts = SensorOptions {
         source: args.input.source(args.pps),
         checksums: args.input.checksums(),
         ..SensorOptions::default()
     };
-    let result = topology::run(
-        &cfg,
-        &args.input.input(),
-        &opts,
-        sink.as_mut(),
-        &metrics,
-        &stop,
-    );
+    let result = topology::run(&cfg, &args.input.input(), &opts, &mut sink, &metrics, &stop);
+    // Every alert still open is closed at the end of the input, also after an error.
+    let finished = sink.finish();
     if let Ok((s, c)) = &result {
         log_sensor(s);
         log_consumer(c);
+        tracing::info!(
+            alerts = sink.opened,
+            events = sink.events,
+            "detector finished"
+        );
     }
+    let result = result.and(finished);
     if args.stats {
         print_metrics(&metrics);
     }

@@ -249,3 +249,53 @@ fn run_carries_every_flow_over_the_in_process_bus() {
         "{err}"
     );
 }
+
+#[test]
+fn run_writes_alert_events_with_their_norms() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("flood.toml");
+    std::fs::write(
+        &cfg,
+        "[[asset]]\nid = \"web\"\nname = \"Web portal\"\noperator = \"Example\"\nsector = \"health\"\nservice = \"patient portal\"\ncidrs = [\"10.10.10.0/24\"]\nroles = [\"public-service\"]\n[asset.thresholds]\npps = 20000\nnew_flows_per_s = 200\n",
+    )
+    .unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let pcap = trace("packet-captures/pkt.TCP.synflood.spoofed.pcap");
+    let out = run(&[
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--alerts-out",
+        alerts.to_str().unwrap(),
+        "--pcap",
+        pcap.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&alerts)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events.len() >= 2, "{events:#?}");
+    let (first, last) = (&events[0], events.last().unwrap());
+    assert_eq!(first["state"], "open");
+    assert_eq!(first["kind"], "syn_flood");
+    assert_eq!(first["asset"], "web");
+    assert_eq!(last["state"], "closed");
+    assert!(events.iter().all(|e| e["id"] == first["id"]));
+    let violated = first["norms"]["violated"].as_array().unwrap();
+    assert!(violated.iter().any(|n| n == "ungge2015.13f"), "{first}");
+    let basis = first["norms"]["request_basis"].as_array().unwrap();
+    assert!(basis.iter().any(|n| n == "ungge2015.13h"), "{first}");
+    // Both to standard output is refused.
+    let out = run(&[
+        "run",
+        "--flows-out",
+        "-",
+        "--alerts-out",
+        "-",
+        "--pcap",
+        pcap.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -770,8 +770,8 @@ impl RawSpool {
 /// `[detect]`: the detector.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DetectConfig {
-    /// The norm catalogue ("norms.toml" beside the configuration file).
-    pub norms: PathBuf,
+    /// The norm catalogue; `None`: the catalogue built into normwatch (`config/norms.toml`).
+    pub norms: Option<PathBuf>,
     /// How late (event time) a flow record may arrive and still count (10 s).
     pub lateness: Duration,
     /// Quiet time before an alert closes (30 s).
@@ -785,7 +785,7 @@ pub struct DetectConfig {
 impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {
-            norms: PathBuf::from("norms.toml"),
+            norms: None,
             lateness: Duration::from_secs(10),
             quiet_period: Duration::from_secs(30),
             update_interval: Duration::from_secs(10),
@@ -843,7 +843,7 @@ impl RawDetect {
             }
         };
         DetectConfig {
-            norms: resolve(base, self.norms.as_deref().unwrap_or("norms.toml")),
+            norms: self.norms.as_deref().map(|n| resolve(base, n)),
             lateness,
             quiet_period,
             update_interval,

@@ -589,9 +589,10 @@ fn detect_settings() {
     )
     .unwrap();
     assert_eq!(
-        c.detect.norms,
-        Path::new("/etc/normwatch/catalogue/norms.toml")
+        c.detect.norms.as_deref(),
+        Some(Path::new("/etc/normwatch/catalogue/norms.toml"))
     );
+    assert_eq!(p("").unwrap().detect.norms, None);
     assert_eq!(c.detect.lateness, Duration::from_secs(20));
     assert_eq!(c.detect.quiet_period, Duration::from_secs(60));
     assert_eq!(c.detect.update_interval, Duration::from_secs(10));

@@ -5,12 +5,14 @@
 //! - [`batcher`]: flow records into keyed, sequenced batch messages.
 //! - [`sensor`]: the publishing side.
 //! - [`detect`]: the consuming side (verify, de-duplicate, hand on, then commit).
+//! - [`alerts`]: the detector stage and where alert events go.
 //! - [`topology`]: `sensor`, `detect`, `run` and `flows`.
 //! - [`metrics`]: the process's metric registry.
 //!
 //! Architecture Invariant: a consumed batch's offset is committed only after its records were
 //! handed on and flushed; a rejected batch is counted and skipped, never fatal.
 
+pub mod alerts;
 pub mod batcher;
 pub mod detect;
 pub mod metrics;

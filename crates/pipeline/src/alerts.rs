@@ -1,0 +1,147 @@
+//! The detector stage: consumed flow records through the detector core, alert events to an
+//! [`AlertSink`].
+
+use crate::detect::FlowSink;
+use anyhow::Context;
+use normwatch_config::norms::{parse_norms, NormCatalogue};
+use normwatch_config::Config;
+use normwatch_detect::{Detector, Settings};
+use normwatch_model::{Alert, AlertState, FlowRecord};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The catalogue built into the binary (`config/norms.toml`), used when the configuration
+/// names none.
+const BUILT_IN_NORMS: &str = include_str!("../../../config/norms.toml");
+
+/// Where alert events go.
+pub trait AlertSink {
+    fn alert(&mut self, alert: &Alert) -> anyhow::Result<()>;
+    /// Makes the alerts so far durable; called before the records behind them are committed.
+    fn flush(&mut self) -> anyhow::Result<()>;
+}
+
+/// Logs each alert event as one line.
+#[derive(Debug, Default)]
+pub struct LogAlerts;
+
+impl AlertSink for LogAlerts {
+    fn alert(&mut self, a: &Alert) -> anyhow::Result<()> {
+        let state = match a.state {
+            AlertState::Open => "opened",
+            AlertState::Update => "updated",
+            AlertState::Closed => "closed",
+        };
+        tracing::info!(
+            id = %a.id,
+            asset = %a.asset.as_str(),
+            kind = a.kind.as_str(),
+            severity = ?a.severity,
+            violated = ?a.norms.violated,
+            "alert {state}: {}",
+            a.summary
+        );
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// The norm catalogue the configuration names, or the built-in one.
+pub fn norms(cfg: &Config) -> anyhow::Result<NormCatalogue> {
+    Ok(match &cfg.detect.norms {
+        Some(path) => normwatch_config::norms::load_norms(path)?,
+        None => parse_norms(BUILT_IN_NORMS, Path::new("built-in norms.toml"))?,
+    })
+}
+
+/// A detector set up from the configuration.
+pub fn detector(cfg: &Config) -> anyhow::Result<Detector> {
+    let d = &cfg.detect;
+    let settings = Settings {
+        lateness_secs: d.lateness.as_secs(),
+        quiet_secs: d.quiet_period.as_secs(),
+        update_secs: d.update_interval.as_secs(),
+        syn_half_open_share: d.syn_half_open_share,
+    };
+    Ok(Detector::new(
+        Arc::new(cfg.assets.clone()),
+        norms(cfg).context("cannot load the norm catalogue")?,
+        settings,
+    ))
+}
+
+/// A [`FlowSink`] that runs the detector over every batch, hands alert events to `alerts`,
+/// and the records on to `flows` if given.
+pub struct DetectorSink<'a> {
+    detector: Detector,
+    alerts: &'a mut dyn AlertSink,
+    flows: Option<&'a mut dyn FlowSink>,
+    buf: Vec<Alert>,
+    /// Alert events emitted, and alerts opened.
+    pub events: u64,
+    pub opened: u64,
+}
+
+impl std::fmt::Debug for DetectorSink<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DetectorSink")
+            .field("events", &self.events)
+            .field("opened", &self.opened)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> DetectorSink<'a> {
+    pub fn new(
+        detector: Detector,
+        alerts: &'a mut dyn AlertSink,
+        flows: Option<&'a mut dyn FlowSink>,
+    ) -> Self {
+        DetectorSink {
+            detector,
+            alerts,
+            flows,
+            buf: Vec::new(),
+            events: 0,
+            opened: 0,
+        }
+    }
+
+    fn emit(&mut self) -> anyhow::Result<()> {
+        for a in self.buf.drain(..) {
+            self.events += 1;
+            self.opened += u64::from(a.state == AlertState::Open);
+            self.alerts.alert(&a)?;
+        }
+        Ok(())
+    }
+
+    /// Closes every open alert (end of input) and flushes.
+    pub fn finish(&mut self) -> anyhow::Result<()> {
+        self.detector.finish(&mut self.buf);
+        self.emit()?;
+        self.flush()
+    }
+}
+
+impl FlowSink for DetectorSink<'_> {
+    fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()> {
+        self.detector.process(records, &mut self.buf);
+        self.emit()?;
+        if let Some(f) = self.flows.as_mut() {
+            f.accept(records)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.alerts.flush()?;
+        if let Some(f) = self.flows.as_mut() {
+            f.flush()?;
+        }
+        Ok(())
+    }
+}
