@@ -447,6 +447,9 @@ impl Detector {
         for idx in idxs {
             let st = self.state.get_mut(&idx).expect("listed");
             if st.open.is_empty() {
+                // Sources are named for an attack: forget those seen while nothing was open.
+                st.sources.clear();
+                st.others = (0, 0);
                 continue;
             }
             let (done, keep): (Vec<Open>, Vec<Open>) = std::mem::take(&mut st.open)
