@@ -293,10 +293,17 @@ impl Detector {
                 } else {
                     Severity::High
                 };
-                let summary = format!(
-                    "{n} industrial commands ({} write, {} control, {} stop/restart, {} program/firmware) from {remote}, which is not on the allow list",
-                    cmds.write, cmds.control, cmds.stop_restart, cmds.program_firmware
+                let (w, c, sr, pf) = (
+                    cmds.write,
+                    cmds.control,
+                    cmds.stop_restart,
+                    cmds.program_firmware,
                 );
+                let summary = move || {
+                    format!(
+                        "{n} industrial commands ({w} write, {c} control, {sr} stop/restart, {pf} program/firmware) from {remote}, which is not on the allow list"
+                    )
+                };
                 self.hit(
                     idx,
                     asset,
@@ -351,7 +358,7 @@ impl Detector {
         } else {
             AlertKind::VolumetricFlood
         };
-        let summary = match kind {
+        let summary = move || match kind {
             AlertKind::SynFlood => format!(
                 "{} new TCP flows in one second, {:.0}% never completed the handshake",
                 b.tcp_new,
@@ -388,7 +395,7 @@ impl Detector {
         start_ns: u64,
         measured: Measured,
         severity: Severity,
-        summary: String,
+        summary: impl FnOnce() -> String,
         out: &mut Vec<Alert>,
     ) {
         let update_secs = self.settings.update_secs;
@@ -401,9 +408,9 @@ impl Detector {
                 o.measured = measured;
             }
             o.severity = o.severity.max(severity);
-            o.summary = summary;
             if sec >= o.last_update_sec + update_secs {
                 o.last_update_sec = sec;
+                o.summary = summary();
                 let snapshot = Open {
                     id: o.id.clone(),
                     kind: o.kind,
@@ -427,7 +434,7 @@ impl Detector {
             last_update_sec: sec,
             measured,
             severity,
-            summary,
+            summary: summary(),
         };
         let ev = self.event(asset, &o, AlertState::Open, idx);
         out.push(ev);
