@@ -3,7 +3,8 @@
 
 use crate::diag::Diagnostics;
 use crate::raw::fields;
-use crate::validate::{duration, in_range};
+use crate::validate::{duration, in_range, DURATION_HINT};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -300,6 +301,21 @@ fn is_topic_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// The type-error hint for a key of `[bus]`, `[kafka]`, `[spool]` or `[detect]`: durations get
+/// the duration hint, other keys none.
+pub(crate) fn hint(key: &str) -> Option<&'static str> {
+    matches!(
+        key,
+        "batch_linger"
+            | "delivery_timeout"
+            | "sync_interval"
+            | "lateness"
+            | "quiet_period"
+            | "update_interval"
+    )
+    .then_some(DURATION_HINT)
+}
+
 /// Checks one `host:port` (an IPv6 host in brackets).
 fn broker_problem(b: &str) -> Option<String> {
     let Some((host, port)) = b.rsplit_once(':') else {
@@ -307,8 +323,9 @@ fn broker_problem(b: &str) -> Option<String> {
             "{b:?} has no port; write host:port, e.g. \"kafka-1:9092\""
         ));
     };
+    let digits = !port.is_empty() && port.bytes().all(|c| c.is_ascii_digit());
     match port.parse::<u32>() {
-        Ok(p) if (1..=65_535).contains(&p) => {}
+        Ok(p) if digits && (1..=65_535).contains(&p) => {}
         _ => return Some(format!("{b:?}: the port must be a number from 1 to 65535")),
     }
     let host_ok = if let Some(inner) = host.strip_prefix('[') {
@@ -351,8 +368,7 @@ pub(crate) fn base_dir(origin: &Path) -> PathBuf {
 
 /// Parses a byte size: an integer, or a string such as "512MiB" or "1 GB".
 fn byte_size(v: &toml::Value, key: &str, d: &mut Diagnostics) -> Option<u64> {
-    const HINT: &str =
-        "write a size as bytes (65536) or with a unit: \"64KiB\", \"512MiB\", \"1GiB\", \"500MB\"";
+    const HINT: &str = "write a size as bytes (65536) or a string with a unit, e.g. \"512MiB\" or \"1 GB\" (B; KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: powers of 1024)";
     let bytes = match v {
         toml::Value::Integer(i) if *i >= 0 => Some(*i as u64),
         toml::Value::String(s) => {
@@ -398,17 +414,31 @@ impl RawBus {
             }
         };
         let mut brokers = Vec::new();
-        if let Some(list) = &self.brokers {
-            for b in list.split(',').map(str::trim) {
+        let list = self.brokers.as_deref().map_or("", str::trim);
+        if !list.is_empty() {
+            if list.split(',').any(|b| b.trim().is_empty()) {
+                d.push(
+                    "bus.brokers",
+                    format!(
+                        "{list:?} has an empty entry; separate host:port pairs with single commas"
+                    ),
+                );
+            }
+            for b in list.split(',').map(str::trim).filter(|b| !b.is_empty()) {
                 match broker_problem(b) {
                     Some(p) => d.push("bus.brokers", p),
                     None => brokers.push(b.to_string()),
                 }
             }
         } else if kind == BusKind::Kafka {
+            let what = if self.brokers.is_some() {
+                "is empty"
+            } else {
+                "is missing"
+            };
             d.push(
                 "bus.brokers",
-                "is missing; with kind = \"kafka\" list the bootstrap servers, e.g. brokers = \"kafka-1:9092,kafka-2:9092\"",
+                format!("{what}; with kind = \"kafka\" list the bootstrap servers, e.g. brokers = \"kafka-1:9092,kafka-2:9092\""),
             );
         }
         let capacity = self
@@ -545,6 +575,36 @@ const GUARANTEES: &[(&str, &str)] = &[
     ("isolation.level", "normwatch does not use transactions"),
 ];
 
+/// `kafka.client_id` and `kafka.group_id`: printable ASCII, not starting or ending in a space.
+fn is_ident(s: &str) -> bool {
+    !s.is_empty() && s.trim() == s && s.chars().all(|c| c == ' ' || c.is_ascii_graphic())
+}
+
+/// A portable environment variable name: a letter or '_', then letters, digits or '_'.
+fn is_env_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// For `linger.ms = 5` written without quotes (TOML reads a table `linger = { ms = 5 }`): the
+/// dotted name and value meant, if the table is such a chain of single keys.
+fn unquoted_dotted(k: &str, v: &toml::Value) -> Option<(String, String)> {
+    let mut name = k.to_string();
+    let mut v = v;
+    while let toml::Value::Table(t) = v {
+        let mut entries = t.iter();
+        let ((k, inner), None) = (entries.next()?, entries.next()) else {
+            return None;
+        };
+        name = format!("{name}.{k}");
+        v = inner;
+    }
+    // Only tables, and only when the value at the end is one a property can take.
+    (name.len() > k.len() && option_value(v).is_some()).then(|| (name, v.to_string()))
+}
+
 fn option_value(v: &toml::Value) -> Option<String> {
     match v {
         toml::Value::String(s) => Some(s.clone()),
@@ -555,14 +615,21 @@ fn option_value(v: &toml::Value) -> Option<String> {
 }
 
 impl RawKafka {
-    pub(crate) fn validate(self, base: &Path, d: &mut Diagnostics) -> KafkaConfig {
+    /// `from_text`: the options as [`options_from_text`] found them, used instead of the
+    /// table's when present.
+    pub(crate) fn validate(
+        self,
+        base: &Path,
+        from_text: Option<Vec<(String, toml::Value)>>,
+        d: &mut Diagnostics,
+    ) -> KafkaConfig {
         let dflt = KafkaConfig::default();
         let ident = |v: Option<String>, key: &str, dflt: String, d: &mut Diagnostics| match v {
-            Some(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic()) => s,
+            Some(s) if is_ident(&s) => s,
             Some(s) => {
                 d.push(
                     key,
-                    format!("{s:?} must be non-empty printable ASCII without spaces"),
+                    format!("{s:?} must be non-empty printable ASCII, without leading or trailing spaces"),
                 );
                 dflt
             }
@@ -597,19 +664,33 @@ impl RawKafka {
         };
         let tls = self.tls.map(|t| {
             let raw: RawTls = fields(&t, "kafka.tls", None, d);
-            let path = |v: Option<String>| v.map(|p| resolve(base, &p));
             if raw.cert.is_some() != raw.key.is_some() {
                 let missing = if raw.cert.is_some() { "key" } else { "cert" };
                 d.push(
                     format!("kafka.tls.{missing}"),
                     "is missing; a client certificate needs its key (cert and key go together)",
                 );
+            } else if raw.key.is_none() && raw.key_password_file.is_some() {
+                d.push(
+                    "kafka.tls.key_password_file",
+                    "decrypts kafka.tls.key, which is not set; add cert and key or remove it",
+                );
             }
+            let mut path = |v: Option<String>, name: &str| match v {
+                Some(p) if p.trim().is_empty() => {
+                    d.push(
+                        format!("kafka.tls.{name}"),
+                        "must not be empty; give a path or remove the key",
+                    );
+                    None
+                }
+                v => v.map(|p| resolve(base, &p)),
+            };
             TlsConfig {
-                ca: path(raw.ca),
-                cert: path(raw.cert),
-                key: path(raw.key),
-                key_password_file: path(raw.key_password_file),
+                ca: path(raw.ca, "ca"),
+                cert: path(raw.cert, "cert"),
+                key: path(raw.key, "key"),
+                key_password_file: path(raw.key_password_file, "key_password_file"),
             }
         });
         let sasl = self.sasl.and_then(|t| {
@@ -638,18 +719,37 @@ impl RawKafka {
                 }
             };
             let given = [
-                raw.password.map(Secret::Inline),
-                raw.password_file.map(|p| Secret::File(resolve(base, &p))),
-                raw.password_env.map(Secret::Env),
+                raw.password.is_some(),
+                raw.password_file.is_some(),
+                raw.password_env.is_some(),
             ];
-            let mut given = given.into_iter().flatten();
-            let password = match (given.next(), given.next()) {
-                (Some(p), None) => Some(p),
-                (None, _) => {
+            let secret = match (raw.password, raw.password_file, raw.password_env) {
+                (Some(p), _, _) if p.is_empty() => {
+                    d.push("kafka.sasl.password", "must not be empty");
+                    None
+                }
+                (Some(p), _, _) => Some(Secret::Inline(p)),
+                (_, Some(p), _) if p.trim().is_empty() => {
+                    d.push("kafka.sasl.password_file", "must not be empty; give the path of a file holding the password");
+                    None
+                }
+                (_, Some(p), _) => Some(Secret::File(resolve(base, &p))),
+                (_, _, Some(v)) if !is_env_name(&v) => {
+                    d.push(
+                        "kafka.sasl.password_env",
+                        format!("{v:?} is not an environment variable name; use letters, digits and '_', not starting with a digit, e.g. \"NORMWATCH_KAFKA_PASSWORD\""),
+                    );
+                    None
+                }
+                (_, _, v) => v.map(Secret::Env),
+            };
+            let password = match given.iter().filter(|g| **g).count() {
+                0 => {
                     d.push("kafka.sasl", "needs the password: one of password, password_file, password_env");
                     None
                 }
-                (Some(_), Some(_)) => {
+                1 => secret,
+                _ => {
                     d.push("kafka.sasl", "give the password one way only: password, password_file or password_env");
                     None
                 }
@@ -667,7 +767,8 @@ impl RawKafka {
             })
         });
         let mut options = Vec::new();
-        for (k, v) in &self.options {
+        let entries = from_text.unwrap_or_else(|| self.options.into_iter().collect());
+        for (k, v) in &entries {
             let key = crate::raw::join_key("kafka.options", k);
             if k.is_empty()
                 || !k
@@ -689,10 +790,13 @@ impl RawKafka {
                 continue;
             }
             let Some(value) = option_value(v) else {
-                d.push(
-                    key,
-                    format!("{v} must be a string, an integer or a boolean"),
-                );
+                let msg = match unquoted_dotted(k, v) {
+                    Some((name, value)) => format!(
+                        "is a table; quote property names that contain dots: \"{name}\" = {value}"
+                    ),
+                    None => format!("{v} must be a string, an integer or a boolean"),
+                };
+                d.push(key, msg);
                 continue;
             };
             if matches!(
@@ -718,6 +822,50 @@ impl RawKafka {
             options,
         }
     }
+}
+
+/// A table's entries in the order the text has them.
+#[derive(Default)]
+struct Entries(Vec<(String, toml::Value)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct InOrder;
+        impl<'de> Visitor<'de> for InOrder {
+            type Value = Entries;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        de.deserialize_map(InOrder)
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct OptionsProbe {
+    kafka: KafkaOptionsProbe,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct KafkaOptionsProbe {
+    options: Option<Entries>,
+}
+
+/// `[kafka.options]` read from the text straight into serde, which keeps the document's order
+/// and TOML's own types (a [`toml::Table`] sorts its keys, and a date passed through one comes
+/// out a string). `None` when the text has no such table or it is not a table.
+pub(crate) fn options_from_text(text: &str) -> Option<Vec<(String, toml::Value)>> {
+    let probe: OptionsProbe = toml::from_str(text).ok()?;
+    probe.kafka.options.map(|e| e.0)
 }
 
 impl RawSpool {

@@ -27,8 +27,9 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Every problem found in a file. The order is fixed: the top level, `[sensor]`, `[capture]`,
-/// `[bus]`, `[kafka]`, `[spool]`, each `[[asset]]`, then the checks across assets; within a table, unknown or mistyped keys
-/// (alphabetically) before bad values.
+/// `[bus]`, `[kafka]`, `[spool]`, `[detect]`, each `[[asset]]`, then the checks across assets;
+/// within a table, unknown or mistyped keys (alphabetically) before bad values
+/// (`[kafka.options]` in file order).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostics {
     file: PathBuf,

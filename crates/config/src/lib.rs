@@ -25,7 +25,7 @@ pub use diag::{ConfigError, Diagnostic, Diagnostics};
 
 use ipnet::IpNet;
 use normwatch_model::{Asset, AssetIndex};
-use raw::{fields, join_key, RawAsset, RawCapture, RawFile, RawSensor};
+use raw::{fields, fields_with, join_key, RawAsset, RawCapture, RawFile, RawSensor};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,12 +168,17 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let sensor = fields::<RawSensor>(&file.sensor, "sensor", None, &mut d).validate(&mut d);
     let capture = fields::<RawCapture>(&file.capture, "capture", None, &mut d).validate(&mut d);
     let base = bus::base_dir(origin);
-    let hint = Some(validate::DURATION_HINT);
-    let bus = fields::<bus::RawBus>(&file.bus, "bus", hint, &mut d).validate(&mut d);
-    let kafka = fields::<bus::RawKafka>(&file.kafka, "kafka", hint, &mut d).validate(&base, &mut d);
-    let spool = fields::<bus::RawSpool>(&file.spool, "spool", hint, &mut d).validate(&base, &mut d);
+    let hint = bus::hint;
+    let bus = fields_with::<bus::RawBus>(&file.bus, "bus", hint, &mut d).validate(&mut d);
+    let kafka = fields_with::<bus::RawKafka>(&file.kafka, "kafka", hint, &mut d).validate(
+        &base,
+        bus::options_from_text(text),
+        &mut d,
+    );
+    let spool =
+        fields_with::<bus::RawSpool>(&file.spool, "spool", hint, &mut d).validate(&base, &mut d);
     let detect =
-        fields::<bus::RawDetect>(&file.detect, "detect", hint, &mut d).validate(&base, &mut d);
+        fields_with::<bus::RawDetect>(&file.detect, "detect", hint, &mut d).validate(&base, &mut d);
     let mut ids: Vec<(usize, String)> = Vec::new();
     let mut valid: Vec<(usize, Asset)> = Vec::new();
     for (i, v) in file.asset.iter().enumerate() {

@@ -145,6 +145,17 @@ pub(crate) fn fields<T: DeserializeOwned + Default>(
     hint: Option<&str>,
     d: &mut Diagnostics,
 ) -> T {
+    fields_with(table, path, |_| hint, d)
+}
+
+/// [`fields`] with a hint chosen per key (`None`: the key's type errors get no hint), for
+/// sections that mix durations with other kinds of value.
+pub(crate) fn fields_with<'h, T: DeserializeOwned + Default>(
+    table: &toml::Table,
+    path: &str,
+    hint: impl Fn(&str) -> Option<&'h str>,
+    d: &mut Diagnostics,
+) -> T {
     let mut good = toml::Table::new();
     for (k, v) in table {
         let one = toml::Table::from_iter([(k.clone(), v.clone())]);
@@ -154,7 +165,7 @@ pub(crate) fn fields<T: DeserializeOwned + Default>(
             }
             Err(e) => {
                 let mut msg = e.message().trim().to_string();
-                if let (Some(hint), true) = (hint, msg.starts_with("invalid type")) {
+                if let (Some(hint), true) = (hint(k), msg.starts_with("invalid type")) {
                     msg = format!("{msg}; {hint}");
                 }
                 d.push(join_key(path, k), msg);

@@ -363,12 +363,707 @@ fn display_has_one_line_per_problem_with_file_and_key() {
 fn bus_kafka_spool_defaults() {
     let c = p("").unwrap();
     assert_eq!(c.bus, BusConfig::default());
-    assert_eq!(c.bus.kind, BusKind::Memory);
-    assert_eq!(c.bus.topics.flows.name, "normwatch.flows");
-    assert_eq!(c.bus.topics.flows.partitions, 8);
     assert_eq!(c.kafka, KafkaConfig::default());
+    assert_eq!(c.spool, SpoolConfig::default());
+    let topic = |name: &str, partitions| TopicConfig {
+        name: name.into(),
+        partitions,
+        replication: 1,
+    };
+    assert_eq!(
+        c.bus,
+        BusConfig {
+            kind: BusKind::Memory,
+            brokers: Vec::new(),
+            capacity: 1024,
+            batch_records: 4096,
+            batch_linger: Duration::from_millis(100),
+            topics: Topics {
+                flows: topic("normwatch.flows", 8),
+                alerts: topic("normwatch.alerts", 4),
+                evidence: topic("normwatch.evidence", 1),
+            },
+        }
+    );
+    assert_eq!(
+        c.kafka,
+        KafkaConfig {
+            client_id: "normwatch".into(),
+            group_id: "normwatch-detect".into(),
+            compression: Compression::Lz4,
+            delivery_timeout: Duration::from_secs(30),
+            tls: None,
+            sasl: None,
+            options: Vec::new(),
+        }
+    );
     assert_eq!(c.kafka.security_protocol(), "plaintext");
-    assert_eq!(c.spool.max_bytes, 1 << 30);
+    assert_eq!(
+        c.spool,
+        SpoolConfig {
+            path: PathBuf::from("/var/lib/normwatch/spool"),
+            max_bytes: 1 << 30,
+            sync_interval: Duration::from_secs(1),
+        }
+    );
+    assert_eq!(BusKind::default(), BusKind::Memory);
+    assert_eq!(Compression::default(), Compression::Lz4);
+    // Empty tables are the same as absent ones, except [kafka.tls], which turns TLS on.
+    let e =
+        p("[bus]\n[bus.topics]\n[bus.topics.flows]\n[kafka]\n[kafka.options]\n[spool]\n").unwrap();
+    assert_eq!((e.bus, e.kafka, e.spool), (c.bus, c.kafka, c.spool));
+}
+
+#[test]
+fn security_protocol_follows_tls_and_sasl() {
+    let c = p("[kafka.tls]\n").unwrap();
+    assert_eq!(c.kafka.tls, Some(TlsConfig::default()));
+    assert_eq!(c.kafka.security_protocol(), "ssl");
+    let scram =
+        "[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"u\"\npassword_env = \"PW\"\n";
+    let c = p(scram).unwrap();
+    assert_eq!(c.kafka.tls, None);
+    assert_eq!(
+        c.kafka.sasl,
+        Some(SaslConfig {
+            mechanism: SaslMechanism::ScramSha256,
+            username: "u".into(),
+            password: Secret::Env("PW".into()),
+        })
+    );
+    assert_eq!(c.kafka.security_protocol(), "sasl_plaintext");
+    let c = p(&format!("{scram}[kafka.tls]\n")).unwrap();
+    assert_eq!(c.kafka.security_protocol(), "sasl_ssl");
+    // PLAIN is fine once TLS protects it.
+    let c = p(
+        "[kafka.tls]\n[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"p\"\n",
+    )
+    .unwrap();
+    let sasl = c.kafka.sasl.unwrap();
+    assert_eq!(sasl.mechanism, SaslMechanism::Plain);
+    assert_eq!(sasl.password, Secret::Inline("p".into()));
+    assert_eq!(SaslMechanism::Plain.as_str(), "PLAIN");
+    assert_eq!(SaslMechanism::ScramSha256.as_str(), "SCRAM-SHA-256");
+    assert_eq!(SaslMechanism::ScramSha512.as_str(), "SCRAM-SHA-512");
+}
+
+#[test]
+fn every_bus_kafka_spool_key_is_read() {
+    let text = r#"
+[bus]
+kind = "memory"
+brokers = "kafka-1.example:9092"
+capacity = 16
+batch_records = 1
+batch_linger = "0s"
+[bus.topics.alerts]
+name = "site_alerts"
+partitions = 2
+replication = 32
+[bus.topics.evidence]
+name = "site-evidence"
+partitions = 10000
+[kafka]
+client_id = "north sensor 1"
+group_id = "north.detect"
+delivery_timeout = "1h"
+[kafka.tls]
+ca = "/etc/ssl/ca.pem"
+cert = "tls/sensor.pem"
+key = "tls/sensor.key"
+key_password_file = "tls/key.pass"
+[kafka.sasl]
+mechanism = "SCRAM-SHA-256"
+username = "sensor"
+password = "hunter2"
+[kafka.options]
+"max.in.flight.requests.per.connection" = 5
+"queue.buffering.max.kbytes" = "65536"
+[spool]
+path = "/srv/spool"
+max_bytes = 65536
+sync_interval = "0s"
+"#;
+    let c = parse(text, Path::new("/etc/normwatch/site.toml")).unwrap();
+    let b = &c.bus;
+    assert_eq!(b.kind, BusKind::Memory);
+    assert_eq!(b.brokers, ["kafka-1.example:9092"]);
+    assert_eq!((b.capacity, b.batch_records), (16, 1));
+    assert_eq!(b.batch_linger, Duration::ZERO);
+    assert_eq!(b.topics.flows, Topics::default().flows);
+    assert_eq!(
+        b.topics.alerts,
+        TopicConfig {
+            name: "site_alerts".into(),
+            partitions: 2,
+            replication: 32
+        }
+    );
+    assert_eq!(b.topics.evidence.name, "site-evidence");
+    assert_eq!(b.topics.evidence.partitions, 10_000);
+    assert_eq!(b.topics.evidence.replication, 1);
+    let k = &c.kafka;
+    assert_eq!(k.client_id, "north sensor 1");
+    assert_eq!(k.group_id, "north.detect");
+    assert_eq!(k.compression, Compression::Lz4);
+    assert_eq!(k.delivery_timeout, Duration::from_secs(3600));
+    assert_eq!(
+        k.tls,
+        Some(TlsConfig {
+            ca: Some("/etc/ssl/ca.pem".into()),
+            cert: Some("/etc/normwatch/tls/sensor.pem".into()),
+            key: Some("/etc/normwatch/tls/sensor.key".into()),
+            key_password_file: Some("/etc/normwatch/tls/key.pass".into()),
+        })
+    );
+    let sasl = k.sasl.as_ref().unwrap();
+    assert_eq!(sasl.username, "sensor");
+    assert_eq!(sasl.password, Secret::Inline("hunter2".into()));
+    assert!(!format!("{c:?}").contains("hunter2"));
+    assert_eq!(
+        k.options,
+        [
+            (
+                "max.in.flight.requests.per.connection".to_string(),
+                "5".to_string()
+            ),
+            (
+                "queue.buffering.max.kbytes".to_string(),
+                "65536".to_string()
+            ),
+        ]
+    );
+    assert_eq!(
+        c.spool,
+        SpoolConfig {
+            path: "/srv/spool".into(),
+            max_bytes: 65_536,
+            sync_interval: Duration::ZERO,
+        }
+    );
+}
+
+#[test]
+fn relative_paths_of_a_file_without_a_directory_stay_relative() {
+    let text = "[spool]\npath = \"spool\"\n[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"u\"\npassword_file = \"pw\"\n";
+    let c = parse(text, Path::new("normwatch.toml")).unwrap();
+    assert_eq!(c.spool.path, Path::new("./spool"));
+    assert_eq!(c.kafka.sasl.unwrap().password, Secret::File("./pw".into()));
+    let c = parse(text, Path::new("config/normwatch.toml")).unwrap();
+    assert_eq!(c.spool.path, Path::new("config/spool"));
+}
+
+#[test]
+fn byte_sizes() {
+    for (v, bytes) in [
+        ("65536", 65_536u64),
+        ("\"65536\"", 65_536),
+        ("\"65536B\"", 65_536),
+        ("\"64KiB\"", 64 << 10),
+        ("\"100KB\"", 100_000),
+        ("\"100kB\"", 100_000),
+        ("\"512MiB\"", 512 << 20),
+        ("\"512 MB\"", 512_000_000),
+        ("\"1 GB\"", 1_000_000_000),
+        ("\"1GiB\"", 1 << 30),
+        ("\"1.5GiB\"", 3 << 29),
+        ("\"2TB\"", 2_000_000_000_000),
+        ("\"16TiB\"", 16 << 40),
+    ] {
+        let c = p(&format!("[spool]\nmax_bytes = {v}\n")).unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(c.spool.max_bytes, bytes, "{v}");
+    }
+    for v in [
+        "\"1 gib\"",
+        "\"GiB\"",
+        "\"\"",
+        "-1",
+        "1.5",
+        "\"1e9\"",
+        "\"1 GiB 2\"",
+        "true",
+    ] {
+        check(
+            &format!("[spool]\nmax_bytes = {v}\n"),
+            &[("spool.max_bytes", "is not a size; write a size as bytes (65536) or a string with a unit, e.g. \"512MiB\" or \"1 GB\" (B; KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: powers of 1024)")],
+        );
+    }
+    for v in ["65535", "\"63KiB\"", "\"17TiB\"", "\"99999999999TiB\""] {
+        check(
+            &format!("[spool]\nmax_bytes = {v}\n"),
+            &[(
+                "spool.max_bytes",
+                "bytes is out of range; accepted: 64KiB to 16TiB",
+            )],
+        );
+    }
+}
+
+#[test]
+fn brokers() {
+    let c = p("[bus]\nbrokers = \" a:1 ,b.example:65535,[::1]:9092,10.0.0.1:9092\"\n").unwrap();
+    assert_eq!(
+        c.bus.brokers,
+        ["a:1", "b.example:65535", "[::1]:9092", "10.0.0.1:9092"]
+    );
+    // Unset or empty is fine for the in-process bus.
+    assert!(p("[bus]\nbrokers = \"\"\n").unwrap().bus.brokers.is_empty());
+    check(
+        "[bus]\nkind = \"kafka\"\nbrokers = \" \"\n",
+        &[(
+            "bus.brokers",
+            "is empty; with kind = \"kafka\" list the bootstrap servers, e.g. brokers = \"kafka-1:9092,kafka-2:9092\"",
+        )],
+    );
+    check(
+        "[bus]\nkind = \"kafka\"\n",
+        &[(
+            "bus.brokers",
+            "is missing; with kind = \"kafka\" list the bootstrap servers",
+        )],
+    );
+    check(
+        "[bus]\nbrokers = \"a:1,,b:2,\"\n",
+        &[(
+            "bus.brokers",
+            "\"a:1,,b:2,\" has an empty entry; separate host:port pairs with single commas",
+        )],
+    );
+    for (b, msg) in [
+        (
+            "kafka-1",
+            "\"kafka-1\" has no port; write host:port, e.g. \"kafka-1:9092\"",
+        ),
+        ("a:0", "\"a:0\": the port must be a number from 1 to 65535"),
+        ("a:+80", "the port must be a number from 1 to 65535"),
+        ("a:", "the port must be a number from 1 to 65535"),
+        ("a:65536", "the port must be a number from 1 to 65535"),
+        (
+            ":9092",
+            "\":9092\": \"\" is not a host name or address (write IPv6 addresses in brackets)",
+        ),
+        (
+            "2001:db8::1:9092",
+            "is not a host name or address (write IPv6 addresses in brackets)",
+        ),
+        ("[2001:db8::zz]:9092", "is not a host name or address"),
+        ("bad host:9092", "is not a host name or address"),
+    ] {
+        check(
+            &format!("[bus]\nbrokers = \"{b}\"\n"),
+            &[("bus.brokers", msg)],
+        );
+    }
+}
+
+#[test]
+fn bus_key_messages() {
+    check(
+        "[bus]\nkind = \"Kafka\"\n",
+        &[("bus.kind", "\"Kafka\" is not one of memory, kafka")],
+    );
+    check(
+        "[bus]\ncapacity = 1000001\nbatch_records = 0\n",
+        &[
+            (
+                "bus.capacity",
+                "1000001 is out of range; accepted: 1 to 1000000",
+            ),
+            (
+                "bus.batch_records",
+                "0 is out of range; accepted: 1 to 1000000",
+            ),
+        ],
+    );
+    check(
+        "[bus]\nbatch_linger = \"61s\"\n",
+        &[(
+            "bus.batch_linger",
+            "\"61s\" is too long; accepted: 0s to 60s",
+        )],
+    );
+    check(
+        "[bus]\nbatch_linger = \"soon\"\n",
+        &[("bus.batch_linger", "\"soon\" is not a duration")],
+    );
+    check(
+        "[bus.topics]\nflow = {}\n[bus.topics.alerts]\nname = \".\"\nreplicas = 3\n[bus.topics.evidence]\nname = \"..\"\n",
+        &[
+            ("bus.topics.flow", "unknown field `flow`, expected one of `flows`, `alerts`, `evidence`"),
+            ("bus.topics.alerts.replicas", "unknown field `replicas`, expected one of `name`, `partitions`, `replication`"),
+            ("bus.topics.alerts.name", "\".\" is not a valid Kafka topic name; use 1 to 249 letters, digits, '.', '_' or '-'"),
+            ("bus.topics.evidence.name", "\"..\" is not a valid Kafka topic name"),
+        ],
+    );
+    for name in ["", "a/b", "flöws", &"a".repeat(250)] {
+        check(
+            &format!("[bus.topics.flows]\nname = \"{name}\"\n"),
+            &[("bus.topics.flows.name", "is not a valid Kafka topic name")],
+        );
+    }
+    p(&format!(
+        "[bus.topics.flows]\nname = \"{}\"\n",
+        "a".repeat(249)
+    ))
+    .unwrap();
+    check(
+        "[bus.topics.evidence]\npartitions = 10001\nreplication = 0\n[bus.topics.alerts]\nreplication = 33\n",
+        &[
+            ("bus.topics.alerts.replication", "33 is out of range; accepted: 1 to 32"),
+            ("bus.topics.evidence.partitions", "10001 is out of range; accepted: 1 to 10000"),
+            ("bus.topics.evidence.replication", "0 is out of range; accepted: 1 to 32"),
+        ],
+    );
+    check(
+        "[bus.topics.flows]\nname = \"x\"\n[bus.topics.evidence]\nname = \"x\"\n",
+        &[(
+            "bus.topics.evidence.name",
+            "\"x\" is already used by another topic; each topic needs its own name",
+        )],
+    );
+    check(
+        "[bus.topics.flows]\nname = \"x\"\n[bus.topics.alerts]\nname = \"x\"\n",
+        &[("bus.topics.alerts.name", "already used")],
+    );
+}
+
+#[test]
+fn only_duration_keys_get_the_duration_hint() {
+    let got = diags(
+        "[bus]\ncapacity = \"big\"\nbatch_linger = 100\n[kafka]\nclient_id = 5\ntls = 3\ndelivery_timeout = 30\n[spool]\npath = 1\nsync_interval = 2\n[detect]\nlateness = 10\nsyn_half_open_share = \"most\"\n",
+    );
+    let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "bus.batch_linger",
+            "bus.capacity",
+            "kafka.client_id",
+            "kafka.delivery_timeout",
+            "kafka.tls",
+            "spool.path",
+            "spool.sync_interval",
+            "detect.lateness",
+            "detect.syn_half_open_share",
+        ]
+    );
+    for (key, msg) in &got {
+        assert!(msg.starts_with("invalid type"), "{key}: {msg}");
+        let duration = matches!(
+            key.as_str(),
+            "bus.batch_linger"
+                | "kafka.delivery_timeout"
+                | "spool.sync_interval"
+                | "detect.lateness"
+        );
+        assert_eq!(
+            msg.contains("write a duration as a string"),
+            duration,
+            "{key}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn kafka_key_messages() {
+    check(
+        "[kafka]\ncompresion = \"lz4\"\nclient_id = \"\"\ngroup_id = \" detect\"\n",
+        &[
+            (
+                "kafka.compresion",
+                "unknown field `compresion`, expected one of",
+            ),
+            (
+                "kafka.client_id",
+                "\"\" must be non-empty printable ASCII, without leading or trailing spaces",
+            ),
+            (
+                "kafka.group_id",
+                "\" detect\" must be non-empty printable ASCII",
+            ),
+        ],
+    );
+    check(
+        "[kafka]\nclient_id = \"café\"\ngroup_id = \"tab\\there\"\n",
+        &[
+            ("kafka.client_id", "must be non-empty printable ASCII"),
+            ("kafka.group_id", "must be non-empty printable ASCII"),
+        ],
+    );
+    check(
+        "[kafka]\ncompression = \"snappy\"\n",
+        &[("kafka.compression", "\"snappy\" is not one of lz4, zstd")],
+    );
+    for t in ["\"999ms\"", "\"61m\""] {
+        check(
+            &format!("[kafka]\ndelivery_timeout = {t}\n"),
+            &[(
+                "kafka.delivery_timeout",
+                "is out of range; accepted: 1s to 1h",
+            )],
+        );
+    }
+    check(
+        "[kafka]\ndelivery_timeout = \"30\"\n",
+        &[("kafka.delivery_timeout", "\"30\" is not a duration")],
+    );
+}
+
+#[test]
+fn tls_key_messages() {
+    check(
+        "[kafka.tls]\nkey = \"k.pem\"\ncafile = \"ca.pem\"\n",
+        &[
+            (
+                "kafka.tls.cafile",
+                "unknown field `cafile`, expected one of `ca`, `cert`, `key`, `key_password_file`",
+            ),
+            (
+                "kafka.tls.cert",
+                "is missing; a client certificate needs its key (cert and key go together)",
+            ),
+        ],
+    );
+    check(
+        "[kafka.tls]\ncert = \"c.pem\"\n",
+        &[(
+            "kafka.tls.key",
+            "is missing; a client certificate needs its key",
+        )],
+    );
+    check(
+        "[kafka.tls]\nkey_password_file = \"pw\"\n",
+        &[(
+            "kafka.tls.key_password_file",
+            "decrypts kafka.tls.key, which is not set; add cert and key or remove it",
+        )],
+    );
+    check(
+        "[kafka.tls]\nca = \"\"\ncert = \" \"\nkey = \"k\"\nkey_password_file = \"\"\n",
+        &[
+            (
+                "kafka.tls.ca",
+                "must not be empty; give a path or remove the key",
+            ),
+            ("kafka.tls.cert", "must not be empty"),
+            ("kafka.tls.key_password_file", "must not be empty"),
+        ],
+    );
+    check(
+        "[kafka]\ntls = true\n",
+        &[("kafka.tls", "invalid type: boolean `true`, expected a map")],
+    );
+}
+
+#[test]
+fn sasl_key_messages() {
+    check(
+        "[kafka.sasl]\nusername = \"u\"\npassword = \"p\"\nuser = \"x\"\n",
+        &[
+            ("kafka.sasl.user", "unknown field `user`, expected one of `mechanism`, `username`, `password`, `password_file`, `password_env`"),
+            ("kafka.sasl.mechanism", "is missing; one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+        ],
+    );
+    check(
+        "[kafka.sasl]\nmechanism = \"scram-sha-256\"\nusername = \"\"\npassword = \"p\"\n",
+        &[
+            (
+                "kafka.sasl.mechanism",
+                "\"scram-sha-256\" is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+            ),
+            ("kafka.sasl.username", "is missing or empty"),
+        ],
+    );
+    let scram = "[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"u\"\n";
+    check(
+        scram,
+        &[(
+            "kafka.sasl",
+            "needs the password: one of password, password_file, password_env",
+        )],
+    );
+    check(
+        &format!("{scram}password_file = \"f\"\npassword_env = \"E\"\n"),
+        &[(
+            "kafka.sasl",
+            "give the password one way only: password, password_file or password_env",
+        )],
+    );
+    check(
+        &format!("{scram}password = \"\"\n"),
+        &[("kafka.sasl.password", "must not be empty")],
+    );
+    check(
+        &format!("{scram}password_file = \"\"\n"),
+        &[(
+            "kafka.sasl.password_file",
+            "must not be empty; give the path of a file holding the password",
+        )],
+    );
+    for v in ["", "1PW", "MY-PW", "PW=x"] {
+        check(
+            &format!("{scram}password_env = \"{v}\"\n"),
+            &[(
+                "kafka.sasl.password_env",
+                "is not an environment variable name; use letters, digits and '_', not starting with a digit",
+            )],
+        );
+    }
+    check(
+        "[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword_env = \"PW\"\n",
+        &[(
+            "kafka.sasl.mechanism",
+            "PLAIN without [kafka.tls] would send the password in clear; add [kafka.tls] or use SCRAM-SHA-256/512",
+        )],
+    );
+}
+
+#[test]
+fn passthrough_options_are_checked_one_by_one() {
+    let managed = [
+        ("bootstrap.servers", "bus.brokers"),
+        ("metadata.broker.list", "bus.brokers"),
+        ("client.id", "kafka.client_id"),
+        ("group.id", "kafka.group_id"),
+        ("compression.type", "kafka.compression"),
+        ("compression.codec", "kafka.compression"),
+        ("message.timeout.ms", "kafka.delivery_timeout"),
+        ("delivery.timeout.ms", "kafka.delivery_timeout"),
+        ("security.protocol", "[kafka.tls]"),
+        ("ssl.ca.location", "kafka.tls.ca"),
+        ("ssl.certificate.location", "kafka.tls.cert"),
+        ("ssl.key.location", "kafka.tls.key"),
+        ("ssl.key.password", "kafka.tls.key_password_file"),
+        ("sasl.mechanism", "kafka.sasl.mechanism"),
+        ("sasl.mechanisms", "kafka.sasl.mechanism"),
+        ("sasl.username", "kafka.sasl.username"),
+        ("sasl.password", "kafka.sasl.password"),
+    ];
+    for (k, instead) in managed {
+        let key = format!("kafka.options.\"{k}\"");
+        check(
+            &format!("[kafka.options]\n\"{k}\" = \"x\"\n"),
+            &[(&key, &format!("is set by normwatch; use {instead}"))],
+        );
+    }
+    let guarantees = [
+        ("enable.idempotence", "always idempotent"),
+        ("acks", "acks=all"),
+        ("request.required.acks", "acks=all"),
+        (
+            "enable.auto.commit",
+            "committed only after a batch is processed",
+        ),
+        (
+            "enable.auto.offset.store",
+            "stored only after a batch is processed",
+        ),
+        ("transactional.id", "does not use transactions"),
+        ("isolation.level", "does not use transactions"),
+    ];
+    for (k, why) in guarantees {
+        let key = join_key("kafka.options", k);
+        for v in ["false", "1", "\"all\""] {
+            let text = format!("[kafka.options]\n\"{k}\" = {v}\n");
+            check(&text, &[(&key, "cannot be changed: ")]);
+            assert!(diags(&text)[0].1.contains(why), "{k}");
+        }
+    }
+    for v in ["6", "\"100\""] {
+        for k in ["max.in.flight.requests.per.connection", "max.in.flight"] {
+            check(
+                &format!("[kafka.options]\n\"{k}\" = {v}\n"),
+                &[(
+                    &format!("kafka.options.\"{k}\""),
+                    "is too many: the idempotent producer allows at most 5",
+                )],
+            );
+        }
+    }
+    let c = p("[kafka.options]\n\"max.in.flight\" = \"1\"\n").unwrap();
+    assert_eq!(c.kafka.options, [("max.in.flight".into(), "1".into())]);
+    for k in ["Linger.ms", "linger-ms", "", "linger ms"] {
+        let key = join_key("kafka.options", k);
+        check(
+            &format!("[kafka.options]\n\"{k}\" = 1\n"),
+            &[(
+                &key,
+                "is not a librdkafka property name (lowercase words joined by '.')",
+            )],
+        );
+    }
+    for v in ["1.5", "[1]", "{ a = [1] }", "1979-05-27"] {
+        check(
+            &format!("[kafka.options]\n\"linger.ms\" = {v}\n"),
+            &[(
+                "kafka.options.\"linger.ms\"",
+                "must be a string, an integer or a boolean",
+            )],
+        );
+    }
+    check(
+        "[kafka.options]\nlinger.ms = 5\nsocket.keepalive.enable = true\n",
+        &[
+            (
+                "kafka.options.linger",
+                "is a table; quote property names that contain dots: \"linger.ms\" = 5",
+            ),
+            ("kafka.options.socket", "\"socket.keepalive.enable\" = true"),
+        ],
+    );
+    // Every problem at once, the good options kept in file order.
+    let text = "[kafka.options]\n\"socket.keepalive.enable\" = true\nacks = 1\n\"client.id\" = \"x\"\n\"batch.num.messages\" = 1000\n\"api.version.request\" = false\n";
+    check(
+        text,
+        &[
+            ("kafka.options.acks", "cannot be changed"),
+            ("kafka.options.\"client.id\"", "use kafka.client_id"),
+        ],
+    );
+    let good = text
+        .replace("acks = 1\n", "")
+        .replace("\"client.id\" = \"x\"\n", "");
+    assert_eq!(
+        p(&good).unwrap().kafka.options,
+        [
+            ("socket.keepalive.enable".to_string(), "true".to_string()),
+            ("batch.num.messages".to_string(), "1000".to_string()),
+            ("api.version.request".to_string(), "false".to_string()),
+        ]
+    );
+    // An inline table keeps its order too.
+    let c = p("[kafka]\noptions = { \"z.a\" = 1, \"a.z\" = 2 }\n").unwrap();
+    assert_eq!(
+        c.kafka.options,
+        [("z.a".into(), "1".into()), ("a.z".into(), "2".into())]
+    );
+}
+
+#[test]
+fn spool_key_messages() {
+    check(
+        "[spool]\ndir = \"/x\"\npath = \" \"\n",
+        &[
+            (
+                "spool.dir",
+                "unknown field `dir`, expected one of `path`, `max_bytes`, `sync_interval`",
+            ),
+            ("spool.path", "must not be empty"),
+        ],
+    );
+    check(
+        "[spool]\nsync_interval = \"61s\"\n",
+        &[(
+            "spool.sync_interval",
+            "\"61s\" is too long; accepted: 0s to 1m",
+        )],
+    );
+    check(
+        "[spool]\nsync_interval = \"often\"\n",
+        &[("spool.sync_interval", "\"often\" is not a duration")],
+    );
+    let c = p("[spool]\nsync_interval = \"1m\"\n").unwrap();
+    assert_eq!(c.spool.sync_interval, Duration::from_secs(60));
 }
 
 #[test]
@@ -419,12 +1114,13 @@ max_bytes = "512 MiB"
         sasl.password,
         Secret::File("/etc/normwatch/kafka.pass".into())
     );
+    // In file order, not sorted.
     assert_eq!(
         c.kafka.options,
         [
-            ("debug".to_string(), "broker".to_string()),
             ("linger.ms".to_string(), "20".to_string()),
             ("socket.keepalive.enable".to_string(), "true".to_string()),
+            ("debug".to_string(), "broker".to_string()),
         ]
     );
     assert_eq!(c.spool.path, Path::new("/etc/normwatch/spool"));
@@ -491,17 +1187,18 @@ password_env = "KAFKA_PW"
             ("kafka.sasl.mechanism", "not one of PLAIN"),
             ("kafka.sasl.username", "is missing"),
             ("kafka.sasl", "one way only"),
-            ("kafka.options.Linger", "not a librdkafka property"),
+            // The options in file order.
             (
                 "kafka.options.\"bootstrap.servers\"",
                 "use bus.brokers instead",
             ),
             ("kafka.options.\"enable.auto.commit\"", "cannot be changed"),
-            ("kafka.options.\"fetch.wait.max.ms\"", "must be a string"),
             (
                 "kafka.options.\"max.in.flight.requests.per.connection\"",
                 "at most 5",
             ),
+            ("kafka.options.Linger", "not a librdkafka property"),
+            ("kafka.options.\"fetch.wait.max.ms\"", "must be a string"),
         ],
     );
     check(
@@ -534,11 +1231,23 @@ fn secrets_resolve_and_do_not_print() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("pw");
     std::fs::write(&f, "s3cret\n").unwrap();
-    assert_eq!(Secret::File(f).resolve().unwrap(), "s3cret");
+    assert_eq!(Secret::File(f.clone()).resolve().unwrap(), "s3cret");
+    std::fs::write(&f, "s3cret\r\n\n").unwrap();
+    assert_eq!(Secret::File(f.clone()).resolve().unwrap(), "s3cret");
+    std::fs::write(&f, " two words \n").unwrap();
+    assert_eq!(Secret::File(f.clone()).resolve().unwrap(), " two words ");
+    let missing = dir.path().join("absent");
+    let e = Secret::File(missing.clone()).resolve().unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    assert!(e.to_string().contains(missing.to_str().unwrap()), "{e}");
     let e = Secret::Env("NORMWATCH_TEST_UNSET_VARIABLE".into())
         .resolve()
         .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     assert!(e.to_string().contains("NORMWATCH_TEST_UNSET_VARIABLE"));
+    assert_eq!(format!("{s:?}"), "Inline(***)");
+    assert_eq!(format!("{:?}", Secret::Env("PW".into())), "Env(\"PW\")");
+    assert_eq!(format!("{:?}", Secret::File("/pw".into())), "File(\"/pw\")");
 }
 
 #[test]
