@@ -1,0 +1,184 @@
+//! The `[evidence]` configuration section, in two stages: raw serde structs that reject
+//! unknown keys, then validated settings with paths resolved against the config file's
+//! directory. Every problem is reported at once as `evidence.KEY: message`.
+
+use crate::attribution::GeoPaths;
+use crate::package::{Operator, RequestSettings};
+use crate::recipients::is_country_code;
+use crate::tlp::{Pap, Tlp};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// `[evidence]` as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvidence {
+    /// The requesting State (ISO 3166-1 alpha-2); must be in the recipients directory.
+    pub own_state: Option<String>,
+    /// The reporting organisation's name.
+    pub operator: Option<String>,
+    pub operator_email: Option<String>,
+    /// The POC directory file (`[[state]]` tables).
+    pub recipients: Option<PathBuf>,
+    /// The Ed25519 private key from `normwatch keygen` (mode 0600).
+    pub signing_key: Option<PathBuf>,
+    /// Where packages are written.
+    pub out_dir: Option<PathBuf>,
+    pub tlp: Option<String>,
+    pub pap: Option<String>,
+    pub deadline_hours: Option<u32>,
+    pub geoip: Option<RawGeoip>,
+}
+
+/// `[evidence.geoip]` as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeoip {
+    pub country: Option<PathBuf>,
+    pub asn: Option<PathBuf>,
+    pub anonymous_ip: Option<PathBuf>,
+}
+
+/// Validated evidence settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvidenceConfig {
+    pub own_state: String,
+    pub operator: Operator,
+    pub recipients: PathBuf,
+    pub signing_key: PathBuf,
+    pub out_dir: PathBuf,
+    pub request: RequestSettings,
+    pub geoip: GeoPaths,
+}
+
+impl EvidenceConfig {
+    /// Validates `raw`; relative paths are taken from `base` (the config file's directory).
+    pub fn from_raw(raw: RawEvidence, base: &Path) -> Result<EvidenceConfig, Vec<String>> {
+        let mut errs = Vec::new();
+        let mut need = |v: Option<String>, key: &str| -> String {
+            v.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| {
+                errs.push(format!("evidence.{key}: required"));
+                String::new()
+            })
+        };
+        let own_state = need(raw.own_state, "own_state");
+        let operator = need(raw.operator, "operator");
+        let path = |p: Option<PathBuf>, key: &str, errs: &mut Vec<String>| -> PathBuf {
+            match p {
+                Some(p) if !p.as_os_str().is_empty() => base.join(p),
+                _ => {
+                    errs.push(format!("evidence.{key}: required"));
+                    PathBuf::new()
+                }
+            }
+        };
+        if !own_state.is_empty() && !is_country_code(&own_state) {
+            errs.push(
+                "evidence.own_state: must be an ISO 3166-1 alpha-2 code in upper case".into(),
+            );
+        }
+        let recipients = path(raw.recipients, "recipients", &mut errs);
+        let signing_key = path(raw.signing_key, "signing_key", &mut errs);
+        let out_dir = path(raw.out_dir, "out_dir", &mut errs);
+        let tlp = match raw.tlp.as_deref() {
+            None => Tlp::Amber,
+            Some(s) => Tlp::parse(s).unwrap_or_else(|| {
+                errs.push(format!(
+                    "evidence.tlp: {s:?} is not one of clear, green, amber, amber+strict, red"
+                ));
+                Tlp::Amber
+            }),
+        };
+        let pap = match raw.pap.as_deref() {
+            None => Pap::Amber,
+            Some(s) => Pap::parse(s).unwrap_or_else(|| {
+                errs.push(format!(
+                    "evidence.pap: {s:?} is not one of clear, green, amber, red"
+                ));
+                Pap::Amber
+            }),
+        };
+        let deadline_hours = raw.deadline_hours.unwrap_or(24);
+        if deadline_hours == 0 || deadline_hours > 24 * 90 {
+            errs.push("evidence.deadline_hours: must be between 1 and 2160".into());
+        }
+        let geoip = match raw.geoip {
+            None => {
+                errs.push("evidence.geoip.country: required".into());
+                GeoPaths::default()
+            }
+            Some(g) => GeoPaths {
+                country: path(g.country, "geoip.country", &mut errs),
+                asn: g.asn.map(|p| base.join(p)),
+                anonymous_ip: g.anonymous_ip.map(|p| base.join(p)),
+            },
+        };
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(EvidenceConfig {
+            own_state,
+            operator: Operator {
+                name: operator,
+                email: raw.operator_email,
+            },
+            recipients,
+            signing_key,
+            out_dir,
+            request: RequestSettings {
+                tlp,
+                pap,
+                deadline_hours,
+                action: None,
+            },
+            geoip,
+        })
+    }
+
+    /// Parses the `[evidence]` table of a whole config file's text.
+    pub fn from_config_text(text: &str, base: &Path) -> Result<EvidenceConfig, Vec<String>> {
+        #[derive(Deserialize)]
+        struct Outer {
+            evidence: Option<RawEvidence>,
+        }
+        let outer: Outer = toml::from_str(text).map_err(|e| vec![format!("evidence: {e}")])?;
+        let raw = outer
+            .evidence
+            .ok_or_else(|| vec!["evidence: section missing".to_string()])?;
+        EvidenceConfig::from_raw(raw, base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_at_once_and_unknown_keys_rejected() {
+        let errs = EvidenceConfig::from_config_text(
+            "[evidence]\nown_state = \"fr\"\ntlp = \"purple\"\n",
+            Path::new("/etc/nw"),
+        )
+        .unwrap_err();
+        let all = errs.join("\n");
+        for want in [
+            "evidence.own_state: must",
+            "evidence.operator: required",
+            "evidence.tlp:",
+            "evidence.recipients: required",
+            "evidence.geoip.country: required",
+        ] {
+            assert!(all.contains(want), "{want} missing in {all}");
+        }
+        let errs = EvidenceConfig::from_config_text("[evidence]\nbogus = 1\n", Path::new("."))
+            .unwrap_err();
+        assert!(errs[0].contains("unknown field `bogus`"), "{errs:?}");
+        let ok = EvidenceConfig::from_config_text(
+            "[evidence]\nown_state = \"FR\"\noperator = \"Grid\"\nrecipients = \"r.toml\"\nsigning_key = \"k\"\nout_dir = \"out\"\ntlp = \"amber+strict\"\n[evidence.geoip]\ncountry = \"c.mmdb\"\n",
+            Path::new("/etc/nw"),
+        )
+        .unwrap();
+        assert_eq!(ok.recipients, Path::new("/etc/nw/r.toml"));
+        assert_eq!(ok.request.tlp, Tlp::AmberStrict);
+    }
+}

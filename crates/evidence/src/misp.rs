@@ -1,0 +1,175 @@
+//! The MISP event (`misp/event.json`): the same facts for CSIRTs that run MISP, with `tlp:`,
+//! `PAP:`, `rsit:` and our `cyber-norms:` machine tags so the recipient's tooling can triage it.
+
+use crate::package::Ctx;
+use crate::recipients::Disposition;
+use crate::stix::NORMWATCH_NAMESPACE;
+use normwatch_model::{AlertKind, AlertState, Severity};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// The RSIT (Reference Security Incident Taxonomy) tag of an alert kind.
+pub fn rsit_tag(kind: AlertKind) -> &'static str {
+    match kind {
+        AlertKind::VolumetricFlood
+        | AlertKind::SynFlood
+        | AlertKind::UdpAmplification
+        | AlertKind::ServiceImpairment
+        | AlertKind::CarpetBombing => "rsit:availability=\"ddos\"",
+        AlertKind::IcsCommandAbuse => {
+            "rsit:information-content-security=\"unauthorised-modification-of-information\""
+        }
+        AlertKind::Scan => "rsit:information-gathering=\"scanner\"",
+        AlertKind::BulkExfiltration => {
+            "rsit:information-content-security=\"unauthorised-access-to-information\""
+        }
+    }
+}
+
+/// Our norm machine tag for a catalogue id: `ungge2015.13f` → `cyber-norms:un-gge-2015="13f"`.
+pub fn norm_tag(id: &str) -> String {
+    let (ns, rest) = id.split_once('.').unwrap_or(("other", id));
+    let predicate = match ns {
+        "ungge2015" => "un-gge-2015",
+        "us2015" => "us-2015",
+        "osce" => "osce-cbm",
+        other => other,
+    };
+    format!("cyber-norms:{predicate}=\"{rest}\"")
+}
+
+pub(crate) fn event(c: &Ctx<'_>) -> Value {
+    let alert = c.alert();
+    let ts = (c.input.packaged_at_ns / 1_000_000_000).to_string();
+    let uuid = |what: &str| {
+        Uuid::new_v5(
+            &NORMWATCH_NAMESPACE,
+            format!("{}/misp/{what}", c.package_id).as_bytes(),
+        )
+        .to_string()
+    };
+    let tag = |name: String| json!({"name": name});
+    let mut tags = vec![
+        tag(format!("tlp:{}", c.input.settings.tlp.as_str())),
+        tag(c.input.settings.pap.misp_tag().to_string()),
+        tag(rsit_tag(alert.kind).to_string()),
+    ];
+    let mut norm_ids: Vec<&String> = alert
+        .norms
+        .violated
+        .iter()
+        .chain(&alert.norms.request_basis)
+        .chain(&alert.norms.caveats)
+        .collect();
+    norm_ids.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    for id in norm_ids {
+        if seen.insert(id) {
+            tags.push(tag(norm_tag(id)));
+        }
+    }
+    let mut attrs = Vec::new();
+    let mut asns = BTreeMap::new();
+    for s in &c.sources {
+        let a = s.source.addr;
+        let (first, last) = c.source_window(a);
+        let comment = match s.disposition {
+            Disposition::StateRequest => format!(
+                "source registered in {}{}",
+                s.attribution.registered_country.as_deref().unwrap_or("?"),
+                s.attribution
+                    .asn
+                    .map(|n| format!(", AS{n}"))
+                    .unwrap_or_default()
+            ),
+            Disposition::Reflector => {
+                "reflector answering spoofed requests: for the provider's abuse desk".into()
+            }
+            Disposition::Spoofed => "spoofed source address".into(),
+            Disposition::Anonymiser => {
+                "VPN, Tor exit or proxy: for the provider's abuse desk".into()
+            }
+        };
+        attrs.push(json!({
+            "uuid": uuid(&format!("ip-src/{a}")),
+            "type": "ip-src",
+            "category": "Network activity",
+            "value": a.to_string(),
+            "to_ids": s.disposition == Disposition::StateRequest,
+            "comment": comment,
+            "timestamp": ts,
+            "first_seen": crate::canon::rfc3339_ms(first),
+            "last_seen": crate::canon::rfc3339_ms(last),
+        }));
+        if let Some(n) = s.attribution.asn {
+            asns.entry(n).or_insert(s.attribution.as_org.clone());
+        }
+    }
+    for (n, org) in asns {
+        attrs.push(json!({
+            "uuid": uuid(&format!("AS/{n}")),
+            "type": "AS",
+            "category": "Network activity",
+            "value": format!("AS{n}"),
+            "to_ids": false,
+            "comment": org.unwrap_or_default(),
+            "timestamp": ts,
+        }));
+    }
+    for v in &c.victims {
+        attrs.push(json!({
+            "uuid": uuid(&format!("ip-dst/{v}")),
+            "type": "ip-dst",
+            "category": "Network activity",
+            "value": v.to_string(),
+            "to_ids": false,
+            "comment": format!("victim: {}", alert.service),
+            "timestamp": ts,
+        }));
+    }
+    let threat_level = match alert.severity {
+        Severity::Critical | Severity::High => "1",
+        Severity::Medium => "2",
+        Severity::Low => "3",
+    };
+    let analysis = if alert.state == AlertState::Closed {
+        "2"
+    } else {
+        "1"
+    };
+    json!({"Event": {
+        "uuid": uuid("event"),
+        "info": format!(
+            "{}: {} against {} — request to {} for mitigation ({})",
+            c.package_id, alert.kind.as_str(), alert.service, c.about(), alert.id
+        ),
+        "date": crate::canon::date(alert.window_start_ns),
+        "timestamp": ts,
+        "publish_timestamp": ts,
+        "threat_level_id": threat_level,
+        "analysis": analysis,
+        // Organisation only: the recipient decides whether to share further, within the TLP.
+        "distribution": "0",
+        "published": false,
+        "Orgc": {"name": c.input.operator.name, "uuid": uuid("orgc")},
+        "Tag": tags,
+        "Attribute": attrs,
+    }})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn norm_tags_use_one_namespace_per_framework() {
+        assert_eq!(norm_tag("ungge2015.13f"), "cyber-norms:un-gge-2015=\"13f\"");
+        assert_eq!(
+            norm_tag("us2015.no-ci-damage"),
+            "cyber-norms:us-2015=\"no-ci-damage\""
+        );
+        assert_eq!(norm_tag("osce.cbm03"), "cyber-norms:osce-cbm=\"cbm03\"");
+        assert_eq!(rsit_tag(AlertKind::SynFlood), "rsit:availability=\"ddos\"");
+    }
+}

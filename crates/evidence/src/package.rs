@@ -1,0 +1,550 @@
+//! The package builder: one directory per alert per recipient State, and its `.tar`.
+//!
+//! Layout: `manifest.json` (RFC 8785, every other file with SHA-256 and size),
+//! `manifest.intoto.dsse.json` (DSSE envelope, in-toto Statement v1 whose subject is the
+//! manifest), `stix/bundle.json`, `misp/event.json`, `evidence/flows.jsonl`,
+//! `evidence/alert.json`, `evidence/attribution.json`, `request.md`, `custody.jsonl`.
+//!
+//! The builder reads no clock and no file: the packaging time is an input, so the same inputs
+//! give the same bytes (and the same signature: Ed25519 is deterministic).
+
+use crate::attribution::DbProvenance;
+use crate::canon::{date, jcs, rfc3339_ms, rfc3339_s, sha256_hex};
+use crate::custody::{self, Action, Subject};
+use crate::dsse;
+use crate::error::{Error, Result};
+use crate::keys::SecretKey;
+use crate::recipients::{Disposition, PlannedPackage, Recipient, Routing, SourceEvidence};
+use crate::tlp::{Pap, Tlp};
+use crate::{TOOL_NAME, TOOL_VERSION};
+use normwatch_config::norms::NormCatalogue;
+use normwatch_model::{Alert, AlertKind, FlowRecord};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// The manifest's file name.
+pub const MANIFEST: &str = "manifest.json";
+/// The signature envelope's file name.
+pub const ENVELOPE: &str = "manifest.intoto.dsse.json";
+/// The manifest's `format`.
+pub const FORMAT: &str = "normwatch-evidence/1";
+
+/// The reporting organisation (the infrastructure operator).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operator {
+    pub name: String,
+    pub email: Option<String>,
+}
+
+/// What the request asks and how the package is marked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestSettings {
+    pub tlp: Tlp,
+    pub pap: Pap,
+    /// The recipient is asked to act within this many hours of packaging.
+    pub deadline_hours: u32,
+    /// Overrides the action text chosen from the alert kind.
+    pub action: Option<String>,
+}
+
+impl Default for RequestSettings {
+    fn default() -> Self {
+        RequestSettings {
+            tlp: Tlp::Amber,
+            pap: Pap::Amber,
+            deadline_hours: 24,
+            action: None,
+        }
+    }
+}
+
+/// Everything one package is built from.
+#[derive(Clone, Copy, Debug)]
+pub struct BuildInput<'a> {
+    pub alert: &'a Alert,
+    /// The alert's flows; only those of this package's sources with the victim are kept.
+    pub flows: &'a [FlowRecord],
+    pub planned: &'a PlannedPackage,
+    /// The requesting State's national authority (the sender of the request).
+    pub requester: &'a Recipient,
+    pub operator: &'a Operator,
+    pub settings: &'a RequestSettings,
+    pub norms: &'a NormCatalogue,
+    /// The attribution databases the sources were looked up in.
+    pub geo: &'a [DbProvenance],
+    /// When the package is built (ns since the epoch), from the caller's clock.
+    pub packaged_at_ns: u64,
+}
+
+/// What the flows say about one source.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SourceFlows {
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub pkts: u64,
+    pub bytes: u64,
+    pub flows: u64,
+    pub victims: BTreeSet<IpAddr>,
+    pub dst_ports: BTreeSet<u16>,
+    pub protos: BTreeSet<u8>,
+}
+
+/// The facts every file of the package is written from, computed once.
+#[derive(Debug)]
+pub(crate) struct Ctx<'a> {
+    pub input: BuildInput<'a>,
+    pub package_id: String,
+    pub created: String,
+    pub deadline: String,
+    pub action: String,
+    /// Request sources then provider-abuse sources, each in address order.
+    pub sources: Vec<&'a SourceEvidence>,
+    pub per_source: BTreeMap<IpAddr, SourceFlows>,
+    pub flows: Vec<&'a FlowRecord>,
+    pub victims: BTreeSet<IpAddr>,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+impl Ctx<'_> {
+    pub fn alert(&self) -> &Alert {
+        self.input.alert
+    }
+
+    pub fn planned(&self) -> &PlannedPackage {
+        self.input.planned
+    }
+
+    /// The State the sources are in, or `unknown`.
+    pub fn about(&self) -> &str {
+        self.planned().about_state.as_deref().unwrap_or("unknown")
+    }
+
+    pub fn request_sources(&self) -> impl Iterator<Item = &&SourceEvidence> {
+        self.sources
+            .iter()
+            .filter(|s| s.disposition == Disposition::StateRequest)
+    }
+
+    pub fn abuse_sources(&self) -> impl Iterator<Item = &&SourceEvidence> {
+        self.sources
+            .iter()
+            .filter(|s| s.disposition != Disposition::StateRequest)
+    }
+
+    /// First and last event time of one source (its flows, else the alert window).
+    pub fn source_window(&self, addr: IpAddr) -> (u64, u64) {
+        match self.per_source.get(&addr) {
+            Some(f) if f.flows > 0 => (f.first_ns, f.last_ns),
+            _ => (self.alert().window_start_ns, self.alert().window_end_ns),
+        }
+    }
+}
+
+/// The action asked for, by alert kind and what the package holds.
+fn default_action(kind: AlertKind, has_requests: bool, has_abuse: bool) -> String {
+    let mut parts = Vec::new();
+    if has_requests {
+        parts.push(match kind {
+            AlertKind::IcsCommandAbuse => {
+                "identify the hosts at the listed addresses that sent industrial control commands \
+                 and stop them from reaching the victim (filtering at the hosting networks or \
+                 taking the hosts offline)"
+            }
+            AlertKind::Scan => {
+                "ask the networks hosting the listed addresses to stop the scanning of the victim"
+            }
+            AlertKind::BulkExfiltration => {
+                "identify the hosts at the listed addresses receiving the transferred data, \
+                 preserve their logs and stop further transfers"
+            }
+            _ => {
+                "identify the hosts at the listed addresses and stop the traffic they send to the \
+                 victim (filtering at the hosting networks or taking the hosts offline)"
+            }
+        });
+        parts.push("preserve the relevant logs for at least 90 days");
+    }
+    if has_abuse {
+        parts.push(
+            "notify the operators of the listed reflectors, anonymisers and networks so they \
+             close or rate-limit the misused services and apply source-address validation (BCP 38)",
+        );
+    }
+    let mut s = parts.join("; ");
+    if let Some(c) = s.get(..1) {
+        s.replace_range(..1, &c.to_uppercase());
+    }
+    s.push('.');
+    s
+}
+
+/// A short stable package id: which alert, which State, which recipient.
+pub fn package_id(alert: &Alert, planned: &PlannedPackage) -> String {
+    let about = planned.about_state.as_deref().unwrap_or("unknown");
+    let h = sha256_hex(format!("{}\n{about}\n{}", alert.id, planned.recipient.code).as_bytes());
+    format!(
+        "EP-{}-{}-{}",
+        date(alert.window_start_ns).replace('-', ""),
+        about,
+        &h[..12]
+    )
+}
+
+fn ctx<'a>(input: BuildInput<'a>) -> Result<Ctx<'a>> {
+    let planned = input.planned;
+    if planned.sources.is_empty() && planned.provider_abuse.is_empty() {
+        return Err(Error::Build("the planned package has no sources".into()));
+    }
+    let mut sources: Vec<&SourceEvidence> = planned.sources.iter().collect();
+    sources.sort_by_key(|s| s.source.addr);
+    let mut abuse: Vec<&SourceEvidence> = planned.provider_abuse.iter().collect();
+    abuse.sort_by_key(|s| s.source.addr);
+    sources.extend(abuse);
+    let wanted: BTreeSet<IpAddr> = sources.iter().map(|s| s.source.addr).collect();
+    let alert = input.alert;
+    // Data minimisation (13(e)): only flows between this package's sources and the victim.
+    let mut flows: Vec<&FlowRecord> = input
+        .flows
+        .iter()
+        .filter(|f| f.asset.as_ref().is_none_or(|m| m.id == alert.asset))
+        .filter(|f| wanted.contains(&f.orig_addr) || wanted.contains(&f.resp_addr))
+        .collect();
+    flows.sort_by(|a, b| {
+        (a.first_ns, &*a.sensor_id, a.flow_id, a.last_ns).cmp(&(
+            b.first_ns,
+            &*b.sensor_id,
+            b.flow_id,
+            b.last_ns,
+        ))
+    });
+    let mut per_source: BTreeMap<IpAddr, SourceFlows> = BTreeMap::new();
+    let mut victims = BTreeSet::new();
+    for f in &flows {
+        let (src, victim, dport, sent) = if wanted.contains(&f.orig_addr) {
+            (f.orig_addr, f.resp_addr, f.resp_port, f.orig)
+        } else {
+            (f.resp_addr, f.orig_addr, f.orig_port, f.resp)
+        };
+        victims.insert(victim);
+        let s = per_source.entry(src).or_default();
+        if s.flows == 0 || f.first_ns < s.first_ns {
+            s.first_ns = f.first_ns;
+        }
+        s.last_ns = s.last_ns.max(f.last_ns);
+        s.pkts += sent.pkts;
+        s.bytes += sent.ip_bytes;
+        s.flows += 1;
+        s.victims.insert(victim);
+        s.dst_ports.insert(dport);
+        s.protos.insert(f.ip_proto);
+    }
+    let first_ns = flows
+        .iter()
+        .map(|f| f.first_ns)
+        .min()
+        .unwrap_or(alert.window_start_ns)
+        .min(alert.window_start_ns);
+    let last_ns = flows
+        .iter()
+        .map(|f| f.last_ns)
+        .max()
+        .unwrap_or(alert.window_end_ns)
+        .max(alert.window_end_ns);
+    let deadline_ns = input
+        .packaged_at_ns
+        .saturating_add(u64::from(input.settings.deadline_hours) * 3_600_000_000_000);
+    let action = input.settings.action.clone().unwrap_or_else(|| {
+        default_action(
+            alert.kind,
+            !planned.sources.is_empty(),
+            !planned.provider_abuse.is_empty(),
+        )
+    });
+    Ok(Ctx {
+        package_id: package_id(alert, planned),
+        created: rfc3339_ms(input.packaged_at_ns),
+        deadline: rfc3339_s(deadline_ns),
+        action,
+        sources,
+        per_source,
+        flows,
+        victims,
+        first_ns,
+        last_ns,
+        input,
+    })
+}
+
+/// A built package: its files, by path inside the package directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Package {
+    pub id: String,
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// The packaging time, for tar headers.
+    pub packaged_at_ns: u64,
+}
+
+fn media_type(path: &str) -> &'static str {
+    if path.ends_with(".jsonl") {
+        "application/jsonl"
+    } else if path == "stix/bundle.json" {
+        "application/stix+json;version=2.1"
+    } else if path.ends_with(".json") {
+        "application/json"
+    } else if path.ends_with(".md") {
+        "text/markdown; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+fn pretty(v: &serde_json::Value) -> Result<Vec<u8>> {
+    let mut b = serde_json::to_vec_pretty(v)?;
+    b.push(b'\n');
+    Ok(b)
+}
+
+/// Builds and signs the package.
+pub fn build(input: BuildInput<'_>, key: &SecretKey) -> Result<Package> {
+    let c = ctx(input)?;
+    let alert = c.alert();
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+
+    let mut flows_jsonl = Vec::new();
+    for f in &c.flows {
+        serde_json::to_writer(&mut flows_jsonl, f)?;
+        flows_jsonl.push(b'\n');
+    }
+    files.insert("evidence/flows.jsonl".into(), flows_jsonl);
+
+    // The alert as the detector raised it, cut down to this package's sources.
+    let wanted: BTreeSet<IpAddr> = c.sources.iter().map(|s| s.source.addr).collect();
+    let mut alert_view = alert.clone();
+    alert_view.top_sources.retain(|s| wanted.contains(&s.addr));
+    files.insert(
+        "evidence/alert.json".into(),
+        pretty(&serde_json::to_value(&alert_view)?)?,
+    );
+
+    let attribution = json!({
+        "rule": c.planned().rule,
+        "routing": c.planned().routing,
+        "about_state": c.planned().about_state,
+        "databases": c.input.geo,
+        "sources": c.sources.iter().map(|s| json!({
+            "addr": s.source.addr,
+            "disposition": s.disposition,
+            "attribution": s.attribution,
+        })).collect::<Vec<_>>(),
+    });
+    files.insert("evidence/attribution.json".into(), pretty(&attribution)?);
+
+    files.insert(
+        "stix/bundle.json".into(),
+        pretty(&crate::stix::bundle(&c)?)?,
+    );
+    files.insert("misp/event.json".into(), pretty(&crate::misp::event(&c))?);
+    files.insert("request.md".into(), crate::letter::letter(&c).into_bytes());
+
+    // Custody: capture by the sensors, derivation of the alert and the attribution, packaging.
+    let subject = |name: &str| Subject {
+        name: name.to_string(),
+        sha256: sha256_hex(&files[name]),
+    };
+    let mut log = custody::Log::default();
+    let sensors: BTreeSet<&str> = c.flows.iter().map(|f| &*f.sensor_id).collect();
+    let sensors = if sensors.is_empty() {
+        "unknown sensor".to_string()
+    } else {
+        sensors.into_iter().collect::<Vec<_>>().join(",")
+    };
+    log.push(custody::Event {
+        action: Action::Captured,
+        actor: sensors,
+        at: rfc3339_ms(c.first_ns),
+        tool: "normwatch-sensor".into(),
+        tool_version: TOOL_VERSION.into(),
+        subjects: vec![subject("evidence/flows.jsonl")],
+        note: format!(
+            "{} flow records between the sources and the victim, event time from packets",
+            c.flows.len()
+        ),
+    })?;
+    log.push(custody::Event {
+        action: Action::Derived,
+        actor: "normwatch detector".into(),
+        at: rfc3339_ms(alert.window_end_ns),
+        tool: "normwatch-detect".into(),
+        tool_version: TOOL_VERSION.into(),
+        subjects: vec![subject("evidence/alert.json")],
+        note: format!("alert {} ({})", alert.id, alert.kind.as_str()),
+    })?;
+    log.push(custody::Event {
+        action: Action::Derived,
+        actor: c.input.operator.name.clone(),
+        at: c.created.clone(),
+        tool: TOOL_NAME.into(),
+        tool_version: TOOL_VERSION.into(),
+        subjects: vec![subject("evidence/attribution.json")],
+        note: format!(
+            "source attribution from {}",
+            c.input
+                .geo
+                .iter()
+                .map(|d| format!("{} (build {})", d.database_type, d.build_epoch))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })?;
+    log.push(custody::Event {
+        action: Action::Packaged,
+        actor: c.input.operator.name.clone(),
+        at: c.created.clone(),
+        tool: TOOL_NAME.into(),
+        tool_version: TOOL_VERSION.into(),
+        subjects: ["misp/event.json", "request.md", "stix/bundle.json"]
+            .into_iter()
+            .map(subject)
+            .collect(),
+        note: format!(
+            "package {} for {}",
+            c.package_id,
+            c.planned().recipient.code
+        ),
+    })?;
+    files.insert("custody.jsonl".into(), log.to_bytes());
+
+    let manifest = json!({
+        "format": FORMAT,
+        "package_id": c.package_id,
+        "created": c.created,
+        "producer": {"organisation": c.input.operator.name, "tool": TOOL_NAME, "tool_version": TOOL_VERSION},
+        "alert_id": alert.id,
+        "recipient": c.planned().recipient.code,
+        "about_state": c.planned().about_state,
+        "routing": c.planned().routing,
+        "tlp": c.input.settings.tlp.as_str(),
+        "files": files.iter().map(|(p, b)| json!({
+            "path": p, "sha256": sha256_hex(b), "size": b.len(), "media_type": media_type(p),
+        })).collect::<Vec<_>>(),
+    });
+    let manifest_bytes = jcs(&manifest)?;
+    let statement = json!({
+        "_type": dsse::STATEMENT_TYPE,
+        "subject": [{"name": MANIFEST, "digest": {"sha256": sha256_hex(&manifest_bytes)}}],
+        "predicateType": dsse::PREDICATE_TYPE,
+        "predicate": {
+            "package_id": c.package_id,
+            "alert_id": alert.id,
+            "recipient": c.planned().recipient.code,
+            "about_state": c.planned().about_state,
+            "requested_action": c.action,
+            "deadline": c.deadline,
+            "norms": {
+                "violated_if_state_conducted": alert.norms.violated,
+                "request_basis": alert.norms.request_basis,
+                "caveats": alert.norms.caveats,
+            },
+        },
+    });
+    let envelope = dsse::sign(&jcs(&statement)?, key);
+    files.insert(ENVELOPE.into(), pretty(&serde_json::to_value(&envelope)?)?);
+    files.insert(MANIFEST.into(), manifest_bytes);
+    Ok(Package {
+        id: c.package_id,
+        files,
+        packaged_at_ns: input.packaged_at_ns,
+    })
+}
+
+impl Package {
+    /// Writes the package as `parent/<id>/…`; refuses to overwrite an existing directory.
+    pub fn write_dir(&self, parent: &Path) -> Result<PathBuf> {
+        let dir = parent.join(&self.id);
+        std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        for (p, bytes) in &self.files {
+            let path = dir.join(p);
+            if let Some(d) = path.parent() {
+                std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+            }
+            std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(dir)
+    }
+
+    /// The `.tar` of the package directory: entries under `<id>/`, sorted, with fixed owner,
+    /// mode and the packaging time, so the archive is as reproducible as its files.
+    pub fn tar_bytes(&self) -> Result<Vec<u8>> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mtime = self.packaged_at_ns / 1_000_000_000;
+        let mut dirs = BTreeSet::new();
+        for p in self.files.keys() {
+            let mut acc = String::new();
+            for part in p
+                .split('/')
+                .rev()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                if !acc.is_empty() {
+                    acc.push('/');
+                }
+                acc.push_str(part);
+                dirs.insert(acc.clone());
+            }
+        }
+        let tar_err = |e: std::io::Error| Error::Build(format!("tar: {e}"));
+        let mut entries: Vec<(String, Option<&Vec<u8>>)> = vec![(String::new(), None)];
+        entries.extend(dirs.into_iter().map(|d| (d, None)));
+        entries.extend(self.files.iter().map(|(p, b)| (p.clone(), Some(b))));
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (p, data) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_mtime(mtime);
+            h.set_uid(0);
+            h.set_gid(0);
+            let name = if p.is_empty() {
+                format!("{}/", self.id)
+            } else {
+                format!("{}/{p}", self.id)
+            };
+            match data {
+                Some(bytes) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_mode(0o644);
+                    h.set_size(bytes.len() as u64);
+                    b.append_data(&mut h, &name, bytes.as_slice())
+                        .map_err(tar_err)?;
+                }
+                None => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(0o755);
+                    h.set_size(0);
+                    b.append_data(&mut h, &name, std::io::empty())
+                        .map_err(tar_err)?;
+                }
+            }
+        }
+        b.into_inner().map_err(tar_err)
+    }
+
+    /// Writes `parent/<id>.tar`.
+    pub fn write_tar(&self, parent: &Path) -> Result<PathBuf> {
+        let path = parent.join(format!("{}.tar", self.id));
+        std::fs::write(&path, self.tar_bytes()?).map_err(|e| Error::io(&path, e))?;
+        Ok(path)
+    }
+}
+
+/// Whether a routing goes through the national authority (for the letter and the STIX note).
+pub(crate) fn via_authority(r: &Routing) -> Option<&str> {
+    match r {
+        Routing::Direct => None,
+        Routing::ViaNationalAuthority { reason } => Some(reason),
+    }
+}

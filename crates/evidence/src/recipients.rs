@@ -1,0 +1,371 @@
+//! Recipients: the operator-maintained directory of State points of contact, and the plan that
+//! splits an alert's sources into one package per recipient State.
+//!
+//! Rules (reference §5.3): the recipient is the State where the source block is *registered*;
+//! reflectors (victims of spoofing themselves), spoofed and anonymised sources go to the
+//! provider-abuse section, never into a State's list of sources; the requesting State's own
+//! sources are left out (they are a domestic matter); a State with no directory entry, or a
+//! source with no registration, goes to the operator's own national authority for routing.
+
+use crate::attribution::Attribution;
+use crate::error::{Error, Result};
+use crate::tlp::Tlp;
+use normwatch_model::{Alert, TopSource};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+/// An ISO 3166-1 alpha-2 code, upper case.
+pub fn is_country_code(s: &str) -> bool {
+    s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+/// How a package reaches a recipient.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Channel {
+    /// Push to a TAXII 2.1 collection (`POST {url}collections/{collection}/objects/`).
+    Taxii { url: String, collection: String },
+    /// POST the `.tar` to an HTTPS webhook.
+    Webhook { url: String },
+    /// Drop the `.tar` into a directory (a mounted exchange share, an outbox for couriers).
+    Directory { path: String },
+}
+
+/// One State's point of contact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipient {
+    /// ISO 3166-1 alpha-2.
+    pub code: String,
+    /// The POC's name, e.g. the national CSIRT.
+    pub name: String,
+    /// Language of the letter (BCP 47, e.g. `de`); the letter is in English plus a note.
+    #[serde(default = "default_language")]
+    pub language: String,
+    /// The most restrictive TLP levels it accepts.
+    #[serde(default = "default_tlp_accepted")]
+    pub tlp_accepted: Vec<Tlp>,
+    /// Its Ed25519 public key (hex), for encrypting or checking replies.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// Contact for humans.
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<Channel>,
+}
+
+fn default_language() -> String {
+    "en".into()
+}
+
+fn default_tlp_accepted() -> Vec<Tlp> {
+    vec![Tlp::Clear, Tlp::Green, Tlp::Amber, Tlp::AmberStrict]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirectory {
+    #[serde(default, rename = "state")]
+    states: Vec<Recipient>,
+}
+
+/// The POC directory, keyed by ISO code. The UN Global POC Directory is not public, so this is
+/// always operator configuration, never shipped data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Directory {
+    states: BTreeMap<String, Recipient>,
+}
+
+impl Directory {
+    /// Checks entries: codes, duplicates, keys, channels. Every problem is reported at once.
+    pub fn new(states: Vec<Recipient>) -> Result<Directory> {
+        let mut problems = Vec::new();
+        let mut map = BTreeMap::new();
+        for (i, r) in states.into_iter().enumerate() {
+            let at = format!("state[{i}] ({})", r.code);
+            if !is_country_code(&r.code) {
+                problems.push(format!(
+                    "{at}: code must be an ISO 3166-1 alpha-2 code in upper case"
+                ));
+            }
+            if r.name.trim().is_empty() {
+                problems.push(format!("{at}: name is empty"));
+            }
+            if r.tlp_accepted.is_empty() {
+                problems.push(format!("{at}: tlp_accepted is empty"));
+            }
+            if let Some(k) = &r.public_key {
+                if crate::canon::unhex::<32>(k).is_none() {
+                    problems.push(format!("{at}: public_key must be 64 hex digits (Ed25519)"));
+                }
+            }
+            for (j, c) in r.channels.iter().enumerate() {
+                let url_ok = |u: &str| u.starts_with("https://") || u.starts_with("http://");
+                match c {
+                    Channel::Taxii { url, collection } => {
+                        if !url_ok(url) {
+                            problems.push(format!("{at}: channel[{j}]: url must be http(s)"));
+                        }
+                        if collection.is_empty() {
+                            problems.push(format!("{at}: channel[{j}]: collection is empty"));
+                        }
+                    }
+                    Channel::Webhook { url } if !url_ok(url) => {
+                        problems.push(format!("{at}: channel[{j}]: url must be http(s)"));
+                    }
+                    Channel::Directory { path } if path.is_empty() => {
+                        problems.push(format!("{at}: channel[{j}]: path is empty"));
+                    }
+                    _ => {}
+                }
+            }
+            if map.contains_key(&r.code) {
+                problems.push(format!("{at}: duplicate entry for {}", r.code));
+            }
+            map.insert(r.code.clone(), r);
+        }
+        if problems.is_empty() {
+            Ok(Directory { states: map })
+        } else {
+            Err(Error::Recipients(problems.join("; ")))
+        }
+    }
+
+    /// Parses a directory file (`[[state]]` tables).
+    pub fn parse(text: &str) -> Result<Directory> {
+        let raw: RawDirectory =
+            toml::from_str(text).map_err(|e| Error::Recipients(e.to_string()))?;
+        Directory::new(raw.states)
+    }
+
+    /// Loads a directory file.
+    pub fn load(path: &Path) -> Result<Directory> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Directory::parse(&text).map_err(|e| Error::Recipients(format!("{}: {e}", path.display())))
+    }
+
+    pub fn get(&self, code: &str) -> Option<&Recipient> {
+        self.states.get(code)
+    }
+
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+}
+
+/// Why a source is not part of a State request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disposition {
+    /// Activity emanating from the recipient State's territory: the request is about it.
+    StateRequest,
+    /// A reflector answering spoofed requests: its operator is asked to fix it.
+    Reflector,
+    /// The address cannot be a real origin (spoofed: reserved, private, documentation space,
+    /// or named as spoofed by the caller).
+    Spoofed,
+    /// A VPN, Tor exit or proxy: its registration says where the anonymiser is.
+    Anonymiser,
+}
+
+/// One source with what is known about it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceEvidence {
+    pub source: TopSource,
+    pub attribution: Attribution,
+    pub disposition: Disposition,
+}
+
+/// How the package reaches the State it is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum Routing {
+    /// Straight to the State's POC.
+    Direct,
+    /// To the operator's own national authority, which routes it onward.
+    ViaNationalAuthority { reason: String },
+}
+
+/// One package to build.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlannedPackage {
+    /// Whose POC receives it.
+    pub recipient: Recipient,
+    /// The State whose territory the sources are registered in (`None`: unknown registration).
+    pub about_state: Option<String>,
+    pub routing: Routing,
+    /// Which rule chose the recipient, in words (a reviewing authority asks).
+    pub rule: String,
+    /// Sources the request is about.
+    pub sources: Vec<SourceEvidence>,
+    /// Reflectors, spoofed and anonymised sources: for the providers' abuse desks.
+    pub provider_abuse: Vec<SourceEvidence>,
+}
+
+impl PlannedPackage {
+    /// Every source address in the package, request and provider-abuse alike.
+    pub fn addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.sources
+            .iter()
+            .chain(&self.provider_abuse)
+            .map(|s| s.source.addr)
+    }
+}
+
+/// The packages an alert needs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Plan {
+    pub packages: Vec<PlannedPackage>,
+    /// Sources in the requesting State's own territory: handled domestically, not packaged.
+    pub own_state_sources: Vec<IpAddr>,
+}
+
+/// Addresses that cannot originate Internet traffic: seen as a source, they were spoofed.
+pub fn is_unroutable(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            a.is_private()
+                || a.is_loopback()
+                || a.is_link_local()
+                || a.is_multicast()
+                || a.is_broadcast()
+                || a.is_documentation()
+                || a.is_unspecified()
+                || o[0] == 0
+                || o[0] >= 240
+                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64/10 shared address space
+                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18/15 benchmarking
+        }
+        IpAddr::V6(a) => {
+            if let Some(v4) = a.to_ipv4_mapped() {
+                return is_unroutable(IpAddr::V4(v4));
+            }
+            let s = a.segments();
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        }
+    }
+}
+
+/// Splits `alert`'s sources into packages. `attributions` holds one lookup per source (missing
+/// ones count as unknown registration); `spoofed` names sources known to be spoofed by other
+/// means; `own_state` is the requesting State, which must have a directory entry (its national
+/// authority routes what no other entry covers); `tlp` is the package's marking: a State that
+/// does not accept it is routed through the national authority as well.
+pub fn plan(
+    alert: &Alert,
+    attributions: &BTreeMap<IpAddr, Attribution>,
+    spoofed: &[IpAddr],
+    directory: &Directory,
+    own_state: &str,
+    tlp: Tlp,
+) -> Result<Plan> {
+    let authority = directory.get(own_state).ok_or_else(|| {
+        Error::Recipients(format!(
+            "the requesting State {own_state} has no entry; its national authority routes every \
+             package without another recipient"
+        ))
+    })?;
+    let mut plan = Plan::default();
+    // about-State (None = unknown registration) → (request sources, provider-abuse sources)
+    type Groups = BTreeMap<Option<String>, (Vec<SourceEvidence>, Vec<SourceEvidence>)>;
+    let mut groups: Groups = BTreeMap::new();
+    for s in &alert.top_sources {
+        let attribution = attributions.get(&s.addr).cloned().unwrap_or(Attribution {
+            addr: Some(s.addr),
+            ..Attribution::default()
+        });
+        let disposition = if spoofed.contains(&s.addr) || is_unroutable(s.addr) {
+            Disposition::Spoofed
+        } else if s.reflector {
+            Disposition::Reflector
+        } else if attribution
+            .anonymous
+            .as_ref()
+            .is_some_and(|a| a.hides_origin())
+        {
+            Disposition::Anonymiser
+        } else {
+            Disposition::StateRequest
+        };
+        // A spoofed address says nothing about any territory.
+        let state = match disposition {
+            Disposition::Spoofed => None,
+            _ => attribution.registered_country.clone(),
+        };
+        if state.as_deref() == Some(own_state) {
+            plan.own_state_sources.push(s.addr);
+            continue;
+        }
+        let ev = SourceEvidence {
+            source: s.clone(),
+            attribution,
+            disposition,
+        };
+        let g = groups.entry(state).or_default();
+        if disposition == Disposition::StateRequest {
+            g.0.push(ev);
+        } else {
+            g.1.push(ev);
+        }
+    }
+    for (state, (sources, provider_abuse)) in groups {
+        let (recipient, routing, rule) = match state.as_deref().and_then(|c| directory.get(c)) {
+            Some(r) if r.tlp_accepted.contains(&tlp) => (
+                r.clone(),
+                Routing::Direct,
+                format!(
+                    "registered country of the source prefixes (MaxMind registered_country) = {}; \
+                     POC from the operator's directory",
+                    r.code
+                ),
+            ),
+            Some(r) => (
+                authority.clone(),
+                Routing::ViaNationalAuthority {
+                    reason: format!(
+                        "{} does not accept TLP:{}",
+                        r.code,
+                        tlp.as_str().to_uppercase()
+                    ),
+                },
+                format!(
+                    "registered country = {}; routed through {own_state}'s national authority",
+                    r.code
+                ),
+            ),
+            None => {
+                let reason = match &state {
+                    Some(c) => format!("no point of contact for {c} in the directory"),
+                    None => "no registration country known for these sources".to_string(),
+                };
+                (
+                    authority.clone(),
+                    Routing::ViaNationalAuthority { reason },
+                    format!("routed through {own_state}'s national authority"),
+                )
+            }
+        };
+        plan.packages.push(PlannedPackage {
+            recipient,
+            about_state: state,
+            routing,
+            rule,
+            sources,
+            provider_abuse,
+        });
+    }
+    Ok(plan)
+}

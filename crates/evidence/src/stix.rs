@@ -1,0 +1,585 @@
+//! The STIX 2.1 bundle: report, incident (Incident Core Extension and our norm extension),
+//! observed-data over deterministic SCOs, sighting, indicator, attack-pattern, identities, the
+//! request note, the TLP 2.0 marking and our extension-definition.
+//!
+//! SDO ids are UUIDv5 under a normwatch namespace over the package id and the object's role,
+//! so a rebuilt package has the same ids; SCO ids follow the STIX rule (UUIDv5 under the STIX
+//! namespace over the canonical JSON of the id-contributing properties).
+
+use crate::canon::{jcs, rfc3339_ms};
+use crate::error::Result;
+use crate::package::{via_authority, Ctx};
+use crate::recipients::Disposition;
+use crate::tlp::Tlp;
+use normwatch_model::{AlertKind, Sector, Severity};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use uuid::Uuid;
+
+/// The namespace of deterministic SCO ids (STIX 2.1 §2.9).
+pub const SCO_NAMESPACE: Uuid = Uuid::from_u128(0x00abedb4_aa42_466c_9c01_fed23315a9b7);
+/// Our namespace for SDO ids derived from the package id.
+pub const NORMWATCH_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c2a7e_3b5d_4e89_a0c4_2d7e9b1f5a63);
+/// Our property extension (norm references, the request). Never change it.
+pub const EXTENSION_ID: &str = "extension-definition--3c8f6a2e-9d41-4b7a-8e25-71f0c6d4b9a1";
+/// The identity that defines the extension (fixed, so the definition is the same everywhere).
+pub const NORMWATCH_IDENTITY: &str = "identity--8a4e2b6c-1d3f-4a5b-9c7e-0f2d4b6a8c1e";
+/// The OASIS Incident Core Extension.
+pub const INCIDENT_CORE_EXTENSION: &str =
+    "extension-definition--ef765651-680c-498d-9894-99799f2fa126";
+const EXTENSION_CREATED: &str = "2026-01-01T00:00:00.000Z";
+
+/// `type--uuid5(STIX namespace, JCS(contributing properties))`.
+pub fn sco_id(ty: &str, contributing: &Value) -> Result<String> {
+    let data = jcs(contributing)?;
+    Ok(format!("{ty}--{}", Uuid::new_v5(&SCO_NAMESPACE, &data)))
+}
+
+/// The SCO for an address.
+pub fn addr_sco(addr: IpAddr) -> Result<Value> {
+    let ty = match addr {
+        IpAddr::V4(_) => "ipv4-addr",
+        IpAddr::V6(_) => "ipv6-addr",
+    };
+    let value = addr.to_string();
+    Ok(json!({
+        "type": ty,
+        "spec_version": "2.1",
+        "id": sco_id(ty, &json!({"value": value}))?,
+        "value": value,
+    }))
+}
+
+fn as_sco(number: u32, name: Option<&str>) -> Result<Value> {
+    let mut o = json!({
+        "type": "autonomous-system",
+        "spec_version": "2.1",
+        "id": sco_id("autonomous-system", &json!({"number": number}))?,
+        "number": number,
+    });
+    if let Some(n) = name {
+        o["name"] = json!(n);
+    }
+    Ok(o)
+}
+
+fn proto_name(p: u8) -> Option<&'static str> {
+    match p {
+        6 => Some("tcp"),
+        17 => Some("udp"),
+        1 => Some("icmp"),
+        58 => Some("ipv6-icmp"),
+        132 => Some("sctp"),
+        _ => None,
+    }
+}
+
+/// ATT&CK techniques for an alert kind: (id, name, domain URL part).
+fn techniques(kind: AlertKind, ot: bool) -> Vec<(&'static str, &'static str, bool)> {
+    let mut v = match kind {
+        AlertKind::VolumetricFlood | AlertKind::CarpetBombing => {
+            vec![(
+                "T1498.001",
+                "Network Denial of Service: Direct Network Flood",
+                false,
+            )]
+        }
+        AlertKind::SynFlood => vec![(
+            "T1499.001",
+            "Endpoint Denial of Service: OS Exhaustion Flood",
+            false,
+        )],
+        AlertKind::UdpAmplification => {
+            vec![(
+                "T1498.002",
+                "Network Denial of Service: Reflection Amplification",
+                false,
+            )]
+        }
+        AlertKind::ServiceImpairment => vec![(
+            "T1499.002",
+            "Endpoint Denial of Service: Service Exhaustion Flood",
+            false,
+        )],
+        AlertKind::IcsCommandAbuse => vec![("T0855", "Unauthorized Command Message", true)],
+        AlertKind::Scan => vec![("T1595", "Active Scanning", false)],
+        AlertKind::BulkExfiltration => {
+            vec![("T1048", "Exfiltration Over Alternative Protocol", false)]
+        }
+    };
+    // A denial of service against operational technology is also ATT&CK for ICS T0814.
+    if ot
+        && kind != AlertKind::IcsCommandAbuse
+        && kind != AlertKind::Scan
+        && kind != AlertKind::BulkExfiltration
+    {
+        v.push(("T0814", "Denial of Service", true));
+    }
+    v
+}
+
+fn severity_score(s: Severity) -> u8 {
+    match s {
+        Severity::Low => 25,
+        Severity::Medium => 50,
+        Severity::High => 75,
+        Severity::Critical => 100,
+    }
+}
+
+/// Builds the bundle.
+pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
+    let alert = c.alert();
+    let planned = c.planned();
+    let tlp: Tlp = c.input.settings.tlp;
+    let sdo_id = |ty: &str, role: &str| {
+        format!(
+            "{ty}--{}",
+            Uuid::new_v5(
+                &NORMWATCH_NAMESPACE,
+                format!("{}/{role}", c.package_id).as_bytes()
+            )
+        )
+    };
+    let marking = vec![json!(tlp.stix_id())];
+    let created = c.created.clone();
+    let operator_id = sdo_id("identity", "operator");
+    let sdo = |ty: &str, id: &str| -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("type".into(), json!(ty));
+        m.insert("spec_version".into(), json!("2.1"));
+        m.insert("id".into(), json!(id));
+        m.insert("created".into(), json!(created));
+        m.insert("modified".into(), json!(created));
+        m.insert("created_by_ref".into(), json!(operator_id));
+        m.insert("object_marking_refs".into(), json!(marking));
+        m
+    };
+    let mut objects: Vec<Value> = Vec::new();
+
+    // Identities: the reporting operator, the requesting authority, the recipient POC.
+    let mut op = sdo("identity", &operator_id);
+    op.remove("created_by_ref");
+    op.insert("name".into(), json!(c.input.operator.name));
+    op.insert("identity_class".into(), json!("organization"));
+    op.insert("sectors".into(), json!([sector_ov(alert.sector)]));
+    if let Some(e) = &c.input.operator.email {
+        op.insert("contact_information".into(), json!(e));
+    }
+    objects.push(Value::Object(op));
+    let requester_id = sdo_id("identity", "requester");
+    let mut rq = sdo("identity", &requester_id);
+    rq.insert("name".into(), json!(c.input.requester.name));
+    rq.insert("identity_class".into(), json!("organization"));
+    rq.insert("sectors".into(), json!(["government"]));
+    rq.insert(
+        "description".into(),
+        json!(format!(
+            "National authority of {} requesting assistance",
+            c.input.requester.code
+        )),
+    );
+    objects.push(Value::Object(rq));
+    let recipient_id = sdo_id("identity", "recipient");
+    let mut rc = sdo("identity", &recipient_id);
+    rc.insert("name".into(), json!(planned.recipient.name));
+    rc.insert("identity_class".into(), json!("organization"));
+    rc.insert("sectors".into(), json!(["government"]));
+    rc.insert(
+        "description".into(),
+        json!(format!("Point of contact of {}", planned.recipient.code)),
+    );
+    if let Some(e) = &planned.recipient.email {
+        rc.insert("contact_information".into(), json!(e));
+    }
+    objects.push(Value::Object(rc));
+
+    // The marking and our extension's definition (fixed content, fixed ids).
+    objects.push(tlp.stix_object());
+    objects.push(json!({
+        "type": "identity",
+        "spec_version": "2.1",
+        "id": NORMWATCH_IDENTITY,
+        "created": EXTENSION_CREATED,
+        "modified": EXTENSION_CREATED,
+        "name": "normwatch",
+        "identity_class": "system",
+        "description": "Defines the normwatch STIX extension for norm references and mitigation requests.",
+    }));
+    objects.push(json!({
+        "type": "extension-definition",
+        "spec_version": "2.1",
+        "id": EXTENSION_ID,
+        "created_by_ref": NORMWATCH_IDENTITY,
+        "created": EXTENSION_CREATED,
+        "modified": EXTENSION_CREATED,
+        "name": "normwatch norm references and mitigation request",
+        "description": "Norms of responsible State behaviour in cyberspace an activity would violate if State-conducted or knowingly supported, the norms a request for mitigation rests on, and the request itself. No State attribution is made.",
+        "schema": "https://example.invalid/normwatch/stix-extension/v1/schema.json",
+        "version": "1.0.0",
+        "extension_types": ["property-extension"],
+    }));
+
+    // SCOs.
+    let mut scos: BTreeMap<String, Value> = BTreeMap::new();
+    let mut addr_ids: BTreeMap<IpAddr, String> = BTreeMap::new();
+    let mut put_addr = |a: IpAddr, scos: &mut BTreeMap<String, Value>| -> Result<String> {
+        if let Some(id) = addr_ids.get(&a) {
+            return Ok(id.clone());
+        }
+        let o = addr_sco(a)?;
+        let id = o["id"].as_str().unwrap_or_default().to_string();
+        scos.insert(id.clone(), o);
+        addr_ids.insert(a, id.clone());
+        Ok(id)
+    };
+    let mut relationships = Vec::new();
+    let mut nt_count = 0usize;
+    for s in &c.sources {
+        let a = s.source.addr;
+        let src_id = put_addr(a, &mut scos)?;
+        if let Some(n) = s.attribution.asn {
+            let o = as_sco(n, s.attribution.as_org.as_deref())?;
+            let as_id = o["id"].as_str().unwrap_or_default().to_string();
+            scos.entry(as_id.clone()).or_insert(o);
+            let mut r = sdo(
+                "relationship",
+                &sdo_id("relationship", &format!("belongs-to/{a}/{n}")),
+            );
+            r.insert("relationship_type".into(), json!("belongs-to"));
+            r.insert("source_ref".into(), json!(src_id));
+            r.insert("target_ref".into(), json!(as_id));
+            relationships.push(Value::Object(r));
+        }
+        let (first, last) = c.source_window(a);
+        let f = c.per_source.get(&a);
+        let victim = f.and_then(|f| {
+            if f.victims.len() == 1 {
+                f.victims.iter().next().copied()
+            } else {
+                None
+            }
+        });
+        let mut nt = Map::new();
+        nt.insert("type".into(), json!("network-traffic"));
+        nt.insert("spec_version".into(), json!("2.1"));
+        nt.insert("src_ref".into(), json!(src_id));
+        if let Some(v) = victim {
+            nt.insert("dst_ref".into(), json!(put_addr(v, &mut scos)?));
+        }
+        nt.insert("start".into(), json!(rfc3339_ms(first)));
+        nt.insert("end".into(), json!(rfc3339_ms(last)));
+        nt.insert("is_active".into(), json!(false));
+        if let Some(port) = f.and_then(|f| {
+            if f.dst_ports.len() == 1 {
+                f.dst_ports.iter().next().copied()
+            } else {
+                None
+            }
+        }) {
+            let proto_has_ports =
+                f.is_some_and(|f| f.protos.iter().all(|p| *p == 6 || *p == 17 || *p == 132));
+            if proto_has_ports {
+                nt.insert("dst_port".into(), json!(port));
+            }
+        }
+        let mut protocols = vec![if a.is_ipv4() { "ipv4" } else { "ipv6" }];
+        if let Some(f) = f {
+            protocols.extend(f.protos.iter().filter_map(|p| proto_name(*p)));
+        }
+        nt.insert("protocols".into(), json!(protocols));
+        let (pkts, bytes) = match f {
+            Some(f) if f.flows > 0 => (f.pkts, f.bytes),
+            _ => (s.source.pkts, s.source.bytes),
+        };
+        nt.insert("src_packets".into(), json!(pkts));
+        nt.insert("src_byte_count".into(), json!(bytes));
+        let mut contributing = Map::new();
+        for k in [
+            "start",
+            "end",
+            "src_ref",
+            "dst_ref",
+            "src_port",
+            "dst_port",
+            "protocols",
+            "extensions",
+        ] {
+            if let Some(v) = nt.get(k) {
+                contributing.insert(k.into(), v.clone());
+            }
+        }
+        let id = sco_id("network-traffic", &Value::Object(contributing))?;
+        nt.insert("id".into(), json!(id));
+        scos.insert(id, Value::Object(nt));
+        nt_count += 1;
+    }
+    let _ = nt_count;
+    let sco_ids: Vec<String> = scos.keys().cloned().collect();
+
+    // Attack patterns (MITRE ATT&CK / ATT&CK for ICS).
+    let ot = alert.sector == Sector::Energy
+        || alert.sector == Sector::Water
+        || alert.kind == AlertKind::IcsCommandAbuse;
+    let mut ap_ids = Vec::new();
+    for (tid, name, ics) in techniques(alert.kind, ot) {
+        let id = sdo_id("attack-pattern", tid);
+        let url = if ics {
+            format!("https://attack.mitre.org/techniques/{tid}/")
+        } else {
+            format!(
+                "https://attack.mitre.org/techniques/{}/",
+                tid.replace('.', "/")
+            )
+        };
+        let mut ap = sdo("attack-pattern", &id);
+        ap.insert("name".into(), json!(name));
+        ap.insert(
+            "description".into(),
+            json!(if ics {
+                "MITRE ATT&CK for ICS technique"
+            } else {
+                "MITRE ATT&CK Enterprise technique"
+            }),
+        );
+        ap.insert(
+            "external_references".into(),
+            json!([{
+                "source_name": "mitre-attack",
+                "external_id": tid,
+                "url": url,
+            }]),
+        );
+        objects.push(Value::Object(ap));
+        ap_ids.push(id);
+    }
+
+    // Observed data over every SCO, the indicator, the sighting.
+    let od_id = sdo_id("observed-data", "observed");
+    let mut od = sdo("observed-data", &od_id);
+    od.insert("first_observed".into(), json!(rfc3339_ms(c.first_ns)));
+    od.insert("last_observed".into(), json!(rfc3339_ms(c.last_ns)));
+    od.insert(
+        "number_observed".into(),
+        json!(c.flows.len().clamp(1, 999_999_999)),
+    );
+    od.insert("object_refs".into(), json!(sco_ids));
+    objects.push(Value::Object(od));
+
+    let quote = |a: &IpAddr| format!("'{a}'");
+    let srcs: Vec<String> = c.sources.iter().map(|s| quote(&s.source.addr)).collect();
+    let mut pattern = format!("[network-traffic:src_ref.value IN ({})", srcs.join(", "));
+    if !c.victims.is_empty() {
+        let v: Vec<String> = c.victims.iter().map(quote).collect();
+        pattern.push_str(&format!(
+            " AND network-traffic:dst_ref.value IN ({})",
+            v.join(", ")
+        ));
+    }
+    pattern.push(']');
+    let ind_id = sdo_id("indicator", "sources");
+    let mut ind = sdo("indicator", &ind_id);
+    ind.insert(
+        "name".into(),
+        json!(format!(
+            "Sources of {} against {} registered in {}",
+            alert.kind.as_str(),
+            alert.service,
+            c.about()
+        )),
+    );
+    ind.insert("description".into(), json!(format!(
+        "Traffic from these sources to the victim during {} .. {} (UTC). Source addresses may be spoofed or compromised hosts; no State attribution is made.",
+        rfc3339_ms(c.first_ns), rfc3339_ms(c.last_ns)
+    )));
+    ind.insert("indicator_types".into(), json!(["malicious-activity"]));
+    ind.insert("pattern".into(), json!(pattern));
+    ind.insert("pattern_type".into(), json!("stix"));
+    ind.insert("valid_from".into(), json!(rfc3339_ms(c.first_ns)));
+    objects.push(Value::Object(ind));
+
+    for ap in &ap_ids {
+        let mut r = sdo(
+            "relationship",
+            &sdo_id("relationship", &format!("indicates/{ap}")),
+        );
+        r.insert("relationship_type".into(), json!("indicates"));
+        r.insert("source_ref".into(), json!(ind_id));
+        r.insert("target_ref".into(), json!(ap));
+        relationships.push(Value::Object(r));
+    }
+
+    let sg_id = sdo_id("sighting", "sighting");
+    let mut sg = sdo("sighting", &sg_id);
+    sg.insert("sighting_of_ref".into(), json!(ind_id));
+    sg.insert("observed_data_refs".into(), json!([od_id]));
+    sg.insert("where_sighted_refs".into(), json!([operator_id]));
+    sg.insert("first_seen".into(), json!(rfc3339_ms(c.first_ns)));
+    sg.insert("last_seen".into(), json!(rfc3339_ms(c.last_ns)));
+    sg.insert("count".into(), json!(c.flows.len().clamp(1, 999_999_999)));
+    objects.push(Value::Object(sg));
+
+    // The incident with the Incident Core Extension and our norm extension.
+    let inc_id = sdo_id("incident", "incident");
+    let mut inc = sdo("incident", &inc_id);
+    inc.insert(
+        "name".into(),
+        json!(format!(
+            "{} against {} ({})",
+            alert.kind.as_str(),
+            alert.service,
+            alert.asset
+        )),
+    );
+    inc.insert("description".into(), json!(alert.summary));
+    let availability = alert
+        .impairment
+        .and_then(|i| i.handshake_completion.or(i.response_ratio))
+        .map(|r| ((1.0 - r.clamp(0.0, 1.0)) * 100.0).round() as u8);
+    let mut ice = json!({
+        "extension_type": "property-extension",
+        "determination": "successful-attempt",
+        "investigation_status": "open",
+        "detection_methods": ["automated-tool"],
+        "criticality": severity_score(alert.severity),
+        "external_impacts": external_impacts(alert.sector),
+    });
+    if let Some(a) = availability {
+        ice["availability_impact"] = json!(a);
+    }
+    let abuse: Vec<Value> = c
+        .abuse_sources()
+        .map(|s| json!({"addr": s.source.addr.to_string(), "reason": disposition_str(s.disposition)}))
+        .collect();
+    let mut ours = json!({
+        "extension_type": "property-extension",
+        "norms_violated_if_state_conducted": alert.norms.violated,
+        "norms_request_basis": alert.norms.request_basis,
+        "norms_caveats": alert.norms.caveats,
+        "requested_state": c.about(),
+        "recipient": planned.recipient.code,
+        "recipient_rule": planned.rule,
+        "requested_action": c.action,
+        "deadline": c.deadline,
+        "request_channel": "technical",
+        "state_attribution": "none",
+        "provider_abuse": abuse,
+    });
+    if let Some(reason) = via_authority(&planned.routing) {
+        ours["routing_via_national_authority"] = json!(reason);
+    }
+    inc.insert(
+        "extensions".into(),
+        json!({INCIDENT_CORE_EXTENSION: ice, EXTENSION_ID: ours}),
+    );
+    objects.push(Value::Object(inc));
+
+    let note_id = sdo_id("note", "request");
+    let mut note = sdo("note", &note_id);
+    note.insert(
+        "abstract".into(),
+        json!(format!(
+            "Request to {} to mitigate activity from its territory",
+            c.about()
+        )),
+    );
+    note.insert("content".into(), json!(crate::letter::letter(c)));
+    note.insert("authors".into(), json!([c.input.requester.name]));
+    note.insert("object_refs".into(), json!([inc_id, ind_id]));
+    objects.push(Value::Object(note));
+
+    objects.extend(relationships);
+    objects.extend(scos.into_values());
+
+    let refs: Vec<Value> = objects
+        .iter()
+        .filter(|o| o["type"] != "marking-definition" && o["type"] != "extension-definition")
+        .map(|o| o["id"].clone())
+        .collect();
+    let rep_id = sdo_id("report", "report");
+    let mut rep = sdo("report", &rep_id);
+    rep.insert(
+        "name".into(),
+        json!(format!("Evidence package {}", c.package_id)),
+    );
+    rep.insert("description".into(), json!(format!(
+        "Request for assistance in mitigating malicious ICT activity emanating from the territory of {} against {} ({}). No State attribution is made.",
+        c.about(), alert.service, alert.sector.as_str()
+    )));
+    rep.insert("report_types".into(), json!(["threat-report"]));
+    rep.insert("published".into(), json!(c.created));
+    rep.insert("object_refs".into(), json!(refs));
+    rep.insert(
+        "extensions".into(),
+        json!({EXTENSION_ID: {
+            "extension_type": "property-extension",
+            "requested_state": c.about(),
+            "requested_action": c.action,
+            "deadline": c.deadline,
+            "norms_request_basis": alert.norms.request_basis,
+        }}),
+    );
+    objects.insert(0, Value::Object(rep));
+
+    Ok(json!({
+        "type": "bundle",
+        "id": format!("bundle--{}", Uuid::new_v5(&NORMWATCH_NAMESPACE, format!("{}/bundle", c.package_id).as_bytes())),
+        "objects": objects,
+    }))
+}
+
+fn disposition_str(d: Disposition) -> &'static str {
+    match d {
+        Disposition::StateRequest => "state-request",
+        Disposition::Reflector => "reflector",
+        Disposition::Spoofed => "spoofed",
+        Disposition::Anonymiser => "anonymiser",
+    }
+}
+
+fn sector_ov(s: Sector) -> &'static str {
+    // STIX industry-sector-ov.
+    match s {
+        Sector::Energy => "energy",
+        Sector::Water => "utilities",
+        Sector::Health => "healthcare",
+        Sector::Transport => "transportation",
+        Sector::Telecom => "telecommunications",
+        Sector::Finance => "financial-services",
+        Sector::Government | Sector::Csirt => "government",
+        Sector::Other => "infrastructure",
+    }
+}
+
+fn external_impacts(s: Sector) -> Vec<&'static str> {
+    match s {
+        Sector::Health | Sector::Water => vec!["public-health", "public-confidence"],
+        Sector::Government | Sector::Csirt => vec!["national-security", "public-confidence"],
+        Sector::Finance => vec!["economic", "public-confidence"],
+        _ => vec!["economic", "public-confidence"],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values computed with the Python `stix2` library (reference §2.1).
+    #[test]
+    fn sco_ids_match_python_stix2() {
+        let ip = |s: &str| addr_sco(s.parse().unwrap()).unwrap()["id"].clone();
+        assert_eq!(
+            ip("198.51.100.7"),
+            "ipv4-addr--12592121-be4c-5a93-a813-5a5af16e50db"
+        );
+        assert_eq!(
+            ip("203.0.113.10"),
+            "ipv4-addr--570130c0-7daf-5d1e-992f-58b53b447312"
+        );
+        assert_eq!(
+            as_sco(64500, None).unwrap()["id"],
+            "autonomous-system--0a5f7072-df00-5729-9f0a-4eb18631a446"
+        );
+    }
+}
