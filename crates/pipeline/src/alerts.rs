@@ -65,6 +65,7 @@ pub fn detector(cfg: &Config) -> anyhow::Result<Detector> {
         quiet_secs: d.quiet_period.as_secs(),
         update_secs: d.update_interval.as_secs(),
         syn_half_open_share: d.syn_half_open_share,
+        ..Settings::default()
     };
     Ok(Detector::new(
         Arc::new(cfg.assets.clone()),

@@ -1,0 +1,1329 @@
+//! One asset's detector state and the rules that read it.
+
+use crate::baseline::{Baseline, Sample};
+use crate::reflect::{reflector, REFLECTORS};
+use crate::sketch::Distinct;
+use crate::{Footprint, Settings, NS};
+use hashbrown::HashMap;
+use normwatch_config::norms::NormCatalogue;
+use normwatch_model::{
+    Alert, AlertKind, AlertState, Asset, AssetIndex, DirStats, FlowRecord, Impairment, Measured,
+    Rates, Role, Severity, Side, TcpFlags, TopSource,
+};
+use std::net::IpAddr;
+
+/// Least seconds of history per asset; more when the allowed lateness needs them.
+const MIN_RING: u64 = 16;
+/// Sources remembered per asset while an alert may need naming them (more are counted).
+const MAX_SOURCES: usize = 4096;
+/// Sources followed by the scan rule per asset (more are not followed until some expire).
+const MAX_SCANNERS: usize = 4096;
+/// Addresses of a multi-address asset followed in one second.
+const MAX_SPREAD: usize = 4096;
+/// External destinations followed per `holds-ip` asset.
+const MAX_EXFIL: usize = 1024;
+/// Sources named in an alert.
+const TOP_SOURCES: usize = 10;
+/// Event seconds between sweeps of idle scanners and expired destinations.
+const SWEEP_SECS: u64 = 60;
+
+/// What the rules need besides the asset's own state.
+pub(crate) struct Ctx<'a> {
+    pub s: &'a Settings,
+    pub norms: &'a NormCatalogue,
+    pub asset: &'a Asset,
+    pub index: &'a AssetIndex,
+}
+
+fn ring_len(s: &Settings) -> u64 {
+    (s.lateness_secs + 4).max(MIN_RING)
+}
+
+/// One second of traffic towards the asset. Counts are u32 (saturating): four billion
+/// packets or flows in one second towards one asset is beyond any link.
+#[derive(Clone, Copy, Debug, Default)]
+struct Bucket {
+    sec: u64,
+    bytes: u64,
+    tcp_bytes: u64,
+    udp_bytes: u64,
+    icmp_bytes: u64,
+    /// Unsolicited responses from reflector ports.
+    refl_bytes: u64,
+    pkts: u32,
+    new_flows: u32,
+    tcp_pkts: u32,
+    tcp_new: u32,
+    tcp_half_open: u32,
+    udp_pkts: u32,
+    udp_new: u32,
+    icmp_pkts: u32,
+    icmp_new: u32,
+    refl_pkts: u32,
+    /// Service ports: TCP attempts, of them established; flows, of them answered.
+    svc_att: u32,
+    svc_est: u32,
+    svc_flows: u32,
+    svc_ans: u32,
+    /// A limit was crossed in this second (it does not feed the baseline).
+    hot: bool,
+}
+
+#[inline]
+fn add32(a: &mut u32, v: u64) {
+    *a = a.saturating_add(u32::try_from(v).unwrap_or(u32::MAX));
+}
+
+/// Effective limits of one traffic class; `u64::MAX` is not checked.
+#[derive(Clone, Copy, Debug)]
+struct Lim {
+    pkts: u64,
+    bits: u64,
+    new: u64,
+}
+
+impl Lim {
+    fn fixed(r: &Rates) -> Lim {
+        Lim {
+            pkts: r.pps.unwrap_or(u64::MAX),
+            bits: r.bps.unwrap_or(u64::MAX),
+            new: r.new_flows_per_s.unwrap_or(u64::MAX),
+        }
+    }
+
+    #[inline]
+    fn over(&self, pkts: u32, bytes: u64, new: u32) -> bool {
+        u64::from(pkts) > self.pkts
+            || bytes.saturating_mul(8) > self.bits
+            || u64::from(new) > self.new
+    }
+
+    /// How far over the worst of the three it is (0 when none is set).
+    fn ratio(&self, pkts: u64, bytes: u64, new: u64) -> f64 {
+        let r = |v: u64, l: u64| {
+            if l == u64::MAX {
+                0.0
+            } else {
+                v as f64 / l.max(1) as f64
+            }
+        };
+        r(pkts, self.pkts)
+            .max(r(bytes.saturating_mul(8), self.bits))
+            .max(r(new, self.new))
+    }
+}
+
+/// The limits in force: static thresholds raised to the learned baseline (totals only).
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    total: Lim,
+    tcp: Lim,
+    udp: Lim,
+    icmp: Lim,
+}
+
+fn limits(asset: &Asset, base: &Baseline, s: &Settings) -> Limits {
+    let t = &asset.thresholds;
+    let warm = base.seconds >= s.baseline_warmup_secs;
+    let mean = base.mean();
+    let learned =
+        |mean: f64, floor: u64| warm.then(|| ((mean * s.baseline_factor).ceil() as u64).max(floor));
+    let eff = |fixed: Option<u64>, learned: Option<u64>| match (fixed, learned) {
+        (Some(a), Some(b)) => a.max(b),
+        (Some(a), None) => a,
+        (None, Some(b)) => b,
+        (None, None) => u64::MAX,
+    };
+    Limits {
+        total: Lim {
+            pkts: eff(t.total.pps, learned(mean.pkts, s.baseline_min_pps)),
+            bits: eff(t.total.bps, learned(mean.bits, s.baseline_min_bps)),
+            new: eff(
+                t.total.new_flows_per_s,
+                learned(mean.new_flows, s.baseline_min_new_flows),
+            ),
+        },
+        tcp: Lim::fixed(&t.tcp),
+        udp: Lim::fixed(&t.udp),
+        icmp: Lim::fixed(&t.icmp),
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Src {
+    pkts: u64,
+    bytes: u64,
+    reflector: bool,
+}
+
+/// One source's probes of the asset.
+#[derive(Clone, Copy, Debug, Default)]
+struct Probe {
+    ports: Distinct,
+    addrs: Distinct,
+    first_sec: u64,
+    last_sec: u64,
+    probes: u64,
+}
+
+/// Bytes one external destination received from the asset in the current window.
+#[derive(Clone, Copy, Debug, Default)]
+struct Outbound {
+    start_sec: u64,
+    last_sec: u64,
+    bytes: u64,
+}
+
+/// Per-address traffic of a multi-address asset in its latest second.
+#[derive(Debug, Default)]
+struct Spread {
+    sec: u64,
+    addrs: HashMap<IpAddr, (u32, u64, u32)>,
+    /// Addresses beyond the table's bound (counted as distinct, not followed).
+    overflow: u32,
+    max_pkts: u32,
+    max_bytes: u64,
+    max_new: u32,
+}
+
+#[derive(Debug)]
+struct Open {
+    id: String,
+    kind: AlertKind,
+    start_ns: u64,
+    /// Last second in which the condition held.
+    last_hit_sec: u64,
+    last_update_sec: u64,
+    measured: Measured,
+    severity: Severity,
+    summary: String,
+    baseline: Option<Measured>,
+    impairment: Option<Impairment>,
+    /// Parties named by the rule itself (scanner, exfiltration destination, commanding
+    /// source); empty: the asset's busiest sources.
+    named: Vec<TopSource>,
+}
+
+fn is_flood(kind: AlertKind) -> bool {
+    matches!(
+        kind,
+        AlertKind::VolumetricFlood
+            | AlertKind::SynFlood
+            | AlertKind::UdpAmplification
+            | AlertKind::CarpetBombing
+    )
+}
+
+/// Severity from how far the worst rate is over its limit.
+fn severity(ratio: f64) -> Severity {
+    if ratio >= 10.0 {
+        Severity::Critical
+    } else if ratio >= 3.0 {
+        Severity::High
+    } else {
+        Severity::Medium
+    }
+}
+
+/// Popcount a [`Distinct`] bitmap reaches when `n` distinct values went in (expected).
+fn bits_for(n: u32) -> u32 {
+    let n = f64::from(n.max(1));
+    (128.0 * (1.0 - (-n / 128.0).exp())).round().max(1.0) as u32
+}
+
+fn addr_key(a: IpAddr) -> u64 {
+    match a {
+        IpAddr::V4(v) => u64::from(u32::from(v)),
+        IpAddr::V6(v) => {
+            let b = u128::from(v);
+            (b as u64) ^ ((b >> 64) as u64).rotate_left(17)
+        }
+    }
+}
+
+/// A probe: a connection attempt the remote end originated that carried no data and got no
+/// service. A SYN-ACK or RST arriving unsolicited (backscatter of someone else's spoofed
+/// flood) is not one: its ACK bit shows it answers a SYN the asset never sent.
+fn is_probe(r: &FlowRecord, inbound: &DirStats, outbound: &DirStats, remote_port: u16) -> bool {
+    match r.ip_proto {
+        6 => {
+            let f = inbound.tcp_flags;
+            let answers_a_syn = f.has(TcpFlags::ACK) && !outbound.tcp_flags.has(TcpFlags::SYN);
+            f.has(TcpFlags::SYN) && inbound.payload_bytes == 0 && !answers_a_syn
+        }
+        17 => outbound.pkts == 0 && reflector(remote_port).is_none(),
+        _ => false,
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct AssetState {
+    ring: Box<[Bucket]>,
+    /// Newest second seen; seconds up to `finalized` are final.
+    newest: u64,
+    finalized: u64,
+    base: Baseline,
+    /// Packets and bytes counted for seconds already final, since the last finalisation.
+    late: (u64, u64),
+    lim: Limits,
+    sources: HashMap<IpAddr, Src>,
+    others: (u64, u64),
+    /// Reflected bytes by protocol, and bytes the asset sent in those flows, since nothing
+    /// was open.
+    refl: [u64; REFLECTORS.len()],
+    refl_out: u64,
+    open: Vec<Open>,
+    /// Present when the asset has more than one address (carpet bombing applies).
+    spread: Option<Box<Spread>>,
+    scans: HashMap<IpAddr, Probe>,
+    exfil: HashMap<IpAddr, Outbound>,
+    last_sweep: u64,
+}
+
+pub(crate) fn footprint(s: &Settings) -> Footprint {
+    // A hashbrown table holds one entry and one control byte per bucket, and keeps at most
+    // 7/8 of its buckets full.
+    let entry = |k: usize, v: usize| (k + v + 1) * 8 / 7 + 1;
+    let ring = ring_len(s) as usize * size_of::<Bucket>();
+    Footprint {
+        per_asset: size_of::<AssetState>() + size_of::<Option<Box<AssetState>>>() + ring,
+        per_source: entry(size_of::<IpAddr>(), size_of::<Src>()),
+        per_scanner: entry(size_of::<IpAddr>(), size_of::<Probe>()),
+        per_spread_addr: entry(size_of::<IpAddr>(), size_of::<(u32, u64, u32)>()),
+    }
+}
+
+impl AssetState {
+    pub(crate) fn new(cx: &Ctx, first_sec: u64) -> Box<Self> {
+        let base = Baseline::default();
+        let multi = cx
+            .asset
+            .cidrs
+            .iter()
+            .any(|n| n.prefix_len() < n.max_prefix_len());
+        Box::new(AssetState {
+            ring: vec![Bucket::default(); ring_len(cx.s) as usize].into_boxed_slice(),
+            newest: first_sec,
+            finalized: first_sec.saturating_sub(1),
+            lim: limits(cx.asset, &base, cx.s),
+            base,
+            late: (0, 0),
+            sources: HashMap::new(),
+            others: (0, 0),
+            refl: [0; REFLECTORS.len()],
+            refl_out: 0,
+            open: Vec::new(),
+            spread: multi.then(Box::default),
+            scans: HashMap::new(),
+            exfil: HashMap::new(),
+            last_sweep: first_sec,
+        })
+    }
+
+    #[inline]
+    fn slot(&mut self, sec: u64) -> &mut Bucket {
+        let n = self.ring.len() as u64;
+        let b = &mut self.ring[(sec % n) as usize];
+        if b.sec != sec {
+            *b = Bucket {
+                sec,
+                ..Bucket::default()
+            };
+        }
+        b
+    }
+
+    fn get(&self, sec: u64) -> Option<&Bucket> {
+        let b = &self.ring[(sec % self.ring.len() as u64) as usize];
+        (b.sec == sec).then_some(b)
+    }
+
+    /// Counts one record. Returns false if it came too late to count for its seconds.
+    pub(crate) fn account(
+        &mut self,
+        cx: &Ctx,
+        r: &FlowRecord,
+        side: Side,
+        out: &mut Vec<Alert>,
+    ) -> bool {
+        let (inbound, outbound, remote, remote_port, local, local_port) = match side {
+            Side::Resp => (
+                &r.orig,
+                &r.resp,
+                r.orig_addr,
+                r.orig_port,
+                r.resp_addr,
+                r.resp_port,
+            ),
+            Side::Orig => (
+                &r.resp,
+                &r.orig,
+                r.resp_addr,
+                r.resp_port,
+                r.orig_addr,
+                r.orig_port,
+            ),
+        };
+        let ring = self.ring.len() as u64;
+        let first = r.first_ns / NS;
+        let last = (r.last_ns / NS).max(first);
+        if last > self.newest {
+            // Seconds about to leave the ring become final first.
+            if last >= self.finalized + ring {
+                self.finalize(cx, last - ring, out);
+            }
+            self.newest = last;
+        }
+        // Seconds still in the ring and not yet final.
+        let oldest = (self.newest + 1)
+            .saturating_sub(ring)
+            .max(self.finalized + 1);
+        if last < oldest {
+            self.late_mass(inbound.pkts, inbound.ip_bytes);
+            self.side_rules(
+                cx,
+                r,
+                inbound,
+                outbound,
+                remote,
+                remote_port,
+                local,
+                local_port,
+                last,
+                side,
+                out,
+            );
+            return false;
+        }
+        let from = first.max(oldest);
+        // Shares are of the whole span: seconds already final keep nothing of it, rather
+        // than the remaining seconds receiving more than their part.
+        let span = last - first + 1;
+        let proto = r.ip_proto;
+        let reflected = proto == 17
+            && inbound.pkts > 0
+            && reflector(remote_port).is_some()
+            && (outbound.pkts == 0
+                || inbound.ip_bytes as f64 >= cx.s.amp_ratio * outbound.ip_bytes as f64);
+        // Spread packets and bytes over the seconds the flow spans.
+        let (mut kept_p, mut kept_b) = (0, 0);
+        for sec in from..=last {
+            let i = sec - first;
+            let share = |v: u64| v / span + u64::from(i < v % span);
+            let (p, b) = (share(inbound.pkts), share(inbound.ip_bytes));
+            kept_p += p;
+            kept_b += b;
+            let bk = self.slot(sec);
+            add32(&mut bk.pkts, p);
+            bk.bytes += b;
+            match proto {
+                6 => {
+                    add32(&mut bk.tcp_pkts, p);
+                    bk.tcp_bytes += b;
+                }
+                17 => {
+                    add32(&mut bk.udp_pkts, p);
+                    bk.udp_bytes += b;
+                    if reflected {
+                        add32(&mut bk.refl_pkts, p);
+                        bk.refl_bytes += b;
+                    }
+                }
+                1 | 58 => {
+                    add32(&mut bk.icmp_pkts, p);
+                    bk.icmp_bytes += b;
+                }
+                _ => {}
+            }
+        }
+        if from > first {
+            self.late_mass(inbound.pkts - kept_p, inbound.ip_bytes - kept_b);
+        }
+        let inbound_flags = inbound.tcp_flags;
+        let half_open = proto == 6
+            && side == Side::Resp
+            && inbound_flags.has(TcpFlags::SYN)
+            && !inbound_flags.has(TcpFlags::ACK);
+        let service = side == Side::Resp && cx.asset.service_ports.contains(&local_port);
+        {
+            let bk = self.slot(from);
+            bk.new_flows = bk.new_flows.saturating_add(1);
+            match proto {
+                6 => {
+                    bk.tcp_new = bk.tcp_new.saturating_add(1);
+                    bk.tcp_half_open += u32::from(half_open);
+                }
+                17 => bk.udp_new = bk.udp_new.saturating_add(1),
+                1 | 58 => bk.icmp_new = bk.icmp_new.saturating_add(1),
+                _ => {}
+            }
+            if service {
+                bk.svc_flows += 1;
+                bk.svc_ans += u32::from(outbound.pkts > 0);
+                if proto == 6 && inbound_flags.has(TcpFlags::SYN) {
+                    bk.svc_att += 1;
+                    bk.svc_est += u32::from(
+                        outbound.tcp_flags.has(TcpFlags::SYN | TcpFlags::ACK)
+                            && inbound_flags.has(TcpFlags::ACK),
+                    );
+                }
+            }
+        }
+        if inbound.pkts > 0 {
+            if let Some(e) = self.sources.get_mut(&remote) {
+                e.pkts += inbound.pkts;
+                e.bytes += inbound.ip_bytes;
+                e.reflector |= reflected;
+            } else if self.sources.len() < MAX_SOURCES {
+                self.sources.insert(
+                    remote,
+                    Src {
+                        pkts: inbound.pkts,
+                        bytes: inbound.ip_bytes,
+                        reflector: reflected,
+                    },
+                );
+            } else {
+                self.others.0 += inbound.pkts;
+                self.others.1 += inbound.ip_bytes;
+            }
+            if reflected {
+                let i = reflector(remote_port).expect("reflected");
+                self.refl[i] += inbound.ip_bytes;
+                self.refl_out += outbound.ip_bytes;
+            }
+        }
+        if let Some(sp) = self.spread.as_deref_mut() {
+            spread(sp, local, last, inbound, from == first);
+        }
+        // Seconds this record touched may now cross a limit.
+        for sec in from..=last {
+            self.evaluate(cx, sec, out);
+        }
+        self.side_rules(
+            cx,
+            r,
+            inbound,
+            outbound,
+            remote,
+            remote_port,
+            local,
+            local_port,
+            last,
+            side,
+            out,
+        );
+        true
+    }
+
+    /// Traffic of seconds already final (the early part of a long flow, reported at its
+    /// end): too late for the rate rules, but part of the asset's normal volume, so the
+    /// baseline learns it.
+    fn late_mass(&mut self, pkts: u64, bytes: u64) {
+        self.late.0 += pkts;
+        self.late.1 += bytes;
+    }
+
+    /// The rules that do not use the per-second buckets: ICS commands, scans, exfiltration.
+    #[allow(clippy::too_many_arguments)]
+    fn side_rules(
+        &mut self,
+        cx: &Ctx,
+        r: &FlowRecord,
+        inbound: &DirStats,
+        outbound: &DirStats,
+        remote: IpAddr,
+        remote_port: u16,
+        local: IpAddr,
+        local_port: u16,
+        last: u64,
+        side: Side,
+        out: &mut Vec<Alert>,
+    ) {
+        if let Some(ics) = &r.ics {
+            let cmds = if side == Side::Resp {
+                &ics.orig
+            } else {
+                &ics.resp
+            };
+            let n = cmds.write + cmds.control + cmds.stop_restart + cmds.program_firmware;
+            if n > 0 && !cx.asset.allows(remote) {
+                self.ics(cx, r, remote, inbound, cmds, last, out);
+            }
+        }
+        if side == Side::Resp && is_probe(r, inbound, outbound, remote_port) {
+            self.probe(cx, remote, local, local_port, last, out);
+        }
+        if outbound.ip_bytes > 0
+            && cx.asset.has_role(Role::HoldsIp)
+            && cx.index.lookup(remote).is_none()
+        {
+            self.outbound(cx, remote, outbound, r.first_ns / NS, last, out);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ics(
+        &mut self,
+        cx: &Ctx,
+        r: &FlowRecord,
+        remote: IpAddr,
+        inbound: &DirStats,
+        cmds: &normwatch_model::IcsCounts,
+        last: u64,
+        out: &mut Vec<Alert>,
+    ) {
+        let severity = if cmds.stop_restart + cmds.program_firmware > 0 {
+            Severity::Critical
+        } else {
+            Severity::High
+        };
+        let (w, c, sr, pf) = (
+            cmds.write,
+            cmds.control,
+            cmds.stop_restart,
+            cmds.program_firmware,
+        );
+        let n = w + c + sr + pf;
+        let summary = move || {
+            format!(
+                "{n} industrial commands ({w} write, {c} control, {sr} stop/restart, {pf} program/firmware) from {remote}, which is not on the allow list"
+            )
+        };
+        let named = TopSource {
+            addr: remote,
+            share: 1.0,
+            pkts: inbound.pkts,
+            bytes: inbound.ip_bytes,
+            reflector: false,
+        };
+        self.hit(
+            cx,
+            AlertKind::IcsCommandAbuse,
+            last,
+            r.first_ns,
+            Measured::default(),
+            severity,
+            summary,
+            Extra::named(named),
+            out,
+        );
+    }
+
+    fn probe(
+        &mut self,
+        cx: &Ctx,
+        remote: IpAddr,
+        local: IpAddr,
+        local_port: u16,
+        sec: u64,
+        out: &mut Vec<Alert>,
+    ) {
+        let s = cx.s;
+        let p = if let Some(p) = self.scans.get_mut(&remote) {
+            if sec > p.last_sec + s.scan_idle_secs {
+                *p = Probe {
+                    first_sec: sec,
+                    ..Probe::default()
+                };
+            }
+            p
+        } else if self.scans.len() < MAX_SCANNERS {
+            self.scans.entry(remote).or_insert(Probe {
+                first_sec: sec,
+                ..Probe::default()
+            })
+        } else {
+            return;
+        };
+        p.ports.insert(u64::from(local_port));
+        p.addrs.insert(addr_key(local));
+        p.last_sec = p.last_sec.max(sec);
+        p.first_sec = p.first_sec.min(sec);
+        p.probes += 1;
+        let (ports, addrs) = (p.ports.count(), p.addrs.count());
+        if ports < bits_for(s.scan_ports) && addrs < bits_for(s.scan_addrs) {
+            return;
+        }
+        let p = *p;
+        let summary = move || {
+            format!(
+                "{remote} sent {} unanswered connection attempts to about {:.0} ports on about {:.0} addresses of the asset",
+                p.probes,
+                p.ports.estimate(),
+                p.addrs.estimate()
+            )
+        };
+        let named = TopSource {
+            addr: remote,
+            share: 1.0,
+            pkts: p.probes,
+            bytes: 0,
+            reflector: false,
+        };
+        self.hit(
+            cx,
+            AlertKind::Scan,
+            sec,
+            p.first_sec * NS,
+            Measured::default(),
+            Severity::Low,
+            summary,
+            Extra::named(named),
+            out,
+        );
+    }
+
+    fn outbound(
+        &mut self,
+        cx: &Ctx,
+        remote: IpAddr,
+        outbound: &DirStats,
+        first: u64,
+        last: u64,
+        out: &mut Vec<Alert>,
+    ) {
+        let s = cx.s;
+        let e = if let Some(e) = self.exfil.get_mut(&remote) {
+            if last >= e.start_sec + s.exfil_window_secs {
+                *e = Outbound {
+                    start_sec: first,
+                    ..Outbound::default()
+                };
+            }
+            e
+        } else if self.exfil.len() < MAX_EXFIL {
+            self.exfil.entry(remote).or_insert(Outbound {
+                start_sec: first,
+                ..Outbound::default()
+            })
+        } else {
+            return;
+        };
+        e.bytes += outbound.ip_bytes;
+        e.last_sec = e.last_sec.max(last);
+        if e.bytes <= s.exfil_bytes {
+            return;
+        }
+        let e = *e;
+        let secs = (e.last_sec + 1).saturating_sub(e.start_sec).max(1);
+        let limit = s.exfil_bytes;
+        let window = s.exfil_window_secs;
+        let summary = move || {
+            format!(
+                "{} bytes sent to external destination {remote} in {secs} s (limit {limit} bytes per {window} s) by an asset holding intellectual property",
+                e.bytes
+            )
+        };
+        let named = TopSource {
+            addr: remote,
+            share: 1.0,
+            pkts: outbound.pkts,
+            bytes: e.bytes,
+            reflector: false,
+        };
+        let ratio = e.bytes as f64 / limit.max(1) as f64;
+        self.hit(
+            cx,
+            AlertKind::BulkExfiltration,
+            last,
+            e.start_sec * NS,
+            Measured {
+                pps: 0.0,
+                bps: (e.bytes * 8) as f64 / secs as f64,
+                new_flows_per_s: 0.0,
+            },
+            if ratio >= 10.0 {
+                Severity::Critical
+            } else {
+                Severity::High
+            },
+            summary,
+            Extra::named(named),
+            out,
+        );
+    }
+
+    /// Checks second `sec` against the rate rules.
+    fn evaluate(&mut self, cx: &Ctx, sec: u64, out: &mut Vec<Alert>) {
+        let s = cx.s;
+        let Some(b) = self.get(sec).copied() else {
+            return;
+        };
+        let lim = self.lim;
+        let over = lim.total.over(b.pkts, b.bytes, b.new_flows)
+            || lim.tcp.over(b.tcp_pkts, b.tcp_bytes, b.tcp_new)
+            || lim.udp.over(b.udp_pkts, b.udp_bytes, b.udp_new)
+            || lim.icmp.over(b.icmp_pkts, b.icmp_bytes, b.icmp_new);
+        let amp_over =
+            u64::from(b.refl_pkts) > s.amp_pps || b.refl_bytes.saturating_mul(8) > s.amp_bps;
+        if !over && !amp_over {
+            return;
+        }
+        self.slot(sec).hot = true;
+        let baseline = self.baseline_now(s);
+        let measured = Measured {
+            pps: f64::from(b.pkts),
+            bps: (b.bytes * 8) as f64,
+            new_flows_per_s: f64::from(b.new_flows),
+        };
+        let amp_ratio = (f64::from(b.refl_pkts) / s.amp_pps.max(1) as f64)
+            .max((b.refl_bytes * 8) as f64 / s.amp_bps.max(1) as f64);
+        let mut amp_done = false;
+        if over {
+            let ratio = [
+                lim.total
+                    .ratio(u64::from(b.pkts), b.bytes, u64::from(b.new_flows)),
+                lim.tcp
+                    .ratio(u64::from(b.tcp_pkts), b.tcp_bytes, u64::from(b.tcp_new)),
+                lim.udp
+                    .ratio(u64::from(b.udp_pkts), b.udp_bytes, u64::from(b.udp_new)),
+                lim.icmp
+                    .ratio(u64::from(b.icmp_pkts), b.icmp_bytes, u64::from(b.icmp_new)),
+            ]
+            .into_iter()
+            .fold(0.0, f64::max);
+            let refl_share = b.refl_bytes as f64 / b.bytes.max(1) as f64;
+            let half_open_share = if b.tcp_new > 0 {
+                f64::from(b.tcp_half_open) / f64::from(b.tcp_new)
+            } else {
+                0.0
+            };
+            let syn_limit = if lim.tcp.new != u64::MAX {
+                lim.tcp.new
+            } else {
+                lim.total.new
+            };
+            let carpet = self.carpet(cx, sec);
+            let kind = if refl_share >= s.amp_share {
+                AlertKind::UdpAmplification
+            } else if carpet.is_some() {
+                AlertKind::CarpetBombing
+            } else if u64::from(b.tcp_new) > syn_limit && half_open_share >= s.syn_half_open_share {
+                AlertKind::SynFlood
+            } else {
+                AlertKind::VolumetricFlood
+            };
+            amp_done = kind == AlertKind::UdpAmplification;
+            let refl = self.refl;
+            let refl_out = self.refl_out;
+            let summary = move || match kind {
+                AlertKind::SynFlood => format!(
+                    "{} new TCP flows in one second, {:.0}% never completed the handshake",
+                    b.tcp_new,
+                    half_open_share * 100.0
+                ),
+                AlertKind::UdpAmplification => {
+                    amp_summary(u64::from(b.refl_pkts), b.refl_bytes * 8, &refl, refl_out)
+                }
+                AlertKind::CarpetBombing => {
+                    let (n, top) = carpet.unwrap_or_default();
+                    format!(
+                        "{} packets, {} bits and {} new flows in one second spread over about {n} addresses of the asset; the busiest address received {top} packets, within the per-address limit",
+                        b.pkts,
+                        b.bytes * 8,
+                        b.new_flows
+                    )
+                }
+                _ => format!(
+                    "{} packets, {} bits and {} new flows in one second towards the asset",
+                    b.pkts,
+                    b.bytes * 8,
+                    b.new_flows
+                ),
+            };
+            let ratio = if kind == AlertKind::UdpAmplification {
+                ratio.max(amp_ratio)
+            } else {
+                ratio
+            };
+            self.hit(
+                cx,
+                kind,
+                sec,
+                sec * NS,
+                measured,
+                severity(ratio),
+                summary,
+                Extra::baseline(baseline),
+                out,
+            );
+        }
+        if amp_over && !amp_done {
+            let refl = self.refl;
+            let refl_out = self.refl_out;
+            let summary =
+                move || amp_summary(u64::from(b.refl_pkts), b.refl_bytes * 8, &refl, refl_out);
+            self.hit(
+                cx,
+                AlertKind::UdpAmplification,
+                sec,
+                sec * NS,
+                Measured {
+                    pps: f64::from(b.refl_pkts),
+                    bps: (b.refl_bytes * 8) as f64,
+                    new_flows_per_s: f64::from(b.new_flows),
+                },
+                severity(amp_ratio),
+                summary,
+                Extra::baseline(baseline),
+                out,
+            );
+        }
+    }
+
+    /// Carpet bombing in second `sec`: many addresses hit, and the busiest one alone within
+    /// the asset's limits. Returns the distinct addresses and the busiest one's packets.
+    fn carpet(&self, cx: &Ctx, sec: u64) -> Option<(u32, u32)> {
+        let sp = self.spread.as_deref()?;
+        if sp.sec != sec {
+            return None;
+        }
+        let n = sp.addrs.len() as u32 + sp.overflow;
+        if n < cx.s.carpet_min_addrs {
+            return None;
+        }
+        let per_addr = self.lim.total;
+        let within = u64::from(sp.max_pkts) <= per_addr.pkts
+            && sp.max_bytes.saturating_mul(8) <= per_addr.bits
+            && u64::from(sp.max_new) <= per_addr.new;
+        within.then_some((n, sp.max_pkts))
+    }
+
+    fn baseline_now(&self, s: &Settings) -> Option<Measured> {
+        let m = self.base.mean();
+        (self.base.seconds >= s.baseline_warmup_secs).then_some(Measured {
+            pps: m.pkts,
+            bps: m.bits,
+            new_flows_per_s: m.new_flows,
+        })
+    }
+
+    /// The condition of `kind` held in second `sec`: open, or keep open and maybe update.
+    #[allow(clippy::too_many_arguments)]
+    fn hit(
+        &mut self,
+        cx: &Ctx,
+        kind: AlertKind,
+        sec: u64,
+        start_ns: u64,
+        measured: Measured,
+        severity: Severity,
+        summary: impl FnOnce() -> String,
+        extra: Extra,
+        out: &mut Vec<Alert>,
+    ) {
+        let Extra {
+            named,
+            baseline,
+            impairment,
+        } = extra;
+        let update_secs = cx.s.update_secs;
+        if let Some(pos) = self.open.iter().position(|o| o.kind == kind) {
+            let o = &mut self.open[pos];
+            o.last_hit_sec = o.last_hit_sec.max(sec);
+            o.start_ns = o.start_ns.min(start_ns);
+            if measured.pps > o.measured.pps
+                || (measured.pps == o.measured.pps && measured.bps > o.measured.bps)
+            {
+                o.measured = measured;
+            }
+            o.severity = o.severity.max(severity);
+            if baseline.is_some() {
+                o.baseline = baseline;
+            }
+            if let Some(n) = named {
+                name(&mut o.named, n);
+            }
+            if let Some(i) = impairment {
+                worst(&mut o.impairment, i);
+            }
+            if sec >= o.last_update_sec + update_secs {
+                o.last_update_sec = sec;
+                o.summary = summary();
+                let o = &self.open[pos];
+                out.push(self.event(cx, o, AlertState::Update));
+            }
+            return;
+        }
+        let o = Open {
+            id: format!(
+                "{}/{}/{}",
+                cx.asset.id.as_str(),
+                kind.as_str(),
+                start_ns / NS
+            ),
+            kind,
+            start_ns,
+            last_hit_sec: sec,
+            last_update_sec: sec,
+            measured,
+            severity,
+            summary: summary(),
+            baseline,
+            impairment,
+            named: named.into_iter().collect(),
+        };
+        out.push(self.event(cx, &o, AlertState::Open));
+        self.open.push(o);
+    }
+
+    /// Makes seconds up to `upto` final: quiet ones feed the baseline, each is checked for
+    /// service impairment.
+    fn finalize(&mut self, cx: &Ctx, upto: u64, out: &mut Vec<Alert>) {
+        if upto <= self.finalized {
+            return;
+        }
+        let s = cx.s;
+        let alpha = 1.0 / s.baseline_window_secs.max(1) as f64;
+        let ring = self.ring.len() as u64;
+        // Seconds that already left the ring had no traffic worth keeping: fold them at once.
+        let start = (self.finalized + 1).max((upto + 1).saturating_sub(ring));
+        // While an attack is under way nothing is learned from the traffic.
+        let flooding = self
+            .open
+            .iter()
+            .any(|o| is_flood(o.kind) || o.kind == AlertKind::ServiceImpairment);
+        if start > self.finalized + 1 && !flooding {
+            self.base.fold(alpha, start - self.finalized - 1, None);
+        }
+        let mut gap = 0;
+        for sec in start..=upto {
+            let b = self.get(sec).copied();
+            // Judged against the baseline before this second joins it.
+            let impaired = b.is_some_and(|b| b.svc_flows > 0) && self.impairment(cx, sec, out);
+            let flooding = flooding || impaired;
+            if !flooding && !b.is_some_and(|b| b.hot || self.suspect(cx.s, &b)) {
+                match b {
+                    None => gap += 1,
+                    Some(b) => {
+                        self.base.fold(alpha, gap, Some(&sample(&b)));
+                        gap = 0;
+                    }
+                }
+            }
+            self.finalized = sec;
+        }
+        if gap > 0 {
+            self.base.fold(alpha, gap, None);
+        }
+        if !flooding {
+            self.base
+                .add_mass(alpha, self.late.0 as f64, (self.late.1 * 8) as f64);
+        }
+        self.late = (0, 0);
+        self.lim = limits(cx.asset, &self.base, s);
+    }
+
+    /// A second whose own service figures already fell below the baseline's: not learned
+    /// from, so an impairment that builds up over the window does not teach itself as normal.
+    fn suspect(&self, s: &Settings, b: &Bucket) -> bool {
+        let min = (s.impair_min_attempts / s.impair_window_secs.max(1)).max(1);
+        let fell = |n: u32, of: u32, base: Option<f64>| {
+            u64::from(of) >= min
+                && base.is_some_and(|base| f64::from(n) / f64::from(of) < base * s.impair_drop)
+        };
+        fell(b.svc_est, b.svc_att, self.base.completion())
+            || fell(b.svc_ans, b.svc_flows, self.base.response())
+    }
+
+    /// Service impairment in the window ending at final second `sec`; whether it holds.
+    fn impairment(&mut self, cx: &Ctx, sec: u64, out: &mut Vec<Alert>) -> bool {
+        let s = cx.s;
+        if self.base.seconds < s.baseline_warmup_secs {
+            return false;
+        }
+        let w = s.impair_window_secs.clamp(1, self.ring.len() as u64);
+        let (mut att, mut est, mut flows, mut ans, mut pkts) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        for t in (sec + 1).saturating_sub(w)..=sec {
+            if let Some(b) = self.get(t) {
+                att += u64::from(b.svc_att);
+                est += u64::from(b.svc_est);
+                flows += u64::from(b.svc_flows);
+                ans += u64::from(b.svc_ans);
+                pkts += u64::from(b.pkts);
+            }
+        }
+        let min = s.impair_min_attempts;
+        let completion = (att >= min).then(|| est as f64 / att as f64);
+        let response = (flows >= min).then(|| ans as f64 / flows as f64);
+        let base_completion = self.base.completion();
+        let base_response = self.base.response();
+        let fell = |now: Option<f64>, base: Option<f64>| matches!((now, base), (Some(n), Some(b)) if n < b * s.impair_drop);
+        let collapsed = fell(completion, base_completion) || fell(response, base_response);
+        let wf = w as f64;
+        let mean = self.base.mean();
+        let load = flows as f64 / wf > mean.svc_flows * s.impair_load_factor
+            || pkts as f64 / wf > mean.pkts * s.impair_load_factor;
+        if !(collapsed && load) {
+            return false;
+        }
+        let imp = Impairment {
+            handshake_completion: completion,
+            baseline_handshake_completion: base_completion,
+            response_ratio: response,
+        };
+        if let Some(o) = self.open.iter_mut().find(|o| is_flood(o.kind)) {
+            // The flood is the attack; the impairment is its effect, shown on its alert.
+            worst(&mut o.impairment, imp);
+            return true;
+        }
+        let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.0}%", v * 100.0));
+        let summary = move || {
+            format!(
+                "service ports: {} of connection attempts completed (normally {}), {} of {flows} flows answered (normally {}), over {w} s with load above {:.1}× normal",
+                pct(completion),
+                pct(base_completion),
+                pct(response),
+                pct(base_response),
+                s.impair_load_factor
+            )
+        };
+        let measured = Measured {
+            pps: pkts as f64 / wf,
+            bps: 0.0,
+            new_flows_per_s: flows as f64 / wf,
+        };
+        let baseline = self.baseline_now(s);
+        self.hit(
+            cx,
+            AlertKind::ServiceImpairment,
+            sec,
+            ((sec + 1).saturating_sub(w)) * NS,
+            measured,
+            Severity::High,
+            summary,
+            Extra {
+                impairment: Some(imp),
+                ..Extra::baseline(baseline)
+            },
+            out,
+        );
+        true
+    }
+
+    /// The watermark moved to `watermark`: finalise, close quiet alerts, forget idle state.
+    pub(crate) fn expire(&mut self, cx: &Ctx, watermark: u64, out: &mut Vec<Alert>) {
+        self.finalize(cx, watermark, out);
+        let quiet = cx.s.quiet_secs;
+        if !self.open.is_empty() {
+            let mut i = 0;
+            while i < self.open.len() {
+                if self.open[i].last_hit_sec + quiet < watermark {
+                    let mut o = self.open.remove(i);
+                    self.final_summary(&mut o);
+                    out.push(self.event(cx, &o, AlertState::Closed));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        if self.open.is_empty() {
+            // Sources are named for an attack: forget those seen while nothing was open.
+            self.sources.clear();
+            self.others = (0, 0);
+            self.refl = [0; REFLECTORS.len()];
+            self.refl_out = 0;
+        }
+        if watermark >= self.last_sweep + SWEEP_SECS {
+            self.last_sweep = watermark;
+            let idle = cx.s.scan_idle_secs;
+            self.scans.retain(|_, p| p.last_sec + idle >= watermark);
+            let window = cx.s.exfil_window_secs;
+            self.exfil.retain(|_, e| e.start_sec + window > watermark);
+        }
+    }
+
+    /// Closes every open alert (end of input).
+    pub(crate) fn close_all(&mut self, cx: &Ctx, out: &mut Vec<Alert>) {
+        for mut o in std::mem::take(&mut self.open) {
+            self.final_summary(&mut o);
+            out.push(self.event(cx, &o, AlertState::Closed));
+        }
+    }
+
+    /// An amplification alert closes with the evidence of the whole attack: every reflector
+    /// protocol seen, and the in/out ratio over all of it.
+    fn final_summary(&self, o: &mut Open) {
+        if o.kind == AlertKind::UdpAmplification {
+            o.summary = amp_summary(
+                o.measured.pps as u64,
+                o.measured.bps as u64,
+                &self.refl,
+                self.refl_out,
+            );
+        }
+    }
+
+    fn event(&self, cx: &Ctx, o: &Open, state: AlertState) -> Alert {
+        let asset = cx.asset;
+        let top_sources = if o.named.is_empty() {
+            let total: u64 = self.sources.values().map(|s| s.pkts).sum::<u64>() + self.others.0;
+            let mut v: Vec<(&IpAddr, &Src)> = self.sources.iter().collect();
+            v.sort_unstable_by(|a, b| b.1.pkts.cmp(&a.1.pkts).then(a.0.cmp(b.0)));
+            v.into_iter()
+                .take(TOP_SOURCES)
+                .map(|(a, s)| TopSource {
+                    addr: *a,
+                    share: s.pkts as f64 / total.max(1) as f64,
+                    pkts: s.pkts,
+                    bytes: s.bytes,
+                    reflector: s.reflector,
+                })
+                .collect()
+        } else {
+            let total: u64 = o.named.iter().map(|s| s.pkts).sum();
+            o.named
+                .iter()
+                .map(|s| TopSource {
+                    share: if total == 0 {
+                        1.0 / o.named.len() as f64
+                    } else {
+                        s.pkts as f64 / total as f64
+                    },
+                    ..s.clone()
+                })
+                .collect()
+        };
+        Alert {
+            id: o.id.clone(),
+            state,
+            kind: o.kind,
+            severity: o.severity,
+            asset: asset.id.clone(),
+            sector: asset.sector,
+            service: asset.service.clone(),
+            window_start_ns: o.start_ns,
+            window_end_ns: (o.last_hit_sec + 1) * NS,
+            measured: o.measured,
+            threshold: asset.thresholds.total,
+            baseline: o.baseline,
+            impairment: o.impairment,
+            top_sources,
+            norms: cx
+                .norms
+                .for_alert(o.kind.as_str(), &asset.roles)
+                .unwrap_or_default(),
+            summary: o.summary.clone(),
+        }
+    }
+}
+
+/// What a rule adds to an alert besides its rates.
+#[derive(Default)]
+struct Extra {
+    named: Option<TopSource>,
+    baseline: Option<Measured>,
+    impairment: Option<Impairment>,
+}
+
+impl Extra {
+    fn named(n: TopSource) -> Extra {
+        Extra {
+            named: Some(n),
+            ..Extra::default()
+        }
+    }
+
+    fn baseline(b: Option<Measured>) -> Extra {
+        Extra {
+            baseline: b,
+            ..Extra::default()
+        }
+    }
+}
+
+/// Keeps the worst impairment seen while an alert is open: the lowest completion, else the
+/// lowest response ratio.
+fn worst(slot: &mut Option<Impairment>, new: Impairment) {
+    let key = |i: &Impairment| {
+        i.handshake_completion
+            .unwrap_or(f64::INFINITY)
+            .min(i.response_ratio.unwrap_or(f64::INFINITY))
+    };
+    if slot.as_ref().is_none_or(|old| key(&new) < key(old)) {
+        *slot = Some(new);
+    }
+}
+
+/// Adds or refreshes a named party, keeping the list bounded and ordered by traffic.
+fn name(list: &mut Vec<TopSource>, n: TopSource) {
+    if let Some(e) = list.iter_mut().find(|e| e.addr == n.addr) {
+        e.pkts = e.pkts.max(n.pkts);
+        e.bytes = e.bytes.max(n.bytes);
+        return;
+    }
+    if list.len() < TOP_SOURCES {
+        list.push(n);
+        list.sort_by(|a, b| b.pkts.cmp(&a.pkts).then(a.addr.cmp(&b.addr)));
+    }
+}
+
+fn sample(b: &Bucket) -> Sample {
+    Sample {
+        pkts: f64::from(b.pkts),
+        bits: (b.bytes * 8) as f64,
+        new_flows: f64::from(b.new_flows),
+        attempts: f64::from(b.svc_att),
+        established: f64::from(b.svc_est),
+        svc_flows: f64::from(b.svc_flows),
+        answered: f64::from(b.svc_ans),
+    }
+}
+
+/// Follows per-address traffic of a multi-address asset in its latest second.
+fn spread(sp: &mut Spread, local: IpAddr, last: u64, inbound: &DirStats, new: bool) {
+    if last > sp.sec {
+        sp.sec = last;
+        sp.addrs.clear();
+        sp.overflow = 0;
+        sp.max_pkts = 0;
+        sp.max_bytes = 0;
+        sp.max_new = 0;
+    } else if last < sp.sec {
+        // Late records count for their seconds' totals, not for the spread.
+        return;
+    }
+    let pkts = u32::try_from(inbound.pkts).unwrap_or(u32::MAX);
+    let e = if let Some(e) = sp.addrs.get_mut(&local) {
+        e
+    } else if sp.addrs.len() < MAX_SPREAD {
+        sp.addrs.entry(local).or_default()
+    } else {
+        sp.overflow += 1;
+        return;
+    };
+    e.0 = e.0.saturating_add(pkts);
+    e.1 += inbound.ip_bytes;
+    e.2 += u32::from(new);
+    sp.max_pkts = sp.max_pkts.max(e.0);
+    sp.max_bytes = sp.max_bytes.max(e.1);
+    sp.max_new = sp.max_new.max(e.2);
+}
+
+fn amp_summary(pkts: u64, bits: u64, refl: &[u64; REFLECTORS.len()], refl_out: u64) -> String {
+    let mut by: Vec<(u64, &str, u16)> = refl
+        .iter()
+        .zip(REFLECTORS.iter())
+        .filter(|(v, _)| **v > 0)
+        .map(|(v, (port, name))| (*v, *name, *port))
+        .collect();
+    by.sort_by(|a, b| b.0.cmp(&a.0).then(a.2.cmp(&b.2)));
+    let protos: Vec<String> = by
+        .iter()
+        .map(|(v, name, port)| format!("{name} (port {port}): {v} bytes"))
+        .collect();
+    let total: u64 = by.iter().map(|x| x.0).sum();
+    let ratio = if refl_out == 0 {
+        "the asset sent nothing to them (unsolicited)".to_string()
+    } else {
+        format!(
+            "the asset sent them {refl_out} bytes, an in/out ratio of {:.0}",
+            total as f64 / refl_out as f64
+        )
+    };
+    format!(
+        "{pkts} packets ({bits} bits) of reflector responses in one second; reflected so far: {}; {ratio}",
+        protos.join(", ")
+    )
+}

@@ -1,0 +1,960 @@
+//! Unit tests of each rule on synthetic records, with the guards that keep it quiet.
+
+use super::*;
+use normwatch_config::norms::parse_norms;
+use normwatch_model::{
+    AlertKind, AlertState, Asset, AssetMatch, ConnState, DirStats, EndReason, IcsCounts, IcsProto,
+    IcsSummary, Rates, Role, Sector, Severity, TcpFlags, Thresholds,
+};
+use std::net::IpAddr;
+use std::path::Path;
+
+fn catalogue() -> NormCatalogue {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/norms.toml"),
+    )
+    .unwrap();
+    parse_norms(&text, Path::new("norms.toml")).unwrap()
+}
+
+fn asset(id: &str, cidr: &str, thresholds: Thresholds) -> Asset {
+    Asset {
+        id: AssetId(Arc::from(id)),
+        name: id.into(),
+        operator: "op".into(),
+        sector: Sector::Telecom,
+        service: "name resolution".into(),
+        cidrs: vec![cidr.parse().unwrap()],
+        roles: vec![],
+        service_ports: vec![],
+        thresholds,
+        allow: vec![],
+    }
+}
+
+fn udp_limit(pps: u64) -> Thresholds {
+    Thresholds {
+        udp: Rates {
+            pps: Some(pps),
+            ..Rates::default()
+        },
+        ..Thresholds::default()
+    }
+}
+
+fn total(pps: u64, bps: u64, new: u64) -> Thresholds {
+    Thresholds {
+        total: Rates {
+            pps: Some(pps),
+            bps: Some(bps),
+            new_flows_per_s: Some(new),
+        },
+        ..Thresholds::default()
+    }
+}
+
+fn detector(assets: Vec<Asset>, settings: Settings) -> Detector {
+    Detector::new(
+        Arc::new(AssetIndex::new(assets).unwrap()),
+        catalogue(),
+        settings,
+    )
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn v4(n: u32) -> IpAddr {
+    IpAddr::from(n.to_be_bytes())
+}
+
+/// A flow record between `orig` and `resp`, matched against `index` as the sensor does.
+#[allow(clippy::too_many_arguments)]
+fn rec(
+    d: &Detector,
+    proto: u8,
+    orig: (IpAddr, u16),
+    resp: (IpAddr, u16),
+    ns: u64,
+    o: DirStats,
+    r: DirStats,
+    state: ConnState,
+) -> FlowRecord {
+    let asset: Option<AssetMatch> = d.assets.match_flow(orig.0, resp.0);
+    FlowRecord {
+        sensor_id: Arc::from("s"),
+        flow_id: ns ^ u64::from(orig.1),
+        orig_addr: orig.0,
+        orig_port: orig.1,
+        resp_addr: resp.0,
+        resp_port: resp.1,
+        ip_proto: proto,
+        first_ns: ns,
+        last_ns: ns,
+        orig: o,
+        resp: r,
+        conn_state: state,
+        asset,
+        ics: None,
+        end_reason: EndReason::IdleTimeout,
+    }
+}
+
+fn dir(pkts: u64, bytes: u64) -> DirStats {
+    DirStats {
+        pkts,
+        ip_bytes: bytes,
+        payload_bytes: bytes.saturating_sub(pkts * 28),
+        tcp_flags: TcpFlags::default(),
+    }
+}
+
+fn tcp_dir(pkts: u64, bytes: u64, payload: u64, flags: u8) -> DirStats {
+    DirStats {
+        pkts,
+        ip_bytes: bytes,
+        payload_bytes: payload,
+        tcp_flags: TcpFlags(flags),
+    }
+}
+
+const S: u8 = TcpFlags::SYN;
+const A: u8 = TcpFlags::ACK;
+const R: u8 = TcpFlags::RST;
+const F: u8 = TcpFlags::FIN;
+const P: u8 = TcpFlags::PSH;
+
+fn run(d: &mut Detector, recs: &[FlowRecord]) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for c in recs.chunks(64) {
+        d.process(c, &mut out);
+    }
+    d.finish(&mut out);
+    out
+}
+
+fn opened(out: &[Alert]) -> Vec<(AlertKind, String)> {
+    out.iter()
+        .filter(|a| a.state == AlertState::Open)
+        .map(|a| (a.kind, a.asset.to_string()))
+        .collect()
+}
+
+/// One-packet UDP flows towards 192.0.2.53:53 at `pps` per second over `secs`.
+fn udp_load(d: &Detector, from_sec: u64, secs: u64, pps: u64, seed: u32) -> Vec<FlowRecord> {
+    udp_flows(d, from_sec, secs, pps, 1, seed)
+}
+
+/// `flows` UDP flows of `pkts` packets each per second towards 192.0.2.53:53 over `secs`.
+fn udp_flows(
+    d: &Detector,
+    from_sec: u64,
+    secs: u64,
+    flows: u64,
+    pkts: u64,
+    seed: u32,
+) -> Vec<FlowRecord> {
+    let mut v = Vec::new();
+    for s in 0..secs {
+        for i in 0..flows {
+            let src = v4(0x0A00_0000 + seed * 0x10000 + (i as u32 % 50_000));
+            let ns = (from_sec + s) * NS + i * (NS / flows.max(1));
+            v.push(rec(
+                d,
+                17,
+                (src, 4444),
+                (ip("192.0.2.53"), 53),
+                ns,
+                dir(pkts, 100 * pkts),
+                dir(0, 0),
+                ConnState::S0,
+            ));
+        }
+    }
+    v
+}
+
+#[test]
+fn flood_opens_at_the_crossing_updates_and_closes_after_quiet() {
+    let mut d = detector(
+        vec![asset("dns", "192.0.2.0/24", udp_limit(1000))],
+        Settings::default(),
+    );
+    let mut out = Vec::new();
+    // 500 pps for 5 s: below the UDP threshold of 1000.
+    d.process(&udp_load(&d, 100, 5, 500, 1), &mut out);
+    assert!(out.is_empty());
+    // 3000 pps for 20 s: 3× the threshold.
+    let flood = udp_load(&d, 110, 20, 3000, 2);
+    d.process(&flood[..1001], &mut out);
+    assert_eq!(out.len(), 1, "opens as soon as second 110 crosses 1000");
+    assert_eq!(out[0].state, AlertState::Open);
+    assert_eq!(out[0].kind, AlertKind::VolumetricFlood);
+    assert_eq!(out[0].window_start_ns, 110 * NS);
+    d.process(&flood[1001..], &mut out);
+    assert!(out.iter().skip(1).all(|a| a.state == AlertState::Update));
+    assert!(out.len() >= 2, "updates while it lasts");
+    // Quiet traffic later: the alert closes once the quiet period passes the watermark.
+    d.process(&udp_load(&d, 200, 100, 1, 3), &mut out);
+    let last = out.last().unwrap();
+    assert_eq!(last.state, AlertState::Closed);
+    assert_eq!(last.window_end_ns, 130 * NS);
+    assert!(out.iter().all(|a| a.id == out[0].id));
+    // Opened when the first second just crossed; graded up as the full rate showed (3×).
+    assert_eq!(out[0].severity, Severity::Medium);
+    assert_eq!(last.severity, Severity::High);
+}
+
+#[test]
+fn a_flapping_flood_is_one_alert() {
+    let mut d = detector(
+        vec![asset("dns", "192.0.2.0/24", udp_limit(1000))],
+        Settings::default(),
+    );
+    let mut recs = Vec::new();
+    // 5 s on, 5 s off, six times: gaps shorter than the quiet period.
+    for k in 0..6 {
+        recs.extend(udp_load(&d, 100 + k * 10, 5, 2000, k as u32));
+    }
+    recs.extend(udp_load(&d, 300, 50, 1, 9));
+    let out = run(&mut d, &recs);
+    assert_eq!(opened(&out).len(), 1, "{out:#?}");
+    assert_eq!(
+        out.iter().filter(|a| a.state == AlertState::Closed).count(),
+        1
+    );
+}
+
+#[test]
+fn learned_baseline_raises_alerts_only_after_warm_up_and_above_factor_and_floor() {
+    let settings = Settings {
+        baseline_warmup_secs: 120,
+        baseline_window_secs: 60,
+        ..Settings::default()
+    };
+    // No static threshold: only the learned one applies.
+    let mut d = detector(
+        vec![asset("dns", "192.0.2.0/24", Thresholds::default())],
+        settings.clone(),
+    );
+    let mut out = Vec::new();
+    // During warm-up even a big burst is not judged (there is no limit yet).
+    d.process(&udp_load(&d, 1000, 60, 2000, 1), &mut out);
+    d.process(&udp_load(&d, 1060, 1, 20_000, 2), &mut out);
+    d.process(&udp_load(&d, 1061, 140, 2000, 3), &mut out);
+    assert!(out.is_empty(), "{out:#?}");
+    // Warm at ~2000 pps (the burst second was hot and is not learned): 2× is normal variation
+    // under a factor of 3 ...
+    d.process(&udp_load(&d, 1201, 3, 4000, 4), &mut out);
+    assert!(out.is_empty(), "{out:#?}");
+    // ... 4× is a flood, and the alert carries the baseline.
+    d.process(&udp_load(&d, 1204, 3, 8000, 5), &mut out);
+    assert_eq!(opened(&out), [(AlertKind::VolumetricFlood, "dns".into())]);
+    let b = out[0].baseline.expect("baseline filled");
+    assert!((1500.0..2500.0).contains(&b.pps), "{b:?}");
+
+    // A nearly idle asset: its learned limit never drops below the floor (1000 pps).
+    let mut d = detector(
+        vec![asset("dns", "192.0.2.0/24", Thresholds::default())],
+        settings.clone(),
+    );
+    let mut out = Vec::new();
+    d.process(&udp_load(&d, 1000, 200, 5, 1), &mut out);
+    // 900 pps in 90 flows: under every floor.
+    d.process(&udp_flows(&d, 1200, 2, 90, 10, 2), &mut out);
+    assert!(out.is_empty(), "{out:#?}");
+    d.process(&udp_flows(&d, 1202, 2, 90, 17, 3), &mut out);
+    assert_eq!(opened(&out), [(AlertKind::VolumetricFlood, "dns".into())]);
+
+    // A static threshold below the asset's normal rate is raised to baseline × factor.
+    let mut d = detector(
+        vec![asset(
+            "dns",
+            "192.0.2.0/24",
+            total(1000, u64::MAX / 16, 1_000_000),
+        )],
+        settings,
+    );
+    let mut out = Vec::new();
+    d.process(&udp_load(&d, 1000, 60, 800, 1), &mut out);
+    assert!(out.is_empty(), "below the static limit");
+    let mut d2 = detector(
+        vec![asset(
+            "dns",
+            "192.0.2.0/24",
+            total(1000, u64::MAX / 16, 1_000_000),
+        )],
+        Settings {
+            baseline_warmup_secs: 120,
+            baseline_window_secs: 60,
+            ..Settings::default()
+        },
+    );
+    let mut out2 = Vec::new();
+    d2.process(&udp_load(&d2, 1000, 200, 900, 1), &mut out2);
+    assert!(out2.is_empty());
+    // Static 1000 < 3 × 900: 2500 pps stays under the learned limit of ~2700.
+    d2.process(&udp_load(&d2, 1200, 2, 2500, 2), &mut out2);
+    assert!(out2.is_empty(), "{out2:#?}");
+}
+
+/// UDP responses from `port` of reflector `i` towards the asset, `asked` if the asset sent
+/// a request first.
+fn reflected(d: &Detector, sec: u64, n: u64, port: u16, asked: bool) -> Vec<FlowRecord> {
+    (0..n)
+        .map(|i| {
+            let refl = v4(0xC633_6400 + i as u32);
+            let ns = sec * NS + i * (NS / n.max(1));
+            if asked {
+                // The asset's query and the answer, one flow (asset as originator).
+                rec(
+                    d,
+                    17,
+                    (ip("192.0.2.10"), 40_000 + i as u16),
+                    (refl, port),
+                    ns,
+                    dir(1, 80),
+                    dir(1, 1200),
+                    ConnState::SF,
+                )
+            } else {
+                // Unsolicited: the sensor sees only the reflector's packets.
+                rec(
+                    d,
+                    17,
+                    (refl, port),
+                    (ip("192.0.2.10"), 30120),
+                    ns,
+                    dir(1, 1200),
+                    dir(0, 0),
+                    ConnState::S0,
+                )
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn unsolicited_reflector_responses_are_amplification_with_evidence() {
+    let mut d = detector(
+        vec![asset(
+            "web",
+            "192.0.2.0/24",
+            total(100_000, 10_000_000_000, 100_000),
+        )],
+        Settings::default(),
+    );
+    let mut recs = reflected(&d, 100, 1500, 53, false);
+    recs.extend(reflected(&d, 101, 1500, 123, false));
+    let out = run(&mut d, &recs);
+    assert_eq!(opened(&out), [(AlertKind::UdpAmplification, "web".into())]);
+    let last = out.last().unwrap();
+    assert!(
+        last.summary.contains("DNS") && last.summary.contains("NTP"),
+        "{}",
+        last.summary
+    );
+    assert!(last.summary.contains("unsolicited"), "{}", last.summary);
+    assert!(!last.top_sources.is_empty());
+    assert!(last.top_sources.iter().all(|s| s.reflector));
+    assert!(last.norms.violated.contains(&"ungge2015.13f".to_string()));
+}
+
+#[test]
+fn answers_to_the_assets_own_queries_and_other_ports_are_not_amplification() {
+    let mut d = detector(
+        vec![asset("web", "192.0.2.0/24", Thresholds::default())],
+        Settings::default(),
+    );
+    let out = {
+        let r = reflected(&d, 100, 3000, 53, true);
+        run(&mut d, &r)
+    };
+    assert!(out.is_empty(), "{out:#?}");
+    let mut d = detector(
+        vec![asset("web", "192.0.2.0/24", Thresholds::default())],
+        Settings::default(),
+    );
+    let out = {
+        let r = reflected(&d, 100, 3000, 4444, false);
+        run(&mut d, &r)
+    };
+    assert!(out.is_empty(), "{out:#?}");
+}
+
+#[test]
+fn a_flood_made_of_reflections_is_classed_as_amplification() {
+    // Below the reflection limits of their own, above the asset's static pps limit.
+    let settings = Settings {
+        amp_pps: 1_000_000,
+        amp_bps: 10_000_000_000,
+        ..Settings::default()
+    };
+    let mut d = detector(
+        vec![asset(
+            "web",
+            "192.0.2.0/24",
+            total(1000, 10_000_000_000, 100_000),
+        )],
+        settings,
+    );
+    let out = {
+        let r = reflected(&d, 100, 3000, 47808, false);
+        run(&mut d, &r)
+    };
+    assert_eq!(opened(&out), [(AlertKind::UdpAmplification, "web".into())]);
+    assert!(out[0].summary.contains("BACnet"), "{}", out[0].summary);
+}
+
+/// TCP handshakes to 192.0.2.10:443 at `n` per second over `secs`, `ok` of each 10 completing.
+fn handshakes(d: &Detector, from: u64, secs: u64, n: u64, ok: u64) -> Vec<FlowRecord> {
+    let mut v = Vec::new();
+    for s in 0..secs {
+        for i in 0..n {
+            let src = v4(0x0B00_0000 + ((s * n + i) % 60_000) as u32);
+            let ns = (from + s) * NS + i * (NS / n.max(1));
+            let done = i % 10 < ok;
+            let (o, r, st) = if done {
+                (
+                    tcp_dir(6, 600, 300, S | A | P | F),
+                    tcp_dir(6, 4000, 3700, S | A | P | F),
+                    ConnState::SF,
+                )
+            } else {
+                (tcp_dir(3, 180, 0, S), tcp_dir(0, 0, 0, 0), ConnState::S0)
+            };
+            v.push(rec(
+                d,
+                6,
+                (src, 50_000),
+                (ip("192.0.2.10"), 443),
+                ns,
+                o,
+                r,
+                st,
+            ));
+        }
+    }
+    v
+}
+
+fn web(thresholds: Thresholds) -> Asset {
+    Asset {
+        service_ports: vec![443],
+        ..asset("web", "192.0.2.0/24", thresholds)
+    }
+}
+
+fn impair_settings() -> Settings {
+    Settings {
+        baseline_warmup_secs: 120,
+        baseline_window_secs: 60,
+        ..Settings::default()
+    }
+}
+
+#[test]
+fn collapsing_handshakes_under_rising_load_are_service_impairment() {
+    let mut d = detector(vec![web(Thresholds::default())], impair_settings());
+    let mut recs = handshakes(&d, 1000, 200, 30, 10);
+    // 75 attempts a second (2.5× normal, under the learned new-flow limit) and 1 in 10 completes.
+    recs.extend(handshakes(&d, 1200, 20, 75, 1));
+    recs.extend(handshakes(&d, 1220, 60, 30, 10));
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::ServiceImpairment, "web".into())],
+        "{out:#?}"
+    );
+    let imp = out[0].impairment.expect("impairment filled");
+    assert!(imp.handshake_completion.unwrap() < 0.2, "{imp:?}");
+    assert!(imp.baseline_handshake_completion.unwrap() > 0.9, "{imp:?}");
+    assert!(imp.response_ratio.unwrap() < 0.2, "{imp:?}");
+    assert!(out[0].norms.violated.contains(&"ungge2015.13f".to_string()));
+}
+
+#[test]
+fn impairment_needs_a_collapse_a_rise_and_enough_attempts() {
+    // More load, every handshake completes: busy, not impaired.
+    let mut d = detector(vec![web(Thresholds::default())], impair_settings());
+    let mut recs = handshakes(&d, 1000, 200, 30, 10);
+    recs.extend(handshakes(&d, 1200, 20, 75, 10));
+    recs.extend(handshakes(&d, 1220, 60, 30, 10));
+    assert!(run(&mut d, &recs).is_empty());
+    // Completion collapses on too few attempts to judge (2 a second, 10 per window < 20).
+    let mut d = detector(vec![web(Thresholds::default())], impair_settings());
+    let mut recs = handshakes(&d, 1000, 200, 1, 10);
+    recs.extend(handshakes(&d, 1200, 20, 2, 0));
+    recs.extend(handshakes(&d, 1220, 60, 1, 10));
+    assert!(run(&mut d, &recs).is_empty());
+    // Completion collapses without more load (the clients went away, nothing attacks).
+    let mut d = detector(vec![web(Thresholds::default())], impair_settings());
+    let mut recs = handshakes(&d, 1000, 200, 30, 10);
+    recs.extend(handshakes(&d, 1200, 20, 30, 1));
+    recs.extend(handshakes(&d, 1220, 60, 30, 10));
+    assert!(run(&mut d, &recs).is_empty());
+}
+
+#[test]
+fn impairment_during_a_flood_is_shown_on_the_flood_alert() {
+    let mut d = detector(
+        vec![web(total(100_000, 10_000_000_000, 50))],
+        impair_settings(),
+    );
+    let mut recs = handshakes(&d, 1000, 200, 30, 10);
+    recs.extend(handshakes(&d, 1200, 30, 400, 0));
+    recs.extend(handshakes(&d, 1230, 60, 30, 10));
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::SynFlood, "web".into())],
+        "{out:#?}"
+    );
+    let closed = out.last().unwrap();
+    let imp = closed.impairment.expect("impairment on the flood alert");
+    assert!(imp.handshake_completion.unwrap() < 0.1, "{imp:?}");
+}
+
+fn probe(d: &Detector, src: &str, dst: IpAddr, port: u16, sec: u64) -> FlowRecord {
+    rec(
+        d,
+        6,
+        (ip(src), 40_000),
+        (dst, port),
+        sec * NS,
+        tcp_dir(1, 44, 0, S),
+        tcp_dir(1, 40, 0, R | A),
+        ConnState::REJ,
+    )
+}
+
+#[test]
+fn one_source_probing_many_ports_or_addresses_is_a_low_severity_scan() {
+    let mut d = detector(
+        vec![asset("ops", "192.0.2.0/24", Thresholds::default())],
+        Settings::default(),
+    );
+    let recs: Vec<_> = (0..10)
+        .map(|p| probe(&d, "203.0.113.7", ip("192.0.2.22"), 20 + p, 100))
+        .collect();
+    let out = run(&mut d, &recs);
+    assert_eq!(opened(&out), [(AlertKind::Scan, "ops".into())]);
+    assert_eq!(out[0].severity, Severity::Low);
+    assert_eq!(out[0].top_sources[0].addr, ip("203.0.113.7"));
+    assert!(out[0].norms.violated.is_empty());
+    // Address scan: one port, ten addresses, slowly (minutes apart).
+    let mut d = detector(
+        vec![asset("ops", "192.0.2.0/24", Thresholds::default())],
+        Settings::default(),
+    );
+    let recs: Vec<_> = (0..10u32)
+        .map(|h| {
+            probe(
+                &d,
+                "203.0.113.8",
+                v4(0xC000_0200 + h * 7),
+                445,
+                100 + u64::from(h) * 300,
+            )
+        })
+        .collect();
+    assert_eq!(
+        opened(&run(&mut d, &recs)),
+        [(AlertKind::Scan, "ops".into())]
+    );
+}
+
+#[test]
+fn scan_guards_backscatter_service_use_few_ports_and_long_gaps() {
+    let fresh = || {
+        detector(
+            vec![asset("ops", "192.0.2.0/24", Thresholds::default())],
+            Settings::default(),
+        )
+    };
+    // Backscatter: SYN-ACKs from a flooded server's port 80 to many of our ports and
+    // addresses, some answered with RST by our hosts.
+    let d = fresh();
+    let mut recs = Vec::new();
+    for i in 0..50u32 {
+        let ours = v4(0xC000_0200 + i);
+        let o = tcp_dir(1, 44, 0, S | A);
+        let r = if i % 2 == 0 {
+            tcp_dir(1, 40, 0, R)
+        } else {
+            tcp_dir(0, 0, 0, 0)
+        };
+        recs.push(rec(
+            &d,
+            6,
+            (ip("198.51.100.80"), 80),
+            (ours, 1024 + i as u16),
+            100 * NS,
+            o,
+            r,
+            ConnState::REJ,
+        ));
+        // The sensor may also record it with our host as originator (flipped).
+        recs.push(rec(
+            &d,
+            6,
+            (ours, 2024 + i as u16),
+            (ip("198.51.100.80"), 80),
+            101 * NS,
+            tcp_dir(1, 40, 0, R),
+            tcp_dir(1, 44, 0, S | A),
+            ConnState::RSTO,
+        ));
+    }
+    let mut d = fresh();
+    assert!(run(&mut d, &recs).is_empty());
+    // A client using ten services for real: connections carry data.
+    let d = fresh();
+    let recs: Vec<_> = (0..10)
+        .map(|p| {
+            rec(
+                &d,
+                6,
+                (ip("203.0.113.9"), 40_000),
+                (ip("192.0.2.22"), 8000 + p),
+                100 * NS,
+                tcp_dir(8, 900, 500, S | A | P | F),
+                tcp_dir(8, 5000, 4600, S | A | P | F),
+                ConnState::SF,
+            )
+        })
+        .collect();
+    let mut d = fresh();
+    assert!(run(&mut d, &recs).is_empty());
+    // Seven ports: under the threshold of eight.
+    let d = fresh();
+    let recs: Vec<_> = (0..7)
+        .map(|p| probe(&d, "203.0.113.7", ip("192.0.2.22"), 20 + p, 100))
+        .collect();
+    let mut d = fresh();
+    assert!(run(&mut d, &recs).is_empty());
+    // Ten ports, but hours apart: each probe starts a new scan.
+    let d = fresh();
+    let recs: Vec<_> = (0..10u64)
+        .map(|p| {
+            probe(
+                &d,
+                "203.0.113.7",
+                ip("192.0.2.22"),
+                20 + p as u16,
+                100 + p * 4000,
+            )
+        })
+        .collect();
+    let mut d = fresh();
+    assert!(run(&mut d, &recs).is_empty());
+    // Many spoofed sources, one SYN each to one port: a flood's sources, not scanners.
+    let d = fresh();
+    let recs: Vec<_> = (0..5000u32)
+        .map(|i| {
+            rec(
+                &d,
+                6,
+                (v4(0x0C00_0000 + i), 40_000),
+                (ip("192.0.2.22"), 25565),
+                100 * NS + u64::from(i),
+                tcp_dir(1, 40, 0, S),
+                tcp_dir(0, 0, 0, 0),
+                ConnState::S0,
+            )
+        })
+        .collect();
+    let mut d = fresh();
+    assert!(opened(&run(&mut d, &recs))
+        .iter()
+        .all(|(k, _)| *k != AlertKind::Scan));
+}
+
+fn ip_holder(roles: &[Role]) -> Vec<Asset> {
+    vec![
+        Asset {
+            roles: roles.to_vec(),
+            ..asset("lab", "192.0.2.0/24", Thresholds::default())
+        },
+        asset("partner", "198.51.100.0/24", Thresholds::default()),
+    ]
+}
+
+/// The asset uploads `mb` megabytes to `dst` in 100 MB flows, one a minute.
+fn upload(d: &Detector, dst: &str, mb: u64) -> Vec<FlowRecord> {
+    (0..mb / 100)
+        .map(|i| {
+            let mut r = rec(
+                d,
+                6,
+                (ip("192.0.2.5"), 50_000),
+                (ip(dst), 443),
+                (1000 + i * 60) * NS,
+                tcp_dir(70_000, 100_000_000, 97_000_000, S | A | P | F),
+                tcp_dir(35_000, 1_400_000, 0, S | A | F),
+                ConnState::SF,
+            );
+            r.last_ns = r.first_ns + 59 * NS;
+            r
+        })
+        .collect()
+}
+
+/// `who` downloads `mb` megabytes from the asset in 100 MB flows, one a minute.
+fn pull(d: &Detector, who: &str, mb: u64) -> Vec<FlowRecord> {
+    (0..mb / 100)
+        .map(|i| {
+            let mut r = rec(
+                d,
+                6,
+                (ip(who), 50_000),
+                (ip("192.0.2.5"), 443),
+                (1000 + i * 60) * NS,
+                tcp_dir(35_000, 1_400_000, 200, S | A | P | F),
+                tcp_dir(70_000, 100_000_000, 97_000_000, S | A | P | F),
+                ConnState::SF,
+            );
+            r.last_ns = r.first_ns + 59 * NS;
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn bulk_upload_from_an_ip_holder_to_an_outsider_is_exfiltration() {
+    let mut d = detector(ip_holder(&[Role::HoldsIp]), Settings::default());
+    let out = {
+        let r = upload(&d, "203.0.113.50", 2000);
+        run(&mut d, &r)
+    };
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::BulkExfiltration, "lab".into())],
+        "{out:#?}"
+    );
+    assert_eq!(out[0].top_sources[0].addr, ip("203.0.113.50"));
+    assert!(out[0]
+        .norms
+        .violated
+        .contains(&"us2015.no-ip-theft".to_string()));
+    assert!(!out[0].norms.violated.contains(&"ungge2015.13f".to_string()));
+}
+
+#[test]
+fn exfiltration_guards_internal_destination_role_and_volume() {
+    // To another protected asset's address: internal.
+    // Pulled by a host of another protected asset: internal.
+    let mut d = detector(ip_holder(&[Role::HoldsIp]), Settings::default());
+    let recs = pull(&d, "198.51.100.9", 2000);
+    assert!(recs
+        .iter()
+        .all(|r| r.asset.as_ref().unwrap().id.as_str() == "lab"));
+    assert!(run(&mut d, &recs).is_empty());
+    // The same pulled by an outsider is exfiltration too.
+    let mut d = detector(ip_holder(&[Role::HoldsIp]), Settings::default());
+    let recs = pull(&d, "203.0.113.51", 2000);
+    assert_eq!(
+        opened(&run(&mut d, &recs)),
+        [(AlertKind::BulkExfiltration, "lab".into())]
+    );
+    // Not marked as holding intellectual property.
+    let mut d = detector(ip_holder(&[]), Settings::default());
+    assert!({
+        let r = upload(&d, "203.0.113.50", 2000);
+        run(&mut d, &r)
+    }
+    .is_empty());
+    // Under the limit.
+    let mut d = detector(ip_holder(&[Role::HoldsIp]), Settings::default());
+    assert!({
+        let r = upload(&d, "203.0.113.50", 900);
+        run(&mut d, &r)
+    }
+    .is_empty());
+}
+
+/// `per_addr` one-packet UDP flows to each of `addrs` addresses of 192.0.2.0/24 in one second.
+fn spread_load(d: &Detector, sec: u64, addrs: u32, per_addr: u32) -> Vec<FlowRecord> {
+    let mut v = Vec::new();
+    for k in 0..per_addr {
+        for a in 0..addrs {
+            let ns = sec * NS + u64::from(k * addrs + a) * 1000;
+            v.push(rec(
+                d,
+                17,
+                (v4(0x0D00_0000 + k * 256 + a), 5000),
+                (v4(0xC000_0200 + a), 80),
+                ns,
+                dir(1, 200),
+                dir(0, 0),
+                ConnState::S0,
+            ));
+        }
+    }
+    v
+}
+
+#[test]
+fn a_flood_spread_thin_over_a_prefix_is_carpet_bombing() {
+    let limits = total(10_000, 10_000_000_000, 1_000_000);
+    let mut d = detector(
+        vec![asset("isp", "192.0.2.0/24", limits)],
+        Settings::default(),
+    );
+    // 250 addresses × 60 packets: 15 000 pps in sum, 60 per address.
+    let out = {
+        let r = spread_load(&d, 100, 250, 60);
+        run(&mut d, &r)
+    };
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::CarpetBombing, "isp".into())],
+        "{out:#?}"
+    );
+    assert!(out[0].summary.contains("addresses"), "{}", out[0].summary);
+    // The same packets on one address: a plain flood of that address.
+    let mut d = detector(
+        vec![asset("isp", "192.0.2.0/24", limits)],
+        Settings::default(),
+    );
+    let out = {
+        let r = spread_load(&d, 100, 1, 15_000);
+        run(&mut d, &r)
+    };
+    assert_eq!(opened(&out), [(AlertKind::VolumetricFlood, "isp".into())]);
+    // Spread over too few addresses to call it a carpet (8 < 16).
+    let mut d = detector(
+        vec![asset("isp", "192.0.2.0/24", limits)],
+        Settings::default(),
+    );
+    let out = {
+        let r = spread_load(&d, 100, 8, 1500);
+        run(&mut d, &r)
+    };
+    assert_eq!(opened(&out), [(AlertKind::VolumetricFlood, "isp".into())]);
+}
+
+fn ics_rec(d: &Detector, src: &str, write: u32, stop: u32) -> FlowRecord {
+    let mut r = rec(
+        d,
+        6,
+        (ip(src), 40_000),
+        (ip("192.0.2.30"), 502),
+        100 * NS,
+        tcp_dir(10, 800, 300, S | A | P | F),
+        tcp_dir(10, 800, 300, S | A | P | F),
+        ConnState::SF,
+    );
+    r.ics = Some(Box::new(IcsSummary {
+        proto: IcsProto::Modbus,
+        orig: IcsCounts {
+            write,
+            stop_restart: stop,
+            ..IcsCounts::default()
+        },
+        resp: IcsCounts::default(),
+    }));
+    r
+}
+
+#[test]
+fn ics_commands_from_outside_the_allow_list_are_abuse() {
+    let plc = Asset {
+        allow: vec!["10.1.1.1/32".parse().unwrap()],
+        roles: vec![Role::Ot],
+        ..asset("plc", "192.0.2.30/32", Thresholds::default())
+    };
+    let mut d = detector(vec![plc.clone()], Settings::default());
+    let out = {
+        let r = [ics_rec(&d, "203.0.113.66", 3, 0)];
+        run(&mut d, &r)
+    };
+    assert_eq!(opened(&out), [(AlertKind::IcsCommandAbuse, "plc".into())]);
+    assert_eq!(out[0].severity, Severity::High);
+    assert_eq!(out[0].top_sources[0].addr, ip("203.0.113.66"));
+    let mut d = detector(vec![plc.clone()], Settings::default());
+    let out = {
+        let r = [ics_rec(&d, "203.0.113.66", 0, 1)];
+        run(&mut d, &r)
+    };
+    assert_eq!(out[0].severity, Severity::Critical);
+    // From the allowed master, or reads only: nothing.
+    let mut d = detector(vec![plc.clone()], Settings::default());
+    assert!({
+        let r = [ics_rec(&d, "10.1.1.1", 3, 1)];
+        run(&mut d, &r)
+    }
+    .is_empty());
+    let mut d = detector(vec![plc], Settings::default());
+    assert!({
+        let r = [ics_rec(&d, "203.0.113.66", 0, 0)];
+        run(&mut d, &r)
+    }
+    .is_empty());
+}
+
+#[test]
+fn an_attack_on_a_csirt_adds_13k() {
+    let csirt = Asset {
+        roles: vec![Role::Csirt],
+        sector: Sector::Csirt,
+        ..asset("cert", "192.0.2.0/24", udp_limit(1000))
+    };
+    let mut d = detector(vec![csirt], Settings::default());
+    let out = {
+        let r = udp_load(&d, 100, 3, 3000, 1);
+        run(&mut d, &r)
+    };
+    assert_eq!(opened(&out), [(AlertKind::VolumetricFlood, "cert".into())]);
+    assert!(out[0].norms.violated.contains(&"ungge2015.13k".to_string()));
+}
+
+#[test]
+fn records_later_than_the_ring_are_counted_as_late_not_misfiled() {
+    let mut d = detector(
+        vec![asset("dns", "192.0.2.0/24", udp_limit(1000))],
+        Settings::default(),
+    );
+    let mut out = Vec::new();
+    d.process(&udp_load(&d, 1000, 1, 10, 1), &mut out);
+    // 900 packets in second 1000 after the clock moved on by a minute: too late to count.
+    d.process(&udp_load(&d, 1060, 1, 10, 2), &mut out);
+    d.process(&udp_load(&d, 1000, 1, 900, 3), &mut out);
+    d.process(&udp_load(&d, 1060, 1, 500, 4), &mut out);
+    assert_eq!(d.late, 900);
+    assert!(out.is_empty(), "{out:#?}");
+}
+
+#[test]
+fn the_same_records_give_the_same_alerts() {
+    let make = || {
+        detector(
+            vec![asset(
+                "dns",
+                "192.0.2.0/24",
+                total(1000, 1_000_000_000, 500),
+            )],
+            Settings::default(),
+        )
+    };
+    let d = make();
+    let mut recs = udp_load(&d, 100, 3, 3000, 1);
+    recs.extend(reflected(&d, 104, 2000, 53, false));
+    recs.extend((0..12).map(|p| probe(&d, "203.0.113.7", ip("192.0.2.22"), 20 + p, 105)));
+    let one = run(&mut make(), &recs);
+    let two = run(&mut make(), &recs);
+    assert!(!one.is_empty());
+    assert_eq!(one, two);
+}
+
+#[test]
+fn footprint_is_reported() {
+    let d = detector(
+        vec![asset("dns", "192.0.2.0/24", udp_limit(1))],
+        Settings::default(),
+    );
+    let f = d.footprint();
+    assert!(f.per_asset > 16 * 64 && f.per_asset < 8192, "{f:?}");
+    assert!(f.per_source > 17 && f.per_source < 128, "{f:?}");
+}
