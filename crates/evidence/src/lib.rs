@@ -17,6 +17,7 @@ pub mod letter;
 pub mod misp;
 pub mod package;
 pub mod recipients;
+pub mod sample;
 pub mod stix;
 pub mod tlp;
 pub mod verify;
