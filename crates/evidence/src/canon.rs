@@ -56,6 +56,23 @@ pub fn rfc3339_ms(ns: u64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// RFC 3339 UTC with the fraction cut to microseconds and its trailing zeros dropped
+/// (`2026-03-01T10:00:00Z`, `2026-03-01T10:00:00.5Z`): the form the Python `stix2` library
+/// writes, which matters where a timestamp feeds a deterministic SCO id.
+pub fn rfc3339_trimmed(ns: u64) -> String {
+    let secs = rfc3339_s(ns);
+    let micros = (ns / 1_000) % 1_000_000;
+    if micros == 0 {
+        return secs;
+    }
+    let frac = format!("{micros:06}");
+    format!(
+        "{}.{}Z",
+        &secs[..secs.len() - 1],
+        frac.trim_end_matches('0')
+    )
+}
+
 /// RFC 3339 UTC in whole seconds (`2026-11-30T06:55:29Z`), for human text.
 pub fn rfc3339_s(ns: u64) -> String {
     let t = UNIX_EPOCH + Duration::from_secs(ns / 1_000_000_000);
@@ -84,6 +101,18 @@ mod tests {
         );
         assert_eq!(rfc3339_s(1_700_000_000_999_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(date(1_700_000_000_000_000_000), "2023-11-14");
+        assert_eq!(
+            rfc3339_trimmed(1_700_000_000_000_000_000),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(
+            rfc3339_trimmed(1_700_000_000_500_000_999),
+            "2023-11-14T22:13:20.5Z"
+        );
+        assert_eq!(
+            rfc3339_trimmed(1_700_000_000_000_001_000),
+            "2023-11-14T22:13:20.000001Z"
+        );
     }
 
     #[test]

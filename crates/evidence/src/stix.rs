@@ -6,7 +6,7 @@
 //! so a rebuilt package has the same ids; SCO ids follow the STIX rule (UUIDv5 under the STIX
 //! namespace over the canonical JSON of the id-contributing properties).
 
-use crate::canon::{jcs, rfc3339_ms};
+use crate::canon::{jcs, rfc3339_ms, rfc3339_trimmed, sha256};
 use crate::error::Result;
 use crate::package::{via_authority, Ctx};
 use crate::recipients::Disposition;
@@ -29,6 +29,18 @@ pub const NORMWATCH_IDENTITY: &str = "identity--8a4e2b6c-1d3f-4a5b-9c7e-0f2d4b6a
 pub const INCIDENT_CORE_EXTENSION: &str =
     "extension-definition--ef765651-680c-498d-9894-99799f2fa126";
 const EXTENSION_CREATED: &str = "2026-01-01T00:00:00.000Z";
+
+/// A UUID for an SDO, derived from the package id and the object's role. STIX asks for
+/// version 4 UUIDs on SDOs; these carry the version-4 layout with hash bits in place of random
+/// ones, so a rebuilt package keeps its ids.
+pub fn sdo_uuid(package_id: &str, role: &str) -> Uuid {
+    let mut name = NORMWATCH_NAMESPACE.as_bytes().to_vec();
+    name.extend_from_slice(format!("{package_id}/{role}").as_bytes());
+    let h = sha256(&name);
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h[..16]);
+    uuid::Builder::from_random_bytes(b).into_uuid()
+}
 
 /// `type--uuid5(STIX namespace, JCS(contributing properties))`.
 pub fn sco_id(ty: &str, contributing: &Value) -> Result<String> {
@@ -133,15 +145,7 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
     let alert = c.alert();
     let planned = c.planned();
     let tlp: Tlp = c.input.settings.tlp;
-    let sdo_id = |ty: &str, role: &str| {
-        format!(
-            "{ty}--{}",
-            Uuid::new_v5(
-                &NORMWATCH_NAMESPACE,
-                format!("{}/{role}", c.package_id).as_bytes()
-            )
-        )
-    };
+    let sdo_id = |ty: &str, role: &str| format!("{ty}--{}", sdo_uuid(&c.package_id, role));
     let marking = vec![json!(tlp.stix_id())];
     let created = c.created.clone();
     let operator_id = sdo_id("identity", "operator");
@@ -268,8 +272,8 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
         if let Some(v) = victim {
             nt.insert("dst_ref".into(), json!(put_addr(v, &mut scos)?));
         }
-        nt.insert("start".into(), json!(rfc3339_ms(first)));
-        nt.insert("end".into(), json!(rfc3339_ms(last)));
+        nt.insert("start".into(), json!(rfc3339_trimmed(first)));
+        nt.insert("end".into(), json!(rfc3339_trimmed(last)));
         nt.insert("is_active".into(), json!(false));
         if let Some(port) = f.and_then(|f| {
             if f.dst_ports.len() == 1 {
@@ -464,8 +468,11 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
         "deadline": c.deadline,
         "request_channel": "technical",
         "state_attribution": "none",
-        "provider_abuse": abuse,
     });
+    // STIX forbids empty lists.
+    if !abuse.is_empty() {
+        ours["provider_abuse"] = json!(abuse);
+    }
     if let Some(reason) = via_authority(&planned.routing) {
         ours["routing_via_national_authority"] = json!(reason);
     }
@@ -524,7 +531,7 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
 
     Ok(json!({
         "type": "bundle",
-        "id": format!("bundle--{}", Uuid::new_v5(&NORMWATCH_NAMESPACE, format!("{}/bundle", c.package_id).as_bytes())),
+        "id": format!("bundle--{}", sdo_uuid(&c.package_id, "bundle")),
         "objects": objects,
     }))
 }

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Independent validation of normwatch evidence packages with the reference Python tools:
+# stix2-validator and stix2.parse on every STIX bundle, deterministic SCO ids recomputed by the
+# stix2 library, and the DSSE signature verified by securesystemslib.
+#
+# Usage: tests/evidence/check.sh            (from anywhere; builds sample packages first)
+#        tests/evidence/check.sh DIR...     (validate package directories already written)
+# Env:   NORMWATCH_PYENV  virtualenv location (default: <target dir>/pyenv)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+target="${CARGO_TARGET_DIR:-$root/target}"
+venv="${NORMWATCH_PYENV:-$target/pyenv}"
+requirements="$root/tests/evidence/requirements.txt"
+stamp="$venv/.normwatch-requirements"
+
+# Create or refresh the virtualenv only when the pinned requirements changed.
+if [[ ! -x "$venv/bin/python" ]]; then
+    python3 -m venv "$venv"
+fi
+if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$stamp"
+fi
+
+if [[ $# -gt 0 ]]; then
+    dirs=("$@")
+else
+    out="$target/evidence-check"
+    rm -rf "$out"
+    (cd "$root" && cargo run --quiet -p normwatch-evidence --example write_sample -- \
+        "$out" "$root/../shared/data/geoip" "$root/config/norms.toml")
+    dirs=()
+    for d in "$out"/EP-*; do
+        [[ -d "$d" ]] && dirs+=("$d")
+    done
+    set -- --key "$out/signer.pub"
+fi
+
+key_args=()
+if [[ "${1:-}" == "--key" ]]; then
+    key_args=(--key "$2")
+fi
+exec "$venv/bin/python" "$root/tests/evidence/check_package.py" "${key_args[@]}" "${dirs[@]}"
