@@ -3,7 +3,7 @@
 use crate::args::{config, print_metrics, stop_flag, InputArgs};
 use crate::output::{Format, JsonAlerts, WriterSink};
 use crate::UsageError;
-use normwatch_pipeline::alerts::{self, AlertSink, DetectorSink, LogAlerts};
+use normwatch_pipeline::alerts::{self, AlertSink, DetectorSink, LogAlerts, TeeAlerts};
 use normwatch_pipeline::detect::{ConsumeOptions, ConsumeSummary, CountingSink, FlowSink};
 use normwatch_pipeline::metrics::Metrics;
 use normwatch_pipeline::topology::{self, SensorOptions, SensorSummary};
@@ -43,8 +43,12 @@ pub struct DetectArgs {
     /// Format of --flows-out.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
-    /// Exit after no batch arrived for this long (e.g. `10s`); otherwise run until SIGINT or
-    /// SIGTERM.
+    /// Also write alert events (open, update, closed) as JSON lines to FILE (`-`: standard
+    /// output). They always go to the alerts topic (`bus.topics.alerts`).
+    #[arg(long, value_name = "FILE")]
+    alerts_out: Option<PathBuf>,
+    /// Exit after no batch arrived for this long (e.g. `10s`), counted from the latest
+    /// partition assignment or batch; otherwise run until SIGINT or SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     exit_when_idle: Option<Duration>,
     /// Print every metric (Prometheus text format) to standard error at the end.
@@ -126,15 +130,34 @@ pub fn sensor(args: SensorArgs) -> anyhow::Result<()> {
 
 pub fn detect(args: DetectArgs) -> anyhow::Result<()> {
     let cfg = config(Some(&args.config))?;
+    both_stdout(args.flows_out.as_ref(), args.alerts_out.as_ref())?;
     let stop = stop_flag()?;
     let metrics = Metrics::new();
-    let mut sink = sink(args.flows_out.as_ref(), args.format)?;
+    let mut flows = match &args.flows_out {
+        Some(p) => Some(sink(Some(p), args.format)?),
+        None => None,
+    };
+    let mut alerts_file = match &args.alerts_out {
+        Some(p) => Some(JsonAlerts::create(p)?),
+        None => None,
+    };
+    let mut log = LogAlerts;
+    let mut tee: Vec<&mut dyn AlertSink> = vec![&mut log];
+    if let Some(f) = alerts_file.as_mut() {
+        tee.push(f);
+    }
+    let mut alerts = TeeAlerts(tee);
     let opts = ConsumeOptions {
         exit_when_idle: args.exit_when_idle,
     };
-    let result = topology::detect(&cfg, sink.as_mut(), &opts, &metrics, &stop);
+    let flows_ref: Option<&mut dyn FlowSink> = match flows.as_mut() {
+        Some(f) => Some(f.as_mut()),
+        None => None,
+    };
+    let result = topology::detect(&cfg, flows_ref, Some(&mut alerts), &opts, &metrics, &stop);
     if let Ok(s) = &result {
-        log_consumer(s);
+        log_consumer(&s.consumed);
+        tracing::info!(alerts = s.opened, events = s.events, "detector finished");
     }
     if args.stats {
         print_metrics(&metrics);
@@ -142,22 +165,21 @@ pub fn detect(args: DetectArgs) -> anyhow::Result<()> {
     result.map(|_| ())
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let cfg = config(args.config.as_deref())?;
-    if args
-        .flows_out
-        .as_ref()
-        .is_some_and(|p| p.as_os_str() == "-")
-        && args
-            .alerts_out
-            .as_ref()
-            .is_some_and(|p| p.as_os_str() == "-")
-    {
+/// Only one output may take standard output.
+fn both_stdout(flows: Option<&PathBuf>, alerts: Option<&PathBuf>) -> anyhow::Result<()> {
+    let dash = |p: Option<&PathBuf>| p.is_some_and(|p| p.as_os_str() == "-");
+    if dash(flows) && dash(alerts) {
         return Err(UsageError(
             "--flows-out and --alerts-out cannot both be standard output".into(),
         )
         .into());
     }
+    Ok(())
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let cfg = config(args.config.as_deref())?;
+    both_stdout(args.flows_out.as_ref(), args.alerts_out.as_ref())?;
     let stop = stop_flag()?;
     let metrics = Metrics::new();
     let mut flows: Option<Box<dyn FlowSink>> = match &args.flows_out {

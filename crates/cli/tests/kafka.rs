@@ -374,6 +374,16 @@ impl Detector {
         (lines(&self.out), err)
     }
 
+    /// Asks the detector to finish (SIGTERM): it commits, leaves the group and prints its
+    /// metrics.
+    fn stop(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
     fn kill(mut self) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -455,14 +465,32 @@ fn two_detectors_in_one_group_share_the_partitions() {
         got.len()
     };
     assert!(warmup > 0);
-    let a = Detector::start(&s, "a", "8s");
-    let b = Detector::start(&s, "b", "8s");
+    // Long idle limits only as a backstop: the test stops both members itself once every
+    // record has arrived, so a slow machine cannot end a member before its share comes.
+    let a = Detector::start(&s, "a", "120s");
+    let b = Detector::start(&s, "b", "120s");
     a.wait_assigned();
     b.wait_assigned();
     // Let the group settle on its final assignment.
     sleep(Duration::from_secs(3));
     let out = output(&mut sensor(&s, &[]));
     assert!(out.status.success(), "sensor failed: {}", text(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while lines(&a.out).len() + lines(&b.out).len() < want.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} records arrived: a: {}\nb: {}",
+            lines(&a.out).len() + lines(&b.out).len(),
+            want.len(),
+            a.stderr(),
+            b.stderr()
+        );
+        sleep(Duration::from_millis(200));
+    }
+    // A batch delivered twice would arrive about now.
+    sleep(Duration::from_secs(2));
+    a.stop();
+    b.stop();
     let (got_a, err_a) = a.wait();
     let (got_b, err_b) = b.wait();
     assert!(!got_a.is_empty(), "detector a got nothing: {err_a}");

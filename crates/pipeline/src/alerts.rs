@@ -7,8 +7,10 @@ use normwatch_config::norms::{parse_norms, NormCatalogue};
 use normwatch_config::Config;
 use normwatch_detect::{Detector, Settings};
 use normwatch_model::{Alert, AlertState, FlowRecord};
+use normwatch_transport::bus::{Publisher, Topic};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The catalogue built into the binary (`config/norms.toml`), used when the configuration
 /// names none.
@@ -46,6 +48,61 @@ impl AlertSink for LogAlerts {
 
     fn flush(&mut self) -> anyhow::Result<()> {
         Ok(())
+    }
+}
+
+/// Publishes each alert event as JSON to the alerts topic, keyed by the alert id (so all the
+/// events of one attack stay in order on one partition). `flush` returns once the transport
+/// acknowledged every event, which is what lets the consumer commit the flows behind them.
+pub struct PublishAlerts<'a> {
+    publisher: &'a mut dyn Publisher,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for PublishAlerts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishAlerts").finish_non_exhaustive()
+    }
+}
+
+impl<'a> PublishAlerts<'a> {
+    /// `timeout`: how long `flush` waits for the acknowledgements.
+    pub fn new(publisher: &'a mut dyn Publisher, timeout: Duration) -> Self {
+        PublishAlerts { publisher, timeout }
+    }
+}
+
+impl AlertSink for PublishAlerts<'_> {
+    fn alert(&mut self, a: &Alert) -> anyhow::Result<()> {
+        let payload = serde_json::to_vec(a).context("cannot encode an alert")?;
+        self.publisher
+            .publish(Topic::Alerts, a.id.as_bytes(), payload)
+            .context("cannot publish an alert")
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.publisher
+            .flush(self.timeout)
+            .context("alert events were not acknowledged")
+    }
+}
+
+/// Hands every event to each of several sinks.
+pub struct TeeAlerts<'a>(pub Vec<&'a mut dyn AlertSink>);
+
+impl std::fmt::Debug for TeeAlerts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TeeAlerts").field(&self.0.len()).finish()
+    }
+}
+
+impl AlertSink for TeeAlerts<'_> {
+    fn alert(&mut self, a: &Alert) -> anyhow::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.alert(a))
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.flush())
     }
 }
 

@@ -40,7 +40,9 @@ impl FlowSink for CountingSink {
 /// When the consumer stops.
 #[derive(Debug, Default)]
 pub struct ConsumeOptions {
-    /// Stop after no message arrived for this long (`None`: run until stopped).
+    /// Stop after no message arrived for this long (`None`: run until stopped). The clock
+    /// restarts whenever the consumer group hands this member partitions, so time spent
+    /// joining or rebalancing is not counted as idle.
     pub exit_when_idle: Option<Duration>,
 }
 
@@ -66,11 +68,17 @@ pub fn consume_flows(
     let mut dedup = Deduplicator::new(65_536);
     let mut summary = ConsumeSummary::default();
     let mut last_message = Instant::now();
+    let mut assignments = sub.assignments();
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
         }
-        let delivery = match sub.poll(Duration::from_millis(100)) {
+        let polled = sub.poll(Duration::from_millis(100));
+        if sub.assignments() != assignments {
+            assignments = sub.assignments();
+            last_message = Instant::now();
+        }
+        let delivery = match polled {
             Ok(Some(d)) => d,
             Ok(None) => {
                 if opts

@@ -1,6 +1,7 @@
-//! The three ways to run: `sensor` (packets → Kafka), `detect` (Kafka → consumer) and `run`
+//! The ways to run: `sensor` (packets → Kafka), `detect` (Kafka → detector → alerts topic), `run`
 //! (every stage in one process over the in-process bus).
 
+use crate::alerts::{AlertSink, DetectorSink, PublishAlerts, TeeAlerts};
 use crate::batcher::{initial_seq, FlowBatcher};
 use crate::detect::{consume_flows, ConsumeOptions, ConsumeSummary, FlowSink};
 use crate::metrics::Metrics;
@@ -118,29 +119,84 @@ pub fn sensor(
     Ok(summary)
 }
 
-/// `normwatch detect`: consumes flow batches from Kafka as a member of the consumer group.
+/// What `detect` did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DetectSummary {
+    pub consumed: ConsumeSummary,
+    /// Alerts opened and alert events published.
+    pub opened: u64,
+    pub events: u64,
+}
+
+/// `normwatch detect`: consumes flow batches from Kafka as a member of the consumer group,
+/// runs the detector over them and publishes its alert events to the alerts topic (and to
+/// `alerts` if given); consumed records also go to `flows` if given. A batch is committed
+/// only after the alert events it caused were acknowledged by the broker. At the end (stop
+/// signal or idle limit) every alert still open is closed and published.
 pub fn detect(
     cfg: &Config,
-    sink: &mut dyn FlowSink,
+    flows: Option<&mut dyn FlowSink>,
+    alerts: Option<&mut dyn AlertSink>,
     opts: &ConsumeOptions,
     metrics: &Metrics,
     stop: &AtomicBool,
-) -> anyhow::Result<ConsumeSummary> {
+) -> anyhow::Result<DetectSummary> {
     need_kafka(cfg, "detect")?;
+    let detector = crate::alerts::detector(cfg)?;
+    // The alert publisher's own spool, apart from any sensor's on this host and from the
+    // other members of the group (a spool is locked by the process using it).
+    let mut spool = cfg.spool.clone();
+    spool.path = spool
+        .path
+        .join(format!("detect-{}-{}", cfg.kafka.group_id, std::process::id()));
+    let mut publisher = KafkaPublisher::new(
+        &cfg.bus,
+        &cfg.kafka,
+        &spool,
+        metrics.transport.clone(),
+        Duration::from_secs(5),
+    )?;
     let mut sub = KafkaSubscriber::new(
         &cfg.bus,
         &cfg.kafka,
         Topic::Flows,
         metrics.transport.clone(),
     )?;
-    consume_flows(
-        &mut sub,
-        sink,
-        &metrics.transport,
-        &metrics.pipeline,
-        opts,
-        stop,
-    )
+    let result = {
+        let mut to_kafka = PublishAlerts::new(&mut publisher, cfg.kafka.delivery_timeout);
+        let mut sinks: Vec<&mut dyn AlertSink> = vec![&mut to_kafka];
+        if let Some(a) = alerts {
+            sinks.push(&mut *a);
+        }
+        let mut tee = TeeAlerts(sinks);
+        let flows = flows.map(|f| &mut *f as &mut dyn FlowSink);
+        let mut sink = DetectorSink::new(detector, &mut tee, flows);
+        let consumed = consume_flows(
+            &mut sub,
+            &mut sink,
+            &metrics.transport,
+            &metrics.pipeline,
+            opts,
+            stop,
+        );
+        let finished = sink.finish();
+        consumed.and_then(|c| {
+            finished.map(|()| DetectSummary {
+                consumed: c,
+                opened: sink.opened,
+                events: sink.events,
+            })
+        })
+    };
+    let drained = publisher.flush(cfg.kafka.delivery_timeout);
+    drop(publisher);
+    // Whatever waits in this spool belongs to batches that were not committed (a batch is
+    // committed only once its events left the spool), so a restart derives those events
+    // again from the flows: the spool need not outlive the process.
+    let _ = std::fs::remove_dir_all(&spool.path);
+    let summary = result?;
+    drained.map_err(|e| anyhow::Error::new(e).context("alert events were not acknowledged"))?;
+    Ok(summary)
 }
 
 /// `normwatch run`: the sensor and the consumer in one process over the in-process bus

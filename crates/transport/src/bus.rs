@@ -85,6 +85,12 @@ pub trait Subscriber: Send {
     fn close(&mut self) -> Result<(), TransportError> {
         Ok(())
     }
+    /// How many partition assignments this member has received from its group so far (a
+    /// consumer that is not a group member always answers 0). Waiting for the group is not
+    /// idleness: a caller that stops when idle restarts its clock when this changes.
+    fn assignments(&self) -> u64 {
+        0
+    }
 }
 
 #[derive(Debug)]

@@ -796,6 +796,8 @@ struct ConsumeContext {
     /// The subscribed topic's name and metric label.
     topic: String,
     label: &'static str,
+    /// Partition assignments received.
+    assignments: Arc<AtomicU64>,
 }
 
 impl ClientContext for ConsumeContext {
@@ -830,6 +832,7 @@ impl ConsumerContext for ConsumeContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                self.assignments.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(partitions = ?parts, "partitions assigned");
             }
             Rebalance::Revoke(tpl) => {
@@ -851,6 +854,7 @@ pub struct KafkaSubscriber {
     name: String,
     metrics: TransportMetrics,
     stored: bool,
+    assignments: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for KafkaSubscriber {
@@ -870,11 +874,13 @@ impl KafkaSubscriber {
         metrics: TransportMetrics,
     ) -> Result<Self, KafkaSetupError> {
         let name = TopicNames::from_config(bus).name(topic).to_string();
+        let assignments = Arc::new(AtomicU64::new(0));
         let consumer: BaseConsumer<ConsumeContext> = consumer_config(bus, kafka)?
             .create_with_context(ConsumeContext {
                 metrics: metrics.clone(),
                 topic: name.clone(),
                 label: TransportMetrics::topic_label(topic),
+                assignments: assignments.clone(),
             })?;
         consumer.subscribe(&[&name])?;
         Ok(KafkaSubscriber {
@@ -883,6 +889,7 @@ impl KafkaSubscriber {
             name,
             metrics,
             stored: false,
+            assignments,
         })
     }
 }
@@ -949,6 +956,10 @@ impl Subscriber for KafkaSubscriber {
         }
         self.consumer.unsubscribe();
         Ok(())
+    }
+
+    fn assignments(&self) -> u64 {
+        self.assignments.load(Ordering::Relaxed)
     }
 }
 
