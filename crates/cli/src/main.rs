@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod args;
+mod evidence;
 mod flows;
 mod output;
 mod stages;
@@ -69,6 +70,11 @@ enum Command {
         /// The TOML configuration file.
         file: PathBuf,
     },
+    /// Create an Ed25519 key pair for signing evidence packages.
+    Keygen(evidence::KeygenArgs),
+    /// Check an evidence package (directory or .tar): signature, every file's hash, no missing
+    /// or extra file, the custody chain. Exits 1 naming the first fault.
+    Verify(evidence::VerifyArgs),
 }
 
 /// Errors that mean "you asked for something invalid" (exit 2), as opposed to a failure while
@@ -109,6 +115,8 @@ fn main() -> ExitCode {
         Command::Detect(args) => stages::detect(args),
         Command::Run(args) => stages::run(args),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Keygen(args) => evidence::keygen(args),
+        Command::Verify(args) => evidence::verify(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

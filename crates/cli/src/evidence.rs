@@ -1,0 +1,82 @@
+//! `normwatch keygen` and `normwatch verify`: the signing key of evidence packages, and the
+//! check a recipient runs on a package before acting on it.
+
+use crate::UsageError;
+use normwatch_evidence::keys::{PublicKey, SecretKey};
+use normwatch_evidence::verify::verify_path;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key (mode 0600; an existing file is never overwritten). The
+    /// public key goes to the same path with `.pub` appended.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The package: its directory or its `.tar`.
+    #[arg(value_name = "PACKAGE")]
+    pub package: PathBuf,
+    /// The sender's public key (`keygen`'s `.pub` file, or 64 hex digits in a file).
+    #[arg(long, value_name = "PUBKEY")]
+    pub key: PathBuf,
+}
+
+/// A package that failed verification (exit 1).
+#[derive(Debug)]
+pub struct VerifyFailed(pub String);
+
+impl std::fmt::Display for VerifyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for VerifyFailed {}
+
+pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    if args.out.exists() {
+        return Err(UsageError(format!(
+            "{}: already exists; refusing to overwrite a key",
+            args.out.display()
+        ))
+        .into());
+    }
+    let key = SecretKey::generate()?;
+    let public = key.write(&args.out)?;
+    println!(
+        "private key: {} (mode 0600)\npublic key:  {}\nkey id:      {}",
+        args.out.display(),
+        public.display(),
+        key.keyid
+    );
+    Ok(())
+}
+
+pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let key = PublicKey::load(&args.key).map_err(|e| UsageError(e.to_string()))?;
+    if !args.package.exists() {
+        return Err(UsageError(format!("{}: no such package", args.package.display())).into());
+    }
+    match verify_path(&args.package, &key) {
+        Ok(v) => {
+            println!(
+                "{}: ok (package {}, for {}, {} files, {} custody entries, signed by key {})",
+                args.package.display(),
+                v.package_id,
+                v.recipient,
+                v.files,
+                v.custody_entries,
+                key.keyid
+            );
+            Ok(())
+        }
+        Err(fault) => Err(VerifyFailed(format!(
+            "{}: verification failed: {fault}",
+            args.package.display()
+        ))
+        .into()),
+    }
+}
