@@ -14,6 +14,9 @@ use std::net::IpAddr;
 
 /// Least seconds of history per asset; more when the allowed lateness needs them.
 const MIN_RING: u64 = 16;
+/// Seconds before the ring kept for late records of short flows (a flood's flows reported
+/// only at their idle timeout).
+const LATE_SLOTS: usize = 4;
 /// Sources remembered per asset while an alert may need naming them (more are counted).
 const MAX_SOURCES: usize = 4096;
 /// Sources followed by the scan rule per asset (more are not followed until some expire).
@@ -202,6 +205,34 @@ struct Open {
     /// Parties named by the rule itself (scanner, exfiltration destination, commanding
     /// source); empty: the asset's busiest sources.
     named: Vec<TopSource>,
+    /// The worst second of a flood.
+    peak: Option<Peak>,
+}
+
+/// A flood's worst second, and for carpet bombing its spread (addresses, busiest one's
+/// packets).
+#[derive(Clone, Copy, Debug)]
+struct Peak {
+    b: Bucket,
+    carpet: Option<(u32, u32)>,
+}
+
+/// An empty alert, to hold a slot while the real one is borrowed elsewhere.
+fn placeholder() -> Open {
+    Open {
+        id: String::new(),
+        kind: AlertKind::Scan,
+        start_ns: 0,
+        last_hit_sec: 0,
+        last_update_sec: 0,
+        measured: Measured::default(),
+        severity: Severity::Low,
+        summary: String::new(),
+        baseline: None,
+        impairment: None,
+        named: Vec::new(),
+        peak: None,
+    }
 }
 
 fn is_flood(kind: AlertKind) -> bool {
@@ -259,6 +290,8 @@ fn is_probe(r: &FlowRecord, inbound: &DirStats, outbound: &DirStats, remote_port
 #[derive(Debug)]
 pub(crate) struct AssetState {
     ring: Box<[Bucket]>,
+    /// Seconds before the ring's window that late records still reach (made on first use).
+    late_cache: Option<Box<[Bucket; LATE_SLOTS]>>,
     /// Newest second seen; seconds up to `finalized` are final.
     newest: u64,
     finalized: u64,
@@ -303,6 +336,7 @@ impl AssetState {
             .any(|n| n.prefix_len() < n.max_prefix_len());
         Box::new(AssetState {
             ring: vec![Bucket::default(); ring_len(cx.s) as usize].into_boxed_slice(),
+            late_cache: None,
             newest: first_sec,
             finalized: first_sec.saturating_sub(1),
             lim: limits(cx.asset, &base, cx.s),
@@ -333,12 +367,46 @@ impl AssetState {
         b
     }
 
+    /// The bucket of `sec`: in the ring if `sec` is within its window (from `window`), else
+    /// in the cache of late seconds.
+    #[inline]
+    fn slot_for(&mut self, sec: u64, window: u64) -> &mut Bucket {
+        if sec >= window {
+            return self.slot(sec);
+        }
+        let cache = self
+            .late_cache
+            .get_or_insert_with(|| Box::new([Bucket::default(); LATE_SLOTS]));
+        let b = &mut cache[(sec % LATE_SLOTS as u64) as usize];
+        if b.sec != sec {
+            *b = Bucket {
+                sec,
+                ..Bucket::default()
+            };
+        }
+        b
+    }
+
     fn get(&self, sec: u64) -> Option<&Bucket> {
         let b = &self.ring[(sec % self.ring.len() as u64) as usize];
+        if b.sec == sec {
+            return Some(b);
+        }
+        let b = &self.late_cache.as_ref()?[(sec % LATE_SLOTS as u64) as usize];
         (b.sec == sec).then_some(b)
     }
 
-    /// Counts one record. Returns false if it came too late to count for its seconds.
+    fn get_mut(&mut self, sec: u64) -> Option<&mut Bucket> {
+        let n = self.ring.len() as u64;
+        if self.ring[(sec % n) as usize].sec == sec {
+            return Some(&mut self.ring[(sec % n) as usize]);
+        }
+        let b = &mut self.late_cache.as_mut()?[(sec % LATE_SLOTS as u64) as usize];
+        (b.sec == sec).then_some(b)
+    }
+
+    /// Counts one record. Returns false if part of it fell in seconds already final (the
+    /// baseline learns it as late volume; the rate rules still see it where they can).
     pub(crate) fn account(
         &mut self,
         cx: &Ctx,
@@ -374,11 +442,11 @@ impl AssetState {
             }
             self.newest = last;
         }
-        // Seconds still in the ring and not yet final.
-        let oldest = (self.newest + 1)
-            .saturating_sub(ring)
-            .max(self.finalized + 1);
-        if last < oldest {
+        // Seconds before the ring's window: a short flow reported late still counts, in the
+        // small cache of late seconds; the early part of a long one only feeds the baseline.
+        let window = (self.newest + 1).saturating_sub(ring);
+        let late = last < window;
+        if late && last - first >= LATE_SLOTS as u64 {
             self.late_mass(inbound.pkts, inbound.ip_bytes);
             self.side_rules(
                 cx,
@@ -395,8 +463,8 @@ impl AssetState {
             );
             return false;
         }
-        let from = first.max(oldest);
-        // Shares are of the whole span: seconds already final keep nothing of it, rather
+        let from = if late { first } else { first.max(window) };
+        // Shares are of the whole span: seconds outside the ring keep nothing of it, rather
         // than the remaining seconds receiving more than their part.
         let span = last - first + 1;
         let proto = r.ip_proto;
@@ -406,14 +474,19 @@ impl AssetState {
             && (outbound.pkts == 0
                 || inbound.ip_bytes as f64 >= cx.s.amp_ratio * outbound.ip_bytes as f64);
         // Spread packets and bytes over the seconds the flow spans.
-        let (mut kept_p, mut kept_b) = (0, 0);
+        let (mut kept_p, mut kept_b, mut final_p, mut final_b) = (0, 0, 0, 0);
         for sec in from..=last {
             let i = sec - first;
             let share = |v: u64| v / span + u64::from(i < v % span);
             let (p, b) = (share(inbound.pkts), share(inbound.ip_bytes));
-            kept_p += p;
-            kept_b += b;
-            let bk = self.slot(sec);
+            if sec <= self.finalized {
+                final_p += p;
+                final_b += b;
+            } else {
+                kept_p += p;
+                kept_b += b;
+            }
+            let bk = self.slot_for(sec, window);
             add32(&mut bk.pkts, p);
             bk.bytes += b;
             match proto {
@@ -436,8 +509,10 @@ impl AssetState {
                 _ => {}
             }
         }
-        if from > first {
-            self.late_mass(inbound.pkts - kept_p, inbound.ip_bytes - kept_b);
+        // What the baseline did not see: seconds outside the ring and seconds already final.
+        let unseen = (inbound.pkts - kept_p, inbound.ip_bytes - kept_b);
+        if unseen.0 > 0 || unseen.1 > 0 {
+            self.late_mass(unseen.0, unseen.1);
         }
         let inbound_flags = inbound.tcp_flags;
         let half_open = proto == 6
@@ -446,7 +521,7 @@ impl AssetState {
             && !inbound_flags.has(TcpFlags::ACK);
         let service = side == Side::Resp && cx.asset.service_ports.contains(&local_port);
         {
-            let bk = self.slot(from);
+            let bk = self.slot_for(from, window);
             bk.new_flows = bk.new_flows.saturating_add(1);
             match proto {
                 6 => {
@@ -513,7 +588,7 @@ impl AssetState {
             side,
             out,
         );
-        true
+        final_p == 0 && final_b == 0
     }
 
     /// Traffic of seconds already final (the early part of a long flow, reported at its
@@ -760,7 +835,9 @@ impl AssetState {
         if !over && !amp_over {
             return;
         }
-        self.slot(sec).hot = true;
+        if let Some(b) = self.get_mut(sec) {
+            b.hot = true;
+        }
         let baseline = self.baseline_now(s);
         let measured = Measured {
             pps: f64::from(b.pkts),
@@ -805,33 +882,9 @@ impl AssetState {
                 AlertKind::VolumetricFlood
             };
             amp_done = kind == AlertKind::UdpAmplification;
-            let refl = self.refl;
-            let refl_out = self.refl_out;
-            let summary = move || match kind {
-                AlertKind::SynFlood => format!(
-                    "{} new TCP flows in one second, {:.0}% never completed the handshake",
-                    b.tcp_new,
-                    half_open_share * 100.0
-                ),
-                AlertKind::UdpAmplification => {
-                    amp_summary(u64::from(b.refl_pkts), b.refl_bytes * 8, &refl, refl_out)
-                }
-                AlertKind::CarpetBombing => {
-                    let (n, top) = carpet.unwrap_or_default();
-                    format!(
-                        "{} packets, {} bits and {} new flows in one second spread over about {n} addresses of the asset; the busiest address received {top} packets, within the per-address limit",
-                        b.pkts,
-                        b.bytes * 8,
-                        b.new_flows
-                    )
-                }
-                _ => format!(
-                    "{} packets, {} bits and {} new flows in one second towards the asset",
-                    b.pkts,
-                    b.bytes * 8,
-                    b.new_flows
-                ),
-            };
+            let peak = Peak { b, carpet };
+            let (refl, refl_out) = (self.refl, self.refl_out);
+            let summary = move || flood_summary(kind, &peak, &refl, refl_out);
             let ratio = if kind == AlertKind::UdpAmplification {
                 ratio.max(amp_ratio)
             } else {
@@ -845,15 +898,18 @@ impl AssetState {
                 measured,
                 severity(ratio),
                 summary,
-                Extra::baseline(baseline),
+                Extra {
+                    peak: Some(peak),
+                    ..Extra::baseline(baseline)
+                },
                 out,
             );
         }
         if amp_over && !amp_done {
-            let refl = self.refl;
-            let refl_out = self.refl_out;
+            let peak = Peak { b, carpet: None };
+            let (refl, refl_out) = (self.refl, self.refl_out);
             let summary =
-                move || amp_summary(u64::from(b.refl_pkts), b.refl_bytes * 8, &refl, refl_out);
+                move || flood_summary(AlertKind::UdpAmplification, &peak, &refl, refl_out);
             self.hit(
                 cx,
                 AlertKind::UdpAmplification,
@@ -866,7 +922,10 @@ impl AssetState {
                 },
                 severity(amp_ratio),
                 summary,
-                Extra::baseline(baseline),
+                Extra {
+                    peak: Some(peak),
+                    ..Extra::baseline(baseline)
+                },
                 out,
             );
         }
@@ -915,6 +974,7 @@ impl AssetState {
     ) {
         let Extra {
             named,
+            peak,
             baseline,
             impairment,
         } = extra;
@@ -927,6 +987,9 @@ impl AssetState {
                 || (measured.pps == o.measured.pps && measured.bps > o.measured.bps)
             {
                 o.measured = measured;
+                if peak.is_some() {
+                    o.peak = peak;
+                }
             }
             o.severity = o.severity.max(severity);
             if baseline.is_some() {
@@ -941,6 +1004,9 @@ impl AssetState {
             if sec >= o.last_update_sec + update_secs {
                 o.last_update_sec = sec;
                 o.summary = summary();
+                let mut o = std::mem::replace(&mut self.open[pos], placeholder());
+                self.final_summary(&mut o);
+                self.open[pos] = o;
                 let o = &self.open[pos];
                 out.push(self.event(cx, o, AlertState::Update));
             }
@@ -962,6 +1028,7 @@ impl AssetState {
             summary: summary(),
             baseline,
             impairment,
+            peak,
             named: named.into_iter().collect(),
         };
         out.push(self.event(cx, &o, AlertState::Open));
@@ -1142,15 +1209,21 @@ impl AssetState {
         }
     }
 
-    /// An amplification alert closes with the evidence of the whole attack: every reflector
-    /// protocol seen, and the in/out ratio over all of it.
+    /// Rewrites a summary from what the alert has gathered so far: a flood from its worst
+    /// second (an amplification also from every reflector protocol seen and the in/out ratio
+    /// over the whole attack), a scan from every scanner named.
     fn final_summary(&self, o: &mut Open) {
-        if o.kind == AlertKind::UdpAmplification {
-            o.summary = amp_summary(
-                o.measured.pps as u64,
-                o.measured.bps as u64,
-                &self.refl,
-                self.refl_out,
+        if let Some(p) = &o.peak {
+            o.summary = flood_summary(o.kind, p, &self.refl, self.refl_out);
+        } else if o.kind == AlertKind::Scan {
+            let who: Vec<String> = o
+                .named
+                .iter()
+                .map(|n| format!("{} ({} probes)", n.addr, n.pkts))
+                .collect();
+            o.summary = format!(
+                "unanswered connection attempts to many ports or addresses of the asset from {}",
+                who.join(", ")
             );
         }
     }
@@ -1158,8 +1231,23 @@ impl AssetState {
     fn event(&self, cx: &Ctx, o: &Open, state: AlertState) -> Alert {
         let asset = cx.asset;
         let top_sources = if o.named.is_empty() {
-            let total: u64 = self.sources.values().map(|s| s.pkts).sum::<u64>() + self.others.0;
-            let mut v: Vec<(&IpAddr, &Src)> = self.sources.iter().collect();
+            // An amplification attack's sources are its reflectors; other traffic the asset
+            // received meanwhile is not part of it.
+            let part = |s: &Src| o.kind != AlertKind::UdpAmplification || s.reflector;
+            let others = if o.kind == AlertKind::UdpAmplification {
+                0
+            } else {
+                self.others.0
+            };
+            let total: u64 = self
+                .sources
+                .values()
+                .filter(|s| part(s))
+                .map(|s| s.pkts)
+                .sum::<u64>()
+                + others;
+            let mut v: Vec<(&IpAddr, &Src)> =
+                self.sources.iter().filter(|(_, s)| part(s)).collect();
             v.sort_unstable_by(|a, b| b.1.pkts.cmp(&a.1.pkts).then(a.0.cmp(b.0)));
             v.into_iter()
                 .take(TOP_SOURCES)
@@ -1213,6 +1301,8 @@ impl AssetState {
 #[derive(Default)]
 struct Extra {
     named: Option<TopSource>,
+    /// A flood's second, kept when it is the worst so far: its summary is written from it.
+    peak: Option<Peak>,
     baseline: Option<Measured>,
     impairment: Option<Impairment>,
 }
@@ -1299,6 +1389,40 @@ fn spread(sp: &mut Spread, local: IpAddr, last: u64, inbound: &DirStats, new: bo
     sp.max_pkts = sp.max_pkts.max(e.0);
     sp.max_bytes = sp.max_bytes.max(e.1);
     sp.max_new = sp.max_new.max(e.2);
+}
+
+fn flood_summary(
+    kind: AlertKind,
+    p: &Peak,
+    refl: &[u64; REFLECTORS.len()],
+    refl_out: u64,
+) -> String {
+    let b = &p.b;
+    match kind {
+        AlertKind::SynFlood => format!(
+            "{} new TCP flows in one second, {:.0}% never completed the handshake",
+            b.tcp_new,
+            f64::from(b.tcp_half_open) * 100.0 / f64::from(b.tcp_new.max(1))
+        ),
+        AlertKind::UdpAmplification => {
+            amp_summary(u64::from(b.refl_pkts), b.refl_bytes * 8, refl, refl_out)
+        }
+        AlertKind::CarpetBombing => {
+            let (n, top) = p.carpet.unwrap_or_default();
+            format!(
+                "{} packets, {} bits and {} new flows in one second spread over {n} addresses of the asset; the busiest address received {top} packets, within the per-address limit",
+                b.pkts,
+                b.bytes * 8,
+                b.new_flows
+            )
+        }
+        _ => format!(
+            "{} packets, {} bits and {} new flows in one second towards the asset",
+            b.pkts,
+            b.bytes * 8,
+            b.new_flows
+        ),
+    }
 }
 
 fn amp_summary(pkts: u64, bits: u64, refl: &[u64; REFLECTORS.len()], refl_out: u64) -> String {
