@@ -228,6 +228,10 @@ sector = "energy"
 service = "test service"
 cidrs = ["10.10.10.0/24"]
 roles = ["public-service"]
+
+# A public web service sees at most tens of new connections a second.
+[asset.thresholds]
+new_flows_per_s = 200
 "#,
         brokers = o.brokers,
         partitions = o.partitions,
@@ -700,6 +704,115 @@ fn full_spool_drops_the_oldest_and_counts_them() {
         "kept {kept} of {}",
         want.len()
     );
+}
+
+/// Every message on `topic` (key, payload), read by a consumer of its own group until none
+/// arrived for `idle`.
+fn consume_raw(brokers: &str, topic: &str, idle: Duration) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut got = Vec::new();
+    let mut last = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while last.elapsed() < idle && Instant::now() < deadline {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                got.push((
+                    m.key().unwrap_or_default().to_vec(),
+                    m.payload().unwrap_or_default().to_vec(),
+                ));
+                last = Instant::now();
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    got
+}
+
+#[test]
+fn detect_publishes_alert_events_to_the_alerts_topic() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::memory(dir.path());
+    broker.start();
+    let s = setup(ConfigOpts {
+        brokers: &broker.addr(),
+        ..ConfigOpts::default()
+    });
+    // The in-process path's alerts over the same captures.
+    let run_alerts = s.dir.path().join("run-alerts.jsonl");
+    let mut c = cmd(&["run", "--config"]);
+    c.arg(&s.config)
+        .arg("--alerts-out")
+        .arg(&run_alerts)
+        .arg("--pcap")
+        .args(path_args(&captures()));
+    let out = output(&mut c);
+    assert!(out.status.success(), "run failed: {}", text(&out.stderr));
+    let opened = |lines: &[String]| -> Vec<(String, String, String)> {
+        let mut v: Vec<_> = lines
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|a| a["state"] == "open")
+            .map(|a| {
+                (
+                    a["id"].as_str().unwrap().to_string(),
+                    a["kind"].as_str().unwrap().to_string(),
+                    a["asset"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let want = opened(&lines(&run_alerts));
+    assert!(
+        want.iter()
+            .any(|(_, kind, asset)| kind == "syn_flood" && asset == "flood-victim"),
+        "{want:?}"
+    );
+
+    let out = output(&mut sensor(&s, &[]));
+    assert!(out.status.success(), "sensor failed: {}", text(&out.stderr));
+    let alerts_out = s.dir.path().join("detect-alerts.jsonl");
+    let mut c = cmd(&["detect", "--stats", "--exit-when-idle", "5s", "--config"]);
+    c.arg(&s.config).arg("--alerts-out").arg(&alerts_out);
+    let out = output(&mut c);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "detect failed: {err}");
+    assert!(err.contains("alert opened"), "{err}");
+    let events = lines(&alerts_out);
+    assert_eq!(opened(&events), want, "the same alerts open through Kafka");
+    // Every event is on the alerts topic, keyed by its alert id, and the last is closed.
+    let topic = consume_raw(&broker.addr(), "normwatch.alerts", Duration::from_secs(5));
+    let on_topic: Vec<String> = topic
+        .iter()
+        .map(|(k, p)| {
+            let a: serde_json::Value = serde_json::from_slice(p).unwrap();
+            assert_eq!(a["id"].as_str().unwrap().as_bytes(), k.as_slice());
+            serde_json::to_string(&a).unwrap()
+        })
+        .collect();
+    let normal = |l: &String| {
+        serde_json::to_string(&serde_json::from_str::<serde_json::Value>(l).unwrap()).unwrap()
+    };
+    assert_same_multiset(
+        &on_topic,
+        &events.iter().map(normal).collect::<Vec<_>>(),
+        "alerts topic",
+    );
+    let last = serde_json::from_str::<serde_json::Value>(events.last().unwrap()).unwrap();
+    assert_eq!(last["state"], "closed");
 }
 
 /// A Kafka producer for raw messages (a misbehaving peer).
