@@ -15,6 +15,7 @@ mod bus;
 mod diag;
 pub mod norms;
 mod raw;
+mod telemetry;
 mod validate;
 
 pub use bus::{
@@ -22,6 +23,7 @@ pub use bus::{
     SpoolConfig, TlsConfig, TopicConfig, Topics,
 };
 pub use diag::{ConfigError, Diagnostic, Diagnostics};
+pub use telemetry::{LogFormat, TelemetryConfig, DEFAULT_METRICS_LISTEN};
 
 use ipnet::IpNet;
 use normwatch_model::{Asset, AssetIndex};
@@ -139,6 +141,8 @@ pub struct Config {
     pub spool: SpoolConfig,
     /// The detector.
     pub detect: DetectConfig,
+    /// The metrics endpoint and logs.
+    pub telemetry: TelemetryConfig,
     /// The protected assets, indexed by prefix. Empty is valid.
     pub assets: AssetIndex,
     /// The file it came from, if any.
@@ -179,6 +183,8 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         fields_with::<bus::RawSpool>(&file.spool, "spool", hint, &mut d).validate(&base, &mut d);
     let detect =
         fields_with::<bus::RawDetect>(&file.detect, "detect", hint, &mut d).validate(&base, &mut d);
+    let telemetry = fields::<telemetry::RawTelemetry>(&file.telemetry, "telemetry", None, &mut d)
+        .validate(&mut d);
     let mut ids: Vec<(usize, String)> = Vec::new();
     let mut valid: Vec<(usize, Asset)> = Vec::new();
     for (i, v) in file.asset.iter().enumerate() {
@@ -209,6 +215,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         kafka,
         spool,
         detect,
+        telemetry,
         assets,
         source: Some(origin.to_path_buf()),
     })

@@ -16,6 +16,7 @@ pub(crate) struct RawFile {
     pub kafka: toml::Table,
     pub spool: toml::Table,
     pub detect: toml::Table,
+    pub telemetry: toml::Table,
     /// Kept as values so that one malformed entry does not hide the others.
     pub asset: Vec<toml::Value>,
 }
