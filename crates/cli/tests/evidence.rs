@@ -224,7 +224,7 @@ fn verify_names_the_fault_for_every_kind_of_tampering() {
     );
     let tar = p.write_tar(tmp.path()).unwrap();
     let bytes = std::fs::read(&tar).unwrap();
-    let needle = b"\"type\": \"bundle\"";
+    let needle = b"\"type\":\"bundle\"";
     let at = bytes
         .windows(needle.len())
         .position(|w| w == needle)

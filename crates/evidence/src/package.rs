@@ -106,6 +106,8 @@ pub(crate) struct Ctx<'a> {
     pub victims: BTreeSet<IpAddr>,
     pub first_ns: u64,
     pub last_ns: u64,
+    /// `request.md`, also carried by the STIX note.
+    pub letter: String,
 }
 
 impl Ctx<'_> {
@@ -263,7 +265,7 @@ fn ctx<'a>(input: BuildInput<'a>) -> Result<Ctx<'a>> {
             !planned.provider_abuse.is_empty(),
         )
     });
-    Ok(Ctx {
+    let mut c = Ctx {
         package_id: package_id(alert, planned),
         created: rfc3339_ms(input.packaged_at_ns),
         deadline: rfc3339_s(deadline_ns),
@@ -275,7 +277,10 @@ fn ctx<'a>(input: BuildInput<'a>) -> Result<Ctx<'a>> {
         first_ns,
         last_ns,
         input,
-    })
+        letter: String::new(),
+    };
+    c.letter = crate::letter::letter(&c);
+    Ok(c)
 }
 
 /// A built package: its files, by path inside the package directory.
@@ -299,6 +304,14 @@ fn media_type(path: &str) -> &'static str {
     } else {
         "application/octet-stream"
     }
+}
+
+/// One line: the STIX bundle and the MISP event run to tens of megabytes for a large flood,
+/// and machines read them (`jq .` shows them to a person).
+fn compact(v: &serde_json::Value) -> Result<Vec<u8>> {
+    let mut b = serde_json::to_vec(v)?;
+    b.push(b'\n');
+    Ok(b)
 }
 
 fn pretty(v: &serde_json::Value) -> Result<Vec<u8>> {
@@ -344,15 +357,19 @@ pub fn build(input: BuildInput<'_>, key: &SecretKey) -> Result<Package> {
 
     files.insert(
         "stix/bundle.json".into(),
-        pretty(&crate::stix::bundle(&c)?)?,
+        compact(&crate::stix::bundle(&c)?)?,
     );
-    files.insert("misp/event.json".into(), pretty(&crate::misp::event(&c))?);
-    files.insert("request.md".into(), crate::letter::letter(&c).into_bytes());
+    files.insert("misp/event.json".into(), compact(&crate::misp::event(&c))?);
+    files.insert("request.md".into(), c.letter.clone().into_bytes());
 
     // Custody: capture by the sensors, derivation of the alert and the attribution, packaging.
+    let digests: BTreeMap<String, String> = files
+        .iter()
+        .map(|(p, b)| (p.clone(), sha256_hex(b)))
+        .collect();
     let subject = |name: &str| Subject {
         name: name.to_string(),
-        sha256: sha256_hex(&files[name]),
+        sha256: digests.get(name).cloned().unwrap_or_default(),
     };
     let mut log = custody::Log::default();
     let sensors: BTreeSet<&str> = c.flows.iter().map(|f| &*f.sensor_id).collect();
@@ -428,7 +445,7 @@ pub fn build(input: BuildInput<'_>, key: &SecretKey) -> Result<Package> {
         "routing": c.planned().routing,
         "tlp": c.input.settings.tlp.as_str(),
         "files": files.iter().map(|(p, b)| json!({
-            "path": p, "sha256": sha256_hex(b), "size": b.len(), "media_type": media_type(p),
+            "path": p, "sha256": digests.get(p.as_str()).cloned().unwrap_or_else(|| sha256_hex(b)), "size": b.len(), "media_type": media_type(p),
         })).collect::<Vec<_>>(),
     });
     let manifest_bytes = jcs(&manifest)?;

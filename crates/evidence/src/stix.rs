@@ -491,7 +491,7 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
             c.about()
         )),
     );
-    note.insert("content".into(), json!(crate::letter::letter(c)));
+    note.insert("content".into(), json!(c.letter));
     note.insert("authors".into(), json!([c.input.requester.name]));
     note.insert("object_refs".into(), json!([inc_id, ind_id]));
     objects.push(Value::Object(note));
