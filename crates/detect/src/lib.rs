@@ -139,6 +139,15 @@ pub struct Footprint {
     pub per_spread_addr: usize,
 }
 
+/// What the detector holds, counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub bytes: usize,
+    pub assets: usize,
+    pub sources: usize,
+    pub scanners: usize,
+}
+
 /// The detector.
 #[derive(Debug)]
 pub struct Detector {
@@ -193,6 +202,23 @@ impl Detector {
     /// Memory per tracked asset and per tracked source under these settings.
     pub fn footprint(&self) -> Footprint {
         state::footprint(&self.settings)
+    }
+
+    /// Bytes held by the detector's per-asset state (tables as allocated), the number of
+    /// assets tracked, and the sources held (named, followed by the scan rule).
+    pub fn heap_bytes(&self) -> Memory {
+        let mut m = Memory {
+            bytes: self.states.capacity() * size_of::<Option<Box<AssetState>>>(),
+            ..Memory::default()
+        };
+        for st in self.states.iter().flatten() {
+            m.bytes += st.heap_bytes();
+            m.assets += 1;
+            let (named, scanners) = st.tracked_sources();
+            m.sources += named;
+            m.scanners += scanners;
+        }
+        m
     }
 
     #[inline]

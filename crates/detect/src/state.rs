@@ -68,6 +68,10 @@ struct Bucket {
     svc_est: u32,
     svc_flows: u32,
     svc_ans: u32,
+    /// Counts when the second was last judged over a limit.
+    seen_pkts: u32,
+    seen_new: u32,
+    seen_refl: u32,
     /// A limit was crossed in this second (it does not feed the baseline).
     hot: bool,
 }
@@ -327,6 +331,39 @@ pub(crate) fn footprint(s: &Settings) -> Footprint {
 }
 
 impl AssetState {
+    /// Bytes this state holds: itself, its ring, caches and tables (as allocated, so spare
+    /// capacity counts) and its open alerts.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        size_of::<AssetState>()
+            + self.ring.len() * size_of::<Bucket>()
+            + self
+                .late_cache
+                .as_ref()
+                .map_or(0, |_| size_of::<[Bucket; LATE_SLOTS]>())
+            + self.sources.allocation_size()
+            + self.scans.allocation_size()
+            + self.exfil.allocation_size()
+            + self
+                .spread
+                .as_ref()
+                .map_or(0, |sp| size_of::<Spread>() + sp.addrs.allocation_size())
+            + self.open.capacity() * size_of::<Open>()
+            + self
+                .open
+                .iter()
+                .map(|o| {
+                    o.id.capacity()
+                        + o.summary.capacity()
+                        + o.named.capacity() * size_of::<TopSource>()
+                })
+                .sum::<usize>()
+    }
+
+    /// Sources held for naming and followed by the scan rule.
+    pub(crate) fn tracked_sources(&self) -> (usize, usize) {
+        (self.sources.len(), self.scans.len())
+    }
+
     pub(crate) fn new(cx: &Ctx, first_sec: u64) -> Box<Self> {
         let base = Baseline::default();
         let multi = cx
@@ -544,7 +581,16 @@ impl AssetState {
                 }
             }
         }
-        if inbound.pkts > 0 {
+        // Sources and the per-address spread are followed only while an attack may be
+        // building (a quarter of a limit reached) or is under way: benign traffic pays for
+        // neither table.
+        let armed = !self.open.is_empty() || self.get(last).is_some_and(|b| self.near(cx.s, b));
+        if reflected {
+            let i = reflector(remote_port).expect("reflected");
+            self.refl[i] += inbound.ip_bytes;
+            self.refl_out += outbound.ip_bytes;
+        }
+        if armed && inbound.pkts > 0 {
             if let Some(e) = self.sources.get_mut(&remote) {
                 e.pkts += inbound.pkts;
                 e.bytes += inbound.ip_bytes;
@@ -562,14 +608,11 @@ impl AssetState {
                 self.others.0 += inbound.pkts;
                 self.others.1 += inbound.ip_bytes;
             }
-            if reflected {
-                let i = reflector(remote_port).expect("reflected");
-                self.refl[i] += inbound.ip_bytes;
-                self.refl_out += outbound.ip_bytes;
-            }
         }
-        if let Some(sp) = self.spread.as_deref_mut() {
-            spread(sp, local, last, inbound, from == first);
+        if armed {
+            if let Some(sp) = self.spread.as_deref_mut() {
+                spread(sp, local, last, inbound, from == first);
+            }
         }
         // Seconds this record touched may now cross a limit.
         for sec in from..=last {
@@ -626,7 +669,12 @@ impl AssetState {
                 self.ics(cx, r, remote, inbound, cmds, last, out);
             }
         }
-        if side == Side::Resp && is_probe(r, inbound, outbound, remote_port) {
+        // In a second already over a limit, a flood's (often spoofed) sources would fill the
+        // scan table one probe each: probes are not followed then.
+        if side == Side::Resp
+            && is_probe(r, inbound, outbound, remote_port)
+            && !self.get(last).is_some_and(|b| b.hot)
+        {
             self.probe(cx, remote, local, local_port, last, out);
         }
         if outbound.ip_bytes > 0
@@ -821,10 +869,45 @@ impl AssetState {
 
     /// Checks second `sec` against the rate rules.
     fn evaluate(&mut self, cx: &Ctx, sec: u64, out: &mut Vec<Alert>) {
+        self.judge(cx, sec, false, out);
+    }
+
+    /// A quarter of some limit reached in `b`: an attack may be building.
+    #[inline]
+    fn near(&self, s: &Settings, b: &Bucket) -> bool {
+        let l = &self.lim;
+        let q = |v: u32, lim: u64| u64::from(v) * 4 > lim;
+        let qb = |v: u64, lim: u64| v.saturating_mul(32) > lim;
+        q(b.pkts, l.total.pkts)
+            || qb(b.bytes, l.total.bits)
+            || q(b.new_flows, l.total.new)
+            || q(b.tcp_pkts, l.tcp.pkts)
+            || q(b.tcp_new, l.tcp.new)
+            || q(b.udp_pkts, l.udp.pkts)
+            || q(b.udp_new, l.udp.new)
+            || q(b.icmp_pkts, l.icmp.pkts)
+            || q(b.refl_pkts, s.amp_pps)
+            || qb(b.refl_bytes, s.amp_bps)
+    }
+
+    /// Judges second `sec` against the rate rules. A second already over a limit is judged
+    /// again only once its counts grew by an eighth (or when it becomes final, `force`), so
+    /// an attack's records do not each pay for a full judgement.
+    fn judge(&mut self, cx: &Ctx, sec: u64, force: bool, out: &mut Vec<Alert>) {
         let s = cx.s;
-        let Some(b) = self.get(sec).copied() else {
+        let Some(b) = self.get_mut(sec) else {
             return;
         };
+        if b.hot && !force {
+            let grown = |now: u32, then: u32| now > then + then / 8;
+            if !(grown(b.pkts, b.seen_pkts)
+                || grown(b.new_flows, b.seen_new)
+                || grown(b.refl_pkts, b.seen_refl))
+            {
+                return;
+            }
+        }
+        let b = *b;
         let lim = self.lim;
         let over = lim.total.over(b.pkts, b.bytes, b.new_flows)
             || lim.tcp.over(b.tcp_pkts, b.tcp_bytes, b.tcp_new)
@@ -837,6 +920,9 @@ impl AssetState {
         }
         if let Some(b) = self.get_mut(sec) {
             b.hot = true;
+            b.seen_pkts = b.pkts;
+            b.seen_new = b.new_flows;
+            b.seen_refl = b.refl_pkts;
         }
         let baseline = self.baseline_now(s);
         let measured = Measured {
@@ -872,14 +958,24 @@ impl AssetState {
                 lim.total.new
             };
             let carpet = self.carpet(cx, sec);
+            // A SYN flood: new TCP flows crossed a new-flow limit (the TCP one, or the total
+            // one while TCP makes most of the new flows), mostly left half-open.
+            let syn_over = u64::from(b.tcp_new) > syn_limit
+                || (u64::from(b.new_flows) > lim.total.new && b.tcp_new * 2 > b.new_flows);
             let kind = if refl_share >= s.amp_share {
                 AlertKind::UdpAmplification
             } else if carpet.is_some() {
                 AlertKind::CarpetBombing
-            } else if u64::from(b.tcp_new) > syn_limit && half_open_share >= s.syn_half_open_share {
+            } else if syn_over && half_open_share >= s.syn_half_open_share {
                 AlertKind::SynFlood
             } else {
-                AlertKind::VolumetricFlood
+                // Nothing more specific: part of a flood already open on the asset, else a
+                // volumetric flood. (One attack seen through a second that cannot be told
+                // apart, e.g. one whose spread is no longer known, stays one alert.)
+                self.open
+                    .iter()
+                    .find(|o| is_flood(o.kind))
+                    .map_or(AlertKind::VolumetricFlood, |o| o.kind)
             };
             amp_done = kind == AlertKind::UdpAmplification;
             let peak = Peak { b, carpet };
@@ -1056,6 +1152,10 @@ impl AssetState {
         }
         let mut gap = 0;
         for sec in start..=upto {
+            if self.get(sec).is_some_and(|b| b.hot) {
+                // Its final counts, for the alert's figures.
+                self.judge(cx, sec, true, out);
+            }
             let b = self.get(sec).copied();
             // Judged against the baseline before this second joins it.
             let impaired = b.is_some_and(|b| b.svc_flows > 0) && self.impairment(cx, sec, out);
