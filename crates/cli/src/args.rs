@@ -77,3 +77,46 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 pub fn print_metrics(m: &normwatch_pipeline::metrics::Metrics) {
     eprint!("{}", m.encode_text());
 }
+
+/// Where the metrics endpoint listens.
+#[derive(Debug, Default, clap::Args)]
+pub struct MetricsArgs {
+    /// Serve /metrics, /healthz and /readyz on ADDR (e.g. `127.0.0.1:9464`, `[::1]:9464`),
+    /// or `off`. Overrides telemetry.metrics_listen (default 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+}
+
+/// Starts the metrics endpoint the arguments or the configuration ask for. An address the
+/// user chose that cannot be bound is an error; the default address taken by another process
+/// is only a warning (several stages may share a host).
+pub fn serve_metrics(
+    args: &MetricsArgs,
+    cfg: &Config,
+    metrics: &normwatch_pipeline::metrics::Metrics,
+) -> anyhow::Result<Option<normwatch_telemetry::MetricsServer>> {
+    let (addr, explicit) = match args.metrics_listen.as_deref() {
+        Some("off") => (None, true),
+        Some(a) => (
+            Some(a.parse::<std::net::SocketAddr>().map_err(|_| {
+                crate::UsageError(format!(
+                    "--metrics-listen {a:?}: write an address:port such as 127.0.0.1:9464, or off"
+                ))
+            })?),
+            true,
+        ),
+        None => (
+            cfg.telemetry.metrics_listen,
+            cfg.telemetry.metrics_listen_explicit,
+        ),
+    };
+    let Some(addr) = addr else { return Ok(None) };
+    match normwatch_telemetry::MetricsServer::start(addr, metrics.registry.clone()) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if !explicit => {
+            tracing::warn!("{e}; metrics are not served (set telemetry.metrics_listen or --metrics-listen)");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

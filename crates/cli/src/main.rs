@@ -33,8 +33,18 @@ struct Cli {
     /// Log more (-v: debug, -vv: trace). Logs go to stderr; RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Log lines as readable text or as JSON objects (one per line). Overrides
+    /// telemetry.log_format of the configuration.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormatArg>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormatArg {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,25 +100,45 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, format: normwatch_telemetry::LogFormat) {
     let default = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    normwatch_telemetry::init_logging(default, format);
+}
+
+/// The configuration file a command names, if any (read before logging starts, for its
+/// telemetry.log_format).
+fn config_path(c: &Command) -> Option<&std::path::Path> {
+    match c {
+        Command::Sensor(a) => Some(a.config_path()),
+        Command::Detect(a) => Some(a.config_path()),
+        Command::Run(a) => a.config_path(),
+        _ => None,
+    }
+}
+
+fn log_format(cli: &Cli) -> normwatch_telemetry::LogFormat {
+    use normwatch_telemetry::LogFormat;
+    match cli.log_format {
+        Some(LogFormatArg::Human) => LogFormat::Human,
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        // A broken file is reported later with every problem in it; here it only means
+        // the default format.
+        None => match config_path(&cli.command).and_then(|p| normwatch_config::load(p).ok()) {
+            Some(c) if c.telemetry.log_format == normwatch_config::LogFormat::Json => {
+                LogFormat::Json
+            }
+            _ => LogFormat::Human,
+        },
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, log_format(&cli));
     let result = match cli.command {
         Command::Flows(args) => flows::run(args),
         Command::Sensor(args) => stages::sensor(args),

@@ -1,6 +1,6 @@
 //! `normwatch sensor`, `normwatch detect` and `normwatch run`.
 
-use crate::args::{config, print_metrics, stop_flag, InputArgs};
+use crate::args::{config, print_metrics, serve_metrics, stop_flag, InputArgs, MetricsArgs};
 use crate::output::{Format, JsonAlerts, WriterSink};
 use crate::UsageError;
 use normwatch_pipeline::alerts::{self, AlertSink, DetectorSink, LogAlerts, TeeAlerts};
@@ -26,6 +26,8 @@ pub struct SensorArgs {
     /// included); what is left stays in the spool for the next run.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "60s")]
     drain_timeout: Duration,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Print every metric (Prometheus text format) to standard error at the end.
     #[arg(long)]
     stats: bool,
@@ -51,6 +53,8 @@ pub struct DetectArgs {
     /// partition assignment or batch; otherwise run until SIGINT or SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     exit_when_idle: Option<Duration>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Print every metric (Prometheus text format) to standard error at the end.
     #[arg(long)]
     stats: bool,
@@ -76,9 +80,29 @@ pub struct RunArgs {
     /// output); without it, each event is logged as one line on standard error.
     #[arg(long, value_name = "FILE")]
     alerts_out: Option<PathBuf>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Print every metric (Prometheus text format) to standard error at the end.
     #[arg(long)]
     stats: bool,
+}
+
+impl SensorArgs {
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+}
+
+impl DetectArgs {
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+}
+
+impl RunArgs {
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
 }
 
 fn sink(path: Option<&PathBuf>, format: Format) -> anyhow::Result<Box<dyn FlowSink>> {
@@ -112,6 +136,8 @@ pub fn sensor(args: SensorArgs) -> anyhow::Result<()> {
     let cfg = config(Some(&args.config))?;
     let stop = stop_flag()?;
     let metrics = Metrics::new();
+    let server = serve_metrics(&args.metrics, &cfg, &metrics)?;
+    server.as_ref().inspect(|s| s.set_ready(true));
     let opts = SensorOptions {
         source: args.input.source(args.pps),
         checksums: args.input.checksums(),
@@ -133,6 +159,8 @@ pub fn detect(args: DetectArgs) -> anyhow::Result<()> {
     both_stdout(args.flows_out.as_ref(), args.alerts_out.as_ref())?;
     let stop = stop_flag()?;
     let metrics = Metrics::new();
+    let server = serve_metrics(&args.metrics, &cfg, &metrics)?;
+    server.as_ref().inspect(|s| s.set_ready(true));
     let mut flows = match &args.flows_out {
         Some(p) => Some(sink(Some(p), args.format)?),
         None => None,
@@ -182,6 +210,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     both_stdout(args.flows_out.as_ref(), args.alerts_out.as_ref())?;
     let stop = stop_flag()?;
     let metrics = Metrics::new();
+    let server = serve_metrics(&args.metrics, &cfg, &metrics)?;
+    server.as_ref().inspect(|s| s.set_ready(true));
     let mut flows: Option<Box<dyn FlowSink>> = match &args.flows_out {
         Some(p) => Some(sink(Some(p), args.format)?),
         None => None,
@@ -195,7 +225,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(f) => Some(f.as_mut()),
         None => None,
     };
-    let mut sink = DetectorSink::new(detector, alert_sink.as_mut(), flows_ref);
+    let mut sink = DetectorSink::new(detector, alert_sink.as_mut(), flows_ref)
+        .with_metrics(metrics.detect.clone(), &cfg.assets);
     let opts = SensorOptions {
         source: args.input.source(args.pps),
         checksums: args.input.checksums(),

@@ -1,13 +1,14 @@
 //! Packets in, flow records out: capture files or a live interface driven through the flow
 //! table, handing finished records to the caller as they end.
 
+use crate::metrics::SensorMetrics;
 use normwatch_config::{ChecksumPolicy, Config};
 use normwatch_model::FlowRecord;
 use normwatch_sensor::capture::file::read_file;
 use normwatch_sensor::capture::live::{LiveCapture, LiveConfig};
 use normwatch_sensor::decode::ChecksumSettings;
 use normwatch_sensor::flow::DEFAULT_LIKELY_SERVER_PORTS;
-use normwatch_sensor::{FlowConfig, FlowTable};
+use normwatch_sensor::{FlowConfig, FlowTable, SensorStats};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -87,6 +88,36 @@ pub trait RecordSink {
     fn tick(&mut self, now: Instant);
 }
 
+/// Feeds the flow table's counters to the sensor metrics whenever the source checks the
+/// clock (and once at the end).
+#[derive(Debug, Default)]
+pub struct Observer {
+    metrics: Option<SensorMetrics>,
+    seen: SensorStats,
+    capture_seen: (u64, u64),
+}
+
+impl Observer {
+    pub fn new(metrics: Option<SensorMetrics>) -> Self {
+        Observer {
+            metrics,
+            ..Observer::default()
+        }
+    }
+
+    fn table(&mut self, table: &FlowTable) {
+        if let Some(m) = &self.metrics {
+            m.observe(&mut self.seen, table.stats());
+        }
+    }
+
+    fn capture(&mut self, kernel: u64, channel: u64) {
+        if let Some(m) = &self.metrics {
+            m.observe_capture(&mut self.capture_seen, kernel, channel);
+        }
+    }
+}
+
 /// How a source is read.
 #[derive(Clone, Debug, Default)]
 pub struct SourceOptions {
@@ -104,18 +135,20 @@ pub fn drive(
     opts: &SourceOptions,
     table: &mut FlowTable,
     sink: &mut dyn RecordSink,
+    obs: &mut Observer,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let mut buf = Vec::new();
     let result = match input {
-        Input::Files(paths) => files(paths, opts, table, sink, &mut buf, stop),
+        Input::Files(paths) => files(paths, opts, table, sink, obs, &mut buf, stop),
         Input::Live {
             interface,
             duration,
-        } => live(cfg, interface, *duration, table, sink, &mut buf, stop),
+        } => live(cfg, interface, *duration, table, sink, obs, &mut buf, stop),
     };
     table.flush(&mut buf);
     sink.records(&mut buf, Instant::now());
+    obs.table(table);
     result
 }
 
@@ -127,6 +160,7 @@ fn files(
     opts: &SourceOptions,
     table: &mut FlowTable,
     sink: &mut dyn RecordSink,
+    obs: &mut Observer,
     buf: &mut Vec<FlowRecord>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
@@ -160,6 +194,7 @@ fn files(
                     }
                 }
                 sink.tick(Instant::now());
+                obs.table(table);
                 stopped = stop.load(Ordering::Relaxed);
             }
         })?;
@@ -167,12 +202,14 @@ fn files(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn live(
     cfg: &Config,
     iface: &str,
     duration: Option<Duration>,
     table: &mut FlowTable,
     sink: &mut dyn RecordSink,
+    obs: &mut Observer,
     buf: &mut Vec<FlowRecord>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
@@ -213,12 +250,22 @@ fn live(
             }
         }
         sink.tick(Instant::now());
+        obs.table(table);
+        let s = capture.stats();
+        obs.capture(
+            s.kernel_dropped.load(Ordering::Relaxed),
+            s.channel_dropped.load(Ordering::Relaxed),
+        );
     }
     capture.stop();
     while let Some(batch) = capture.next_batch(Duration::from_millis(10)) {
         consume(batch, table, sink, buf, &capture);
     }
     let s = capture.stats();
+    obs.capture(
+        s.kernel_dropped.load(Ordering::Relaxed),
+        s.channel_dropped.load(Ordering::Relaxed),
+    );
     tracing::info!(
         received = s.received.load(Ordering::Relaxed),
         kernel_dropped = s.kernel_dropped.load(Ordering::Relaxed),

@@ -6,7 +6,7 @@ use crate::batcher::{initial_seq, FlowBatcher};
 use crate::detect::{consume_flows, ConsumeOptions, ConsumeSummary, FlowSink};
 use crate::metrics::Metrics;
 use crate::sensor::Publish;
-use crate::source::{drive, flow_config, Input, InputError, RecordSink, SourceOptions};
+use crate::source::{drive, flow_config, Input, InputError, Observer, RecordSink, SourceOptions};
 use normwatch_config::{BusKind, Config};
 use normwatch_model::FlowRecord;
 use normwatch_sensor::{FlowTable, SensorStats};
@@ -79,9 +79,19 @@ fn produce(
     metrics: &Metrics,
     stop: &AtomicBool,
 ) -> anyhow::Result<SensorSummary> {
+    let _span = tracing::info_span!("sensor", sensor = %cfg.sensor.id).entered();
     let mut table = FlowTable::new(flow_config(cfg, opts.checksums));
     let mut publish = Publish::new(batcher(cfg), publisher, metrics.pipeline.clone());
-    let read = drive(cfg, input, &opts.source, &mut table, &mut publish, stop);
+    let mut obs = Observer::new(Some(metrics.sensor.clone()));
+    let read = drive(
+        cfg,
+        input,
+        &opts.source,
+        &mut table,
+        &mut publish,
+        &mut obs,
+        stop,
+    );
     let published = publish.finish();
     let stats = table.stats().clone();
     // A read error is reported after every flow built so far was published.
@@ -142,13 +152,16 @@ pub fn detect(
     stop: &AtomicBool,
 ) -> anyhow::Result<DetectSummary> {
     need_kafka(cfg, "detect")?;
+    let _span = tracing::info_span!("detect", group = %cfg.kafka.group_id).entered();
     let detector = crate::alerts::detector(cfg)?;
     // The alert publisher's own spool, apart from any sensor's on this host and from the
     // other members of the group (a spool is locked by the process using it).
     let mut spool = cfg.spool.clone();
-    spool.path = spool
-        .path
-        .join(format!("detect-{}-{}", cfg.kafka.group_id, std::process::id()));
+    spool.path = spool.path.join(format!(
+        "detect-{}-{}",
+        cfg.kafka.group_id,
+        std::process::id()
+    ));
     let mut publisher = KafkaPublisher::new(
         &cfg.bus,
         &cfg.kafka,
@@ -170,7 +183,8 @@ pub fn detect(
         }
         let mut tee = TeeAlerts(sinks);
         let flows = flows.map(|f| &mut *f as &mut dyn FlowSink);
-        let mut sink = DetectorSink::new(detector, &mut tee, flows);
+        let mut sink = DetectorSink::new(detector, &mut tee, flows)
+            .with_metrics(metrics.detect.clone(), &cfg.assets);
         let consumed = consume_flows(
             &mut sub,
             &mut sink,
@@ -210,6 +224,8 @@ pub fn run(
     stop: &AtomicBool,
 ) -> anyhow::Result<(SensorSummary, ConsumeSummary)> {
     let (publisher, bus) = memory_bus(cfg.bus.capacity);
+    let publisher = publisher.with_metrics(metrics.transport.clone());
+    let bus = bus.with_metrics(metrics.transport.clone());
     let mut sub = bus.subscriber(Topic::Flows);
     drop(bus);
     std::thread::scope(|scope| {
@@ -220,6 +236,8 @@ pub fn run(
                 produce(cfg, input, opts, &mut publisher, metrics, stop)
                 // The publisher drops here: the consumer drains the bus and sees it closed.
             })?;
+        let span = tracing::info_span!("detect");
+        let _entered = span.enter();
         let consumed = consume_flows(
             &mut sub,
             sink,
@@ -281,7 +299,15 @@ pub fn flows(
 ) -> (SensorStats, anyhow::Result<()>) {
     let mut table = FlowTable::new(flow_config(cfg, opts.checksums));
     let mut direct = Direct::new(sink);
-    let read = drive(cfg, input, &opts.source, &mut table, &mut direct, stop);
+    let read = drive(
+        cfg,
+        input,
+        &opts.source,
+        &mut table,
+        &mut direct,
+        &mut Observer::default(),
+        stop,
+    );
     let written = direct.finish();
     (table.stats().clone(), read.and(written))
 }

@@ -3,6 +3,7 @@
 //! safe). [`MemoryBus`] is the in-process implementation used when every stage runs in one
 //! process; Kafka implements the same traits for the distributed deployment.
 
+use crate::metrics::TransportMetrics;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::time::Duration;
 
@@ -108,9 +109,13 @@ pub fn memory_bus(capacity: usize) -> (MemoryPublisher, MemoryBus) {
     let (b, rb) = bounded(capacity.max(1));
     let (c, rc) = bounded(capacity.max(1));
     (
-        MemoryPublisher { senders: [a, b, c] },
+        MemoryPublisher {
+            senders: [a, b, c],
+            metrics: None,
+        },
         MemoryBus {
             receivers: [ra, rb, rc],
+            metrics: None,
         },
     )
 }
@@ -119,15 +124,23 @@ pub fn memory_bus(capacity: usize) -> (MemoryPublisher, MemoryBus) {
 #[derive(Debug, Clone)]
 pub struct MemoryBus {
     receivers: [Receiver<Msg>; 3],
+    metrics: Option<TransportMetrics>,
 }
 
 impl MemoryBus {
+    /// Counts consumed messages in `metrics` (subscribers made afterwards).
+    pub fn with_metrics(mut self, metrics: TransportMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// A consumer of `topic` (all consumers of a topic share its messages).
     pub fn subscriber(&self, topic: Topic) -> MemorySubscriber {
         MemorySubscriber {
             topic,
             rx: self.receivers[topic.index()].clone(),
             next_offset: 0,
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -141,9 +154,26 @@ impl MemoryBus {
 #[derive(Debug, Clone)]
 pub struct MemoryPublisher {
     senders: [Sender<Msg>; 3],
+    metrics: Option<TransportMetrics>,
 }
 
 impl MemoryPublisher {
+    /// Counts published messages and bytes in `metrics`.
+    pub fn with_metrics(mut self, metrics: TransportMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, topic: Topic, bytes: usize) {
+        if let Some(m) = &self.metrics {
+            let label = [TransportMetrics::topic_label(topic)];
+            m.produced_messages.with_label_values(&label).inc();
+            m.produced_bytes
+                .with_label_values(&label)
+                .inc_by(bytes as u64);
+        }
+    }
+
     /// Publishes without waiting: `Err(Full)` when the topic's queue is full.
     pub fn try_publish(
         &mut self,
@@ -155,8 +185,12 @@ impl MemoryPublisher {
             key: key.to_vec(),
             payload,
         };
+        let bytes = msg.payload.len();
         match self.senders[topic.index()].try_send(msg) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.count(topic, bytes);
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => Err(TransportError::Full),
             Err(TrySendError::Disconnected(_)) => Err(TransportError::Closed),
         }
@@ -174,9 +208,12 @@ impl Publisher for MemoryPublisher {
             key: key.to_vec(),
             payload,
         };
+        let bytes = msg.payload.len();
         self.senders[topic.index()]
             .send(msg)
-            .map_err(|_| TransportError::Closed)
+            .map_err(|_| TransportError::Closed)?;
+        self.count(topic, bytes);
+        Ok(())
     }
 
     fn flush(&mut self, _timeout: Duration) -> Result<(), TransportError> {
@@ -191,12 +228,19 @@ pub struct MemorySubscriber {
     topic: Topic,
     rx: Receiver<Msg>,
     next_offset: u64,
+    metrics: Option<TransportMetrics>,
 }
 
 impl Subscriber for MemorySubscriber {
     fn poll(&mut self, timeout: Duration) -> Result<Option<Delivery>, TransportError> {
         match self.rx.recv_timeout(timeout) {
             Ok(m) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics
+                        .consumed_messages
+                        .with_label_values(&[TransportMetrics::topic_label(self.topic)])
+                        .inc();
+                }
                 let offset = self.next_offset;
                 self.next_offset += 1;
                 Ok(Some(Delivery {
