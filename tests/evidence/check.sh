@@ -3,8 +3,10 @@
 # stix2-validator and stix2.parse on every STIX bundle, deterministic SCO ids recomputed by the
 # stix2 library, and the DSSE signature verified by securesystemslib.
 #
-# Usage: tests/evidence/check.sh            (from anywhere; builds sample packages first)
-#        tests/evidence/check.sh DIR...     (validate package directories already written)
+# Usage: tests/evidence/check.sh
+#            builds the sample packages (cargo example write_sample) and checks them
+#        tests/evidence/check.sh --key PUB [--geoip DIR] PACKAGE_DIR...
+#            checks package directories already written
 # Env:   NORMWATCH_PYENV  virtualenv location (default: <target dir>/pyenv)
 set -euo pipefail
 
@@ -24,7 +26,7 @@ if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
 fi
 
 if [[ $# -gt 0 ]]; then
-    dirs=("$@")
+    exec "$venv/bin/python" "$root/tests/evidence/check_package.py" "$@"
 else
     out="$target/evidence-check"
     rm -rf "$out"
@@ -34,11 +36,6 @@ else
     for d in "$out"/EP-*; do
         [[ -d "$d" ]] && dirs+=("$d")
     done
-    set -- --key "$out/signer.pub"
+    exec "$venv/bin/python" "$root/tests/evidence/check_package.py" \
+        --key "$out/signer.pub" --geoip "$root/../shared/data/geoip" "${dirs[@]}"
 fi
-
-key_args=()
-if [[ "${1:-}" == "--key" ]]; then
-    key_args=(--key "$2")
-fi
-exec "$venv/bin/python" "$root/tests/evidence/check_package.py" "${key_args[@]}" "${dirs[@]}"

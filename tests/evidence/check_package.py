@@ -14,6 +14,7 @@ import json
 import pathlib
 import sys
 
+import maxminddb
 import stix2
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import SSlibKey
@@ -83,14 +84,42 @@ def check_dsse(pkg: pathlib.Path, key_path: pathlib.Path, problems: list) -> Non
     manifest = json.loads((pkg / "manifest.json").read_text())
     for f in manifest["files"]:
         data = (pkg / f["path"]).read_bytes()
+        if f.get("appendable"):
+            # The custody log may grow after signing; the signed part is its prefix.
+            data = data[: f["size"]]
         if hashlib.sha256(data).hexdigest() != f["sha256"] or len(data) != f["size"]:
             problems.append(f"{f['path']}: hash or size differs from the manifest")
     print(f"  dsse: signature verifies (securesystemslib), {len(manifest['files'])} file hashes match")
 
 
+def check_attribution(pkg: pathlib.Path, geoip: pathlib.Path, problems: list) -> None:
+    """The Rust maxminddb lookups against the Python reader on the same database files."""
+    att = json.loads((pkg / "evidence" / "attribution.json").read_text())
+    files = {d["role"]: geoip / d["file"] for d in att["databases"]}
+    readers = {role: maxminddb.open_database(str(path)) for role, path in files.items()}
+    for src in att["sources"]:
+        a = src["attribution"]
+        addr = src["addr"]
+        if "country" in readers:
+            rec = readers["country"].get(addr) or {}
+            want = (rec.get("country", {}).get("iso_code"),
+                    rec.get("registered_country", {}).get("iso_code"))
+            got = (a.get("geo_country"), a.get("registered_country"))
+            if want != got:
+                problems.append(f"{addr}: countries {got}, Python maxminddb says {want}")
+        if "asn" in readers:
+            rec = readers["asn"].get(addr) or {}
+            want = (rec.get("autonomous_system_number"), rec.get("autonomous_system_organization"))
+            got = (a.get("asn"), a.get("as_org"))
+            if want != got:
+                problems.append(f"{addr}: AS {got}, Python maxminddb says {want}")
+    print(f"  attribution: {len(att['sources'])} sources agree with Python maxminddb")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--key", type=pathlib.Path, required=True, help="signer's public key (.pub)")
+    ap.add_argument("--geoip", type=pathlib.Path, help="directory of the mmdb files used")
     ap.add_argument("packages", nargs="+", type=pathlib.Path)
     args = ap.parse_args()
     failed = 0
@@ -99,6 +128,8 @@ def main() -> int:
         problems: list = []
         check_stix(pkg, problems)
         check_dsse(pkg, args.key, problems)
+        if args.geoip:
+            check_attribution(pkg, args.geoip, problems)
         for p in problems:
             print(f"  FAIL {p}")
         failed += bool(problems)

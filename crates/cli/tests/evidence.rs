@@ -198,7 +198,7 @@ fn verify_names_the_fault_for_every_kind_of_tampering() {
     let text = std::fs::read_to_string(&custody).unwrap();
     let kept: Vec<&str> = text.lines().take(3).collect();
     std::fs::write(&custody, kept.join("\n") + "\n").unwrap();
-    expect_fault(&dir, &pubkey, "custody.jsonl: size");
+    expect_fault(&dir, &pubkey, "custody.jsonl: shorter than the signed log");
     let dir = fresh(103);
     let custody = dir.join("custody.jsonl");
     let text = std::fs::read_to_string(&custody).unwrap();

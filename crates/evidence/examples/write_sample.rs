@@ -1,6 +1,7 @@
 //! Writes the sample packages (one per recipient State of a sample SYN flood whose sources are
 //! looked up in MaxMind's test databases) and the signer's public key into a directory, for the
-//! independent validators in `tests/evidence/check.sh`.
+//! independent validators in `tests/evidence/check.sh`. Each directory also carries one
+//! delivery (`sent`) entry in its custody log.
 //!
 //! Usage: `write_sample OUT_DIR GEOIP_DIR NORMS_TOML`
 
@@ -78,8 +79,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if d.exists() {
             std::fs::remove_dir_all(&d)?;
         }
-        pkg.write_dir(&out)?;
+        let dir = pkg.write_dir(&out)?;
         pkg.write_tar(&out)?;
+        // The directory copy also carries a delivery record, as a stored package would.
+        package::record_sent(
+            &dir,
+            &key,
+            "NCSC-NL",
+            "directory outbox",
+            sample::START_NS + 3_660_000_000_000,
+        )?;
     }
     Ok(())
 }

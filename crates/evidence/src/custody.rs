@@ -2,6 +2,10 @@
 //! SHA-256 of the line before it, so removing, reordering or editing an entry breaks the chain.
 
 use crate::canon::{jcs, sha256_hex};
+use crate::keys::{PublicKey, SecretKey};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use ed25519_dalek::{Signature, Signer};
 use serde::{Deserialize, Serialize};
 
 /// The `prev` of the first entry.
@@ -42,6 +46,11 @@ pub struct Entry {
     pub subjects: Vec<Subject>,
     /// What it was, in words.
     pub note: String,
+    /// Ed25519 signature (base64) over the canonical entry without this field. Entries
+    /// appended after packaging (`sent`) carry one, since the manifest's signature cannot
+    /// cover them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
 }
 
 /// Builds a chain: each pushed entry is numbered and linked to the previous line.
@@ -80,6 +89,7 @@ impl Log {
             tool_version: e.tool_version,
             subjects: e.subjects,
             note: e.note,
+            sig: None,
         };
         self.lines.push(jcs(&entry)?);
         Ok(())
@@ -126,6 +136,53 @@ pub fn check(bytes: &[u8]) -> Result<Vec<Entry>, String> {
         entries.push(e);
     }
     Ok(entries)
+}
+
+/// Appends a signed entry (a delivery: `sent`) to an existing log; returns the new bytes.
+pub fn append_signed(bytes: &[u8], e: Event, key: &SecretKey) -> Result<Vec<u8>, String> {
+    let entries = check(bytes)?;
+    let last = bytes[..bytes.len() - 1]
+        .rsplit(|b| *b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let mut entry = Entry {
+        seq: entries.len() as u64,
+        prev: sha256_hex(last),
+        action: e.action,
+        actor: e.actor,
+        at: e.at,
+        tool: e.tool,
+        tool_version: e.tool_version,
+        subjects: e.subjects,
+        note: e.note,
+        sig: None,
+    };
+    let unsigned = jcs(&entry).map_err(|e| e.to_string())?;
+    entry.sig = Some(B64.encode(key.key.sign(&unsigned).to_bytes()));
+    let mut out = bytes.to_vec();
+    out.extend_from_slice(&jcs(&entry).map_err(|e| e.to_string())?);
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// Whether `entry` carries a signature by `key` over its other fields.
+pub fn signature_valid(entry: &Entry, key: &PublicKey) -> bool {
+    let Some(sig) = entry.sig.as_deref() else {
+        return false;
+    };
+    let Ok(sig) = B64.decode(sig) else {
+        return false;
+    };
+    let Ok(sig) = <[u8; 64]>::try_from(sig.as_slice()) else {
+        return false;
+    };
+    let mut unsigned = entry.clone();
+    unsigned.sig = None;
+    jcs(&unsigned).is_ok_and(|m| {
+        key.key
+            .verify_strict(&m, &Signature::from_bytes(&sig))
+            .is_ok()
+    })
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 pub const MANIFEST: &str = "manifest.json";
 /// The signature envelope's file name.
 pub const ENVELOPE: &str = "manifest.intoto.dsse.json";
+/// The custody log's file name.
+pub const CUSTODY: &str = "custody.jsonl";
 /// The manifest's `format`.
 pub const FORMAT: &str = "normwatch-evidence/1";
 
@@ -432,7 +434,7 @@ pub fn build(input: BuildInput<'_>, key: &SecretKey) -> Result<Package> {
             c.planned().recipient.code
         ),
     })?;
-    files.insert("custody.jsonl".into(), log.to_bytes());
+    files.insert(CUSTODY.into(), log.to_bytes());
 
     let manifest = json!({
         "format": FORMAT,
@@ -446,6 +448,8 @@ pub fn build(input: BuildInput<'_>, key: &SecretKey) -> Result<Package> {
         "tlp": c.input.settings.tlp.as_str(),
         "files": files.iter().map(|(p, b)| json!({
             "path": p, "sha256": digests.get(p.as_str()).cloned().unwrap_or_else(|| sha256_hex(b)), "size": b.len(), "media_type": media_type(p),
+            // The custody log may grow after packaging, by signed `sent` entries only.
+            "appendable": p == CUSTODY,
         })).collect::<Vec<_>>(),
     });
     let manifest_bytes = jcs(&manifest)?;
@@ -556,6 +560,50 @@ impl Package {
         std::fs::write(&path, self.tar_bytes()?).map_err(|e| Error::io(&path, e))?;
         Ok(path)
     }
+}
+
+/// Records a delivery in the custody log of the package directory `dir`: a `sent` entry,
+/// chained and signed with `key`, naming the signed manifest and the channel. The log is
+/// replaced atomically (written beside the package directory, then renamed into it).
+pub fn record_sent(
+    dir: &Path,
+    key: &SecretKey,
+    actor: &str,
+    channel: &str,
+    at_ns: u64,
+) -> Result<()> {
+    let path = dir.join(CUSTODY);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let manifest = dir.join(MANIFEST);
+    let m = std::fs::read(&manifest).map_err(|e| Error::io(&manifest, e))?;
+    let out = custody::append_signed(
+        &bytes,
+        custody::Event {
+            action: Action::Sent,
+            actor: actor.to_string(),
+            at: rfc3339_ms(at_ns),
+            tool: TOOL_NAME.into(),
+            tool_version: TOOL_VERSION.into(),
+            subjects: vec![Subject {
+                name: MANIFEST.into(),
+                sha256: sha256_hex(&m),
+            }],
+            note: format!("sent via {channel}"),
+        },
+        key,
+    )
+    .map_err(|e| Error::Build(format!("{}: {e}", path.display())))?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!(".{name}.custody.tmp"));
+    std::fs::write(&tmp, &out).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    Ok(())
 }
 
 /// Whether a routing goes through the national authority (for the letter and the STIX note).

@@ -6,7 +6,7 @@ use crate::canon::{jcs, sha256_hex};
 use crate::custody;
 use crate::dsse::{self, Envelope};
 use crate::keys::PublicKey;
-use crate::package::{ENVELOPE, FORMAT, MANIFEST};
+use crate::package::{CUSTODY, ENVELOPE, FORMAT, MANIFEST};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -38,6 +38,8 @@ struct ManifestFile {
     path: String,
     sha256: String,
     size: u64,
+    #[serde(default)]
+    appendable: bool,
 }
 
 #[derive(Deserialize)]
@@ -233,8 +235,27 @@ pub fn verify_files(files: &BTreeMap<String, Vec<u8>>, key: &PublicKey) -> Resul
             return fault(format!("unexpected file {p} (not in the manifest)"));
         }
     }
+    let mut custody_signed_lines = None;
     for f in &m.files {
-        let bytes = &files[&f.path];
+        let mut bytes = files[&f.path].as_slice();
+        if f.appendable {
+            if f.path != CUSTODY {
+                return fault(format!(
+                    "{MANIFEST}: only {CUSTODY} may be appendable, not {}",
+                    f.path
+                ));
+            }
+            // What was signed is the prefix; anything after it is checked entry by entry.
+            let n = usize::try_from(f.size).unwrap_or(usize::MAX);
+            if bytes.len() < n || (n > 0 && bytes[n - 1] != b'\n') {
+                return fault(format!(
+                    "{}: shorter than the signed log, or cut inside a line",
+                    f.path
+                ));
+            }
+            bytes = &bytes[..n];
+            custody_signed_lines = Some(bytes.iter().filter(|b| **b == b'\n').count());
+        }
         if bytes.len() as u64 != f.size {
             return fault(format!(
                 "{}: size {} does not match the manifest ({})",
@@ -247,11 +268,19 @@ pub fn verify_files(files: &BTreeMap<String, Vec<u8>>, key: &PublicKey) -> Resul
             return fault(format!("{}: SHA-256 does not match the manifest", f.path));
         }
     }
-    let Some(custody_bytes) = files.get("custody.jsonl") else {
-        return fault("missing file custody.jsonl");
+    let Some(custody_bytes) = files.get(CUSTODY) else {
+        return fault(format!("missing file {CUSTODY}"));
     };
-    let entries =
-        custody::check(custody_bytes).map_err(|e| Fault(format!("custody.jsonl: {e}")))?;
+    let entries = custody::check(custody_bytes).map_err(|e| Fault(format!("{CUSTODY}: {e}")))?;
+    let signed = custody_signed_lines.unwrap_or(entries.len());
+    for (i, e) in entries.iter().enumerate().skip(signed) {
+        if e.action != custody::Action::Sent || !custody::signature_valid(e, key) {
+            return fault(format!(
+                "{CUSTODY}: line {}: entry added after packaging is not a 'sent' record signed by the key",
+                i + 1
+            ));
+        }
+    }
     for (i, e) in entries.iter().enumerate() {
         for s in &e.subjects {
             if let Some(b) = files.get(&s.name) {

@@ -518,3 +518,112 @@ fn directory_and_tar_on_disk_verify() {
     std::fs::write(tmp.path().join("junk.tar"), b"not a tar at all, just text").unwrap();
     assert!(verify_path(&tmp.path().join("junk.tar"), &pk).is_err());
 }
+
+#[test]
+fn anonymisers_go_to_the_provider_abuse_section() {
+    let db = db();
+    let a = db.lookup(ip("1.2.3.4")).unwrap();
+    assert!(a
+        .anonymous
+        .as_ref()
+        .is_some_and(|f| f.vpn && f.hides_origin()));
+    let alert = sample::alert(&[(ip("1.2.3.4"), false), (ip("89.160.20.112"), false)]);
+    let attrs: BTreeMap<IpAddr, Attribution> = alert
+        .top_sources
+        .iter()
+        .map(|s| (s.addr, db.lookup(s.addr).unwrap()))
+        .collect();
+    let plan =
+        recipients::plan(&alert, &attrs, &[], &sample::directory(), "NL", Tlp::Amber).unwrap();
+    let anon = plan
+        .packages
+        .iter()
+        .flat_map(|p| &p.provider_abuse)
+        .find(|s| s.source.addr == ip("1.2.3.4"))
+        .unwrap();
+    assert_eq!(anon.disposition, Disposition::Anonymiser);
+    assert!(plan
+        .packages
+        .iter()
+        .all(|p| p.sources.iter().all(|s| s.source.addr != ip("1.2.3.4"))));
+}
+
+#[test]
+fn deliveries_append_signed_sent_entries_and_nothing_else_may_be_added() {
+    use normwatch_evidence::custody::{self, Action, Event};
+    let built = build_all(T);
+    let tmp = tempfile::tempdir().unwrap();
+    let p = &built.packages[0];
+    let dir = p.write_dir(tmp.path()).unwrap();
+    let pk = built.key.public();
+    package::record_sent(
+        &dir,
+        &built.key,
+        "NCSC-NL",
+        "taxii https://taxii.example/api1/",
+        T + 60_000_000_000,
+    )
+    .unwrap();
+    package::record_sent(
+        &dir,
+        &built.key,
+        "NCSC-NL",
+        "directory outbox/DE",
+        T + 120_000_000_000,
+    )
+    .unwrap();
+    let v = verify_path(&dir, &pk).unwrap();
+    assert_eq!(v.custody_entries, 6);
+    let log = std::fs::read(dir.join("custody.jsonl")).unwrap();
+    let entries = custody::check(&log).unwrap();
+    assert_eq!(entries[5].action, Action::Sent);
+    assert!(entries[5].note.contains("outbox/DE"));
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "no temporary file left"
+    );
+
+    let ev = |action| Event {
+        action,
+        actor: "someone".into(),
+        at: "2026-03-01T12:00:00.000Z".into(),
+        tool: "t".into(),
+        tool_version: "1".into(),
+        subjects: vec![],
+        note: String::new(),
+    };
+    let mut files = p.files.clone();
+    // Signed by another key.
+    let other = SecretKey::from_seed(&[3; 32]);
+    files.insert(
+        "custody.jsonl".into(),
+        custody::append_signed(&log, ev(Action::Sent), &other).unwrap(),
+    );
+    let f = verify_files(&files, &pk).unwrap_err().to_string();
+    assert!(
+        f.contains("custody.jsonl: line 7: entry added after packaging"),
+        "{f}"
+    );
+    // Signed, but claiming a packaging step.
+    files.insert(
+        "custody.jsonl".into(),
+        custody::append_signed(&log, ev(Action::Derived), &built.key).unwrap(),
+    );
+    let f = verify_files(&files, &pk).unwrap_err().to_string();
+    assert!(f.contains("line 7: entry added after packaging"), "{f}");
+    // An appended entry edited afterwards.
+    let text = String::from_utf8(log.clone())
+        .unwrap()
+        .replace("outbox/DE", "outbox/FR");
+    files.insert("custody.jsonl".into(), text.into_bytes());
+    let f = verify_files(&files, &pk).unwrap_err().to_string();
+    assert!(f.contains("line 6: entry added after packaging"), "{f}");
+    // Cut inside the signed part.
+    files.insert("custody.jsonl".into(), log[..100].to_vec());
+    let f = verify_files(&files, &pk).unwrap_err().to_string();
+    assert!(
+        f.contains("custody.jsonl: shorter than the signed log"),
+        "{f}"
+    );
+}
