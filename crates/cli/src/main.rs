@@ -8,6 +8,7 @@ mod args;
 mod evidence;
 mod flows;
 mod output;
+mod simulate;
 mod stages;
 
 use clap::{Parser, Subcommand};
@@ -80,6 +81,13 @@ enum Command {
         /// The TOML configuration file.
         file: PathBuf,
     },
+    /// Write realistic traffic for a named attack scenario as a pcap file.
+    ///
+    /// Benign background towards a few protected assets (web clients, a SCADA master polling
+    /// its PLC) plus the attack: a SYN flood, a DNS amplification, an unauthorised Modbus
+    /// write, an S7 PLC STOP, or all of them. The assets are those of config/demo.toml; the
+    /// same scenario gives the same bytes every time.
+    Simulate(simulate::SimulateArgs),
     /// Create an Ed25519 key pair for signing evidence packages.
     Keygen(evidence::KeygenArgs),
     /// Check an evidence package (directory or .tar): signature, every file's hash, no missing
@@ -145,6 +153,7 @@ fn main() -> ExitCode {
         Command::Detect(args) => stages::detect(args),
         Command::Run(args) => stages::run(args),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Simulate(args) => simulate::run(args),
         Command::Keygen(args) => evidence::keygen(args),
         Command::Verify(args) => evidence::verify(args),
     };
