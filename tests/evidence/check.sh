@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Independent validation of normwatch evidence packages with the reference Python tools:
 # stix2-validator and stix2.parse on every STIX bundle, deterministic SCO ids recomputed by the
-# stix2 library, and the DSSE signature verified by securesystemslib.
+# stix2 library, the DSSE signature verified by securesystemslib, the attribution compared with
+# the Python maxminddb reader. The same virtualenv provides medallion, the TAXII 2.1 server the
+# Rust delivery test (crates/evidence/tests/evidence/delivery.rs) starts on loopback.
 #
 # Usage: tests/evidence/check.sh
 #            builds the sample packages (cargo example write_sample) and checks them

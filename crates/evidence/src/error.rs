@@ -29,6 +29,8 @@ pub enum Error {
     Config(String),
     #[error("cannot build package: {0}")]
     Build(String),
+    #[error("evidence store ledger: {0}")]
+    Store(#[from] rusqlite::Error),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
 }

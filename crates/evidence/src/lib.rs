@@ -10,6 +10,7 @@ pub mod attribution;
 pub mod canon;
 pub mod config;
 pub mod custody;
+pub mod deliver;
 pub mod dsse;
 pub mod error;
 pub mod keys;
@@ -19,6 +20,7 @@ pub mod package;
 pub mod recipients;
 pub mod sample;
 pub mod stix;
+pub mod store;
 pub mod tlp;
 pub mod verify;
 

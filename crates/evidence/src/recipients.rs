@@ -25,12 +25,39 @@ pub fn is_country_code(s: &str) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Channel {
-    /// Push to a TAXII 2.1 collection (`POST {url}collections/{collection}/objects/`).
-    Taxii { url: String, collection: String },
-    /// POST the `.tar` to an HTTPS webhook.
-    Webhook { url: String },
+    /// Push to a TAXII 2.1 collection (`POST {url}/collections/{collection}/objects/`, `url`
+    /// being the API root). HTTP Basic authentication when `user` is set, with the password
+    /// read from the environment variable `password_env` (never from the file).
+    Taxii {
+        url: String,
+        collection: String,
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        password_env: Option<String>,
+    },
+    /// POST the `.tar` to an HTTPS webhook, with a bearer token from the environment variable
+    /// `token_env` if set.
+    Webhook {
+        url: String,
+        #[serde(default)]
+        token_env: Option<String>,
+    },
     /// Drop the `.tar` into a directory (a mounted exchange share, an outbox for couriers).
     Directory { path: String },
+}
+
+impl Channel {
+    /// A short description for logs and custody entries (no secrets).
+    pub fn describe(&self) -> String {
+        match self {
+            Channel::Taxii {
+                url, collection, ..
+            } => format!("taxii {url} collection {collection}"),
+            Channel::Webhook { url, .. } => format!("webhook {url}"),
+            Channel::Directory { path } => format!("directory {path}"),
+        }
+    }
 }
 
 /// One State's point of contact.
@@ -105,7 +132,9 @@ impl Directory {
             for (j, c) in r.channels.iter().enumerate() {
                 let url_ok = |u: &str| u.starts_with("https://") || u.starts_with("http://");
                 match c {
-                    Channel::Taxii { url, collection } => {
+                    Channel::Taxii {
+                        url, collection, ..
+                    } => {
                         if !url_ok(url) {
                             problems.push(format!("{at}: channel[{j}]: url must be http(s)"));
                         }
@@ -113,7 +142,7 @@ impl Directory {
                             problems.push(format!("{at}: channel[{j}]: collection is empty"));
                         }
                     }
-                    Channel::Webhook { url } if !url_ok(url) => {
+                    Channel::Webhook { url, .. } if !url_ok(url) => {
                         problems.push(format!("{at}: channel[{j}]: url must be http(s)"));
                     }
                     Channel::Directory { path } if path.is_empty() => {

@@ -1,6 +1,9 @@
 //! Integration tests of the evidence crate: attribution over MaxMind's test databases, the
 //! choice of recipients, package building (determinism, contents) and verification.
 
+#[path = "evidence/delivery.rs"]
+mod delivery;
+
 use normwatch_config::norms::{parse_norms, NormCatalogue};
 use normwatch_evidence::attribution::{Attribution, GeoDb, GeoPaths};
 use normwatch_evidence::keys::SecretKey;

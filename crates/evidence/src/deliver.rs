@@ -1,0 +1,277 @@
+//! Delivery of a stored package over one channel: a TAXII 2.1 push (objects envelope, then the
+//! 202 status resource followed to completion), an HTTPS webhook POST of the `.tar`, or a drop
+//! of the `.tar` into a directory.
+//!
+//! Every channel is idempotent for a given package, so a delivery repeated after a crash (the
+//! outbox marks an item sent only after it succeeded) changes nothing at the recipient: STIX
+//! objects keep their ids and versions, the webhook carries the package id as
+//! `Idempotency-Key`, and the dropped file has the package's name and content.
+
+use crate::recipients::Channel;
+use std::path::Path;
+use std::time::Duration;
+
+/// The TAXII 2.1 media type.
+pub const TAXII_MEDIA_TYPE: &str = "application/taxii+json;version=2.1";
+
+/// Why a delivery failed; the outbox retries it later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DeliveryError(pub String);
+
+fn err<T>(s: impl Into<String>) -> Result<T, DeliveryError> {
+    Err(DeliveryError(s.into()))
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn secret(var: &Option<String>) -> Result<Option<String>, DeliveryError> {
+    match var {
+        None => Ok(None),
+        Some(v) => std::env::var(v)
+            .map(Some)
+            .map_err(|_| DeliveryError(format!("environment variable {v} is not set"))),
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// Delivers the package `package_id`, whose directory is `dir` and archive `tar`; returns a
+/// receipt for the ledger.
+pub fn deliver(
+    channel: &Channel,
+    package_id: &str,
+    dir: &Path,
+    tar: &Path,
+    timeout: Duration,
+) -> Result<String, DeliveryError> {
+    match channel {
+        Channel::Directory { path } => drop_file(Path::new(path), package_id, tar),
+        Channel::Webhook { url, token_env } => {
+            let body =
+                std::fs::read(tar).map_err(|e| DeliveryError(format!("{}: {e}", tar.display())))?;
+            let mut req = agent(timeout)
+                .post(url)
+                .header("Content-Type", "application/x-tar")
+                .header("Idempotency-Key", package_id)
+                .header("X-Normwatch-Package", package_id);
+            if let Some(t) = secret(token_env)? {
+                req = req.header("Authorization", format!("Bearer {t}"));
+            }
+            let resp = req
+                .send(&body[..])
+                .map_err(|e| DeliveryError(format!("webhook {url}: {e}")))?;
+            let status = resp.status().as_u16();
+            if (200..300).contains(&status) {
+                Ok(format!("webhook {url}: HTTP {status}"))
+            } else {
+                err(format!("webhook {url}: HTTP {status}"))
+            }
+        }
+        Channel::Taxii {
+            url,
+            collection,
+            user,
+            password_env,
+        } => {
+            let auth = match user {
+                Some(u) => Some(basic(u, &secret(password_env)?.unwrap_or_default())),
+                None => None,
+            };
+            taxii_push(url, collection, auth.as_deref(), dir, timeout)
+        }
+    }
+}
+
+fn drop_file(target: &Path, package_id: &str, tar: &Path) -> Result<String, DeliveryError> {
+    let io = |e: std::io::Error, p: &Path| DeliveryError(format!("{}: {e}", p.display()));
+    std::fs::create_dir_all(target).map_err(|e| io(e, target))?;
+    let bytes = std::fs::read(tar).map_err(|e| io(e, tar))?;
+    let dest = target.join(format!("{package_id}.tar"));
+    if std::fs::read(&dest).is_ok_and(|b| b == bytes) {
+        return Ok(format!("file {} (already present)", dest.display()));
+    }
+    // Written under a hidden name and renamed, so a reader never sees half a package.
+    let tmp = target.join(format!(".{package_id}.tar.tmp"));
+    std::fs::write(&tmp, &bytes).map_err(|e| io(e, &tmp))?;
+    std::fs::rename(&tmp, &dest).map_err(|e| io(e, &dest))?;
+    Ok(format!("file {}", dest.display()))
+}
+
+fn taxii_push(
+    api_root: &str,
+    collection: &str,
+    auth: Option<&str>,
+    dir: &Path,
+    timeout: Duration,
+) -> Result<String, DeliveryError> {
+    let bundle_path = dir.join("stix/bundle.json");
+    let bundle: serde_json::Value = std::fs::read(&bundle_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        .map_err(|e| DeliveryError(format!("{}: {e}", bundle_path.display())))?;
+    // TAXII takes an envelope of objects, not a bundle.
+    let envelope = serde_json::json!({"objects": bundle["objects"]});
+    let body = serde_json::to_vec(&envelope).map_err(|e| DeliveryError(e.to_string()))?;
+    let root = api_root.trim_end_matches('/');
+    let url = format!("{root}/collections/{collection}/objects/");
+    let agent = agent(timeout);
+    // An empty Authorization header is never sent: no header is the same as no credentials.
+    let auth = auth.unwrap_or_default();
+    let mut post = agent
+        .post(&url)
+        .header("Content-Type", TAXII_MEDIA_TYPE)
+        .header("Accept", TAXII_MEDIA_TYPE);
+    if !auth.is_empty() {
+        post = post.header("Authorization", auth);
+    }
+    let mut resp = post
+        .send(&body[..])
+        .map_err(|e| DeliveryError(format!("taxii {url}: {e}")))?;
+    let code = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    if code != 202 {
+        return err(format!(
+            "taxii {url}: HTTP {code}: {}",
+            text.chars().take(200).collect::<String>()
+        ));
+    }
+    let mut status: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| DeliveryError(format!("taxii {url}: status resource is not JSON: {e}")))?;
+    let status_id = status["id"].as_str().unwrap_or_default().to_string();
+    // Follow the status resource until the server has processed every object.
+    for _ in 0..20 {
+        if status["status"] == "complete" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        let surl = format!("{root}/status/{status_id}/");
+        let mut get = agent.get(&surl).header("Accept", TAXII_MEDIA_TYPE);
+        if !auth.is_empty() {
+            get = get.header("Authorization", auth);
+        }
+        let mut r = get
+            .call()
+            .map_err(|e| DeliveryError(format!("taxii {surl}: {e}")))?;
+        let code = r.status().as_u16();
+        let t = r.body_mut().read_to_string().unwrap_or_default();
+        if code != 200 {
+            return err(format!("taxii {surl}: HTTP {code}"));
+        }
+        status = serde_json::from_str(&t)
+            .map_err(|e| DeliveryError(format!("taxii {surl}: not JSON: {e}")))?;
+    }
+    let n = |k: &str| status[k].as_u64().unwrap_or(0);
+    if status["status"] != "complete" {
+        return err(format!(
+            "taxii status {status_id}: still {} after polling",
+            status["status"]
+        ));
+    }
+    if n("failure_count") > 0 {
+        // A server that already holds an object (same id and version) may report it as a
+        // failure, as medallion does; a repeated push is then complete if every failed object
+        // is in the collection's manifest.
+        let failed: Vec<&str> = status["failures"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|f| f["id"].as_str()).collect())
+            .unwrap_or_default();
+        let versions: std::collections::BTreeMap<&str, Option<&str>> = bundle["objects"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| {
+                        Some((
+                            o["id"].as_str()?,
+                            o["modified"].as_str().or(o["created"].as_str()),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !failed.is_empty()
+            && already_held(&agent, root, collection, auth, &failed, &versions).unwrap_or(false)
+        {
+            return Ok(format!(
+                "taxii status {status_id}: all {} objects already held by the collection",
+                n("total_count")
+            ));
+        }
+        return err(format!(
+            "taxii status {status_id}: {} of {} objects failed: {}",
+            n("failure_count"),
+            n("total_count"),
+            status["failures"]
+        ));
+    }
+    Ok(format!(
+        "taxii status {status_id} complete: {}/{} objects",
+        n("success_count"),
+        n("total_count")
+    ))
+}
+
+/// Whether the collection's manifest lists every object in `ids` (at the version we pushed,
+/// for objects that have one).
+fn already_held(
+    agent: &ureq::Agent,
+    root: &str,
+    collection: &str,
+    auth: &str,
+    ids: &[&str],
+    versions: &std::collections::BTreeMap<&str, Option<&str>>,
+) -> Result<bool, DeliveryError> {
+    let mut held = std::collections::BTreeSet::new();
+    for chunk in ids.chunks(40) {
+        let url = format!(
+            "{root}/collections/{collection}/manifest/?match[id]={}&match[version]=all",
+            chunk.join(",")
+        );
+        let mut next: Option<String> = None;
+        loop {
+            let u = match &next {
+                Some(n) => format!("{url}&next={n}"),
+                None => url.clone(),
+            };
+            let mut get = agent.get(&u).header("Accept", TAXII_MEDIA_TYPE);
+            if !auth.is_empty() {
+                get = get.header("Authorization", auth);
+            }
+            let mut r = get
+                .call()
+                .map_err(|e| DeliveryError(format!("taxii {u}: {e}")))?;
+            if r.status().as_u16() != 200 {
+                return Ok(false);
+            }
+            let t = r.body_mut().read_to_string().unwrap_or_default();
+            let v: serde_json::Value =
+                serde_json::from_str(&t).map_err(|e| DeliveryError(format!("taxii {u}: {e}")))?;
+            for o in v["objects"].as_array().into_iter().flatten() {
+                let (Some(id), version) = (o["id"].as_str(), o["version"].as_str()) else {
+                    continue;
+                };
+                let ours = versions.get(id).copied().flatten();
+                if ours.is_none() || ours == version {
+                    held.insert(id.to_string());
+                }
+            }
+            match (v["more"].as_bool(), v["next"].as_str()) {
+                (Some(true), Some(n)) => next = Some(n.to_string()),
+                _ => break,
+            }
+        }
+    }
+    Ok(ids.iter().all(|id| held.contains(*id)))
+}

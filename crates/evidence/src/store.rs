@@ -1,0 +1,295 @@
+//! The evidence store: package directories and `.tar`s under `ROOT/packages/`, and an SQLite
+//! ledger (`ROOT/ledger.sqlite3`, bundled SQLite) of the packages and the outbox of their
+//! deliveries, one row per package and channel.
+//!
+//! A package is written to disk before its ledger rows exist, and an outbox row is marked sent
+//! only after its delivery succeeded; a crash anywhere therefore leaves either nothing to do or
+//! a delivery to repeat, and every channel is idempotent (see [`crate::deliver`]), so each
+//! package reaches each channel once in effect.
+
+use crate::canon::sha256_hex;
+use crate::deliver::{deliver, DeliveryError};
+use crate::error::{Error, Result};
+use crate::keys::SecretKey;
+use crate::package::{self, Package, MANIFEST};
+use crate::recipients::{Channel, Recipient};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// First retry delay; doubled per failed attempt up to [`MAX_BACKOFF_NS`].
+pub const FIRST_BACKOFF_NS: u64 = 30_000_000_000;
+/// Longest retry delay: one hour.
+pub const MAX_BACKOFF_NS: u64 = 3_600_000_000_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS package (
+    id TEXT PRIMARY KEY,
+    alert_id TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    manifest_sha256 TEXT NOT NULL,
+    stored_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    package_id TEXT NOT NULL REFERENCES package(id),
+    channel_idx INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'sent')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ns INTEGER NOT NULL,
+    last_error TEXT,
+    sent_ns INTEGER,
+    receipt TEXT,
+    PRIMARY KEY (package_id, channel_idx)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_ns);
+";
+
+/// One delivery to make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxItem {
+    pub package_id: String,
+    pub channel_idx: u32,
+    pub channel: Channel,
+    pub attempts: u32,
+}
+
+/// The state of one delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryState {
+    pub channel_idx: u32,
+    pub sent: bool,
+    pub attempts: u32,
+    pub next_attempt_ns: u64,
+    pub last_error: Option<String>,
+    pub receipt: Option<String>,
+}
+
+/// What one pass of the delivery worker did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub sent: usize,
+    pub failed: Vec<(String, DeliveryError)>,
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    conn: Connection,
+}
+
+fn ns(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        let packages = root.join("packages");
+        std::fs::create_dir_all(&packages).map_err(|e| Error::io(&packages, e))?;
+        let conn = Connection::open(root.join("ledger.sqlite3"))?;
+        // WAL with full sync: a committed outbox change survives a crash or power loss.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            conn,
+        })
+    }
+
+    /// The package directory of `id`.
+    pub fn package_dir(&self, id: &str) -> PathBuf {
+        self.root.join("packages").join(id)
+    }
+
+    /// The package archive of `id`.
+    pub fn package_tar(&self, id: &str) -> PathBuf {
+        self.root.join("packages").join(format!("{id}.tar"))
+    }
+
+    /// Stores a package and queues one delivery per channel of `recipient`. A package already
+    /// stored is left as it is (its first build wins) and `false` is returned.
+    pub fn put(&mut self, pkg: &Package, recipient: &Recipient, now_ns: u64) -> Result<bool> {
+        let known: Option<String> = self
+            .conn
+            .query_row("SELECT id FROM package WHERE id = ?1", [&pkg.id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if known.is_some() {
+            return Ok(false);
+        }
+        let packages = self.root.join("packages");
+        let dir = self.package_dir(&pkg.id);
+        if !dir.exists() {
+            // Built under a hidden name and renamed: a directory with the package's name is
+            // always complete.
+            let tmp_parent = packages.join(format!(".building-{}", pkg.id));
+            if tmp_parent.exists() {
+                std::fs::remove_dir_all(&tmp_parent).map_err(|e| Error::io(&tmp_parent, e))?;
+            }
+            std::fs::create_dir(&tmp_parent).map_err(|e| Error::io(&tmp_parent, e))?;
+            let built = pkg.write_dir(&tmp_parent)?;
+            pkg.write_tar(&tmp_parent)?;
+            std::fs::rename(
+                tmp_parent.join(format!("{}.tar", pkg.id)),
+                self.package_tar(&pkg.id),
+            )
+            .map_err(|e| Error::io(&dir, e))?;
+            std::fs::rename(&built, &dir).map_err(|e| Error::io(&dir, e))?;
+            std::fs::remove_dir(&tmp_parent).map_err(|e| Error::io(&tmp_parent, e))?;
+        }
+        let manifest = std::fs::read(dir.join(MANIFEST)).map_err(|e| Error::io(&dir, e))?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO package (id, alert_id, recipient, manifest_sha256, stored_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![pkg.id, alert_id(&manifest), recipient.code, sha256_hex(&manifest), ns(now_ns)],
+        )?;
+        for (i, c) in recipient.channels.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO outbox (package_id, channel_idx, channel, state, next_attempt_ns) VALUES (?1, ?2, ?3, 'pending', ?4)",
+                params![pkg.id, i as i64, serde_json::to_string(c)?, ns(now_ns)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Deliveries due at `now_ns`, oldest first.
+    pub fn due(&self, now_ns: u64, limit: usize) -> Result<Vec<OutboxItem>> {
+        let mut st = self.conn.prepare(
+            "SELECT package_id, channel_idx, channel, attempts FROM outbox
+             WHERE state = 'pending' AND next_attempt_ns <= ?1
+             ORDER BY next_attempt_ns, package_id, channel_idx LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![ns(now_ns), limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (package_id, idx, channel, attempts) = row?;
+            out.push(OutboxItem {
+                package_id,
+                channel_idx: u32::try_from(idx).unwrap_or(u32::MAX),
+                channel: serde_json::from_str(&channel)?,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deliveries not yet made.
+    pub fn pending(&self) -> Result<usize> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'pending'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// The deliveries of one package.
+    pub fn deliveries(&self, package_id: &str) -> Result<Vec<DeliveryState>> {
+        let mut st = self.conn.prepare(
+            "SELECT channel_idx, state, attempts, next_attempt_ns, last_error, receipt FROM outbox
+             WHERE package_id = ?1 ORDER BY channel_idx",
+        )?;
+        let rows = st.query_map([package_id], |r| {
+            Ok(DeliveryState {
+                channel_idx: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(u32::MAX),
+                sent: r.get::<_, String>(1)? == "sent",
+                attempts: u32::try_from(r.get::<_, i64>(2)?).unwrap_or(u32::MAX),
+                next_attempt_ns: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                last_error: r.get(4)?,
+                receipt: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Records a successful delivery: first in the package's custody log (signed `sent`
+    /// entry), then in the ledger.
+    pub fn mark_sent(
+        &mut self,
+        item: &OutboxItem,
+        now_ns: u64,
+        receipt: &str,
+        key: &SecretKey,
+        actor: &str,
+    ) -> Result<()> {
+        package::record_sent(
+            &self.package_dir(&item.package_id),
+            key,
+            actor,
+            &item.channel.describe(),
+            now_ns,
+        )?;
+        self.conn.execute(
+            "UPDATE outbox SET state = 'sent', sent_ns = ?1, receipt = ?2, attempts = attempts + 1, last_error = NULL
+             WHERE package_id = ?3 AND channel_idx = ?4",
+            params![ns(now_ns), receipt, item.package_id, i64::from(item.channel_idx)],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failed attempt and schedules the next with exponential backoff; returns when.
+    pub fn mark_failed(&mut self, item: &OutboxItem, now_ns: u64, error: &str) -> Result<u64> {
+        let shift = item.attempts.min(20);
+        let delay = FIRST_BACKOFF_NS
+            .saturating_mul(1u64 << shift)
+            .min(MAX_BACKOFF_NS);
+        let next = now_ns.saturating_add(delay);
+        self.conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_ns = ?1, last_error = ?2
+             WHERE package_id = ?3 AND channel_idx = ?4",
+            params![
+                ns(next),
+                error,
+                item.package_id,
+                i64::from(item.channel_idx)
+            ],
+        )?;
+        Ok(next)
+    }
+
+    /// One pass of the delivery worker: every due delivery is attempted once.
+    pub fn deliver_due(
+        &mut self,
+        now_ns: u64,
+        key: &SecretKey,
+        actor: &str,
+        timeout: Duration,
+    ) -> Result<PassReport> {
+        let mut report = PassReport::default();
+        for item in self.due(now_ns, 1000)? {
+            let dir = self.package_dir(&item.package_id);
+            let tar = self.package_tar(&item.package_id);
+            match deliver(&item.channel, &item.package_id, &dir, &tar, timeout) {
+                Ok(receipt) => {
+                    self.mark_sent(&item, now_ns, &receipt, key, actor)?;
+                    report.sent += 1;
+                }
+                Err(e) => {
+                    self.mark_failed(&item, now_ns, &e.0)?;
+                    report.failed.push((item.package_id.clone(), e));
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn alert_id(manifest: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(manifest)
+        .ok()
+        .and_then(|v| v["alert_id"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}

@@ -1,0 +1,253 @@
+//! The store, its outbox and the delivery workers: a recipient that is down, a process killed
+//! between building and delivering, and a real TAXII 2.1 server (medallion) on loopback.
+
+use super::{build_all, T};
+use normwatch_evidence::recipients::{Channel, Recipient};
+use normwatch_evidence::store::{Store, FIRST_BACKOFF_NS};
+use normwatch_evidence::tlp::Tlp;
+use normwatch_evidence::verify::verify_path;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn recipient(channels: Vec<Channel>) -> Recipient {
+    Recipient {
+        code: "DE".into(),
+        name: "CERT-Bund".into(),
+        language: "de".into(),
+        tlp_accepted: vec![Tlp::Amber],
+        public_key: None,
+        email: None,
+        channels,
+    }
+}
+
+#[test]
+fn a_down_recipient_waits_in_the_outbox_and_a_crash_loses_and_repeats_nothing() {
+    let built = build_all(T);
+    let p = &built.packages[1];
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    let drop_dir = tmp.path().join("exchange/DE");
+    // The recipient's share is not there: a plain file stands where its directory should be.
+    std::fs::create_dir_all(tmp.path().join("exchange")).unwrap();
+    std::fs::write(&drop_dir, b"not a directory").unwrap();
+    let r = recipient(vec![Channel::Directory {
+        path: drop_dir.display().to_string(),
+    }]);
+    {
+        let mut store = Store::open(&root).unwrap();
+        assert!(store.put(p, &r, T).unwrap());
+        assert!(!store.put(p, &r, T).unwrap(), "stored once");
+        let pass = store
+            .deliver_due(T, &built.key, "NCSC-NL", TIMEOUT)
+            .unwrap();
+        assert_eq!((pass.sent, pass.failed.len()), (0, 1));
+        let d = store.deliveries(&p.id).unwrap();
+        assert_eq!(d[0].attempts, 1);
+        assert_eq!(d[0].next_attempt_ns, T + FIRST_BACKOFF_NS);
+        assert!(d[0].last_error.as_deref().unwrap().contains("exchange/DE"));
+        // Process killed here: nothing sent, the store dropped without a clean shutdown.
+    }
+    let mut store = Store::open(&root).unwrap();
+    assert_eq!(store.pending().unwrap(), 1);
+    assert!(
+        store.due(T + 1, 10).unwrap().is_empty(),
+        "backoff respected"
+    );
+    std::fs::remove_file(&drop_dir).unwrap();
+    let later = T + FIRST_BACKOFF_NS;
+    let pass = store
+        .deliver_due(later, &built.key, "NCSC-NL", TIMEOUT)
+        .unwrap();
+    assert_eq!((pass.sent, pass.failed.len()), (1, 0));
+    let dropped = drop_dir.join(format!("{}.tar", p.id));
+    assert_eq!(
+        std::fs::read(&dropped).unwrap(),
+        std::fs::read(store.package_tar(&p.id)).unwrap()
+    );
+    assert_eq!(
+        verify_path(&dropped, &built.key.public())
+            .unwrap()
+            .package_id,
+        p.id
+    );
+    // The stored directory's custody log now ends with the signed delivery.
+    let v = verify_path(&store.package_dir(&p.id), &built.key.public()).unwrap();
+    assert_eq!(v.custody_entries, 5);
+    drop(store);
+    let mut store = Store::open(&root).unwrap();
+    assert_eq!(store.pending().unwrap(), 0);
+    let pass = store
+        .deliver_due(
+            later + 10 * FIRST_BACKOFF_NS,
+            &built.key,
+            "NCSC-NL",
+            TIMEOUT,
+        )
+        .unwrap();
+    assert_eq!((pass.sent, pass.failed.len()), (0, 0), "nothing sent twice");
+    assert!(!store.put(p, &r, later).unwrap());
+}
+
+#[test]
+fn a_delivery_repeated_after_a_crash_changes_nothing_at_the_drop() {
+    let built = build_all(T);
+    let p = &built.packages[1];
+    let tmp = tempfile::tempdir().unwrap();
+    let drop_dir = tmp.path().join("exchange");
+    let r = recipient(vec![Channel::Directory {
+        path: drop_dir.display().to_string(),
+    }]);
+    let mut store = Store::open(&tmp.path().join("store")).unwrap();
+    store.put(p, &r, T).unwrap();
+    let item = store.due(T, 10).unwrap().remove(0);
+    let dir = store.package_dir(&p.id);
+    let tar = store.package_tar(&p.id);
+    // Delivered, then killed before the outbox row was marked: the worker delivers again.
+    let first =
+        normwatch_evidence::deliver::deliver(&item.channel, &p.id, &dir, &tar, TIMEOUT).unwrap();
+    assert!(!first.contains("already present"));
+    let pass = store
+        .deliver_due(T, &built.key, "NCSC-NL", TIMEOUT)
+        .unwrap();
+    assert_eq!(pass.sent, 1);
+    let receipt = store.deliveries(&p.id).unwrap()[0].receipt.clone().unwrap();
+    assert!(receipt.contains("already present"), "{receipt}");
+    assert_eq!(std::fs::read_dir(&drop_dir).unwrap().count(), 1);
+}
+
+fn medallion() -> PathBuf {
+    if let Ok(p) = std::env::var("NORMWATCH_MEDALLION") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin/medallion");
+    assert!(
+        venv.exists(),
+        "medallion (PyPI, the TAXII 2.1 reference server) not found: run tests/evidence/check.sh \
+         once (it creates target/pyenv) or set NORMWATCH_MEDALLION"
+    );
+    venv
+}
+
+const COLLECTION: &str = "365fed99-08fa-fdcd-a1b3-fb247eb41d01";
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_medallion(dir: &Path, port: u16) -> Server {
+    let data = serde_json::json!({
+        "/discovery": {
+            "title": "normwatch test TAXII server",
+            "default": format!("http://127.0.0.1:{port}/api1/"),
+            "api_roots": [format!("http://127.0.0.1:{port}/api1/")],
+        },
+        "api1": {
+            "information": {
+                "title": "requests for mitigation",
+                "versions": ["application/taxii+json;version=2.1"],
+                "max_content_length": 104857600,
+            },
+            "status": [],
+            "collections": [{
+                "id": COLLECTION,
+                "title": "incoming evidence packages",
+                "can_read": true,
+                "can_write": true,
+                "media_types": ["application/stix+json;version=2.1"],
+                "objects": [],
+                "manifest": [],
+            }],
+        },
+    });
+    let data_path = dir.join("taxii-data.json");
+    std::fs::write(&data_path, serde_json::to_vec(&data).unwrap()).unwrap();
+    let config = serde_json::json!({
+        "backend": {
+            "module": "medallion.backends.memory_backend",
+            "module_class": "MemoryBackend",
+            "filename": data_path,
+        },
+        "users": {"cert-bund": "s3cret-for-tests"},
+        "taxii": {"max_page_size": 100},
+    });
+    let config_path = dir.join("taxii-config.json");
+    std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let child = Command::new(medallion())
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start medallion");
+    let server = Server(child);
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "medallion did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server
+}
+
+#[test]
+fn taxii_push_to_a_real_server_after_it_comes_back_ends_complete() {
+    let built = build_all(T);
+    let p = &built.packages[1];
+    let tmp = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The password comes from the environment, never from the directory file.
+    std::env::set_var("NORMWATCH_TEST_TAXII_PASSWORD", "s3cret-for-tests");
+    let r = recipient(vec![Channel::Taxii {
+        url: format!("http://127.0.0.1:{port}/api1/"),
+        collection: COLLECTION.into(),
+        user: Some("cert-bund".into()),
+        password_env: Some("NORMWATCH_TEST_TAXII_PASSWORD".into()),
+    }]);
+    let mut store = Store::open(&tmp.path().join("store")).unwrap();
+    store.put(p, &r, T).unwrap();
+    // Server down: the delivery fails and waits.
+    let pass = store
+        .deliver_due(T, &built.key, "NCSC-NL", TIMEOUT)
+        .unwrap();
+    assert_eq!(pass.failed.len(), 1, "{pass:?}");
+    let _server = start_medallion(tmp.path(), port);
+    let pass = store
+        .deliver_due(T + FIRST_BACKOFF_NS, &built.key, "NCSC-NL", TIMEOUT)
+        .unwrap();
+    assert_eq!((pass.sent, pass.failed.len()), (1, 0), "{pass:?}");
+    let receipt = store.deliveries(&p.id).unwrap()[0].receipt.clone().unwrap();
+    let bundle: serde_json::Value = serde_json::from_slice(&p.files["stix/bundle.json"]).unwrap();
+    let n = bundle["objects"].as_array().unwrap().len();
+    assert!(
+        receipt.contains(&format!("complete: {n}/{n} objects")),
+        "{receipt}"
+    );
+    // Pushed again (as after a crash before the outbox was updated): the server already holds
+    // every object, which counts as delivered.
+    let item_channel = r.channels[0].clone();
+    let again = normwatch_evidence::deliver::deliver(
+        &item_channel,
+        &p.id,
+        &store.package_dir(&p.id),
+        &store.package_tar(&p.id),
+        TIMEOUT,
+    )
+    .unwrap();
+    assert!(again.contains("already held"), "{again}");
+}
