@@ -114,7 +114,9 @@ pub fn serve_metrics(
     match normwatch_telemetry::MetricsServer::start(addr, metrics.registry.clone()) {
         Ok(s) => Ok(Some(s)),
         Err(e) if !explicit => {
-            tracing::warn!("{e}; metrics are not served (set telemetry.metrics_listen or --metrics-listen)");
+            tracing::warn!(
+                "{e}; metrics are not served (set telemetry.metrics_listen or --metrics-listen)"
+            );
             Ok(None)
         }
         Err(e) => Err(e.into()),

@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod args;
+mod demo;
 mod evidence;
 mod flows;
 mod output;
@@ -50,6 +51,14 @@ enum LogFormatArg {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// See the whole system work on simulated traffic, with nothing but this binary.
+    ///
+    /// Writes a working directory (configuration, attribution databases, recipients, a
+    /// signing key and a simulated capture: a SYN flood, a DNS amplification, an unauthorised
+    /// Modbus write and an S7 PLC STOP against protected public services), runs every stage
+    /// in one process while serving metrics, prints alerts as they open and close, writes a
+    /// signed evidence package per recipient State, and ends with a summary.
+    Demo(demo::DemoArgs),
     /// Turn packets into flow records and print them.
     ///
     /// Reads capture files (pcap or pcapng, any mix of link types) or captures live from an
@@ -148,6 +157,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, log_format(&cli));
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Flows(args) => flows::run(args),
         Command::Sensor(args) => stages::sensor(args),
         Command::Detect(args) => stages::detect(args),
@@ -165,6 +175,8 @@ fn main() -> ExitCode {
             if e.downcast_ref::<UsageError>().is_some()
                 || e.downcast_ref::<normwatch_config::ConfigError>().is_some()
                 || e.downcast_ref::<normwatch_pipeline::source::InputError>()
+                    .is_some()
+                || e.downcast_ref::<normwatch_pipeline::evidence::EvidenceSettingsError>()
                     .is_some()
             {
                 eprintln!("normwatch: {e}");

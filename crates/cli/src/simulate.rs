@@ -13,7 +13,12 @@ pub struct SimulateArgs {
     #[arg(long, short = 's', value_name = "NAME", default_value = "all")]
     scenario: String,
     /// The pcap file to write.
-    #[arg(long, short = 'o', value_name = "FILE.pcap", required_unless_present = "list")]
+    #[arg(
+        long,
+        short = 'o',
+        value_name = "FILE.pcap",
+        required_unless_present = "list"
+    )]
     out: Option<PathBuf>,
     /// List the scenarios and exit.
     #[arg(long)]

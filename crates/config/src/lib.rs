@@ -143,6 +143,9 @@ pub struct Config {
     pub detect: DetectConfig,
     /// The metrics endpoint and logs.
     pub telemetry: TelemetryConfig,
+    /// `[evidence]` as written, validated by the evidence stage (`normwatch-evidence` owns
+    /// those settings; relative paths there are taken from the file's directory).
+    pub evidence: Option<toml::Table>,
     /// The protected assets, indexed by prefix. Empty is valid.
     pub assets: AssetIndex,
     /// The file it came from, if any.
@@ -216,6 +219,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         spool,
         detect,
         telemetry,
+        evidence: file.evidence,
         assets,
         source: Some(origin.to_path_buf()),
     })
@@ -281,3 +285,14 @@ fn index(valid: Vec<(usize, Asset)>, d: &mut Diagnostics) -> AssetIndex {
 
 #[cfg(test)]
 mod tests;
+
+impl Config {
+    /// The directory relative paths in the file are taken from (its own directory, or the
+    /// working directory for built-in defaults).
+    pub fn base_dir(&self) -> PathBuf {
+        match &self.source {
+            Some(p) => bus::base_dir(p),
+            None => PathBuf::from("."),
+        }
+    }
+}

@@ -17,6 +17,8 @@ pub(crate) struct RawFile {
     pub spool: toml::Table,
     pub detect: toml::Table,
     pub telemetry: toml::Table,
+    /// `[evidence]`, checked by the evidence stage (which owns its settings).
+    pub evidence: Option<toml::Table>,
     /// Kept as values so that one malformed entry does not hide the others.
     pub asset: Vec<toml::Value>,
 }

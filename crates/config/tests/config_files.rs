@@ -31,6 +31,10 @@ fn every_file_in_config_dir_loads() {
             load_norms(path).unwrap_or_else(|e| panic!("{e}"));
             continue;
         }
+        // Recipients directories belong to the evidence stage, whose tests load them.
+        if path.file_name().is_some_and(|n| n == "recipients.toml") {
+            continue;
+        }
         let cfg = load(path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.source.as_deref(), Some(path.as_path()));
     }

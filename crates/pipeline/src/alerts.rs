@@ -109,6 +109,25 @@ impl AlertSink for TeeAlerts<'_> {
     }
 }
 
+/// Hands every batch to each of several flow sinks.
+pub struct TeeFlows<'a>(pub Vec<&'a mut dyn FlowSink>);
+
+impl std::fmt::Debug for TeeFlows<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TeeFlows").field(&self.0.len()).finish()
+    }
+}
+
+impl FlowSink for TeeFlows<'_> {
+    fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.accept(records))
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.flush())
+    }
+}
+
 /// The norm catalogue the configuration names, or the built-in one.
 pub fn norms(cfg: &Config) -> anyhow::Result<NormCatalogue> {
     Ok(match &cfg.detect.norms {

@@ -6,6 +6,7 @@
 //! - [`sensor`]: the publishing side.
 //! - [`detect`]: the consuming side (verify, de-duplicate, hand on, then commit).
 //! - [`alerts`]: the detector stage and where alert events go.
+//! - [`evidence`]: closed alerts into signed evidence packages, stored and delivered.
 //! - [`topology`]: `sensor`, `detect`, `run` and `flows`.
 //! - [`metrics`]: the process's metric registry.
 //!
@@ -15,6 +16,7 @@
 pub mod alerts;
 pub mod batcher;
 pub mod detect;
+pub mod evidence;
 pub mod metrics;
 pub mod sensor;
 pub mod source;

@@ -329,6 +329,7 @@ pub struct Metrics {
     pub pipeline: PipelineMetrics,
     pub sensor: SensorMetrics,
     pub detect: DetectMetrics,
+    pub evidence: crate::evidence::EvidenceMetrics,
 }
 
 impl Metrics {
@@ -338,12 +339,15 @@ impl Metrics {
         let pipeline = PipelineMetrics::new(&registry).expect("metric definitions are valid");
         let sensor = SensorMetrics::new(&registry).expect("metric definitions are valid");
         let detect = DetectMetrics::new(&registry).expect("metric definitions are valid");
+        let evidence =
+            crate::evidence::EvidenceMetrics::new(&registry).expect("metric definitions are valid");
         Metrics {
             registry,
             transport,
             pipeline,
             sensor,
             detect,
+            evidence,
         }
     }
 

@@ -1,0 +1,344 @@
+//! The evidence stage: when an alert closes, the flows of its sources are attributed, the
+//! packages it needs are planned (one per recipient State), built, signed, stored with a
+//! durable outbox, and delivered. Used embedded by `normwatch run --evidence-dir` and
+//! `normwatch demo`.
+
+use crate::alerts::AlertSink;
+use crate::detect::FlowSink;
+use anyhow::Context;
+use normwatch_config::norms::NormCatalogue;
+use normwatch_config::Config;
+use normwatch_evidence::attribution::{Attribution, GeoDb};
+use normwatch_evidence::config::{EvidenceConfig, RawEvidence};
+use normwatch_evidence::keys::SecretKey;
+use normwatch_evidence::package::{build, BuildInput};
+use normwatch_evidence::recipients::{plan, Directory};
+use normwatch_evidence::store::Store;
+use normwatch_model::{Alert, AlertState, FlowRecord};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Flow records kept per asset for the packages of its alerts (the most recent ones).
+const FLOWS_PER_ASSET: usize = 200_000;
+
+/// `normwatch_evidence_*`. Labels: the recipient's ISO code (from the directory) and the
+/// delivery outcome.
+#[derive(Clone, Debug)]
+pub struct EvidenceMetrics {
+    pub built: IntCounterVec,
+    pub delivered: IntCounter,
+    pub failed: IntCounter,
+    pub outbox: IntGauge,
+    pub delivery_seconds: Histogram,
+}
+
+impl EvidenceMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = EvidenceMetrics {
+            built: IntCounterVec::new(
+                Opts::new(
+                    "normwatch_evidence_packages_built_total",
+                    "Evidence packages built and stored, by recipient (ISO code).",
+                ),
+                &["recipient"],
+            )?,
+            delivered: IntCounter::new(
+                "normwatch_evidence_deliveries_total",
+                "Package deliveries completed (one per recipient channel).",
+            )?,
+            failed: IntCounter::new(
+                "normwatch_evidence_delivery_failures_total",
+                "Delivery attempts that failed and will be retried from the outbox.",
+            )?,
+            outbox: IntGauge::new(
+                "normwatch_evidence_outbox_pending",
+                "Deliveries waiting in the outbox.",
+            )?,
+            delivery_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "normwatch_evidence_delivery_seconds",
+                    "Wall time of one delivery pass over the outbox.",
+                )
+                .buckets(prometheus::exponential_buckets(0.001, 4.0, 9)?),
+            )?,
+        };
+        registry.register(Box::new(m.built.clone()))?;
+        registry.register(Box::new(m.delivered.clone()))?;
+        registry.register(Box::new(m.failed.clone()))?;
+        registry.register(Box::new(m.outbox.clone()))?;
+        registry.register(Box::new(m.delivery_seconds.clone()))?;
+        Ok(m)
+    }
+}
+
+/// A problem in the `[evidence]` settings (a configuration error: exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EvidenceSettingsError(pub String);
+
+/// The validated `[evidence]` section, if the configuration has one.
+pub fn evidence_config(cfg: &Config) -> anyhow::Result<Option<EvidenceConfig>> {
+    let Some(table) = &cfg.evidence else {
+        return Ok(None);
+    };
+    let origin = cfg
+        .source
+        .as_ref()
+        .map_or_else(|| "the configuration".into(), |p| p.display().to_string());
+    let raw: RawEvidence =
+        toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                EvidenceSettingsError(format!("{origin}: evidence: {}", e.message().trim()))
+            })?;
+    EvidenceConfig::from_raw(raw, &cfg.base_dir())
+        .map(Some)
+        .map_err(|errs| {
+            EvidenceSettingsError(
+                errs.iter()
+                    .map(|e| format!("{origin}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+            .into()
+        })
+}
+
+/// One package built.
+#[derive(Clone, Debug)]
+pub struct Built {
+    pub id: String,
+    pub alert_id: String,
+    /// The recipient's ISO code and name.
+    pub recipient: String,
+    pub recipient_name: String,
+    /// The State the sources are registered in (`None`: unknown).
+    pub about: Option<String>,
+    pub dir: PathBuf,
+}
+
+/// The stage's state.
+pub struct EvidenceStage {
+    cfg: EvidenceConfig,
+    geo: GeoDb,
+    directory: Directory,
+    key: SecretKey,
+    norms: NormCatalogue,
+    store: Store,
+    root: PathBuf,
+    metrics: EvidenceMetrics,
+    flows: HashMap<String, VecDeque<FlowRecord>>,
+    /// Every package built so far.
+    pub built: Vec<Built>,
+}
+
+impl std::fmt::Debug for EvidenceStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvidenceStage")
+            .field("root", &self.root)
+            .field("built", &self.built.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+impl EvidenceStage {
+    /// Opens everything the stage needs; `out_dir` overrides `evidence.out_dir`.
+    pub fn open(
+        cfg: EvidenceConfig,
+        norms: NormCatalogue,
+        out_dir: Option<&Path>,
+        metrics: EvidenceMetrics,
+    ) -> anyhow::Result<Self> {
+        let geo = GeoDb::open(&cfg.geoip).context("cannot open the attribution databases")?;
+        let directory = Directory::load(&cfg.recipients)
+            .with_context(|| format!("cannot load recipients from {}", cfg.recipients.display()))?;
+        let key = SecretKey::load(&cfg.signing_key).with_context(|| {
+            format!("cannot load the signing key {}", cfg.signing_key.display())
+        })?;
+        let root = out_dir.map_or_else(|| cfg.out_dir.clone(), Path::to_path_buf);
+        let store = Store::open(&root)
+            .with_context(|| format!("cannot open the evidence store at {}", root.display()))?;
+        let stage = EvidenceStage {
+            cfg,
+            geo,
+            directory,
+            key,
+            norms,
+            store,
+            root,
+            metrics,
+            flows: HashMap::new(),
+            built: Vec::new(),
+        };
+        // A previous run may have left deliveries in the outbox.
+        stage
+            .metrics
+            .outbox
+            .set(i64::try_from(stage.store.pending()?).unwrap_or(i64::MAX));
+        Ok(stage)
+    }
+
+    /// Where packages are stored.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn keep(&mut self, records: &[FlowRecord]) {
+        for r in records {
+            let Some(a) = &r.asset else { continue };
+            let q = self.flows.entry(a.id.as_str().to_string()).or_default();
+            if q.len() == FLOWS_PER_ASSET {
+                q.pop_front();
+            }
+            q.push_back(r.clone());
+        }
+    }
+
+    /// Builds and stores the packages of a closed alert, then delivers what is due.
+    fn package(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        let mut attributions: BTreeMap<IpAddr, Attribution> = BTreeMap::new();
+        for s in &alert.top_sources {
+            match self.geo.lookup(s.addr) {
+                Ok(a) => {
+                    attributions.insert(s.addr, a);
+                }
+                Err(e) => tracing::warn!(addr = %s.addr, error = %e, "attribution failed"),
+            }
+        }
+        let p = plan(
+            alert,
+            &attributions,
+            &[],
+            &self.directory,
+            &self.cfg.own_state,
+            self.cfg.request.tlp,
+        )?;
+        if !p.own_state_sources.is_empty() {
+            tracing::info!(
+                alert = %alert.id,
+                sources = p.own_state_sources.len(),
+                "sources in the requesting State's own territory are handled domestically"
+            );
+        }
+        let requester = self
+            .directory
+            .get(&self.cfg.own_state)
+            .cloned()
+            .context("the requesting State has no directory entry")?;
+        let window = |r: &&FlowRecord| {
+            r.last_ns >= alert.window_start_ns.saturating_sub(60_000_000_000)
+                && r.first_ns <= alert.window_end_ns + 60_000_000_000
+        };
+        let flows: Vec<FlowRecord> = self
+            .flows
+            .get(alert.asset.as_str())
+            .map(|q| q.iter().filter(window).cloned().collect())
+            .unwrap_or_default();
+        let geo = self.geo.provenance();
+        for planned in &p.packages {
+            let packaged_at_ns = now_ns();
+            let pkg = build(
+                BuildInput {
+                    alert,
+                    flows: &flows,
+                    planned,
+                    requester: &requester,
+                    operator: &self.cfg.operator,
+                    settings: &self.cfg.request,
+                    norms: &self.norms,
+                    geo: &geo,
+                    packaged_at_ns,
+                },
+                &self.key,
+            )?;
+            let new = self.store.put(&pkg, &planned.recipient, packaged_at_ns)?;
+            if new {
+                self.metrics
+                    .built
+                    .with_label_values(&[&planned.recipient.code])
+                    .inc();
+                tracing::info!(
+                    package = %pkg.id,
+                    alert = %alert.id,
+                    recipient = %planned.recipient.code,
+                    about = planned.about_state.as_deref().unwrap_or("unknown"),
+                    sources = planned.sources.len(),
+                    provider_abuse = planned.provider_abuse.len(),
+                    "evidence package built"
+                );
+                self.built.push(Built {
+                    id: pkg.id.clone(),
+                    alert_id: alert.id.clone(),
+                    recipient: planned.recipient.code.clone(),
+                    recipient_name: planned.recipient.name.clone(),
+                    about: planned.about_state.clone(),
+                    dir: self.store.package_dir(&pkg.id),
+                });
+            }
+        }
+        self.deliver()
+    }
+
+    /// One delivery pass over the outbox.
+    pub fn deliver(&mut self) -> anyhow::Result<()> {
+        let timer = self.metrics.delivery_seconds.start_timer();
+        let report = self.store.deliver_due(
+            now_ns(),
+            &self.key,
+            &self.cfg.operator.name,
+            Duration::from_secs(30),
+        )?;
+        timer.observe_duration();
+        self.metrics.delivered.inc_by(report.sent as u64);
+        self.metrics.failed.inc_by(report.failed.len() as u64);
+        for (id, e) in &report.failed {
+            tracing::warn!(package = %id, error = %e.0, "delivery failed; retried from the outbox");
+        }
+        self.metrics
+            .outbox
+            .set(i64::try_from(self.store.pending()?).unwrap_or(i64::MAX));
+        Ok(())
+    }
+}
+
+/// Shares one [`EvidenceStage`] between the detector's flow tap and its alert sink.
+#[derive(Clone, Debug)]
+pub struct EvidenceTap(pub Rc<RefCell<EvidenceStage>>);
+
+impl FlowSink for EvidenceTap {
+    fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()> {
+        self.0.borrow_mut().keep(records);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+impl AlertSink for EvidenceTap {
+    fn alert(&mut self, a: &Alert) -> anyhow::Result<()> {
+        if a.state == AlertState::Closed {
+            self.0
+                .borrow_mut()
+                .package(a)
+                .with_context(|| format!("cannot package alert {}", a.id))?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
