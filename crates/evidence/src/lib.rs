@@ -17,6 +17,7 @@ pub mod keys;
 pub mod letter;
 pub mod misp;
 pub mod package;
+pub mod packager;
 pub mod recipients;
 pub mod sample;
 pub mod stix;

@@ -176,6 +176,19 @@ impl Directory {
         Directory::parse(&text).map_err(|e| Error::Recipients(format!("{}: {e}", path.display())))
     }
 
+    /// Makes relative directory-drop paths relative to `base` (the directory file's folder).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for r in self.states.values_mut() {
+            for c in &mut r.channels {
+                if let Channel::Directory { path } = c {
+                    if Path::new(path.as_str()).is_relative() {
+                        *path = base.join(path.as_str()).display().to_string();
+                    }
+                }
+            }
+        }
+    }
+
     pub fn get(&self, code: &str) -> Option<&Recipient> {
         self.states.get(code)
     }

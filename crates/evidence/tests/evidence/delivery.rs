@@ -251,3 +251,179 @@ fn taxii_push_to_a_real_server_after_it_comes_back_ends_complete() {
     .unwrap();
     assert!(again.contains("already held"), "{again}");
 }
+
+/// A one-thread HTTP server answering every POST with `status`; returns the requests' headers
+/// and bodies through the join handle once `n` requests were served.
+fn webhook_server(n: usize, status: u16) -> (u16, std::thread::JoinHandle<Vec<(String, Vec<u8>)>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for stream in listener.incoming().take(n) {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            seen.push((head, body));
+        }
+        seen
+    });
+    (port, handle)
+}
+
+#[test]
+fn the_packager_opens_from_config_packages_once_and_delivers_by_webhook_and_drop() {
+    use normwatch_evidence::config::EvidenceConfig;
+    use normwatch_evidence::keys::SecretKey;
+    use normwatch_evidence::packager::Packager;
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, server) = webhook_server(1, 200);
+    std::fs::write(
+        tmp.path().join("recipients.toml"),
+        format!(
+            r#"
+[[state]]
+code = "NL"
+name = "NCSC-NL"
+[[state.channel]]
+kind = "directory"
+path = "drops/NL"
+
+[[state]]
+code = "DE"
+name = "CERT-Bund"
+language = "de"
+[[state.channel]]
+kind = "webhook"
+url = "http://127.0.0.1:{port}/evidence"
+
+[[state]]
+code = "FR"
+name = "CERT-FR"
+[[state.channel]]
+kind = "directory"
+path = "drops/FR"
+"#
+        ),
+    )
+    .unwrap();
+    let geoip = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/geoip");
+    let config = format!(
+        r#"
+[evidence]
+own_state = "NL"
+operator = "Example Grid Operator"
+recipients = "recipients.toml"
+signing_key = "evidence.key"
+out_dir = "store"
+tlp = "amber"
+deadline_hours = 48
+[evidence.geoip]
+country = "{0}/GeoLite2-Country-Test.mmdb"
+asn = "{0}/GeoLite2-ASN-Test.mmdb"
+"#,
+        geoip.display()
+    );
+    let cfg = EvidenceConfig::from_config_text(&config, tmp.path()).unwrap();
+    let norms = super::norms();
+    // A key others can read is refused.
+    let key = SecretKey::generate().unwrap();
+    let pub_path = key.write(&tmp.path().join("evidence.key")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let k = tmp.path().join("evidence.key");
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Packager::open(cfg.clone(), norms.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("evidence.key") && e.contains("group or others"),
+            "{e}"
+        );
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let mut packager = Packager::open(cfg, norms).unwrap();
+    let alert = super::sample_alert();
+    let flows = normwatch_evidence::sample::flows(&alert, 2);
+    let out = packager.package(&alert, &flows, T).unwrap();
+    assert_eq!(out.stored.len(), 5, "{out:?}");
+    assert!(out.lookup_errors.is_empty());
+    let again = packager.package(&alert, &flows, T + 1).unwrap();
+    assert_eq!((again.stored.len(), again.already_stored.len()), (0, 5));
+
+    let pass = packager.deliver_due(T).unwrap();
+    assert_eq!((pass.sent, pass.failed.len()), (5, 0), "{pass:?}");
+    let pk = normwatch_evidence::keys::PublicKey::load(&pub_path).unwrap();
+    let requests = server.join().unwrap();
+    let (head, body) = &requests[0];
+    let de = out.stored.iter().find(|id| id.contains("-DE-")).unwrap();
+    assert!(
+        head.contains(&format!("idempotency-key: {de}"))
+            || head.contains(&format!("Idempotency-Key: {de}")),
+        "{head}"
+    );
+    let files = normwatch_evidence::verify::read_tar(body.as_slice()).unwrap();
+    assert_eq!(
+        normwatch_evidence::verify::verify_files(&files, &pk)
+            .unwrap()
+            .package_id,
+        *de
+    );
+    // GB, US and the spoofed source have no POC of their own: NL's authority gets them.
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("drops/NL"))
+            .unwrap()
+            .count(),
+        3
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("drops/FR"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert_eq!(packager.store().pending().unwrap(), 0);
+}
+
+#[test]
+fn a_webhook_answering_an_error_is_retried_later() {
+    let built = build_all(T);
+    let p = &built.packages[1];
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, server) = webhook_server(1, 503);
+    let r = recipient(vec![Channel::Webhook {
+        url: format!("http://127.0.0.1:{port}/x"),
+        token_env: None,
+    }]);
+    let mut store = Store::open(&tmp.path().join("store")).unwrap();
+    store.put(p, &r, T).unwrap();
+    let pass = store
+        .deliver_due(T, &built.key, "NCSC-NL", TIMEOUT)
+        .unwrap();
+    assert_eq!(pass.failed.len(), 1);
+    assert!(
+        pass.failed[0].1.to_string().contains("HTTP 503"),
+        "{pass:?}"
+    );
+    server.join().unwrap();
+    assert_eq!(store.pending().unwrap(), 1);
+}

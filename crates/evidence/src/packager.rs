@@ -1,0 +1,142 @@
+//! The packaging stage as one object: from the validated `[evidence]` settings it opens the
+//! attribution databases, the POC directory, the signing key and the store, then turns alerts
+//! into stored packages (one per recipient State) and runs the delivery passes. The pipeline
+//! calls [`Packager::package`] with an alert's final event and [`Packager::deliver_due`] on a
+//! timer; time is always the caller's.
+
+use crate::attribution::{Attribution, GeoDb};
+use crate::config::EvidenceConfig;
+use crate::error::{Error, Result};
+use crate::keys::SecretKey;
+use crate::package::{self, BuildInput};
+use crate::recipients::{self, Directory};
+use crate::store::{PassReport, Store};
+use normwatch_config::norms::NormCatalogue;
+use normwatch_model::{Alert, FlowRecord};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What packaging one alert did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackageOutcome {
+    /// Packages built and queued now.
+    pub stored: Vec<String>,
+    /// Packages of this alert stored before (the first build wins).
+    pub already_stored: Vec<String>,
+    /// Sources in the requesting State's own territory, left out.
+    pub own_state_sources: usize,
+    /// Addresses whose lookup failed; they were packaged with no attribution (routed to the
+    /// national authority), and the reason is kept here for the log.
+    pub lookup_errors: Vec<String>,
+}
+
+/// The packaging and delivery stage.
+#[derive(Debug)]
+pub struct Packager {
+    cfg: EvidenceConfig,
+    geo: GeoDb,
+    directory: Directory,
+    key: SecretKey,
+    store: Store,
+    norms: NormCatalogue,
+    timeout: Duration,
+}
+
+impl Packager {
+    /// Opens everything the settings name; each failure names its file.
+    pub fn open(cfg: EvidenceConfig, norms: NormCatalogue) -> Result<Packager> {
+        let geo = GeoDb::open(&cfg.geoip)?;
+        let mut directory = Directory::load(&cfg.recipients)?;
+        if let Some(base) = cfg.recipients.parent() {
+            directory.resolve_paths(base);
+        }
+        if directory.get(&cfg.own_state).is_none() {
+            return Err(Error::Config(format!(
+                "{}: no [[state]] entry for own_state {} (its national authority routes packages no other entry takes)",
+                cfg.recipients.display(),
+                cfg.own_state
+            )));
+        }
+        let key = SecretKey::load(&cfg.signing_key)?;
+        let store = Store::open(&cfg.out_dir)?;
+        Ok(Packager {
+            cfg,
+            geo,
+            directory,
+            key,
+            store,
+            norms,
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Builds, stores and queues the packages of `alert` (with the flows it was raised on).
+    pub fn package(
+        &mut self,
+        alert: &Alert,
+        flows: &[FlowRecord],
+        now_ns: u64,
+    ) -> Result<PackageOutcome> {
+        let mut out = PackageOutcome::default();
+        let mut attributions: BTreeMap<_, Attribution> = BTreeMap::new();
+        for s in &alert.top_sources {
+            match self.geo.lookup(s.addr) {
+                Ok(a) => {
+                    attributions.insert(s.addr, a);
+                }
+                Err(e) => out.lookup_errors.push(e.to_string()),
+            }
+        }
+        let tlp = self.cfg.request.tlp;
+        let plan = recipients::plan(
+            alert,
+            &attributions,
+            &[],
+            &self.directory,
+            &self.cfg.own_state,
+            tlp,
+        )?;
+        out.own_state_sources = plan.own_state_sources.len();
+        let requester = self.directory.get(&self.cfg.own_state).ok_or_else(|| {
+            Error::Config(format!("no entry for own_state {}", self.cfg.own_state))
+        })?;
+        let geo = self.geo.provenance();
+        for p in &plan.packages {
+            let pkg = package::build(
+                BuildInput {
+                    alert,
+                    flows,
+                    planned: p,
+                    requester,
+                    operator: &self.cfg.operator,
+                    settings: &self.cfg.request,
+                    norms: &self.norms,
+                    geo: &geo,
+                    packaged_at_ns: now_ns,
+                },
+                &self.key,
+            )?;
+            if self.store.put(&pkg, &p.recipient, now_ns)? {
+                out.stored.push(pkg.id);
+            } else {
+                out.already_stored.push(pkg.id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One delivery pass over the outbox.
+    pub fn deliver_due(&mut self, now_ns: u64) -> Result<PassReport> {
+        let actor = self
+            .directory
+            .get(&self.cfg.own_state)
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| self.cfg.operator.name.clone());
+        self.store
+            .deliver_due(now_ns, &self.key, &actor, self.timeout)
+    }
+}
