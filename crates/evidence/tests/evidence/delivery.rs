@@ -254,7 +254,10 @@ fn taxii_push_to_a_real_server_after_it_comes_back_ends_complete() {
 
 /// A one-thread HTTP server answering every POST with `status`; returns the requests' headers
 /// and bodies through the join handle once `n` requests were served.
-fn webhook_server(n: usize, status: u16) -> (u16, std::thread::JoinHandle<Vec<(String, Vec<u8>)>>) {
+/// Requests a test server saw: headers and body.
+type Seen = Vec<(String, Vec<u8>)>;
+
+fn webhook_server(n: usize, status: u16) -> (u16, std::thread::JoinHandle<Seen>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
