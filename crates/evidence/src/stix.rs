@@ -443,7 +443,7 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
         .map(|r| ((1.0 - r.clamp(0.0, 1.0)) * 100.0).round() as u8);
     let mut ice = json!({
         "extension_type": "property-extension",
-        "determination": "successful-attempt",
+        "determination": determination(alert.kind),
         "investigation_status": "open",
         "detection_methods": ["automated-tool"],
         "criticality": severity_score(alert.severity),
@@ -534,6 +534,15 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
         "id": format!("bundle--{}", sdo_uuid(&c.package_id, "bundle")),
         "objects": objects,
     }))
+}
+
+/// Incident Core `determination`: reconnaissance is only suspected of leading anywhere; the
+/// other kinds were measured hitting the asset.
+fn determination(kind: AlertKind) -> &'static str {
+    match kind {
+        AlertKind::Scan => "suspected",
+        _ => "successful-attempt",
+    }
 }
 
 fn disposition_str(d: Disposition) -> &'static str {
