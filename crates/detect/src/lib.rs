@@ -34,10 +34,10 @@ mod state;
 
 pub use reflect::REFLECTORS;
 
+use hashbrown::HashMap;
 use normwatch_config::norms::NormCatalogue;
 use normwatch_model::{Alert, AssetId, AssetIndex, FlowRecord};
 use state::{AssetState, Ctx};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 const NS: u64 = 1_000_000_000;
@@ -158,6 +158,8 @@ pub struct Detector {
     states: Vec<Option<Box<AssetState>>>,
     /// Asset id → position in the index.
     ids: HashMap<Arc<str>, usize>,
+    /// Assets the next watermark move must visit (see `expire`).
+    active: Vec<usize>,
     /// The previous record's asset: batches are keyed by asset, so most lookups stop here.
     last: Option<(AssetId, usize)>,
     /// Latest event time seen (ns).
@@ -186,6 +188,7 @@ impl Detector {
             settings,
             states,
             ids,
+            active: Vec::new(),
             last: None,
             now_ns: 0,
             watermark: 0,
@@ -253,6 +256,10 @@ impl Detector {
             if !st.account(&cx, r, m.side, out) {
                 self.late += 1;
             }
+            if !st.listed {
+                st.listed = true;
+                self.active.push(idx);
+            }
         }
         let watermark = (self.now_ns / NS).saturating_sub(self.settings.lateness_secs);
         if watermark > self.watermark {
@@ -262,9 +269,19 @@ impl Detector {
     }
 
     /// Finalises seconds up to the watermark and closes alerts whose quiet period passed it.
+    ///
+    /// Only assets with traffic since their seconds were last made final, or with open
+    /// alerts, are visited; a quiet asset's empty seconds are folded into its baseline at once
+    /// when it is next seen.
     fn expire(&mut self, assets: &AssetIndex, out: &mut Vec<Alert>) {
-        for (idx, st) in self.states.iter_mut().enumerate() {
-            let Some(st) = st else { continue };
+        // In asset order, so alert events come out in the same order whatever the batching.
+        self.active.sort_unstable();
+        let mut keep = 0;
+        for k in 0..self.active.len() {
+            let idx = self.active[k];
+            let Some(st) = self.states[idx].as_deref_mut() else {
+                continue;
+            };
             let cx = Ctx {
                 s: &self.settings,
                 norms: &self.norms,
@@ -272,7 +289,14 @@ impl Detector {
                 index: assets,
             };
             st.expire(&cx, self.watermark, out);
+            if st.busy() {
+                self.active[keep] = idx;
+                keep += 1;
+            } else {
+                st.listed = false;
+            }
         }
+        self.active.truncate(keep);
     }
 
     /// Closes every open alert (end of input).

@@ -15,14 +15,16 @@ use std::net::IpAddr;
 /// Least seconds of history per asset; more when the allowed lateness needs them.
 const MIN_RING: u64 = 16;
 /// Seconds before the ring kept for late records of short flows (a flood's flows reported
-/// only at their idle timeout).
+/// only at their idle timeout). A power of two.
 const LATE_SLOTS: usize = 4;
 /// Sources remembered per asset while an alert may need naming them (more are counted).
-const MAX_SOURCES: usize = 4096;
+const MAX_SOURCES: usize = 1024;
 /// Sources followed by the scan rule per asset (more are not followed until some expire).
 const MAX_SCANNERS: usize = 4096;
 /// Addresses of a multi-address asset followed in one second.
 const MAX_SPREAD: usize = 4096;
+/// Prefixes of up to 2^this IPv4 addresses keep a cell per address for the spread.
+const DIRECT_SPREAD_BITS: u8 = 10;
 /// External destinations followed per `holds-ip` asset.
 const MAX_EXFIL: usize = 1024;
 /// Sources named in an alert.
@@ -39,7 +41,8 @@ pub(crate) struct Ctx<'a> {
 }
 
 fn ring_len(s: &Settings) -> u64 {
-    (s.lateness_secs + 4).max(MIN_RING)
+    // A power of two: the slot of a second is a mask, not a division.
+    (s.lateness_secs + 4).max(MIN_RING).next_power_of_two()
 }
 
 /// One second of traffic towards the asset. Counts are u32 (saturating): four billion
@@ -181,16 +184,38 @@ struct Outbound {
     bytes: u64,
 }
 
-/// Per-address traffic of a multi-address asset in its latest second.
-#[derive(Debug, Default)]
-struct Spread {
+/// One address's traffic in one second.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cell {
     sec: u64,
-    addrs: HashMap<IpAddr, (u32, u64, u32)>,
-    /// Addresses beyond the table's bound (counted as distinct, not followed).
-    overflow: u32,
+    pkts: u32,
+    new: u32,
+    bytes: u64,
+}
+
+/// How one second's traffic spread over the asset's addresses.
+#[derive(Clone, Copy, Debug, Default)]
+struct SecSpread {
+    sec: u64,
+    /// Addresses hit (beyond the table's bound: counted, not followed).
+    distinct: u32,
     max_pkts: u32,
     max_bytes: u64,
     max_new: u32,
+}
+
+/// Per-address traffic of a multi-address asset: the latest second in full, the one before
+/// as its totals (records spanning the boundary judge it after the latest began).
+#[derive(Debug, Default)]
+struct Spread {
+    /// A single IPv4 prefix of at most `DIRECT_SPREAD` addresses: its network and size, and
+    /// a cell per address (made on first use), so no hashing.
+    direct: Option<(u32, u32)>,
+    cells: Vec<Cell>,
+    /// Other assets: the latest second's addresses.
+    addrs: HashMap<IpAddr, Cell>,
+    cur: SecSpread,
+    prev: SecSpread,
 }
 
 #[derive(Debug)]
@@ -315,6 +340,8 @@ pub(crate) struct AssetState {
     scans: HashMap<IpAddr, Probe>,
     exfil: HashMap<IpAddr, Outbound>,
     last_sweep: u64,
+    /// On the detector's list of assets to visit when the watermark moves.
+    pub(crate) listed: bool,
 }
 
 pub(crate) fn footprint(s: &Settings) -> Footprint {
@@ -326,7 +353,7 @@ pub(crate) fn footprint(s: &Settings) -> Footprint {
         per_asset: size_of::<AssetState>() + size_of::<Option<Box<AssetState>>>() + ring,
         per_source: entry(size_of::<IpAddr>(), size_of::<Src>()),
         per_scanner: entry(size_of::<IpAddr>(), size_of::<Probe>()),
-        per_spread_addr: entry(size_of::<IpAddr>(), size_of::<(u32, u64, u32)>()),
+        per_spread_addr: size_of::<Cell>(),
     }
 }
 
@@ -343,10 +370,11 @@ impl AssetState {
             + self.sources.allocation_size()
             + self.scans.allocation_size()
             + self.exfil.allocation_size()
-            + self
-                .spread
-                .as_ref()
-                .map_or(0, |sp| size_of::<Spread>() + sp.addrs.allocation_size())
+            + self.spread.as_ref().map_or(0, |sp| {
+                size_of::<Spread>()
+                    + sp.addrs.allocation_size()
+                    + sp.cells.capacity() * size_of::<Cell>()
+            })
             + self.open.capacity() * size_of::<Open>()
             + self
                 .open
@@ -384,17 +412,29 @@ impl AssetState {
             refl: [0; REFLECTORS.len()],
             refl_out: 0,
             open: Vec::new(),
-            spread: multi.then(Box::default),
+            spread: multi.then(|| {
+                let direct = match cx.asset.cidrs.as_slice() {
+                    [ipnet::IpNet::V4(n)] if n.prefix_len() >= 32 - DIRECT_SPREAD_BITS => {
+                        Some((u32::from(n.network()), 1u32 << (32 - n.prefix_len())))
+                    }
+                    _ => None,
+                };
+                Box::new(Spread {
+                    direct,
+                    ..Spread::default()
+                })
+            }),
             scans: HashMap::new(),
             exfil: HashMap::new(),
             last_sweep: first_sec,
+            listed: false,
         })
     }
 
     #[inline]
     fn slot(&mut self, sec: u64) -> &mut Bucket {
-        let n = self.ring.len() as u64;
-        let b = &mut self.ring[(sec % n) as usize];
+        let mask = self.ring.len() - 1;
+        let b = &mut self.ring[sec as usize & mask];
         if b.sec != sec {
             *b = Bucket {
                 sec,
@@ -414,7 +454,7 @@ impl AssetState {
         let cache = self
             .late_cache
             .get_or_insert_with(|| Box::new([Bucket::default(); LATE_SLOTS]));
-        let b = &mut cache[(sec % LATE_SLOTS as u64) as usize];
+        let b = &mut cache[sec as usize & (LATE_SLOTS - 1)];
         if b.sec != sec {
             *b = Bucket {
                 sec,
@@ -425,20 +465,20 @@ impl AssetState {
     }
 
     fn get(&self, sec: u64) -> Option<&Bucket> {
-        let b = &self.ring[(sec % self.ring.len() as u64) as usize];
+        let b = &self.ring[sec as usize & (self.ring.len() - 1)];
         if b.sec == sec {
             return Some(b);
         }
-        let b = &self.late_cache.as_ref()?[(sec % LATE_SLOTS as u64) as usize];
+        let b = &self.late_cache.as_ref()?[sec as usize & (LATE_SLOTS - 1)];
         (b.sec == sec).then_some(b)
     }
 
     fn get_mut(&mut self, sec: u64) -> Option<&mut Bucket> {
-        let n = self.ring.len() as u64;
-        if self.ring[(sec % n) as usize].sec == sec {
-            return Some(&mut self.ring[(sec % n) as usize]);
+        let i = sec as usize & (self.ring.len() - 1);
+        if self.ring[i].sec == sec {
+            return Some(&mut self.ring[i]);
         }
-        let b = &mut self.late_cache.as_mut()?[(sec % LATE_SLOTS as u64) as usize];
+        let b = &mut self.late_cache.as_mut()?[sec as usize & (LATE_SLOTS - 1)];
         (b.sec == sec).then_some(b)
     }
 
@@ -515,7 +555,11 @@ impl AssetState {
         for sec in from..=last {
             let i = sec - first;
             let share = |v: u64| v / span + u64::from(i < v % span);
-            let (p, b) = (share(inbound.pkts), share(inbound.ip_bytes));
+            let (p, b) = if span == 1 {
+                (inbound.pkts, inbound.ip_bytes)
+            } else {
+                (share(inbound.pkts), share(inbound.ip_bytes))
+            };
             if sec <= self.finalized {
                 final_p += p;
                 final_b += b;
@@ -584,7 +628,9 @@ impl AssetState {
         // Sources and the per-address spread are followed only while an attack may be
         // building (a quarter of a limit reached) or is under way: benign traffic pays for
         // neither table.
-        let armed = !self.open.is_empty() || self.get(last).is_some_and(|b| self.near(cx.s, b));
+        let armed = !self.open.is_empty()
+            || self.get(last).is_some_and(|b| self.near(cx.s, b))
+            || (from != last && self.get(from).is_some_and(|b| self.near(cx.s, b)));
         if reflected {
             let i = reflector(remote_port).expect("reflected");
             self.refl[i] += inbound.ip_bytes;
@@ -1031,18 +1077,22 @@ impl AssetState {
     /// the asset's limits. Returns the distinct addresses and the busiest one's packets.
     fn carpet(&self, cx: &Ctx, sec: u64) -> Option<(u32, u32)> {
         let sp = self.spread.as_deref()?;
-        if sp.sec != sec {
-            return None;
-        }
-        let n = sp.addrs.len() as u32 + sp.overflow;
-        if n < cx.s.carpet_min_addrs {
+        // The second itself, else a neighbour: a flow spanning two seconds puts its new flow
+        // in the first and its spread in the last, and an attack's spread does not change
+        // from one second to the next.
+        let ss = [&sp.cur, &sp.prev]
+            .into_iter()
+            .filter(|x| x.distinct > 0)
+            .min_by_key(|x| x.sec.abs_diff(sec))
+            .filter(|x| x.sec.abs_diff(sec) <= 1)?;
+        if ss.distinct < cx.s.carpet_min_addrs {
             return None;
         }
         let per_addr = self.lim.total;
-        let within = u64::from(sp.max_pkts) <= per_addr.pkts
-            && sp.max_bytes.saturating_mul(8) <= per_addr.bits
-            && u64::from(sp.max_new) <= per_addr.new;
-        within.then_some((n, sp.max_pkts))
+        let within = u64::from(ss.max_pkts) <= per_addr.pkts
+            && ss.max_bytes.saturating_mul(8) <= per_addr.bits
+            && u64::from(ss.max_new) <= per_addr.new;
+        within.then_some((ss.distinct, ss.max_pkts))
     }
 
     fn baseline_now(&self, s: &Settings) -> Option<Measured> {
@@ -1301,6 +1351,11 @@ impl AssetState {
         }
     }
 
+    /// Whether the watermark still has work here: seconds not yet final, or open alerts.
+    pub(crate) fn busy(&self) -> bool {
+        self.finalized < self.newest || !self.open.is_empty()
+    }
+
     /// Closes every open alert (end of input).
     pub(crate) fn close_all(&mut self, cx: &Ctx, out: &mut Vec<Alert>) {
         for mut o in std::mem::take(&mut self.open) {
@@ -1463,32 +1518,58 @@ fn sample(b: &Bucket) -> Sample {
 
 /// Follows per-address traffic of a multi-address asset in its latest second.
 fn spread(sp: &mut Spread, local: IpAddr, last: u64, inbound: &DirStats, new: bool) {
-    if last > sp.sec {
-        sp.sec = last;
-        sp.addrs.clear();
-        sp.overflow = 0;
-        sp.max_pkts = 0;
-        sp.max_bytes = 0;
-        sp.max_new = 0;
-    } else if last < sp.sec {
+    if last > sp.cur.sec {
+        sp.prev = if last == sp.cur.sec + 1 {
+            sp.cur
+        } else {
+            SecSpread::default()
+        };
+        sp.cur = SecSpread {
+            sec: last,
+            ..SecSpread::default()
+        };
+        if sp.direct.is_none() {
+            sp.addrs.clear();
+        }
+    } else if last < sp.cur.sec {
         // Late records count for their seconds' totals, not for the spread.
         return;
     }
-    let pkts = u32::try_from(inbound.pkts).unwrap_or(u32::MAX);
-    let e = if let Some(e) = sp.addrs.get_mut(&local) {
-        e
-    } else if sp.addrs.len() < MAX_SPREAD {
-        sp.addrs.entry(local).or_default()
-    } else {
-        sp.overflow += 1;
-        return;
+    let sec = sp.cur.sec;
+    let cell = match (sp.direct, local) {
+        (Some((net, size)), IpAddr::V4(a)) if u32::from(a).wrapping_sub(net) < size => {
+            if sp.cells.is_empty() {
+                sp.cells = vec![Cell::default(); size as usize];
+            }
+            &mut sp.cells[u32::from(a).wrapping_sub(net) as usize]
+        }
+        _ => {
+            if let Some(c) = sp.addrs.get_mut(&local) {
+                c
+            } else if sp.addrs.len() < MAX_SPREAD {
+                sp.addrs.entry(local).or_default()
+            } else {
+                sp.cur.distinct += 1;
+                return;
+            }
+        }
     };
-    e.0 = e.0.saturating_add(pkts);
-    e.1 += inbound.ip_bytes;
-    e.2 += u32::from(new);
-    sp.max_pkts = sp.max_pkts.max(e.0);
-    sp.max_bytes = sp.max_bytes.max(e.1);
-    sp.max_new = sp.max_new.max(e.2);
+    if cell.sec != sec {
+        *cell = Cell {
+            sec,
+            ..Cell::default()
+        };
+        sp.cur.distinct += 1;
+    }
+    cell.pkts = cell
+        .pkts
+        .saturating_add(u32::try_from(inbound.pkts).unwrap_or(u32::MAX));
+    cell.bytes += inbound.ip_bytes;
+    cell.new += u32::from(new);
+    let c = &mut sp.cur;
+    c.max_pkts = c.max_pkts.max(cell.pkts);
+    c.max_bytes = c.max_bytes.max(cell.bytes);
+    c.max_new = c.max_new.max(cell.new);
 }
 
 fn flood_summary(

@@ -958,3 +958,38 @@ fn footprint_is_reported() {
     assert!(f.per_asset > 16 * 64 && f.per_asset < 8192, "{f:?}");
     assert!(f.per_source > 17 && f.per_source < 128, "{f:?}");
 }
+
+#[test]
+fn a_carpet_of_flows_spanning_second_boundaries_is_one_carpet_alert() {
+    let limits = total(20_000, 1_000_000_000, 200);
+    let mut d = detector(
+        vec![asset("isp", "192.0.2.0/24", limits)],
+        Settings::default(),
+    );
+    let mut recs = Vec::new();
+    for sec in 0..5u64 {
+        for k in 0..8000u64 {
+            let ns = 1000 * NS + sec * NS + k * (NS / 8000);
+            let dst = v4(0xC000_0200 + (k % 254) as u32 + 1);
+            let mut r = rec(
+                &d,
+                17,
+                (v4(0x0D00_0000 + k as u32), 5000),
+                (dst, 80),
+                ns,
+                dir(3, 3000),
+                dir(0, 0),
+                ConnState::S0,
+            );
+            // Each flow began 200 ms before its last packet: new in one second, seen in the next.
+            r.first_ns = ns - 200_000_000;
+            recs.push(r);
+        }
+    }
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::CarpetBombing, "isp".into())],
+        "{out:#?}"
+    );
+}
