@@ -6,7 +6,8 @@
 # Rust delivery test (crates/evidence/tests/evidence/delivery.rs) starts on loopback.
 #
 # Usage: tests/evidence/check.sh
-#            builds the sample packages (cargo example write_sample) and checks them
+#            builds the sample packages (cargo example write_sample) and the packages of
+#            `normwatch demo` (a simulated attack capture through every stage) and checks them
 #        tests/evidence/check.sh --key PUB [--geoip DIR] PACKAGE_DIR...
 #            checks package directories already written
 # Env:   NORMWATCH_PYENV  virtualenv location (default: <target dir>/pyenv)
@@ -38,6 +39,19 @@ else
     for d in "$out"/EP-*; do
         [[ -d "$d" ]] && dirs+=("$d")
     done
-    exec "$venv/bin/python" "$root/tests/evidence/check_package.py" \
+    "$venv/bin/python" "$root/tests/evidence/check_package.py" \
         --key "$out/signer.pub" --geoip "$root/../shared/data/geoip" "${dirs[@]}"
+
+    # Packages the whole pipeline builds from a simulated attack capture (SYN flood, DNS
+    # amplification, Modbus write, S7 STOP): capture, flows, detector, evidence stage.
+    demo="$target/evidence-demo"
+    rm -rf "$demo"
+    (cd "$root" && cargo run --quiet -p normwatch-cli -- demo -o "$demo" --metrics-listen off >/dev/null)
+    dirs=()
+    for d in "$demo"/evidence/packages/EP-*; do
+        [[ -d "$d" ]] && dirs+=("$d")
+    done
+    [[ ${#dirs[@]} -gt 0 ]] || { echo "normwatch demo wrote no evidence package" >&2; exit 1; }
+    exec "$venv/bin/python" "$root/tests/evidence/check_package.py" \
+        --key "$demo/signing.key.pub" --geoip "$demo/geoip" "${dirs[@]}"
 fi
