@@ -23,6 +23,8 @@ pub struct PackageOutcome {
     pub stored: Vec<String>,
     /// Packages of this alert stored before (the first build wins).
     pub already_stored: Vec<String>,
+    /// Packages whose recipient has no channel: stored, but someone must carry them.
+    pub undeliverable: Vec<String>,
     /// Sources in the requesting State's own territory, left out.
     pub own_state_sources: usize,
     /// Addresses whose lookup failed; they were packaged with no attribution (routed to the
@@ -120,6 +122,9 @@ impl Packager {
                 },
                 &self.key,
             )?;
+            if p.recipient.channels.is_empty() {
+                out.undeliverable.push(pkg.id.clone());
+            }
             if self.store.put(&pkg, &p.recipient, now_ns)? {
                 out.stored.push(pkg.id);
             } else {

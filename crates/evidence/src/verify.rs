@@ -14,6 +14,8 @@ use std::path::{Component, Path};
 
 /// Largest file accepted in a package: a bound on memory for hostile input.
 const MAX_FILE: u64 = 1 << 30;
+/// Largest package accepted.
+const MAX_TOTAL: u64 = 4 << 30;
 
 /// The first thing wrong with a package.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,10 +59,10 @@ fn safe_rel(p: &str) -> bool {
         && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
-/// Verifies a package directory or `.tar`.
+/// Verifies a package directory or `.tar`. The package path itself may be a link (to a
+/// directory or an archive); links inside a package directory are refused.
 pub fn verify_path(path: &Path, key: &PublicKey) -> Result<Verified, Fault> {
-    let meta =
-        std::fs::symlink_metadata(path).map_err(|e| Fault(format!("{}: {e}", path.display())))?;
+    let meta = std::fs::metadata(path).map_err(|e| Fault(format!("{}: {e}", path.display())))?;
     let files = if meta.is_dir() {
         read_dir(path)?
     } else {
@@ -115,6 +117,7 @@ pub fn read_tar(r: impl Read) -> Result<BTreeMap<String, Vec<u8>>, Fault> {
     let mut ar = tar::Archive::new(r);
     let mut out = BTreeMap::new();
     let mut top: Option<String> = None;
+    let mut total: u64 = 0;
     let entries = ar
         .entries()
         .map_err(|e| Fault(format!("not a tar archive: {e}")))?;
@@ -165,7 +168,12 @@ pub fn read_tar(r: impl Read) -> Result<BTreeMap<String, Vec<u8>>, Fault> {
         if size > MAX_FILE {
             return fault(format!("{rel}: larger than {MAX_FILE} bytes"));
         }
-        let mut buf = Vec::with_capacity(size as usize);
+        total = total.saturating_add(size);
+        if total > MAX_TOTAL {
+            return fault(format!("archive larger than {MAX_TOTAL} bytes"));
+        }
+        // The header's size is the sender's claim: reserve little, let the read grow it.
+        let mut buf = Vec::with_capacity(size.min(1 << 24) as usize);
         ent.read_to_end(&mut buf)
             .map_err(|e| Fault(format!("{rel}: damaged tar data: {e}")))?;
         if out.insert(rel.clone(), buf).is_some() {
