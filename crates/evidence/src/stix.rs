@@ -581,6 +581,25 @@ fn external_impacts(s: Sector) -> Vec<&'static str> {
 mod tests {
     use super::*;
 
+    /// Regression: timestamps written with trailing zeros (`…00.000Z`) gave ids that differ
+    /// from the ones `stix2` computes, which drops them; the value is the Python library's.
+    #[test]
+    fn network_traffic_id_matches_python_stix2() {
+        let start = 1_772_359_200_000_000_000; // 2026-03-01T10:00:00Z
+        let contributing = json!({
+            "start": rfc3339_trimmed(start),
+            "end": rfc3339_trimmed(start + 2_500_000_000),
+            "src_ref": "ipv4-addr--12592121-be4c-5a93-a813-5a5af16e50db",
+            "dst_ref": "ipv4-addr--570130c0-7daf-5d1e-992f-58b53b447312",
+            "dst_port": 502,
+            "protocols": ["ipv4", "tcp"],
+        });
+        assert_eq!(
+            sco_id("network-traffic", &contributing).unwrap(),
+            "network-traffic--1f4ec8f8-0dd6-5166-a922-365ee0dff308"
+        );
+    }
+
     /// Values computed with the Python `stix2` library (reference §2.1).
     #[test]
     fn sco_ids_match_python_stix2() {
