@@ -1305,6 +1305,30 @@ fn detect_settings() {
     assert_eq!(c.detect.lateness, Duration::from_secs(20));
     assert_eq!(c.detect.quiet_period, Duration::from_secs(60));
     assert_eq!(c.detect.update_interval, Duration::from_secs(10));
+    assert_eq!(c.detect.baseline_factor, 3.0);
+    assert_eq!(c.detect.scan_idle, Duration::from_secs(3600));
+    let c = p("[detect]\nbaseline_factor = 4.5\nbaseline_warmup = \"10m\"\namplification_bps = 5000000\nimpairment_window = \"8s\"\nscan_ports = 20\nscan_idle = \"2h\"\nexfil_bytes = 5000000000\nexfil_window = \"1d\"\ncarpet_min_addresses = 32\n").unwrap();
+    assert_eq!(c.detect.baseline_factor, 4.5);
+    assert_eq!(c.detect.baseline_warmup, Duration::from_secs(600));
+    assert_eq!(c.detect.amplification_bps, 5_000_000);
+    assert_eq!(c.detect.impairment_window, Duration::from_secs(8));
+    assert_eq!(c.detect.scan_ports, 20);
+    assert_eq!(c.detect.scan_addresses, 8);
+    assert_eq!(c.detect.scan_idle, Duration::from_secs(7200));
+    assert_eq!(c.detect.exfil_bytes, 5_000_000_000);
+    assert_eq!(c.detect.exfil_window, Duration::from_secs(86_400));
+    assert_eq!(c.detect.carpet_min_addresses, 32);
+    check(
+        "[detect]\nbaseline_factor = 0.5\namplification_share = 0.0\nimpairment_window = \"1m\"\nscan_ports = 0\ncarpet_min_addresses = 1\nscan_idle = 5\n",
+        &[
+            ("detect.scan_idle", "write a duration as a string"),
+            ("detect.baseline_factor", "out of range"),
+            ("detect.amplification_share", "out of range"),
+            ("detect.impairment_window", "out of range"),
+            ("detect.scan_ports", "out of range"),
+            ("detect.carpet_min_addresses", "out of range"),
+        ],
+    );
     check(
         "[detect]\nlateness = \"0s\"\nsyn_half_open_share = 1.5\nrules = []\n",
         &[
