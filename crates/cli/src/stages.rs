@@ -3,11 +3,14 @@
 use crate::args::{config, print_metrics, serve_metrics, stop_flag, InputArgs, MetricsArgs};
 use crate::output::{Format, JsonAlerts, WriterSink};
 use crate::UsageError;
-use normwatch_pipeline::alerts::{self, AlertSink, DetectorSink, LogAlerts, TeeAlerts};
+use normwatch_pipeline::alerts::{self, AlertSink, DetectorSink, LogAlerts, TeeAlerts, TeeFlows};
 use normwatch_pipeline::detect::{ConsumeOptions, ConsumeSummary, CountingSink, FlowSink};
+use normwatch_pipeline::evidence::{evidence_config, EvidenceStage, EvidenceTap};
 use normwatch_pipeline::metrics::Metrics;
 use normwatch_pipeline::topology::{self, SensorOptions, SensorSummary};
+use std::cell::RefCell;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +83,11 @@ pub struct RunArgs {
     /// output); without it, each event is logged as one line on standard error.
     #[arg(long, value_name = "FILE")]
     alerts_out: Option<PathBuf>,
+    /// Package every closed alert as signed evidence for its recipient States, stored (with
+    /// the delivery outbox) under DIR; needs the configuration's [evidence] section. Without
+    /// it, evidence.out_dir is used when [evidence] is present.
+    #[arg(long, value_name = "DIR")]
+    evidence_dir: Option<PathBuf>,
     #[command(flatten)]
     metrics: MetricsArgs,
     /// Print every metric (Prometheus text format) to standard error at the end.
@@ -220,12 +228,35 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(p) => Box::new(JsonAlerts::create(p)?),
         None => Box::new(LogAlerts),
     };
-    let detector = alerts::detector(&cfg)?;
-    let flows_ref: Option<&mut dyn FlowSink> = match flows.as_mut() {
-        Some(f) => Some(f.as_mut()),
+    let evidence = match evidence_config(&cfg)? {
+        Some(ev) => Some(EvidenceTap(Rc::new(RefCell::new(EvidenceStage::open(
+            ev,
+            alerts::norms(&cfg)?,
+            args.evidence_dir.as_deref(),
+            metrics.evidence.clone(),
+        )?)))),
+        None if args.evidence_dir.is_some() => {
+            return Err(UsageError(
+                "--evidence-dir needs an [evidence] section in the configuration (recipients, signing key, attribution databases)".into(),
+            )
+            .into())
+        }
         None => None,
     };
-    let mut sink = DetectorSink::new(detector, alert_sink.as_mut(), flows_ref)
+    let (mut tap_alerts, mut tap_flows) = (evidence.clone(), evidence.clone());
+    let mut alert_sinks: Vec<&mut dyn AlertSink> = vec![alert_sink.as_mut()];
+    let mut flow_sinks: Vec<&mut dyn FlowSink> = Vec::new();
+    if let (Some(a), Some(f)) = (tap_alerts.as_mut(), tap_flows.as_mut()) {
+        alert_sinks.push(a);
+        flow_sinks.push(f);
+    }
+    if let Some(f) = flows.as_mut() {
+        flow_sinks.push(f.as_mut());
+    }
+    let mut alert_tee = TeeAlerts(alert_sinks);
+    let mut flow_tee = TeeFlows(flow_sinks);
+    let detector = alerts::detector(&cfg)?;
+    let mut sink = DetectorSink::new(detector, &mut alert_tee, Some(&mut flow_tee))
         .with_metrics(metrics.detect.clone(), &cfg.assets);
     let opts = SensorOptions {
         source: args.input.source(args.pps),
@@ -245,6 +276,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let result = result.and(finished);
+    drop(sink);
+    if let Some(ev) = &evidence {
+        let stage = ev.0.borrow();
+        tracing::info!(
+            packages = stage.built.len(),
+            dir = %stage.root().display(),
+            "evidence packages built"
+        );
+    }
     if args.stats {
         print_metrics(&metrics);
     }

@@ -31,6 +31,8 @@ const FLOWS_PER_ASSET: usize = 200_000;
 #[derive(Clone, Debug)]
 pub struct EvidenceMetrics {
     pub built: IntCounterVec,
+    /// Sources named in packages, by the State they are registered in.
+    pub sources: IntCounterVec,
     pub delivered: IntCounter,
     pub failed: IntCounter,
     pub outbox: IntGauge,
@@ -46,6 +48,13 @@ impl EvidenceMetrics {
                     "Evidence packages built and stored, by recipient (ISO code).",
                 ),
                 &["recipient"],
+            )?,
+            sources: IntCounterVec::new(
+                Opts::new(
+                    "normwatch_evidence_sources_total",
+                    "Attack sources named in evidence packages, by registered country (ISO code, or unknown) and role (request or provider_abuse).",
+                ),
+                &["country", "role"],
             )?,
             delivered: IntCounter::new(
                 "normwatch_evidence_deliveries_total",
@@ -68,6 +77,7 @@ impl EvidenceMetrics {
             )?,
         };
         registry.register(Box::new(m.built.clone()))?;
+        registry.register(Box::new(m.sources.clone()))?;
         registry.register(Box::new(m.delivered.clone()))?;
         registry.register(Box::new(m.failed.clone()))?;
         registry.register(Box::new(m.outbox.clone()))?;
@@ -268,6 +278,15 @@ impl EvidenceStage {
                     .built
                     .with_label_values(&[&planned.recipient.code])
                     .inc();
+                let about = planned.about_state.as_deref().unwrap_or("unknown");
+                self.metrics
+                    .sources
+                    .with_label_values(&[about, "request"])
+                    .inc_by(planned.sources.len() as u64);
+                self.metrics
+                    .sources
+                    .with_label_values(&[about, "provider_abuse"])
+                    .inc_by(planned.provider_abuse.len() as u64);
                 tracing::info!(
                     package = %pkg.id,
                     alert = %alert.id,

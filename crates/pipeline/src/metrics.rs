@@ -165,6 +165,10 @@ pub struct DetectMetrics {
     pub asset_new_flows: GaugeVec,
     /// The configured static thresholds (total), for dashboards to draw beside the rates.
     pub asset_threshold: GaugeVec,
+    /// The asset's learned normal packet rate, as of its latest alert.
+    pub asset_baseline_pps: GaugeVec,
+    /// Service ratios on the asset's service ports, as of its latest alert.
+    pub asset_impairment: GaugeVec,
     /// Alerts open now.
     pub open_alerts: IntGaugeVec,
     /// Alerts open now, per norm they would violate.
@@ -204,6 +208,16 @@ impl DetectMetrics {
                 "The asset's configured total threshold, by rate (pps, bps, new_flows_per_s).",
                 &["asset", "rate"],
             )?,
+            asset_baseline_pps: gauge(
+                "normwatch_detect_asset_baseline_packets_per_second",
+                "The asset's learned normal inbound packet rate, as of its latest alert.",
+                &["asset"],
+            )?,
+            asset_impairment: gauge(
+                "normwatch_detect_asset_service_ratio",
+                "Service ratios on the asset's service ports as of its latest alert: handshake_completion, baseline_handshake_completion, response_ratio (0 to 1).",
+                &["asset", "ratio"],
+            )?,
             open_alerts: IntGaugeVec::new(
                 Opts::new(
                     "normwatch_detect_open_alerts",
@@ -221,9 +235,9 @@ impl DetectMetrics {
             alert_events: IntCounterVec::new(
                 Opts::new(
                     "normwatch_detect_alert_events_total",
-                    "Alert events emitted, by kind and state (open, update, closed).",
+                    "Alert events emitted, by asset, kind and state (open, update, closed).",
                 ),
-                &["kind", "state"],
+                &["asset", "kind", "state"],
             )?,
             open_delay: HistogramVec::new(
                 HistogramOpts::new(
@@ -249,6 +263,8 @@ impl DetectMetrics {
         registry.register(Box::new(m.asset_bps.clone()))?;
         registry.register(Box::new(m.asset_new_flows.clone()))?;
         registry.register(Box::new(m.asset_threshold.clone()))?;
+        registry.register(Box::new(m.asset_baseline_pps.clone()))?;
+        registry.register(Box::new(m.asset_impairment.clone()))?;
         registry.register(Box::new(m.open_alerts.clone()))?;
         registry.register(Box::new(m.open_alerts_by_norm.clone()))?;
         registry.register(Box::new(m.alert_events.clone()))?;
@@ -275,8 +291,30 @@ impl OpenAlerts {
             AlertState::Closed => "closed",
         };
         m.alert_events
-            .with_label_values(&[a.kind.as_str(), state])
+            .with_label_values(&[a.asset.as_str(), a.kind.as_str(), state])
             .inc();
+        if let Some(b) = &a.baseline {
+            m.asset_baseline_pps
+                .with_label_values(&[a.asset.as_str()])
+                .set(b.pps);
+        }
+        if let Some(i) = &a.impairment {
+            if let Some(v) = i.handshake_completion {
+                m.asset_impairment
+                    .with_label_values(&[a.asset.as_str(), "handshake_completion"])
+                    .set(v);
+            }
+            if let Some(v) = i.baseline_handshake_completion {
+                m.asset_impairment
+                    .with_label_values(&[a.asset.as_str(), "baseline_handshake_completion"])
+                    .set(v);
+            }
+            if let Some(v) = i.response_ratio {
+                m.asset_impairment
+                    .with_label_values(&[a.asset.as_str(), "response_ratio"])
+                    .set(v);
+            }
+        }
         if a.state == AlertState::Open {
             let delay = opened_at_ns.saturating_sub(a.window_start_ns) as f64 / 1e9;
             m.open_delay

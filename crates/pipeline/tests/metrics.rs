@@ -136,14 +136,14 @@ new_flows_per_s = 200
     assert_eq!(
         value(
             &text,
-            &format!("normwatch_detect_alert_events_total{{kind=\"{kind}\",state=\"open\"}}")
+            &format!("normwatch_detect_alert_events_total{{asset=\"web\",kind=\"{kind}\",state=\"open\"}}")
         ),
         Some(1.0)
     );
     assert_eq!(
         value(
             &text,
-            &format!("normwatch_detect_alert_events_total{{kind=\"{kind}\",state=\"closed\"}}")
+            &format!("normwatch_detect_alert_events_total{{asset=\"web\",kind=\"{kind}\",state=\"closed\"}}")
         ),
         Some(1.0)
     );

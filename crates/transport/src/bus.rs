@@ -236,10 +236,13 @@ impl Subscriber for MemorySubscriber {
         match self.rx.recv_timeout(timeout) {
             Ok(m) => {
                 if let Some(metrics) = &self.metrics {
+                    let label = [TransportMetrics::topic_label(self.topic)];
+                    metrics.consumed_messages.with_label_values(&label).inc();
+                    // What waits in the queue is exactly what this consumer group lags by.
                     metrics
-                        .consumed_messages
-                        .with_label_values(&[TransportMetrics::topic_label(self.topic)])
-                        .inc();
+                        .consumer_lag_messages
+                        .with_label_values(&label)
+                        .set(i64::try_from(self.rx.len()).unwrap_or(i64::MAX));
                 }
                 let offset = self.next_offset;
                 self.next_offset += 1;

@@ -124,6 +124,10 @@ impl TransportMetrics {
         registry.register(Box::new(m.duplicate_batches.clone()))?;
         registry.register(Box::new(m.client_errors.clone()))?;
         registry.register(Box::new(m.consumer_lag_messages.clone()))?;
+        // Every reason exists from the start, so rates over them are defined at once.
+        for r in crate::wire::DecodeError::REASONS {
+            m.rejected_batches.with_label_values(&[r]);
+        }
         Ok(m)
     }
 

@@ -48,6 +48,16 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// Metric label.
+    /// Every [`DecodeError::reason`] label.
+    pub const REASONS: [&'static str; 6] = [
+        "too_short",
+        "bad_magic",
+        "unsupported_version",
+        "bad_checksum",
+        "count_mismatch",
+        "malformed",
+    ];
+
     pub fn reason(&self) -> &'static str {
         match self {
             DecodeError::TooShort(_) => "too_short",
@@ -189,6 +199,26 @@ pub fn decode_batch<T: DeserializeOwned>(bytes: &[u8]) -> Result<Batch<T>, Decod
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_reason_label_is_listed() {
+        let all = [
+            DecodeError::TooShort(0),
+            DecodeError::BadMagic,
+            DecodeError::UnsupportedVersion {
+                found: 9,
+                supported: 1,
+            },
+            DecodeError::BadChecksum,
+            DecodeError::CountMismatch {
+                declared: 1,
+                found: 0,
+            },
+            DecodeError::Malformed(String::new()),
+        ];
+        let labels: Vec<&str> = all.iter().map(DecodeError::reason).collect();
+        assert_eq!(labels, DecodeError::REASONS);
+    }
+
     use super::*;
     use normwatch_model::{
         AssetId, AssetMatch, CommandClass, ConnState, DirStats, EndReason, FlowRecord, IcsProto,

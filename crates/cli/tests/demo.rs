@@ -1,0 +1,211 @@
+//! `normwatch demo`, the README's first command: it needs nothing but the binary, exits 0,
+//! raises the scenario's alerts and writes packages that `normwatch verify` accepts; and
+//! `normwatch run --evidence-dir` packages a real capture's alert the same way.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_normwatch");
+
+fn shared(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data")
+        .join(rel)
+}
+
+fn packages(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("packages"))
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| {
+                    p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn verify(pkg: &Path, key: &Path) {
+    let out = Command::new(BIN)
+        .arg("verify")
+        .arg(pkg)
+        .arg("--key")
+        .arg(key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}{}",
+        pkg.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_demo_raises_the_scenario_alerts_and_writes_verifiable_packages() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("demo");
+    // From an empty working directory: the demo needs no file of the repository at run time.
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["demo", "--metrics-listen", "off", "--out"])
+        .arg(&work)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = std::fs::read_to_string(work.join("alerts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let opened: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|a| a["state"] == "open")
+        .map(|a| (a["kind"].as_str().unwrap(), a["asset"].as_str().unwrap()))
+        .collect();
+    for want in [
+        ("syn_flood", "hospital-portal"),
+        ("udp_amplification", "water-treatment"),
+        ("ics_command_abuse", "grid-scada"),
+        ("ics_command_abuse", "water-treatment"),
+    ] {
+        assert!(opened.contains(&want), "{want:?} not in {opened:?}");
+    }
+    // Every alert that opened also closed, and each names 13(f).
+    for a in events.iter().filter(|a| a["state"] == "open") {
+        assert!(
+            events
+                .iter()
+                .any(|b| b["id"] == a["id"] && b["state"] == "closed"),
+            "{} never closed",
+            a["id"]
+        );
+        assert!(a["norms"]["violated"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("ungge2015.13f")));
+    }
+    let pkgs = packages(&work.join("evidence"));
+    assert!(pkgs.len() >= 4, "{pkgs:?}");
+    for p in &pkgs {
+        verify(p, &work.join("signing.key.pub"));
+    }
+    // The botnet's registered States each get a package; the summary says where.
+    for code in ["DE", "FR", "GB", "US"] {
+        assert!(
+            stdout.contains(&format!("to {code} (")),
+            "no package to {code}: {stdout}"
+        );
+        assert!(
+            std::fs::read_dir(work.join("outbox").join(code))
+                .unwrap()
+                .count()
+                > 0,
+            "nothing dropped for {code}"
+        );
+    }
+    assert!(stdout.contains("alerts: "), "{stdout}");
+}
+
+#[test]
+fn run_with_an_evidence_dir_packages_a_real_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = Command::new(BIN)
+        .args(["keygen", "--out"])
+        .arg(d.join("signing.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        d.join("recipients.toml"),
+        format!(
+            "[[state]]\ncode = \"NL\"\nname = \"NCSC-NL\"\n[[state.channel]]\nkind = \"directory\"\npath = \"{}\"\n",
+            d.join("outbox").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("normwatch.toml"),
+        format!(
+            r#"
+[[asset]]
+id = "web"
+name = "Web portal"
+operator = "Example operator"
+sector = "health"
+service = "patient portal"
+cidrs = ["10.10.10.0/24"]
+roles = ["public-service"]
+
+[asset.thresholds]
+new_flows_per_s = 200
+
+[evidence]
+own_state = "NL"
+operator = "Example operator"
+recipients = "recipients.toml"
+signing_key = "signing.key"
+out_dir = "unused"
+
+[evidence.geoip]
+country = "{}"
+asn = "{}"
+"#,
+            shared("geoip/GeoLite2-Country-Test.mmdb").display(),
+            shared("geoip/GeoLite2-ASN-Test.mmdb").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--metrics-listen", "off", "--config"])
+        .arg(d.join("normwatch.toml"))
+        .arg("--evidence-dir")
+        .arg(d.join("evidence"))
+        .arg("--pcap")
+        .arg(shared(
+            "captures/packet-captures/pkt.TCP.synflood.spoofed.pcap",
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let pkgs = packages(&d.join("evidence"));
+    assert!(!pkgs.is_empty(), "{err}");
+    for p in &pkgs {
+        verify(p, &d.join("signing.key.pub"));
+    }
+    assert!(
+        !d.join("unused").exists(),
+        "--evidence-dir overrides evidence.out_dir"
+    );
+
+    // Without [evidence], --evidence-dir is a usage error (exit 2).
+    std::fs::write(d.join("plain.toml"), "").unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--metrics-listen", "off", "--config"])
+        .arg(d.join("plain.toml"))
+        .arg("--evidence-dir")
+        .arg(d.join("x"))
+        .arg("--pcap")
+        .arg(shared(
+            "captures/packet-captures/pkt.TCP.synflood.spoofed.pcap",
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs an [evidence] section"));
+}
