@@ -42,6 +42,20 @@ use std::sync::Arc;
 
 const NS: u64 = 1_000_000_000;
 
+/// An asset's learned normal, as the detector holds it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Normal {
+    /// Quiet seconds learned from (the baseline is used once this reaches the warm-up).
+    pub seconds: u64,
+    pub pps: f64,
+    pub bps: f64,
+    pub new_flows_per_s: f64,
+    /// Share of connection attempts to service ports that complete, normally.
+    pub handshake_completion: Option<f64>,
+    /// Share of service-port flows the asset answers, normally.
+    pub response_ratio: Option<f64>,
+}
+
 /// Detector settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -198,6 +212,27 @@ impl Detector {
     }
 
     /// The settings in force.
+    /// Each tracked asset's learned normal (id, normal), for metrics and dashboards. Assets
+    /// with no traffic yet are left out.
+    pub fn normals(&self) -> impl Iterator<Item = (&str, Normal)> + '_ {
+        self.states.iter().enumerate().filter_map(|(idx, st)| {
+            let base = st.as_deref()?.learned();
+            let mean = base.mean();
+            let asset = self.assets.get(u32::try_from(idx).ok()?);
+            Some((
+                asset.id.as_str(),
+                Normal {
+                    seconds: base.seconds,
+                    pps: mean.pkts,
+                    bps: mean.bits,
+                    new_flows_per_s: mean.new_flows,
+                    handshake_completion: base.completion(),
+                    response_ratio: base.response(),
+                },
+            ))
+        })
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }

@@ -358,6 +358,11 @@ pub(crate) fn footprint(s: &Settings) -> Footprint {
 }
 
 impl AssetState {
+    /// The learned normal, for reporting.
+    pub(crate) fn learned(&self) -> &Baseline {
+        &self.base
+    }
+
     /// Bytes this state holds: itself, its ring, caches and tables (as allocated, so spare
     /// capacity counts) and its open alerts.
     pub(crate) fn heap_bytes(&self) -> usize {

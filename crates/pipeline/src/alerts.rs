@@ -312,6 +312,7 @@ impl FlowSink for DetectorSink<'_> {
         self.emit()?;
         if let Some(o) = &self.metrics {
             o.m.batch_seconds.observe(started.elapsed().as_secs_f64());
+            crate::metrics::observe_normals(&o.m, &self.detector);
         }
         if let Some(f) = self.flows.as_mut() {
             f.accept(records)?;

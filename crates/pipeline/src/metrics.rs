@@ -165,9 +165,12 @@ pub struct DetectMetrics {
     pub asset_new_flows: GaugeVec,
     /// The configured static thresholds (total), for dashboards to draw beside the rates.
     pub asset_threshold: GaugeVec,
-    /// The asset's learned normal packet rate, as of its latest alert.
-    pub asset_baseline_pps: GaugeVec,
-    /// Service ratios on the asset's service ports, as of its latest alert.
+    /// The asset's learned normal, by rate (pps, bps, new_flows_per_s).
+    pub asset_baseline: GaugeVec,
+    /// Quiet seconds the baseline has learned from.
+    pub asset_baseline_seconds: GaugeVec,
+    /// Service ratios on the asset's service ports: the learned normal (continuously) and
+    /// the values measured at its latest alert.
     pub asset_impairment: GaugeVec,
     /// Alerts open now.
     pub open_alerts: IntGaugeVec,
@@ -208,14 +211,19 @@ impl DetectMetrics {
                 "The asset's configured total threshold, by rate (pps, bps, new_flows_per_s).",
                 &["asset", "rate"],
             )?,
-            asset_baseline_pps: gauge(
-                "normwatch_detect_asset_baseline_packets_per_second",
-                "The asset's learned normal inbound packet rate, as of its latest alert.",
+            asset_baseline: gauge(
+                "normwatch_detect_asset_baseline",
+                "The asset's learned normal inbound traffic, by rate (pps, bps, new_flows_per_s).",
+                &["asset", "rate"],
+            )?,
+            asset_baseline_seconds: gauge(
+                "normwatch_detect_asset_baseline_seconds",
+                "Quiet seconds the asset's baseline has learned from.",
                 &["asset"],
             )?,
             asset_impairment: gauge(
                 "normwatch_detect_asset_service_ratio",
-                "Service ratios on the asset's service ports as of its latest alert: handshake_completion, baseline_handshake_completion, response_ratio (0 to 1).",
+                "Service ratios on the asset's service ports (0 to 1): baseline_handshake_completion and baseline_response_ratio (learned), handshake_completion and response_ratio (at the latest alert).",
                 &["asset", "ratio"],
             )?,
             open_alerts: IntGaugeVec::new(
@@ -263,7 +271,8 @@ impl DetectMetrics {
         registry.register(Box::new(m.asset_bps.clone()))?;
         registry.register(Box::new(m.asset_new_flows.clone()))?;
         registry.register(Box::new(m.asset_threshold.clone()))?;
-        registry.register(Box::new(m.asset_baseline_pps.clone()))?;
+        registry.register(Box::new(m.asset_baseline.clone()))?;
+        registry.register(Box::new(m.asset_baseline_seconds.clone()))?;
         registry.register(Box::new(m.asset_impairment.clone()))?;
         registry.register(Box::new(m.open_alerts.clone()))?;
         registry.register(Box::new(m.open_alerts_by_norm.clone()))?;
@@ -293,20 +302,10 @@ impl OpenAlerts {
         m.alert_events
             .with_label_values(&[a.asset.as_str(), a.kind.as_str(), state])
             .inc();
-        if let Some(b) = &a.baseline {
-            m.asset_baseline_pps
-                .with_label_values(&[a.asset.as_str()])
-                .set(b.pps);
-        }
         if let Some(i) = &a.impairment {
             if let Some(v) = i.handshake_completion {
                 m.asset_impairment
                     .with_label_values(&[a.asset.as_str(), "handshake_completion"])
-                    .set(v);
-            }
-            if let Some(v) = i.baseline_handshake_completion {
-                m.asset_impairment
-                    .with_label_values(&[a.asset.as_str(), "baseline_handshake_completion"])
                     .set(v);
             }
             if let Some(v) = i.response_ratio {
@@ -346,6 +345,30 @@ impl OpenAlerts {
             }
             self.open
                 .insert(a.id.clone(), (labels, a.norms.violated.clone()));
+        }
+    }
+}
+
+/// Publishes the detector's learned normals.
+pub fn observe_normals(m: &DetectMetrics, d: &normwatch_detect::Detector) {
+    for (asset, n) in d.normals() {
+        for (rate, v) in [
+            ("pps", n.pps),
+            ("bps", n.bps),
+            ("new_flows_per_s", n.new_flows_per_s),
+        ] {
+            m.asset_baseline.with_label_values(&[asset, rate]).set(v);
+        }
+        m.asset_baseline_seconds
+            .with_label_values(&[asset])
+            .set(n.seconds as f64);
+        for (ratio, v) in [
+            ("baseline_handshake_completion", n.handshake_completion),
+            ("baseline_response_ratio", n.response_ratio),
+        ] {
+            if let Some(v) = v {
+                m.asset_impairment.with_label_values(&[asset, ratio]).set(v);
+            }
         }
     }
 }
