@@ -142,13 +142,8 @@ fn prepare(out: &Path, scenario: &str) -> anyhow::Result<(PathBuf, PathBuf, u64)
     for (name, bytes) in GEOIP {
         write(&out.join("geoip").join(name), bytes)?;
     }
-    // Directory drops land under the working directory, wherever it is run from.
-    let outbox = out.join("outbox");
-    let recipients = RECIPIENTS.replace(
-        "path = \"outbox/",
-        &format!("path = \"{}/", outbox.display()),
-    );
-    write(&out.join("recipients.toml"), recipients.as_bytes())?;
+    // Directory drops (`outbox/XX`) resolve against the recipients file: under `out`.
+    write(&out.join("recipients.toml"), RECIPIENTS.as_bytes())?;
     let key = out.join("signing.key");
     if !key.exists() {
         SecretKey::generate()?
@@ -277,7 +272,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         stage.root().display()
     );
     let mut by_recipient: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    for b in &stage.built {
+    for (_, b) in &stage.built {
         *by_recipient
             .entry((b.recipient.as_str(), b.recipient_name.as_str()))
             .or_default() += 1;
@@ -286,10 +281,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  {n:>3}  to {code} ({name})");
     }
     println!("alert events: {}", out.join("alerts.jsonl").display());
-    if let Some(b) = stage.built.first() {
+    if let Some((_, b)) = stage.built.first() {
         println!(
             "verify one: normwatch verify {} --key {}",
-            b.dir.display(),
+            stage.package_dir(&b.id).display(),
             out.join("signing.key.pub").display()
         );
     }

@@ -16,9 +16,27 @@ use normwatch_model::{Alert, FlowRecord};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// One package built for an alert.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Built {
+    pub id: String,
+    /// The recipient's ISO code and name.
+    pub recipient: String,
+    pub recipient_name: String,
+    /// The State the request is about (`None`: unknown registration).
+    pub about_state: Option<String>,
+    /// Sources named for the State, and for providers' abuse desks.
+    pub sources: usize,
+    pub provider_abuse: usize,
+    /// Stored now (false: an earlier build of the same package was kept).
+    pub new: bool,
+}
+
 /// What packaging one alert did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PackageOutcome {
+    /// Every package of the alert, in plan order.
+    pub packages: Vec<Built>,
     /// Packages built and queued now.
     pub stored: Vec<String>,
     /// Packages of this alert stored before (the first build wins).
@@ -125,7 +143,17 @@ impl Packager {
             if p.recipient.channels.is_empty() {
                 out.undeliverable.push(pkg.id.clone());
             }
-            if self.store.put(&pkg, &p.recipient, now_ns)? {
+            let new = self.store.put(&pkg, &p.recipient, now_ns)?;
+            out.packages.push(Built {
+                id: pkg.id.clone(),
+                recipient: p.recipient.code.clone(),
+                recipient_name: p.recipient.name.clone(),
+                about_state: p.about_state.clone(),
+                sources: p.sources.len(),
+                provider_abuse: p.provider_abuse.len(),
+                new,
+            });
+            if new {
                 out.stored.push(pkg.id);
             } else {
                 out.already_stored.push(pkg.id);

@@ -8,20 +8,15 @@ use crate::detect::FlowSink;
 use anyhow::Context;
 use normwatch_config::norms::NormCatalogue;
 use normwatch_config::Config;
-use normwatch_evidence::attribution::{Attribution, GeoDb};
 use normwatch_evidence::config::{EvidenceConfig, RawEvidence};
-use normwatch_evidence::keys::SecretKey;
-use normwatch_evidence::package::{build, BuildInput};
-use normwatch_evidence::recipients::{plan, Directory};
-use normwatch_evidence::store::Store;
+use normwatch_evidence::packager::{Built, Packager};
 use normwatch_model::{Alert, AlertState, FlowRecord};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::IpAddr;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Flow records kept per asset for the packages of its alerts (the most recent ones).
 const FLOWS_PER_ASSET: usize = 200_000;
@@ -119,32 +114,14 @@ pub fn evidence_config(cfg: &Config) -> anyhow::Result<Option<EvidenceConfig>> {
         })
 }
 
-/// One package built.
-#[derive(Clone, Debug)]
-pub struct Built {
-    pub id: String,
-    pub alert_id: String,
-    /// The recipient's ISO code and name.
-    pub recipient: String,
-    pub recipient_name: String,
-    /// The State the sources are registered in (`None`: unknown).
-    pub about: Option<String>,
-    pub dir: PathBuf,
-}
-
 /// The stage's state.
 pub struct EvidenceStage {
-    cfg: EvidenceConfig,
-    geo: GeoDb,
-    directory: Directory,
-    key: SecretKey,
-    norms: NormCatalogue,
-    store: Store,
+    packager: Packager,
     root: PathBuf,
     metrics: EvidenceMetrics,
     flows: HashMap<String, VecDeque<FlowRecord>>,
-    /// Every package built so far.
-    pub built: Vec<Built>,
+    /// Every package built so far, with the alert it is for.
+    pub built: Vec<(String, Built)>,
 }
 
 impl std::fmt::Debug for EvidenceStage {
@@ -156,6 +133,7 @@ impl std::fmt::Debug for EvidenceStage {
     }
 }
 
+/// The wall clock: packaging and delivery times are when they happen, not event time.
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -165,43 +143,37 @@ fn now_ns() -> u64 {
 impl EvidenceStage {
     /// Opens everything the stage needs; `out_dir` overrides `evidence.out_dir`.
     pub fn open(
-        cfg: EvidenceConfig,
+        mut cfg: EvidenceConfig,
         norms: NormCatalogue,
         out_dir: Option<&Path>,
         metrics: EvidenceMetrics,
     ) -> anyhow::Result<Self> {
-        let geo = GeoDb::open(&cfg.geoip).context("cannot open the attribution databases")?;
-        let directory = Directory::load(&cfg.recipients)
-            .with_context(|| format!("cannot load recipients from {}", cfg.recipients.display()))?;
-        let key = SecretKey::load(&cfg.signing_key).with_context(|| {
-            format!("cannot load the signing key {}", cfg.signing_key.display())
-        })?;
-        let root = out_dir.map_or_else(|| cfg.out_dir.clone(), Path::to_path_buf);
-        let store = Store::open(&root)
-            .with_context(|| format!("cannot open the evidence store at {}", root.display()))?;
-        let stage = EvidenceStage {
-            cfg,
-            geo,
-            directory,
-            key,
-            norms,
-            store,
+        if let Some(d) = out_dir {
+            cfg.out_dir = d.to_path_buf();
+        }
+        let root = cfg.out_dir.clone();
+        let packager = Packager::open(cfg, norms).context("cannot open the evidence stage")?;
+        // A previous run may have left deliveries in the outbox.
+        metrics
+            .outbox
+            .set(i64::try_from(packager.store().pending()?).unwrap_or(i64::MAX));
+        Ok(EvidenceStage {
+            packager,
             root,
             metrics,
             flows: HashMap::new(),
             built: Vec::new(),
-        };
-        // A previous run may have left deliveries in the outbox.
-        stage
-            .metrics
-            .outbox
-            .set(i64::try_from(stage.store.pending()?).unwrap_or(i64::MAX));
-        Ok(stage)
+        })
     }
 
     /// Where packages are stored.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The directory of package `id`.
+    pub fn package_dir(&self, id: &str) -> PathBuf {
+        self.packager.store().package_dir(id)
     }
 
     fn keep(&mut self, records: &[FlowRecord]) {
@@ -217,94 +189,56 @@ impl EvidenceStage {
 
     /// Builds and stores the packages of a closed alert, then delivers what is due.
     fn package(&mut self, alert: &Alert) -> anyhow::Result<()> {
-        let mut attributions: BTreeMap<IpAddr, Attribution> = BTreeMap::new();
-        for s in &alert.top_sources {
-            match self.geo.lookup(s.addr) {
-                Ok(a) => {
-                    attributions.insert(s.addr, a);
-                }
-                Err(e) => tracing::warn!(addr = %s.addr, error = %e, "attribution failed"),
-            }
-        }
-        let p = plan(
-            alert,
-            &attributions,
-            &[],
-            &self.directory,
-            &self.cfg.own_state,
-            self.cfg.request.tlp,
-        )?;
-        if !p.own_state_sources.is_empty() {
-            tracing::info!(
-                alert = %alert.id,
-                sources = p.own_state_sources.len(),
-                "sources in the requesting State's own territory are handled domestically"
-            );
-        }
-        let requester = self
-            .directory
-            .get(&self.cfg.own_state)
-            .cloned()
-            .context("the requesting State has no directory entry")?;
-        let window = |r: &&FlowRecord| {
-            r.last_ns >= alert.window_start_ns.saturating_sub(60_000_000_000)
-                && r.first_ns <= alert.window_end_ns + 60_000_000_000
-        };
+        // The alert's window, with a margin for flows that began before it or ended after.
+        const MARGIN_NS: u64 = 60_000_000_000;
         let flows: Vec<FlowRecord> = self
             .flows
             .get(alert.asset.as_str())
-            .map(|q| q.iter().filter(window).cloned().collect())
+            .map(|q| {
+                q.iter()
+                    .filter(|r| {
+                        r.last_ns >= alert.window_start_ns.saturating_sub(MARGIN_NS)
+                            && r.first_ns <= alert.window_end_ns.saturating_add(MARGIN_NS)
+                    })
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
-        let geo = self.geo.provenance();
-        for planned in &p.packages {
-            let packaged_at_ns = now_ns();
-            let pkg = build(
-                BuildInput {
-                    alert,
-                    flows: &flows,
-                    planned,
-                    requester: &requester,
-                    operator: &self.cfg.operator,
-                    settings: &self.cfg.request,
-                    norms: &self.norms,
-                    geo: &geo,
-                    packaged_at_ns,
-                },
-                &self.key,
-            )?;
-            let new = self.store.put(&pkg, &planned.recipient, packaged_at_ns)?;
-            if new {
-                self.metrics
-                    .built
-                    .with_label_values(&[&planned.recipient.code])
-                    .inc();
-                let about = planned.about_state.as_deref().unwrap_or("unknown");
-                self.metrics
-                    .sources
-                    .with_label_values(&[about, "request"])
-                    .inc_by(planned.sources.len() as u64);
-                self.metrics
-                    .sources
-                    .with_label_values(&[about, "provider_abuse"])
-                    .inc_by(planned.provider_abuse.len() as u64);
-                tracing::info!(
-                    package = %pkg.id,
-                    alert = %alert.id,
-                    recipient = %planned.recipient.code,
-                    about = planned.about_state.as_deref().unwrap_or("unknown"),
-                    sources = planned.sources.len(),
-                    provider_abuse = planned.provider_abuse.len(),
-                    "evidence package built"
-                );
-                self.built.push(Built {
-                    id: pkg.id.clone(),
-                    alert_id: alert.id.clone(),
-                    recipient: planned.recipient.code.clone(),
-                    recipient_name: planned.recipient.name.clone(),
-                    about: planned.about_state.clone(),
-                    dir: self.store.package_dir(&pkg.id),
-                });
+        let out = self.packager.package(alert, &flows, now_ns())?;
+        for e in &out.lookup_errors {
+            tracing::warn!(alert = %alert.id, error = %e, "attribution failed; packaged without it");
+        }
+        if out.own_state_sources > 0 {
+            tracing::info!(
+                alert = %alert.id,
+                sources = out.own_state_sources,
+                "sources in the requesting State's own territory are handled domestically"
+            );
+        }
+        for b in out.packages {
+            if !b.new {
+                continue;
             }
+            let about = b.about_state.as_deref().unwrap_or("unknown");
+            self.metrics.built.with_label_values(&[&b.recipient]).inc();
+            self.metrics
+                .sources
+                .with_label_values(&[about, "request"])
+                .inc_by(b.sources as u64);
+            self.metrics
+                .sources
+                .with_label_values(&[about, "provider_abuse"])
+                .inc_by(b.provider_abuse as u64);
+            tracing::info!(
+                package = %b.id,
+                alert = %alert.id,
+                recipient = %b.recipient,
+                about,
+                sources = b.sources,
+                provider_abuse = b.provider_abuse,
+                "evidence package built"
+            );
+            self.built.push((alert.id.clone(), b));
         }
         self.deliver()
     }
@@ -312,12 +246,7 @@ impl EvidenceStage {
     /// One delivery pass over the outbox.
     pub fn deliver(&mut self) -> anyhow::Result<()> {
         let timer = self.metrics.delivery_seconds.start_timer();
-        let report = self.store.deliver_due(
-            now_ns(),
-            &self.key,
-            &self.cfg.operator.name,
-            Duration::from_secs(30),
-        )?;
+        let report = self.packager.deliver_due(now_ns())?;
         timer.observe_duration();
         self.metrics.delivered.inc_by(report.sent as u64);
         self.metrics.failed.inc_by(report.failed.len() as u64);
@@ -326,7 +255,7 @@ impl EvidenceStage {
         }
         self.metrics
             .outbox
-            .set(i64::try_from(self.store.pending()?).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.packager.store().pending()?).unwrap_or(i64::MAX));
         Ok(())
     }
 }
