@@ -134,28 +134,34 @@ struct Limits {
 
 fn limits(asset: &Asset, base: &Baseline, s: &Settings) -> Limits {
     let t = &asset.thresholds;
-    let warm = base.seconds >= s.baseline_warmup_secs;
-    let mean = base.mean();
-    let learned =
-        |mean: f64, floor: u64| warm.then(|| ((mean * s.baseline_factor).ceil() as u64).max(floor));
-    let eff = |fixed: Option<u64>, learned: Option<u64>| match (fixed, learned) {
-        (Some(a), Some(b)) => a.max(b),
-        (Some(a), None) => a,
-        (None, Some(b)) => b,
-        (None, None) => u64::MAX,
-    };
     Limits {
-        total: Lim {
-            pkts: eff(t.total.pps, learned(mean.pkts, s.baseline_min_pps)),
-            bits: eff(t.total.bps, learned(mean.bits, s.baseline_min_bps)),
-            new: eff(
-                t.total.new_flows_per_s,
-                learned(mean.new_flows, s.baseline_min_new_flows),
-            ),
-        },
+        total: total_limit(&t.total, base, s),
         tcp: Lim::fixed(&t.tcp),
         udp: Lim::fixed(&t.udp),
         icmp: Lim::fixed(&t.icmp),
+    }
+}
+
+/// The total limits: static thresholds raised to the learned baseline once it is warm.
+fn total_limit(fixed: &Rates, base: &Baseline, s: &Settings) -> Lim {
+    let warm = base.seconds >= s.baseline_warmup_secs;
+    if !warm {
+        return Lim::fixed(fixed);
+    }
+    let mean = base.mean();
+    // max(static, baseline × factor), the learned part never below its floor.
+    let eff = |fixed: Option<u64>, mean: f64, floor: u64| {
+        let learned = ((mean * s.baseline_factor).ceil() as u64).max(floor);
+        fixed.map_or(learned, |f| f.max(learned))
+    };
+    Lim {
+        pkts: eff(fixed.pps, mean.pkts, s.baseline_min_pps),
+        bits: eff(fixed.bps, mean.bits, s.baseline_min_bps),
+        new: eff(
+            fixed.new_flows_per_s,
+            mean.new_flows,
+            s.baseline_min_new_flows,
+        ),
     }
 }
 
@@ -342,6 +348,37 @@ pub(crate) struct AssetState {
     last_sweep: u64,
     /// On the detector's list of assets to visit when the watermark moves.
     pub(crate) listed: bool,
+    /// Copied from the asset, so a record does not reach into its configuration.
+    holds_ip: bool,
+    ports: Ports,
+    fixed_total: Rates,
+}
+
+/// The asset's service ports: the first few inline (most assets have fewer), the rest in the
+/// asset's own list.
+#[derive(Debug)]
+struct Ports {
+    inline: [u16; 6],
+    len: u8,
+    more: Box<[u16]>,
+}
+
+impl Ports {
+    fn new(all: &[u16]) -> Ports {
+        let mut inline = [0; 6];
+        let n = all.len().min(inline.len());
+        inline[..n].copy_from_slice(&all[..n]);
+        Ports {
+            inline,
+            len: n as u8,
+            more: all[n..].into(),
+        }
+    }
+
+    #[inline]
+    fn contains(&self, p: u16) -> bool {
+        self.inline[..usize::from(self.len)].contains(&p) || self.more.contains(&p)
+    }
 }
 
 pub(crate) fn footprint(s: &Settings) -> Footprint {
@@ -433,6 +470,9 @@ impl AssetState {
             exfil: HashMap::new(),
             last_sweep: first_sec,
             listed: false,
+            holds_ip: cx.asset.has_role(Role::HoldsIp),
+            ports: Ports::new(&cx.asset.service_ports),
+            fixed_total: cx.asset.thresholds.total,
         })
     }
 
@@ -605,7 +645,7 @@ impl AssetState {
             && side == Side::Resp
             && inbound_flags.has(TcpFlags::SYN)
             && !inbound_flags.has(TcpFlags::ACK);
-        let service = side == Side::Resp && cx.asset.service_ports.contains(&local_port);
+        let service = side == Side::Resp && self.ports.contains(local_port);
         {
             let bk = self.slot_for(from, window);
             bk.new_flows = bk.new_flows.saturating_add(1);
@@ -728,10 +768,7 @@ impl AssetState {
         {
             self.probe(cx, remote, local, local_port, last, out);
         }
-        if outbound.ip_bytes > 0
-            && cx.asset.has_role(Role::HoldsIp)
-            && cx.index.lookup(remote).is_none()
-        {
+        if outbound.ip_bytes > 0 && self.holds_ip && cx.index.lookup(remote).is_none() {
             self.outbound(cx, remote, outbound, r.first_ns / NS, last, out);
         }
     }
@@ -1234,7 +1271,9 @@ impl AssetState {
                 .add_mass(alpha, self.late.0 as f64, (self.late.1 * 8) as f64);
         }
         self.late = (0, 0);
-        self.lim = limits(cx.asset, &self.base, s);
+        if self.base.seconds >= s.baseline_warmup_secs {
+            self.lim.total = total_limit(&self.fixed_total, &self.base, s);
+        }
     }
 
     /// A second whose own service figures already fell below the baseline's: not learned
