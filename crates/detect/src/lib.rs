@@ -172,6 +172,9 @@ pub struct Detector {
     states: Vec<Option<Box<AssetState>>>,
     /// Asset id → position in the index.
     ids: HashMap<Arc<str>, usize>,
+    /// The same by the address of the index's own id text (alive as long as the index, so an
+    /// address cannot be reused by another text meanwhile).
+    own: HashMap<usize, usize>,
     /// Assets the next watermark move must visit (see `expire`).
     active: Vec<usize>,
     /// The previous record's asset: batches are keyed by asset, so most lookups stop here.
@@ -194,6 +197,12 @@ impl Detector {
             .enumerate()
             .map(|(i, a)| (a.id.0.clone(), i))
             .collect();
+        let own = assets
+            .assets()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (Arc::as_ptr(&a.id.0).cast::<u8>() as usize, i))
+            .collect();
         let mut states = Vec::new();
         states.resize_with(assets.assets().len(), || None);
         Detector {
@@ -202,6 +211,7 @@ impl Detector {
             settings,
             states,
             ids,
+            own,
             active: Vec::new(),
             last: None,
             now_ns: 0,
@@ -262,7 +272,19 @@ impl Detector {
     #[inline]
     fn index_of(&mut self, id: &AssetId) -> Option<usize> {
         if let Some((last, i)) = &self.last {
-            if Arc::ptr_eq(&last.0, &id.0) || last.0 == id.0 {
+            if Arc::ptr_eq(&last.0, &id.0) {
+                return Some(*i);
+            }
+        }
+        // Records matched in this process share the index's own ids: found by address,
+        // without reading the (cold) text.
+        let ptr = Arc::as_ptr(&id.0).cast::<u8>() as usize;
+        if let Some(&i) = self.own.get(&ptr) {
+            self.last = Some((id.clone(), i));
+            return Some(i);
+        }
+        if let Some((last, i)) = &self.last {
+            if last.0 == id.0 {
                 return Some(*i);
             }
         }
