@@ -993,3 +993,27 @@ fn a_carpet_of_flows_spanning_second_boundaries_is_one_carpet_alert() {
         "{out:#?}"
     );
 }
+
+#[test]
+fn a_flood_reported_late_still_alerts_from_the_cache_of_late_seconds() {
+    let mut d = detector(
+        vec![asset("dns", "192.0.2.0/24", udp_limit(1000))],
+        Settings::default(),
+    );
+    let mut out = Vec::new();
+    // Other traffic moves the clock a minute past second 1000 first ...
+    d.process(&udp_load(&d, 1000, 61, 10, 1), &mut out);
+    assert!(out.is_empty());
+    // ... then the flood of second 1001 arrives, as a flow table reports one-packet flows at
+    // their idle timeout.
+    d.process(&udp_load(&d, 1001, 1, 3000, 2), &mut out);
+    assert_eq!(opened(&out), [(AlertKind::VolumetricFlood, "dns".into())]);
+    assert_eq!(out[0].window_start_ns, 1001 * NS);
+    // A long flow reported late is only learned from, never judged second by second.
+    let mut long = udp_flows(&d, 1002, 1, 1, 30_000, 3);
+    long[0].first_ns = 1002 * NS;
+    long[0].last_ns = 1030 * NS;
+    let before = out.len();
+    d.process(&long, &mut out);
+    assert_eq!(out.len(), before, "{out:#?}");
+}
