@@ -323,34 +323,37 @@ fn is_probe(r: &FlowRecord, inbound: &DirStats, outbound: &DirStats, remote_port
 }
 
 #[derive(Debug)]
+// Fields a record touches come first, in declaration order (`repr(C)`), so a cold asset
+// costs few cache lines; what only alerts, final seconds and attacks use follows.
+#[repr(C)]
 pub(crate) struct AssetState {
     ring: Box<[Bucket]>,
-    /// Seconds before the ring's window that late records still reach (made on first use).
-    late_cache: Option<Box<[Bucket; LATE_SLOTS]>>,
     /// Newest second seen; seconds up to `finalized` are final.
     newest: u64,
     finalized: u64,
-    base: Baseline,
+    lim: Limits,
+    open: Vec<Open>,
+    /// Seconds before the ring's window that late records still reach (made on first use).
+    late_cache: Option<Box<[Bucket; LATE_SLOTS]>>,
+    /// Present when the asset has more than one address (carpet bombing applies).
+    spread: Option<Box<Spread>>,
+    /// Copied from the asset, so a record does not reach into its configuration.
+    ports: Ports,
+    holds_ip: bool,
+    /// On the detector's list of assets to visit when the watermark moves.
+    pub(crate) listed: bool,
     /// Packets and bytes counted for seconds already final, since the last finalisation.
     late: (u64, u64),
-    lim: Limits,
+    base: Baseline,
     sources: HashMap<IpAddr, Src>,
     others: (u64, u64),
     /// Reflected bytes by protocol, and bytes the asset sent in those flows, since nothing
     /// was open.
     refl: [u64; REFLECTORS.len()],
     refl_out: u64,
-    open: Vec<Open>,
-    /// Present when the asset has more than one address (carpet bombing applies).
-    spread: Option<Box<Spread>>,
     scans: HashMap<IpAddr, Probe>,
     exfil: HashMap<IpAddr, Outbound>,
     last_sweep: u64,
-    /// On the detector's list of assets to visit when the watermark moves.
-    pub(crate) listed: bool,
-    /// Copied from the asset, so a record does not reach into its configuration.
-    holds_ip: bool,
-    ports: Ports,
     fixed_total: Rates,
 }
 
