@@ -307,15 +307,17 @@ fn addr_key(a: IpAddr) -> u64 {
     }
 }
 
-/// A probe: a connection attempt the remote end originated that carried no data and got no
-/// service. A SYN-ACK or RST arriving unsolicited (backscatter of someone else's spoofed
-/// flood) is not one: its ACK bit shows it answers a SYN the asset never sent.
+/// A probe: a connection attempt the remote end originated that never completed a handshake
+/// and carried no data — a SYN (and maybe a RST), never an ACK from the prober. So a
+/// SYN-ACK or RST arriving unsolicited (backscatter of someone else's spoofed flood: its ACK
+/// answers a SYN the asset never sent) is not one, nor is a health check that completes its
+/// handshake; a connect() scan counts on the closed ports it hits, not on the open ones.
+/// Over UDP: a flow the asset never answered, not from a reflector port (those are responses).
 fn is_probe(r: &FlowRecord, inbound: &DirStats, outbound: &DirStats, remote_port: u16) -> bool {
     match r.ip_proto {
         6 => {
             let f = inbound.tcp_flags;
-            let answers_a_syn = f.has(TcpFlags::ACK) && !outbound.tcp_flags.has(TcpFlags::SYN);
-            f.has(TcpFlags::SYN) && inbound.payload_bytes == 0 && !answers_a_syn
+            f.has(TcpFlags::SYN) && !f.has(TcpFlags::ACK) && inbound.payload_bytes == 0
         }
         17 => outbound.pkts == 0 && reflector(remote_port).is_none(),
         _ => false,

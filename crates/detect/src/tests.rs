@@ -609,6 +609,24 @@ fn scan_guards_backscatter_service_use_few_ports_and_long_gaps() {
     }
     let mut d = fresh();
     assert!(run(&mut d, &recs).is_empty());
+    // A load balancer's health checks of ten ports: handshakes completed, no data.
+    let d = fresh();
+    let recs: Vec<_> = (0..10)
+        .map(|p| {
+            rec(
+                &d,
+                6,
+                (ip("192.0.2.200"), 40_000),
+                (ip("192.0.2.22"), 8000 + p),
+                100 * NS,
+                tcp_dir(3, 120, 0, S | A | F),
+                tcp_dir(3, 120, 0, S | A | F),
+                ConnState::SF,
+            )
+        })
+        .collect();
+    let mut d = fresh();
+    assert!(run(&mut d, &recs).is_empty());
     // A client using ten services for real: connections carry data.
     let d = fresh();
     let recs: Vec<_> = (0..10)
