@@ -79,6 +79,14 @@ enum Command {
     /// is dropped) and handed on; its offset is committed only after that. Corrupt batches
     /// are counted by reason and skipped. Needs bus.kind = "kafka".
     Detect(stages::DetectArgs),
+    /// Package closed alerts from Kafka as signed evidence for their recipient States.
+    ///
+    /// Consumes the alerts topic (and the flows topic, for the flows behind each alert) in
+    /// its own consumer group; for every closed alert, attributes the sources, plans one
+    /// package per recipient State, builds and signs it, stores it with a durable outbox and
+    /// delivers it (TAXII 2.1, webhook or directory drop, retried with backoff). Needs
+    /// bus.kind = "kafka" and an [evidence] section.
+    Package(stages::PackageArgs),
     /// Run every stage in one process over the in-process bus (no broker).
     ///
     /// The sensor and the consumer run on their own threads, joined by a bounded queue; a
@@ -132,6 +140,7 @@ fn config_path(c: &Command) -> Option<&std::path::Path> {
     match c {
         Command::Sensor(a) => Some(a.config_path()),
         Command::Detect(a) => Some(a.config_path()),
+        Command::Package(a) => Some(a.config_path()),
         Command::Run(a) => a.config_path(),
         _ => None,
     }
@@ -161,6 +170,7 @@ fn main() -> ExitCode {
         Command::Flows(args) => flows::run(args),
         Command::Sensor(args) => stages::sensor(args),
         Command::Detect(args) => stages::detect(args),
+        Command::Package(args) => stages::package(args),
         Command::Run(args) => stages::run(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Simulate(args) => simulate::run(args),

@@ -64,6 +64,71 @@ pub struct DetectArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct PackageArgs {
+    /// Configuration file with bus.kind = "kafka", bus.brokers and an [evidence] section.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Store packages (and the delivery outbox) under DIR instead of evidence.out_dir.
+    #[arg(long, value_name = "DIR")]
+    evidence_dir: Option<PathBuf>,
+    /// Exit after nothing arrived for this long (e.g. `10s`), counted from the latest
+    /// partition assignment or message; otherwise run until SIGINT or SIGTERM.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    exit_when_idle: Option<Duration>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
+    /// Print every metric (Prometheus text format) to standard error at the end.
+    #[arg(long)]
+    stats: bool,
+}
+
+impl PackageArgs {
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+}
+
+pub fn package(args: PackageArgs) -> anyhow::Result<()> {
+    let cfg = config(Some(&args.config))?;
+    let Some(ev) = evidence_config(&cfg)? else {
+        return Err(UsageError(format!(
+            "{}: `normwatch package` needs an [evidence] section (recipients, signing key, attribution databases)",
+            args.config.display()
+        ))
+        .into());
+    };
+    let stop = stop_flag()?;
+    let metrics = Metrics::new();
+    let server = serve_metrics(&args.metrics, &cfg, &metrics)?;
+    let mut stage = EvidenceStage::open(
+        ev,
+        alerts::norms(&cfg)?,
+        args.evidence_dir.as_deref(),
+        metrics.evidence.clone(),
+    )?;
+    server.as_ref().inspect(|s| s.set_ready(true));
+    let opts = ConsumeOptions {
+        exit_when_idle: args.exit_when_idle,
+    };
+    let result = topology::package(&cfg, &mut stage, &opts, &metrics, &stop);
+    if let Ok(s) = &result {
+        tracing::info!(
+            alert_events = s.alert_events,
+            alerts_packaged = s.alerts_packaged,
+            packages = s.packages,
+            flow_batches = s.flow_batches,
+            rejected = s.rejected,
+            dir = %stage.root().display(),
+            "packager finished"
+        );
+    }
+    if args.stats {
+        print_metrics(&metrics);
+    }
+    result.map(|_| ())
+}
+
+#[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Configuration file (sensor settings, protected assets). Defaults apply without it.
     #[arg(long, short = 'c', value_name = "FILE")]

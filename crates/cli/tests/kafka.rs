@@ -815,6 +815,113 @@ fn detect_publishes_alert_events_to_the_alerts_topic() {
     assert_eq!(last["state"], "closed");
 }
 
+/// Adds an [evidence] section (a fresh signing key, a recipients directory whose national
+/// authority takes packages in a directory, MaxMind's test databases) to the test's config.
+fn add_evidence(s: &Setup) -> PathBuf {
+    let d = s.dir.path();
+    let out = output(cmd(&["keygen", "--out"]).arg(d.join("signing.key")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(
+        d.join("recipients.toml"),
+        "[[state]]\ncode = \"NL\"\nname = \"NCSC-NL\"\n[[state.channel]]\nkind = \"directory\"\npath = \"outbox\"\n",
+    )
+    .unwrap();
+    let geoip = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/geoip");
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    cfg.push_str(&format!(
+        "\n[evidence]\nown_state = \"NL\"\noperator = \"Example operator\"\nrecipients = \"recipients.toml\"\nsigning_key = \"signing.key\"\nout_dir = \"evidence\"\n[evidence.geoip]\ncountry = \"{}\"\nasn = \"{}\"\n",
+        geoip.join("GeoLite2-Country-Test.mmdb").display(),
+        geoip.join("GeoLite2-ASN-Test.mmdb").display()
+    ));
+    std::fs::write(&s.config, cfg).unwrap();
+    d.join("evidence")
+}
+
+fn package_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("packages"))
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| {
+                    p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn package_turns_closed_alerts_from_kafka_into_verifiable_packages_once() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::memory(dir.path());
+    broker.start();
+    let s = setup(ConfigOpts {
+        brokers: &broker.addr(),
+        ..ConfigOpts::default()
+    });
+    let evidence = add_evidence(&s);
+    let out = output(&mut sensor(&s, &[]));
+    assert!(out.status.success(), "sensor failed: {}", text(&out.stderr));
+    let out = output(
+        cmd(&["detect", "--exit-when-idle", "5s", "--config"])
+            .arg(&s.config)
+            .arg("--alerts-out")
+            .arg(s.dir.path().join("alerts.jsonl")),
+    );
+    assert!(out.status.success(), "detect failed: {}", text(&out.stderr));
+    let closed = lines(&s.dir.path().join("alerts.jsonl"))
+        .iter()
+        .filter(|l| l.contains("\"state\":\"closed\""))
+        .count();
+    assert!(closed > 0);
+
+    let out =
+        output(cmd(&["package", "--stats", "--exit-when-idle", "5s", "--config"]).arg(&s.config));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "package failed: {err}");
+    assert!(err.contains(&format!("alerts_packaged={closed}")), "{err}");
+    let pkgs = package_dirs(&evidence);
+    assert!(!pkgs.is_empty(), "{err}");
+    assert_eq!(
+        metric(&err, "normwatch_evidence_packages_built_total") as usize,
+        pkgs.len()
+    );
+    assert_eq!(
+        metric(&err, "normwatch_evidence_deliveries_total") as usize,
+        pkgs.len(),
+        "each package dropped once in the national authority's directory"
+    );
+    assert_eq!(metric(&err, "normwatch_evidence_outbox_pending"), 0.0);
+    for p in &pkgs {
+        let v = output(
+            cmd(&["verify"])
+                .arg(p)
+                .arg("--key")
+                .arg(s.dir.path().join("signing.key.pub")),
+        );
+        assert!(v.status.success(), "{}: {}", p.display(), text(&v.stdout));
+    }
+    let dropped = std::fs::read_dir(s.dir.path().join("outbox"))
+        .unwrap()
+        .count();
+    assert_eq!(dropped, pkgs.len());
+
+    // Offsets were committed: a second run packages nothing again and sends nothing twice.
+    let out = output(cmd(&["package", "--exit-when-idle", "4s", "--config"]).arg(&s.config));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("alerts_packaged=0"), "{err}");
+    assert_eq!(package_dirs(&evidence).len(), pkgs.len());
+    assert_eq!(
+        std::fs::read_dir(s.dir.path().join("outbox"))
+            .unwrap()
+            .count(),
+        dropped
+    );
+}
+
 /// A Kafka producer for raw messages (a misbehaving peer).
 fn produce_raw(brokers: &str, topic: &str, payloads: &[Vec<u8>]) {
     use rdkafka::config::ClientConfig;

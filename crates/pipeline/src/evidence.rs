@@ -176,7 +176,8 @@ impl EvidenceStage {
         self.packager.store().package_dir(id)
     }
 
-    fn keep(&mut self, records: &[FlowRecord]) {
+    /// Keeps the most recent flows of each asset for the packages of its alerts.
+    pub fn keep(&mut self, records: &[FlowRecord]) {
         for r in records {
             let Some(a) = &r.asset else { continue };
             let q = self.flows.entry(a.id.as_str().to_string()).or_default();
@@ -188,7 +189,7 @@ impl EvidenceStage {
     }
 
     /// Builds and stores the packages of a closed alert, then delivers what is due.
-    fn package(&mut self, alert: &Alert) -> anyhow::Result<()> {
+    pub fn package(&mut self, alert: &Alert) -> anyhow::Result<()> {
         // The alert's window, with a margin for flows that began before it or ended after.
         const MARGIN_NS: u64 = 60_000_000_000;
         let flows: Vec<FlowRecord> = self

@@ -213,6 +213,113 @@ pub fn detect(
     Ok(summary)
 }
 
+/// What `package` did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PackageSummary {
+    /// Flow batches and alert events consumed; closed alerts packaged; packages built.
+    pub flow_batches: u64,
+    pub alert_events: u64,
+    pub alerts_packaged: u64,
+    pub packages: u64,
+    /// Messages that were not alerts or flow batches (counted by reason, skipped).
+    pub rejected: u64,
+}
+
+/// `normwatch package`: consumes the alerts topic and, for the flows behind each alert, the
+/// flows topic, each in the packagers' own consumer group (`{kafka.group_id}.package`);
+/// packages every closed alert for its recipient States into the evidence store and delivers
+/// from its outbox. An alert event is committed only once its packages are in the store
+/// (whose outbox survives a crash); a malformed alert event is counted and skipped.
+pub fn package(
+    cfg: &Config,
+    stage: &mut crate::evidence::EvidenceStage,
+    opts: &ConsumeOptions,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+) -> anyhow::Result<PackageSummary> {
+    use normwatch_model::{Alert, AlertState};
+    use normwatch_transport::bus::Subscriber;
+    use normwatch_transport::wire::decode_batch;
+    need_kafka(cfg, "package")?;
+    let _span = tracing::info_span!("package").entered();
+    let mut kafka = cfg.kafka.clone();
+    kafka.group_id = format!("{}.package", cfg.kafka.group_id);
+    let mut flows = KafkaSubscriber::new(&cfg.bus, &kafka, Topic::Flows, metrics.transport.clone())?;
+    let mut alerts =
+        KafkaSubscriber::new(&cfg.bus, &kafka, Topic::Alerts, metrics.transport.clone())?;
+    let mut summary = PackageSummary::default();
+    let mut last = Instant::now();
+    let mut assignments = flows.assignments() + alerts.assignments();
+    let mut last_delivery = Instant::now();
+    let result: anyhow::Result<()> = loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break Ok(());
+        }
+        let mut idle = true;
+        // Flows first, so an alert's flows are kept before the alert is packaged.
+        while let Some(d) = flows.poll(Duration::from_millis(10))? {
+            idle = false;
+            match decode_batch::<FlowRecord>(&d.payload) {
+                Ok(batch) => {
+                    summary.flow_batches += 1;
+                    stage.keep(&batch.records);
+                }
+                Err(e) => {
+                    summary.rejected += 1;
+                    metrics
+                        .transport
+                        .rejected_batches
+                        .with_label_values(&[e.reason()])
+                        .inc();
+                }
+            }
+            flows.commit(&d)?;
+        }
+        if let Some(d) = alerts.poll(Duration::from_millis(50))? {
+            idle = false;
+            summary.alert_events += 1;
+            match serde_json::from_slice::<Alert>(&d.payload) {
+                Ok(a) if a.state == AlertState::Closed => {
+                    let before = stage.built.len();
+                    if let Err(e) = stage.package(&a) {
+                        // Not committed: a restart packages this alert again (the store keeps
+                        // the first build of a package, so nothing is sent twice).
+                        break Err(e.context(format!("cannot package alert {}", a.id)));
+                    }
+                    summary.alerts_packaged += 1;
+                    summary.packages += (stage.built.len() - before) as u64;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    summary.rejected += 1;
+                    tracing::warn!(
+                        partition = d.partition,
+                        offset = d.offset,
+                        "skipped a message on the alerts topic that is not an alert event: {e}"
+                    );
+                }
+            }
+            alerts.commit(&d)?;
+        }
+        if last_delivery.elapsed() >= Duration::from_secs(5) {
+            // Retries of earlier failed deliveries, on their backoff schedule.
+            stage.deliver()?;
+            last_delivery = Instant::now();
+        }
+        let now_assigned = flows.assignments() + alerts.assignments();
+        if !idle || now_assigned != assignments {
+            assignments = now_assigned;
+            last = Instant::now();
+        } else if opts.exit_when_idle.is_some_and(|i| last.elapsed() >= i) {
+            break Ok(());
+        }
+    };
+    let closed = flows.close().and(alerts.close());
+    result?;
+    closed.map_err(|e| anyhow::Error::new(e).context("cannot commit consumed messages"))?;
+    Ok(summary)
+}
+
 /// `normwatch run`: the sensor and the consumer in one process over the in-process bus
 /// (whatever `bus.kind` says). The sensor runs on its own thread; a full bus makes it wait.
 pub fn run(
