@@ -344,6 +344,8 @@ pub(crate) struct AssetState {
     holds_ip: bool,
     /// On the detector's list of assets to visit when the watermark moves.
     pub(crate) listed: bool,
+    /// Sources or reflected bytes were gathered since they were last forgotten.
+    gathered: bool,
     /// Packets and bytes counted for seconds already final, since the last finalisation.
     late: (u64, u64),
     base: Baseline,
@@ -475,6 +477,7 @@ impl AssetState {
             exfil: HashMap::new(),
             last_sweep: first_sec,
             listed: false,
+            gathered: false,
             holds_ip: cx.asset.has_role(Role::HoldsIp),
             ports: Ports::new(&cx.asset.service_ports),
             fixed_total: cx.asset.thresholds.total,
@@ -685,8 +688,10 @@ impl AssetState {
             let i = reflector(remote_port).expect("reflected");
             self.refl[i] += inbound.ip_bytes;
             self.refl_out += outbound.ip_bytes;
+            self.gathered = true;
         }
         if armed && inbound.pkts > 0 {
+            self.gathered = true;
             if let Some(e) = self.sources.get_mut(&remote) {
                 e.pkts += inbound.pkts;
                 e.bytes += inbound.ip_bytes;
@@ -1384,14 +1389,17 @@ impl AssetState {
                 }
             }
         }
-        if self.open.is_empty() {
+        if self.open.is_empty() && self.gathered {
             // Sources are named for an attack: forget those seen while nothing was open.
             self.sources.clear();
             self.others = (0, 0);
             self.refl = [0; REFLECTORS.len()];
             self.refl_out = 0;
+            self.gathered = false;
         }
-        if watermark >= self.last_sweep + SWEEP_SECS {
+        if watermark >= self.last_sweep + SWEEP_SECS
+            && !(self.scans.is_empty() && self.exfil.is_empty())
+        {
             self.last_sweep = watermark;
             let idle = cx.s.scan_idle_secs;
             self.scans.retain(|_, p| p.last_sec + idle >= watermark);
