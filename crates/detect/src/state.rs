@@ -14,6 +14,8 @@ use std::net::IpAddr;
 
 /// Least seconds of history per asset; more when the allowed lateness needs them.
 const MIN_RING: u64 = 16;
+/// Most seconds of history per asset.
+const MAX_RING: u64 = 64;
 /// Seconds before the ring kept for late records of short flows (a flood's flows reported
 /// only at their idle timeout). A power of two.
 const LATE_SLOTS: usize = 4;
@@ -41,8 +43,12 @@ pub(crate) struct Ctx<'a> {
 }
 
 fn ring_len(s: &Settings) -> u64 {
-    // A power of two: the slot of a second is a mask, not a division.
-    (s.lateness_secs + 4).max(MIN_RING).next_power_of_two()
+    // A power of two: the slot of a second is a mask, not a division. Bounded, so a long
+    // allowed lateness does not cost every asset a long ring: seconds leaving the ring are
+    // made final early, and later records reach only the late cache and the baseline.
+    (s.lateness_secs + 4)
+        .clamp(MIN_RING, MAX_RING)
+        .next_power_of_two()
 }
 
 /// One second of traffic towards the asset. Counts are u32 (saturating): four billion
