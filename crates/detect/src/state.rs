@@ -248,6 +248,8 @@ struct Open {
     named: Vec<TopSource>,
     /// The worst second of a flood.
     peak: Option<Peak>,
+    /// The limits compared with, where they are not the asset's thresholds.
+    threshold: Option<Rates>,
 }
 
 /// A flood's worst second, and for carpet bombing its spread (addresses, busiest one's
@@ -273,6 +275,7 @@ fn placeholder() -> Open {
         impairment: None,
         named: Vec::new(),
         peak: None,
+        threshold: None,
     }
 }
 
@@ -1124,6 +1127,11 @@ impl AssetState {
                 summary,
                 Extra {
                     peak: Some(peak),
+                    threshold: Some(Rates {
+                        pps: Some(s.amp_pps),
+                        bps: Some(s.amp_bps),
+                        new_flows_per_s: None,
+                    }),
                     ..Extra::baseline(baseline)
                 },
                 out,
@@ -1181,6 +1189,7 @@ impl AssetState {
             peak,
             baseline,
             impairment,
+            threshold,
         } = extra;
         let update_secs = cx.s.update_secs;
         if let Some(pos) = self.open.iter().position(|o| o.kind == kind) {
@@ -1233,6 +1242,7 @@ impl AssetState {
             baseline,
             impairment,
             peak,
+            threshold,
             named: named.into_iter().collect(),
         };
         out.push(self.event(cx, &o, AlertState::Open));
@@ -1502,7 +1512,7 @@ impl AssetState {
             window_start_ns: o.start_ns,
             window_end_ns: (o.last_hit_sec + 1) * NS,
             measured: o.measured,
-            threshold: asset.thresholds.total,
+            threshold: o.threshold.unwrap_or(asset.thresholds.total),
             baseline: o.baseline,
             impairment: o.impairment,
             top_sources,
@@ -1523,6 +1533,8 @@ struct Extra {
     peak: Option<Peak>,
     baseline: Option<Measured>,
     impairment: Option<Impairment>,
+    /// The limits the rule compared with, where they are not the asset's thresholds.
+    threshold: Option<Rates>,
 }
 
 impl Extra {

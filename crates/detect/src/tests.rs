@@ -349,6 +349,8 @@ fn unsolicited_reflector_responses_are_amplification_with_evidence() {
     recs.extend(reflected(&d, 101, 1500, 123, false));
     let out = run(&mut d, &recs);
     assert_eq!(opened(&out), [(AlertKind::UdpAmplification, "web".into())]);
+    // Judged against the reflection limits, not the asset's flood thresholds.
+    assert_eq!(out[0].threshold.bps, Some(Settings::default().amp_bps));
     let last = out.last().unwrap();
     assert!(
         last.summary.contains("DNS") && last.summary.contains("NTP"),
