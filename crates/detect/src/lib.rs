@@ -153,6 +153,60 @@ pub struct Footprint {
     pub per_spread_addr: usize,
 }
 
+/// Finds the asset of a record's id.
+#[derive(Debug)]
+struct Ids {
+    /// Asset id → position in the index.
+    by_text: HashMap<Arc<str>, usize>,
+    /// The same by the address of the index's own id text (alive as long as the index, so an
+    /// address cannot be reused by another text meanwhile): records matched in this process
+    /// share those texts, found without reading them.
+    own: HashMap<usize, usize>,
+    /// The previous record's id (address and position): batches are keyed by asset, so most
+    /// lookups stop here.
+    last_ptr: usize,
+    last: usize,
+    /// The previous id found by its text (records decoded from the wire carry their own).
+    last_text: Option<(AssetId, usize)>,
+}
+
+impl Ids {
+    fn new(assets: &AssetIndex) -> Ids {
+        let all = assets.assets().iter().enumerate();
+        Ids {
+            by_text: all.clone().map(|(i, a)| (a.id.0.clone(), i)).collect(),
+            own: all.map(|(i, a)| (text_addr(&a.id), i)).collect(),
+            last_ptr: 0,
+            last: 0,
+            last_text: None,
+        }
+    }
+
+    #[inline]
+    fn find(&mut self, id: &AssetId) -> Option<usize> {
+        let ptr = text_addr(id);
+        if ptr == self.last_ptr {
+            return Some(self.last);
+        }
+        if let Some(&i) = self.own.get(&ptr) {
+            (self.last_ptr, self.last) = (ptr, i);
+            return Some(i);
+        }
+        if let Some((last, i)) = &self.last_text {
+            if last.0 == id.0 {
+                return Some(*i);
+            }
+        }
+        let i = *self.by_text.get(id.as_str())?;
+        self.last_text = Some((id.clone(), i));
+        Some(i)
+    }
+}
+
+fn text_addr(id: &AssetId) -> usize {
+    Arc::as_ptr(&id.0).cast::<u8>() as usize
+}
+
 /// What the detector holds, counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Memory {
@@ -170,15 +224,9 @@ pub struct Detector {
     settings: Settings,
     /// Per asset (by position in the index), created on its first record.
     states: Vec<Option<Box<AssetState>>>,
-    /// Asset id → position in the index.
-    ids: HashMap<Arc<str>, usize>,
-    /// The same by the address of the index's own id text (alive as long as the index, so an
-    /// address cannot be reused by another text meanwhile).
-    own: HashMap<usize, usize>,
+    ids: Ids,
     /// Assets the next watermark move must visit (see `expire`).
     active: Vec<usize>,
-    /// The previous record's asset: batches are keyed by asset, so most lookups stop here.
-    last: Option<(AssetId, usize)>,
     /// Latest event time seen (ns).
     now_ns: u64,
     /// Latest watermark second acted on.
@@ -191,18 +239,7 @@ pub struct Detector {
 
 impl Detector {
     pub fn new(assets: Arc<AssetIndex>, norms: NormCatalogue, settings: Settings) -> Self {
-        let ids = assets
-            .assets()
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.id.0.clone(), i))
-            .collect();
-        let own = assets
-            .assets()
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (Arc::as_ptr(&a.id.0).cast::<u8>() as usize, i))
-            .collect();
+        let ids = Ids::new(&assets);
         let mut states = Vec::new();
         states.resize_with(assets.assets().len(), || None);
         Detector {
@@ -211,9 +248,7 @@ impl Detector {
             settings,
             states,
             ids,
-            own,
             active: Vec::new(),
-            last: None,
             now_ns: 0,
             watermark: 0,
             records: 0,
@@ -269,58 +304,46 @@ impl Detector {
         m
     }
 
-    #[inline]
-    fn index_of(&mut self, id: &AssetId) -> Option<usize> {
-        if let Some((last, i)) = &self.last {
-            if Arc::ptr_eq(&last.0, &id.0) {
-                return Some(*i);
-            }
-        }
-        // Records matched in this process share the index's own ids: found by address,
-        // without reading the (cold) text.
-        let ptr = Arc::as_ptr(&id.0).cast::<u8>() as usize;
-        if let Some(&i) = self.own.get(&ptr) {
-            self.last = Some((id.clone(), i));
-            return Some(i);
-        }
-        if let Some((last, i)) = &self.last {
-            if last.0 == id.0 {
-                return Some(*i);
-            }
-        }
-        let i = *self.ids.get(id.as_str())?;
-        self.last = Some((id.clone(), i));
-        Some(i)
-    }
-
     /// Processes a batch of records; alert events go to `out`.
     pub fn process(&mut self, records: &[FlowRecord], out: &mut Vec<Alert>) {
-        let assets = Arc::clone(&self.assets);
+        let Detector {
+            assets,
+            norms,
+            settings,
+            states,
+            ids,
+            active,
+            now_ns,
+            records: seen,
+            late,
+            ..
+        } = self;
         for r in records {
-            self.records += 1;
-            self.now_ns = self.now_ns.max(r.last_ns);
+            *seen += 1;
+            *now_ns = (*now_ns).max(r.last_ns);
             let Some(m) = &r.asset else { continue };
-            let Some(idx) = self.index_of(&m.id) else {
+            let Some(idx) = ids.find(&m.id) else {
                 continue;
             };
             let cx = Ctx {
-                s: &self.settings,
-                norms: &self.norms,
+                s: settings,
+                norms,
                 asset: assets.get(idx as u32),
-                index: &assets,
+                index: assets,
             };
-            let st = self.states[idx].get_or_insert_with(|| AssetState::new(&cx, r.first_ns / NS));
+            let st = states[idx].get_or_insert_with(|| AssetState::new(&cx, r.first_ns / NS));
             if !st.account(&cx, r, m.side, out) {
-                self.late += 1;
+                *late += 1;
             }
             if !st.listed {
                 st.listed = true;
-                self.active.push(idx);
+                active.push(idx);
             }
         }
         let watermark = (self.now_ns / NS).saturating_sub(self.settings.lateness_secs);
         if watermark > self.watermark {
             self.watermark = watermark;
+            let assets = Arc::clone(&self.assets);
             self.expire(&assets, out);
         }
     }
