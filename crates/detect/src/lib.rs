@@ -256,7 +256,6 @@ impl Detector {
         }
     }
 
-    /// The settings in force.
     /// Each tracked asset's learned normal (id, normal), for metrics and dashboards. Assets
     /// with no traffic yet are left out.
     pub fn normals(&self) -> impl Iterator<Item = (&str, Normal)> + '_ {
@@ -278,6 +277,7 @@ impl Detector {
         })
     }
 
+    /// The settings in force.
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
