@@ -171,6 +171,35 @@ fn total_limit(fixed: &Rates, base: &Baseline, s: &Settings) -> Lim {
     }
 }
 
+/// A one-hash Bloom filter over the addresses in a full source table: 8 bits per entry, so
+/// about one in eight absent addresses still probes the table.
+#[derive(Debug)]
+struct Held([u64; MAX_SOURCES * 8 / 64]);
+
+impl Default for Held {
+    fn default() -> Self {
+        Held([0; MAX_SOURCES * 8 / 64])
+    }
+}
+
+impl Held {
+    #[inline]
+    fn bit(v: u64) -> usize {
+        (v.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 51) as usize & (MAX_SOURCES * 8 - 1)
+    }
+
+    fn add(&mut self, v: u64) {
+        let b = Self::bit(v);
+        self.0[b / 64] |= 1 << (b % 64);
+    }
+
+    #[inline]
+    fn maybe(&self, v: u64) -> bool {
+        let b = Self::bit(v);
+        self.0[b / 64] & (1 << (b % 64)) != 0
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Src {
     pkts: u64,
@@ -359,6 +388,8 @@ pub(crate) struct AssetState {
     late: (u64, u64),
     base: Baseline,
     sources: HashMap<IpAddr, Src>,
+    /// Which sources the full table may hold (made when it fills).
+    held: Option<Box<Held>>,
     others: (u64, u64),
     /// Reflected bytes by protocol, and bytes the asset sent in those flows, since nothing
     /// was open.
@@ -426,6 +457,7 @@ impl AssetState {
                 .as_ref()
                 .map_or(0, |_| size_of::<[Bucket; LATE_SLOTS]>())
             + self.sources.allocation_size()
+            + self.held.as_ref().map_or(0, |_| size_of::<Held>())
             + self.scans.allocation_size()
             + self.exfil.allocation_size()
             + self.spread.as_ref().map_or(0, |sp| {
@@ -466,6 +498,7 @@ impl AssetState {
             base,
             late: (0, 0),
             sources: HashMap::new(),
+            held: None,
             others: (0, 0),
             refl: [0; REFLECTORS.len()],
             refl_out: 0,
@@ -701,7 +734,16 @@ impl AssetState {
         }
         if armed && inbound.pkts > 0 {
             self.gathered = true;
-            if let Some(e) = self.sources.get_mut(&remote) {
+            // Once the table is full, a spoofed flood's sources are nearly all new: a bit per
+            // hashed address says "certainly not held" without probing the table.
+            let absent = self
+                .held
+                .as_deref()
+                .is_some_and(|h| !h.maybe(addr_key(remote)));
+            if absent {
+                self.others.0 += inbound.pkts;
+                self.others.1 += inbound.ip_bytes;
+            } else if let Some(e) = self.sources.get_mut(&remote) {
                 e.pkts += inbound.pkts;
                 e.bytes += inbound.ip_bytes;
                 e.reflector |= reflected;
@@ -714,6 +756,13 @@ impl AssetState {
                         reflector: reflected,
                     },
                 );
+                if self.sources.len() == MAX_SOURCES {
+                    let mut h = Box::new(Held::default());
+                    for a in self.sources.keys() {
+                        h.add(addr_key(*a));
+                    }
+                    self.held = Some(h);
+                }
             } else {
                 self.others.0 += inbound.pkts;
                 self.others.1 += inbound.ip_bytes;
@@ -1408,6 +1457,7 @@ impl AssetState {
         if self.open.is_empty() && self.gathered {
             // Sources are named for an attack: forget those seen while nothing was open.
             self.sources.clear();
+            self.held = None;
             self.others = (0, 0);
             self.refl = [0; REFLECTORS.len()];
             self.refl_out = 0;
@@ -1706,4 +1756,22 @@ fn amp_summary(pkts: u64, bits: u64, refl: &[u64; REFLECTORS.len()], refl_out: u
         "{pkts} packets ({bits} bits) of reflector responses in one second; reflected so far: {}; {ratio}",
         protos.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_held_filter_never_forgets_an_address_and_rejects_most_others() {
+        let mut h = Held::default();
+        for v in 0..MAX_SOURCES as u64 {
+            h.add(v * 2_654_435_761);
+        }
+        assert!((0..MAX_SOURCES as u64).all(|v| h.maybe(v * 2_654_435_761)));
+        let false_hits = (0..100_000u64)
+            .filter(|v| h.maybe(0xDEAD_0000_0000 + v * 7919))
+            .count();
+        assert!(false_hits < 20_000, "{false_hits}");
+    }
 }

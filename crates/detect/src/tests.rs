@@ -1037,3 +1037,51 @@ fn a_flood_reported_late_still_alerts_from_the_cache_of_late_seconds() {
     d.process(&long, &mut out);
     assert_eq!(out.len(), before, "{out:#?}");
 }
+
+#[test]
+fn a_heavy_source_is_still_named_once_a_spoofed_flood_fills_the_source_table() {
+    let mut d = detector(
+        vec![asset("dns", "192.0.2.0/24", udp_limit(1000))],
+        Settings::default(),
+    );
+    let heavy = ip("203.0.113.99");
+    let mut recs = Vec::new();
+    for i in 0..3000u64 {
+        // The heavy source among the first, then 3 000 spoofed ones, then the heavy one again.
+        let src = if i == 500 {
+            heavy
+        } else {
+            v4(0x0E00_0000 + i as u32)
+        };
+        recs.push(rec(
+            &d,
+            17,
+            (src, 4444),
+            (ip("192.0.2.53"), 53),
+            100 * NS + i * 1000,
+            dir(1, 100),
+            dir(0, 0),
+            ConnState::S0,
+        ));
+    }
+    for i in 0..2000u64 {
+        recs.push(rec(
+            &d,
+            17,
+            (heavy, 5555),
+            (ip("192.0.2.53"), 53),
+            100 * NS + 5_000_000 + i * 1000,
+            dir(1, 100),
+            dir(0, 0),
+            ConnState::S0,
+        ));
+    }
+    let out = run(&mut d, &recs);
+    let closed = out.last().unwrap();
+    assert_eq!(
+        closed.top_sources[0].addr, heavy,
+        "{:#?}",
+        closed.top_sources
+    );
+    assert!(closed.top_sources[0].pkts >= 2000);
+}
