@@ -85,7 +85,7 @@ enum Command {
     /// its own consumer group; for every closed alert, attributes the sources, plans one
     /// package per recipient State, builds and signs it, stores it with a durable outbox and
     /// delivers it (TAXII 2.1, webhook or directory drop, retried with backoff). Needs
-    /// bus.kind = "kafka" and an [evidence] section.
+    /// bus.kind = "kafka" and an `[evidence]` section.
     Package(stages::PackageArgs),
     /// Run every stage in one process over the in-process bus (no broker).
     ///

@@ -65,7 +65,7 @@ pub struct DetectArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct PackageArgs {
-    /// Configuration file with bus.kind = "kafka", bus.brokers and an [evidence] section.
+    /// Configuration file with bus.kind = "kafka", bus.brokers and an `[evidence]` section.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: PathBuf,
     /// Store packages (and the delivery outbox) under DIR instead of evidence.out_dir.
@@ -149,8 +149,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     alerts_out: Option<PathBuf>,
     /// Package every closed alert as signed evidence for its recipient States, stored (with
-    /// the delivery outbox) under DIR; needs the configuration's [evidence] section. Without
-    /// it, evidence.out_dir is used when [evidence] is present.
+    /// the delivery outbox) under DIR; needs the configuration's `[evidence]` section. Without
+    /// it, evidence.out_dir is used when `[evidence]` is present.
     #[arg(long, value_name = "DIR")]
     evidence_dir: Option<PathBuf>,
     #[command(flatten)]

@@ -244,7 +244,8 @@ pub fn package(
     let _span = tracing::info_span!("package").entered();
     let mut kafka = cfg.kafka.clone();
     kafka.group_id = format!("{}.package", cfg.kafka.group_id);
-    let mut flows = KafkaSubscriber::new(&cfg.bus, &kafka, Topic::Flows, metrics.transport.clone())?;
+    let mut flows =
+        KafkaSubscriber::new(&cfg.bus, &kafka, Topic::Flows, metrics.transport.clone())?;
     let mut alerts =
         KafkaSubscriber::new(&cfg.bus, &kafka, Topic::Alerts, metrics.transport.clone())?;
     let mut summary = PackageSummary::default();
