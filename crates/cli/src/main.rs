@@ -18,12 +18,14 @@ use std::process::ExitCode;
 
 /// Watches critical-infrastructure networks and reports attacks that impair public services.
 ///
-/// Start with `normwatch flows --pcap FILE` to see the connections a capture holds, and
-/// `normwatch check-config FILE` to validate a configuration before deploying it.
+/// Start with `normwatch demo` to see every stage work on simulated attacks, `normwatch flows
+/// --pcap FILE` to see the connections a capture holds, and `normwatch check-config FILE` to
+/// validate a configuration before deploying it.
 ///
 /// Stages: `normwatch run` runs everything in one process (no broker needed); across many
-/// sites, `normwatch sensor` at each site publishes flow records to Kafka and
-/// `normwatch detect` processes consume them as one consumer group.
+/// sites, `normwatch sensor` at each site publishes flow records to Kafka, `normwatch detect`
+/// processes consume them as one consumer group and publish alerts, and `normwatch package`
+/// turns closed alerts into signed evidence packages for the States the attacks come from.
 #[derive(Debug, Parser)]
 #[command(
     name = "normwatch",
