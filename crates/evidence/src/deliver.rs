@@ -7,7 +7,7 @@
 //! objects keep their ids and versions, the webhook carries the package id as
 //! `Idempotency-Key`, and the dropped file has the package's name and content.
 
-use crate::recipients::Channel;
+use crate::recipients::{check_transport, Channel, Transport};
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,12 +23,60 @@ fn err<T>(s: impl Into<String>) -> Result<T, DeliveryError> {
     Err(DeliveryError(s.into()))
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
+/// An HTTP agent for one channel. With `ca` the certificates in that PEM file are the only
+/// trust roots; without it the webpki (Mozilla) roots are. The URL is checked again here, not
+/// only when the directory is loaded: an outbox row queued under an older rule must not send
+/// evidence in clear either.
+fn agent(url: &str, ca: Option<&str>, timeout: Duration) -> Result<ureq::Agent, DeliveryError> {
+    let transport = check_transport(url).map_err(DeliveryError)?;
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(ca) = ca {
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&ca_certs(ca)?));
+    }
+    Ok(ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
+        // A TLS channel never follows a redirect to plain http.
+        .https_only(transport == Transport::Tls)
+        .tls_config(tls.build())
         .build()
-        .into()
+        .into())
+}
+
+/// The certificates of a PEM file; a file without any is an error, since trusting nothing
+/// would fail every delivery with a less helpful message.
+fn ca_certs(path: &str) -> Result<Vec<ureq::tls::Certificate<'static>>, DeliveryError> {
+    let pem = std::fs::read(path).map_err(|e| DeliveryError(format!("ca {path}: {e}")))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return err(format!("ca {path}: {e}")),
+        }
+    }
+    if certs.is_empty() {
+        return err(format!("ca {path}: no PEM certificate in the file"));
+    }
+    Ok(certs)
+}
+
+/// A transport error, with the trust roots named when the server's certificate was refused
+/// (the usual cause: a recipient behind a private CA and no `ca` on the channel, or the wrong
+/// one).
+fn transport_error(what: &str, url: &str, ca: Option<&str>, e: &ureq::Error) -> DeliveryError {
+    let text = e.to_string();
+    if text.contains("certificate") {
+        let roots = match ca {
+            Some(ca) => format!("the CA file {ca}"),
+            None => "the webpki roots (no `ca` on the channel)".to_string(),
+        };
+        DeliveryError(format!(
+            "{what} {url}: TLS certificate not trusted by {roots}: {text}"
+        ))
+    } else {
+        DeliveryError(format!("{what} {url}: {text}"))
+    }
 }
 
 fn secret(var: &Option<String>) -> Result<Option<String>, DeliveryError> {
@@ -59,10 +107,12 @@ pub fn deliver(
 ) -> Result<String, DeliveryError> {
     match channel {
         Channel::Directory { path } => drop_file(Path::new(path), package_id, tar),
-        Channel::Webhook { url, token_env } => {
+        Channel::Webhook { url, token_env, ca } => {
+            let ca = ca.as_deref();
+            let agent = agent(url, ca, timeout)?;
             let body =
                 std::fs::read(tar).map_err(|e| DeliveryError(format!("{}: {e}", tar.display())))?;
-            let mut req = agent(timeout)
+            let mut req = agent
                 .post(url)
                 .header("Content-Type", "application/x-tar")
                 .header("Idempotency-Key", package_id)
@@ -72,7 +122,7 @@ pub fn deliver(
             }
             let resp = req
                 .send(&body[..])
-                .map_err(|e| DeliveryError(format!("webhook {url}: {e}")))?;
+                .map_err(|e| transport_error("webhook", url, ca, &e))?;
             let status = resp.status().as_u16();
             if (200..300).contains(&status) {
                 Ok(format!("webhook {url}: HTTP {status}"))
@@ -85,12 +135,15 @@ pub fn deliver(
             collection,
             user,
             password_env,
+            ca,
         } => {
             let auth = match user {
                 Some(u) => Some(basic(u, &secret(password_env)?.unwrap_or_default())),
                 None => None,
             };
-            taxii_push(url, collection, auth.as_deref(), dir, timeout)
+            let ca = ca.as_deref();
+            let agent = agent(url, ca, timeout)?;
+            taxii_push(&agent, ca, url, collection, auth.as_deref(), dir)
         }
     }
 }
@@ -111,11 +164,12 @@ fn drop_file(target: &Path, package_id: &str, tar: &Path) -> Result<String, Deli
 }
 
 fn taxii_push(
+    agent: &ureq::Agent,
+    ca: Option<&str>,
     api_root: &str,
     collection: &str,
     auth: Option<&str>,
     dir: &Path,
-    timeout: Duration,
 ) -> Result<String, DeliveryError> {
     let bundle_path = dir.join("stix/bundle.json");
     let bundle: serde_json::Value = std::fs::read(&bundle_path)
@@ -127,7 +181,6 @@ fn taxii_push(
     let body = serde_json::to_vec(&envelope).map_err(|e| DeliveryError(e.to_string()))?;
     let root = api_root.trim_end_matches('/');
     let url = format!("{root}/collections/{collection}/objects/");
-    let agent = agent(timeout);
     // An empty Authorization header is never sent: no header is the same as no credentials.
     let auth = auth.unwrap_or_default();
     let mut post = agent
@@ -139,7 +192,7 @@ fn taxii_push(
     }
     let mut resp = post
         .send(&body[..])
-        .map_err(|e| DeliveryError(format!("taxii {url}: {e}")))?;
+        .map_err(|e| transport_error("taxii", &url, ca, &e))?;
     let code = resp.status().as_u16();
     let text = resp.body_mut().read_to_string().unwrap_or_default();
     if code != 202 {
@@ -164,7 +217,7 @@ fn taxii_push(
         }
         let mut r = get
             .call()
-            .map_err(|e| DeliveryError(format!("taxii {surl}: {e}")))?;
+            .map_err(|e| transport_error("taxii", &surl, ca, &e))?;
         let code = r.status().as_u16();
         let t = r.body_mut().read_to_string().unwrap_or_default();
         if code != 200 {
@@ -202,7 +255,7 @@ fn taxii_push(
             })
             .unwrap_or_default();
         if !failed.is_empty()
-            && already_held(&agent, root, collection, auth, &failed, &versions).unwrap_or(false)
+            && already_held(agent, ca, root, collection, auth, &failed, &versions).unwrap_or(false)
         {
             return Ok(format!(
                 "taxii status {status_id}: all {} objects already held by the collection",
@@ -227,6 +280,7 @@ fn taxii_push(
 /// for objects that have one).
 fn already_held(
     agent: &ureq::Agent,
+    ca: Option<&str>,
     root: &str,
     collection: &str,
     auth: &str,
@@ -251,7 +305,7 @@ fn already_held(
             }
             let mut r = get
                 .call()
-                .map_err(|e| DeliveryError(format!("taxii {u}: {e}")))?;
+                .map_err(|e| transport_error("taxii", &u, ca, &e))?;
             if r.status().as_u16() != 200 {
                 return Ok(false);
             }

@@ -22,6 +22,11 @@ pub fn is_country_code(s: &str) -> bool {
 }
 
 /// How a package reaches a recipient.
+///
+/// TAXII and webhook URLs must be `https://`; plain `http://` is accepted only for a loopback
+/// host (a local relay or a test server), because evidence and credentials must not cross a
+/// network in clear. `ca` names a PEM file whose certificates are the only trust roots for that
+/// channel (a recipient behind a private CA); without it the Mozilla roots (webpki) are used.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Channel {
@@ -35,6 +40,11 @@ pub enum Channel {
         user: Option<String>,
         #[serde(default)]
         password_env: Option<String>,
+        /// PEM file of the CA certificates trusted for this server (instead of webpki roots).
+        // Outbox rows queued before this field existed have no `ca`, hence the default and
+        // no serialisation of `None`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca: Option<String>,
     },
     /// POST the `.tar` to an HTTPS webhook, with a bearer token from the environment variable
     /// `token_env` if set.
@@ -42,6 +52,9 @@ pub enum Channel {
         url: String,
         #[serde(default)]
         token_env: Option<String>,
+        /// PEM file of the CA certificates trusted for this server (instead of webpki roots).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca: Option<String>,
     },
     /// Drop the `.tar` into a directory (a mounted exchange share, an outbox for couriers).
     Directory { path: String },
@@ -58,6 +71,80 @@ impl Channel {
             Channel::Directory { path } => format!("directory {path}"),
         }
     }
+
+    /// The channel's problems, each as a sentence (empty when it is usable).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let (url, ca) = match self {
+            Channel::Taxii {
+                url,
+                collection,
+                ca,
+                ..
+            } => {
+                if collection.is_empty() {
+                    problems.push("collection is empty".to_string());
+                }
+                (url, ca)
+            }
+            Channel::Webhook { url, ca, .. } => (url, ca),
+            Channel::Directory { path } => {
+                if path.is_empty() {
+                    problems.push("path is empty".to_string());
+                }
+                return problems;
+            }
+        };
+        match check_transport(url) {
+            Err(e) => problems.push(e),
+            Ok(Transport::Clear) if ca.is_some() => problems.push(format!(
+                "ca is set but {url} is not https:// (a CA only applies to TLS)"
+            )),
+            Ok(_) => {}
+        }
+        if ca.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            problems.push("ca is empty".to_string());
+        }
+        problems
+    }
+}
+
+/// How a channel URL is carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// `https://`.
+    Tls,
+    /// `http://` to a loopback host: never leaves the machine.
+    Clear,
+}
+
+/// Checks that `url` is `https://`, or `http://` to a loopback host (127.0.0.0/8, `::1`,
+/// `localhost`); anything else is refused with the reason.
+pub fn check_transport(url: &str) -> std::result::Result<Transport, String> {
+    let uri: ureq::http::Uri = url
+        .parse()
+        .map_err(|e| format!("url must be http(s): {url:?} is not a URL ({e})"))?;
+    let host = uri.host().unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("url must be http(s): {url:?} has no host"));
+    }
+    match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("https") => Ok(Transport::Tls),
+        Some("http") if is_loopback_host(host) => Ok(Transport::Clear),
+        Some("http") => Err(format!(
+            "url {url} is plain http:// to {host}, which is not loopback: use https:// \
+             (evidence and credentials must not cross a network in clear)"
+        )),
+        _ => Err(format!("url must be http(s): {url:?}")),
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
 /// One State's point of contact.
@@ -130,25 +217,13 @@ impl Directory {
                 }
             }
             for (j, c) in r.channels.iter().enumerate() {
-                let url_ok = |u: &str| u.starts_with("https://") || u.starts_with("http://");
-                match c {
-                    Channel::Taxii {
-                        url, collection, ..
-                    } => {
-                        if !url_ok(url) {
-                            problems.push(format!("{at}: channel[{j}]: url must be http(s)"));
-                        }
-                        if collection.is_empty() {
-                            problems.push(format!("{at}: channel[{j}]: collection is empty"));
-                        }
-                    }
-                    Channel::Webhook { url, .. } if !url_ok(url) => {
-                        problems.push(format!("{at}: channel[{j}]: url must be http(s)"));
-                    }
-                    Channel::Directory { path } if path.is_empty() => {
-                        problems.push(format!("{at}: channel[{j}]: path is empty"));
-                    }
-                    _ => {}
+                let kind = match c {
+                    Channel::Taxii { .. } => "taxii",
+                    Channel::Webhook { .. } => "webhook",
+                    Channel::Directory { .. } => "directory",
+                };
+                for p in c.problems() {
+                    problems.push(format!("{at}: channel[{j}] ({kind}): {p}"));
                 }
             }
             if map.contains_key(&r.code) {
@@ -176,14 +251,22 @@ impl Directory {
         Directory::parse(&text).map_err(|e| Error::Recipients(format!("{}: {e}", path.display())))
     }
 
-    /// Makes relative directory-drop paths relative to `base` (the directory file's folder).
+    /// Makes relative directory-drop paths and CA files relative to `base` (the directory
+    /// file's folder).
     pub fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |path: &mut String| {
+            if Path::new(path.as_str()).is_relative() {
+                *path = base.join(path.as_str()).display().to_string();
+            }
+        };
         for r in self.states.values_mut() {
             for c in &mut r.channels {
-                if let Channel::Directory { path } = c {
-                    if Path::new(path.as_str()).is_relative() {
-                        *path = base.join(path.as_str()).display().to_string();
+                match c {
+                    Channel::Directory { path } => resolve(path),
+                    Channel::Taxii { ca: Some(ca), .. } | Channel::Webhook { ca: Some(ca), .. } => {
+                        resolve(ca)
                     }
+                    _ => {}
                 }
             }
         }

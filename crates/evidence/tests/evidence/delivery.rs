@@ -218,6 +218,7 @@ fn taxii_push_to_a_real_server_after_it_comes_back_ends_complete() {
         collection: COLLECTION.into(),
         user: Some("cert-bund".into()),
         password_env: Some("NORMWATCH_TEST_TAXII_PASSWORD".into()),
+        ca: None,
     }]);
     let mut store = Store::open(&tmp.path().join("store")).unwrap();
     store.put(p, &r, T).unwrap();
@@ -416,6 +417,7 @@ fn a_webhook_answering_an_error_is_retried_later() {
     let r = recipient(vec![Channel::Webhook {
         url: format!("http://127.0.0.1:{port}/x"),
         token_env: None,
+        ca: None,
     }]);
     let mut store = Store::open(&tmp.path().join("store")).unwrap();
     store.put(p, &r, T).unwrap();
