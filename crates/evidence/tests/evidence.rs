@@ -3,6 +3,8 @@
 
 #[path = "evidence/delivery.rs"]
 mod delivery;
+#[path = "evidence/tls.rs"]
+mod tls;
 
 use normwatch_config::norms::{parse_norms, NormCatalogue};
 use normwatch_evidence::attribution::{Attribution, GeoDb, GeoPaths};

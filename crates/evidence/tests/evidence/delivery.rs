@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(10);
 
-fn recipient(channels: Vec<Channel>) -> Recipient {
+pub(super) fn recipient(channels: Vec<Channel>) -> Recipient {
     Recipient {
         code: "DE".into(),
         name: "CERT-Bund".into(),
@@ -120,7 +120,7 @@ fn a_delivery_repeated_after_a_crash_changes_nothing_at_the_drop() {
     assert_eq!(std::fs::read_dir(&drop_dir).unwrap().count(), 1);
 }
 
-fn medallion() -> PathBuf {
+pub(super) fn medallion() -> PathBuf {
     if let Ok(p) = std::env::var("NORMWATCH_MEDALLION") {
         return PathBuf::from(p);
     }
@@ -133,9 +133,9 @@ fn medallion() -> PathBuf {
     venv
 }
 
-const COLLECTION: &str = "365fed99-08fa-fdcd-a1b3-fb247eb41d01";
+pub(super) const COLLECTION: &str = "365fed99-08fa-fdcd-a1b3-fb247eb41d01";
 
-struct Server(Child);
+pub(super) struct Server(pub(super) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -144,12 +144,16 @@ impl Drop for Server {
     }
 }
 
-fn start_medallion(dir: &Path, port: u16) -> Server {
+/// Starts medallion on 127.0.0.1:`port`; with `tls` (certificate chain and key PEM files) it
+/// serves HTTPS through Flask's `ssl_context`, which medallion's own command line does not
+/// offer, so it is then started the way that command starts it.
+pub(super) fn start_medallion(dir: &Path, port: u16, tls: Option<(&Path, &Path)>) -> Server {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let data = serde_json::json!({
         "/discovery": {
             "title": "normwatch test TAXII server",
-            "default": format!("http://127.0.0.1:{port}/api1/"),
-            "api_roots": [format!("http://127.0.0.1:{port}/api1/")],
+            "default": format!("{scheme}://127.0.0.1:{port}/api1/"),
+            "api_roots": [format!("{scheme}://127.0.0.1:{port}/api1/")],
         },
         "api1": {
             "information": {
@@ -182,9 +186,26 @@ fn start_medallion(dir: &Path, port: u16) -> Server {
     });
     let config_path = dir.join("taxii-config.json");
     std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
-    let child = Command::new(medallion())
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .arg(&config_path)
+    let mut cmd = match tls {
+        None => {
+            let mut c = Command::new(medallion());
+            c.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .arg(&config_path);
+            c
+        }
+        Some((cert, key)) => {
+            let python = medallion().with_file_name("python");
+            let mut c = Command::new(python);
+            c.arg("-c")
+                .arg(MEDALLION_TLS)
+                .arg(&config_path)
+                .arg(port.to_string())
+                .arg(cert)
+                .arg(key);
+            c
+        }
+    };
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -200,6 +221,19 @@ fn start_medallion(dir: &Path, port: u16) -> Server {
     }
     server
 }
+
+/// medallion's `main` with the certificate handed to Flask.
+const MEDALLION_TLS: &str = "
+import json, sys
+from medallion import application_instance as app, register_blueprints, set_config
+config_path, port, cert, key = sys.argv[1:5]
+with open(config_path) as f:
+    config = json.load(f)
+for part in ('users', 'taxii', 'backend'):
+    set_config(app, part, config)
+register_blueprints(app)
+app.run(host='127.0.0.1', port=int(port), ssl_context=(cert, key))
+";
 
 #[test]
 fn taxii_push_to_a_real_server_after_it_comes_back_ends_complete() {
@@ -227,7 +261,7 @@ fn taxii_push_to_a_real_server_after_it_comes_back_ends_complete() {
         .deliver_due(T, &built.key, "NCSC-NL", TIMEOUT)
         .unwrap();
     assert_eq!(pass.failed.len(), 1, "{pass:?}");
-    let _server = start_medallion(tmp.path(), port);
+    let _server = start_medallion(tmp.path(), port, None);
     let pass = store
         .deliver_due(T + FIRST_BACKOFF_NS, &built.key, "NCSC-NL", TIMEOUT)
         .unwrap();
