@@ -111,7 +111,7 @@ fn pki(dir: &Path) -> Pki {
     }
 }
 
-/// An HTTPS webhook: every POST is stored as `N.tar` (the body) and `N.json` (the headers,
+/// An HTTPS webhook: a POST to `/moved` is redirected to plain http; every other POST is stored as `N.tar` (the body) and `N.json` (the headers,
 /// lower-cased, and the path) before the 200 answer, so a delivery that returned has been
 /// recorded. A failed handshake raises in `accept`, which `socketserver` skips.
 const WEBHOOK: &str = r#"
@@ -120,6 +120,12 @@ cert, key, out = sys.argv[1:4]
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get('Content-Length', '0')))
+        if self.path == '/moved':
+            self.send_response(302)
+            self.send_header('Location', f'http://127.0.0.1:{self.server.server_address[1]}/evidence')
+            self.send_header('Content-Length', '0')
+            self.end_headers()
+            return
         n = len([f for f in os.listdir(out) if f.endswith('.json')])
         with open(os.path.join(out, f'{n}.tar'), 'wb') as f:
             f.write(body)
@@ -240,6 +246,23 @@ ca = "de-ca.pem"
     assert_eq!(head["content-type"], "application/x-tar", "{head}");
     assert_eq!(head["path"], "/evidence", "{head}");
     assert_eq!(store.pending().unwrap(), 0);
+    // A redirect to plain http is not followed, even to loopback.
+    let moved = Channel::Webhook {
+        url: format!("https://127.0.0.1:{}/moved", hook.port),
+        token_env: None,
+        ca: Some(pki.ca.display().to_string()),
+    };
+    let e = deliver(
+        &moved,
+        &p.id,
+        &store.package_dir(&p.id),
+        &store.package_tar(&p.id),
+        TIMEOUT,
+    )
+    .unwrap_err()
+    .0;
+    assert!(e.contains("https only"), "{e}");
+    assert_eq!(hook.received().len(), 1);
 }
 
 #[test]
