@@ -169,7 +169,16 @@ impl Packager {
             .get(&self.cfg.own_state)
             .map(|r| r.name.clone())
             .unwrap_or_else(|| self.cfg.operator.name.clone());
+        // A queued delivery goes over the recipient's channel as the directory defines it
+        // now, so fixing a URL or adding a CA file reaches packages already waiting.
+        let directory = &self.directory;
         self.store
-            .deliver_due(now_ns, &self.key, &actor, self.timeout)
+            .deliver_due_with(now_ns, &self.key, &actor, self.timeout, |item| {
+                directory
+                    .get(&item.recipient)?
+                    .channels
+                    .get(item.channel_idx as usize)
+                    .cloned()
+            })
     }
 }

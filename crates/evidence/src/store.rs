@@ -49,6 +49,8 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_ns);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxItem {
     pub package_id: String,
+    /// The recipient's ISO code (whose directory entry the channel came from).
+    pub recipient: String,
     pub channel_idx: u32,
     pub channel: Channel,
     pub attempts: u32,
@@ -161,9 +163,10 @@ impl Store {
     /// Deliveries due at `now_ns`, oldest first.
     pub fn due(&self, now_ns: u64, limit: usize) -> Result<Vec<OutboxItem>> {
         let mut st = self.conn.prepare(
-            "SELECT package_id, channel_idx, channel, attempts FROM outbox
-             WHERE state = 'pending' AND next_attempt_ns <= ?1
-             ORDER BY next_attempt_ns, package_id, channel_idx LIMIT ?2",
+            "SELECT o.package_id, o.channel_idx, o.channel, o.attempts, p.recipient
+             FROM outbox o JOIN package p ON p.id = o.package_id
+             WHERE o.state = 'pending' AND o.next_attempt_ns <= ?1
+             ORDER BY o.next_attempt_ns, o.package_id, o.channel_idx LIMIT ?2",
         )?;
         let rows = st.query_map(params![ns(now_ns), limit as i64], |r| {
             Ok((
@@ -171,13 +174,15 @@ impl Store {
                 r.get::<_, i64>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (package_id, idx, channel, attempts) = row?;
+            let (package_id, idx, channel, attempts, recipient) = row?;
             out.push(OutboxItem {
                 package_id,
+                recipient,
                 channel_idx: u32::try_from(idx).unwrap_or(u32::MAX),
                 channel: serde_json::from_str(&channel)?,
                 attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
@@ -260,7 +265,8 @@ impl Store {
         Ok(next)
     }
 
-    /// One pass of the delivery worker: every due delivery is attempted once.
+    /// One pass of the delivery worker: every due delivery is attempted once, over the
+    /// channel as it was when the package was queued.
     pub fn deliver_due(
         &mut self,
         now_ns: u64,
@@ -268,8 +274,25 @@ impl Store {
         actor: &str,
         timeout: Duration,
     ) -> Result<PassReport> {
+        self.deliver_due_with(now_ns, key, actor, timeout, |_| None)
+    }
+
+    /// As [`Store::deliver_due`], but `current` may give the channel's present definition
+    /// (the recipients directory edited since: a new URL, a CA file added), which is then
+    /// used instead of the queued one.
+    pub fn deliver_due_with(
+        &mut self,
+        now_ns: u64,
+        key: &SecretKey,
+        actor: &str,
+        timeout: Duration,
+        current: impl Fn(&OutboxItem) -> Option<Channel>,
+    ) -> Result<PassReport> {
         let mut report = PassReport::default();
-        for item in self.due(now_ns, 1000)? {
+        for mut item in self.due(now_ns, 1000)? {
+            if let Some(c) = current(&item) {
+                item.channel = c;
+            }
             let dir = self.package_dir(&item.package_id);
             let tar = self.package_tar(&item.package_id);
             match deliver(&item.channel, &item.package_id, &dir, &tar, timeout) {

@@ -466,3 +466,60 @@ fn a_webhook_answering_an_error_is_retried_later() {
     server.join().unwrap();
     assert_eq!(store.pending().unwrap(), 1);
 }
+
+/// A channel fixed in the recipients directory after packages were queued (the exchange share
+/// moved): the packager's next pass delivers the waiting packages over the channel as it is
+/// defined now, not as it was when they were queued.
+#[test]
+fn a_channel_fixed_in_the_directory_reaches_packages_already_queued() {
+    use normwatch_evidence::config::EvidenceConfig;
+    use normwatch_evidence::packager::Packager;
+    let tmp = tempfile::tempdir().unwrap();
+    let recipients = |drop: &str| {
+        std::fs::write(
+            tmp.path().join("recipients.toml"),
+            format!(
+                "[[state]]\ncode = \"NL\"\nname = \"NCSC-NL\"\n[[state.channel]]\nkind = \"directory\"\npath = \"{drop}\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    // The configured share is not there: a plain file stands where its directory should be.
+    std::fs::write(tmp.path().join("old-share"), b"not a directory").unwrap();
+    recipients("old-share");
+    let geoip = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/geoip");
+    let config = format!(
+        "[evidence]\nown_state = \"NL\"\noperator = \"Example operator\"\nrecipients = \"recipients.toml\"\nsigning_key = \"evidence.key\"\nout_dir = \"store\"\n[evidence.geoip]\ncountry = \"{0}/GeoLite2-Country-Test.mmdb\"\n",
+        geoip.display()
+    );
+    let cfg = EvidenceConfig::from_config_text(&config, tmp.path()).unwrap();
+    normwatch_evidence::keys::SecretKey::generate()
+        .unwrap()
+        .write(&tmp.path().join("evidence.key"))
+        .unwrap();
+    let alert = super::sample_alert();
+    let flows = normwatch_evidence::sample::flows(&alert, 1);
+    let queued = {
+        let mut p = Packager::open(cfg.clone(), super::norms()).unwrap();
+        let out = p.package(&alert, &flows, T).unwrap();
+        assert!(!out.stored.is_empty());
+        let pass = p.deliver_due(T).unwrap();
+        assert_eq!(pass.sent, 0);
+        assert_eq!(pass.failed.len(), out.stored.len(), "{pass:?}");
+        out.stored.len()
+    };
+    // The operator points the channel at the new share and restarts.
+    std::fs::create_dir(tmp.path().join("new-share")).unwrap();
+    recipients("new-share");
+    let mut p = Packager::open(cfg, super::norms()).unwrap();
+    assert_eq!(p.store().pending().unwrap(), queued);
+    let pass = p.deliver_due(T + FIRST_BACKOFF_NS).unwrap();
+    assert_eq!((pass.sent, pass.failed.len()), (queued, 0), "{pass:?}");
+    assert_eq!(p.store().pending().unwrap(), 0);
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("new-share"))
+            .unwrap()
+            .count(),
+        queued
+    );
+}
