@@ -70,6 +70,14 @@ impl Packager {
         if let Some(base) = cfg.recipients.parent() {
             directory.resolve_paths(base);
         }
+        let missing = directory.unreadable_ca_files();
+        if !missing.is_empty() {
+            return Err(Error::Config(format!(
+                "{}: {}",
+                cfg.recipients.display(),
+                missing.join("; ")
+            )));
+        }
         if directory.get(&cfg.own_state).is_none() {
             return Err(Error::Config(format!(
                 "{}: no [[state]] entry for own_state {} (its national authority routes packages no other entry takes)",

@@ -276,6 +276,28 @@ impl Directory {
         self.states.get(code)
     }
 
+    /// CA files named by channels that cannot be read: `STATE: channel[N] (KIND): ca PATH: why`
+    /// for each (after [`Directory::resolve_paths`]). Checked when a packager opens, so a typo
+    /// shows at start rather than at the first delivery.
+    pub fn unreadable_ca_files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (code, r) in &self.states {
+            for (i, c) in r.channels.iter().enumerate() {
+                if let Channel::Taxii { ca: Some(ca), .. } | Channel::Webhook { ca: Some(ca), .. } =
+                    c
+                {
+                    if let Err(e) = std::fs::File::open(ca) {
+                        out.push(format!(
+                            "{code}: channel[{i}] ({}): ca {ca}: {e}",
+                            c.describe()
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     pub fn len(&self) -> usize {
         self.states.len()
     }

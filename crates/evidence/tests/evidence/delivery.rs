@@ -523,3 +523,38 @@ fn a_channel_fixed_in_the_directory_reaches_packages_already_queued() {
         queued
     );
 }
+
+/// A CA file that is not there is reported when the packager opens, naming the State, the
+/// channel and the file, rather than at the first delivery.
+#[test]
+fn a_missing_ca_file_is_refused_at_start() {
+    use normwatch_evidence::config::EvidenceConfig;
+    use normwatch_evidence::packager::Packager;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("recipients.toml"),
+        "[[state]]\ncode = \"NL\"\nname = \"NCSC-NL\"\n[[state.channel]]\nkind = \"webhook\"\nurl = \"https://csirt.example/evidence\"\nca = \"ca/ncsc.pem\"\n",
+    )
+    .unwrap();
+    let geoip = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/geoip");
+    let config = format!(
+        "[evidence]\nown_state = \"NL\"\noperator = \"Example operator\"\nrecipients = \"recipients.toml\"\nsigning_key = \"evidence.key\"\nout_dir = \"store\"\n[evidence.geoip]\ncountry = \"{0}/GeoLite2-Country-Test.mmdb\"\n",
+        geoip.display()
+    );
+    let cfg = EvidenceConfig::from_config_text(&config, tmp.path()).unwrap();
+    normwatch_evidence::keys::SecretKey::generate()
+        .unwrap()
+        .write(&tmp.path().join("evidence.key"))
+        .unwrap();
+    let e = Packager::open(cfg.clone(), super::norms())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("NL: channel[0] (webhook https://csirt.example/evidence): ca ")
+            && e.contains("ca/ncsc.pem"),
+        "{e}"
+    );
+    std::fs::create_dir(tmp.path().join("ca")).unwrap();
+    std::fs::write(tmp.path().join("ca/ncsc.pem"), b"").unwrap();
+    assert!(Packager::open(cfg, super::norms()).is_ok());
+}
