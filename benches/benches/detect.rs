@@ -330,8 +330,8 @@ fn memory(_c: &mut Criterion) {
     let mut d = Detector::new(index.clone(), norms, Settings::default());
     let f = d.footprint();
     eprintln!(
-        "from structure sizes: {} bytes per tracked asset, {} per named source, {} per followed scanner, {} per address followed for carpet bombing",
-        f.per_asset, f.per_source, f.per_scanner, f.per_spread_addr
+        "from structure sizes: {} bytes per tracked asset ({} more with per-protocol thresholds or reflected traffic), {} per named source, {} per followed scanner, {} per address followed for carpet bombing",
+        f.per_asset, f.per_asset_ext, f.per_source, f.per_scanner, f.per_spread_addr
     );
     let mut out = Vec::new();
     let t = 1_700_000_000 * NS;

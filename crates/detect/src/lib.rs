@@ -144,6 +144,9 @@ pub struct Footprint {
     /// Bytes of one tracked asset's fixed state (ring of buckets and bookkeeping), before any
     /// source is tracked.
     pub per_asset: usize,
+    /// Bytes more for an asset with per-protocol thresholds or that received unsolicited
+    /// reflector responses (their per-second counts).
+    pub per_asset_ext: usize,
     /// Bytes per source named for an alert (hash-table entry and control byte, at the
     /// table's maximum load).
     pub per_source: usize,

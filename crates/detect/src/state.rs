@@ -51,16 +51,59 @@ fn ring_len(s: &Settings) -> u64 {
         .next_power_of_two()
 }
 
-/// One second of traffic towards the asset. Counts are u32 (saturating): four billion
-/// packets or flows in one second towards one asset is beyond any link.
-#[derive(Clone, Copy, Debug, Default)]
-struct Bucket {
-    sec: u64,
+/// One second of traffic towards the asset, as every asset counts it (40 bytes). Counts are
+/// u32, saturating rather than wrapping: 4.29 billion packets, flows or handshakes in one
+/// second towards one asset is beyond any link a sensor captures (a 400 Gbit/s link carries
+/// under 600 M minimum-size packets a second). Bytes are u64. The second a slot holds is
+/// implied by the ring's newest second: a slot is cleared when the ring advances onto it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Core {
     bytes: u64,
+    pkts: u32,
+    new_flows: u32,
+    tcp_new: u32,
+    tcp_half_open: u32,
+    /// Service ports: TCP attempts, of them established; flows, of them answered.
+    svc_att: u32,
+    svc_est: u32,
+    svc_flows: u32,
+    svc_ans: u32,
+}
+
+/// Per-protocol and reflected counts of one second, kept only by assets with per-protocol
+/// thresholds or that have received unsolicited reflector responses: other assets never read
+/// them (their per-protocol limits are unset, and nothing of theirs was reflected).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Ext {
     tcp_bytes: u64,
     udp_bytes: u64,
     icmp_bytes: u64,
     /// Unsolicited responses from reflector ports.
+    refl_bytes: u64,
+    tcp_pkts: u32,
+    udp_pkts: u32,
+    udp_new: u32,
+    icmp_pkts: u32,
+    icmp_new: u32,
+    refl_pkts: u32,
+}
+
+/// A second of the cache of late seconds: its own tag, flag and both parts.
+#[derive(Clone, Copy, Debug, Default)]
+struct LateSlot {
+    sec: u64,
+    hot: bool,
+    c: Core,
+    x: Ext,
+}
+
+/// One second of traffic in full, as the rules read it (a copy, never stored per second).
+#[derive(Clone, Copy, Debug, Default)]
+struct Bucket {
+    bytes: u64,
+    tcp_bytes: u64,
+    udp_bytes: u64,
+    icmp_bytes: u64,
     refl_bytes: u64,
     pkts: u32,
     new_flows: u32,
@@ -72,18 +115,58 @@ struct Bucket {
     icmp_pkts: u32,
     icmp_new: u32,
     refl_pkts: u32,
-    /// Service ports: TCP attempts, of them established; flows, of them answered.
     svc_att: u32,
     svc_est: u32,
     svc_flows: u32,
     svc_ans: u32,
-    /// Counts when the second was last judged over a limit.
-    seen_pkts: u32,
-    seen_new: u32,
-    seen_refl: u32,
     /// A limit was crossed in this second (it does not feed the baseline).
     hot: bool,
 }
+
+impl Bucket {
+    /// Nothing reached this second.
+    fn is_empty(&self) -> bool {
+        self.pkts == 0 && self.new_flows == 0 && self.bytes == 0 && !self.hot
+    }
+
+    fn of(c: &Core, x: &Ext, hot: bool) -> Bucket {
+        Bucket {
+            bytes: c.bytes,
+            tcp_bytes: x.tcp_bytes,
+            udp_bytes: x.udp_bytes,
+            icmp_bytes: x.icmp_bytes,
+            refl_bytes: x.refl_bytes,
+            pkts: c.pkts,
+            new_flows: c.new_flows,
+            tcp_pkts: x.tcp_pkts,
+            tcp_new: c.tcp_new,
+            tcp_half_open: c.tcp_half_open,
+            udp_pkts: x.udp_pkts,
+            udp_new: x.udp_new,
+            icmp_pkts: x.icmp_pkts,
+            icmp_new: x.icmp_new,
+            refl_pkts: x.refl_pkts,
+            svc_att: c.svc_att,
+            svc_est: c.svc_est,
+            svc_flows: c.svc_flows,
+            svc_ans: c.svc_ans,
+            hot,
+        }
+    }
+}
+
+/// Counts of a second already over a limit when it was last judged.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    sec: u64,
+    pkts: u32,
+    new: u32,
+    refl: u32,
+}
+
+/// Seconds whose judged counts are remembered (by second modulo this; a collision only
+/// costs one more judgement).
+const SEEN_SLOTS: usize = 16;
 
 #[inline]
 fn add32(a: &mut u32, v: u64) {
@@ -138,14 +221,29 @@ struct Limits {
     icmp: Lim,
 }
 
-fn limits(asset: &Asset, base: &Baseline, s: &Settings) -> Limits {
+const UNSET: Lim = Lim {
+    pkts: u64::MAX,
+    bits: u64::MAX,
+    new: u64::MAX,
+};
+
+/// Per-protocol limits, held only by assets that set one.
+#[derive(Clone, Copy, Debug)]
+struct ProtoLim {
+    tcp: Lim,
+    udp: Lim,
+    icmp: Lim,
+}
+
+fn proto_limits(asset: &Asset) -> Option<ProtoLim> {
     let t = &asset.thresholds;
-    Limits {
-        total: total_limit(&t.total, base, s),
+    let p = ProtoLim {
         tcp: Lim::fixed(&t.tcp),
         udp: Lim::fixed(&t.udp),
         icmp: Lim::fixed(&t.icmp),
-    }
+    };
+    let set = |l: &Lim| l.pkts != u64::MAX || l.bits != u64::MAX || l.new != u64::MAX;
+    (set(&p.tcp) || set(&p.udp) || set(&p.icmp)).then_some(p)
 }
 
 /// The total limits: static thresholds raised to the learned baseline once it is warm.
@@ -367,19 +465,30 @@ fn is_probe(r: &FlowRecord, inbound: &DirStats, outbound: &DirStats, remote_port
 // costs few cache lines; what only alerts, final seconds and attacks use follows.
 #[repr(C)]
 pub(crate) struct AssetState {
-    ring: Box<[Bucket]>,
+    /// One slot per second, `newest` and the seconds before it (see [`Core`]).
+    ring: Box<[Core]>,
     /// Newest second seen; seconds up to `finalized` are final.
     newest: u64,
     finalized: u64,
-    lim: Limits,
+    /// The total limits in force (static thresholds raised to the learned baseline).
+    lim: Lim,
+    /// Ring slots whose second crossed a limit (bit per slot; the ring has at most 64).
+    hot: u64,
     open: Vec<Open>,
+    /// The per-protocol and reflected part of each ring slot (empty until needed).
+    ext: Box<[Ext]>,
+    /// Per-protocol limits, where the asset sets any.
+    plim: Option<Box<ProtoLim>>,
     /// Seconds before the ring's window that late records still reach (made on first use).
-    late_cache: Option<Box<[Bucket; LATE_SLOTS]>>,
-    /// Present when the asset has more than one address (carpet bombing applies).
+    late_cache: Option<Box<[LateSlot; LATE_SLOTS]>>,
+    /// Per-address traffic of an asset with more than one address (carpet bombing applies),
+    /// made when an attack may first be building.
     spread: Option<Box<Spread>>,
     /// Copied from the asset, so a record does not reach into its configuration.
     ports: Ports,
     holds_ip: bool,
+    /// The asset has more than one address.
+    multi: bool,
     /// On the detector's list of assets to visit when the watermark moves.
     pub(crate) listed: bool,
     /// Sources or reflected bytes were gathered since they were last forgotten.
@@ -387,6 +496,16 @@ pub(crate) struct AssetState {
     /// Packets and bytes counted for seconds already final, since the last finalisation.
     late: (u64, u64),
     base: Baseline,
+    /// What an attack gathers (made when the first one may be building).
+    atk: Option<Box<Attack>>,
+    /// The scan and exfiltration rules' tables (made on the first probe or upload).
+    tables: Option<Box<Tables>>,
+}
+
+/// What an attack on the asset gathers: its sources and reflected traffic, and the counts of
+/// its seconds when last judged.
+#[derive(Debug, Default)]
+struct Attack {
     sources: HashMap<IpAddr, Src>,
     /// Which sources the full table may hold (made when it fills).
     held: Option<Box<Held>>,
@@ -395,10 +514,15 @@ pub(crate) struct AssetState {
     /// was open.
     refl: [u64; REFLECTORS.len()],
     refl_out: u64,
+    seen: [Seen; SEEN_SLOTS],
+}
+
+/// The tables of the per-source rules.
+#[derive(Debug)]
+struct Tables {
     scans: HashMap<IpAddr, Probe>,
     exfil: HashMap<IpAddr, Outbound>,
     last_sweep: u64,
-    fixed_total: Rates,
 }
 
 /// The asset's service ports: the first few inline (most assets have fewer), the rest in the
@@ -432,9 +556,12 @@ pub(crate) fn footprint(s: &Settings) -> Footprint {
     // A hashbrown table holds one entry and one control byte per bucket, and keeps at most
     // 7/8 of its buckets full.
     let entry = |k: usize, v: usize| (k + v + 1) * 8 / 7 + 1;
-    let ring = ring_len(s) as usize * size_of::<Bucket>();
+    let ring = ring_len(s) as usize;
     Footprint {
-        per_asset: size_of::<AssetState>() + size_of::<Option<Box<AssetState>>>() + ring,
+        per_asset: size_of::<AssetState>()
+            + size_of::<Option<Box<AssetState>>>()
+            + ring * size_of::<Core>(),
+        per_asset_ext: ring * size_of::<Ext>(),
         per_source: entry(size_of::<IpAddr>(), size_of::<Src>()),
         per_scanner: entry(size_of::<IpAddr>(), size_of::<Probe>()),
         per_spread_addr: size_of::<Cell>(),
@@ -451,20 +578,27 @@ impl AssetState {
     /// capacity counts) and its open alerts.
     pub(crate) fn heap_bytes(&self) -> usize {
         size_of::<AssetState>()
-            + self.ring.len() * size_of::<Bucket>()
+            + self.ring.len() * size_of::<Core>()
+            + self.ext.len() * size_of::<Ext>()
+            + self.plim.as_ref().map_or(0, |_| size_of::<ProtoLim>())
             + self
                 .late_cache
                 .as_ref()
-                .map_or(0, |_| size_of::<[Bucket; LATE_SLOTS]>())
-            + self.sources.allocation_size()
-            + self.held.as_ref().map_or(0, |_| size_of::<Held>())
-            + self.scans.allocation_size()
-            + self.exfil.allocation_size()
+                .map_or(0, |_| size_of::<[LateSlot; LATE_SLOTS]>())
+            + self.atk.as_ref().map_or(0, |a| {
+                size_of::<Attack>()
+                    + a.sources.allocation_size()
+                    + a.held.as_ref().map_or(0, |_| size_of::<Held>())
+            })
+            + self.tables.as_ref().map_or(0, |t| {
+                size_of::<Tables>() + t.scans.allocation_size() + t.exfil.allocation_size()
+            })
             + self.spread.as_ref().map_or(0, |sp| {
                 size_of::<Spread>()
                     + sp.addrs.allocation_size()
                     + sp.cells.capacity() * size_of::<Cell>()
             })
+            + self.ports.more.len() * size_of::<u16>()
             + self.open.capacity() * size_of::<Open>()
             + self
                 .open
@@ -479,7 +613,10 @@ impl AssetState {
 
     /// Sources held for naming and followed by the scan rule.
     pub(crate) fn tracked_sources(&self) -> (usize, usize) {
-        (self.sources.len(), self.scans.len())
+        (
+            self.atk.as_ref().map_or(0, |a| a.sources.len()),
+            self.tables.as_ref().map_or(0, |t| t.scans.len()),
+        )
     }
 
     pub(crate) fn new(cx: &Ctx, first_sec: u64) -> Box<Self> {
@@ -489,92 +626,163 @@ impl AssetState {
             .cidrs
             .iter()
             .any(|n| n.prefix_len() < n.max_prefix_len());
+        let ring = ring_len(cx.s) as usize;
+        let plim = proto_limits(cx.asset);
         Box::new(AssetState {
-            ring: vec![Bucket::default(); ring_len(cx.s) as usize].into_boxed_slice(),
+            ring: vec![Core::default(); ring].into_boxed_slice(),
+            ext: if plim.is_some() {
+                vec![Ext::default(); ring].into_boxed_slice()
+            } else {
+                Box::default()
+            },
+            plim: plim.map(Box::new),
+            hot: 0,
             late_cache: None,
             newest: first_sec,
             finalized: first_sec.saturating_sub(1),
-            lim: limits(cx.asset, &base, cx.s),
+            lim: total_limit(&cx.asset.thresholds.total, &base, cx.s),
             base,
             late: (0, 0),
-            sources: HashMap::new(),
-            held: None,
-            others: (0, 0),
-            refl: [0; REFLECTORS.len()],
-            refl_out: 0,
+            atk: None,
+            tables: None,
             open: Vec::new(),
-            spread: multi.then(|| {
-                let direct = match cx.asset.cidrs.as_slice() {
-                    [ipnet::IpNet::V4(n)] if n.prefix_len() >= 32 - DIRECT_SPREAD_BITS => {
-                        Some((u32::from(n.network()), 1u32 << (32 - n.prefix_len())))
-                    }
-                    _ => None,
-                };
-                Box::new(Spread {
-                    direct,
-                    ..Spread::default()
-                })
-            }),
-            scans: HashMap::new(),
-            exfil: HashMap::new(),
-            last_sweep: first_sec,
+            spread: None,
+            multi,
             listed: false,
             gathered: false,
             holds_ip: cx.asset.has_role(Role::HoldsIp),
             ports: Ports::new(&cx.asset.service_ports),
-            fixed_total: cx.asset.thresholds.total,
         })
     }
 
+    /// The limits in force, per protocol too.
     #[inline]
-    fn slot(&mut self, sec: u64) -> &mut Bucket {
-        let mask = self.ring.len() - 1;
-        let b = &mut self.ring[sec as usize & mask];
-        if b.sec != sec {
-            *b = Bucket {
-                sec,
-                ..Bucket::default()
-            };
+    fn limits(&self) -> Limits {
+        let p = self.plim.as_deref().copied().unwrap_or(ProtoLim {
+            tcp: UNSET,
+            udp: UNSET,
+            icmp: UNSET,
+        });
+        Limits {
+            total: self.lim,
+            tcp: p.tcp,
+            udp: p.udp,
+            icmp: p.icmp,
         }
-        b
     }
 
-    /// The bucket of `sec`: in the ring if `sec` is within its window (from `window`), else
-    /// in the cache of late seconds.
+    /// Moves the ring's newest second to `to`, clearing the slots it advances onto.
     #[inline]
-    fn slot_for(&mut self, sec: u64, window: u64) -> &mut Bucket {
+    fn advance(&mut self, to: u64) {
+        let n = self.ring.len() as u64;
+        let mask = self.ring.len() - 1;
+        for sec in (self.newest + 1).max(to.saturating_sub(n - 1))..=to {
+            let i = sec as usize & mask;
+            self.ring[i] = Core::default();
+            if let Some(x) = self.ext.get_mut(i) {
+                *x = Ext::default();
+            }
+            self.hot &= !(1u64 << i);
+        }
+        self.newest = to;
+    }
+
+    /// Whether `sec` has a slot in the ring (the newest second and those before it).
+    #[inline]
+    fn in_ring(&self, sec: u64) -> bool {
+        sec <= self.newest && sec + self.ring.len() as u64 > self.newest
+    }
+
+    /// The counts of `sec` to add to: in the ring if `sec` is within its window (from
+    /// `window`, up to the newest second), else in the cache of late seconds. The
+    /// per-protocol part is there when the asset keeps one.
+    #[inline]
+    fn counts(&mut self, sec: u64, window: u64) -> (&mut Core, Option<&mut Ext>) {
         if sec >= window {
-            return self.slot(sec);
+            let i = sec as usize & (self.ring.len() - 1);
+            return (&mut self.ring[i], self.ext.get_mut(i));
         }
         let cache = self
             .late_cache
-            .get_or_insert_with(|| Box::new([Bucket::default(); LATE_SLOTS]));
+            .get_or_insert_with(|| Box::new([LateSlot::default(); LATE_SLOTS]));
         let b = &mut cache[sec as usize & (LATE_SLOTS - 1)];
         if b.sec != sec {
-            *b = Bucket {
+            *b = LateSlot {
                 sec,
-                ..Bucket::default()
+                ..LateSlot::default()
             };
         }
-        b
+        (&mut b.c, Some(&mut b.x))
     }
 
-    fn get(&self, sec: u64) -> Option<&Bucket> {
-        let b = &self.ring[sec as usize & (self.ring.len() - 1)];
-        if b.sec == sec {
-            return Some(b);
+    /// Starts keeping the per-protocol and reflected part of each second.
+    fn want_ext(&mut self) {
+        if self.ext.is_empty() {
+            self.ext = vec![Ext::default(); self.ring.len()].into_boxed_slice();
+        }
+    }
+
+    /// Second `sec` in full, if the ring or the late cache holds it.
+    fn get(&self, sec: u64) -> Option<Bucket> {
+        if self.in_ring(sec) {
+            let i = sec as usize & (self.ring.len() - 1);
+            let x = self.ext.get(i).copied().unwrap_or_default();
+            return Some(Bucket::of(&self.ring[i], &x, self.hot >> i & 1 != 0));
         }
         let b = &self.late_cache.as_ref()?[sec as usize & (LATE_SLOTS - 1)];
-        (b.sec == sec).then_some(b)
+        (b.sec == sec).then(|| Bucket::of(&b.c, &b.x, b.hot))
     }
 
-    fn get_mut(&mut self, sec: u64) -> Option<&mut Bucket> {
-        let i = sec as usize & (self.ring.len() - 1);
-        if self.ring[i].sec == sec {
-            return Some(&mut self.ring[i]);
+    /// Whether second `sec` crossed a limit.
+    #[inline]
+    fn is_hot(&self, sec: u64) -> bool {
+        if self.in_ring(sec) {
+            return self.hot >> (sec as usize & (self.ring.len() - 1)) & 1 != 0;
         }
-        let b = &mut self.late_cache.as_mut()?[sec as usize & (LATE_SLOTS - 1)];
-        (b.sec == sec).then_some(b)
+        self.late_cache.as_ref().is_some_and(|c| {
+            c[sec as usize & (LATE_SLOTS - 1)].sec == sec && c[sec as usize & (LATE_SLOTS - 1)].hot
+        })
+    }
+
+    fn set_hot(&mut self, sec: u64) {
+        if self.in_ring(sec) {
+            self.hot |= 1u64 << (sec as usize & (self.ring.len() - 1));
+        } else if let Some(c) = self.late_cache.as_mut() {
+            let b = &mut c[sec as usize & (LATE_SLOTS - 1)];
+            if b.sec == sec {
+                b.hot = true;
+            }
+        }
+    }
+
+    fn atk(&mut self) -> &mut Attack {
+        self.atk.get_or_insert_with(|| {
+            Box::new(Attack {
+                sources: HashMap::new(),
+                held: None,
+                others: (0, 0),
+                refl: [0; REFLECTORS.len()],
+                refl_out: 0,
+                seen: [Seen::default(); SEEN_SLOTS],
+            })
+        })
+    }
+
+    fn tables(&mut self, sec: u64) -> &mut Tables {
+        self.tables.get_or_insert_with(|| {
+            Box::new(Tables {
+                scans: HashMap::new(),
+                exfil: HashMap::new(),
+                last_sweep: sec,
+            })
+        })
+    }
+
+    /// Reflected bytes by protocol and the asset's bytes in those flows.
+    fn reflected(&self) -> ([u64; REFLECTORS.len()], u64) {
+        self.atk
+            .as_ref()
+            .map_or(([0; REFLECTORS.len()], 0), |a| (a.refl, a.refl_out))
     }
 
     /// Counts one record. Returns false if part of it fell in seconds already final (the
@@ -612,7 +820,7 @@ impl AssetState {
             if last >= self.finalized + ring {
                 self.finalize(cx, last - ring, out);
             }
-            self.newest = last;
+            self.advance(last);
         }
         // Seconds before the ring's window: a short flow reported late still counts, in the
         // small cache of late seconds; the early part of a long one only feeds the baseline.
@@ -645,6 +853,9 @@ impl AssetState {
             && reflector(remote_port).is_some()
             && (outbound.pkts == 0
                 || inbound.ip_bytes as f64 >= cx.s.amp_ratio * outbound.ip_bytes as f64);
+        if reflected {
+            self.want_ext();
+        }
         // Spread packets and bytes over the seconds the flow spans.
         let (mut kept_p, mut kept_b, mut final_p, mut final_b) = (0, 0, 0, 0);
         for sec in from..=last {
@@ -662,27 +873,29 @@ impl AssetState {
                 kept_p += p;
                 kept_b += b;
             }
-            let bk = self.slot_for(sec, window);
+            let (bk, x) = self.counts(sec, window);
             add32(&mut bk.pkts, p);
             bk.bytes += b;
-            match proto {
-                6 => {
-                    add32(&mut bk.tcp_pkts, p);
-                    bk.tcp_bytes += b;
-                }
-                17 => {
-                    add32(&mut bk.udp_pkts, p);
-                    bk.udp_bytes += b;
-                    if reflected {
-                        add32(&mut bk.refl_pkts, p);
-                        bk.refl_bytes += b;
+            if let Some(x) = x {
+                match proto {
+                    6 => {
+                        add32(&mut x.tcp_pkts, p);
+                        x.tcp_bytes += b;
                     }
+                    17 => {
+                        add32(&mut x.udp_pkts, p);
+                        x.udp_bytes += b;
+                        if reflected {
+                            add32(&mut x.refl_pkts, p);
+                            x.refl_bytes += b;
+                        }
+                    }
+                    1 | 58 => {
+                        add32(&mut x.icmp_pkts, p);
+                        x.icmp_bytes += b;
+                    }
+                    _ => {}
                 }
-                1 | 58 => {
-                    add32(&mut bk.icmp_pkts, p);
-                    bk.icmp_bytes += b;
-                }
-                _ => {}
             }
         }
         // What the baseline did not see: seconds outside the ring and seconds already final.
@@ -697,22 +910,30 @@ impl AssetState {
             && !inbound_flags.has(TcpFlags::ACK);
         let service = side == Side::Resp && self.ports.contains(local_port);
         {
-            let bk = self.slot_for(from, window);
+            let (bk, x) = self.counts(from, window);
             bk.new_flows = bk.new_flows.saturating_add(1);
             match proto {
                 6 => {
                     bk.tcp_new = bk.tcp_new.saturating_add(1);
                     bk.tcp_half_open += u32::from(half_open);
                 }
-                17 => bk.udp_new = bk.udp_new.saturating_add(1),
-                1 | 58 => bk.icmp_new = bk.icmp_new.saturating_add(1),
+                17 => {
+                    if let Some(x) = x {
+                        x.udp_new = x.udp_new.saturating_add(1);
+                    }
+                }
+                1 | 58 => {
+                    if let Some(x) = x {
+                        x.icmp_new = x.icmp_new.saturating_add(1);
+                    }
+                }
                 _ => {}
             }
             if service {
-                bk.svc_flows += 1;
+                bk.svc_flows = bk.svc_flows.saturating_add(1);
                 bk.svc_ans += u32::from(outbound.pkts > 0);
                 if proto == 6 && inbound_flags.has(TcpFlags::SYN) {
-                    bk.svc_att += 1;
+                    bk.svc_att = bk.svc_att.saturating_add(1);
                     bk.svc_est += u32::from(
                         outbound.tcp_flags.has(TcpFlags::SYN | TcpFlags::ACK)
                             && inbound_flags.has(TcpFlags::ACK),
@@ -724,31 +945,33 @@ impl AssetState {
         // building (a quarter of a limit reached) or is under way: benign traffic pays for
         // neither table.
         let armed = !self.open.is_empty()
-            || self.get(last).is_some_and(|b| self.near(cx.s, b))
-            || (from != last && self.get(from).is_some_and(|b| self.near(cx.s, b)));
+            || self.get(last).is_some_and(|b| self.near(cx.s, &b))
+            || (from != last && self.get(from).is_some_and(|b| self.near(cx.s, &b)));
         if reflected {
             let i = reflector(remote_port).expect("reflected");
-            self.refl[i] += inbound.ip_bytes;
-            self.refl_out += outbound.ip_bytes;
+            let a = self.atk();
+            a.refl[i] += inbound.ip_bytes;
+            a.refl_out += outbound.ip_bytes;
             self.gathered = true;
         }
         if armed && inbound.pkts > 0 {
             self.gathered = true;
+            let a = self.atk();
             // Once the table is full, a spoofed flood's sources are nearly all new: a bit per
             // hashed address says "certainly not held" without probing the table.
-            let absent = self
+            let absent = a
                 .held
                 .as_deref()
                 .is_some_and(|h| !h.maybe(addr_key(remote)));
             if absent {
-                self.others.0 += inbound.pkts;
-                self.others.1 += inbound.ip_bytes;
-            } else if let Some(e) = self.sources.get_mut(&remote) {
+                a.others.0 += inbound.pkts;
+                a.others.1 += inbound.ip_bytes;
+            } else if let Some(e) = a.sources.get_mut(&remote) {
                 e.pkts += inbound.pkts;
                 e.bytes += inbound.ip_bytes;
                 e.reflector |= reflected;
-            } else if self.sources.len() < MAX_SOURCES {
-                self.sources.insert(
+            } else if a.sources.len() < MAX_SOURCES {
+                a.sources.insert(
                     remote,
                     Src {
                         pkts: inbound.pkts,
@@ -756,22 +979,32 @@ impl AssetState {
                         reflector: reflected,
                     },
                 );
-                if self.sources.len() == MAX_SOURCES {
+                if a.sources.len() == MAX_SOURCES {
                     let mut h = Box::new(Held::default());
-                    for a in self.sources.keys() {
-                        h.add(addr_key(*a));
+                    for k in a.sources.keys() {
+                        h.add(addr_key(*k));
                     }
-                    self.held = Some(h);
+                    a.held = Some(h);
                 }
             } else {
-                self.others.0 += inbound.pkts;
-                self.others.1 += inbound.ip_bytes;
+                a.others.0 += inbound.pkts;
+                a.others.1 += inbound.ip_bytes;
             }
         }
-        if armed {
-            if let Some(sp) = self.spread.as_deref_mut() {
-                spread(sp, local, last, inbound, from == first);
-            }
+        if armed && self.multi {
+            let sp = self.spread.get_or_insert_with(|| {
+                let direct = match cx.asset.cidrs.as_slice() {
+                    [ipnet::IpNet::V4(n)] if n.prefix_len() >= 32 - DIRECT_SPREAD_BITS => {
+                        Some((u32::from(n.network()), 1u32 << (32 - n.prefix_len())))
+                    }
+                    _ => None,
+                };
+                Box::new(Spread {
+                    direct,
+                    ..Spread::default()
+                })
+            });
+            spread(sp, local, last, inbound, from == first);
         }
         // Seconds this record touched may now cross a limit.
         for sec in from..=last {
@@ -830,10 +1063,7 @@ impl AssetState {
         }
         // In a second already over a limit, a flood's (often spoofed) sources would fill the
         // scan table one probe each: probes are not followed then.
-        if side == Side::Resp
-            && is_probe(r, inbound, outbound, remote_port)
-            && !self.get(last).is_some_and(|b| b.hot)
-        {
+        if side == Side::Resp && is_probe(r, inbound, outbound, remote_port) && !self.is_hot(last) {
             self.probe(cx, remote, local, local_port, last, out);
         }
         if outbound.ip_bytes > 0 && self.holds_ip && cx.index.lookup(remote).is_none() {
@@ -899,7 +1129,8 @@ impl AssetState {
         out: &mut Vec<Alert>,
     ) {
         let s = cx.s;
-        let p = if let Some(p) = self.scans.get_mut(&remote) {
+        let scans = &mut self.tables(sec).scans;
+        let p = if let Some(p) = scans.get_mut(&remote) {
             if sec > p.last_sec + s.scan_idle_secs {
                 *p = Probe {
                     first_sec: sec,
@@ -907,8 +1138,8 @@ impl AssetState {
                 };
             }
             p
-        } else if self.scans.len() < MAX_SCANNERS {
-            self.scans.entry(remote).or_insert(Probe {
+        } else if scans.len() < MAX_SCANNERS {
+            scans.entry(remote).or_insert(Probe {
                 first_sec: sec,
                 ..Probe::default()
             })
@@ -963,7 +1194,8 @@ impl AssetState {
         out: &mut Vec<Alert>,
     ) {
         let s = cx.s;
-        let e = if let Some(e) = self.exfil.get_mut(&remote) {
+        let exfil = &mut self.tables(last).exfil;
+        let e = if let Some(e) = exfil.get_mut(&remote) {
             if last >= e.start_sec + s.exfil_window_secs {
                 *e = Outbound {
                     start_sec: first,
@@ -971,8 +1203,8 @@ impl AssetState {
                 };
             }
             e
-        } else if self.exfil.len() < MAX_EXFIL {
-            self.exfil.entry(remote).or_insert(Outbound {
+        } else if exfil.len() < MAX_EXFIL {
+            exfil.entry(remote).or_insert(Outbound {
                 start_sec: first,
                 ..Outbound::default()
             })
@@ -1031,7 +1263,7 @@ impl AssetState {
     /// A quarter of some limit reached in `b`: an attack may be building.
     #[inline]
     fn near(&self, s: &Settings, b: &Bucket) -> bool {
-        let l = &self.lim;
+        let l = &self.limits();
         let q = |v: u32, lim: u64| u64::from(v) * 4 > lim;
         let qb = |v: u64, lim: u64| v.saturating_mul(32) > lim;
         q(b.pkts, l.total.pkts)
@@ -1051,20 +1283,27 @@ impl AssetState {
     /// an attack's records do not each pay for a full judgement.
     fn judge(&mut self, cx: &Ctx, sec: u64, force: bool, out: &mut Vec<Alert>) {
         let s = cx.s;
-        let Some(b) = self.get_mut(sec) else {
+        let Some(b) = self.get(sec) else {
             return;
         };
+        let slot = sec as usize % SEEN_SLOTS;
         if b.hot && !force {
-            let grown = |now: u32, then: u32| now > then + then / 8;
-            if !(grown(b.pkts, b.seen_pkts)
-                || grown(b.new_flows, b.seen_new)
-                || grown(b.refl_pkts, b.seen_refl))
-            {
-                return;
+            let seen = self
+                .atk
+                .as_ref()
+                .map(|a| a.seen[slot])
+                .filter(|x| x.sec == sec);
+            if let Some(seen) = seen {
+                let grown = |now: u32, then: u32| now > then + then / 8;
+                if !(grown(b.pkts, seen.pkts)
+                    || grown(b.new_flows, seen.new)
+                    || grown(b.refl_pkts, seen.refl))
+                {
+                    return;
+                }
             }
         }
-        let b = *b;
-        let lim = self.lim;
+        let lim = self.limits();
         let over = lim.total.over(b.pkts, b.bytes, b.new_flows)
             || lim.tcp.over(b.tcp_pkts, b.tcp_bytes, b.tcp_new)
             || lim.udp.over(b.udp_pkts, b.udp_bytes, b.udp_new)
@@ -1074,12 +1313,13 @@ impl AssetState {
         if !over && !amp_over {
             return;
         }
-        if let Some(b) = self.get_mut(sec) {
-            b.hot = true;
-            b.seen_pkts = b.pkts;
-            b.seen_new = b.new_flows;
-            b.seen_refl = b.refl_pkts;
-        }
+        self.set_hot(sec);
+        self.atk().seen[slot] = Seen {
+            sec,
+            pkts: b.pkts,
+            new: b.new_flows,
+            refl: b.refl_pkts,
+        };
         let baseline = self.baseline_now(s);
         let measured = Measured {
             pps: f64::from(b.pkts),
@@ -1135,7 +1375,7 @@ impl AssetState {
             };
             amp_done = kind == AlertKind::UdpAmplification;
             let peak = Peak { b, carpet };
-            let (refl, refl_out) = (self.refl, self.refl_out);
+            let (refl, refl_out) = self.reflected();
             let summary = move || flood_summary(kind, &peak, &refl, refl_out);
             let ratio = if kind == AlertKind::UdpAmplification {
                 ratio.max(amp_ratio)
@@ -1159,7 +1399,7 @@ impl AssetState {
         }
         if amp_over && !amp_done {
             let peak = Peak { b, carpet: None };
-            let (refl, refl_out) = (self.refl, self.refl_out);
+            let (refl, refl_out) = self.reflected();
             let summary =
                 move || flood_summary(AlertKind::UdpAmplification, &peak, &refl, refl_out);
             self.hit(
@@ -1203,7 +1443,7 @@ impl AssetState {
         if ss.distinct < cx.s.carpet_min_addrs {
             return None;
         }
-        let per_addr = self.lim.total;
+        let per_addr = self.lim;
         let within = u64::from(ss.max_pkts) <= per_addr.pkts
             && ss.max_bytes.saturating_mul(8) <= per_addr.bits
             && u64::from(ss.max_new) <= per_addr.new;
@@ -1319,11 +1559,12 @@ impl AssetState {
         }
         let mut gap = 0;
         for sec in start..=upto {
-            if self.get(sec).is_some_and(|b| b.hot) {
+            if self.is_hot(sec) {
                 // Its final counts, for the alert's figures.
                 self.judge(cx, sec, true, out);
             }
-            let b = self.get(sec).copied();
+            // A second nothing reached is a gap, folded like one.
+            let b = self.get(sec).filter(|b| !b.is_empty());
             // Judged against the baseline before this second joins it.
             let impaired = b.is_some_and(|b| b.svc_flows > 0) && self.impairment(cx, sec, out);
             let flooding = flooding || impaired;
@@ -1347,7 +1588,7 @@ impl AssetState {
         }
         self.late = (0, 0);
         if self.base.seconds >= s.baseline_warmup_secs {
-            self.lim.total = total_limit(&self.fixed_total, &self.base, s);
+            self.lim = total_limit(&cx.asset.thresholds.total, &self.base, s);
         }
     }
 
@@ -1456,21 +1697,24 @@ impl AssetState {
         }
         if self.open.is_empty() && self.gathered {
             // Sources are named for an attack: forget those seen while nothing was open.
-            self.sources.clear();
-            self.held = None;
-            self.others = (0, 0);
-            self.refl = [0; REFLECTORS.len()];
-            self.refl_out = 0;
+            if let Some(a) = self.atk.as_deref_mut() {
+                a.sources.clear();
+                a.held = None;
+                a.others = (0, 0);
+                a.refl = [0; REFLECTORS.len()];
+                a.refl_out = 0;
+            }
             self.gathered = false;
         }
-        if watermark >= self.last_sweep + SWEEP_SECS
-            && !(self.scans.is_empty() && self.exfil.is_empty())
-        {
-            self.last_sweep = watermark;
-            let idle = cx.s.scan_idle_secs;
-            self.scans.retain(|_, p| p.last_sec + idle >= watermark);
-            let window = cx.s.exfil_window_secs;
-            self.exfil.retain(|_, e| e.start_sec + window > watermark);
+        if let Some(t) = self.tables.as_deref_mut() {
+            if watermark >= t.last_sweep + SWEEP_SECS && !(t.scans.is_empty() && t.exfil.is_empty())
+            {
+                t.last_sweep = watermark;
+                let idle = cx.s.scan_idle_secs;
+                t.scans.retain(|_, p| p.last_sec + idle >= watermark);
+                let window = cx.s.exfil_window_secs;
+                t.exfil.retain(|_, e| e.start_sec + window > watermark);
+            }
         }
     }
 
@@ -1492,7 +1736,8 @@ impl AssetState {
     /// over the whole attack), a scan from every scanner named.
     fn final_summary(&self, o: &mut Open) {
         if let Some(p) = &o.peak {
-            o.summary = flood_summary(o.kind, p, &self.refl, self.refl_out);
+            let (refl, refl_out) = self.reflected();
+            o.summary = flood_summary(o.kind, p, &refl, refl_out);
         } else if o.kind == AlertKind::Scan {
             let who: Vec<String> = o
                 .named
@@ -1512,20 +1757,24 @@ impl AssetState {
             // An amplification attack's sources are its reflectors; other traffic the asset
             // received meanwhile is not part of it.
             let part = |s: &Src| o.kind != AlertKind::UdpAmplification || s.reflector;
+            let (sources, others) = match self.atk.as_deref() {
+                Some(a) => (Some(&a.sources), a.others.0),
+                None => (None, 0),
+            };
+            let sources = sources.into_iter().flatten();
             let others = if o.kind == AlertKind::UdpAmplification {
                 0
             } else {
-                self.others.0
+                others
             };
-            let total: u64 = self
-                .sources
-                .values()
+            let total: u64 = sources
+                .clone()
+                .map(|(_, s)| s)
                 .filter(|s| part(s))
                 .map(|s| s.pkts)
                 .sum::<u64>()
                 + others;
-            let mut v: Vec<(&IpAddr, &Src)> =
-                self.sources.iter().filter(|(_, s)| part(s)).collect();
+            let mut v: Vec<(&IpAddr, &Src)> = sources.filter(|(_, s)| part(s)).collect();
             v.sort_unstable_by(|a, b| b.1.pkts.cmp(&a.1.pkts).then(a.0.cmp(b.0)));
             v.into_iter()
                 .take(TOP_SOURCES)

@@ -975,8 +975,36 @@ fn footprint_is_reported() {
         Settings::default(),
     );
     let f = d.footprint();
-    assert!(f.per_asset > 16 * 64 && f.per_asset < 8192, "{f:?}");
+    // The design target: at most 1 KB per tracked asset, its ring of 16 seconds included.
+    assert!(f.per_asset > 16 * 32 && f.per_asset <= 1024, "{f:?}");
     assert!(f.per_source > 17 && f.per_source < 128, "{f:?}");
+}
+
+#[test]
+fn a_quiet_asset_with_service_ports_holds_at_most_a_kilobyte() {
+    let mut web = asset("web", "192.0.2.0/28", total(20_000, 1_000_000_000, 200));
+    web.service_ports = vec![443, 53];
+    let mut d = detector(vec![web], Settings::default());
+    let mut out = Vec::new();
+    let recs: Vec<FlowRecord> = (0..20u64)
+        .map(|s| {
+            rec(
+                &d,
+                6,
+                (ip("198.51.100.7"), 40_000),
+                (ip("192.0.2.5"), 443),
+                (1000 + s) * NS,
+                tcp_dir(10, 1_000, 500, S | A | P | F),
+                tcp_dir(10, 9_000, 8_500, S | A | P | F),
+                ConnState::SF,
+            )
+        })
+        .collect();
+    d.process(&recs, &mut out);
+    assert!(out.is_empty(), "{out:#?}");
+    let m = d.heap_bytes();
+    assert_eq!(m.assets, 1);
+    assert!(m.bytes <= 1024, "{m:?} {:?}", d.footprint());
 }
 
 #[test]
