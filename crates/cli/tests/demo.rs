@@ -2,6 +2,8 @@
 //! raises the scenario's alerts and writes packages that `normwatch verify` accepts; and
 //! `normwatch run --evidence-dir` packages a real capture's alert the same way.
 
+mod common;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,20 +14,6 @@ fn shared(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/data")
         .join(rel)
-}
-
-fn packages(root: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("packages"))
-        .map(|d| {
-            d.map(|e| e.unwrap().path())
-                .filter(|p| {
-                    p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.')
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 fn verify(pkg: &Path, key: &Path) {
@@ -94,7 +82,7 @@ fn the_demo_raises_the_scenario_alerts_and_writes_verifiable_packages() {
             .unwrap()
             .contains(&Value::from("ungge2015.13f")));
     }
-    let pkgs = packages(&work.join("evidence"));
+    let pkgs = common::package_dirs(&work.join("evidence"));
     assert!(pkgs.len() >= 4, "{pkgs:?}");
     for p in &pkgs {
         verify(p, &work.join("signing.key.pub"));
@@ -183,7 +171,7 @@ asn = "{}"
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    let pkgs = packages(&d.join("evidence"));
+    let pkgs = common::package_dirs(&d.join("evidence"));
     assert!(!pkgs.is_empty(), "{err}");
     for p in &pkgs {
         verify(p, &d.join("signing.key.pub"));

@@ -4,6 +4,8 @@
 //! Needs `tansu` on PATH (`cargo install tansu --locked --features dynostore,libsql`; `.ci/run`
 //! installs it) or its path in `NORMWATCH_TANSU`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
@@ -837,20 +839,6 @@ fn add_evidence(s: &Setup) -> PathBuf {
     d.join("evidence")
 }
 
-fn package_dirs(root: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("packages"))
-        .map(|d| {
-            d.map(|e| e.unwrap().path())
-                .filter(|p| {
-                    p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.')
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[test]
 fn package_turns_closed_alerts_from_kafka_into_verifiable_packages_once() {
     let _g = serial();
@@ -882,7 +870,7 @@ fn package_turns_closed_alerts_from_kafka_into_verifiable_packages_once() {
     let err = text(&out.stderr);
     assert!(out.status.success(), "package failed: {err}");
     assert!(err.contains(&format!("alerts_packaged={closed}")), "{err}");
-    let pkgs = package_dirs(&evidence);
+    let pkgs = common::package_dirs(&evidence);
     assert!(!pkgs.is_empty(), "{err}");
     assert_eq!(
         metric(&err, "normwatch_evidence_packages_built_total") as usize,
@@ -913,7 +901,7 @@ fn package_turns_closed_alerts_from_kafka_into_verifiable_packages_once() {
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("alerts_packaged=0"), "{err}");
-    assert_eq!(package_dirs(&evidence).len(), pkgs.len());
+    assert_eq!(common::package_dirs(&evidence).len(), pkgs.len());
     assert_eq!(
         std::fs::read_dir(s.dir.path().join("outbox"))
             .unwrap()
