@@ -178,3 +178,47 @@ impl FlowRecord {
         self.last_ns.saturating_sub(self.first_ns)
     }
 }
+
+/// Where a flow record's counts come from: packets the sensor saw itself, or a flow export
+/// from a router or switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordSource {
+    /// The sensor's own flow table over captured packets (every packet counted).
+    Packets,
+    /// Cisco NetFlow version 5.
+    NetflowV5,
+    /// NetFlow version 9 (RFC 3954).
+    NetflowV9,
+    /// IPFIX (RFC 7011).
+    Ipfix,
+    /// sFlow version 5: sampled packet headers aggregated by the sensor's flow table.
+    Sflow,
+}
+
+impl RecordSource {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RecordSource::Packets => "packets",
+            RecordSource::NetflowV5 => "netflow-v5",
+            RecordSource::NetflowV9 => "netflow-v9",
+            RecordSource::Ipfix => "ipfix",
+            RecordSource::Sflow => "sflow",
+        }
+    }
+}
+
+/// How an exported flow reached the sensor: the protocol, the exporting device and the
+/// sampling the device applied. Packet and byte counts of a record carrying it are already
+/// scaled by `sampling_rate`, so thresholds compare like with like; the rate says how coarse
+/// the estimate is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExportOrigin {
+    pub source: RecordSource,
+    /// The exporter's address (the UDP source, or the sFlow agent address).
+    pub exporter: IpAddr,
+    /// NetFlow v9 source id, IPFIX observation domain, sFlow sub-agent and source id.
+    pub domain: u32,
+    /// One in `sampling_rate` packets was counted (1: every packet).
+    pub sampling_rate: u32,
+}

@@ -1,0 +1,398 @@
+//! Flow-export ingest: NetFlow v5, NetFlow v9, IPFIX and sFlow v5 datagrams from routers and
+//! switches decoded into the same [`FlowRecord`]s the sensor derives from packets.
+//!
+//! - [`netflow5`]: fixed-format NetFlow v5.
+//! - [`template`]: NetFlow v9 and IPFIX, with per-session template caches, data held while its
+//!   template has not arrived, options records announcing the sampling rate.
+//! - [`sflow`]: sFlow v5 flow samples; the sampled packet headers go through the sensor's own
+//!   flow table (one per agent and rate), so sFlow gives bidirectional, Zeek-style flows.
+//!
+//! [`Decoder::decode`] takes one datagram and its sender, appends [`Exported`] records and
+//! never panics: a datagram it cannot use is counted by [`DropReason`]. Counts of sampled
+//! exports are scaled by the sampling rate and the rate is kept in the record's
+//! [`ExportOrigin`].
+//!
+//! Architecture Invariant: decoding is synchronous and does no I/O; it allocates only for a
+//! new exporter session, a new template, a held data set or an sFlow flow slot. Every table
+//! (sessions, templates, held sets) is bounded by [`DecoderConfig`].
+
+pub mod netflow5;
+mod read;
+mod record;
+pub mod sflow;
+pub mod template;
+
+use hashbrown::HashMap;
+use normwatch_model::flow::{ExportOrigin, RecordSource};
+use normwatch_model::{AssetIndex, FlowRecord};
+use normwatch_sensor::FlowConfig;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// A flow record decoded from an export, with where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exported {
+    pub record: FlowRecord,
+    pub origin: ExportOrigin,
+}
+
+/// Why a datagram (or part of one) was not used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum DropReason {
+    #[error("datagram shorter than its headers or lengths say")]
+    Truncated,
+    #[error("not NetFlow v5/v9, IPFIX or sFlow v5")]
+    UnknownVersion,
+    #[error("data set whose template never arrived (held too long or the hold was full)")]
+    MissingTemplate,
+    #[error("malformed template")]
+    BadTemplate,
+    #[error("malformed set or record")]
+    BadSet,
+    #[error("too many exporter sessions")]
+    TooManySessions,
+    #[error("too many templates for one exporter")]
+    TooManyTemplates,
+    #[error("sampled packet with an unsupported header protocol")]
+    UnsupportedSample,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Truncated,
+        DropReason::UnknownVersion,
+        DropReason::MissingTemplate,
+        DropReason::BadTemplate,
+        DropReason::BadSet,
+        DropReason::TooManySessions,
+        DropReason::TooManyTemplates,
+        DropReason::UnsupportedSample,
+    ];
+
+    /// Metric label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::UnknownVersion => "unknown_version",
+            DropReason::MissingTemplate => "missing_template",
+            DropReason::BadTemplate => "bad_template",
+            DropReason::BadSet => "bad_set",
+            DropReason::TooManySessions => "too_many_sessions",
+            DropReason::TooManyTemplates => "too_many_templates",
+            DropReason::UnsupportedSample => "unsupported_sample",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Export protocols, for counters.
+pub const SOURCES: [RecordSource; 4] = [
+    RecordSource::NetflowV5,
+    RecordSource::NetflowV9,
+    RecordSource::Ipfix,
+    RecordSource::Sflow,
+];
+
+fn source_index(s: RecordSource) -> usize {
+    match s {
+        RecordSource::NetflowV5 => 0,
+        RecordSource::NetflowV9 => 1,
+        RecordSource::Ipfix => 2,
+        RecordSource::Sflow | RecordSource::Packets => 3,
+    }
+}
+
+/// What the decoder did, cumulative.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportStats {
+    /// Datagrams recognised, per protocol (index as [`SOURCES`]).
+    pub datagrams: [u64; 4],
+    /// Records produced, per protocol.
+    pub records: [u64; 4],
+    /// Drops (whole datagrams or parts of them), per reason (index as [`DropReason::ALL`]).
+    pub drops: [u64; 8],
+    /// Templates learned or refreshed, withdrawn.
+    pub templates: u64,
+    pub withdrawn: u64,
+    /// Data sets held for a template, and of those decoded once it arrived.
+    pub held: u64,
+    pub resolved: u64,
+}
+
+impl ExportStats {
+    pub fn drop(&mut self, r: DropReason) {
+        self.drops[r.index()] += 1;
+    }
+
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.drops[r.index()]
+    }
+
+    pub fn datagrams_of(&self, s: RecordSource) -> u64 {
+        self.datagrams[source_index(s)]
+    }
+
+    pub fn records_of(&self, s: RecordSource) -> u64 {
+        self.records[source_index(s)]
+    }
+}
+
+/// Decoder settings (built from `[sensor.exporters]`).
+#[derive(Clone, Debug)]
+pub struct DecoderConfig {
+    pub sensor_id: Arc<str>,
+    pub assets: Arc<AssetIndex>,
+    /// Rate assumed when an exporter announces none (1: every packet counted).
+    pub default_sampling: u32,
+    /// Rates configured per exporter address; they win over what the exporter announces,
+    /// for devices that sample without saying so.
+    pub sampling: Vec<(IpAddr, u32)>,
+    /// Most exporter sessions (NetFlow v9/IPFIX transport sessions, sFlow agent tables).
+    pub max_sessions: usize,
+    /// Most templates per session.
+    pub max_templates: usize,
+    /// Data sets and bytes held per session while their template is missing.
+    pub hold_sets: usize,
+    pub hold_bytes: usize,
+    /// How long a held data set waits for its template (receive time, ns).
+    pub hold_ns: u64,
+    /// The flow table settings sFlow samples are aggregated with (timeouts, table size).
+    pub sflow_table: FlowConfig,
+}
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        DecoderConfig {
+            sensor_id: Arc::from("normwatch-sensor"),
+            assets: Arc::new(AssetIndex::default()),
+            default_sampling: 1,
+            sampling: Vec::new(),
+            max_sessions: 4096,
+            max_templates: 512,
+            hold_sets: 256,
+            hold_bytes: 1 << 20,
+            hold_ns: 10_000_000_000,
+            sflow_table: FlowConfig {
+                max_flows: 65_536,
+                ..FlowConfig::default()
+            },
+        }
+    }
+}
+
+impl DecoderConfig {
+    fn configured_rate(&self, exporter: IpAddr) -> Option<u32> {
+        self.sampling
+            .iter()
+            .find(|(a, _)| *a == exporter)
+            .map(|(_, r)| *r)
+    }
+}
+
+/// The decoder: per-exporter state and counters. One per receiving thread.
+#[derive(Debug)]
+pub struct Decoder {
+    cfg: DecoderConfig,
+    stats: ExportStats,
+    sessions: HashMap<(SocketAddr, u16), template::Session>,
+    sflow: sflow::Aggregator,
+    next_flow_id: u64,
+}
+
+impl Decoder {
+    pub fn new(mut cfg: DecoderConfig) -> Self {
+        cfg.default_sampling = cfg.default_sampling.max(1);
+        cfg.sflow_table.sensor_id = cfg.sensor_id.clone();
+        cfg.sflow_table.assets = cfg.assets.clone();
+        // Sampled headers are cut short: their checksums cannot be checked.
+        cfg.sflow_table.checksums.verify = false;
+        Decoder {
+            sflow: sflow::Aggregator::default(),
+            cfg,
+            stats: ExportStats::default(),
+            sessions: HashMap::new(),
+            next_flow_id: 1,
+        }
+    }
+
+    pub fn config(&self) -> &DecoderConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &ExportStats {
+        &self.stats
+    }
+
+    /// Data sets currently held for a template.
+    pub fn held(&self) -> usize {
+        self.sessions.values().map(|s| s.held_sets()).sum()
+    }
+
+    /// Decodes one datagram from `from`, received at `now_ns` (wall clock, ns since the
+    /// epoch: held data expires by it, and sFlow samples carry no time of their own).
+    /// Records are appended to `out`; on error, records decoded before the fault stay.
+    pub fn decode(
+        &mut self,
+        from: SocketAddr,
+        data: &[u8],
+        now_ns: u64,
+        out: &mut Vec<Exported>,
+    ) -> Result<(), DropReason> {
+        let r = self.dispatch(from, data, now_ns, out);
+        if let Err(e) = r {
+            self.stats.drop(e);
+        }
+        r
+    }
+
+    fn dispatch(
+        &mut self,
+        from: SocketAddr,
+        data: &[u8],
+        now_ns: u64,
+        out: &mut Vec<Exported>,
+    ) -> Result<(), DropReason> {
+        if data.len() < 4 {
+            return Err(DropReason::Truncated);
+        }
+        let version = u16::from_be_bytes([data[0], data[1]]);
+        let source = match version {
+            5 => RecordSource::NetflowV5,
+            9 => RecordSource::NetflowV9,
+            10 => RecordSource::Ipfix,
+            0 if data[2] == 0 && data[3] == 5 => RecordSource::Sflow,
+            _ => return Err(DropReason::UnknownVersion),
+        };
+        self.stats.datagrams[source_index(source)] += 1;
+        let before = out.len();
+        let r = match source {
+            RecordSource::NetflowV5 => netflow5::decode(self, from.ip(), data, out),
+            RecordSource::Sflow => {
+                let (sflow, ctx) = self.split_sflow();
+                sflow.decode(ctx, data, now_ns, out)
+            }
+            _ => self.decode_templated(from, version, data, now_ns, out),
+        };
+        self.count_records(out, before);
+        r
+    }
+
+    fn count_records(&mut self, out: &[Exported], before: usize) {
+        for e in &out[before..] {
+            self.stats.records[source_index(e.origin.source)] += 1;
+        }
+    }
+
+    pub(crate) fn ctx(&mut self) -> Ctx<'_> {
+        Ctx {
+            cfg: &self.cfg,
+            stats: &mut self.stats,
+            next_flow_id: &mut self.next_flow_id,
+        }
+    }
+
+    fn split_sflow(&mut self) -> (&mut sflow::Aggregator, Ctx<'_>) {
+        (
+            &mut self.sflow,
+            Ctx {
+                cfg: &self.cfg,
+                stats: &mut self.stats,
+                next_flow_id: &mut self.next_flow_id,
+            },
+        )
+    }
+
+    fn decode_templated(
+        &mut self,
+        from: SocketAddr,
+        version: u16,
+        data: &[u8],
+        now_ns: u64,
+        out: &mut Vec<Exported>,
+    ) -> Result<(), DropReason> {
+        let key = (from, version);
+        if !self.sessions.contains_key(&key) {
+            if self.sessions.len() >= self.cfg.max_sessions {
+                self.expire_sessions(now_ns, out);
+                if self.sessions.len() >= self.cfg.max_sessions {
+                    return Err(DropReason::TooManySessions);
+                }
+            }
+            self.sessions.insert(key, template::Session::default());
+        }
+        let session = self.sessions.get_mut(&key).expect("inserted above");
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            stats: &mut self.stats,
+            next_flow_id: &mut self.next_flow_id,
+        };
+        session.decode(&mut ctx, from.ip(), version, data, now_ns, out)
+    }
+
+    /// Sessions silent for far longer than a template may wait are forgotten, so a full
+    /// session table makes room for new exporters.
+    fn expire_sessions(&mut self, now_ns: u64, _out: &mut [Exported]) {
+        let idle = self.cfg.hold_ns.saturating_mul(60);
+        let stats = &mut self.stats;
+        self.sessions.retain(|_, s| {
+            let keep = now_ns.saturating_sub(s.last_ns) < idle;
+            if !keep {
+                for _ in 0..s.held_sets() {
+                    stats.drop(DropReason::MissingTemplate);
+                }
+            }
+            keep
+        });
+    }
+
+    /// Lets receive time pass: held data sets past their wait are dropped (counted as
+    /// missing templates) and sFlow flows that timed out are emitted.
+    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Exported>) {
+        let hold = self.cfg.hold_ns;
+        for s in self.sessions.values_mut() {
+            s.expire(now_ns, hold, &mut self.stats);
+        }
+        let before = out.len();
+        let (sflow, mut ctx) = self.split_sflow();
+        sflow.advance(&mut ctx, now_ns, out);
+        self.count_records(out, before);
+    }
+
+    /// Ends the input: every sFlow flow still open is emitted; held data sets are dropped.
+    pub fn flush(&mut self, out: &mut Vec<Exported>) {
+        for s in self.sessions.values_mut() {
+            s.expire(u64::MAX, 0, &mut self.stats);
+        }
+        let before = out.len();
+        let (sflow, mut ctx) = self.split_sflow();
+        sflow.flush(&mut ctx, out);
+        self.count_records(out, before);
+    }
+}
+
+/// What the protocol decoders share: the settings, the counters and the flow-id sequence.
+pub(crate) struct Ctx<'a> {
+    pub(crate) cfg: &'a DecoderConfig,
+    pub(crate) stats: &'a mut ExportStats,
+    pub(crate) next_flow_id: &'a mut u64,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn flow_id(&mut self) -> u64 {
+        let id = *self.next_flow_id;
+        *self.next_flow_id += 1;
+        id
+    }
+
+    /// The rate to scale by: configured for the exporter, else announced, else the default.
+    pub(crate) fn rate(&self, exporter: IpAddr, announced: Option<u32>) -> u32 {
+        self.cfg
+            .configured_rate(exporter)
+            .or(announced.filter(|r| *r > 0))
+            .unwrap_or(self.cfg.default_sampling)
+            .max(1)
+    }
+}

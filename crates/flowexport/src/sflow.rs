@@ -1,0 +1,188 @@
+//! sFlow v5: flow samples carrying the first bytes of sampled packets.
+//!
+//! A sample is a packet, not a flow, so samples go through the sensor's own flow table — one
+//! per agent, data source and sampling rate — and leave it as the same bidirectional,
+//! Zeek-style records the packet path makes, with counts scaled by the rate. sFlow carries no
+//! wall-clock time: a sample's time is when its datagram arrived. Counter samples are
+//! skipped; of flow records only the raw packet header (Ethernet, IPv4, IPv6) is used.
+
+use crate::read::Cursor;
+use crate::{Ctx, DropReason, Exported};
+use hashbrown::HashMap;
+use normwatch_model::flow::{ExportOrigin, RecordSource};
+use normwatch_model::FlowRecord;
+use normwatch_sensor::decode::LinkType;
+use normwatch_sensor::FlowTable;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Flow ids of a table start at its number shifted this far, apart from every other table.
+const TABLE_ID_SHIFT: u32 = 40;
+
+#[derive(Debug)]
+struct Table {
+    no: u64,
+    table: FlowTable,
+}
+
+/// The flow tables sFlow samples are aggregated in.
+#[derive(Debug, Default)]
+pub(crate) struct Aggregator {
+    tables: HashMap<(IpAddr, u32, u32), Table>,
+    next_no: u64,
+    buf: Vec<FlowRecord>,
+}
+
+impl Aggregator {
+    pub(crate) fn decode(
+        &mut self,
+        mut ctx: Ctx<'_>,
+        data: &[u8],
+        now_ns: u64,
+        out: &mut Vec<Exported>,
+    ) -> Result<(), DropReason> {
+        let mut c = Cursor::new(data);
+        let _version = c.u32();
+        let agent = match c.u32().ok_or(DropReason::Truncated)? {
+            1 => {
+                let a = c.take(4).ok_or(DropReason::Truncated)?;
+                IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+            }
+            2 => {
+                let a = c.take(16).ok_or(DropReason::Truncated)?;
+                let a: [u8; 16] = a.try_into().map_err(|_| DropReason::Truncated)?;
+                IpAddr::V6(Ipv6Addr::from(a))
+            }
+            _ => return Err(DropReason::BadSet),
+        };
+        let _sub_agent = c.u32().ok_or(DropReason::Truncated)?;
+        let _seq = c.u32().ok_or(DropReason::Truncated)?;
+        let _uptime = c.u32().ok_or(DropReason::Truncated)?;
+        let samples = c.u32().ok_or(DropReason::Truncated)?;
+        for _ in 0..samples {
+            let format = c.u32().ok_or(DropReason::Truncated)?;
+            let len = c.u32().ok_or(DropReason::Truncated)? as usize;
+            let body = c.take(len).ok_or(DropReason::Truncated)?;
+            let expanded = match format {
+                1 => false,
+                3 => true,
+                // Counter samples and other enterprises' formats.
+                _ => continue,
+            };
+            self.sample(&mut ctx, agent, expanded, body, now_ns, out)?;
+        }
+        Ok(())
+    }
+
+    fn sample(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        agent: IpAddr,
+        expanded: bool,
+        body: &[u8],
+        now_ns: u64,
+        out: &mut Vec<Exported>,
+    ) -> Result<(), DropReason> {
+        let mut s = Cursor::new(body);
+        let _seq = s.u32().ok_or(DropReason::BadSet)?;
+        let source = if expanded {
+            let kind = s.u32().ok_or(DropReason::BadSet)?;
+            let index = s.u32().ok_or(DropReason::BadSet)?;
+            kind << 24 | (index & 0x00ff_ffff)
+        } else {
+            s.u32().ok_or(DropReason::BadSet)?
+        };
+        let rate = s.u32().ok_or(DropReason::BadSet)?;
+        let _pool = s.u32();
+        let _drops = s.u32();
+        // Input and output interfaces: one word each, or format and value when expanded.
+        s.take(if expanded { 16 } else { 8 })
+            .ok_or(DropReason::BadSet)?;
+        let records = s.u32().ok_or(DropReason::BadSet)?;
+        let rate = ctx.rate(agent, Some(rate));
+        for _ in 0..records {
+            let format = s.u32().ok_or(DropReason::BadSet)?;
+            let len = s.u32().ok_or(DropReason::BadSet)? as usize;
+            let rec = s.take(len).ok_or(DropReason::BadSet)?;
+            if format != 1 {
+                continue;
+            }
+            let mut r = Cursor::new(rec);
+            let proto = r.u32().ok_or(DropReason::BadSet)?;
+            let frame_len = r.u32().ok_or(DropReason::BadSet)? as usize;
+            let stripped = r.u32().ok_or(DropReason::BadSet)? as usize;
+            let hdr_len = r.u32().ok_or(DropReason::BadSet)? as usize;
+            let header = r.take(hdr_len).ok_or(DropReason::BadSet)?;
+            let link = match proto {
+                1 => LinkType::Ethernet,
+                11 | 12 => LinkType::Raw,
+                _ => {
+                    ctx.stats.drop(DropReason::UnsupportedSample);
+                    continue;
+                }
+            };
+            if header.is_empty() {
+                ctx.stats.drop(DropReason::UnsupportedSample);
+                continue;
+            }
+            let wire_len = frame_len.saturating_sub(stripped).max(header.len());
+            let key = (agent, source, rate);
+            if !self.tables.contains_key(&key) {
+                if self.tables.len() >= ctx.cfg.max_sessions {
+                    return Err(DropReason::TooManySessions);
+                }
+                self.next_no += 1;
+                let table = FlowTable::new(ctx.cfg.sflow_table.clone());
+                self.tables.insert(
+                    key,
+                    Table {
+                        no: self.next_no,
+                        table,
+                    },
+                );
+            }
+            let t = self.tables.get_mut(&key).expect("inserted above");
+            t.table
+                .process_frame(link, header, wire_len, now_ns, &mut self.buf);
+            emit(&mut self.buf, t.no, key, out);
+        }
+        Ok(())
+    }
+
+    /// Lets receive time pass in every table, so idle flows end without new samples.
+    pub(crate) fn advance(&mut self, _ctx: &mut Ctx<'_>, now_ns: u64, out: &mut Vec<Exported>) {
+        for (key, t) in &mut self.tables {
+            t.table.advance_to(now_ns, &mut self.buf);
+            emit(&mut self.buf, t.no, *key, out);
+        }
+    }
+
+    pub(crate) fn flush(&mut self, _ctx: &mut Ctx<'_>, out: &mut Vec<Exported>) {
+        for (key, t) in &mut self.tables {
+            t.table.flush(&mut self.buf);
+            emit(&mut self.buf, t.no, *key, out);
+        }
+    }
+}
+
+/// Scales the table's finished records by the rate and hands them on.
+fn emit(buf: &mut Vec<FlowRecord>, no: u64, key: (IpAddr, u32, u32), out: &mut Vec<Exported>) {
+    let (agent, source, rate) = key;
+    let r = u64::from(rate);
+    for mut rec in buf.drain(..) {
+        rec.flow_id = no << TABLE_ID_SHIFT | (rec.flow_id & ((1 << TABLE_ID_SHIFT) - 1));
+        for d in [&mut rec.orig, &mut rec.resp] {
+            d.pkts = d.pkts.saturating_mul(r);
+            d.ip_bytes = d.ip_bytes.saturating_mul(r);
+            d.payload_bytes = d.payload_bytes.saturating_mul(r);
+        }
+        out.push(Exported {
+            record: rec,
+            origin: ExportOrigin {
+                source: RecordSource::Sflow,
+                exporter: agent,
+                domain: source,
+                sampling_rate: rate,
+            },
+        });
+    }
+}
