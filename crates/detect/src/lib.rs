@@ -307,6 +307,12 @@ impl Detector {
         m
     }
 
+    /// Rule hits folded into an alert that had already closed: late records for seconds its
+    /// attack covered (or its quiet period), which open no new alert.
+    pub fn late_hits(&self) -> u64 {
+        self.states.iter().flatten().map(|st| st.late_hits()).sum()
+    }
+
     /// Processes a batch of records; alert events go to `out`.
     pub fn process(&mut self, records: &[FlowRecord], out: &mut Vec<Alert>) {
         let Detector {

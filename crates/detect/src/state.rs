@@ -33,6 +33,13 @@ const MAX_EXFIL: usize = 1024;
 const TOP_SOURCES: usize = 10;
 /// Event seconds between sweeps of idle scanners and expired destinations.
 const SWEEP_SECS: u64 = 60;
+/// Event seconds a closed alert's window is remembered past its quiet period, so late
+/// records of its attack do not open another alert. A flow table reports a flow at its idle
+/// timeout (Zeek's is a minute for UDP and ICMP; a sensor may use five minutes for TCP), so
+/// its records can be that much later than the detector's allowed lateness.
+const CLOSED_KEEP_SECS: u64 = 300;
+/// Closed alerts remembered per asset (the oldest is forgotten first).
+const MAX_CLOSED: usize = 8;
 
 /// What the rules need besides the asset's own state.
 pub(crate) struct Ctx<'a> {
@@ -515,6 +522,19 @@ struct Attack {
     refl: [u64; REFLECTORS.len()],
     refl_out: u64,
     seen: [Seen; SEEN_SLOTS],
+    /// Recently closed alerts.
+    closed: Vec<Closed>,
+    /// Hits folded into a closed alert's window (late records of its attack).
+    late_hits: u64,
+}
+
+/// A closed alert: its kind, the seconds it covered and the parties it named.
+#[derive(Debug)]
+struct Closed {
+    kind: AlertKind,
+    first_sec: u64,
+    last_sec: u64,
+    named: Vec<IpAddr>,
 }
 
 /// The tables of the per-source rules.
@@ -587,6 +607,11 @@ impl AssetState {
                 .map_or(0, |_| size_of::<[LateSlot; LATE_SLOTS]>())
             + self.atk.as_ref().map_or(0, |a| {
                 size_of::<Attack>()
+                    + a.closed.capacity() * size_of::<Closed>()
+                    + a.closed
+                        .iter()
+                        .map(|c| c.named.capacity() * size_of::<IpAddr>())
+                        .sum::<usize>()
                     + a.sources.allocation_size()
                     + a.held.as_ref().map_or(0, |_| size_of::<Held>())
             })
@@ -764,6 +789,8 @@ impl AssetState {
                 refl: [0; REFLECTORS.len()],
                 refl_out: 0,
                 seen: [Seen::default(); SEEN_SLOTS],
+                closed: Vec::new(),
+                late_hits: 0,
             })
         })
     }
@@ -1481,7 +1508,13 @@ impl AssetState {
             threshold,
         } = extra;
         let update_secs = cx.s.update_secs;
-        if let Some(pos) = self.open.iter().position(|o| o.kind == kind) {
+        let open = self.open.iter().position(|o| o.kind == kind);
+        if open.is_none() && self.covered(cx.s, kind, sec, named.as_ref()) {
+            // A late record of an attack whose alert already closed.
+            self.atk().late_hits += 1;
+            return;
+        }
+        if let Some(pos) = open {
             let o = &mut self.open[pos];
             o.last_hit_sec = o.last_hit_sec.max(sec);
             o.start_ns = o.start_ns.min(start_ns);
@@ -1679,6 +1712,43 @@ impl AssetState {
         true
     }
 
+    /// Whether a hit of `kind` in second `sec` belongs to an alert that already closed: the
+    /// second lies within its window or its quiet period (every such second was final when it
+    /// closed, so only a late record reaches it). A flood second matches a closed flood of any
+    /// kind (late records alone may class it differently); a rule naming a party matches only
+    /// an alert that named it.
+    fn covered(&self, s: &Settings, kind: AlertKind, sec: u64, named: Option<&TopSource>) -> bool {
+        let Some(a) = self.atk.as_deref() else {
+            return false;
+        };
+        a.closed.iter().any(|c| {
+            let same = c.kind == kind || (is_flood(c.kind) && is_flood(kind));
+            same && sec >= c.first_sec
+                && sec <= c.last_sec + s.quiet_secs
+                && named.is_none_or(|n| c.named.contains(&n.addr))
+        })
+    }
+
+    /// Keeps a closed alert's window for late records of its attack.
+    fn remember(&mut self, o: &Open) {
+        let c = Closed {
+            kind: o.kind,
+            first_sec: o.start_ns / NS,
+            last_sec: o.last_hit_sec,
+            named: o.named.iter().map(|n| n.addr).collect(),
+        };
+        let a = self.atk();
+        if a.closed.len() == MAX_CLOSED {
+            a.closed.remove(0);
+        }
+        a.closed.push(c);
+    }
+
+    /// Hits folded into closed alerts (late records of their attacks).
+    pub(crate) fn late_hits(&self) -> u64 {
+        self.atk.as_ref().map_or(0, |a| a.late_hits)
+    }
+
     /// The watermark moved to `watermark`: finalise, close quiet alerts, forget idle state.
     pub(crate) fn expire(&mut self, cx: &Ctx, watermark: u64, out: &mut Vec<Alert>) {
         self.finalize(cx, watermark, out);
@@ -1690,6 +1760,7 @@ impl AssetState {
                     let mut o = self.open.remove(i);
                     self.final_summary(&mut o);
                     out.push(self.event(cx, &o, AlertState::Closed));
+                    self.remember(&o);
                 } else {
                     i += 1;
                 }
@@ -1705,6 +1776,12 @@ impl AssetState {
                 a.refl_out = 0;
             }
             self.gathered = false;
+        }
+        if let Some(a) = self.atk.as_deref_mut() {
+            if !a.closed.is_empty() {
+                a.closed
+                    .retain(|c| c.last_sec + quiet + CLOSED_KEEP_SECS >= watermark);
+            }
         }
         if let Some(t) = self.tables.as_deref_mut() {
             if watermark >= t.last_sweep + SWEEP_SECS && !(t.scans.is_empty() && t.exfil.is_empty())

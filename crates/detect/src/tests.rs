@@ -1113,3 +1113,56 @@ fn a_heavy_source_is_still_named_once_a_spoofed_flood_fills_the_source_table() {
     );
     assert!(closed.top_sources[0].pkts >= 2000);
 }
+
+#[test]
+fn late_records_of_an_attack_whose_alert_closed_open_no_second_alert() {
+    // As in the demo: a quiet period of 10 s, the default lateness.
+    let settings = Settings {
+        quiet_secs: 10,
+        ..Settings::default()
+    };
+    let mut d = detector(
+        vec![asset("dns", "192.0.2.0/24", Thresholds::default())],
+        settings,
+    );
+    let mut out = Vec::new();
+    let mut withheld = Vec::new();
+    // One 13-second reflection attack; most of the answers of three of its seconds are held
+    // back (a flow table reporting them late), each part alone over the reflection limit.
+    for sec in 60..=72u64 {
+        let mut recs = reflected(&d, sec, 1500, 53, false);
+        if (66..=68).contains(&sec) {
+            withheld.extend(recs.split_off(200));
+        }
+        recs.extend(udp_load(&d, sec, 1, 10, 1));
+        d.process(&recs, &mut out);
+    }
+    // Quiet traffic until well after the alert closed.
+    for sec in 73..=100u64 {
+        d.process(&udp_load(&d, sec, 1, 10, 1), &mut out);
+    }
+    let closed: Vec<&Alert> = out
+        .iter()
+        .filter(|a| a.state == AlertState::Closed)
+        .collect();
+    assert_eq!(closed.len(), 1, "{out:#?}");
+    assert_eq!(closed[0].kind, AlertKind::UdpAmplification);
+    // Now the held-back answers arrive, then more quiet traffic.
+    d.process(&withheld, &mut out);
+    for sec in 101..=140u64 {
+        d.process(&udp_load(&d, sec, 1, 10, 1), &mut out);
+    }
+    d.finish(&mut out);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::UdpAmplification, "dns".into())],
+        "{out:#?}"
+    );
+    assert!(d.late_hits() > 0);
+    // A new attack after the closed one's quiet period is a new alert.
+    for sec in 150..=152u64 {
+        d.process(&reflected(&d, sec, 1500, 53, false), &mut out);
+    }
+    d.finish(&mut out);
+    assert_eq!(opened(&out).len(), 2, "{out:#?}");
+}
