@@ -242,6 +242,12 @@ struct ProtoLim {
     icmp: Lim,
 }
 
+const NO_PROTO_LIMITS: ProtoLim = ProtoLim {
+    tcp: UNSET,
+    udp: UNSET,
+    icmp: UNSET,
+};
+
 fn proto_limits(asset: &Asset) -> Option<ProtoLim> {
     let t = &asset.thresholds;
     let p = ProtoLim {
@@ -468,9 +474,10 @@ fn is_probe(r: &FlowRecord, inbound: &DirStats, outbound: &DirStats, remote_port
 }
 
 #[derive(Debug)]
-// Fields a record touches come first, in declaration order (`repr(C)`), so a cold asset
-// costs few cache lines; what only alerts, final seconds and attacks use follows.
-#[repr(C)]
+// Fields a record touches come first, in declaration order (`repr(C)`), within the first two
+// cache lines (the state is aligned to one), so a cold asset costs few cache misses; what
+// only alerts, final seconds and attacks use follows.
+#[repr(C, align(64))]
 pub(crate) struct AssetState {
     /// One slot per second, `newest` and the seconds before it (see [`Core`]).
     ring: Box<[Core]>,
@@ -484,13 +491,6 @@ pub(crate) struct AssetState {
     open: Vec<Open>,
     /// The per-protocol and reflected part of each ring slot (empty until needed).
     ext: Box<[Ext]>,
-    /// Per-protocol limits, where the asset sets any.
-    plim: Option<Box<ProtoLim>>,
-    /// Seconds before the ring's window that late records still reach (made on first use).
-    late_cache: Option<Box<[LateSlot; LATE_SLOTS]>>,
-    /// Per-address traffic of an asset with more than one address (carpet bombing applies),
-    /// made when an attack may first be building.
-    spread: Option<Box<Spread>>,
     /// Copied from the asset, so a record does not reach into its configuration.
     ports: Ports,
     holds_ip: bool,
@@ -500,6 +500,13 @@ pub(crate) struct AssetState {
     pub(crate) listed: bool,
     /// Sources or reflected bytes were gathered since they were last forgotten.
     gathered: bool,
+    /// Seconds before the ring's window that late records still reach (made on first use).
+    late_cache: Option<Box<[LateSlot; LATE_SLOTS]>>,
+    /// Per-protocol limits, where the asset sets any.
+    plim: Option<Box<ProtoLim>>,
+    /// Per-address traffic of an asset with more than one address (carpet bombing applies),
+    /// made when an attack may first be building.
+    spread: Option<Box<Spread>>,
     /// Packets and bytes counted for seconds already final, since the last finalisation.
     late: (u64, u64),
     base: Baseline,
@@ -545,13 +552,13 @@ struct Tables {
     last_sweep: u64,
 }
 
-/// The asset's service ports: the first few inline (most assets have fewer), the rest in the
-/// asset's own list.
+/// The asset's service ports: the first few inline (most assets have fewer); with more, the
+/// rest are read from the asset's own list.
 #[derive(Debug)]
 struct Ports {
     inline: [u16; 6],
     len: u8,
-    more: Box<[u16]>,
+    more: bool,
 }
 
 impl Ports {
@@ -562,13 +569,14 @@ impl Ports {
         Ports {
             inline,
             len: n as u8,
-            more: all[n..].into(),
+            more: all.len() > n,
         }
     }
 
     #[inline]
-    fn contains(&self, p: u16) -> bool {
-        self.inline[..usize::from(self.len)].contains(&p) || self.more.contains(&p)
+    fn contains(&self, p: u16, asset: &Asset) -> bool {
+        self.inline[..usize::from(self.len)].contains(&p)
+            || (self.more && asset.service_ports.contains(&p))
     }
 }
 
@@ -623,7 +631,6 @@ impl AssetState {
                     + sp.addrs.allocation_size()
                     + sp.cells.capacity() * size_of::<Cell>()
             })
-            + self.ports.more.len() * size_of::<u16>()
             + self.open.capacity() * size_of::<Open>()
             + self
                 .open
@@ -683,11 +690,7 @@ impl AssetState {
     /// The limits in force, per protocol too.
     #[inline]
     fn limits(&self) -> Limits {
-        let p = self.plim.as_deref().copied().unwrap_or(ProtoLim {
-            tcp: UNSET,
-            udp: UNSET,
-            icmp: UNSET,
-        });
+        let p = self.plim.as_deref().copied().unwrap_or(NO_PROTO_LIMITS);
         Limits {
             total: self.lim,
             tcp: p.tcp,
@@ -935,7 +938,7 @@ impl AssetState {
             && side == Side::Resp
             && inbound_flags.has(TcpFlags::SYN)
             && !inbound_flags.has(TcpFlags::ACK);
-        let service = side == Side::Resp && self.ports.contains(local_port);
+        let service = side == Side::Resp && self.ports.contains(local_port, cx.asset);
         {
             let (bk, x) = self.counts(from, window);
             bk.new_flows = bk.new_flows.saturating_add(1);
@@ -972,8 +975,8 @@ impl AssetState {
         // building (a quarter of a limit reached) or is under way: benign traffic pays for
         // neither table.
         let armed = !self.open.is_empty()
-            || self.get(last).is_some_and(|b| self.near(cx.s, &b))
-            || (from != last && self.get(from).is_some_and(|b| self.near(cx.s, &b)));
+            || self.near_sec(cx.s, last)
+            || (from != last && self.near_sec(cx.s, from));
         if reflected {
             let i = reflector(remote_port).expect("reflected");
             let a = self.atk();
@@ -1062,7 +1065,9 @@ impl AssetState {
     }
 
     /// The rules that do not use the per-second buckets: ICS commands, scans, exfiltration.
+    /// Inlined: most records need none of them, and the tests are cheaper than the call.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn side_rules(
         &mut self,
         cx: &Ctx,
@@ -1099,6 +1104,7 @@ impl AssetState {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     fn ics(
         &mut self,
         cx: &Ctx,
@@ -1146,6 +1152,7 @@ impl AssetState {
         );
     }
 
+    #[inline(never)]
     fn probe(
         &mut self,
         cx: &Ctx,
@@ -1211,6 +1218,7 @@ impl AssetState {
         );
     }
 
+    #[inline(never)]
     fn outbound(
         &mut self,
         cx: &Ctx,
@@ -1284,25 +1292,53 @@ impl AssetState {
 
     /// Checks second `sec` against the rate rules.
     fn evaluate(&mut self, cx: &Ctx, sec: u64, out: &mut Vec<Alert>) {
-        self.judge(cx, sec, false, out);
+        // A second under a quarter of every limit is under every limit: nothing to judge.
+        if self.is_hot(sec) || self.near_sec(cx.s, sec) {
+            self.judge(cx, sec, false, out);
+        }
     }
 
-    /// A quarter of some limit reached in `b`: an attack may be building.
+    /// A quarter of some limit reached in second `sec`: an attack may be building. Every
+    /// limit the rate rules judge is here, so a second not near is not over. Read in place.
     #[inline]
-    fn near(&self, s: &Settings, b: &Bucket) -> bool {
-        let l = &self.limits();
+    fn near_sec(&self, s: &Settings, sec: u64) -> bool {
+        match self.parts(sec) {
+            Some((c, x)) => self.near(s, c, x),
+            None => false,
+        }
+    }
+
+    /// The stored counts of `sec`, in the ring or the late cache.
+    #[inline]
+    fn parts(&self, sec: u64) -> Option<(&Core, Option<&Ext>)> {
+        if self.in_ring(sec) {
+            let i = sec as usize & (self.ring.len() - 1);
+            return Some((&self.ring[i], self.ext.get(i)));
+        }
+        let b = &self.late_cache.as_ref()?[sec as usize & (LATE_SLOTS - 1)];
+        (b.sec == sec).then_some((&b.c, Some(&b.x)))
+    }
+
+    #[inline]
+    fn near(&self, s: &Settings, c: &Core, x: Option<&Ext>) -> bool {
         let q = |v: u32, lim: u64| u64::from(v) * 4 > lim;
         let qb = |v: u64, lim: u64| v.saturating_mul(32) > lim;
-        q(b.pkts, l.total.pkts)
-            || qb(b.bytes, l.total.bits)
-            || q(b.new_flows, l.total.new)
-            || q(b.tcp_pkts, l.tcp.pkts)
-            || q(b.tcp_new, l.tcp.new)
-            || q(b.udp_pkts, l.udp.pkts)
-            || q(b.udp_new, l.udp.new)
-            || q(b.icmp_pkts, l.icmp.pkts)
-            || q(b.refl_pkts, s.amp_pps)
-            || qb(b.refl_bytes, s.amp_bps)
+        let near = |l: &Lim, pkts: u32, bytes: u64, new: u32| {
+            q(pkts, l.pkts) || qb(bytes, l.bits) || q(new, l.new)
+        };
+        if near(&self.lim, c.pkts, c.bytes, c.new_flows) {
+            return true;
+        }
+        // Without the per-protocol part there is no per-protocol limit and nothing reflected.
+        let Some(x) = x else {
+            return false;
+        };
+        let p = self.plim.as_deref().unwrap_or(&NO_PROTO_LIMITS);
+        near(&p.tcp, x.tcp_pkts, x.tcp_bytes, c.tcp_new)
+            || near(&p.udp, x.udp_pkts, x.udp_bytes, x.udp_new)
+            || near(&p.icmp, x.icmp_pkts, x.icmp_bytes, x.icmp_new)
+            || q(x.refl_pkts, s.amp_pps)
+            || qb(x.refl_bytes, s.amp_bps)
     }
 
     /// Judges second `sec` against the rate rules. A second already over a limit is judged
@@ -1310,26 +1346,26 @@ impl AssetState {
     /// an attack's records do not each pay for a full judgement.
     fn judge(&mut self, cx: &Ctx, sec: u64, force: bool, out: &mut Vec<Alert>) {
         let s = cx.s;
-        let Some(b) = self.get(sec) else {
-            return;
-        };
         let slot = sec as usize % SEEN_SLOTS;
-        if b.hot && !force {
+        if !force && self.is_hot(sec) {
             let seen = self
                 .atk
                 .as_ref()
                 .map(|a| a.seen[slot])
                 .filter(|x| x.sec == sec);
-            if let Some(seen) = seen {
+            if let (Some(seen), Some((c, x))) = (seen, self.parts(sec)) {
                 let grown = |now: u32, then: u32| now > then + then / 8;
-                if !(grown(b.pkts, seen.pkts)
-                    || grown(b.new_flows, seen.new)
-                    || grown(b.refl_pkts, seen.refl))
+                if !(grown(c.pkts, seen.pkts)
+                    || grown(c.new_flows, seen.new)
+                    || grown(x.map_or(0, |x| x.refl_pkts), seen.refl))
                 {
                     return;
                 }
             }
         }
+        let Some(b) = self.get(sec) else {
+            return;
+        };
         let lim = self.limits();
         let over = lim.total.over(b.pkts, b.bytes, b.new_flows)
             || lim.tcp.over(b.tcp_pkts, b.tcp_bytes, b.tcp_new)
