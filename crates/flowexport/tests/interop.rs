@@ -1,0 +1,96 @@
+//! Interop with real exporters from Debian on loopback: softflowd (NetFlow v5, v9, IPFIX)
+//! and pmacctd's nfprobe (NetFlow v9) and sfprobe (sFlow v5) read a capture and export its
+//! flows to a loopback socket; the decoded records must carry the packets and bytes the
+//! sensor's own flow table derives from the same capture.
+//!
+//! Comparison rule: records are summed per direction of a connection (sender, sender port,
+//! receiver, receiver port, IP protocol), since exporters cut flows by their own timeouts
+//! (softflowd's, pmacct's expiry interval and maximum lifetime) and report one direction per
+//! record, while the sensor cuts by Zeek's timers and reports both directions in one record.
+//! Timeouts only decide how a direction's packets are spread over records, so with every
+//! packet counted (no sampling) the totals must be equal, exactly, for every direction. TCP
+//! and UDP are compared; ICMP is not, as exporters put type and code in the port fields
+//! differently. NetFlow v5 carries IPv4 only.
+
+mod common;
+
+use common::*;
+use normwatch_model::flow::RecordSource;
+use normwatch_model::AssetIndex;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// A capture with IPv4 and IPv6, TCP and UDP (DNS, HTTP, NTP and more).
+const MIXED: &str = "zeek/testing/btest/Traces/wikipedia.pcap";
+
+fn tcp_udp(k: &DirKey) -> bool {
+    matches!(k.4, 6 | 17)
+}
+
+fn v4_tcp_udp(k: &DirKey) -> bool {
+    tcp_udp(k) && matches!(k.0, IpAddr::V4(_))
+}
+
+fn check_softflowd(version: u8, source: RecordSource, keep: fn(&DirKey) -> bool) {
+    let pcap = ShortCopy::new(&capture(MIXED));
+    let (sock, port) = bind();
+    let child = softflowd(&pcap.0, version, port);
+    let none = Arc::new(AssetIndex::default());
+    let (d, out) = receive(&sock, child, decoder_config(none.clone()));
+    assert!(!out.is_empty(), "softflowd sent no flows");
+    assert!(out.iter().all(|e| e.origin.source == source
+        && e.origin.sampling_rate == 1
+        && e.origin.exporter == IpAddr::from([127, 0, 0, 1])));
+    assert_eq!(d.stats().drops, [0; 8], "{:?}", d.stats());
+    let sensor = per_direction(&sensor_records(&pcap.0, none), keep);
+    let export = per_direction(out.iter().map(|e| &e.record), keep);
+    assert_eq!(
+        differences(&format!("softflowd v{version}"), &sensor, &export),
+        0
+    );
+}
+
+#[test]
+fn softflowd_netflow_v5_matches_the_sensor() {
+    check_softflowd(5, RecordSource::NetflowV5, v4_tcp_udp);
+}
+
+#[test]
+fn softflowd_netflow_v9_matches_the_sensor() {
+    check_softflowd(9, RecordSource::NetflowV9, tcp_udp);
+}
+
+#[test]
+fn softflowd_ipfix_matches_the_sensor() {
+    check_softflowd(10, RecordSource::Ipfix, tcp_udp);
+}
+
+fn check_pmacctd(plugin: &str, source: RecordSource) {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = capture(MIXED);
+    let (sock, port) = bind();
+    let child = pmacctd(&pcap, plugin, port, dir.path());
+    let none = Arc::new(AssetIndex::default());
+    let (d, out) = receive(&sock, child, decoder_config(none.clone()));
+    assert!(!out.is_empty(), "pmacctd sent no flows");
+    assert!(out
+        .iter()
+        .all(|e| e.origin.source == source && e.origin.sampling_rate == 1));
+    assert_eq!(d.stats().drops, [0; 8], "{:?}", d.stats());
+    let sensor = per_direction(&sensor_records(&pcap, none), tcp_udp);
+    let export = per_direction(out.iter().map(|e| &e.record), tcp_udp);
+    assert_eq!(
+        differences(&format!("pmacctd {plugin}"), &sensor, &export),
+        0
+    );
+}
+
+#[test]
+fn pmacctd_nfprobe_netflow_v9_matches_the_sensor() {
+    check_pmacctd("nfprobe", RecordSource::NetflowV9);
+}
+
+#[test]
+fn pmacctd_sfprobe_sflow_matches_the_sensor() {
+    check_pmacctd("sfprobe", RecordSource::Sflow);
+}
