@@ -4,6 +4,7 @@
 //! - [`netflow5`]: fixed-format NetFlow v5.
 //! - [`template`]: NetFlow v9 and IPFIX, with per-session template caches, data held while its
 //!   template has not arrived, options records announcing the sampling rate.
+//! - [`listen`]: UDP sockets on named threads, datagrams in batches over a bounded channel.
 //! - [`sflow`]: sFlow v5 flow samples; the sampled packet headers go through the sensor's own
 //!   flow table (one per agent and rate), so sFlow gives bidirectional, Zeek-style flows.
 //!
@@ -16,6 +17,7 @@
 //! new exporter session, a new template, a held data set or an sFlow flow slot. Every table
 //! (sessions, templates, held sets) is bounded by [`DecoderConfig`].
 
+pub mod listen;
 pub mod netflow5;
 mod read;
 mod record;
@@ -120,6 +122,9 @@ pub struct ExportStats {
     /// Data sets held for a template, and of those decoded once it arrived.
     pub held: u64,
     pub resolved: u64,
+    /// What the exporters' sequence numbers say never arrived: flows for NetFlow v5,
+    /// datagrams for v9 (IPFIX and sFlow are not checked).
+    pub lost: u64,
 }
 
 impl ExportStats {
@@ -200,6 +205,8 @@ pub struct Decoder {
     sessions: HashMap<(SocketAddr, u16), template::Session>,
     sflow: sflow::Aggregator,
     next_flow_id: u64,
+    /// Next expected sequence number per (sender, version, domain).
+    sequence: HashMap<(SocketAddr, u16, u32), u32>,
 }
 
 impl Decoder {
@@ -215,7 +222,22 @@ impl Decoder {
             stats: ExportStats::default(),
             sessions: HashMap::new(),
             next_flow_id: 1,
+            sequence: HashMap::new(),
         }
+    }
+
+    /// Counts a gap between the expected and the received sequence number; a number from
+    /// the past (reordering, exporter restart) only resets the expectation.
+    pub(crate) fn sequence(&mut self, key: (SocketAddr, u16, u32), seq: u32, advance: u32) {
+        if let Some(expected) = self.sequence.get(&key) {
+            let gap = seq.wrapping_sub(*expected);
+            if gap > 0 && gap < 1 << 30 {
+                self.stats.lost += u64::from(gap);
+            }
+        } else if self.sequence.len() >= self.cfg.max_sessions {
+            return;
+        }
+        self.sequence.insert(key, seq.wrapping_add(advance));
     }
 
     pub fn config(&self) -> &DecoderConfig {
@@ -269,7 +291,7 @@ impl Decoder {
         self.stats.datagrams[source_index(source)] += 1;
         let before = out.len();
         let r = match source {
-            RecordSource::NetflowV5 => netflow5::decode(self, from.ip(), data, out),
+            RecordSource::NetflowV5 => netflow5::decode(self, from, data, out),
             RecordSource::Sflow => {
                 let (sflow, ctx) = self.split_sflow();
                 sflow.decode(ctx, data, now_ns, out)
@@ -313,6 +335,12 @@ impl Decoder {
         now_ns: u64,
         out: &mut Vec<Exported>,
     ) -> Result<(), DropReason> {
+        if version == 9 && data.len() >= template::V9_HEADER_LEN {
+            let word =
+                |i: usize| u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+            // v9 numbers export datagrams, per source id.
+            self.sequence((from, 9, word(16)), word(12), 1);
+        }
         let key = (from, version);
         if !self.sessions.contains_key(&key) {
             if self.sessions.len() >= self.cfg.max_sessions {

@@ -8,7 +8,7 @@ use crate::record::{push, Unidir};
 use crate::{Decoder, DropReason, Exported};
 use normwatch_model::flow::RecordSource;
 use normwatch_model::EndReason;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 pub const HEADER_LEN: usize = 24;
 pub const RECORD_LEN: usize = 48;
@@ -25,7 +25,7 @@ pub(crate) fn uptime_to_ns(now_ns: u64, now_ms: u32, at_ms: u32) -> u64 {
 
 pub(crate) fn decode(
     d: &mut Decoder,
-    exporter: IpAddr,
+    from: SocketAddr,
     data: &[u8],
     out: &mut Vec<Exported>,
 ) -> Result<(), DropReason> {
@@ -37,7 +37,7 @@ pub(crate) fn decode(
     let uptime = h.u32().unwrap_or(0);
     let secs = h.u32().unwrap_or(0);
     let nsecs = h.u32().unwrap_or(0);
-    let _seq = h.u32();
+    let seq = h.u32().unwrap_or(0);
     let engine_type = h.u8().unwrap_or(0);
     let engine_id = h.u8().unwrap_or(0);
     let sampling = h.u16().unwrap_or(0);
@@ -51,6 +51,8 @@ pub(crate) fn decode(
         n => Some(n),
     };
     let domain = u32::from(engine_type) << 8 | u32::from(engine_id);
+    let exporter = from.ip();
+    d.sequence((from, 5, domain), seq, count as u32);
     let mut ctx = d.ctx();
     let rate = ctx.rate(exporter, announced);
     for _ in 0..count {

@@ -8,7 +8,9 @@
 //! (softflowd's, pmacct's expiry interval and maximum lifetime) and report one direction per
 //! record, while the sensor cuts by Zeek's timers and reports both directions in one record.
 //! Timeouts only decide how a direction's packets are spread over records, so with every
-//! packet counted (no sampling) the totals must be equal, exactly, for every direction. TCP
+//! packet counted (no sampling) the totals must be equal, exactly, for every direction, but
+//! for one convention: softflowd's bytes are what follows the link header, so Ethernet
+//! padding of frames under 60 bytes is counted (see `common::differences`). TCP
 //! and UDP are compared; ICMP is not, as exporters put type and code in the port fields
 //! differently. NetFlow v5 carries IPv4 only.
 
@@ -45,7 +47,7 @@ fn check_softflowd(version: u8, source: RecordSource, keep: fn(&DirKey) -> bool)
     let sensor = per_direction(&sensor_records(&pcap.0, none), keep);
     let export = per_direction(out.iter().map(|e| &e.record), keep);
     assert_eq!(
-        differences(&format!("softflowd v{version}"), &sensor, &export),
+        differences(&format!("softflowd v{version}"), &sensor, &export, true),
         0
     );
 }
@@ -80,7 +82,7 @@ fn check_pmacctd(plugin: &str, source: RecordSource) {
     let sensor = per_direction(&sensor_records(&pcap, none), tcp_udp);
     let export = per_direction(out.iter().map(|e| &e.record), tcp_udp);
     assert_eq!(
-        differences(&format!("pmacctd {plugin}"), &sensor, &export),
+        differences(&format!("pmacctd {plugin}"), &sensor, &export, false),
         0
     );
 }
