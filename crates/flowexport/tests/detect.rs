@@ -4,6 +4,8 @@
 //! thresholds of `tests/tests/detect_captures.rs` (an asset 10.10.10.0/24 with at most 200
 //! new flows a second).
 
+#![allow(clippy::print_stdout)]
+
 mod common;
 
 use common::*;
