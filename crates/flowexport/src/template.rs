@@ -503,7 +503,7 @@ impl Fields {
         let i = self.interval.filter(|i| *i > 0)?;
         // PSAMP: `interval` packets taken, then `space` skipped.
         let r = match self.space {
-            Some(s) => (i + s) / i,
+            Some(s) => i.saturating_add(s) / i,
             None => i,
         };
         Some(r.min(u64::from(u32::MAX)) as u32)
