@@ -888,14 +888,20 @@ impl AssetState {
         }
         // Spread packets and bytes over the seconds the flow spans.
         let (mut kept_p, mut kept_b, mut final_p, mut final_b) = (0, 0, 0, 0);
+        // Each second's share: the quotient, and one more for the first `remainder` seconds.
+        let (pq, pr, bq, br) = if span == 1 {
+            (inbound.pkts, 0, inbound.ip_bytes, 0)
+        } else {
+            (
+                inbound.pkts / span,
+                inbound.pkts % span,
+                inbound.ip_bytes / span,
+                inbound.ip_bytes % span,
+            )
+        };
         for sec in from..=last {
             let i = sec - first;
-            let share = |v: u64| v / span + u64::from(i < v % span);
-            let (p, b) = if span == 1 {
-                (inbound.pkts, inbound.ip_bytes)
-            } else {
-                (share(inbound.pkts), share(inbound.ip_bytes))
-            };
+            let (p, b) = (pq + u64::from(i < pr), bq + u64::from(i < br));
             if sec <= self.finalized {
                 final_p += p;
                 final_b += b;
