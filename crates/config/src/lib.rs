@@ -13,6 +13,7 @@
 
 mod bus;
 mod diag;
+mod exporters;
 pub mod norms;
 mod raw;
 mod telemetry;
@@ -23,6 +24,7 @@ pub use bus::{
     SpoolConfig, TlsConfig, TopicConfig, Topics,
 };
 pub use diag::{ConfigError, Diagnostic, Diagnostics};
+pub use exporters::{ExporterDevice, ExportersConfig};
 pub use telemetry::{LogFormat, TelemetryConfig, DEFAULT_METRICS_LISTEN};
 
 use ipnet::IpNet;
@@ -133,6 +135,8 @@ impl Default for CaptureConfig {
 pub struct Config {
     pub sensor: SensorConfig,
     pub capture: CaptureConfig,
+    /// Flow exports (NetFlow, IPFIX, sFlow) the sensor receives.
+    pub exporters: ExportersConfig,
     /// How stages talk: the in-process bus or Kafka.
     pub bus: BusConfig,
     /// The Kafka client (used when `bus.kind` is kafka).
@@ -174,6 +178,8 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let file: RawFile = fields(&table, "", None, &mut d);
     let sensor = fields::<RawSensor>(&file.sensor, "sensor", None, &mut d).validate(&mut d);
     let capture = fields::<RawCapture>(&file.capture, "capture", None, &mut d).validate(&mut d);
+    let exporters = fields::<exporters::RawExporters>(&file.exporters, "exporters", None, &mut d)
+        .validate(&mut d);
     let base = bus::base_dir(origin);
     let hint = bus::hint;
     let bus = fields_with::<bus::RawBus>(&file.bus, "bus", hint, &mut d).validate(&mut d);
@@ -214,6 +220,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     Ok(Config {
         sensor,
         capture,
+        exporters,
         bus,
         kafka,
         spool,

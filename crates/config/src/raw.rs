@@ -12,6 +12,7 @@ use serde::Deserialize;
 pub(crate) struct RawFile {
     pub sensor: toml::Table,
     pub capture: toml::Table,
+    pub exporters: toml::Table,
     pub bus: toml::Table,
     pub kafka: toml::Table,
     pub spool: toml::Table,
