@@ -2,6 +2,7 @@
 //! processes the `normwatch` binary runs.
 //!
 //! - [`source`]: capture files or a live interface through the flow table.
+//! - [`exporters`]: NetFlow, IPFIX and sFlow listeners beside (or instead of) packets.
 //! - [`batcher`]: flow records into keyed, sequenced batch messages.
 //! - [`sensor`]: the publishing side.
 //! - [`detect`]: the consuming side (verify, de-duplicate, hand on, then commit).
@@ -17,6 +18,7 @@ pub mod alerts;
 pub mod batcher;
 pub mod detect;
 pub mod evidence;
+pub mod exporters;
 pub mod metrics;
 pub mod sensor;
 pub mod source;

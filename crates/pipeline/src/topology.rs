@@ -83,15 +83,10 @@ fn produce(
     let mut table = FlowTable::new(flow_config(cfg, opts.checksums));
     let mut publish = Publish::new(batcher(cfg), publisher, metrics.pipeline.clone());
     let mut obs = Observer::new(Some(metrics.sensor.clone()));
-    let read = drive(
-        cfg,
-        input,
-        &opts.source,
-        &mut table,
-        &mut publish,
-        &mut obs,
-        stop,
-    );
+    // Flow exports from `[exporters]`, if any, join the packets' records in `publish`.
+    let read = crate::exporters::alongside(cfg, &mut publish, Some(&metrics.registry), |sink| {
+        drive(cfg, input, &opts.source, &mut table, sink, &mut obs, stop)
+    });
     let published = publish.finish();
     let stats = table.stats().clone();
     // A read error is reported after every flow built so far was published.
