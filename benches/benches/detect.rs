@@ -105,6 +105,7 @@ fn record(
         asset: index.match_flow(orig.0, resp.0),
         ics: None,
         end_reason: EndReason::TcpClosed,
+        export: None,
     }
 }
 

@@ -58,6 +58,7 @@ fn records(n: usize) -> Vec<FlowRecord> {
                 }),
                 ics: None,
                 end_reason: EndReason::IdleTimeout,
+                export: None,
             }
         })
         .collect()

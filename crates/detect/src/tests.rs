@@ -98,6 +98,7 @@ fn rec(
         asset,
         ics: None,
         end_reason: EndReason::IdleTimeout,
+        export: None,
     }
 }
 

@@ -31,7 +31,8 @@ use normwatch_sensor::FlowConfig;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-/// A flow record decoded from an export, with where it came from.
+/// A flow record decoded from an export, with where it came from (also in
+/// `record.export`, which travels with the record).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exported {
     pub record: FlowRecord,

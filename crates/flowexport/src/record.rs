@@ -66,6 +66,12 @@ pub(crate) fn push(
         })
     };
     let r = u64::from(rate);
+    let origin = ExportOrigin {
+        source,
+        exporter,
+        domain,
+        sampling_rate: rate,
+    };
     let record = FlowRecord {
         sensor_id: ctx.cfg.sensor_id.clone(),
         flow_id: ctx.flow_id(),
@@ -87,14 +93,7 @@ pub(crate) fn push(
         asset,
         ics: None,
         end_reason: u.end,
+        export: Some(origin),
     };
-    out.push(Exported {
-        record,
-        origin: ExportOrigin {
-            source,
-            exporter,
-            domain,
-            sampling_rate: rate,
-        },
-    });
+    out.push(Exported { record, origin });
 }

@@ -175,14 +175,16 @@ fn emit(buf: &mut Vec<FlowRecord>, no: u64, key: (IpAddr, u32, u32), out: &mut V
             d.ip_bytes = d.ip_bytes.saturating_mul(r);
             d.payload_bytes = d.payload_bytes.saturating_mul(r);
         }
+        let origin = ExportOrigin {
+            source: RecordSource::Sflow,
+            exporter: agent,
+            domain: source,
+            sampling_rate: rate,
+        };
+        rec.export = Some(origin);
         out.push(Exported {
             record: rec,
-            origin: ExportOrigin {
-                source: RecordSource::Sflow,
-                exporter: agent,
-                domain: source,
-                sampling_rate: rate,
-            },
+            origin,
         });
     }
 }

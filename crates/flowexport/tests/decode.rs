@@ -114,6 +114,7 @@ fn v9_data_before_its_template_is_held_and_decoded_when_the_template_arrives() {
     assert_eq!((d.held(), d.stats().resolved), (0, 1));
     let e = &out[0];
     assert_eq!(e.origin.source, RecordSource::NetflowV9);
+    assert_eq!(e.record.export, Some(e.origin));
     assert_eq!(e.origin.exporter, from().ip());
     assert_eq!(e.origin.sampling_rate, 1);
     let r = &e.record;

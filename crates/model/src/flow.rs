@@ -160,6 +160,11 @@ pub struct FlowRecord {
     #[serde(default)]
     pub ics: Option<Box<IcsSummary>>,
     pub end_reason: EndReason,
+    /// Where the counts come from when a router or switch exported the flow (NetFlow, IPFIX,
+    /// sFlow): protocol, exporter and sampling rate (counts are already scaled by it).
+    /// `None`: the sensor's own packets, every packet counted.
+    #[serde(default)]
+    pub export: Option<ExportOrigin>,
 }
 
 impl FlowRecord {

@@ -210,6 +210,7 @@ mod tests {
             }),
             ics: None,
             end_reason: EndReason::IdleTimeout,
+            export: None,
         }
     }
 

@@ -622,6 +622,7 @@ impl FlowTable {
             asset,
             ics: f.ics.as_ref().map(|s| Box::new(s.summary.clone())),
             end_reason: reason,
+            export: None,
         }
     }
 

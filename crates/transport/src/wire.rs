@@ -13,8 +13,10 @@ use serde::Serialize;
 
 /// First bytes of every batch.
 pub const MAGIC: [u8; 4] = *b"NWFB";
-/// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u16 = 1;
+/// The schema version this build writes and reads. 2: `FlowRecord` gained `export` (the
+/// flow-export origin); postcard is not self-describing, so version 1 batches are refused
+/// with their reason rather than misread.
+pub const SCHEMA_VERSION: u16 = 2;
 /// Longest sensor id the envelope carries.
 pub const MAX_SENSOR_ID: usize = 64;
 
@@ -255,6 +257,7 @@ mod tests {
                 }),
                 ics: Some(Box::new(ics)),
                 end_reason: EndReason::TcpClosed,
+                export: None,
             },
             FlowRecord {
                 sensor_id: sensor,
@@ -272,6 +275,12 @@ mod tests {
                 asset: None,
                 ics: None,
                 end_reason: EndReason::EndOfInput,
+                export: Some(normwatch_model::flow::ExportOrigin {
+                    source: normwatch_model::flow::RecordSource::Ipfix,
+                    exporter: "192.0.2.1".parse().unwrap(),
+                    domain: 7,
+                    sampling_rate: 1000,
+                }),
             },
         ]
     }
