@@ -19,10 +19,11 @@ done
 cargo build --release -q -p normwatch-flowexport --example collect
 collect=target/release/examples/collect
 tmp=$(mktemp -d)
-# softflowd 1.1.0 cuts `-r` and control-socket paths longer than 16 characters.
+# softflowd 1.1.0 cuts `-r` and control-socket paths longer than 16 characters; its pid file
+# gets a path of its own (softflowd removes it at exit).
 short=/tmp/x$$.pcap
 cp "$pcap" "$short"
-cleanup() { rm -rf "$tmp" "$short" "/tmp/c$$"; }
+cleanup() { rm -rf "$tmp" "$short" "/tmp/c$$" "/tmp/p$$"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -47,7 +48,7 @@ PY
 recorder=$!
 sleep 0.5
 (cd /tmp && softflowd -d -6 -m 1000000 -r "$(basename "$short")" -n "127.0.0.1:$rec_port" \
-  -v "$version" -c "/tmp/c$$" -p /dev/null >/dev/null 2>&1)
+  -v "$version" -c "/tmp/c$$" -p "/tmp/p$$" >/dev/null 2>&1)
 wait "$recorder"
 
 nw_port=$(free_port)
@@ -102,7 +103,8 @@ get() { sed -n "s/.*$1=\([0-9]*\).*/\1/p" <<<"$line"; }
 nw_dgrams=$(get datagrams); nw_records=$(get records); nw_ticks=$(get cpu_ticks)
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-echo "stream: softflowd NetFlow v$version of $(basename "$pcap"), $sent datagrams to each collector"
+name=$([ "$version" = 10 ] && echo IPFIX || echo "NetFlow v$version")
+echo "stream: softflowd $name of $(basename "$pcap"), $sent datagrams to each collector"
 printf '%-10s %12s %12s %9s %16s %16s\n' collector datagrams records cpu_s "datagrams/cpu_s" "records/cpu_s"
 rate() { python3 -c "t=$2/$hz; print(f'{$1/t:,.0f}' if t > 0 else 'n/a')"; }
 printf '%-10s %12s %12s %9s %16s %16s\n' normwatch "$nw_dgrams" "$nw_records" \
