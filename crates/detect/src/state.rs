@@ -563,7 +563,8 @@ struct Ports {
 
 impl Ports {
     fn new(all: &[u16]) -> Ports {
-        let mut inline = [0; 6];
+        // Unused slots repeat the first port, so a lookup compares all six without a length.
+        let mut inline = [all.first().copied().unwrap_or(0); 6];
         let n = all.len().min(inline.len());
         inline[..n].copy_from_slice(&all[..n]);
         Ports {
@@ -575,7 +576,7 @@ impl Ports {
 
     #[inline]
     fn contains(&self, p: u16, asset: &Asset) -> bool {
-        self.inline[..usize::from(self.len)].contains(&p)
+        (self.len > 0 && self.inline.iter().fold(false, |hit, &q| hit | (q == p)))
             || (self.more && asset.service_ports.contains(&p))
     }
 }
@@ -886,58 +887,67 @@ impl AssetState {
         if reflected {
             self.want_ext();
         }
-        // Spread packets and bytes over the seconds the flow spans.
-        let (mut kept_p, mut kept_b, mut final_p, mut final_b) = (0, 0, 0, 0);
-        // Each second's share: the quotient, and one more for the first `remainder` seconds.
-        let (pq, pr, bq, br) = if span == 1 {
-            (inbound.pkts, 0, inbound.ip_bytes, 0)
+        let (mut final_p, mut final_b) = (0, 0);
+        if span == 1 && !late && last > self.finalized && self.ext.is_empty() {
+            // The common record: one second, in the ring, not yet final, nothing per protocol
+            // to count.
+            let c = &mut self.ring[last as usize & (self.ring.len() - 1)];
+            add32(&mut c.pkts, inbound.pkts);
+            c.bytes += inbound.ip_bytes;
         } else {
-            (
-                inbound.pkts / span,
-                inbound.pkts % span,
-                inbound.ip_bytes / span,
-                inbound.ip_bytes % span,
-            )
-        };
-        for sec in from..=last {
-            let i = sec - first;
-            let (p, b) = (pq + u64::from(i < pr), bq + u64::from(i < br));
-            if sec <= self.finalized {
-                final_p += p;
-                final_b += b;
+            // Spread packets and bytes over the seconds the flow spans.
+            let (mut kept_p, mut kept_b) = (0, 0);
+            // Each second's share: the quotient, and one more for the first `remainder` seconds.
+            let (pq, pr, bq, br) = if span == 1 {
+                (inbound.pkts, 0, inbound.ip_bytes, 0)
             } else {
-                kept_p += p;
-                kept_b += b;
-            }
-            let (bk, x) = self.counts(sec, window);
-            add32(&mut bk.pkts, p);
-            bk.bytes += b;
-            if let Some(x) = x {
-                match proto {
-                    6 => {
-                        add32(&mut x.tcp_pkts, p);
-                        x.tcp_bytes += b;
-                    }
-                    17 => {
-                        add32(&mut x.udp_pkts, p);
-                        x.udp_bytes += b;
-                        if reflected {
-                            add32(&mut x.refl_pkts, p);
-                            x.refl_bytes += b;
+                (
+                    inbound.pkts / span,
+                    inbound.pkts % span,
+                    inbound.ip_bytes / span,
+                    inbound.ip_bytes % span,
+                )
+            };
+            for sec in from..=last {
+                let i = sec - first;
+                let (p, b) = (pq + u64::from(i < pr), bq + u64::from(i < br));
+                if sec <= self.finalized {
+                    final_p += p;
+                    final_b += b;
+                } else {
+                    kept_p += p;
+                    kept_b += b;
+                }
+                let (bk, x) = self.counts(sec, window);
+                add32(&mut bk.pkts, p);
+                bk.bytes += b;
+                if let Some(x) = x {
+                    match proto {
+                        6 => {
+                            add32(&mut x.tcp_pkts, p);
+                            x.tcp_bytes += b;
                         }
+                        17 => {
+                            add32(&mut x.udp_pkts, p);
+                            x.udp_bytes += b;
+                            if reflected {
+                                add32(&mut x.refl_pkts, p);
+                                x.refl_bytes += b;
+                            }
+                        }
+                        1 | 58 => {
+                            add32(&mut x.icmp_pkts, p);
+                            x.icmp_bytes += b;
+                        }
+                        _ => {}
                     }
-                    1 | 58 => {
-                        add32(&mut x.icmp_pkts, p);
-                        x.icmp_bytes += b;
-                    }
-                    _ => {}
                 }
             }
-        }
-        // What the baseline did not see: seconds outside the ring and seconds already final.
-        let unseen = (inbound.pkts - kept_p, inbound.ip_bytes - kept_b);
-        if unseen.0 > 0 || unseen.1 > 0 {
-            self.late_mass(unseen.0, unseen.1);
+            // What the baseline did not see: seconds outside the ring and seconds already final.
+            let unseen = (inbound.pkts - kept_p, inbound.ip_bytes - kept_b);
+            if unseen.0 > 0 || unseen.1 > 0 {
+                self.late_mass(unseen.0, unseen.1);
+            }
         }
         let inbound_flags = inbound.tcp_flags;
         let half_open = proto == 6
@@ -980,9 +990,9 @@ impl AssetState {
         // Sources and the per-address spread are followed only while an attack may be
         // building (a quarter of a limit reached) or is under way: benign traffic pays for
         // neither table.
-        let armed = !self.open.is_empty()
-            || self.near_sec(cx.s, last)
-            || (from != last && self.near_sec(cx.s, from));
+        let near_last = self.near_sec(cx.s, last);
+        let armed =
+            !self.open.is_empty() || near_last || (from != last && self.near_sec(cx.s, from));
         if reflected {
             let i = reflector(remote_port).expect("reflected");
             let a = self.atk();
@@ -1043,8 +1053,14 @@ impl AssetState {
             spread(sp, local, last, inbound, from == first);
         }
         // Seconds this record touched may now cross a limit.
-        for sec in from..=last {
-            self.evaluate(cx, sec, out);
+        if from == last {
+            if near_last || self.is_hot(last) {
+                self.judge(cx, last, false, out);
+            }
+        } else {
+            for sec in from..=last {
+                self.evaluate(cx, sec, out);
+            }
         }
         self.side_rules(
             cx,
@@ -1104,7 +1120,7 @@ impl AssetState {
         if side == Side::Resp && is_probe(r, inbound, outbound, remote_port) && !self.is_hot(last) {
             self.probe(cx, remote, local, local_port, last, out);
         }
-        if outbound.ip_bytes > 0 && self.holds_ip && cx.index.lookup(remote).is_none() {
+        if outbound.ip_bytes > 0 && self.holds_ip {
             self.outbound(cx, remote, outbound, r.first_ns / NS, last, out);
         }
     }
@@ -1236,21 +1252,27 @@ impl AssetState {
     ) {
         let s = cx.s;
         let exfil = &mut self.tables(last).exfil;
-        let e = if let Some(e) = exfil.get_mut(&remote) {
-            if last >= e.start_sec + s.exfil_window_secs {
-                *e = Outbound {
+        let full = exfil.len() >= MAX_EXFIL;
+        // One probe of the table; whether a destination is outside every asset is asked only
+        // of new ones.
+        let e = match exfil.entry(remote) {
+            hashbrown::hash_map::Entry::Occupied(o) => {
+                let e = o.into_mut();
+                if last >= e.start_sec + s.exfil_window_secs {
+                    *e = Outbound {
+                        start_sec: first,
+                        ..Outbound::default()
+                    };
+                }
+                e
+            }
+            hashbrown::hash_map::Entry::Vacant(v) if !full && cx.index.lookup(remote).is_none() => {
+                v.insert(Outbound {
                     start_sec: first,
                     ..Outbound::default()
-                };
+                })
             }
-            e
-        } else if exfil.len() < MAX_EXFIL {
-            exfil.entry(remote).or_insert(Outbound {
-                start_sec: first,
-                ..Outbound::default()
-            })
-        } else {
-            return;
+            hashbrown::hash_map::Entry::Vacant(_) => return,
         };
         e.bytes += outbound.ip_bytes;
         e.last_sec = e.last_sec.max(last);
