@@ -1777,8 +1777,9 @@ impl AssetState {
     }
 
     /// Whether a hit of `kind` in second `sec` belongs to an alert that already closed: the
-    /// second lies within its window or its quiet period (every such second was final when it
-    /// closed, so only a late record reaches it). A flood second matches a closed flood of any
+    /// second lies within its window or a quiet period either side, where it would have joined
+    /// the alert while open (every such second was final when it closed, so only a late record
+    /// reaches it). A flood second matches a closed flood of any
     /// kind (late records alone may class it differently); a rule naming a party matches only
     /// an alert that named it.
     fn covered(&self, s: &Settings, kind: AlertKind, sec: u64, named: Option<&TopSource>) -> bool {
@@ -1787,7 +1788,7 @@ impl AssetState {
         };
         a.closed.iter().any(|c| {
             let same = c.kind == kind || (is_flood(c.kind) && is_flood(kind));
-            same && sec >= c.first_sec
+            same && sec + s.quiet_secs >= c.first_sec
                 && sec <= c.last_sec + s.quiet_secs
                 && named.is_none_or(|n| c.named.contains(&n.addr))
         })

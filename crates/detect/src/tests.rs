@@ -1148,7 +1148,9 @@ fn late_records_of_an_attack_whose_alert_closed_open_no_second_alert() {
         .collect();
     assert_eq!(closed.len(), 1, "{out:#?}");
     assert_eq!(closed[0].kind, AlertKind::UdpAmplification);
-    // Now the held-back answers arrive, then more quiet traffic.
+    // Now the held-back answers arrive, with the attack's first answers from before the
+    // alert's first second, then more quiet traffic.
+    withheld.extend(reflected(&d, 58, 1300, 53, false));
     d.process(&withheld, &mut out);
     for sec in 101..=140u64 {
         d.process(&udp_load(&d, sec, 1, 10, 1), &mut out);
