@@ -14,6 +14,8 @@
 //! and UDP are compared; ICMP is not, as exporters put type and code in the port fields
 //! differently. NetFlow v5 carries IPv4 only.
 
+#![allow(clippy::print_stdout)]
+
 mod common;
 
 use common::*;
