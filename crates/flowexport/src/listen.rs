@@ -102,7 +102,7 @@ pub struct Listener {
 fn bind(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
-        // The address says which family is wanted; ":: " should not also take IPv4.
+        // The address says which family is wanted: "[::]" should not also take IPv4.
         s.set_only_v6(true)?;
     }
     // Best effort: the kernel caps it, and a small buffer still works, only burstier.

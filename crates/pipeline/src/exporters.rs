@@ -137,7 +137,13 @@ pub struct ExportTap<'a> {
     records: Vec<FlowRecord>,
     metrics: Option<ExportMetrics>,
     seen: (ExportStats, u64),
+    /// When held data and sFlow flows were last aged and the metrics last fed.
+    last_tick: Option<Instant>,
 }
+
+/// How often held data and sFlow flows are aged: the packet source may tick thousands of
+/// times a second when reading files fast.
+const TICK_EVERY: Duration = Duration::from_millis(100);
 
 impl std::fmt::Debug for ExportTap<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -171,6 +177,7 @@ impl<'a> ExportTap<'a> {
             records: Vec::new(),
             metrics,
             seen: Default::default(),
+            last_tick: None,
         })
     }
 
@@ -198,9 +205,15 @@ impl<'a> ExportTap<'a> {
             self.listener.recycle(b);
             self.hand_on(now);
         }
-        self.decoder.tick(wall_ns(), &mut self.out);
-        self.hand_on(now);
-        self.observe();
+        if self
+            .last_tick
+            .is_none_or(|t| now.duration_since(t) >= TICK_EVERY)
+        {
+            self.last_tick = Some(now);
+            self.decoder.tick(wall_ns(), &mut self.out);
+            self.hand_on(now);
+            self.observe();
+        }
         n
     }
 
@@ -233,6 +246,7 @@ impl<'a> ExportTap<'a> {
     pub fn finish(mut self) -> ExportStats {
         self.listener.stop();
         let now = Instant::now();
+        self.last_tick = None;
         self.poll(Duration::ZERO, now);
         self.decoder.flush(&mut self.out);
         self.hand_on(now);
