@@ -167,6 +167,9 @@ pub struct DecoderConfig {
     pub hold_ns: u64,
     /// The flow table settings sFlow samples are aggregated with (timeouts, table size).
     pub sflow_table: FlowConfig,
+    /// Most sFlow flow tables (one per agent, data source and rate): each starts with room
+    /// for thousands of flows, and agent addresses come from the datagrams.
+    pub max_sflow_tables: usize,
 }
 
 impl Default for DecoderConfig {
@@ -185,6 +188,7 @@ impl Default for DecoderConfig {
                 max_flows: 65_536,
                 ..FlowConfig::default()
             },
+            max_sflow_tables: 64,
         }
     }
 }

@@ -127,7 +127,7 @@ impl Aggregator {
             let wire_len = frame_len.saturating_sub(stripped).max(header.len());
             let key = (agent, source, rate);
             if !self.tables.contains_key(&key) {
-                if self.tables.len() >= ctx.cfg.max_sessions {
+                if self.tables.len() >= ctx.cfg.max_sflow_tables {
                     return Err(DropReason::TooManySessions);
                 }
                 self.next_no += 1;

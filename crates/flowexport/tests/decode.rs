@@ -439,3 +439,74 @@ fn too_many_templates_are_refused() {
     assert_eq!(r, Err(DropReason::TooManyTemplates));
     assert_eq!(d.stats().templates, 2);
 }
+
+/// An sFlow v5 datagram from `agent` with one flow sample (data source `source`, 1 in
+/// `rate`) of a raw IPv4/UDP header.
+fn sflow(agent: [u8; 4], source: u32, rate: u32) -> Vec<u8> {
+    let w = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_be_bytes());
+    // IPv4 (total length 28) + UDP 198.51.100.7:5000 → 10.0.0.1:53, checksums zero.
+    let pkt: Vec<u8> = vec![
+        0x45, 0, 0, 28, 0, 1, 0, 0, 64, 17, 0, 0, 198, 51, 100, 7, 10, 0, 0, 1, 0x13, 0x88, 0, 53,
+        0, 8, 0, 0,
+    ];
+    let mut rec = Vec::new();
+    w(&mut rec, 11); // header protocol: IPv4
+    w(&mut rec, 28); // frame length
+    w(&mut rec, 0); // stripped
+    w(&mut rec, pkt.len() as u32);
+    rec.extend_from_slice(&pkt);
+    let mut sample = Vec::new();
+    for x in [1, source, rate, 1000, 0, 1, 2, 1] {
+        w(&mut sample, x);
+    }
+    w(&mut sample, 1); // raw packet header record
+    w(&mut sample, rec.len() as u32);
+    sample.extend_from_slice(&rec);
+    let mut v = Vec::new();
+    for x in [5, 1] {
+        w(&mut v, x);
+    }
+    v.extend_from_slice(&agent);
+    for x in [0, 1, 1000, 1] {
+        w(&mut v, x);
+    }
+    w(&mut v, 1); // flow sample
+    w(&mut v, sample.len() as u32);
+    v.extend_from_slice(&sample);
+    v
+}
+
+#[test]
+fn sflow_samples_become_scaled_flows_from_the_agent() {
+    let mut d = decoder();
+    for _ in 0..3 {
+        let (r, out) = run(&mut d, &sflow([192, 0, 2, 9], 7, 512), T0);
+        assert_eq!(r, Ok(()));
+        assert!(out.is_empty(), "the flow is still open");
+    }
+    let mut out = Vec::new();
+    d.flush(&mut out);
+    assert_eq!(out.len(), 1);
+    let e = &out[0];
+    assert_eq!(e.origin.source, RecordSource::Sflow);
+    assert_eq!(e.origin.exporter, IpAddr::from([192, 0, 2, 9]));
+    assert_eq!((e.origin.domain, e.origin.sampling_rate), (7, 512));
+    assert_eq!(e.record.export, Some(e.origin));
+    assert_eq!(
+        (e.record.orig.pkts, e.record.orig.ip_bytes),
+        (3 * 512, 3 * 28 * 512)
+    );
+    assert_eq!(e.record.resp_port, 53);
+}
+
+#[test]
+fn sflow_tables_are_bounded() {
+    let mut d = Decoder::new(DecoderConfig {
+        max_sflow_tables: 2,
+        ..DecoderConfig::default()
+    });
+    for agent in 1..=3u8 {
+        let _ = run(&mut d, &sflow([192, 0, 2, agent], 1, 1), T0);
+    }
+    assert_eq!(d.stats().dropped(DropReason::TooManySessions), 1);
+}
