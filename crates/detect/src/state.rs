@@ -377,6 +377,9 @@ struct Open {
     start_ns: u64,
     /// Last second in which the condition held.
     last_hit_sec: u64,
+    /// The asset's own watermark (newest second minus the allowed lateness) when the latest
+    /// hit was seen: hits that keep arriving late keep the alert open.
+    heard_sec: u64,
     last_update_sec: u64,
     measured: Measured,
     severity: Severity,
@@ -407,6 +410,7 @@ fn placeholder() -> Open {
         kind: AlertKind::Scan,
         start_ns: 0,
         last_hit_sec: 0,
+        heard_sec: 0,
         last_update_sec: 0,
         measured: Measured::default(),
         severity: Severity::Low,
@@ -1572,6 +1576,7 @@ impl AssetState {
             threshold,
         } = extra;
         let update_secs = cx.s.update_secs;
+        let heard = self.newest.saturating_sub(cx.s.lateness_secs);
         let open = self.open.iter().position(|o| o.kind == kind);
         if open.is_none() && self.covered(cx.s, kind, sec, named.as_ref()) {
             // A late record of an attack whose alert already closed.
@@ -1581,6 +1586,7 @@ impl AssetState {
         if let Some(pos) = open {
             let o = &mut self.open[pos];
             o.last_hit_sec = o.last_hit_sec.max(sec);
+            o.heard_sec = o.heard_sec.max(heard);
             o.start_ns = o.start_ns.min(start_ns);
             if measured.pps > o.measured.pps
                 || (measured.pps == o.measured.pps && measured.bps > o.measured.bps)
@@ -1621,6 +1627,7 @@ impl AssetState {
             kind,
             start_ns,
             last_hit_sec: sec,
+            heard_sec: heard,
             last_update_sec: sec,
             measured,
             severity,
@@ -1786,12 +1793,13 @@ impl AssetState {
         let Some(a) = self.atk.as_deref() else {
             return false;
         };
-        a.closed.iter().any(|c| {
-            let same = c.kind == kind || (is_flood(c.kind) && is_flood(kind));
-            same && sec + s.quiet_secs >= c.first_sec
-                && sec <= c.last_sec + s.quiet_secs
-                && named.is_none_or(|n| c.named.contains(&n.addr))
-        })
+        sec <= self.finalized
+            && a.closed.iter().any(|c| {
+                let same = c.kind == kind || (is_flood(c.kind) && is_flood(kind));
+                same && sec + s.quiet_secs >= c.first_sec
+                    && sec <= c.last_sec + s.quiet_secs
+                    && named.is_none_or(|n| c.named.contains(&n.addr))
+            })
     }
 
     /// Keeps a closed alert's window for late records of its attack.
@@ -1821,7 +1829,8 @@ impl AssetState {
         if !self.open.is_empty() {
             let mut i = 0;
             while i < self.open.len() {
-                if self.open[i].last_hit_sec + quiet < watermark {
+                let o = &self.open[i];
+                if o.last_hit_sec.max(o.heard_sec) + quiet < watermark {
                     let mut o = self.open.remove(i);
                     self.final_summary(&mut o);
                     out.push(self.event(cx, &o, AlertState::Closed));

@@ -1169,3 +1169,32 @@ fn late_records_of_an_attack_whose_alert_closed_open_no_second_alert() {
     d.finish(&mut out);
     assert_eq!(opened(&out).len(), 2, "{out:#?}");
 }
+
+#[test]
+fn an_attack_whose_records_all_arrive_a_minute_late_is_one_alert_over_its_length() {
+    // A flow table with Zeek's one-minute UDP idle timeout reports each reflected answer a
+    // minute after it arrived, far beyond the allowed lateness of 10 s.
+    let mut d = detector(
+        vec![asset("dns", "192.0.2.0/24", Thresholds::default())],
+        Settings::default(),
+    );
+    let mut out = Vec::new();
+    for now in 100..=310u64 {
+        let mut recs = udp_load(&d, now, 1, 10, 1);
+        // The answers of second now - 60, during an attack from 100 to 189.
+        if (160..250).contains(&now) {
+            recs.extend(reflected(&d, now - 60, 1500, 53, false));
+        }
+        d.process(&recs, &mut out);
+    }
+    d.finish(&mut out);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::UdpAmplification, "dns".into())],
+        "{out:#?}"
+    );
+    let closed = out.last().unwrap();
+    assert_eq!(closed.state, AlertState::Closed);
+    assert_eq!(closed.window_start_ns, 100 * NS);
+    assert_eq!(closed.window_end_ns, 190 * NS);
+}
