@@ -286,3 +286,34 @@ pub fn differences(
     );
     bad
 }
+
+/// The earliest first and latest last time (ns) per direction.
+pub fn span_per_direction<'a>(
+    records: impl IntoIterator<Item = &'a FlowRecord>,
+) -> BTreeMap<DirKey, (u64, u64)> {
+    let mut m: BTreeMap<DirKey, (u64, u64)> = BTreeMap::new();
+    for r in records {
+        let fwd = (
+            r.orig_addr,
+            r.orig_port,
+            r.resp_addr,
+            r.resp_port,
+            r.ip_proto,
+        );
+        let back = (
+            r.resp_addr,
+            r.resp_port,
+            r.orig_addr,
+            r.orig_port,
+            r.ip_proto,
+        );
+        for (k, d) in [(fwd, &r.orig), (back, &r.resp)] {
+            if d.pkts > 0 {
+                let e = m.entry(k).or_insert((u64::MAX, 0));
+                e.0 = e.0.min(r.first_ns);
+                e.1 = e.1.max(r.last_ns);
+            }
+        }
+    }
+    m
+}
