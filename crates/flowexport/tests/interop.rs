@@ -61,7 +61,10 @@ fn check_softflowd(version: u8, source: RecordSource, keep: fn(&DirKey) -> bool)
     let shifts: Vec<i128> = export
         .keys()
         .filter_map(|k| Some((ts.get(k)?, te.get(k)?)))
-        .flat_map(|(s, e)| [e.0 as i128 - s.0 as i128, e.1 as i128 - s.1 as i128])
+        .flat_map(|(s, e)| {
+            let d = |a: u64, b: u64| i128::from(a) - i128::from(b);
+            [d(e.0, s.0), d(e.1, s.1)]
+        })
         .collect();
     let spread = shifts.iter().max().unwrap() - shifts.iter().min().unwrap();
     println!("softflowd v{version}: time shift spread {spread} ns");
