@@ -58,6 +58,11 @@ pub struct FlowBatcher {
     /// When the oldest pending record arrived.
     oldest: Option<Instant>,
     pending_records: usize,
+    /// Linger measured in event time instead of on the wall clock (replays of files).
+    event_time: bool,
+    /// Event time (latest packet, ns) of the oldest pending record, and the latest seen.
+    oldest_event_ns: Option<u64>,
+    latest_event_ns: u64,
 }
 
 /// One encoded batch, ready to publish.
@@ -86,7 +91,19 @@ impl FlowBatcher {
             pending: HashMap::new(),
             oldest: None,
             pending_records: 0,
+            event_time: false,
+            oldest_event_ns: None,
+            latest_event_ns: 0,
         }
+    }
+
+    /// Measures the linger in event time: partial batches go out once the records read have
+    /// moved `linger` past the oldest waiting one, whatever the wall clock says. A capture
+    /// read as fast as possible then yields the same batches, in the same order, on every
+    /// run, so the detector downstream sees the same sequence and raises the same alerts.
+    pub fn by_event_time(mut self) -> Self {
+        self.event_time = true;
+        self
     }
 
     /// The sequence number the next batch gets.
@@ -106,7 +123,16 @@ impl FlowBatcher {
         now: Instant,
         out: &mut Vec<Encoded>,
     ) -> Result<(), EncodeError> {
+        let linger_ns = u64::try_from(self.linger.as_nanos()).unwrap_or(u64::MAX);
         for r in buf.drain(..) {
+            if self.event_time {
+                self.latest_event_ns = self.latest_event_ns.max(r.last_ns);
+                let oldest = *self.oldest_event_ns.get_or_insert(r.last_ns);
+                if self.latest_event_ns.saturating_sub(oldest) >= linger_ns {
+                    self.flush(out)?;
+                    self.oldest_event_ns = Some(r.last_ns);
+                }
+            }
             let key = BatchKey::of(&r);
             let batch = self.pending.entry(key.clone()).or_default();
             batch.push(r);
@@ -126,6 +152,9 @@ impl FlowBatcher {
 
     /// Encodes every partial batch if the oldest pending record has waited `linger`.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Encoded>) -> Result<(), EncodeError> {
+        if self.event_time {
+            return Ok(());
+        }
         match self.oldest {
             Some(t) if now.saturating_duration_since(t) >= self.linger => self.flush(out),
             _ => Ok(()),
@@ -154,6 +183,7 @@ impl FlowBatcher {
         // Keys of addresses seen once would otherwise accumulate.
         self.pending.clear();
         self.oldest = None;
+        self.oldest_event_ns = None;
         Ok(())
     }
 
@@ -279,5 +309,53 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn by_event_time_partial_batches_leave_when_event_time_moves_on_not_the_clock() {
+        let ms = 1_000_000u64;
+        let at = |id: u64, resp: &str, t_ms: u64| {
+            let mut r = rec(id, resp, None);
+            r.last_ns = 1_000_000 * ms + t_ms * ms;
+            r
+        };
+        let mut b = FlowBatcher::new(Arc::from("s1"), 0, 100, 1 << 20, Duration::from_millis(100))
+            .by_event_time();
+        let mut out = Vec::new();
+        let start = Instant::now();
+        b.push(
+            &mut vec![at(1, "10.0.0.1", 0), at(2, "10.0.0.2", 50)],
+            start,
+            &mut out,
+        )
+        .unwrap();
+        // An hour of wall clock changes nothing: the batches wait for event time.
+        b.tick(start + Duration::from_secs(3600), &mut out).unwrap();
+        assert!(out.is_empty());
+        assert_eq!(b.pending(), 2);
+        // A record 100 ms (event time) after the oldest sends the two waiting ones first.
+        b.push(&mut vec![at(3, "10.0.0.1", 100)], start, &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out.iter().map(|e| e.records).sum::<usize>(), 2);
+        assert_eq!(b.pending(), 1);
+        // The same input gives the same messages, whatever the wall clock did.
+        let mut again =
+            FlowBatcher::new(Arc::from("s1"), 0, 100, 1 << 20, Duration::from_millis(100))
+                .by_event_time();
+        let mut out2 = Vec::new();
+        again
+            .push(
+                &mut vec![
+                    at(1, "10.0.0.1", 0),
+                    at(2, "10.0.0.2", 50),
+                    at(3, "10.0.0.1", 100),
+                ],
+                start + Duration::from_secs(7),
+                &mut out2,
+            )
+            .unwrap();
+        let payloads = |v: &[Encoded]| v.iter().map(|e| e.payload.clone()).collect::<Vec<_>>();
+        assert_eq!(payloads(&out), payloads(&out2));
     }
 }

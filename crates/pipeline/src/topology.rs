@@ -81,7 +81,18 @@ fn produce(
 ) -> anyhow::Result<SensorSummary> {
     let _span = tracing::info_span!("sensor", sensor = %cfg.sensor.id).entered();
     let mut table = FlowTable::new(flow_config(cfg, opts.checksums));
-    let mut publish = Publish::new(batcher(cfg), publisher, metrics.pipeline.clone());
+    // A capture read as fast as it goes is batched by event time, so every run over it
+    // hands the consumer the same batches in the same order; live input (an interface,
+    // paced replay, flow exports) is batched by the wall clock.
+    let replay = matches!(input, Input::Files(_))
+        && opts.source.pps.is_none()
+        && cfg.exporters.listen.is_empty();
+    let batcher = if replay {
+        batcher(cfg).by_event_time()
+    } else {
+        batcher(cfg)
+    };
+    let mut publish = Publish::new(batcher, publisher, metrics.pipeline.clone());
     let mut obs = Observer::new(Some(metrics.sensor.clone()));
     // Flow exports from `[exporters]`, if any, join the packets' records in `publish`.
     let read = crate::exporters::alongside(cfg, &mut publish, Some(&metrics.registry), |sink| {
