@@ -64,7 +64,7 @@ fn all_holds_each_attack_and_the_background() {
         f.iter()
             .filter(|r| r.orig_addr == addr(src))
             .filter_map(|r| r.ics.as_ref())
-            .map(|i| i.orig.clone())
+            .map(|i| i.orig)
             .collect::<Vec<_>>()
     };
     let master = ics("10.10.10.5");
