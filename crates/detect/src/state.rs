@@ -29,8 +29,10 @@ const MAX_SPREAD: usize = 4096;
 const DIRECT_SPREAD_BITS: u8 = 10;
 /// External destinations followed per `holds-ip` asset.
 const MAX_EXFIL: usize = 1024;
-/// Sources named in an alert.
-const TOP_SOURCES: usize = 10;
+/// Sources named in an alert. Evidence packages are addressed to the States these sources
+/// are registered in, so a botnet spread over many States needs more than a handful named;
+/// a hundred keep an alert event near 10 KB of JSON.
+const TOP_SOURCES: usize = 100;
 /// Event seconds between sweeps of idle scanners and expired destinations.
 const SWEEP_SECS: u64 = 60;
 /// Event seconds a closed alert's window is remembered past its quiet period, so late
