@@ -87,6 +87,24 @@ fn the_demo_raises_the_scenario_alerts_and_writes_verifiable_packages() {
     for p in &pkgs {
         verify(p, &work.join("signing.key.pub"));
     }
+    // The SYN flood came from a botnet in prefixes registered in four States: each gets a
+    // package about that alert.
+    let mut flood_recipients: Vec<String> = pkgs
+        .iter()
+        .map(|p| {
+            let m: Value =
+                serde_json::from_str(&std::fs::read_to_string(p.join("manifest.json")).unwrap())
+                    .unwrap();
+            (
+                m["alert_id"].as_str().unwrap().to_string(),
+                m["recipient"].as_str().unwrap().to_string(),
+            )
+        })
+        .filter(|(alert, _)| alert.contains("/syn_flood/"))
+        .map(|(_, r)| r)
+        .collect();
+    flood_recipients.sort();
+    assert_eq!(flood_recipients, ["DE", "FR", "GB", "US"]);
     // The botnet's registered States each get a package; the summary says where.
     for code in ["DE", "FR", "GB", "US"] {
         assert!(
