@@ -12,14 +12,19 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 pub struct InputArgs {
     /// Capture file(s) to read, pcap or pcapng, processed in order as one stream.
-    #[arg(long, value_name = "FILE", num_args = 1.., required_unless_present = "interface", conflicts_with = "interface")]
+    #[arg(long, value_name = "FILE", num_args = 1.., required_unless_present_any = ["interface", "exports_only"], conflicts_with_all = ["interface", "exports_only"])]
     pub pcap: Vec<PathBuf>,
     /// Capture live from this network interface (Linux AF_PACKET; needs CAP_NET_RAW).
-    #[arg(long, short = 'i', value_name = "IF")]
+    #[arg(long, short = 'i', value_name = "IF", conflicts_with = "exports_only")]
     pub interface: Option<String>,
-    /// Stop a live capture after this long (e.g. `30s`, `5m`); otherwise it runs until
-    /// interrupted (SIGINT or SIGTERM), then ends every open flow.
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", requires = "interface")]
+    /// Read no packets: only the NetFlow v5/v9, IPFIX and sFlow exports received on the
+    /// addresses of `[exporters] listen`, until interrupted or --duration passes. (With
+    /// --pcap or --interface, those exports are received alongside the packets.)
+    #[arg(long)]
+    pub exports_only: bool,
+    /// Stop a live capture (or --exports-only) after this long (e.g. `30s`, `5m`); otherwise
+    /// it runs until interrupted (SIGINT or SIGTERM), then ends every open flow.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", conflicts_with = "pcap")]
     pub duration: Option<Duration>,
     /// Override the configured checksum policy: `verify` drops packets with bad checksums
     /// (Zeek's default), `ignore` counts them (like `zeek -C`).
@@ -38,6 +43,9 @@ impl InputArgs {
         match &self.interface {
             Some(i) => Input::Live {
                 interface: i.clone(),
+                duration: self.duration,
+            },
+            None if self.exports_only => Input::Exports {
                 duration: self.duration,
             },
             None => Input::Files(self.pcap.clone()),

@@ -306,6 +306,12 @@ pub fn receive(
     duration: Option<Duration>,
     stop: &AtomicBool,
 ) -> anyhow::Result<ExportStats> {
+    if cfg.exporters.listen.is_empty() {
+        return Err(crate::source::InputError(
+            "no flow-export listener: set [exporters] listen = [\"ADDRESS:PORT\", ...] in the configuration, or read packets with --pcap or --interface".into(),
+        )
+        .into());
+    }
     let metrics = registry.and_then(|r| ExportMetrics::register(r).ok());
     let mut tap = ExportTap::start(cfg, sink, metrics)
         .map_err(|e| crate::source::InputError(format!("cannot listen for flow exports: {e}")))?;

@@ -24,6 +24,9 @@ pub enum Input {
         interface: String,
         duration: Option<Duration>,
     },
+    /// No packets: only the flow exports of `[exporters]`, until `duration` passes or the
+    /// stop flag is raised.
+    Exports { duration: Option<Duration> },
 }
 
 /// Why reading packets failed in a way the user must fix (exit code 2), as opposed to a
@@ -145,6 +148,10 @@ pub fn drive(
             interface,
             duration,
         } => live(cfg, interface, *duration, table, sink, obs, &mut buf, stop),
+        Input::Exports { .. } => Err(InputError(
+            "this command reads packets (--pcap or --interface); flow exports alone are received by `normwatch sensor` and `normwatch run`".into(),
+        )
+        .into()),
     };
     table.flush(&mut buf);
     sink.records(&mut buf, Instant::now());

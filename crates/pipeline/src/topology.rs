@@ -95,9 +95,15 @@ fn produce(
     let mut publish = Publish::new(batcher, publisher, metrics.pipeline.clone());
     let mut obs = Observer::new(Some(metrics.sensor.clone()));
     // Flow exports from `[exporters]`, if any, join the packets' records in `publish`.
-    let read = crate::exporters::alongside(cfg, &mut publish, Some(&metrics.registry), |sink| {
-        drive(cfg, input, &opts.source, &mut table, sink, &mut obs, stop)
-    });
+    let read = match input {
+        Input::Exports { duration } => {
+            crate::exporters::receive(cfg, &mut publish, Some(&metrics.registry), *duration, stop)
+                .map(|_| ())
+        }
+        _ => crate::exporters::alongside(cfg, &mut publish, Some(&metrics.registry), |sink| {
+            drive(cfg, input, &opts.source, &mut table, sink, &mut obs, stop)
+        }),
+    };
     let published = publish.finish();
     let stats = table.stats().clone();
     // A read error is reported after every flow built so far was published.
