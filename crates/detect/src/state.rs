@@ -962,21 +962,27 @@ impl AssetState {
             && !inbound_flags.has(TcpFlags::ACK);
         let service = side == Side::Resp && self.ports.contains(local_port, cx.asset);
         {
+            // A record of a sampled flow export stands for `rate` flows as its packets stand
+            // for `rate` packets (one-packet flows of a flood are seen one in `rate`), so
+            // new-flow thresholds compare like with like.
+            let flows = r.export.as_ref().map_or(1, |e| e.sampling_rate.max(1));
             let (bk, x) = self.counts(from, window);
-            bk.new_flows = bk.new_flows.saturating_add(1);
+            bk.new_flows = bk.new_flows.saturating_add(flows);
             match proto {
                 6 => {
-                    bk.tcp_new = bk.tcp_new.saturating_add(1);
-                    bk.tcp_half_open += u32::from(half_open);
+                    bk.tcp_new = bk.tcp_new.saturating_add(flows);
+                    if half_open {
+                        bk.tcp_half_open = bk.tcp_half_open.saturating_add(flows);
+                    }
                 }
                 17 => {
                     if let Some(x) = x {
-                        x.udp_new = x.udp_new.saturating_add(1);
+                        x.udp_new = x.udp_new.saturating_add(flows);
                     }
                 }
                 1 | 58 => {
                     if let Some(x) = x {
-                        x.icmp_new = x.icmp_new.saturating_add(1);
+                        x.icmp_new = x.icmp_new.saturating_add(flows);
                     }
                 }
                 _ => {}

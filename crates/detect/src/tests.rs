@@ -1198,3 +1198,63 @@ fn an_attack_whose_records_all_arrive_a_minute_late_is_one_alert_over_its_length
     assert_eq!(closed.window_start_ns, 100 * NS);
     assert_eq!(closed.window_end_ns, 190 * NS);
 }
+
+/// SYNs of a flood as a sampled flow export shows them: each record one sampled packet,
+/// carrying the exporter's rate (`None`: records from packets).
+fn sampled_syns(
+    d: &Detector,
+    secs: std::ops::Range<u64>,
+    per_sec: u64,
+    rate: Option<u32>,
+) -> Vec<FlowRecord> {
+    let mut v = Vec::new();
+    for sec in secs {
+        for i in 0..per_sec {
+            let ns = sec * NS + i * (NS / per_sec);
+            let src = v4(0x0b00_0000 + (sec * per_sec + i) as u32);
+            let r = rate.unwrap_or(1);
+            let mut f = rec(
+                d,
+                6,
+                (src, 40_000 + i as u16),
+                (ip("198.51.100.10"), 443),
+                ns,
+                tcp_dir(u64::from(r), u64::from(r) * 40, 0, S),
+                dir(0, 0),
+                ConnState::S0,
+            );
+            f.export = rate.map(|sampling_rate| normwatch_model::flow::ExportOrigin {
+                source: normwatch_model::flow::RecordSource::Ipfix,
+                exporter: ip("192.0.2.1"),
+                domain: 0,
+                sampling_rate,
+            });
+            v.push(f);
+        }
+    }
+    v
+}
+
+#[test]
+fn a_sampled_export_counts_new_flows_at_its_rate() {
+    let web = || {
+        asset(
+            "web",
+            "198.51.100.0/24",
+            total(1_000_000, 10_000_000_000, 200),
+        )
+    };
+    // 50 sampled SYNs a second at 1 in 10 stand for 500 new flows a second: a SYN flood.
+    let mut d = detector(vec![web()], Settings::default());
+    let recs = sampled_syns(&d, 100..110, 50, Some(10));
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::SynFlood, "web".to_string())],
+        "{out:#?}"
+    );
+    // The same 50 a second seen in full (no sampling) stay below the limit of 200.
+    let mut d = detector(vec![web()], Settings::default());
+    let recs = sampled_syns(&d, 100..110, 50, None);
+    assert!(opened(&run(&mut d, &recs)).is_empty());
+}
