@@ -269,8 +269,14 @@ pub fn package(
             break Ok(());
         }
         let mut idle = true;
-        // Flows first, so an alert's flows are kept before the alert is packaged.
-        while let Some(d) = flows.poll(Duration::from_millis(10))? {
+        // Flows first, so an alert's flows are kept before the alert is packaged; a bounded
+        // number per round, so a busy flows topic cannot starve the alerts.
+        let mut taken = 0;
+        while taken < 1000 {
+            let Some(d) = flows.poll(Duration::from_millis(10))? else {
+                break;
+            };
+            taken += 1;
             idle = false;
             match decode_batch::<FlowRecord>(&d.payload) {
                 Ok(batch) => {
