@@ -42,9 +42,11 @@ use std::sync::Arc;
 
 const NS: u64 = 1_000_000_000;
 
-/// An asset's learned normal, as the detector holds it.
+/// An asset's learned normal and its latest final second, as the detector holds them.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Normal {
+    /// Inbound traffic in the latest complete second (the one before the newest seen).
+    pub latest: normwatch_model::Measured,
     /// Quiet seconds learned from (the baseline is used once this reaches the warm-up).
     pub seconds: u64,
     pub pps: f64,
@@ -259,16 +261,18 @@ impl Detector {
         }
     }
 
-    /// Each tracked asset's learned normal (id, normal), for metrics and dashboards. Assets
-    /// with no traffic yet are left out.
+    /// Each tracked asset's learned normal and latest final second (id, normal), for metrics
+    /// and dashboards. Assets with no traffic yet are left out.
     pub fn normals(&self) -> impl Iterator<Item = (&str, Normal)> + '_ {
         self.states.iter().enumerate().filter_map(|(idx, st)| {
-            let base = st.as_deref()?.learned();
+            let st = st.as_deref()?;
+            let base = st.learned();
             let mean = base.mean();
             let asset = self.assets.get(u32::try_from(idx).ok()?);
             Some((
                 asset.id.as_str(),
                 Normal {
+                    latest: st.latest(),
                     seconds: base.seconds,
                     pps: mean.pkts,
                     bps: mean.bits,
@@ -305,6 +309,11 @@ impl Detector {
             m.scanners += scanners;
         }
         m
+    }
+
+    /// The latest event time seen (ns since the epoch).
+    pub fn event_time_ns(&self) -> u64 {
+        self.now_ns
     }
 
     /// Rule hits folded into an alert that had already closed: late records for seconds its

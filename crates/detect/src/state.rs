@@ -609,6 +609,20 @@ impl AssetState {
         &self.base
     }
 
+    /// Inbound packets, bits and new flows of the latest complete second (the one before the
+    /// newest seen; zero if nothing came).
+    pub(crate) fn latest(&self) -> Measured {
+        let sec = self.newest.saturating_sub(1);
+        self.get(sec).map_or_else(Measured::default, |b| {
+            let s = sample(&b);
+            Measured {
+                pps: s.pkts,
+                bps: s.bits,
+                new_flows_per_s: s.new_flows,
+            }
+        })
+    }
+
     /// Bytes this state holds: itself, its ring, caches and tables (as allocated, so spare
     /// capacity counts) and its open alerts.
     pub(crate) fn heap_bytes(&self) -> usize {

@@ -7,9 +7,8 @@ use anyhow::Context;
 use normwatch_config::norms::{parse_norms, NormCatalogue};
 use normwatch_config::Config;
 use normwatch_detect::{Detector, Settings};
-use normwatch_model::{Alert, AlertState, AssetIndex, FlowRecord, Side};
+use normwatch_model::{Alert, AlertState, AssetIndex, FlowRecord};
 use normwatch_transport::bus::{Publisher, Topic};
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,45 +189,6 @@ pub struct DetectorSink<'a> {
 struct Observed {
     m: DetectMetrics,
     open: OpenAlerts,
-    /// Per asset: the event second being summed, and its inbound packets, bytes, new flows.
-    rates: HashMap<Arc<str>, (u64, u64, u64, u64)>,
-    /// Latest record time seen (ns).
-    now_ns: u64,
-}
-
-impl Observed {
-    fn records(&mut self, records: &[FlowRecord]) {
-        for r in records {
-            self.now_ns = self.now_ns.max(r.last_ns);
-            let Some(a) = &r.asset else { continue };
-            let inbound = match a.side {
-                Side::Resp => &r.orig,
-                Side::Orig => &r.resp,
-            };
-            let sec = r.last_ns / 1_000_000_000;
-            let e = self.rates.entry(a.id.0.clone()).or_insert((sec, 0, 0, 0));
-            if sec > e.0 {
-                // The second before is complete (records of one asset arrive in order).
-                self.m
-                    .asset_pps
-                    .with_label_values(&[&a.id.0])
-                    .set(e.1 as f64);
-                self.m
-                    .asset_bps
-                    .with_label_values(&[&a.id.0])
-                    .set((e.2 * 8) as f64);
-                self.m
-                    .asset_new_flows
-                    .with_label_values(&[&a.id.0])
-                    .set(e.3 as f64);
-                *e = (sec, 0, 0, 0);
-            }
-            e.1 += inbound.pkts;
-            e.2 += inbound.ip_bytes;
-            e.3 += 1;
-        }
-        self.m.event_time.set(self.now_ns as f64 / 1e9);
-    }
 }
 
 impl std::fmt::Debug for DetectorSink<'_> {
@@ -276,8 +236,6 @@ impl<'a> DetectorSink<'a> {
         self.metrics = Some(Observed {
             m,
             open: OpenAlerts::default(),
-            rates: HashMap::new(),
-            now_ns: 0,
         });
         self
     }
@@ -287,7 +245,7 @@ impl<'a> DetectorSink<'a> {
             self.events += 1;
             self.opened += u64::from(a.state == AlertState::Open);
             if let Some(o) = self.metrics.as_mut() {
-                o.open.event(&o.m, &a, o.now_ns);
+                o.open.event(&o.m, &a, self.detector.event_time_ns());
             }
             self.alerts.alert(&a)?;
         }
@@ -305,9 +263,6 @@ impl<'a> DetectorSink<'a> {
 impl FlowSink for DetectorSink<'_> {
     fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()> {
         let started = Instant::now();
-        if let Some(o) = self.metrics.as_mut() {
-            o.records(records);
-        }
         self.detector.process(records, &mut self.buf);
         self.emit()?;
         if let Some(o) = &self.metrics {

@@ -349,9 +349,16 @@ impl OpenAlerts {
     }
 }
 
-/// Publishes the detector's learned normals.
+/// Publishes what the detector holds per asset: the latest final second and the learned
+/// normal (read from its state, not counted again here).
 pub fn observe_normals(m: &DetectMetrics, d: &normwatch_detect::Detector) {
+    m.event_time.set(d.event_time_ns() as f64 / 1e9);
     for (asset, n) in d.normals() {
+        m.asset_pps.with_label_values(&[asset]).set(n.latest.pps);
+        m.asset_bps.with_label_values(&[asset]).set(n.latest.bps);
+        m.asset_new_flows
+            .with_label_values(&[asset])
+            .set(n.latest.new_flows_per_s);
         for (rate, v) in [
             ("pps", n.pps),
             ("bps", n.bps),
