@@ -6,6 +6,7 @@ use normwatch_pipeline::alerts::AlertSink;
 use normwatch_pipeline::detect::FlowSink;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
 use std::path::Path;
 
 /// How flows are printed.
@@ -24,6 +25,8 @@ pub const ZEEK_FIELDS: &str = "#fields\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp
 pub struct FlowWriter<W: Write> {
     out: W,
     format: Format,
+    /// One Zeek line, built by hand: `write!` costs more than the flow table per record.
+    line: Vec<u8>,
 }
 
 impl<W: Write> FlowWriter<W> {
@@ -31,25 +34,36 @@ impl<W: Write> FlowWriter<W> {
         if format == Format::Zeek {
             writeln!(out, "{ZEEK_FIELDS}")?;
         }
-        Ok(FlowWriter { out, format })
+        Ok(FlowWriter {
+            out,
+            format,
+            line: Vec::with_capacity(160),
+        })
     }
 
     pub fn write(&mut self, r: &FlowRecord) -> io::Result<()> {
         match self.format {
-            Format::Zeek => writeln!(
-                self.out,
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                r.orig_addr,
-                r.orig_port,
-                r.resp_addr,
-                r.resp_port,
-                r.zeek_proto(),
-                r.conn_state,
-                r.orig.pkts,
-                r.orig.ip_bytes,
-                r.resp.pkts,
-                r.resp.ip_bytes
-            ),
+            Format::Zeek => {
+                let l = &mut self.line;
+                l.clear();
+                push_addr(l, r.orig_addr);
+                l.push(b'\t');
+                push_u64(l, u64::from(r.orig_port));
+                l.push(b'\t');
+                push_addr(l, r.resp_addr);
+                l.push(b'\t');
+                push_u64(l, u64::from(r.resp_port));
+                l.push(b'\t');
+                l.extend_from_slice(r.zeek_proto().as_bytes());
+                l.push(b'\t');
+                l.extend_from_slice(r.conn_state.as_str().as_bytes());
+                for n in [r.orig.pkts, r.orig.ip_bytes, r.resp.pkts, r.resp.ip_bytes] {
+                    l.push(b'\t');
+                    push_u64(l, n);
+                }
+                l.push(b'\n');
+                self.out.write_all(l)
+            }
             Format::Json => {
                 serde_json::to_writer(&mut self.out, r).map_err(io::Error::other)?;
                 self.out.write_all(b"\n")
@@ -59,6 +73,53 @@ impl<W: Write> FlowWriter<W> {
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+/// "00" to "99", for two digits at a time.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Decimal digits of `n`.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    while n >= 100 {
+        let r = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
+    }
+    if n >= 10 {
+        let r = n as usize * 2;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
+    } else {
+        i -= 1;
+        digits[i] = b'0' + n as u8;
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// The address as `Display` writes it (dotted quad by hand; IPv6 is rare enough for `write!`).
+fn push_addr(out: &mut Vec<u8>, a: IpAddr) {
+    match a {
+        IpAddr::V4(v4) => {
+            for (i, b) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(b));
+            }
+        }
+        IpAddr::V6(v6) => {
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -144,5 +205,46 @@ impl AlertSink for JsonAlerts {
 
     fn flush(&mut self) -> anyhow::Result<()> {
         self.out.flush().context("cannot write alerts")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_addresses_print_as_display_does() {
+        for n in [
+            0,
+            7,
+            9,
+            10,
+            42,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            65535,
+            1 << 40,
+            u64::MAX,
+        ] {
+            let mut v = Vec::new();
+            push_u64(&mut v, n);
+            assert_eq!(String::from_utf8(v).unwrap(), n.to_string());
+        }
+        for a in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "192.168.100.255",
+            "::1",
+            "2001:db8::ff00:42:8329",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: IpAddr = a.parse().unwrap();
+            let mut v = Vec::new();
+            push_addr(&mut v, ip);
+            assert_eq!(String::from_utf8(v).unwrap(), ip.to_string());
+        }
     }
 }

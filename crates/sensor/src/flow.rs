@@ -117,7 +117,9 @@ impl Key {
     /// The key and whether the packet's source is the `lo` side.
     #[inline]
     fn of(p: &Packet<'_>) -> (Key, bool) {
-        let src_lo = (p.src, p.sport) <= (p.dst, p.dport);
+        // Big-endian integers order as the bytes do, in two compares instead of a memcmp.
+        let (s, d) = (u128::from_be_bytes(p.src), u128::from_be_bytes(p.dst));
+        let src_lo = s < d || (s == d && p.sport <= p.dport);
         let (lo, lo_port, hi, hi_port) = if src_lo {
             (p.src, p.sport, p.dst, p.dport)
         } else {
@@ -391,6 +393,9 @@ pub struct FlowTable {
     free: Vec<u32>,
     server_ports: Box<[u64; 1024]>,
     frags: HashMap<FragKey, FragGroup>,
+    /// The slot of the flow the last packet went to: the next packet is most often of the
+    /// same connection, and then needs no hashing. A hint only, checked against the key.
+    last_slot: u32,
     now: u64,
     next_sweep: u64,
     next_flow_id: u64,
@@ -413,6 +418,7 @@ impl FlowTable {
             free: Vec::new(),
             server_ports,
             frags: HashMap::new(),
+            last_slot: 0,
             now: 0,
             next_sweep: 0,
             next_flow_id: 1,
@@ -491,6 +497,7 @@ impl FlowTable {
     }
 
     /// Moves event time forward and runs the periodic sweep when due.
+    #[inline]
     fn advance(&mut self, ts_ns: u64, out: &mut Vec<FlowRecord>) {
         if ts_ns > self.now {
             self.now = ts_ns;
@@ -504,6 +511,8 @@ impl FlowTable {
     }
 
     /// Emits every flow that has expired by the current event time.
+    #[cold]
+    #[inline(never)]
     fn sweep(&mut self, out: &mut Vec<FlowRecord>) {
         let now = self.now;
         for slot in 0..self.slab.len() {
@@ -764,8 +773,10 @@ impl FlowTable {
             return;
         }
         let (key, src_lo) = Key::of(p);
-        let hash = self.hasher.hash_one(key);
-        let mut slot = self.find(&key, hash);
+        let mut slot = match self.slab.get(self.last_slot as usize) {
+            Some(Some(f)) if f.key == key => Some(self.last_slot),
+            _ => self.find(&key, self.hasher.hash_one(key)),
+        };
         if let Some(s) = slot {
             let f = self.slab[s as usize].as_ref().expect("indexed slot");
             if let Some(reason) = f.expiry(ts.max(f.last_ns), &self.cfg) {
@@ -782,6 +793,7 @@ impl FlowTable {
             Some(s) => s,
             None => self.create(key, src_lo, p, ts, out),
         };
+        self.last_slot = slot;
         let f = self.slab[slot as usize].as_mut().expect("indexed slot");
         f.seen = f.seen.saturating_add(1);
         if p.bad_checksum {
