@@ -222,7 +222,85 @@ pub fn decode<'a>(
     // Bytes missing from the capture (snap length) are the same at every layer: the wire
     // length of an inner layer is its captured length plus this.
     let missing = wire_len.saturating_sub(data.len());
+    if link == LinkType::Ethernet {
+        if let Some(fast) = ethernet_ipv4_fast(data, missing, cks) {
+            return fast;
+        }
+    }
     decode_link(link, data, missing, cks, 0)
+}
+
+/// The common case in one pass: Ethernet, an IPv4 header without options, not a fragment,
+/// TCP or UDP (not a tunnel port). `None` sends the frame down the general path, which also
+/// decides every error; what this returns is exactly what the general path would.
+#[inline]
+fn ethernet_ipv4_fast<'a>(
+    data: &'a [u8],
+    missing: usize,
+    cks: &ChecksumSettings,
+) -> Option<Decoded<'a>> {
+    let (eth, p) = data.split_first_chunk::<14>()?;
+    let h = p.first_chunk::<20>()?;
+    if eth[12..14] != [0x08, 0x00] || h[0] != 0x45 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    // A zero total length (segmentation offload), a bad one, a fragment: the general path.
+    if total < 20 || p.len() + missing < total || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    if cks.verify && checksum::ones_complement(0, h) != 0xffff {
+        return None;
+    }
+    let proto = h[9];
+    let body = p.get(20..p.len().min(total))?;
+    let body_len = (total - 20) as u32;
+    let mut pkt = Packet::ip(
+        v4_mapped(&h[12..16]),
+        v4_mapped(&h[16..20]),
+        false,
+        proto,
+        total as u32,
+        Fragment::None,
+    );
+    let verify = cks.verify && body.len() as u32 == body_len && !cks.skip_for(&pkt.src);
+    match proto {
+        6 => {
+            let t = body.first_chunk::<20>()?;
+            let off = usize::from(t[12] >> 4) * 4;
+            if off < 20 || off as u32 > body_len || body.len() < off {
+                return None;
+            }
+            pkt.sport = u16::from_be_bytes([t[0], t[1]]);
+            pkt.dport = u16::from_be_bytes([t[2], t[3]]);
+            pkt.seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+            pkt.ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+            pkt.tcp_flags = t[13];
+            pkt.payload_len = body_len - off as u32;
+            pkt.payload = &body[off..];
+            if verify {
+                pkt.bad_checksum = !checksum::transport_ok(&pkt, 6, body);
+            }
+        }
+        17 => {
+            let u = body.first_chunk::<8>()?;
+            pkt.sport = u16::from_be_bytes([u[0], u[1]]);
+            pkt.dport = u16::from_be_bytes([u[2], u[3]]);
+            if [pkt.sport, pkt.dport].contains(&TEREDO_PORT)
+                || pkt.dport == VXLAN_PORT
+                || pkt.dport == GENEVE_PORT
+            {
+                return None;
+            }
+            pkt.payload_len = body_len.checked_sub(8)?;
+            pkt.payload = &body[8..];
+            if verify && u16::from_be_bytes([u[6], u[7]]) != 0 {
+                pkt.bad_checksum = !checksum::transport_ok(&pkt, 17, body);
+            }
+        }
+        _ => return None,
+    }
+    Some(Ok((pkt, None)))
 }
 
 fn decode_link<'a>(
@@ -869,6 +947,54 @@ mod tests {
         p.extend_from_slice(&[6, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 0]);
         let r = decode(LinkType::Raw, &p, p.len(), &ChecksumSettings::default());
         assert_eq!(r.unwrap_err(), DropReason::BadIpv6Extension);
+    }
+
+    /// The Ethernet/IPv4 fast path decides every frame exactly as the general path does.
+    #[test]
+    fn fast_path_agrees_with_the_general_path() {
+        let tcp = eth_ipv4_tcp(0x18, b"some payload bytes");
+        let mut udp = eth_ipv4_tcp(0, b"");
+        udp[14 + 9] = 17;
+        udp.truncate(14 + 20);
+        udp.extend_from_slice(&[0x30, 0x39, 0x12, 0x35, 0, 12, 0xab, 0xcd, 1, 2, 3, 4]);
+        udp[14 + 3] = 32;
+        let verify = ChecksumSettings {
+            verify: true,
+            ignore_src: vec![],
+        };
+        let ignore_some = ChecksumSettings {
+            verify: true,
+            ignore_src: vec![(u128::from_be_bytes(v4_mapped(&[192, 0, 2, 0])), !0u128 << 8)],
+        };
+        let plain = ChecksumSettings::default();
+        assert!(ethernet_ipv4_fast(&tcp, 0, &plain).is_some_and(|r| r.is_ok()));
+        assert!(ethernet_ipv4_fast(&udp, 0, &plain).is_some_and(|r| r.is_ok()));
+        let values = [
+            0u8, 1, 4, 5, 6, 8, 0x11, 0x12, 0x20, 0x3f, 0x40, 0x45, 0x46, 0x50, 0xb5, 0xff,
+        ];
+        for base in [&tcp, &udp] {
+            for pos in 0..base.len() {
+                for v in values {
+                    let mut f = base.clone();
+                    f[pos] = v;
+                    for cut in [f.len(), f.len() - 1, 14 + 20 + 4, 14 + 19, 13] {
+                        let d = &f[..cut.min(f.len())];
+                        for wire in [d.len(), d.len() + 7, f.len()] {
+                            for cks in [&ChecksumSettings::default(), &verify, &ignore_some] {
+                                let missing = wire.saturating_sub(d.len());
+                                let general = decode_link(LinkType::Ethernet, d, missing, cks, 0);
+                                let fast = decode(LinkType::Ethernet, d, wire, cks);
+                                assert_eq!(
+                                    format!("{fast:?}"),
+                                    format!("{general:?}"),
+                                    "byte {pos} = {v:#x}, {cut} captured, {wire} on the wire"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -251,7 +251,18 @@ impl Flow {
     }
 
     /// Why the flow has ended by `now`, if it has.
+    #[inline]
     fn expiry(&self, now: u64, cfg: &FlowConfig) -> Option<EndReason> {
+        // Most packets come well inside every timer: with no TCP timer pending, a flow seen
+        // within the close linger and its idle timeout has not ended.
+        let quiet = cfg.tcp_linger_ns.saturating_add(1).min(self.idle_ns(cfg));
+        if self.timer == Timer::None && now < self.last_ns.saturating_add(quiet) {
+            return None;
+        }
+        self.expiry_slow(now, cfg)
+    }
+
+    fn expiry_slow(&self, now: u64, cfg: &FlowConfig) -> Option<EndReason> {
         if now >= self.last_ns.saturating_add(self.idle_ns(cfg)) {
             return Some(EndReason::IdleTimeout);
         }
@@ -979,7 +990,37 @@ fn is_reuse(f: &Flow, p: &Packet<'_>, src_lo: bool) -> bool {
 }
 
 /// Zeek's TCP endpoint state machine for one packet from `is_orig`'s side.
+#[inline]
 fn tcp_update(f: &mut Flow, is_orig: bool, p: &Packet<'_>, ts: u64, cfg: &FlowConfig) {
+    // Steady state (most packets of a connection): no SYN, FIN or RST, both endpoints past
+    // Inactive, and the history letter already recorded. Then no sequence start, history,
+    // role or endpoint state changes, and only the times move.
+    let flags = p.tcp_flags;
+    if flags & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) == 0
+        && f.dir[0].state != Ep::Inactive
+        && f.dir[1].state != Ep::Inactive
+    {
+        let letter = if p.payload_len > 0 {
+            H_DATA
+        } else if flags & TcpFlags::ACK != 0 {
+            H_ACK
+        } else {
+            0
+        };
+        let ei = usize::from(!is_orig);
+        if letter == 0 || f.dir[ei].hist & letter != 0 {
+            if !(f.dir[0].did_close && f.dir[1].did_close) {
+                update_times(f, ts);
+            } else if ts < f.first_ns {
+                f.first_ns = ts;
+            }
+            return;
+        }
+    }
+    tcp_update_full(f, is_orig, p, ts, cfg);
+}
+
+fn tcp_update_full(f: &mut Flow, is_orig: bool, p: &Packet<'_>, ts: u64, cfg: &FlowConfig) {
     let flags = p.tcp_flags;
     let syn = flags & TcpFlags::SYN != 0;
     let fin = flags & TcpFlags::FIN != 0;
