@@ -193,16 +193,20 @@ impl Ids {
         if ptr == self.last_ptr {
             return Some(self.last);
         }
+        // Decoded records share one text per batch (see the model's decoding).
+        if let Some((last, i)) = &self.last_text {
+            if Arc::ptr_eq(&last.0, &id.0) {
+                return Some(*i);
+            }
+        }
         if let Some(&i) = self.own.get(&ptr) {
             (self.last_ptr, self.last) = (ptr, i);
             return Some(i);
         }
-        if let Some((last, i)) = &self.last_text {
-            if last.0 == id.0 {
-                return Some(*i);
-            }
-        }
-        let i = *self.by_text.get(id.as_str())?;
+        let i = match &self.last_text {
+            Some((last, i)) if last.0 == id.0 => *i,
+            _ => *self.by_text.get(id.as_str())?,
+        };
         self.last_text = Some((id.clone(), i));
         Some(i)
     }
@@ -332,9 +336,9 @@ impl Detector {
             ids,
             active,
             now_ns,
+            watermark,
             records: seen,
             late,
-            ..
         } = self;
         for r in records {
             *seen += 1;
@@ -348,12 +352,13 @@ impl Detector {
                 norms,
                 asset: assets.get(idx as u32),
                 index: assets,
+                watermark: *watermark,
             };
             let st = states[idx].get_or_insert_with(|| AssetState::new(&cx, r.first_ns / NS));
             if !st.account(&cx, r, m.side, out) {
                 *late += 1;
             }
-            if !st.listed {
+            if !st.listed && st.needs_watch() {
                 st.listed = true;
                 active.push(idx);
             }
@@ -368,9 +373,12 @@ impl Detector {
 
     /// Finalises seconds up to the watermark and closes alerts whose quiet period passed it.
     ///
-    /// Only assets with traffic since their seconds were last made final, or with open
-    /// alerts, are visited; a quiet asset's empty seconds are folded into its baseline at once
-    /// when it is next seen.
+    /// Only assets that may be under attack are visited (open alerts, a second over a limit,
+    /// sources gathered: [`AssetState::needs_watch`]), so their alerts open, update and close
+    /// as the watermark moves. Every other asset's seconds are made final when its next
+    /// record arrives, up to the same watermark and with the same result, while its state is
+    /// in cache for that record anyway (or at the end of input); its empty seconds are folded
+    /// into its baseline at once.
     fn expire(&mut self, assets: &AssetIndex, out: &mut Vec<Alert>) {
         // In asset order, so alert events come out in the same order whatever the batching.
         self.active.sort_unstable();
@@ -385,9 +393,10 @@ impl Detector {
                 norms: &self.norms,
                 asset: assets.get(idx as u32),
                 index: assets,
+                watermark: self.watermark,
             };
             st.expire(&cx, self.watermark, out);
-            if st.busy() {
+            if st.busy() && st.needs_watch() {
                 self.active[keep] = idx;
                 keep += 1;
             } else {
@@ -397,7 +406,8 @@ impl Detector {
         self.active.truncate(keep);
     }
 
-    /// Closes every open alert (end of input).
+    /// Makes every asset's seconds up to the watermark final (those the watermark's moves
+    /// left to the asset's next record), then closes every open alert (end of input).
     pub fn finish(&mut self, out: &mut Vec<Alert>) {
         let assets = Arc::clone(&self.assets);
         for (idx, st) in self.states.iter_mut().enumerate() {
@@ -407,7 +417,9 @@ impl Detector {
                 norms: &self.norms,
                 asset: assets.get(idx as u32),
                 index: &assets,
+                watermark: self.watermark,
             };
+            st.expire(&cx, self.watermark, out);
             st.close_all(&cx, out);
         }
     }

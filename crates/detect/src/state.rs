@@ -27,8 +27,14 @@ const MAX_SCANNERS: usize = 4096;
 const MAX_SPREAD: usize = 4096;
 /// Prefixes of up to 2^this IPv4 addresses keep a cell per address for the spread.
 const DIRECT_SPREAD_BITS: u8 = 10;
-/// External destinations followed per `holds-ip` asset.
+/// External destinations followed exactly per `holds-ip` asset.
 const MAX_EXFIL: usize = 1024;
+/// The sketch of bytes a `holds-ip` asset sent per destination: rows and counters per row.
+const SENT_ROWS: usize = 2;
+const SENT_COLS: usize = 64;
+/// A destination is followed exactly once the sketch says it may have received this
+/// fraction (1/2^shift) of the exfiltration limit.
+const SENT_ADMIT_SHIFT: u32 = 4;
 /// Sources named in an alert. Evidence packages are addressed to the States these sources
 /// are registered in, so a botnet spread over many States needs more than a handful named;
 /// a hundred keep an alert event near 10 KB of JSON.
@@ -49,6 +55,8 @@ pub(crate) struct Ctx<'a> {
     pub norms: &'a NormCatalogue,
     pub asset: &'a Asset,
     pub index: &'a AssetIndex,
+    /// The latest watermark second the detector acted on.
+    pub watermark: u64,
 }
 
 fn ring_len(s: &Settings) -> u64 {
@@ -77,6 +85,59 @@ struct Core {
     svc_est: u32,
     svc_flows: u32,
     svc_ans: u32,
+}
+
+/// The ring of seconds: inline in the asset's state at the usual length (a record's slot is
+/// then found from the state's address alone, so reading it does not wait for a pointer to
+/// load), on the heap when a long allowed lateness needs more seconds.
+/// Its length is kept by the state (`ring_bits`), so asking does not look at where the slots
+/// are.
+#[derive(Debug)]
+// Inline on purpose: the point is that the slots live in the state itself.
+#[allow(clippy::large_enum_variant)]
+enum Ring {
+    Inline([Core; MIN_RING as usize]),
+    Heap(Box<[Core]>),
+}
+
+impl Ring {
+    fn new(len: usize) -> Ring {
+        if len == MIN_RING as usize {
+            Ring::Inline([Core::default(); MIN_RING as usize])
+        } else {
+            Ring::Heap(vec![Core::default(); len].into_boxed_slice())
+        }
+    }
+
+    /// Bytes held outside the state itself.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Ring::Inline(_) => 0,
+            Ring::Heap(b) => b.len() * size_of::<Core>(),
+        }
+    }
+}
+
+impl std::ops::Deref for Ring {
+    type Target = [Core];
+
+    #[inline]
+    fn deref(&self) -> &[Core] {
+        match self {
+            Ring::Inline(a) => a,
+            Ring::Heap(b) => b,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Ring {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [Core] {
+        match self {
+            Ring::Inline(a) => a,
+            Ring::Heap(b) => b,
+        }
+    }
 }
 
 /// Per-protocol and reflected counts of one second, kept only by assets with per-protocol
@@ -168,6 +229,15 @@ impl Bucket {
 #[derive(Clone, Copy, Debug, Default)]
 struct Seen {
     sec: u64,
+    pkts: u32,
+    new: u32,
+    refl: u32,
+}
+
+/// The newest second's counts when it was last judged over a limit, grown by an eighth: below
+/// them it is not judged again. Cleared when the ring advances.
+#[derive(Clone, Copy, Debug, Default)]
+struct Gate {
     pkts: u32,
     new: u32,
     refl: u32,
@@ -425,6 +495,16 @@ fn placeholder() -> Open {
     }
 }
 
+/// Quiet seconds before an alert of `kind` closes. Bulk exfiltration is a total over its
+/// window, reported by flow records that may be minutes apart (a sensor's active timeout):
+/// the same transfer keeps one alert while records come within the window.
+fn quiet_secs(s: &Settings, kind: AlertKind) -> u64 {
+    match kind {
+        AlertKind::BulkExfiltration => s.quiet_secs.max(s.exfil_window_secs),
+        _ => s.quiet_secs,
+    }
+}
+
 fn is_flood(kind: AlertKind) -> bool {
     matches!(
         kind,
@@ -481,12 +561,11 @@ fn is_probe(r: &FlowRecord, inbound: &DirStats, outbound: &DirStats, remote_port
 
 #[derive(Debug)]
 // Fields a record touches come first, in declaration order (`repr(C)`), within the first two
-// cache lines (the state is aligned to one), so a cold asset costs few cache misses; what
-// only alerts, final seconds and attacks use follows.
+// cache lines (the state is aligned to one), then the ring of seconds: a cold asset's slot is
+// found from the state's address alone, so its cache misses overlap. What only alerts, final
+// seconds and attacks use follows.
 #[repr(C, align(64))]
 pub(crate) struct AssetState {
-    /// One slot per second, `newest` and the seconds before it (see [`Core`]).
-    ring: Box<[Core]>,
     /// Newest second seen; seconds up to `finalized` are final.
     newest: u64,
     finalized: u64,
@@ -494,6 +573,10 @@ pub(crate) struct AssetState {
     lim: Lim,
     /// Ring slots whose second crossed a limit (bit per slot; the ring has at most 64).
     hot: u64,
+    /// Checked before `judge` is called at all (see [`Gate`]).
+    gate: Gate,
+    /// Packets counted for seconds already final, since the last finalisation (saturating).
+    late_pkts: u32,
     open: Vec<Open>,
     /// The per-protocol and reflected part of each ring slot (empty until needed).
     ext: Box<[Ext]>,
@@ -506,6 +589,10 @@ pub(crate) struct AssetState {
     pub(crate) listed: bool,
     /// Sources or reflected bytes were gathered since they were last forgotten.
     gathered: bool,
+    /// The ring has 2^this slots.
+    ring_bits: u8,
+    /// One slot per second, `newest` and the seconds before it (see [`Core`]).
+    ring: Ring,
     /// Seconds before the ring's window that late records still reach (made on first use).
     late_cache: Option<Box<[LateSlot; LATE_SLOTS]>>,
     /// Per-protocol limits, where the asset sets any.
@@ -513,8 +600,8 @@ pub(crate) struct AssetState {
     /// Per-address traffic of an asset with more than one address (carpet bombing applies),
     /// made when an attack may first be building.
     spread: Option<Box<Spread>>,
-    /// Packets and bytes counted for seconds already final, since the last finalisation.
-    late: (u64, u64),
+    /// Bytes counted for seconds already final, since the last finalisation.
+    late_bytes: u64,
     base: Baseline,
     /// What an attack gathers (made when the first one may be building).
     atk: Option<Box<Attack>>,
@@ -541,6 +628,20 @@ struct Attack {
     late_hits: u64,
 }
 
+#[cold]
+fn new_attack() -> Box<Attack> {
+    Box::new(Attack {
+        sources: HashMap::new(),
+        held: None,
+        others: (0, 0),
+        refl: [0; REFLECTORS.len()],
+        refl_out: 0,
+        seen: [Seen::default(); SEEN_SLOTS],
+        closed: Vec::new(),
+        late_hits: 0,
+    })
+}
+
 /// A closed alert: its kind, the seconds it covered and the parties it named.
 #[derive(Debug)]
 struct Closed {
@@ -554,8 +655,45 @@ struct Closed {
 #[derive(Debug)]
 struct Tables {
     scans: HashMap<IpAddr, Probe>,
+    /// Destinations followed exactly, and a bit per hashed destination that may be among them.
     exfil: HashMap<IpAddr, Outbound>,
+    exfil_bits: [u64; 4],
+    /// What every other destination may have received (made on the first upload).
+    sent: Option<Box<Sent>>,
     last_sweep: u64,
+}
+
+/// A count-min sketch of the KiB a `holds-ip` asset sent to each external destination in the
+/// current window (512 bytes). It never under-counts, so a destination is followed exactly
+/// (in `Tables::exfil`) no later than when it has really received 1/16 of the limit: an
+/// upload is flagged by the time it passes the limit plus at most that much per window,
+/// while a server's many ordinary clients cost two counters each, not a table entry.
+#[derive(Debug)]
+struct Sent {
+    start_sec: u64,
+    kib: [[u32; SENT_COLS]; SENT_ROWS],
+}
+
+impl Sent {
+    /// Adds `bytes` for the destination hashed to `h`; its estimate afterwards, in bytes.
+    #[inline]
+    fn add(&mut self, h: u64, bytes: u64) -> u64 {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        let mut est = u32::MAX;
+        for (row, counters) in self.kib.iter_mut().enumerate() {
+            let col = (h >> (58 - 6 * row)) as usize % SENT_COLS;
+            let c = &mut counters[col];
+            *c = c.saturating_add(kib);
+            est = est.min(*c);
+        }
+        u64::from(est) * 1024
+    }
+}
+
+/// The bit of `Tables::exfil_bits` of a hashed destination.
+#[inline]
+fn exfil_bit(h: u64) -> (usize, u64) {
+    ((h >> 46) as usize % 4, 1u64 << ((h >> 40) & 63))
 }
 
 /// The asset's service ports: the first few inline (most assets have fewer); with more, the
@@ -595,7 +733,7 @@ pub(crate) fn footprint(s: &Settings) -> Footprint {
     Footprint {
         per_asset: size_of::<AssetState>()
             + size_of::<Option<Box<AssetState>>>()
-            + ring * size_of::<Core>(),
+            + Ring::new(ring).heap_bytes(),
         per_asset_ext: ring * size_of::<Ext>(),
         per_source: entry(size_of::<IpAddr>(), size_of::<Src>()),
         per_scanner: entry(size_of::<IpAddr>(), size_of::<Probe>()),
@@ -627,7 +765,7 @@ impl AssetState {
     /// capacity counts) and its open alerts.
     pub(crate) fn heap_bytes(&self) -> usize {
         size_of::<AssetState>()
-            + self.ring.len() * size_of::<Core>()
+            + self.ring.heap_bytes()
             + self.ext.len() * size_of::<Ext>()
             + self.plim.as_ref().map_or(0, |_| size_of::<ProtoLim>())
             + self
@@ -645,7 +783,10 @@ impl AssetState {
                     + a.held.as_ref().map_or(0, |_| size_of::<Held>())
             })
             + self.tables.as_ref().map_or(0, |t| {
-                size_of::<Tables>() + t.scans.allocation_size() + t.exfil.allocation_size()
+                size_of::<Tables>()
+                    + t.scans.allocation_size()
+                    + t.exfil.allocation_size()
+                    + t.sent.as_ref().map_or(0, |_| size_of::<Sent>())
             })
             + self.spread.as_ref().map_or(0, |sp| {
                 size_of::<Spread>()
@@ -682,7 +823,7 @@ impl AssetState {
         let ring = ring_len(cx.s) as usize;
         let plim = proto_limits(cx.asset);
         Box::new(AssetState {
-            ring: vec![Core::default(); ring].into_boxed_slice(),
+            ring: Ring::new(ring),
             ext: if plim.is_some() {
                 vec![Ext::default(); ring].into_boxed_slice()
             } else {
@@ -690,12 +831,15 @@ impl AssetState {
             },
             plim: plim.map(Box::new),
             hot: 0,
+            gate: Gate::default(),
+            late_pkts: 0,
+            ring_bits: ring.trailing_zeros() as u8,
             late_cache: None,
             newest: first_sec,
             finalized: first_sec.saturating_sub(1),
             lim: total_limit(&cx.asset.thresholds.total, &base, cx.s),
             base,
-            late: (0, 0),
+            late_bytes: 0,
             atk: None,
             tables: None,
             open: Vec::new(),
@@ -723,8 +867,8 @@ impl AssetState {
     /// Moves the ring's newest second to `to`, clearing the slots it advances onto.
     #[inline]
     fn advance(&mut self, to: u64) {
-        let n = self.ring.len() as u64;
-        let mask = self.ring.len() - 1;
+        let n = self.ring_len() as u64;
+        let mask = self.ring_len() - 1;
         for sec in (self.newest + 1).max(to.saturating_sub(n - 1))..=to {
             let i = sec as usize & mask;
             self.ring[i] = Core::default();
@@ -733,13 +877,20 @@ impl AssetState {
             }
             self.hot &= !(1u64 << i);
         }
+        self.gate = Gate::default();
         self.newest = to;
+    }
+
+    /// Slots in the ring.
+    #[inline]
+    fn ring_len(&self) -> usize {
+        1 << self.ring_bits
     }
 
     /// Whether `sec` has a slot in the ring (the newest second and those before it).
     #[inline]
     fn in_ring(&self, sec: u64) -> bool {
-        sec <= self.newest && sec + self.ring.len() as u64 > self.newest
+        sec <= self.newest && sec + self.ring_len() as u64 > self.newest
     }
 
     /// The counts of `sec` to add to: in the ring if `sec` is within its window (from
@@ -748,7 +899,7 @@ impl AssetState {
     #[inline]
     fn counts(&mut self, sec: u64, window: u64) -> (&mut Core, Option<&mut Ext>) {
         if sec >= window {
-            let i = sec as usize & (self.ring.len() - 1);
+            let i = sec as usize & (self.ring_len() - 1);
             return (&mut self.ring[i], self.ext.get_mut(i));
         }
         let cache = self
@@ -767,14 +918,14 @@ impl AssetState {
     /// Starts keeping the per-protocol and reflected part of each second.
     fn want_ext(&mut self) {
         if self.ext.is_empty() {
-            self.ext = vec![Ext::default(); self.ring.len()].into_boxed_slice();
+            self.ext = vec![Ext::default(); self.ring_len()].into_boxed_slice();
         }
     }
 
     /// Second `sec` in full, if the ring or the late cache holds it.
     fn get(&self, sec: u64) -> Option<Bucket> {
         if self.in_ring(sec) {
-            let i = sec as usize & (self.ring.len() - 1);
+            let i = sec as usize & (self.ring_len() - 1);
             let x = self.ext.get(i).copied().unwrap_or_default();
             return Some(Bucket::of(&self.ring[i], &x, self.hot >> i & 1 != 0));
         }
@@ -786,7 +937,7 @@ impl AssetState {
     #[inline]
     fn is_hot(&self, sec: u64) -> bool {
         if self.in_ring(sec) {
-            return self.hot >> (sec as usize & (self.ring.len() - 1)) & 1 != 0;
+            return self.hot >> (sec as usize & (self.ring_len() - 1)) & 1 != 0;
         }
         self.late_cache.as_ref().is_some_and(|c| {
             c[sec as usize & (LATE_SLOTS - 1)].sec == sec && c[sec as usize & (LATE_SLOTS - 1)].hot
@@ -795,7 +946,7 @@ impl AssetState {
 
     fn set_hot(&mut self, sec: u64) {
         if self.in_ring(sec) {
-            self.hot |= 1u64 << (sec as usize & (self.ring.len() - 1));
+            self.hot |= 1u64 << (sec as usize & (self.ring_len() - 1));
         } else if let Some(c) = self.late_cache.as_mut() {
             let b = &mut c[sec as usize & (LATE_SLOTS - 1)];
             if b.sec == sec {
@@ -804,19 +955,9 @@ impl AssetState {
         }
     }
 
+    #[inline]
     fn atk(&mut self) -> &mut Attack {
-        self.atk.get_or_insert_with(|| {
-            Box::new(Attack {
-                sources: HashMap::new(),
-                held: None,
-                others: (0, 0),
-                refl: [0; REFLECTORS.len()],
-                refl_out: 0,
-                seen: [Seen::default(); SEEN_SLOTS],
-                closed: Vec::new(),
-                late_hits: 0,
-            })
-        })
+        self.atk.get_or_insert_with(new_attack)
     }
 
     fn tables(&mut self, sec: u64) -> &mut Tables {
@@ -824,6 +965,8 @@ impl AssetState {
             Box::new(Tables {
                 scans: HashMap::new(),
                 exfil: HashMap::new(),
+                exfil_bits: [0; 4],
+                sent: None,
                 last_sweep: sec,
             })
         })
@@ -863,7 +1006,13 @@ impl AssetState {
                 r.orig_port,
             ),
         };
-        let ring = self.ring.len() as u64;
+        if self.finalized < cx.watermark && !self.listed {
+            // Seconds the watermark passed while the asset was not watched (see
+            // `needs_watch`): made final now, before this record counts, as the watermark's
+            // move would have.
+            self.expire(cx, cx.watermark, out);
+        }
+        let ring = self.ring_len() as u64;
         let first = r.first_ns / NS;
         let last = (r.last_ns / NS).max(first);
         if last > self.newest {
@@ -911,7 +1060,8 @@ impl AssetState {
         if span == 1 && !late && last > self.finalized && self.ext.is_empty() {
             // The common record: one second, in the ring, not yet final, nothing per protocol
             // to count.
-            let c = &mut self.ring[last as usize & (self.ring.len() - 1)];
+            let mask = self.ring_len() - 1;
+            let c = &mut self.ring[last as usize & mask];
             add32(&mut c.pkts, inbound.pkts);
             c.bytes += inbound.ip_bytes;
         } else {
@@ -1080,7 +1230,7 @@ impl AssetState {
         }
         // Seconds this record touched may now cross a limit.
         if from == last {
-            if near_last || self.is_hot(last) {
+            if (near_last || self.is_hot(last)) && !self.gated(last) {
                 self.judge(cx, last, false, out);
             }
         } else {
@@ -1108,8 +1258,8 @@ impl AssetState {
     /// end): too late for the rate rules, but part of the asset's normal volume, so the
     /// baseline learns it.
     fn late_mass(&mut self, pkts: u64, bytes: u64) {
-        self.late.0 += pkts;
-        self.late.1 += bytes;
+        add32(&mut self.late_pkts, pkts);
+        self.late_bytes += bytes;
     }
 
     /// The rules that do not use the per-second buckets: ICS commands, scans, exfiltration.
@@ -1277,13 +1427,16 @@ impl AssetState {
         out: &mut Vec<Alert>,
     ) {
         let s = cx.s;
-        let exfil = &mut self.tables(last).exfil;
-        let full = exfil.len() >= MAX_EXFIL;
-        // One probe of the table; whether a destination is outside every asset is asked only
-        // of new ones.
-        let e = match exfil.entry(remote) {
-            hashbrown::hash_map::Entry::Occupied(o) => {
-                let e = o.into_mut();
+        let t = self.tables(last);
+        let h = addr_key(remote).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let (word, bit) = exfil_bit(h);
+        let followed = if t.exfil_bits[word] & bit != 0 {
+            t.exfil.get_mut(&remote)
+        } else {
+            None
+        };
+        let e = match followed {
+            Some(e) => {
                 if last >= e.start_sec + s.exfil_window_secs {
                     *e = Outbound {
                         start_sec: first,
@@ -1292,13 +1445,31 @@ impl AssetState {
                 }
                 e
             }
-            hashbrown::hash_map::Entry::Vacant(v) if !full && cx.index.lookup(remote).is_none() => {
-                v.insert(Outbound {
+            None => {
+                let sent = t.sent.get_or_insert_with(|| {
+                    Box::new(Sent {
+                        start_sec: first,
+                        kib: [[0; SENT_COLS]; SENT_ROWS],
+                    })
+                });
+                if last >= sent.start_sec + s.exfil_window_secs {
+                    sent.start_sec = first;
+                    sent.kib = [[0; SENT_COLS]; SENT_ROWS];
+                }
+                // Followed from when it may have received a sixteenth of the limit, if it is
+                // outside every protected asset (asked only then) and there is room.
+                if sent.add(h, outbound.ip_bytes) < s.exfil_bytes >> SENT_ADMIT_SHIFT
+                    || t.exfil.len() >= MAX_EXFIL
+                    || cx.index.lookup(remote).is_some()
+                {
+                    return;
+                }
+                t.exfil_bits[word] |= bit;
+                t.exfil.entry(remote).or_insert(Outbound {
                     start_sec: first,
                     ..Outbound::default()
                 })
             }
-            hashbrown::hash_map::Entry::Vacant(_) => return,
         };
         e.bytes += outbound.ip_bytes;
         e.last_sec = e.last_sec.max(last);
@@ -1347,9 +1518,23 @@ impl AssetState {
     /// Checks second `sec` against the rate rules.
     fn evaluate(&mut self, cx: &Ctx, sec: u64, out: &mut Vec<Alert>) {
         // A second under a quarter of every limit is under every limit: nothing to judge.
-        if self.is_hot(sec) || self.near_sec(cx.s, sec) {
+        if (self.is_hot(sec) || self.near_sec(cx.s, sec)) && !self.gated(sec) {
             self.judge(cx, sec, false, out);
         }
+    }
+
+    /// Second `sec` is over a limit and has not grown by an eighth since it was last judged:
+    /// `judge` would return at once.
+    #[inline]
+    fn gated(&self, sec: u64) -> bool {
+        let g = &self.gate;
+        if sec != self.newest {
+            return false;
+        }
+        let i = sec as usize & (self.ring_len() - 1);
+        let c = &self.ring[i];
+        let refl = self.ext.get(i).map_or(0, |x| x.refl_pkts);
+        self.hot >> i & 1 != 0 && c.pkts <= g.pkts && c.new_flows <= g.new && refl <= g.refl
     }
 
     /// A quarter of some limit reached in second `sec`: an attack may be building. Every
@@ -1366,14 +1551,14 @@ impl AssetState {
     #[inline]
     fn parts(&self, sec: u64) -> Option<(&Core, Option<&Ext>)> {
         if self.in_ring(sec) {
-            let i = sec as usize & (self.ring.len() - 1);
+            let i = sec as usize & (self.ring_len() - 1);
             return Some((&self.ring[i], self.ext.get(i)));
         }
         let b = &self.late_cache.as_ref()?[sec as usize & (LATE_SLOTS - 1)];
         (b.sec == sec).then_some((&b.c, Some(&b.x)))
     }
 
-    #[inline]
+    #[inline(always)]
     fn near(&self, s: &Settings, c: &Core, x: Option<&Ext>) -> bool {
         let q = |v: u32, lim: u64| u64::from(v) * 4 > lim;
         let qb = |v: u64, lim: u64| v.saturating_mul(32) > lim;
@@ -1437,6 +1622,14 @@ impl AssetState {
             new: b.new_flows,
             refl: b.refl_pkts,
         };
+        if sec == self.newest {
+            let grown = |n: u32| n.saturating_add(n / 8);
+            self.gate = Gate {
+                pkts: grown(b.pkts),
+                new: grown(b.new_flows),
+                refl: grown(b.refl_pkts),
+            };
+        }
         let baseline = self.baseline_now(s);
         let measured = Measured {
             pps: f64::from(b.pkts),
@@ -1672,7 +1865,7 @@ impl AssetState {
         }
         let s = cx.s;
         let alpha = 1.0 / s.baseline_window_secs.max(1) as f64;
-        let ring = self.ring.len() as u64;
+        let ring = self.ring_len() as u64;
         // Seconds that already left the ring had no traffic worth keeping: fold them at once.
         let start = (self.finalized + 1).max((upto + 1).saturating_sub(ring));
         // While an attack is under way nothing is learned from the traffic.
@@ -1709,10 +1902,13 @@ impl AssetState {
             self.base.fold(alpha, gap, None);
         }
         if !flooding {
-            self.base
-                .add_mass(alpha, self.late.0 as f64, (self.late.1 * 8) as f64);
+            self.base.add_mass(
+                alpha,
+                f64::from(self.late_pkts),
+                (self.late_bytes * 8) as f64,
+            );
         }
-        self.late = (0, 0);
+        (self.late_pkts, self.late_bytes) = (0, 0);
         if self.base.seconds >= s.baseline_warmup_secs {
             self.lim = total_limit(&cx.asset.thresholds.total, &self.base, s);
         }
@@ -1736,7 +1932,7 @@ impl AssetState {
         if self.base.seconds < s.baseline_warmup_secs {
             return false;
         }
-        let w = s.impair_window_secs.clamp(1, self.ring.len() as u64);
+        let w = s.impair_window_secs.clamp(1, self.ring_len() as u64);
         let (mut att, mut est, mut flows, mut ans, mut pkts) = (0u64, 0u64, 0u64, 0u64, 0u64);
         for t in (sec + 1).saturating_sub(w)..=sec {
             if let Some(b) = self.get(t) {
@@ -1818,8 +2014,8 @@ impl AssetState {
         sec <= self.finalized
             && a.closed.iter().any(|c| {
                 let same = c.kind == kind || (is_flood(c.kind) && is_flood(kind));
-                same && sec + s.quiet_secs >= c.first_sec
-                    && sec <= c.last_sec + s.quiet_secs
+                same && sec + quiet_secs(s, c.kind) >= c.first_sec
+                    && sec <= c.last_sec + quiet_secs(s, c.kind)
                     && named.is_none_or(|n| c.named.contains(&n.addr))
             })
     }
@@ -1847,12 +2043,11 @@ impl AssetState {
     /// The watermark moved to `watermark`: finalise, close quiet alerts, forget idle state.
     pub(crate) fn expire(&mut self, cx: &Ctx, watermark: u64, out: &mut Vec<Alert>) {
         self.finalize(cx, watermark, out);
-        let quiet = cx.s.quiet_secs;
         if !self.open.is_empty() {
             let mut i = 0;
             while i < self.open.len() {
                 let o = &self.open[i];
-                if o.last_hit_sec.max(o.heard_sec) + quiet < watermark {
+                if o.last_hit_sec.max(o.heard_sec) + quiet_secs(cx.s, o.kind) < watermark {
                     let mut o = self.open.remove(i);
                     self.final_summary(&mut o);
                     out.push(self.event(cx, &o, AlertState::Closed));
@@ -1875,8 +2070,9 @@ impl AssetState {
         }
         if let Some(a) = self.atk.as_deref_mut() {
             if !a.closed.is_empty() {
-                a.closed
-                    .retain(|c| c.last_sec + quiet + CLOSED_KEEP_SECS >= watermark);
+                a.closed.retain(|c| {
+                    c.last_sec + quiet_secs(cx.s, c.kind) + CLOSED_KEEP_SECS >= watermark
+                });
             }
         }
         if let Some(t) = self.tables.as_deref_mut() {
@@ -1887,8 +2083,20 @@ impl AssetState {
                 t.scans.retain(|_, p| p.last_sec + idle >= watermark);
                 let window = cx.s.exfil_window_secs;
                 t.exfil.retain(|_, e| e.start_sec + window > watermark);
+                t.exfil_bits = [0; 4];
+                for a in t.exfil.keys() {
+                    let (word, bit) = exfil_bit(addr_key(*a).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    t.exfil_bits[word] |= bit;
+                }
             }
         }
+    }
+
+    /// Whether the watermark's moves must visit this asset as they happen: it has open
+    /// alerts, a second over a limit or sources gathered for an attack that may be building.
+    /// Any other asset's seconds can wait for its next record to be made final.
+    pub(crate) fn needs_watch(&self) -> bool {
+        !self.open.is_empty() || self.hot != 0 || self.gathered
     }
 
     /// Whether the watermark still has work here: seconds not yet final, or open alerts.

@@ -795,6 +795,44 @@ fn exfiltration_guards_internal_destination_role_and_volume() {
     .is_empty());
 }
 
+#[test]
+fn exfiltration_is_found_among_many_ordinary_clients() {
+    // A busy server: 5 000 external clients each fetch 200 KB, more clients than the
+    // destinations followed exactly, while one outsider pulls 2 GB.
+    let mut d = detector(ip_holder(&[Role::HoldsIp]), Settings::default());
+    let mut recs: Vec<FlowRecord> = (0..5_000u32)
+        .map(|k| {
+            rec(
+                &d,
+                6,
+                (v4(0xCB00_0000 + k), 40_000),
+                (ip("192.0.2.5"), 443),
+                1000 * NS + u64::from(k) * NS / 5,
+                tcp_dir(20, 1_500, 200, S | A | P | F),
+                tcp_dir(150, 200_000, 192_000, S | A | P | F),
+                ConnState::SF,
+            )
+        })
+        .collect();
+    recs.extend(pull(&d, "198.18.0.77", 2000));
+    recs.sort_by_key(|r| r.last_ns);
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::BulkExfiltration, "lab".into())],
+        "{out:#?}"
+    );
+    let named = &out[0].top_sources[0];
+    assert_eq!(named.addr, ip("198.18.0.77"));
+    // Followed exactly from at most a sixteenth of the limit: flagged before it received
+    // the limit plus that much.
+    let limit = Settings::default().exfil_bytes;
+    assert!(
+        named.bytes > limit - limit / 16 && named.bytes <= limit + limit / 16 + 100_000_000,
+        "{named:?}"
+    );
+}
+
 /// `per_addr` one-packet UDP flows to each of `addrs` addresses of 192.0.2.0/24 in one second.
 fn spread_load(d: &Detector, sec: u64, addrs: u32, per_addr: u32) -> Vec<FlowRecord> {
     let mut v = Vec::new();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 /// Stable asset identifier (used as Kafka key and metric label).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct AssetId(pub Arc<str>);
+pub struct AssetId(#[serde(deserialize_with = "crate::intern::asset")] pub Arc<str>);
 
 impl AssetId {
     pub fn as_str(&self) -> &str {

@@ -137,6 +137,7 @@ pub struct DirStats {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowRecord {
     /// The sensor that observed the flow (from `sensor.id` in its config).
+    #[serde(deserialize_with = "crate::intern::sensor")]
     pub sensor_id: Arc<str>,
     /// Unique per sensor run; consecutive records of one long flow (active timeout) share it.
     pub flow_id: u64,

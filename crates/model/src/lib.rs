@@ -8,6 +8,7 @@ pub mod alert;
 pub mod asset;
 pub mod flow;
 pub mod ics;
+mod intern;
 
 pub use alert::{
     Alert, AlertKind, AlertNorms, AlertState, Impairment, Measured, Severity, TopSource,
