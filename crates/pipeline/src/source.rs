@@ -178,6 +178,8 @@ fn files(
         Some(pps) => (pps / 100).clamp(1, CHECK_EVERY),
         None => CHECK_EVERY,
     };
+    // A countdown rather than `frames % check_every`: no division per packet.
+    let mut until_check = check_every;
     for path in paths {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -192,7 +194,9 @@ fn files(
             if !buf.is_empty() {
                 sink.records(buf, Instant::now());
             }
-            if frames.is_multiple_of(check_every) {
+            until_check -= 1;
+            if until_check == 0 {
+                until_check = check_every;
                 if let Some(pps) = opts.pps.filter(|p| *p > 0) {
                     let due = started + Duration::from_secs_f64(frames as f64 / pps as f64);
                     let now = Instant::now();

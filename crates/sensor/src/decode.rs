@@ -213,6 +213,7 @@ const MAX_DEPTH: u8 = 4;
 pub type Decoded<'a> = Result<(Packet<'a>, Option<Inner<'a>>), DropReason>;
 
 /// Decodes one frame. `wire_len` is the original length on the wire (pcap `orig_len`).
+#[inline]
 pub fn decode<'a>(
     link: LinkType,
     data: &'a [u8],
@@ -233,7 +234,7 @@ pub fn decode<'a>(
 /// The common case in one pass: Ethernet, an IPv4 header without options, not a fragment,
 /// TCP or UDP (not a tunnel port). `None` sends the frame down the general path, which also
 /// decides every error; what this returns is exactly what the general path would.
-#[inline]
+#[inline(always)]
 fn ethernet_ipv4_fast<'a>(
     data: &'a [u8],
     missing: usize,

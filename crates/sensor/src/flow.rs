@@ -29,6 +29,8 @@ const FRAG_TIMEOUT_NS: u64 = 30 * NS;
 const MAX_FRAG_GROUPS: usize = 65_536;
 /// Flows the table has room for before it first grows.
 const INITIAL_CAPACITY: usize = 16_384;
+/// Slot hints kept (a power of two): recently used flows found without the hash index.
+const HINT_BITS: u32 = 8;
 /// Slots sampled to choose an eviction victim when the table is full.
 const EVICTION_SAMPLE: usize = 8;
 
@@ -114,6 +116,19 @@ impl std::hash::Hash for Key {
 }
 
 impl Key {
+    /// A cheap hash for the [`FlowTable`] slot hints: a fold and one multiply.
+    #[inline(always)]
+    fn hint(&self) -> usize {
+        let (lo, hi) = (u128::from_ne_bytes(self.lo), u128::from_ne_bytes(self.hi));
+        let x = lo ^ hi.rotate_left(17);
+        let x = (x as u64)
+            ^ ((x >> 64) as u64)
+            ^ u64::from(self.lo_port)
+            ^ u64::from(self.hi_port) << 16
+            ^ u64::from(self.proto) << 32;
+        (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - HINT_BITS)) as usize
+    }
+
     /// The key and whether the packet's source is the `lo` side.
     #[inline]
     fn of(p: &Packet<'_>) -> (Key, bool) {
@@ -251,7 +266,7 @@ impl Flow {
     }
 
     /// Why the flow has ended by `now`, if it has.
-    #[inline]
+    #[inline(always)]
     fn expiry(&self, now: u64, cfg: &FlowConfig) -> Option<EndReason> {
         // Most packets come well inside every timer: with no TCP timer pending, a flow seen
         // within the close linger and its idle timeout has not ended.
@@ -262,6 +277,7 @@ impl Flow {
         self.expiry_slow(now, cfg)
     }
 
+    #[inline(never)]
     fn expiry_slow(&self, now: u64, cfg: &FlowConfig) -> Option<EndReason> {
         if now >= self.last_ns.saturating_add(self.idle_ns(cfg)) {
             return Some(EndReason::IdleTimeout);
@@ -404,9 +420,9 @@ pub struct FlowTable {
     free: Vec<u32>,
     server_ports: Box<[u64; 1024]>,
     frags: HashMap<FragKey, FragGroup>,
-    /// The slot of the flow the last packet went to: the next packet is most often of the
-    /// same connection, and then needs no hashing. A hint only, checked against the key.
-    last_slot: u32,
+    /// Slots of recently used flows, by [`Key::hint`]: a packet of a busy connection finds
+    /// its flow with a cheap hash and one key comparison. Hints only, checked against the key.
+    hints: Box<[u32; 1 << HINT_BITS]>,
     now: u64,
     next_sweep: u64,
     next_flow_id: u64,
@@ -429,7 +445,7 @@ impl FlowTable {
             free: Vec::new(),
             server_ports,
             frags: HashMap::new(),
-            last_slot: 0,
+            hints: Box::new([0; 1 << HINT_BITS]),
             now: 0,
             next_sweep: 0,
             next_flow_id: 1,
@@ -458,12 +474,13 @@ impl FlowTable {
         self.index.is_empty()
     }
 
-    /// Bytes held by the table's own structures (slab, index, free list), for the
+    /// Bytes held by the table's own structures (slab, index, free list, hints), for the
     /// bytes-per-flow figure. Boxed ICS summaries are not included.
     pub fn memory_bytes(&self) -> usize {
         self.slab.capacity() * size_of::<Option<Flow>>()
             + self.index.capacity() * (size_of::<u32>() + 1)
             + self.free.capacity() * 4
+            + size_of_val(&*self.hints)
     }
 
     #[inline]
@@ -574,6 +591,7 @@ impl FlowTable {
             .copied()
     }
 
+    #[inline(never)]
     fn remove(&mut self, slot: u32, reason: EndReason, out: &mut Vec<FlowRecord>) {
         let Some(flow) = self.slab[slot as usize].take() else {
             return;
@@ -592,6 +610,7 @@ impl FlowTable {
     }
 
     /// Active timeout: report what the flow did so far and start a continuation record.
+    #[inline(never)]
     fn report_active(&mut self, slot: u32, out: &mut Vec<FlowRecord>) {
         let rec = {
             let f = self.slab[slot as usize].as_ref().expect("occupied");
@@ -647,6 +666,7 @@ impl FlowTable {
     }
 
     /// Creates a flow for `p`, whose sender is the originator unless Zeek's rules flip it.
+    #[inline(never)]
     fn create(
         &mut self,
         key: Key,
@@ -784,8 +804,10 @@ impl FlowTable {
             return;
         }
         let (key, src_lo) = Key::of(p);
-        let mut slot = match self.slab.get(self.last_slot as usize) {
-            Some(Some(f)) if f.key == key => Some(self.last_slot),
+        let hint = key.hint();
+        let hinted = self.hints[hint];
+        let mut slot = match self.slab.get(hinted as usize) {
+            Some(Some(f)) if f.key == key => Some(hinted),
             _ => self.find(&key, self.hasher.hash_one(key)),
         };
         if let Some(s) = slot {
@@ -804,7 +826,7 @@ impl FlowTable {
             Some(s) => s,
             None => self.create(key, src_lo, p, ts, out),
         };
-        self.last_slot = slot;
+        self.hints[hint] = slot;
         let f = self.slab[slot as usize].as_mut().expect("indexed slot");
         f.seen = f.seen.saturating_add(1);
         if p.bad_checksum {
@@ -830,32 +852,7 @@ impl FlowTable {
         dir.active = true;
         if let Some(proto) = f.ics_proto {
             if !p.payload.is_empty() {
-                // d == 0: the originator sent it; towards the server when the server is the responder.
-                let to_server = (d == 0) == f.ics_server_resp;
-                let ics = f.ics.get_or_insert_with(|| {
-                    Box::new(IcsState {
-                        summary: IcsSummary::new(proto),
-                        next_seq: [None; 2],
-                    })
-                });
-                let fresh = if p.proto == 6 {
-                    let end = p.seq.wrapping_add(p.payload_len);
-                    let fresh =
-                        ics.next_seq[d].is_none_or(|next| (end.wrapping_sub(next) as i32) > 0);
-                    if fresh {
-                        ics.next_seq[d] = Some(end);
-                    }
-                    fresh
-                } else {
-                    true
-                };
-                if fresh {
-                    let s = &mut ics.summary;
-                    let counts = if d == 0 { &mut s.orig } else { &mut s.resp };
-                    let before = counts.malformed;
-                    ics::inspect(proto, p.payload, to_server, counts);
-                    self.stats.ics_malformed += u64::from(counts.malformed - before);
-                }
+                self.stats.ics_malformed += ics_payload(f, proto, p, d);
             }
         }
         if let Fragment::First { id } = p.frag {
@@ -863,6 +860,7 @@ impl FlowTable {
         }
     }
 
+    #[inline(never)]
     fn first_fragment(&mut self, p: &Packet<'_>, id: u32, slot: u32, d: usize) {
         self.stats.fragments += 1;
         let fk = FragKey {
@@ -892,6 +890,7 @@ impl FlowTable {
         }
     }
 
+    #[inline(never)]
     fn later_fragment(&mut self, p: &Packet<'_>, id: u32, bytes: u32) {
         self.stats.fragments += 1;
         let fk = FragKey {
@@ -921,6 +920,33 @@ impl FlowTable {
             self.stats.fragments_overflow += 1;
         }
     }
+}
+
+/// Industrial-protocol commands in a payload sent by direction `d`, unless a TCP segment
+/// repeats what was already inspected; the malformed PDUs found.
+#[inline(never)]
+fn ics_payload(f: &mut Flow, proto: IcsProto, p: &Packet<'_>, d: usize) -> u64 {
+    // d == 0: the originator sent it; towards the server when the server is the responder.
+    let to_server = (d == 0) == f.ics_server_resp;
+    let ics = f.ics.get_or_insert_with(|| {
+        Box::new(IcsState {
+            summary: IcsSummary::new(proto),
+            next_seq: [None; 2],
+        })
+    });
+    if p.proto == 6 {
+        let end = p.seq.wrapping_add(p.payload_len);
+        // A segment ending at or before what was inspected is a retransmission.
+        if ics.next_seq[d].is_some_and(|next| (end.wrapping_sub(next) as i32) <= 0) {
+            return 0;
+        }
+        ics.next_seq[d] = Some(end);
+    }
+    let s = &mut ics.summary;
+    let counts = if d == 0 { &mut s.orig } else { &mut s.resp };
+    let before = counts.malformed;
+    ics::inspect(proto, p.payload, to_server, counts);
+    u64::from(counts.malformed - before)
 }
 
 /// The address in a 16-byte key slot (IPv4 is stored mapped into IPv6).
@@ -1020,6 +1046,7 @@ fn tcp_update(f: &mut Flow, is_orig: bool, p: &Packet<'_>, ts: u64, cfg: &FlowCo
     tcp_update_full(f, is_orig, p, ts, cfg);
 }
 
+#[inline(never)]
 fn tcp_update_full(f: &mut Flow, is_orig: bool, p: &Packet<'_>, ts: u64, cfg: &FlowConfig) {
     let flags = p.tcp_flags;
     let syn = flags & TcpFlags::SYN != 0;
