@@ -38,6 +38,7 @@ use hashbrown::HashMap;
 use normwatch_config::norms::NormCatalogue;
 use normwatch_model::{Alert, AssetId, AssetIndex, FlowRecord};
 use state::{AssetState, Ctx};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 const NS: u64 = 1_000_000_000;
@@ -161,29 +162,36 @@ pub struct Footprint {
 /// Finds the asset of a record's id.
 #[derive(Debug)]
 struct Ids {
-    /// Asset id → position in the index.
-    by_text: HashMap<Arc<str>, usize>,
-    /// The same by the address of the index's own id text (alive as long as the index, so an
+    /// Asset id → position in the index and the address of the index's own id text.
+    by_text: ByText,
+    /// Position by the address of the index's own id text (alive as long as the index, so an
     /// address cannot be reused by another text meanwhile): records matched in this process
     /// share those texts, found without reading them.
     own: HashMap<usize, usize>,
-    /// The previous record's id (address and position): batches are keyed by asset, so most
-    /// lookups stop here.
+    /// The previous id found by the address of the index's text: batches are keyed by asset,
+    /// so most lookups stop here.
     last_ptr: usize,
     last: usize,
     /// The previous id found by its text (records decoded from the wire carry their own).
     last_text: Option<(AssetId, usize)>,
+    /// The previous id was not one of the index's own texts: look up by text first.
+    wire: bool,
 }
 
 impl Ids {
     fn new(assets: &AssetIndex) -> Ids {
-        let all = assets.assets().iter().enumerate();
         Ids {
-            by_text: all.clone().map(|(i, a)| (a.id.0.clone(), i)).collect(),
-            own: all.map(|(i, a)| (text_addr(&a.id), i)).collect(),
+            by_text: ByText::new(assets),
+            own: assets
+                .assets()
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (text_addr(&a.id), i))
+                .collect(),
             last_ptr: 0,
             last: 0,
             last_text: None,
+            wire: false,
         }
     }
 
@@ -193,22 +201,91 @@ impl Ids {
         if ptr == self.last_ptr {
             return Some(self.last);
         }
-        // Decoded records share one text per batch (see the model's decoding).
         if let Some((last, i)) = &self.last_text {
-            if Arc::ptr_eq(&last.0, &id.0) {
+            // Decoded records share one text per run of equal ids (see the model's decoding);
+            // others are compared.
+            if Arc::ptr_eq(&last.0, &id.0) || last.0 == id.0 {
                 return Some(*i);
             }
         }
-        if let Some(&i) = self.own.get(&ptr) {
-            (self.last_ptr, self.last) = (ptr, i);
-            return Some(i);
+        if !self.wire {
+            if let Some(&i) = self.own.get(&ptr) {
+                (self.last_ptr, self.last) = (ptr, i);
+                return Some(i);
+            }
         }
-        let i = match &self.last_text {
-            Some((last, i)) if last.0 == id.0 => *i,
-            _ => *self.by_text.get(id.as_str())?,
-        };
-        self.last_text = Some((id.clone(), i));
+        let (i, own) = self.by_text.get(id.as_str())?;
+        if own == ptr {
+            self.wire = false;
+            (self.last_ptr, self.last) = (ptr, i);
+        } else {
+            self.wire = true;
+            self.last_text = Some((id.clone(), i));
+        }
         Some(i)
+    }
+}
+
+/// Asset id → its position in the index and the address of the index's id text. Ids of up
+/// to [`SHORT`] bytes (nearly all) are held in the table itself, so a lookup reads no other
+/// memory; longer ones in a map of their own.
+#[derive(Debug)]
+struct ByText {
+    hasher: hashbrown::DefaultHashBuilder,
+    short: hashbrown::HashTable<Short>,
+    long: HashMap<Arc<str>, (usize, usize)>,
+}
+
+const SHORT: usize = 22;
+
+#[derive(Debug)]
+struct Short {
+    own: usize,
+    idx: u32,
+    len: u8,
+    text: [u8; SHORT],
+}
+
+impl ByText {
+    fn new(assets: &AssetIndex) -> ByText {
+        let hasher = hashbrown::DefaultHashBuilder::default();
+        let mut short = hashbrown::HashTable::new();
+        let mut long = HashMap::new();
+        for (i, a) in assets.assets().iter().enumerate() {
+            let text = a.id.as_str();
+            if text.len() > SHORT {
+                long.insert(a.id.0.clone(), (i, text_addr(&a.id)));
+                continue;
+            }
+            let mut e = Short {
+                own: text_addr(&a.id),
+                idx: i as u32,
+                len: text.len() as u8,
+                text: [0; SHORT],
+            };
+            e.text[..text.len()].copy_from_slice(text.as_bytes());
+            short.insert_unique(hasher.hash_one(text.as_bytes()), e, |e: &Short| {
+                hasher.hash_one(&e.text[..usize::from(e.len)])
+            });
+        }
+        ByText {
+            hasher,
+            short,
+            long,
+        }
+    }
+
+    /// Position and own text address of `text`.
+    #[inline]
+    fn get(&self, text: &str) -> Option<(usize, usize)> {
+        if text.len() > SHORT {
+            return self.long.get(text).copied();
+        }
+        self.short
+            .find(self.hasher.hash_one(text.as_bytes()), |e| {
+                &e.text[..usize::from(e.len)] == text.as_bytes()
+            })
+            .map(|e| (e.idx as usize, e.own))
     }
 }
 
