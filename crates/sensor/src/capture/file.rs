@@ -2,9 +2,10 @@
 //!
 //! Legacy pcap files (by far the common case, and what the throughput targets are about) are
 //! read in large chunks and split into records by a tight loop over the 16-byte record
-//! headers; [`read_file`] does the reading and splitting on a separate thread (`pcap-read`)
-//! when the machine has more than one core, so that file I/O overlaps decoding. pcapng files
-//! go through `pcap-parser`. Every link type of every pcapng interface is honoured, as are
+//! headers, the frames borrowed from the chunk; [`read_file`] does the reading (the system
+//! calls and the copy out of the page cache) on a separate thread (`pcap-read`) when the
+//! machine has more than one core, so that file I/O overlaps decoding. pcapng files go
+//! through `pcap-parser`. Every link type of every pcapng interface is honoured, as are
 //! microsecond, nanosecond and other pcapng timestamp resolutions. A truncated or corrupt
 //! file stops with an error naming the byte offset of the bad record; every frame before it
 //! has been delivered.
@@ -95,8 +96,8 @@ fn ts_from_units(units: u64, resolution: u64, offset_s: i64) -> u64 {
 
 /// Reads `path` to the end, calling `on_frame` for every packet in file order.
 ///
-/// A legacy pcap file is read and split into records on a separate thread when more than one
-/// core is available; `on_frame` always runs on the calling thread.
+/// A legacy pcap file is read on a separate thread when more than one core is available;
+/// splitting into records and `on_frame` always run on the calling thread.
 pub fn read_file(
     path: &Path,
     on_frame: impl FnMut(Frame<'_>),
@@ -135,11 +136,11 @@ fn read<R: Read + Send>(
         .flatten()
     {
         Some(Ok(legacy)) => {
-            let splitter = Splitter::new(stream, legacy, path);
+            let records = Records::new(legacy, path);
             if threaded {
-                legacy_threaded(splitter, legacy, on_frame)
+                legacy_threaded(stream, records, on_frame)
             } else {
-                legacy_inline(splitter, legacy, on_frame)
+                legacy_inline(stream, records, on_frame)
             }
         }
         Some(Err(linktype)) => Err(CaptureError::UnsupportedLink {
@@ -239,189 +240,184 @@ impl Legacy {
         };
         [f(0), f(4), f(8), f(12)]
     }
-
-    /// The captured length in the record header at `at`, which the caller has bounds-checked.
-    #[inline(always)]
-    fn caplen_at(&self, b: &[u8], at: usize) -> usize {
-        let w = [b[at + 8], b[at + 9], b[at + 10], b[at + 11]];
-        (if self.big_endian {
-            u32::from_be_bytes(w)
-        } else {
-            u32::from_le_bytes(w)
-        }) as usize
-    }
 }
 
-/// Whole records, `buf[..len]`.
+/// Raw bytes of the file, `buf[..len]`; fewer than the buffer holds only at the end.
 #[derive(Debug)]
 struct Chunk {
     buf: Vec<u8>,
     len: usize,
 }
 
-/// Reads a legacy pcap stream into chunks that hold only whole records, checking every record
-/// length on the way; the decoding side can then walk a chunk without checks that could fail.
-struct Splitter<'p, R> {
-    stream: R,
-    legacy: Legacy,
-    path: &'p Path,
-    /// File offset of the first byte not yet handed out.
-    offset: u64,
-    /// The start of a record that did not fit in the previous chunk.
-    tail: Vec<u8>,
-    eof: bool,
-}
-
-/// What the splitter produces next.
+/// What the reading side hands over next.
+#[derive(Debug)]
 enum Step {
     Chunk(Chunk),
-    /// The end of the file, after the last whole record (total bytes consumed).
-    End(u64),
-    /// A fault; every record before `offset` has been handed out.
-    Fault(CaptureError),
+    /// The end of the file.
+    End,
+    /// A read error.
+    Failed,
 }
 
-impl<'p, R: Read> Splitter<'p, R> {
-    fn new(stream: R, legacy: Legacy, path: &'p Path) -> Self {
-        Splitter {
-            stream,
+/// Reads the next chunk into `buf` (allocated on first use).
+fn next_chunk(stream: &mut impl Read, mut buf: Vec<u8>) -> Step {
+    if buf.len() < CHUNK {
+        // Fresh zeroed memory from the allocator, not a fill loop.
+        buf = vec![0; CHUNK];
+    }
+    match read_full(stream, &mut buf) {
+        Ok(0) => Step::End,
+        Ok(len) => Step::Chunk(Chunk { buf, len }),
+        Err(_) => Step::Failed,
+    }
+}
+
+/// Splits chunks of a legacy pcap stream into records and hands them to `on_frame`. A record
+/// cut by a chunk edge is put together in `carry`; a record length over [`MAX_BLOCK`] is a
+/// fault, as is a record cut by the end of the file.
+struct Records<'p> {
+    legacy: Legacy,
+    path: &'p Path,
+    /// File offset of the next record.
+    offset: u64,
+    /// The start of a record that the last chunk cut.
+    carry: Vec<u8>,
+    frames: u64,
+}
+
+impl<'p> Records<'p> {
+    fn new(legacy: Legacy, path: &'p Path) -> Self {
+        Records {
             legacy,
             path,
             offset: LEGACY_HEADER as u64,
-            tail: Vec::new(),
-            eof: false,
+            carry: Vec::new(),
+            frames: 0,
         }
     }
 
-    /// Fills `buf` (any length; grown when one record needs more) with the next records.
-    fn next(&mut self, mut buf: Vec<u8>) -> Step {
-        let rh = self.legacy.record_header;
-        if buf.len() < CHUNK {
-            // Fresh zeroed memory from the allocator, not a fill loop.
-            buf = vec![0; CHUNK];
-        }
-        if self.eof && self.tail.is_empty() {
-            return Step::End(self.offset);
-        }
-        let mut filled = self.tail.len();
-        if buf.len() < filled {
-            buf.resize(filled, 0);
-        }
-        buf[..filled].copy_from_slice(&self.tail);
-        self.tail.clear();
-        loop {
-            if !self.eof {
-                match read_full(&mut self.stream, &mut buf[filled..]) {
-                    Ok(n) => {
-                        filled += n;
-                        self.eof = filled < buf.len();
-                    }
-                    Err(_) => {
-                        return Step::Fault(CaptureError::Read {
-                            path: self.path.to_path_buf(),
-                            offset: self.offset,
-                        })
-                    }
-                }
-            }
-            // Walk the record headers to the last record that is whole in the buffer.
-            let mut pos = 0;
-            let mut need = 0;
-            while pos + rh <= filled {
-                let caplen = self.legacy.caplen_at(&buf, pos);
-                if caplen > MAX_BLOCK {
-                    if pos > 0 {
-                        // Hand out the records before it first; the fault comes next time.
-                        break;
-                    }
-                    return Step::Fault(CaptureError::Corrupt {
-                        path: self.path.to_path_buf(),
-                        offset: self.offset,
-                        what: format!("record larger than {MAX_BLOCK} bytes"),
-                    });
-                }
-                if pos + rh + caplen > filled {
-                    need = pos + rh + caplen;
-                    break;
-                }
-                pos += rh + caplen;
-            }
-            if pos > 0 {
-                self.tail.extend_from_slice(&buf[pos..filled]);
-                let chunk = Chunk { buf, len: pos };
-                self.offset += pos as u64;
-                return Step::Chunk(chunk);
-            }
-            if filled == 0 {
-                return Step::End(self.offset);
-            }
-            if self.eof {
-                return Step::Fault(CaptureError::Truncated {
-                    path: self.path.to_path_buf(),
-                    offset: self.offset,
-                });
-            }
-            // One record larger than the buffer (need is at most MAX_BLOCK + a header).
-            buf.resize(need.max(rh).max(buf.len()), 0);
+    fn too_large(&self) -> CaptureError {
+        CaptureError::Corrupt {
+            path: self.path.to_path_buf(),
+            offset: self.offset,
+            what: format!("record larger than {MAX_BLOCK} bytes"),
         }
     }
-}
 
-/// Hands every record of a chunk to `on_frame`; the frames delivered.
-#[inline]
-fn deliver(chunk: &Chunk, legacy: Legacy, on_frame: &mut impl FnMut(Frame<'_>)) -> u64 {
-    let rh = legacy.record_header;
-    let frac_ns = if legacy.nanos { 1 } else { 1000 };
-    let mut rest = &chunk.buf[..chunk.len];
-    let mut frames = 0;
-    // The splitter has checked that the records tile the chunk exactly.
-    while let Some(h) = rest.first_chunk::<16>() {
-        let [ts_sec, frac, caplen, wire_len] = legacy.record(h);
-        let Some(data) = rest.get(rh..rh + caplen as usize) else {
-            break;
+    /// Every record that `data` completes, in order.
+    #[inline]
+    fn chunk(
+        &mut self,
+        mut data: &[u8],
+        on_frame: &mut impl FnMut(Frame<'_>),
+    ) -> Result<(), CaptureError> {
+        let legacy = self.legacy;
+        let rh = legacy.record_header;
+        if !self.carry.is_empty() {
+            // Complete the header, then the record.
+            let mut take = rh.saturating_sub(self.carry.len()).min(data.len());
+            self.carry.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            let Some(h) = self.carry.first_chunk::<16>() else {
+                return Ok(());
+            };
+            let caplen = legacy.record(h)[2] as usize;
+            if caplen > MAX_BLOCK {
+                return Err(self.too_large());
+            }
+            take = (rh + caplen - self.carry.len()).min(data.len());
+            self.carry.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.carry.len() < rh + caplen {
+                return Ok(());
+            }
+            let carry = std::mem::take(&mut self.carry);
+            self.deliver(&carry, on_frame);
+            self.carry = carry;
+            self.carry.clear();
+        }
+        while let Some(h) = data.first_chunk::<16>() {
+            let caplen = legacy.record(h)[2] as usize;
+            if caplen > MAX_BLOCK {
+                return Err(self.too_large());
+            }
+            let Some(record) = data.get(..rh + caplen) else {
+                break;
+            };
+            self.deliver(record, on_frame);
+            data = &data[rh + caplen..];
+        }
+        self.carry.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// One whole record (header included).
+    #[inline(always)]
+    fn deliver(&mut self, record: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
+        let legacy = self.legacy;
+        let Some(h) = record.first_chunk::<16>() else {
+            return;
         };
+        let [ts_sec, frac, _, wire_len] = legacy.record(h);
+        let frac_ns = if legacy.nanos { 1 } else { 1000 };
         on_frame(Frame {
             link: legacy.link,
             ts_ns: u64::from(ts_sec) * 1_000_000_000 + u64::from(frac) * frac_ns,
-            data,
+            data: &record[legacy.record_header..],
             wire_len: wire_len as usize,
         });
-        frames += 1;
-        rest = &rest[rh + caplen as usize..];
+        self.frames += 1;
+        self.offset += record.len() as u64;
     }
-    frames
-}
 
-fn legacy_inline<R: Read>(
-    mut splitter: Splitter<'_, R>,
-    legacy: Legacy,
-    mut on_frame: impl FnMut(Frame<'_>),
-) -> Result<FileSummary, CaptureError> {
-    let mut summary = FileSummary::default();
-    let mut buf = Vec::new();
-    loop {
-        match splitter.next(buf) {
-            Step::Chunk(chunk) => {
-                summary.frames += deliver(&chunk, legacy, &mut on_frame);
-                buf = chunk.buf;
-            }
-            Step::End(bytes) => {
-                summary.bytes = bytes;
-                return Ok(summary);
-            }
-            Step::Fault(e) => return Err(e),
+    /// The end of the stream: a record still open was cut short.
+    fn end(&self) -> Result<FileSummary, CaptureError> {
+        if !self.carry.is_empty() {
+            return Err(CaptureError::Truncated {
+                path: self.path.to_path_buf(),
+                offset: self.offset,
+            });
+        }
+        Ok(FileSummary {
+            frames: self.frames,
+            unsupported_link_frames: 0,
+            bytes: self.offset,
+        })
+    }
+
+    fn read_failed(&self) -> CaptureError {
+        CaptureError::Read {
+            path: self.path.to_path_buf(),
+            offset: self.offset,
         }
     }
 }
 
-/// The splitter on its own thread, chunks handed over a bounded channel and recycled.
-fn legacy_threaded<R: Read + Send>(
-    splitter: Splitter<'_, R>,
-    legacy: Legacy,
+fn legacy_inline<R: Read>(
+    mut stream: R,
+    mut records: Records<'_>,
     mut on_frame: impl FnMut(Frame<'_>),
 ) -> Result<FileSummary, CaptureError> {
-    let path = splitter.path;
-    let mut slot = Some(splitter);
+    let mut buf = Vec::new();
+    loop {
+        match next_chunk(&mut stream, buf) {
+            Step::Chunk(chunk) => {
+                records.chunk(&chunk.buf[..chunk.len], &mut on_frame)?;
+                buf = chunk.buf;
+            }
+            Step::End => return records.end(),
+            Step::Failed => return Err(records.read_failed()),
+        }
+    }
+}
+
+/// The file read on its own thread, chunks handed over a bounded channel and recycled.
+fn legacy_threaded<R: Read + Send>(
+    stream: R,
+    mut records: Records<'_>,
+    mut on_frame: impl FnMut(Frame<'_>),
+) -> Result<FileSummary, CaptureError> {
+    let mut slot = Some(stream);
     let (tx, rx) = crossbeam_channel::bounded::<Step>(CHUNKS_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = crossbeam_channel::bounded::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
     let threaded = std::thread::scope(|scope| {
@@ -429,14 +425,15 @@ fn legacy_threaded<R: Read + Send>(
         let reader = std::thread::Builder::new()
             .name("pcap-read".into())
             .spawn_scoped(scope, move || {
-                let Some(mut splitter) = slot.take() else {
+                let Some(mut stream) = slot.take() else {
                     return;
                 };
                 loop {
                     let buf = recycle_rx.try_recv().unwrap_or_default();
-                    let step = splitter.next(buf);
+                    let step = next_chunk(&mut stream, buf);
                     let last = !matches!(step, Step::Chunk(_));
-                    // A closed channel means the decoder is gone (it panicked): stop reading.
+                    // A closed channel means the decoding side has stopped (at a fault, or
+                    // it panicked): stop reading.
                     if tx.send(step).is_err() || last {
                         return;
                     }
@@ -445,35 +442,31 @@ fn legacy_threaded<R: Read + Send>(
         if reader.is_err() {
             return None;
         }
-        let mut summary = FileSummary::default();
-        for step in rx.iter() {
-            match step {
-                Step::Chunk(chunk) => {
-                    summary.frames += deliver(&chunk, legacy, &mut on_frame);
-                    let _ = recycle_tx.try_send(chunk.buf);
+        let records = &mut records;
+        let result = (|| {
+            for step in rx.iter() {
+                match step {
+                    Step::Chunk(chunk) => {
+                        records.chunk(&chunk.buf[..chunk.len], &mut on_frame)?;
+                        let _ = recycle_tx.try_send(chunk.buf);
+                    }
+                    Step::End => return records.end(),
+                    Step::Failed => return Err(records.read_failed()),
                 }
-                Step::End(bytes) => {
-                    summary.bytes = bytes;
-                    return Some(Ok(summary));
-                }
-                Step::Fault(e) => return Some(Err(e)),
             }
-        }
-        // Only a panic on the reader thread ends it without a last step; the scope passes
-        // the panic on.
-        Some(Err(CaptureError::Read {
-            path: path.to_path_buf(),
-            offset: 0,
-        }))
+            // Only a panic on the reader thread ends it without a last step; the scope
+            // passes the panic on.
+            Err(records.read_failed())
+        })();
+        // Unblock the reader if it is waiting to hand over more.
+        drop(rx);
+        Some(result)
     });
     match (threaded, slot) {
         (Some(result), _) => result,
         // No thread to be had: read on this one.
-        (None, Some(splitter)) => legacy_inline(splitter, legacy, on_frame),
-        (None, None) => Err(CaptureError::Read {
-            path: path.to_path_buf(),
-            offset: 0,
-        }),
+        (None, Some(stream)) => legacy_inline(stream, records, on_frame),
+        (None, None) => Err(records.read_failed()),
     }
 }
 
