@@ -665,11 +665,13 @@ impl FlowTable {
         }
     }
 
-    /// Creates a flow for `p`, whose sender is the originator unless Zeek's rules flip it.
+    /// Creates a flow for `p`, whose sender is the originator unless Zeek's rules flip it;
+    /// `hash` is the key's hash when the caller has it.
     #[inline(never)]
     fn create(
         &mut self,
         key: Key,
+        hash: Option<u64>,
         src_lo: bool,
         p: &Packet<'_>,
         ts: u64,
@@ -754,7 +756,7 @@ impl FlowTable {
                 (self.slab.len() - 1) as u32
             }
         };
-        let hash = self.hasher.hash_one(key);
+        let hash = hash.unwrap_or_else(|| self.hasher.hash_one(key));
         let (slab, hasher) = (&self.slab, &self.hasher);
         self.index.insert_unique(hash, slot, |&i| {
             hasher.hash_one(slab[i as usize].as_ref().expect("indexed slot").key)
@@ -806,9 +808,14 @@ impl FlowTable {
         let (key, src_lo) = Key::of(p);
         let hint = key.hint();
         let hinted = self.hints[hint];
+        let mut hash = None;
         let mut slot = match self.slab.get(hinted as usize) {
             Some(Some(f)) if f.key == key => Some(hinted),
-            _ => self.find(&key, self.hasher.hash_one(key)),
+            _ => {
+                let h = self.hasher.hash_one(key);
+                hash = Some(h);
+                self.find(&key, h)
+            }
         };
         if let Some(s) = slot {
             let f = self.slab[s as usize].as_ref().expect("indexed slot");
@@ -824,7 +831,7 @@ impl FlowTable {
         }
         let slot = match slot {
             Some(s) => s,
-            None => self.create(key, src_lo, p, ts, out),
+            None => self.create(key, hash, src_lo, p, ts, out),
         };
         self.hints[hint] = slot;
         let f = self.slab[slot as usize].as_mut().expect("indexed slot");
