@@ -162,85 +162,48 @@ pub struct Footprint {
 /// Finds the asset of a record's id.
 #[derive(Debug)]
 struct Ids {
-    /// Asset id → position in the index and the address of the index's own id text.
     by_text: ByText,
-    /// Position by the address of the index's own id text (alive as long as the index, so an
-    /// address cannot be reused by another text meanwhile): records matched in this process
-    /// share those texts, found without reading them.
-    own: HashMap<usize, usize>,
-    /// The previous id found by the address of the index's text: batches are keyed by asset,
-    /// so most lookups stop here.
-    last_ptr: usize,
-    last: usize,
-    /// The previous id found by its text (records decoded from the wire carry their own).
-    last_text: Option<(AssetId, usize)>,
-    /// The previous id was not one of the index's own texts: look up by text first.
-    wire: bool,
+    /// The previous id and its position: batches are keyed by asset, and decoded records of
+    /// a batch share one text (see the model's decoding), as records matched in this process
+    /// share the index's, so most lookups stop at the address comparison here.
+    last: Option<(AssetId, usize)>,
 }
 
 impl Ids {
     fn new(assets: &AssetIndex) -> Ids {
         Ids {
             by_text: ByText::new(assets),
-            own: assets
-                .assets()
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (text_addr(&a.id), i))
-                .collect(),
-            last_ptr: 0,
-            last: 0,
-            last_text: None,
-            wire: false,
+            last: None,
         }
     }
 
     #[inline]
     fn find(&mut self, id: &AssetId) -> Option<usize> {
-        let ptr = text_addr(id);
-        if ptr == self.last_ptr {
-            return Some(self.last);
-        }
-        if let Some((last, i)) = &self.last_text {
-            // Decoded records share one text per run of equal ids (see the model's decoding);
-            // others are compared.
-            if Arc::ptr_eq(&last.0, &id.0) || last.0 == id.0 {
+        if let Some((last, i)) = &self.last {
+            // Compares addresses first, then the texts.
+            if last.0 == id.0 {
                 return Some(*i);
             }
         }
-        if !self.wire {
-            if let Some(&i) = self.own.get(&ptr) {
-                (self.last_ptr, self.last) = (ptr, i);
-                return Some(i);
-            }
-        }
-        let (i, own) = self.by_text.get(id.as_str())?;
-        if own == ptr {
-            self.wire = false;
-            (self.last_ptr, self.last) = (ptr, i);
-        } else {
-            self.wire = true;
-            self.last_text = Some((id.clone(), i));
-        }
+        let i = self.by_text.get(id.as_str())?;
+        self.last = Some((id.clone(), i));
         Some(i)
     }
 }
 
-/// Asset id → its position in the index and the address of the index's id text. Ids of up
-/// to [`SHORT`] bytes (nearly all) are held in the table itself, so a lookup reads no other
-/// memory; longer ones in a map of their own.
+/// Asset id → its position in the index. Ids of up to [`SHORT`] bytes (nearly all) are held
+/// in the table itself, so a lookup reads no other memory; longer ones in a map of their own.
 #[derive(Debug)]
 struct ByText {
     hasher: hashbrown::DefaultHashBuilder,
     short: hashbrown::HashTable<Short>,
-    long: HashMap<Arc<str>, (usize, usize)>,
+    long: HashMap<Arc<str>, usize>,
 }
 
-const SHORT: usize = 22;
+const SHORT: usize = 27;
 
 #[derive(Debug)]
 struct Short {
-    own: usize,
     idx: u32,
     len: u8,
     text: [u8; SHORT],
@@ -254,11 +217,10 @@ impl ByText {
         for (i, a) in assets.assets().iter().enumerate() {
             let text = a.id.as_str();
             if text.len() > SHORT {
-                long.insert(a.id.0.clone(), (i, text_addr(&a.id)));
+                long.insert(a.id.0.clone(), i);
                 continue;
             }
             let mut e = Short {
-                own: text_addr(&a.id),
                 idx: i as u32,
                 len: text.len() as u8,
                 text: [0; SHORT],
@@ -275,9 +237,8 @@ impl ByText {
         }
     }
 
-    /// Position and own text address of `text`.
     #[inline]
-    fn get(&self, text: &str) -> Option<(usize, usize)> {
+    fn get(&self, text: &str) -> Option<usize> {
         if text.len() > SHORT {
             return self.long.get(text).copied();
         }
@@ -285,12 +246,8 @@ impl ByText {
             .find(self.hasher.hash_one(text.as_bytes()), |e| {
                 &e.text[..usize::from(e.len)] == text.as_bytes()
             })
-            .map(|e| (e.idx as usize, e.own))
+            .map(|e| e.idx as usize)
     }
-}
-
-fn text_addr(id: &AssetId) -> usize {
-    Arc::as_ptr(&id.0).cast::<u8>() as usize
 }
 
 /// What the detector holds, counted.

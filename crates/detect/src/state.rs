@@ -225,22 +225,38 @@ impl Bucket {
     }
 }
 
-/// Counts of a second already over a limit when it was last judged.
+/// A second already over a limit when it was last judged, and the counts it must grow past
+/// to be judged again.
 #[derive(Clone, Copy, Debug, Default)]
 struct Seen {
     sec: u64,
-    pkts: u32,
-    new: u32,
-    refl: u32,
+    next: Gate,
 }
 
-/// The newest second's counts when it was last judged over a limit, grown by an eighth: below
-/// them it is not judged again. Cleared when the ring advances.
+/// A second's counts when it was last judged over a limit, grown by an eighth: up to them it
+/// is not judged again.
 #[derive(Clone, Copy, Debug, Default)]
 struct Gate {
     pkts: u32,
     new: u32,
     refl: u32,
+}
+
+impl Gate {
+    fn after(b: &Bucket) -> Gate {
+        let grown = |n: u32| n.saturating_add(n / 8);
+        Gate {
+            pkts: grown(b.pkts),
+            new: grown(b.new_flows),
+            refl: grown(b.refl_pkts),
+        }
+    }
+
+    /// Counts still within the gate: not worth judging again.
+    #[inline]
+    fn holds(&self, c: &Core, x: Option<&Ext>) -> bool {
+        c.pkts <= self.pkts && c.new_flows <= self.new && x.map_or(0, |x| x.refl_pkts) <= self.refl
+    }
 }
 
 /// Seconds whose judged counts are remembered (by second modulo this; a collision only
@@ -354,21 +370,26 @@ fn total_limit(fixed: &Rates, base: &Baseline, s: &Settings) -> Lim {
     }
 }
 
-/// A one-hash Bloom filter over the addresses in a full source table: 8 bits per entry, so
-/// about one in eight absent addresses still probes the table.
+/// A one-hash Bloom filter over hashed addresses (`addr_key`), `WORDS` × 64 bits: "certainly
+/// not added" without probing the table it stands for.
 #[derive(Debug)]
-struct Held([u64; MAX_SOURCES * 8 / 64]);
+struct Filter<const WORDS: usize>([u64; WORDS]);
 
-impl Default for Held {
+/// The filter over the addresses in a full source table: 8 bits per entry, so about one in
+/// eight absent addresses still probes the table.
+type Held = Filter<{ MAX_SOURCES * 8 / 64 }>;
+
+impl<const WORDS: usize> Default for Filter<WORDS> {
     fn default() -> Self {
-        Held([0; MAX_SOURCES * 8 / 64])
+        Filter([0; WORDS])
     }
 }
 
-impl Held {
+impl<const WORDS: usize> Filter<WORDS> {
     #[inline]
     fn bit(v: u64) -> usize {
-        (v.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 51) as usize & (MAX_SOURCES * 8 - 1)
+        let bits = (WORDS * 64).trailing_zeros();
+        (v.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
     }
 
     fn add(&mut self, v: u64) {
@@ -655,9 +676,9 @@ struct Closed {
 #[derive(Debug)]
 struct Tables {
     scans: HashMap<IpAddr, Probe>,
-    /// Destinations followed exactly, and a bit per hashed destination that may be among them.
+    /// Destinations followed exactly, and which may be among them.
     exfil: HashMap<IpAddr, Outbound>,
-    exfil_bits: [u64; 4],
+    followed: Filter<4>,
     /// What every other destination may have received (made on the first upload).
     sent: Option<Box<Sent>>,
     last_sweep: u64,
@@ -675,25 +696,20 @@ struct Sent {
 }
 
 impl Sent {
-    /// Adds `bytes` for the destination hashed to `h`; its estimate afterwards, in bytes.
+    /// Adds `bytes` for the destination `key` (`addr_key`); its estimate afterwards, in bytes.
     #[inline]
-    fn add(&mut self, h: u64, bytes: u64) -> u64 {
+    fn add(&mut self, key: u64, bytes: u64) -> u64 {
+        let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
         let mut est = u32::MAX;
         for (row, counters) in self.kib.iter_mut().enumerate() {
-            let col = (h >> (58 - 6 * row)) as usize % SENT_COLS;
+            let col = (h >> (40 + 6 * row)) as usize % SENT_COLS;
             let c = &mut counters[col];
             *c = c.saturating_add(kib);
             est = est.min(*c);
         }
         u64::from(est) * 1024
     }
-}
-
-/// The bit of `Tables::exfil_bits` of a hashed destination.
-#[inline]
-fn exfil_bit(h: u64) -> (usize, u64) {
-    ((h >> 46) as usize % 4, 1u64 << ((h >> 40) & 63))
 }
 
 /// The asset's service ports: the first few inline (most assets have fewer); with more, the
@@ -965,7 +981,7 @@ impl AssetState {
             Box::new(Tables {
                 scans: HashMap::new(),
                 exfil: HashMap::new(),
-                exfil_bits: [0; 4],
+                followed: Filter::default(),
                 sent: None,
                 last_sweep: sec,
             })
@@ -1428,9 +1444,8 @@ impl AssetState {
     ) {
         let s = cx.s;
         let t = self.tables(last);
-        let h = addr_key(remote).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let (word, bit) = exfil_bit(h);
-        let followed = if t.exfil_bits[word] & bit != 0 {
+        let key = addr_key(remote);
+        let followed = if t.followed.maybe(key) {
             t.exfil.get_mut(&remote)
         } else {
             None
@@ -1458,13 +1473,13 @@ impl AssetState {
                 }
                 // Followed from when it may have received a sixteenth of the limit, if it is
                 // outside every protected asset (asked only then) and there is room.
-                if sent.add(h, outbound.ip_bytes) < s.exfil_bytes >> SENT_ADMIT_SHIFT
+                if sent.add(key, outbound.ip_bytes) < s.exfil_bytes >> SENT_ADMIT_SHIFT
                     || t.exfil.len() >= MAX_EXFIL
                     || cx.index.lookup(remote).is_some()
                 {
                     return;
                 }
-                t.exfil_bits[word] |= bit;
+                t.followed.add(key);
                 t.exfil.entry(remote).or_insert(Outbound {
                     start_sec: first,
                     ..Outbound::default()
@@ -1523,18 +1538,15 @@ impl AssetState {
         }
     }
 
-    /// Second `sec` is over a limit and has not grown by an eighth since it was last judged:
-    /// `judge` would return at once.
+    /// The newest second `sec` is over a limit and has not grown by an eighth since it was
+    /// last judged: `judge` would return at once. Read here, before the call.
     #[inline]
     fn gated(&self, sec: u64) -> bool {
-        let g = &self.gate;
         if sec != self.newest {
             return false;
         }
         let i = sec as usize & (self.ring_len() - 1);
-        let c = &self.ring[i];
-        let refl = self.ext.get(i).map_or(0, |x| x.refl_pkts);
-        self.hot >> i & 1 != 0 && c.pkts <= g.pkts && c.new_flows <= g.new && refl <= g.refl
+        self.hot >> i & 1 != 0 && self.gate.holds(&self.ring[i], self.ext.get(i))
     }
 
     /// A quarter of some limit reached in second `sec`: an attack may be building. Every
@@ -1593,11 +1605,7 @@ impl AssetState {
                 .map(|a| a.seen[slot])
                 .filter(|x| x.sec == sec);
             if let (Some(seen), Some((c, x))) = (seen, self.parts(sec)) {
-                let grown = |now: u32, then: u32| now > then + then / 8;
-                if !(grown(c.pkts, seen.pkts)
-                    || grown(c.new_flows, seen.new)
-                    || grown(x.map_or(0, |x| x.refl_pkts), seen.refl))
-                {
+                if seen.next.holds(c, x) {
                     return;
                 }
             }
@@ -1616,19 +1624,11 @@ impl AssetState {
             return;
         }
         self.set_hot(sec);
-        self.atk().seen[slot] = Seen {
-            sec,
-            pkts: b.pkts,
-            new: b.new_flows,
-            refl: b.refl_pkts,
-        };
+        let next = Gate::after(&b);
+        self.atk().seen[slot] = Seen { sec, next };
         if sec == self.newest {
-            let grown = |n: u32| n.saturating_add(n / 8);
-            self.gate = Gate {
-                pkts: grown(b.pkts),
-                new: grown(b.new_flows),
-                refl: grown(b.refl_pkts),
-            };
+            // Cleared when the ring advances.
+            self.gate = next;
         }
         let baseline = self.baseline_now(s);
         let measured = Measured {
@@ -2083,10 +2083,9 @@ impl AssetState {
                 t.scans.retain(|_, p| p.last_sec + idle >= watermark);
                 let window = cx.s.exfil_window_secs;
                 t.exfil.retain(|_, e| e.start_sec + window > watermark);
-                t.exfil_bits = [0; 4];
+                t.followed = Filter::default();
                 for a in t.exfil.keys() {
-                    let (word, bit) = exfil_bit(addr_key(*a).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                    t.exfil_bits[word] |= bit;
+                    t.followed.add(addr_key(*a));
                 }
             }
         }
