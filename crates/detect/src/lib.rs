@@ -180,8 +180,8 @@ impl Ids {
     #[inline]
     fn find(&mut self, id: &AssetId) -> Option<usize> {
         if let Some((last, i)) = &self.last {
-            // Compares addresses first, then the texts.
-            if last.0 == id.0 {
+            // Addresses first (`Arc<str>`'s `==` compares the texts only), then the texts.
+            if Arc::ptr_eq(&last.0, &id.0) || *last.0 == *id.0 {
                 return Some(*i);
             }
         }

@@ -716,15 +716,15 @@ impl Sent {
 /// rest are read from the asset's own list.
 #[derive(Debug)]
 struct Ports {
-    inline: [u16; 6],
+    inline: [u16; 8],
     len: u8,
     more: bool,
 }
 
 impl Ports {
     fn new(all: &[u16]) -> Ports {
-        // Unused slots repeat the first port, so a lookup compares all six without a length.
-        let mut inline = [all.first().copied().unwrap_or(0); 6];
+        // Unused slots repeat the first port, so a lookup compares all eight without a length.
+        let mut inline = [all.first().copied().unwrap_or(0); 8];
         let n = all.len().min(inline.len());
         inline[..n].copy_from_slice(&all[..n]);
         Ports {
@@ -1538,15 +1538,28 @@ impl AssetState {
         }
     }
 
-    /// The newest second `sec` is over a limit and has not grown by an eighth since it was
-    /// last judged: `judge` would return at once. Read here, before the call.
+    /// Second `sec` is over a limit and has not grown by an eighth since it was last judged:
+    /// `judge` would return at once. Read here, before the call: for the newest second from
+    /// the state itself, for an earlier one (a record spanning two seconds) from the attack's
+    /// judged counts, as `judge` reads them.
     #[inline]
     fn gated(&self, sec: u64) -> bool {
-        if sec != self.newest {
-            return false;
+        if sec == self.newest {
+            let i = sec as usize & (self.ring_len() - 1);
+            return self.hot >> i & 1 != 0 && self.gate.holds(&self.ring[i], self.ext.get(i));
         }
-        let i = sec as usize & (self.ring_len() - 1);
-        self.hot >> i & 1 != 0 && self.gate.holds(&self.ring[i], self.ext.get(i))
+        self.gated_earlier(sec)
+    }
+
+    #[inline]
+    fn gated_earlier(&self, sec: u64) -> bool {
+        let Some(a) = self.atk.as_deref() else {
+            return false;
+        };
+        let seen = &a.seen[sec as usize % SEEN_SLOTS];
+        seen.sec == sec
+            && self.is_hot(sec)
+            && self.parts(sec).is_some_and(|(c, x)| seen.next.holds(c, x))
     }
 
     /// A quarter of some limit reached in second `sec`: an attack may be building. Every
