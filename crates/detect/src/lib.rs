@@ -177,11 +177,21 @@ impl Ids {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn find(&mut self, id: &AssetId) -> Option<usize> {
         if let Some((last, i)) = &self.last {
-            // Addresses first (`Arc<str>`'s `==` compares the texts only), then the texts.
-            if Arc::ptr_eq(&last.0, &id.0) || *last.0 == *id.0 {
+            // The same allocation: the same id (`Arc<str>`'s `==` compares the texts only).
+            if Arc::ptr_eq(&last.0, &id.0) {
+                return Some(*i);
+            }
+        }
+        self.find_text(id)
+    }
+
+    #[inline(never)]
+    fn find_text(&mut self, id: &AssetId) -> Option<usize> {
+        if let Some((last, i)) = &self.last {
+            if *last.0 == *id.0 {
                 return Some(*i);
             }
         }
@@ -259,14 +269,49 @@ pub struct Memory {
     pub scanners: usize,
 }
 
+/// Per asset (by position in the index), created on its first record; the ring's length
+/// (seconds of history, from the allowed lateness) is a constant of the state type.
+#[derive(Debug)]
+enum States {
+    R16(Vec<Option<Box<AssetState<16>>>>),
+    R32(Vec<Option<Box<AssetState<32>>>>),
+    R64(Vec<Option<Box<AssetState<64>>>>),
+}
+
+/// Runs `$body` with `$v` bound to the states, whatever their ring length.
+macro_rules! with_states {
+    ($states:expr, $v:ident => $body:expr) => {
+        match $states {
+            States::R16($v) => $body,
+            States::R32($v) => $body,
+            States::R64($v) => $body,
+        }
+    };
+}
+
+impl States {
+    fn new(settings: &Settings, assets: usize) -> States {
+        fn none<T>(n: usize) -> Vec<Option<T>> {
+            let mut v = Vec::new();
+            v.resize_with(n, || None);
+            v
+        }
+        match state::ring_len(settings) {
+            16 => States::R16(none(assets)),
+            32 => States::R32(none(assets)),
+            64 => States::R64(none(assets)),
+            n => unreachable!("ring of {n} seconds"),
+        }
+    }
+}
+
 /// The detector.
 #[derive(Debug)]
 pub struct Detector {
     assets: Arc<AssetIndex>,
     norms: NormCatalogue,
     settings: Settings,
-    /// Per asset (by position in the index), created on its first record.
-    states: Vec<Option<Box<AssetState>>>,
+    states: States,
     ids: Ids,
     /// Assets the next watermark move must visit (see `expire`).
     active: Vec<usize>,
@@ -280,11 +325,99 @@ pub struct Detector {
     pub late: u64,
 }
 
+/// The detector's fields a batch of records reads or moves, beside the states.
+struct Run<'a> {
+    assets: &'a AssetIndex,
+    norms: &'a NormCatalogue,
+    settings: &'a Settings,
+    ids: &'a mut Ids,
+    active: &'a mut Vec<usize>,
+    now_ns: &'a mut u64,
+    watermark: u64,
+    seen: &'a mut u64,
+    late: &'a mut u64,
+}
+
+impl Run<'_> {
+    /// Counts the records (see [`Detector::process`]).
+    #[inline]
+    fn records<const N: usize>(
+        &mut self,
+        states: &mut [Option<Box<AssetState<N>>>],
+        records: &[FlowRecord],
+        out: &mut Vec<Alert>,
+    ) {
+        for r in records {
+            *self.seen += 1;
+            *self.now_ns = (*self.now_ns).max(r.last_ns);
+            let Some(m) = &r.asset else { continue };
+            let Some(idx) = self.ids.find(&m.id) else {
+                continue;
+            };
+            let cx = Ctx {
+                s: self.settings,
+                norms: self.norms,
+                asset: self.assets.get(idx as u32),
+                index: self.assets,
+                watermark: self.watermark,
+            };
+            let st = states[idx].get_or_insert_with(|| AssetState::new(&cx, r.first_ns / NS));
+            if !st.account(&cx, r, m.side, out) {
+                *self.late += 1;
+            }
+            if !st.listed && st.needs_watch() {
+                st.listed = true;
+                self.active.push(idx);
+            }
+        }
+    }
+}
+
+/// Each tracked asset's learned normal (see [`Detector::normals`]).
+fn normals_of<'a, const N: usize>(
+    states: &'a [Option<Box<AssetState<N>>>],
+    assets: &'a AssetIndex,
+) -> impl Iterator<Item = (&'a str, Normal)> + 'a {
+    states.iter().enumerate().filter_map(move |(idx, st)| {
+        let st = st.as_deref()?;
+        let base = st.learned();
+        let mean = base.mean();
+        let asset = assets.get(u32::try_from(idx).ok()?);
+        Some((
+            asset.id.as_str(),
+            Normal {
+                latest: st.latest(),
+                seconds: base.seconds,
+                pps: mean.pkts,
+                bps: mean.bits,
+                new_flows_per_s: mean.new_flows,
+                handshake_completion: base.completion(),
+                response_ratio: base.response(),
+            },
+        ))
+    })
+}
+
+/// Bytes held by the states (see [`Detector::heap_bytes`]).
+fn memory_of<const N: usize>(states: &Vec<Option<Box<AssetState<N>>>>) -> Memory {
+    let mut m = Memory {
+        bytes: states.capacity() * size_of::<Option<Box<AssetState<N>>>>(),
+        ..Memory::default()
+    };
+    for st in states.iter().flatten() {
+        m.bytes += st.heap_bytes();
+        m.assets += 1;
+        let (named, scanners) = st.tracked_sources();
+        m.sources += named;
+        m.scanners += scanners;
+    }
+    m
+}
+
 impl Detector {
     pub fn new(assets: Arc<AssetIndex>, norms: NormCatalogue, settings: Settings) -> Self {
         let ids = Ids::new(&assets);
-        let mut states = Vec::new();
-        states.resize_with(assets.assets().len(), || None);
+        let states = States::new(&settings, assets.assets().len());
         Detector {
             assets,
             norms,
@@ -302,24 +435,16 @@ impl Detector {
     /// Each tracked asset's learned normal and latest final second (id, normal), for metrics
     /// and dashboards. Assets with no traffic yet are left out.
     pub fn normals(&self) -> impl Iterator<Item = (&str, Normal)> + '_ {
-        self.states.iter().enumerate().filter_map(|(idx, st)| {
-            let st = st.as_deref()?;
-            let base = st.learned();
-            let mean = base.mean();
-            let asset = self.assets.get(u32::try_from(idx).ok()?);
-            Some((
-                asset.id.as_str(),
-                Normal {
-                    latest: st.latest(),
-                    seconds: base.seconds,
-                    pps: mean.pkts,
-                    bps: mean.bits,
-                    new_flows_per_s: mean.new_flows,
-                    handshake_completion: base.completion(),
-                    response_ratio: base.response(),
-                },
-            ))
-        })
+        // One of the three holds the states; the others are empty.
+        let (a, b, c): (&[_], &[_], &[_]) = match &self.states {
+            States::R16(v) => (v, &[], &[]),
+            States::R32(v) => (&[], v, &[]),
+            States::R64(v) => (&[], &[], v),
+        };
+        let assets = &*self.assets;
+        normals_of(a, assets)
+            .chain(normals_of(b, assets))
+            .chain(normals_of(c, assets))
     }
 
     /// The settings in force.
@@ -329,24 +454,17 @@ impl Detector {
 
     /// Memory per tracked asset and per tracked source under these settings.
     pub fn footprint(&self) -> Footprint {
-        state::footprint(&self.settings)
+        match self.states {
+            States::R16(_) => state::footprint::<16>(),
+            States::R32(_) => state::footprint::<32>(),
+            States::R64(_) => state::footprint::<64>(),
+        }
     }
 
     /// Bytes held by the detector's per-asset state (tables as allocated), the number of
     /// assets tracked, and the sources held (named, followed by the scan rule).
     pub fn heap_bytes(&self) -> Memory {
-        let mut m = Memory {
-            bytes: self.states.capacity() * size_of::<Option<Box<AssetState>>>(),
-            ..Memory::default()
-        };
-        for st in self.states.iter().flatten() {
-            m.bytes += st.heap_bytes();
-            m.assets += 1;
-            let (named, scanners) = st.tracked_sources();
-            m.sources += named;
-            m.scanners += scanners;
-        }
-        m
+        with_states!(&self.states, v => memory_of(v))
     }
 
     /// The latest event time seen (ns since the epoch).
@@ -357,7 +475,7 @@ impl Detector {
     /// Rule hits folded into an alert that had already closed: late records for seconds its
     /// attack covered (or its quiet period), which open no new alert.
     pub fn late_hits(&self) -> u64 {
-        self.states.iter().flatten().map(|st| st.late_hits()).sum()
+        with_states!(&self.states, v => v.iter().flatten().map(|st| st.late_hits()).sum())
     }
 
     /// Processes a batch of records; alert events go to `out`.
@@ -374,34 +492,22 @@ impl Detector {
             records: seen,
             late,
         } = self;
-        for r in records {
-            *seen += 1;
-            *now_ns = (*now_ns).max(r.last_ns);
-            let Some(m) = &r.asset else { continue };
-            let Some(idx) = ids.find(&m.id) else {
-                continue;
-            };
-            let cx = Ctx {
-                s: settings,
-                norms,
-                asset: assets.get(idx as u32),
-                index: assets,
-                watermark: *watermark,
-            };
-            let st = states[idx].get_or_insert_with(|| AssetState::new(&cx, r.first_ns / NS));
-            if !st.account(&cx, r, m.side, out) {
-                *late += 1;
-            }
-            if !st.listed && st.needs_watch() {
-                st.listed = true;
-                active.push(idx);
-            }
-        }
+        let mut run = Run {
+            assets,
+            norms,
+            settings,
+            ids,
+            active,
+            now_ns,
+            watermark: *watermark,
+            seen,
+            late,
+        };
+        with_states!(states, v => run.records(v, records, out));
         let watermark = (self.now_ns / NS).saturating_sub(self.settings.lateness_secs);
         if watermark > self.watermark {
             self.watermark = watermark;
-            let assets = Arc::clone(&self.assets);
-            self.expire(&assets, out);
+            self.expire(out);
         }
     }
 
@@ -413,49 +519,65 @@ impl Detector {
     /// record arrives, up to the same watermark and with the same result, while its state is
     /// in cache for that record anyway (or at the end of input); its empty seconds are folded
     /// into its baseline at once.
-    fn expire(&mut self, assets: &AssetIndex, out: &mut Vec<Alert>) {
+    fn expire(&mut self, out: &mut Vec<Alert>) {
         // In asset order, so alert events come out in the same order whatever the batching.
         self.active.sort_unstable();
-        let mut keep = 0;
-        for k in 0..self.active.len() {
-            let idx = self.active[k];
-            let Some(st) = self.states[idx].as_deref_mut() else {
-                continue;
-            };
-            let cx = Ctx {
-                s: &self.settings,
-                norms: &self.norms,
-                asset: assets.get(idx as u32),
-                index: assets,
-                watermark: self.watermark,
-            };
-            st.expire(&cx, self.watermark, out);
-            if st.busy() && st.needs_watch() {
-                self.active[keep] = idx;
-                keep += 1;
-            } else {
-                st.listed = false;
-            }
-        }
-        self.active.truncate(keep);
+        let Detector {
+            assets,
+            norms,
+            settings,
+            states,
+            active,
+            watermark,
+            ..
+        } = self;
+        with_states!(states, v => {
+            active.retain(|&idx| {
+                let Some(st) = v[idx].as_deref_mut() else {
+                    return false;
+                };
+                let cx = Ctx {
+                    s: settings,
+                    norms,
+                    asset: assets.get(idx as u32),
+                    index: assets,
+                    watermark: *watermark,
+                };
+                st.expire(&cx, *watermark, out);
+                let keep = st.busy() && st.needs_watch();
+                if !keep {
+                    st.listed = false;
+                }
+                keep
+            })
+        });
     }
 
     /// Makes every asset's seconds up to the watermark final (those the watermark's moves
     /// left to the asset's next record), then closes every open alert (end of input).
     pub fn finish(&mut self, out: &mut Vec<Alert>) {
-        let assets = Arc::clone(&self.assets);
-        for (idx, st) in self.states.iter_mut().enumerate() {
-            let Some(st) = st else { continue };
-            let cx = Ctx {
-                s: &self.settings,
-                norms: &self.norms,
-                asset: assets.get(idx as u32),
-                index: &assets,
-                watermark: self.watermark,
-            };
-            st.expire(&cx, self.watermark, out);
-            st.close_all(&cx, out);
-        }
+        let Detector {
+            assets,
+            norms,
+            settings,
+            states,
+            watermark,
+            ..
+        } = self;
+        with_states!(states, v => {
+            for (idx, st) in v.iter_mut().enumerate() {
+                let Some(st) = st else { continue };
+                let cx = Ctx {
+                    s: settings,
+                    norms,
+                    asset: assets.get(idx as u32),
+                    index: assets,
+                    watermark: *watermark,
+                };
+                st.expire(&cx, *watermark, out);
+                st.close_all(&cx, out);
+            }
+        });
     }
 }
 

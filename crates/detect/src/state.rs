@@ -59,7 +59,7 @@ pub(crate) struct Ctx<'a> {
     pub watermark: u64,
 }
 
-fn ring_len(s: &Settings) -> u64 {
+pub(crate) fn ring_len(s: &Settings) -> u64 {
     // A power of two: the slot of a second is a mask, not a division. Bounded, so a long
     // allowed lateness does not cost every asset a long ring: seconds leaving the ring are
     // made final early, and later records reach only the late cache and the baseline.
@@ -85,59 +85,6 @@ struct Core {
     svc_est: u32,
     svc_flows: u32,
     svc_ans: u32,
-}
-
-/// The ring of seconds: inline in the asset's state at the usual length (a record's slot is
-/// then found from the state's address alone, so reading it does not wait for a pointer to
-/// load), on the heap when a long allowed lateness needs more seconds.
-/// Its length is kept by the state (`ring_bits`), so asking does not look at where the slots
-/// are.
-#[derive(Debug)]
-// Inline on purpose: the point is that the slots live in the state itself.
-#[allow(clippy::large_enum_variant)]
-enum Ring {
-    Inline([Core; MIN_RING as usize]),
-    Heap(Box<[Core]>),
-}
-
-impl Ring {
-    fn new(len: usize) -> Ring {
-        if len == MIN_RING as usize {
-            Ring::Inline([Core::default(); MIN_RING as usize])
-        } else {
-            Ring::Heap(vec![Core::default(); len].into_boxed_slice())
-        }
-    }
-
-    /// Bytes held outside the state itself.
-    fn heap_bytes(&self) -> usize {
-        match self {
-            Ring::Inline(_) => 0,
-            Ring::Heap(b) => b.len() * size_of::<Core>(),
-        }
-    }
-}
-
-impl std::ops::Deref for Ring {
-    type Target = [Core];
-
-    #[inline]
-    fn deref(&self) -> &[Core] {
-        match self {
-            Ring::Inline(a) => a,
-            Ring::Heap(b) => b,
-        }
-    }
-}
-
-impl std::ops::DerefMut for Ring {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut [Core] {
-        match self {
-            Ring::Inline(a) => a,
-            Ring::Heap(b) => b,
-        }
-    }
 }
 
 /// Per-protocol and reflected counts of one second, kept only by assets with per-protocol
@@ -379,6 +326,9 @@ struct Filter<const WORDS: usize>([u64; WORDS]);
 /// eight absent addresses still probes the table.
 type Held = Filter<{ MAX_SOURCES * 8 / 64 }>;
 
+/// The same over a full scan table.
+type Scanners = Filter<{ MAX_SCANNERS * 8 / 64 }>;
+
 impl<const WORDS: usize> Default for Filter<WORDS> {
     fn default() -> Self {
         Filter([0; WORDS])
@@ -586,7 +536,7 @@ fn is_probe(r: &FlowRecord, inbound: &DirStats, outbound: &DirStats, remote_port
 // found from the state's address alone, so its cache misses overlap. What only alerts, final
 // seconds and attacks use follows.
 #[repr(C, align(64))]
-pub(crate) struct AssetState {
+pub(crate) struct AssetState<const N: usize> {
     /// Newest second seen; seconds up to `finalized` are final.
     newest: u64,
     finalized: u64,
@@ -599,8 +549,8 @@ pub(crate) struct AssetState {
     /// Packets counted for seconds already final, since the last finalisation (saturating).
     late_pkts: u32,
     open: Vec<Open>,
-    /// The per-protocol and reflected part of each ring slot (empty until needed).
-    ext: Box<[Ext]>,
+    /// The per-protocol and reflected part of each ring slot (made when needed).
+    ext: Option<Box<[Ext; N]>>,
     /// Copied from the asset, so a record does not reach into its configuration.
     ports: Ports,
     holds_ip: bool,
@@ -610,10 +560,12 @@ pub(crate) struct AssetState {
     pub(crate) listed: bool,
     /// Sources or reflected bytes were gathered since they were last forgotten.
     gathered: bool,
-    /// The ring has 2^this slots.
-    ring_bits: u8,
-    /// One slot per second, `newest` and the seconds before it (see [`Core`]).
-    ring: Ring,
+    /// One slot per second, `newest` and the seconds before it (see [`Core`]), in the state
+    /// itself: a record's slot is found from the state's address alone, so reading it does
+    /// not wait for a pointer to load. The length is a constant of the type (the detector
+    /// picks the state type from the allowed lateness), so slot arithmetic has no length to
+    /// read and no bounds to check.
+    ring: [Core; N],
     /// Seconds before the ring's window that late records still reach (made on first use).
     late_cache: Option<Box<[LateSlot; LATE_SLOTS]>>,
     /// Per-protocol limits, where the asset sets any.
@@ -676,6 +628,10 @@ struct Closed {
 #[derive(Debug)]
 struct Tables {
     scans: HashMap<IpAddr, Probe>,
+    /// Which sources the full scan table may hold (made when it is found full, dropped when
+    /// a sweep may have made room): a spoofed flood's sources are nearly all new, and a bit
+    /// per hashed address says "certainly not followed" without probing the table.
+    scanning: Option<Box<Scanners>>,
     /// Destinations followed exactly, and which may be among them.
     exfil: HashMap<IpAddr, Outbound>,
     followed: Filter<4>,
@@ -734,30 +690,28 @@ impl Ports {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn contains(&self, p: u16, asset: &Asset) -> bool {
         (self.len > 0 && self.inline.iter().fold(false, |hit, &q| hit | (q == p)))
             || (self.more && asset.service_ports.contains(&p))
     }
 }
 
-pub(crate) fn footprint(s: &Settings) -> Footprint {
+/// Memory figures of states with `N` seconds of history.
+pub(crate) fn footprint<const N: usize>() -> Footprint {
     // A hashbrown table holds one entry and one control byte per bucket, and keeps at most
     // 7/8 of its buckets full.
     let entry = |k: usize, v: usize| (k + v + 1) * 8 / 7 + 1;
-    let ring = ring_len(s) as usize;
     Footprint {
-        per_asset: size_of::<AssetState>()
-            + size_of::<Option<Box<AssetState>>>()
-            + Ring::new(ring).heap_bytes(),
-        per_asset_ext: ring * size_of::<Ext>(),
+        per_asset: size_of::<AssetState<N>>() + size_of::<Option<Box<AssetState<N>>>>(),
+        per_asset_ext: size_of::<[Ext; N]>(),
         per_source: entry(size_of::<IpAddr>(), size_of::<Src>()),
         per_scanner: entry(size_of::<IpAddr>(), size_of::<Probe>()),
         per_spread_addr: size_of::<Cell>(),
     }
 }
 
-impl AssetState {
+impl<const N: usize> AssetState<N> {
     /// The learned normal, for reporting.
     pub(crate) fn learned(&self) -> &Baseline {
         &self.base
@@ -780,9 +734,8 @@ impl AssetState {
     /// Bytes this state holds: itself, its ring, caches and tables (as allocated, so spare
     /// capacity counts) and its open alerts.
     pub(crate) fn heap_bytes(&self) -> usize {
-        size_of::<AssetState>()
-            + self.ring.heap_bytes()
-            + self.ext.len() * size_of::<Ext>()
+        size_of::<AssetState<N>>()
+            + self.ext.as_ref().map_or(0, |_| size_of::<[Ext; N]>())
             + self.plim.as_ref().map_or(0, |_| size_of::<ProtoLim>())
             + self
                 .late_cache
@@ -801,6 +754,7 @@ impl AssetState {
             + self.tables.as_ref().map_or(0, |t| {
                 size_of::<Tables>()
                     + t.scans.allocation_size()
+                    + t.scanning.as_ref().map_or(0, |_| size_of::<Scanners>())
                     + t.exfil.allocation_size()
                     + t.sent.as_ref().map_or(0, |_| size_of::<Sent>())
             })
@@ -836,20 +790,15 @@ impl AssetState {
             .cidrs
             .iter()
             .any(|n| n.prefix_len() < n.max_prefix_len());
-        let ring = ring_len(cx.s) as usize;
+        debug_assert_eq!(ring_len(cx.s), N as u64);
         let plim = proto_limits(cx.asset);
         Box::new(AssetState {
-            ring: Ring::new(ring),
-            ext: if plim.is_some() {
-                vec![Ext::default(); ring].into_boxed_slice()
-            } else {
-                Box::default()
-            },
+            ring: [Core::default(); N],
+            ext: plim.map(|_| Box::new([Ext::default(); N])),
             plim: plim.map(Box::new),
             hot: 0,
             gate: Gate::default(),
             late_pkts: 0,
-            ring_bits: ring.trailing_zeros() as u8,
             late_cache: None,
             newest: first_sec,
             finalized: first_sec.saturating_sub(1),
@@ -888,8 +837,8 @@ impl AssetState {
         for sec in (self.newest + 1).max(to.saturating_sub(n - 1))..=to {
             let i = sec as usize & mask;
             self.ring[i] = Core::default();
-            if let Some(x) = self.ext.get_mut(i) {
-                *x = Ext::default();
+            if let Some(x) = self.ext.as_deref_mut() {
+                x[i] = Ext::default();
             }
             self.hot &= !(1u64 << i);
         }
@@ -898,15 +847,17 @@ impl AssetState {
     }
 
     /// Slots in the ring.
-    #[inline]
+    #[inline(always)]
     fn ring_len(&self) -> usize {
-        1 << self.ring_bits
+        const { assert!(N.is_power_of_two() && N <= 64) };
+        N
     }
 
     /// Whether `sec` has a slot in the ring (the newest second and those before it).
     #[inline]
     fn in_ring(&self, sec: u64) -> bool {
-        sec <= self.newest && sec + self.ring_len() as u64 > self.newest
+        // `sec` not after the newest and fewer than the ring's length before it.
+        self.newest.wrapping_sub(sec) < self.ring_len() as u64
     }
 
     /// The counts of `sec` to add to: in the ring if `sec` is within its window (from
@@ -916,7 +867,10 @@ impl AssetState {
     fn counts(&mut self, sec: u64, window: u64) -> (&mut Core, Option<&mut Ext>) {
         if sec >= window {
             let i = sec as usize & (self.ring_len() - 1);
-            return (&mut self.ring[i], self.ext.get_mut(i));
+            return (
+                &mut self.ring[i],
+                self.ext.as_deref_mut().map(|x| &mut x[i]),
+            );
         }
         let cache = self
             .late_cache
@@ -933,8 +887,8 @@ impl AssetState {
 
     /// Starts keeping the per-protocol and reflected part of each second.
     fn want_ext(&mut self) {
-        if self.ext.is_empty() {
-            self.ext = vec![Ext::default(); self.ring_len()].into_boxed_slice();
+        if self.ext.is_none() {
+            self.ext = Some(Box::new([Ext::default(); N]));
         }
     }
 
@@ -942,7 +896,7 @@ impl AssetState {
     fn get(&self, sec: u64) -> Option<Bucket> {
         if self.in_ring(sec) {
             let i = sec as usize & (self.ring_len() - 1);
-            let x = self.ext.get(i).copied().unwrap_or_default();
+            let x = self.ext.as_deref().map_or_else(Ext::default, |x| x[i]);
             return Some(Bucket::of(&self.ring[i], &x, self.hot >> i & 1 != 0));
         }
         let b = &self.late_cache.as_ref()?[sec as usize & (LATE_SLOTS - 1)];
@@ -980,6 +934,7 @@ impl AssetState {
         self.tables.get_or_insert_with(|| {
             Box::new(Tables {
                 scans: HashMap::new(),
+                scanning: None,
                 exfil: HashMap::new(),
                 followed: Filter::default(),
                 sent: None,
@@ -1073,7 +1028,7 @@ impl AssetState {
             self.want_ext();
         }
         let (mut final_p, mut final_b) = (0, 0);
-        if span == 1 && !late && last > self.finalized && self.ext.is_empty() {
+        if span == 1 && !late && last > self.finalized && self.ext.is_none() {
             // The common record: one second, in the ring, not yet final, nothing per protocol
             // to count.
             let mask = self.ring_len() - 1;
@@ -1377,7 +1332,22 @@ impl AssetState {
         out: &mut Vec<Alert>,
     ) {
         let s = cx.s;
-        let scans = &mut self.tables(sec).scans;
+        let Tables {
+            scans, scanning, ..
+        } = self.tables(sec);
+        if scans.len() >= MAX_SCANNERS {
+            let f = scanning.get_or_insert_with(|| {
+                let mut f = Box::new(Scanners::default());
+                for k in scans.keys() {
+                    f.add(addr_key(*k));
+                }
+                f
+            });
+            if !f.maybe(addr_key(remote)) {
+                // Not followed, and no room to follow it.
+                return;
+            }
+        }
         let p = if let Some(p) = scans.get_mut(&remote) {
             if sec > p.last_sec + s.scan_idle_secs {
                 *p = Probe {
@@ -1542,16 +1512,19 @@ impl AssetState {
     /// `judge` would return at once. Read here, before the call: for the newest second from
     /// the state itself, for an earlier one (a record spanning two seconds) from the attack's
     /// judged counts, as `judge` reads them.
-    #[inline]
+    #[inline(always)]
     fn gated(&self, sec: u64) -> bool {
         if sec == self.newest {
             let i = sec as usize & (self.ring_len() - 1);
-            return self.hot >> i & 1 != 0 && self.gate.holds(&self.ring[i], self.ext.get(i));
+            return self.hot >> i & 1 != 0
+                && self
+                    .gate
+                    .holds(&self.ring[i], self.ext.as_deref().map(|x| &x[i]));
         }
         self.gated_earlier(sec)
     }
 
-    #[inline]
+    #[inline(never)]
     fn gated_earlier(&self, sec: u64) -> bool {
         let Some(a) = self.atk.as_deref() else {
             return false;
@@ -1577,7 +1550,7 @@ impl AssetState {
     fn parts(&self, sec: u64) -> Option<(&Core, Option<&Ext>)> {
         if self.in_ring(sec) {
             let i = sec as usize & (self.ring_len() - 1);
-            return Some((&self.ring[i], self.ext.get(i)));
+            return Some((&self.ring[i], self.ext.as_deref().map(|x| &x[i])));
         }
         let b = &self.late_cache.as_ref()?[sec as usize & (LATE_SLOTS - 1)];
         (b.sec == sec).then_some((&b.c, Some(&b.x)))
@@ -2094,6 +2067,7 @@ impl AssetState {
                 t.last_sweep = watermark;
                 let idle = cx.s.scan_idle_secs;
                 t.scans.retain(|_, p| p.last_sec + idle >= watermark);
+                t.scanning = None;
                 let window = cx.s.exfil_window_secs;
                 t.exfil.retain(|_, e| e.start_sec + window > watermark);
                 t.followed = Filter::default();
@@ -2284,41 +2258,34 @@ fn sample(b: &Bucket) -> Sample {
 }
 
 /// Follows per-address traffic of a multi-address asset in its latest second.
+#[inline(always)]
 fn spread(sp: &mut Spread, local: IpAddr, last: u64, inbound: &DirStats, new: bool) {
-    if last > sp.cur.sec {
-        sp.prev = if last == sp.cur.sec + 1 {
-            sp.cur
-        } else {
-            SecSpread::default()
-        };
-        sp.cur = SecSpread {
-            sec: last,
-            ..SecSpread::default()
-        };
-        if sp.direct.is_none() {
-            sp.addrs.clear();
+    if last != sp.cur.sec {
+        if last < sp.cur.sec {
+            // Late records count for their seconds' totals, not for the spread.
+            return;
         }
-    } else if last < sp.cur.sec {
-        // Late records count for their seconds' totals, not for the spread.
-        return;
+        sp.next_second(last);
     }
-    let sec = sp.cur.sec;
-    let cell = match (sp.direct, local) {
-        (Some((net, size)), IpAddr::V4(a)) if u32::from(a).wrapping_sub(net) < size => {
-            if sp.cells.is_empty() {
-                sp.cells = vec![Cell::default(); size as usize];
-            }
-            &mut sp.cells[u32::from(a).wrapping_sub(net) as usize]
-        }
-        _ => {
-            if let Some(c) = sp.addrs.get_mut(&local) {
-                c
-            } else if sp.addrs.len() < MAX_SPREAD {
-                sp.addrs.entry(local).or_default()
-            } else {
-                sp.cur.distinct += 1;
-                return;
-            }
+    let Spread {
+        direct,
+        cells,
+        addrs,
+        cur: c,
+        ..
+    } = sp;
+    let sec = c.sec;
+    // A prefix followed directly whose cells are made: the cell at the address's offset.
+    let i = match (*direct, local) {
+        (Some((net, _)), IpAddr::V4(a)) => u32::from(a).wrapping_sub(net) as usize,
+        _ => usize::MAX,
+    };
+    let cell = if i < cells.len() {
+        &mut cells[i]
+    } else {
+        match other_cell(*direct, cells, addrs, c, local) {
+            Some(cell) => cell,
+            None => return,
         }
     };
     if cell.sec != sec {
@@ -2326,17 +2293,66 @@ fn spread(sp: &mut Spread, local: IpAddr, last: u64, inbound: &DirStats, new: bo
             sec,
             ..Cell::default()
         };
-        sp.cur.distinct += 1;
+        c.distinct += 1;
     }
     cell.pkts = cell
         .pkts
         .saturating_add(u32::try_from(inbound.pkts).unwrap_or(u32::MAX));
     cell.bytes += inbound.ip_bytes;
     cell.new += u32::from(new);
-    let c = &mut sp.cur;
     c.max_pkts = c.max_pkts.max(cell.pkts);
     c.max_bytes = c.max_bytes.max(cell.bytes);
     c.max_new = c.max_new.max(cell.new);
+}
+
+impl Spread {
+    /// The latest second moves on to `last`.
+    #[cold]
+    fn next_second(&mut self, last: u64) {
+        self.prev = if last == self.cur.sec + 1 {
+            self.cur
+        } else {
+            SecSpread::default()
+        };
+        self.cur = SecSpread {
+            sec: last,
+            ..SecSpread::default()
+        };
+        if self.direct.is_none() {
+            self.addrs.clear();
+        }
+    }
+}
+
+/// The cell of `local` where it is not a made direct cell: the direct cells are made on first
+/// use; other addresses are followed by the table while it has room (beyond it they are
+/// counted, and `None` returned).
+#[inline(never)]
+fn other_cell<'a>(
+    direct: Option<(u32, u32)>,
+    cells: &'a mut Vec<Cell>,
+    addrs: &'a mut HashMap<IpAddr, Cell>,
+    cur: &mut SecSpread,
+    local: IpAddr,
+) -> Option<&'a mut Cell> {
+    if let (Some((net, size)), IpAddr::V4(a)) = (direct, local) {
+        let i = u32::from(a).wrapping_sub(net);
+        if i < size {
+            if cells.is_empty() {
+                *cells = vec![Cell::default(); size as usize];
+            }
+            return Some(&mut cells[i as usize]);
+        }
+    }
+    let room = addrs.len() < MAX_SPREAD;
+    match addrs.entry(local) {
+        hashbrown::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+        hashbrown::hash_map::Entry::Vacant(e) if room => Some(e.insert(Cell::default())),
+        hashbrown::hash_map::Entry::Vacant(_) => {
+            cur.distinct += 1;
+            None
+        }
+    }
 }
 
 fn flood_summary(
