@@ -2,15 +2,16 @@
 //!
 //! Legacy pcap files (by far the common case, and what the throughput targets are about) are
 //! read in large chunks and split into records by a tight loop over the 16-byte record
-//! headers, the frames borrowed from the chunk; [`read_file`] does the reading (the system
-//! calls and the copy out of the page cache) on a separate thread (`pcap-read`) when the
-//! machine has more than one core, so that file I/O overlaps decoding. pcapng files go
-//! through `pcap-parser`. Every link type of every pcapng interface is honoured, as are
-//! microsecond, nanosecond and other pcapng timestamp resolutions. A truncated or corrupt
+//! headers, the frames borrowed from the chunk. When the machine has more than one core,
+//! [`read_file`] has the chunks produced on a separate thread (`pcap-read`), so that file
+//! I/O overlaps decoding: large regular files are memory-mapped window by window (see
+//! `mapped`), other files and streams are read with `read()` into recycled buffers. pcapng
+//! files go through `pcap-parser`. Every link type of every pcapng interface is honoured, as
+//! are microsecond, nanosecond and other pcapng timestamp resolutions. A truncated or corrupt
 //! file stops with an error naming the byte offset of the bad record; every frame before it
 //! has been delivered.
 
-use super::Frame;
+use super::{mapped, Frame};
 use crate::decode::LinkType;
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapNGPacketBlock;
@@ -28,6 +29,8 @@ const MAX_BLOCK: usize = 16 << 20;
 const CHUNK: usize = 256 << 10;
 /// Legacy pcap: chunks in flight between the reader thread and the decoder.
 const CHUNKS_IN_FLIGHT: usize = 4;
+/// Legacy pcap: how far ahead of the record being split its bytes are prefetched.
+const PREFETCH_AHEAD: usize = 2048;
 
 /// Why a capture file could not be read (to the end).
 #[derive(Debug, thiserror::Error)]
@@ -96,17 +99,58 @@ fn ts_from_units(units: u64, resolution: u64, offset_s: i64) -> u64 {
 
 /// Reads `path` to the end, calling `on_frame` for every packet in file order.
 ///
-/// A legacy pcap file is read on a separate thread when more than one core is available;
-/// splitting into records and `on_frame` always run on the calling thread.
+/// A legacy pcap file is read on a separate thread when more than one core is available,
+/// large files through memory-mapped windows; splitting into records and `on_frame` always
+/// run on the calling thread.
 pub fn read_file(
     path: &Path,
+    on_frame: impl FnMut(Frame<'_>),
+) -> Result<FileSummary, CaptureError> {
+    read_path(path, None, on_frame)
+}
+
+/// [`read_file`] with a legacy pcap file mapped whatever its size, in windows of `window`
+/// bytes (rounded down to a multiple of 4096), on a second thread or not: for tests of the
+/// mapped reader.
+#[doc(hidden)]
+pub fn read_file_mapped(
+    path: &Path,
+    window: u64,
+    threaded: bool,
+    on_frame: impl FnMut(Frame<'_>),
+) -> Result<FileSummary, CaptureError> {
+    read_path(path, Some((window.max(4096) & !4095, threaded)), on_frame)
+}
+
+/// `forced`: map whatever the size, with this window and threading.
+fn read_path(
+    path: &Path,
+    forced: Option<(u64, bool)>,
     on_frame: impl FnMut(Frame<'_>),
 ) -> Result<FileSummary, CaptureError> {
     let file = File::open(path).map_err(|source| CaptureError::Open {
         path: path.to_path_buf(),
         source,
     })?;
-    let threaded = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    let cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    let (window, threaded) = forced.unwrap_or((mapped::WINDOW, cores));
+    if threaded || forced.is_some() {
+        if let Some(mut windows) = mapped::Windows::new(&file, window, forced.is_some()) {
+            let mut head = [0u8; LEGACY_HEADER];
+            let legacy = windows
+                .read_head(&mut head)
+                .then(|| Legacy::parse(&head))
+                .flatten();
+            if let Some(Ok(legacy)) = legacy {
+                let records = Records::new(legacy, path);
+                return if threaded {
+                    legacy_threaded(windows, records, on_frame)
+                } else {
+                    legacy_inline(windows, records, on_frame)
+                };
+            }
+        }
+    }
     read(file, path, threaded, on_frame)
 }
 
@@ -244,31 +288,51 @@ impl Legacy {
 
 /// Raw bytes of the file, `buf[..len]`; fewer than the buffer holds only at the end.
 #[derive(Debug)]
-struct Chunk {
+pub(super) struct Chunk {
     buf: Vec<u8>,
     len: usize,
 }
 
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// What the reading side hands over next.
 #[derive(Debug)]
-enum Step {
-    Chunk(Chunk),
+pub(super) enum Step<B> {
+    /// The next bytes of the file (after the file header).
+    Chunk(B),
     /// The end of the file.
     End,
     /// A read error.
     Failed,
 }
 
-/// Reads the next chunk into `buf` (allocated on first use).
-fn next_chunk(stream: &mut impl Read, mut buf: Vec<u8>) -> Step {
-    if buf.len() < CHUNK {
-        // Fresh zeroed memory from the allocator, not a fill loop.
-        buf = vec![0; CHUNK];
-    }
-    match read_full(stream, &mut buf) {
-        Ok(0) => Step::End,
-        Ok(len) => Step::Chunk(Chunk { buf, len }),
-        Err(_) => Step::Failed,
+/// Where a legacy pcap file's bytes come from, chunk after chunk, past the 24-byte file
+/// header: `read()` into recycled buffers, or windows of a mapped file.
+pub(super) trait ChunkSource: Send {
+    type Chunk: AsRef<[u8]> + Send;
+    /// The next chunk; `used` are chunks handed back by the decoding side.
+    fn next(&mut self, used: &mut dyn Iterator<Item = Self::Chunk>) -> Step<Self::Chunk>;
+}
+
+/// Any byte stream positioned after the file header, read into recycled buffers.
+impl<R: Read + Send> ChunkSource for R {
+    type Chunk = Chunk;
+
+    fn next(&mut self, used: &mut dyn Iterator<Item = Chunk>) -> Step<Chunk> {
+        let mut buf = used.next().map(|c| c.buf).unwrap_or_default();
+        if buf.len() < CHUNK {
+            // Fresh zeroed memory from the allocator, not a fill loop.
+            buf = vec![0; CHUNK];
+        }
+        match read_full(self, &mut buf) {
+            Ok(0) => Step::End,
+            Ok(len) => Step::Chunk(Chunk { buf, len }),
+            Err(_) => Step::Failed,
+        }
     }
 }
 
@@ -336,18 +400,28 @@ impl<'p> Records<'p> {
             self.carry = carry;
             self.carry.clear();
         }
-        while let Some(h) = data.first_chunk::<16>() {
+        // Each record header says where the next one starts, so without help every header
+        // of a file that is not in the cache yet waits for memory in turn; the lines ahead are
+        // asked for early instead.
+        let mut fetched = 0;
+        let mut pos = 0;
+        while let Some(h) = data.get(pos..).and_then(|d| d.first_chunk::<16>()) {
+            let until = (pos + PREFETCH_AHEAD).min(data.len());
+            while fetched < until {
+                mapped::prefetch(&data[fetched]);
+                fetched += 64;
+            }
             let caplen = legacy.record(h)[2] as usize;
             if caplen > MAX_BLOCK {
                 return Err(self.too_large());
             }
-            let Some(record) = data.get(..rh + caplen) else {
+            let Some(record) = data.get(pos..pos + rh + caplen) else {
                 break;
             };
             self.deliver(record, on_frame);
-            data = &data[rh + caplen..];
+            pos += rh + caplen;
         }
-        self.carry.extend_from_slice(data);
+        self.carry.extend_from_slice(&data[pos..]);
         Ok(())
     }
 
@@ -393,17 +467,17 @@ impl<'p> Records<'p> {
     }
 }
 
-fn legacy_inline<R: Read>(
-    mut stream: R,
+fn legacy_inline<S: ChunkSource>(
+    mut source: S,
     mut records: Records<'_>,
     mut on_frame: impl FnMut(Frame<'_>),
 ) -> Result<FileSummary, CaptureError> {
-    let mut buf = Vec::new();
+    let mut used = None;
     loop {
-        match next_chunk(&mut stream, buf) {
+        match source.next(&mut used.take().into_iter()) {
             Step::Chunk(chunk) => {
-                records.chunk(&chunk.buf[..chunk.len], &mut on_frame)?;
-                buf = chunk.buf;
+                records.chunk(chunk.as_ref(), &mut on_frame)?;
+                used = Some(chunk);
             }
             Step::End => return records.end(),
             Step::Failed => return Err(records.read_failed()),
@@ -411,33 +485,36 @@ fn legacy_inline<R: Read>(
     }
 }
 
-/// The file read on its own thread, chunks handed over a bounded channel and recycled.
-fn legacy_threaded<R: Read + Send>(
-    stream: R,
+/// The file read on its own thread, chunks handed over a bounded channel and handed back
+/// (for reuse, or for the reading thread to release).
+fn legacy_threaded<S: ChunkSource>(
+    source: S,
     mut records: Records<'_>,
     mut on_frame: impl FnMut(Frame<'_>),
 ) -> Result<FileSummary, CaptureError> {
-    let mut slot = Some(stream);
-    let (tx, rx) = crossbeam_channel::bounded::<Step>(CHUNKS_IN_FLIGHT);
-    let (recycle_tx, recycle_rx) = crossbeam_channel::bounded::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
+    let mut slot = Some(source);
+    let (tx, rx) = crossbeam_channel::bounded::<Step<S::Chunk>>(CHUNKS_IN_FLIGHT);
+    let (used_tx, used_rx) = crossbeam_channel::bounded::<S::Chunk>(CHUNKS_IN_FLIGHT + 2);
     let threaded = std::thread::scope(|scope| {
         let slot = &mut slot;
         let reader = std::thread::Builder::new()
             .name("pcap-read".into())
             .spawn_scoped(scope, move || {
-                let Some(mut stream) = slot.take() else {
+                let Some(mut source) = slot.take() else {
                     return;
                 };
                 loop {
-                    let buf = recycle_rx.try_recv().unwrap_or_default();
-                    let step = next_chunk(&mut stream, buf);
+                    let step = source.next(&mut used_rx.try_iter());
                     let last = !matches!(step, Step::Chunk(_));
                     // A closed channel means the decoding side has stopped (at a fault, or
                     // it panicked): stop reading.
                     if tx.send(step).is_err() || last {
-                        return;
+                        break;
                     }
                 }
+                // Release what comes back here, not on the decoding thread.
+                drop(tx);
+                used_rx.iter().for_each(drop);
             });
         if reader.is_err() {
             return None;
@@ -447,8 +524,8 @@ fn legacy_threaded<R: Read + Send>(
             for step in rx.iter() {
                 match step {
                     Step::Chunk(chunk) => {
-                        records.chunk(&chunk.buf[..chunk.len], &mut on_frame)?;
-                        let _ = recycle_tx.try_send(chunk.buf);
+                        records.chunk(chunk.as_ref(), &mut on_frame)?;
+                        let _ = used_tx.try_send(chunk);
                     }
                     Step::End => return records.end(),
                     Step::Failed => return Err(records.read_failed()),
@@ -458,14 +535,15 @@ fn legacy_threaded<R: Read + Send>(
             // passes the panic on.
             Err(records.read_failed())
         })();
-        // Unblock the reader if it is waiting to hand over more.
+        // Unblock the reader if it is waiting to hand over more, and let it finish.
         drop(rx);
+        drop(used_tx);
         Some(result)
     });
     match (threaded, slot) {
         (Some(result), _) => result,
         // No thread to be had: read on this one.
-        (None, Some(stream)) => legacy_inline(stream, records, on_frame),
+        (None, Some(source)) => legacy_inline(source, records, on_frame),
         (None, None) => Err(records.read_failed()),
     }
 }
@@ -709,6 +787,24 @@ mod tests {
         };
         assert_eq!(frames_of(&inline.1), frames_of(&parsed.1));
         assert_eq!(frames_of(&threaded.1), frames_of(&parsed.1));
+        // Mapped in small windows, so that records and headers straddle windows, on this
+        // thread and on a reading thread; errors name the same offsets.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("x.pcap");
+        std::fs::write(&file, bytes).expect("write capture");
+        for (window, threaded) in [(4096, false), (4096, true), (3 * 4096, true)] {
+            let mapped = collect(|cb| read_file_mapped(&file, window, threaded, cb));
+            assert_eq!(mapped.0, parsed.0, "frames (mapped, {window}, {threaded})");
+            let err_at = |r: &Result<FileSummary, String>| {
+                r.as_ref().map(|s| (s.frames, s.bytes)).map_err(|e| {
+                    e.split("byte offset ")
+                        .nth(1)
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| e.clone())
+                })
+            };
+            assert_eq!(err_at(&mapped.1), err_at(&parsed.1));
+        }
     }
 
     #[test]

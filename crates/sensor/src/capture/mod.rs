@@ -2,6 +2,7 @@
 
 pub mod file;
 pub mod live;
+mod mapped;
 
 use crate::decode::LinkType;
 

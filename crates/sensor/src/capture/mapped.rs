@@ -1,0 +1,122 @@
+//! Large capture files mapped into memory, window by window, instead of copied out of the
+//! page cache.
+//!
+//! `read()` copies every byte of a capture into the process, although decoding reads only the
+//! first few dozen bytes of each frame; on a file of full-size frames the copy is most of the
+//! work. A mapped file is read in place. The reading thread (`pcap-read`) maps the file one
+//! window at a time, has the kernel fill in the window's page tables (`MADV_POPULATE_READ`,
+//! which also brings pages that are not cached in from disk), hands it to the decoder, and
+//! unmaps it when the decoder hands it back: page faults and unmapping stay off the decoding
+//! thread, and at most a few windows are mapped at once.
+//!
+//! The mappings are read-only. Like every program that maps files (ripgrep, databases), the
+//! process receives `SIGBUS` if another process truncates the file while it is being read.
+//! Files that are not regular files (pipes, devices) or are small are read with `read()`.
+
+use super::file::{ChunkSource, Step};
+use memmap2::{Advice, Mmap, MmapOptions};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+/// Files smaller than this are read with `read()`: mapping costs more than it saves.
+const MIN_MAP: u64 = 4 << 20;
+/// Bytes per mapped window (a multiple of the page size).
+pub(super) const WINDOW: u64 = 8 << 20;
+
+/// A regular file read as consecutive mapped windows, from just after its first `skip` bytes.
+#[derive(Debug)]
+pub(super) struct Windows<'f> {
+    file: &'f File,
+    /// File offset of the next window.
+    offset: u64,
+    /// Bytes at the start of the first window that are not handed over (the file header).
+    skip: usize,
+    len: u64,
+    window: u64,
+}
+
+impl<'f> Windows<'f> {
+    /// `file` as windows of `window` bytes (a multiple of the page size), when it is a
+    /// regular file of at least [`MIN_MAP`] bytes (any size when `any_size`); `None` sends
+    /// the caller to `read()`.
+    pub(super) fn new(file: &'f File, window: u64, any_size: bool) -> Option<Self> {
+        let meta = file.metadata().ok()?;
+        (meta.is_file() && (any_size || meta.len() >= MIN_MAP)).then_some(Windows {
+            file,
+            offset: 0,
+            skip: 0,
+            len: meta.len(),
+            window,
+        })
+    }
+
+    /// Fills `head` from the start of the file; the first window then starts after it.
+    pub(super) fn read_head(&mut self, head: &mut [u8]) -> bool {
+        self.skip = head.len();
+        self.file.read_exact_at(head, 0).is_ok()
+    }
+}
+
+/// One mapped window, less the bytes it skips.
+#[derive(Debug)]
+pub(super) struct Window {
+    map: Mmap,
+    skip: usize,
+}
+
+impl AsRef<[u8]> for Window {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.skip..]
+    }
+}
+
+impl ChunkSource for Windows<'_> {
+    type Chunk = Window;
+
+    fn next(&mut self, used: &mut dyn Iterator<Item = Window>) -> Step<Window> {
+        // Unmapped here, on the reading thread.
+        used.for_each(drop);
+        if self.offset >= self.len {
+            return Step::End;
+        }
+        let Ok(len) = usize::try_from(self.window.min(self.len - self.offset)) else {
+            return Step::Failed;
+        };
+        // SAFETY: the mapping is read-only and private to this reader, and every slice of it
+        // borrows from the `Window` that owns it. The one remaining hazard, another process
+        // truncating the file while it is mapped, is documented above and in the README.
+        #[allow(unsafe_code)]
+        let map = unsafe {
+            MmapOptions::new()
+                .offset(self.offset)
+                .len(len)
+                .map(self.file)
+        };
+        let Ok(map) = map else {
+            return Step::Failed;
+        };
+        // Hints only: a kernel that refuses them (MADV_POPULATE_READ needs Linux 5.14) leaves
+        // the decoder to fault the pages in itself.
+        let _ = map.advise(Advice::Sequential);
+        let _ = map.advise(Advice::PopulateRead);
+        let skip = std::mem::take(&mut self.skip).min(len);
+        self.offset += len as u64;
+        Step::Chunk(Window { map, skip })
+    }
+}
+
+/// Asks for the cache line holding `byte` without waiting for it.
+#[inline(always)]
+pub(super) fn prefetch(byte: &u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it changes nothing architecturally visible and
+    // never faults, and the pointer comes from a live reference.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            std::ptr::from_ref(byte).cast(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = byte;
+}
