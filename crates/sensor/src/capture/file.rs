@@ -825,6 +825,26 @@ mod tests {
     }
 
     #[test]
+    fn a_pipe_is_read_as_a_stream() {
+        let bytes = legacy_file(0xa1b2_c3d4, false, &[60, 1514, 42]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fifo = dir.path().join("capture.pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            return; // no mkfifo on this system
+        }
+        let writer = {
+            let (fifo, bytes) = (fifo.clone(), bytes.clone());
+            std::thread::spawn(move || std::fs::write(fifo, bytes))
+        };
+        let piped = collect(|cb| read_file(&fifo, cb));
+        writer.join().expect("writer").expect("write to the pipe");
+        let parsed = collect(|cb| read_parsed(&bytes[..], Path::new("x.pcap"), cb));
+        assert_eq!(piped.0, parsed.0);
+        assert_eq!(piped.0.len(), 3);
+    }
+
+    #[test]
     fn legacy_truncation_and_corruption_match_pcap_parser() {
         let full = legacy_file(0xa1b2_c3d4, false, &[60, 0, 1514, 42, 100]);
         // Every cut inside the first records, then a sample (pcap-parser's reading is slow in

@@ -41,7 +41,12 @@ impl<'f> Windows<'f> {
     /// the caller to `read()`.
     pub(super) fn new(file: &'f File, window: u64, any_size: bool) -> Option<Self> {
         let meta = file.metadata().ok()?;
-        (meta.is_file() && (any_size || meta.len() >= MIN_MAP)).then_some(Windows {
+        if !meta.is_file() || !(any_size || meta.len() >= MIN_MAP) || meta.len() == 0 {
+            return None;
+        }
+        // A file system that cannot map files is read with `read()` instead.
+        map(file, 0, 1).ok()?;
+        Some(Windows {
             file,
             offset: 0,
             skip: 0,
@@ -82,17 +87,7 @@ impl ChunkSource for Windows<'_> {
         let Ok(len) = usize::try_from(self.window.min(self.len - self.offset)) else {
             return Step::Failed;
         };
-        // SAFETY: the mapping is read-only and private to this reader, and every slice of it
-        // borrows from the `Window` that owns it. The one remaining hazard, another process
-        // truncating the file while it is mapped, is documented above and in the README.
-        #[allow(unsafe_code)]
-        let map = unsafe {
-            MmapOptions::new()
-                .offset(self.offset)
-                .len(len)
-                .map(self.file)
-        };
-        let Ok(map) = map else {
+        let Ok(map) = map(self.file, self.offset, len) else {
             return Step::Failed;
         };
         // Hints only: a kernel that refuses them (MADV_POPULATE_READ needs Linux 5.14) leaves
@@ -102,6 +97,17 @@ impl ChunkSource for Windows<'_> {
         let skip = std::mem::take(&mut self.skip).min(len);
         self.offset += len as u64;
         Step::Chunk(Window { map, skip })
+    }
+}
+
+/// `len` bytes of `file` from `offset`, mapped read-only.
+fn map(file: &File, offset: u64, len: usize) -> std::io::Result<Mmap> {
+    // SAFETY: the mapping is read-only and private to this reader, and every slice of it
+    // borrows from the `Window` that owns it. The one remaining hazard, another process
+    // truncating the file while it is mapped, is documented above and in the README.
+    #[allow(unsafe_code)]
+    unsafe {
+        MmapOptions::new().offset(offset).len(len).map(file)
     }
 }
 
