@@ -17,7 +17,9 @@ const LINKS: [LinkType; 8] = [
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, frame)) = data.split_first() else { return };
+    let Some((&sel, frame)) = data.split_first() else {
+        return;
+    };
     let link = LINKS[usize::from(sel) % LINKS.len()];
     let cfg = FlowConfig {
         max_flows: 16,
@@ -28,6 +30,12 @@ fuzz_target!(|data: &[u8]| {
     // The same frame twice (second time as the reply direction's state machine sees it) and
     // with a shorter capture than the wire, to reach the snap-length paths.
     table.process_frame(link, frame, frame.len(), 1_000_000_000, &mut out);
-    table.process_frame(link, frame, frame.len() + usize::from(sel), 2_000_000_000, &mut out);
+    table.process_frame(
+        link,
+        frame,
+        frame.len() + usize::from(sel),
+        2_000_000_000,
+        &mut out,
+    );
     table.flush(&mut out);
 });
