@@ -201,20 +201,28 @@ impl Ids {
     }
 }
 
-/// Asset id → its position in the index. Ids of up to [`SHORT`] bytes (nearly all) are held
-/// in the table itself, so a lookup reads no other memory; longer ones in a map of their own.
+/// Asset id → its position in the index.
+///
+/// Ids of up to [`SHORT`] bytes (nearly all) are found through a small table of hashes and
+/// positions (8 bytes a slot, at most half full), which stays in cache where a table holding
+/// the texts would not; the position read there leads both to the text that confirms it and
+/// to the asset's state, so when both are cold their misses overlap (the confirmation is
+/// nearly always predicted right). Longer ids are in a map of their own.
 #[derive(Debug)]
 struct ByText {
     hasher: hashbrown::DefaultHashBuilder,
-    short: hashbrown::HashTable<Short>,
+    /// Open addressing, linear probing: a slot holds the upper half of its id's hash above
+    /// the id's position plus one (0: free).
+    slots: Box<[u64]>,
+    /// Each short id's text, by position (long ones' are empty).
+    texts: Box<[Short]>,
     long: HashMap<Arc<str>, usize>,
 }
 
-const SHORT: usize = 27;
+const SHORT: usize = 31;
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Short {
-    idx: u32,
     len: u8,
     text: [u8; SHORT],
 }
@@ -222,27 +230,39 @@ struct Short {
 impl ByText {
     fn new(assets: &AssetIndex) -> ByText {
         let hasher = hashbrown::DefaultHashBuilder::default();
-        let mut short = hashbrown::HashTable::new();
+        let all = assets.assets();
+        let mut slots = vec![0u64; (all.len() * 2).next_power_of_two().max(16)].into_boxed_slice();
+        let mask = slots.len() - 1;
+        let mut texts = vec![
+            Short {
+                len: 0,
+                text: [0; SHORT],
+            };
+            all.len()
+        ]
+        .into_boxed_slice();
         let mut long = HashMap::new();
-        for (i, a) in assets.assets().iter().enumerate() {
+        for (i, a) in all.iter().enumerate() {
             let text = a.id.as_str();
             if text.len() > SHORT {
                 long.insert(a.id.0.clone(), i);
                 continue;
             }
-            let mut e = Short {
-                idx: i as u32,
-                len: text.len() as u8,
-                text: [0; SHORT],
-            };
+            let e = &mut texts[i];
+            e.len = text.len() as u8;
             e.text[..text.len()].copy_from_slice(text.as_bytes());
-            short.insert_unique(hasher.hash_one(text.as_bytes()), e, |e: &Short| {
-                hasher.hash_one(&e.text[..usize::from(e.len)])
-            });
+            let h = hasher.hash_one(text.as_bytes());
+            let pos = u32::try_from(i + 1).expect("fewer than 2^32 assets");
+            let mut s = h as usize & mask;
+            while slots[s] != 0 {
+                s = (s + 1) & mask;
+            }
+            slots[s] = (h >> 32) << 32 | u64::from(pos);
         }
         ByText {
             hasher,
-            short,
+            slots,
+            texts,
             long,
         }
     }
@@ -252,11 +272,23 @@ impl ByText {
         if text.len() > SHORT {
             return self.long.get(text).copied();
         }
-        self.short
-            .find(self.hasher.hash_one(text.as_bytes()), |e| {
-                &e.text[..usize::from(e.len)] == text.as_bytes()
-            })
-            .map(|e| e.idx as usize)
+        let h = self.hasher.hash_one(text.as_bytes());
+        let mask = self.slots.len() - 1;
+        let mut s = h as usize & mask;
+        loop {
+            let v = self.slots[s];
+            if v == 0 {
+                return None;
+            }
+            if v >> 32 == h >> 32 {
+                let i = (v as u32 - 1) as usize;
+                let e = &self.texts[i];
+                if &e.text[..usize::from(e.len)] == text.as_bytes() {
+                    return Some(i);
+                }
+            }
+            s = (s + 1) & mask;
+        }
     }
 }
 

@@ -1296,3 +1296,46 @@ fn a_sampled_export_counts_new_flows_at_its_rate() {
     let recs = sampled_syns(&d, 100..110, 50, None);
     assert!(opened(&run(&mut d, &recs)).is_empty());
 }
+
+#[test]
+fn ids_are_found_by_text_whatever_their_length_and_unknown_ones_are_not() {
+    let long = "a-long-asset-id-of-more-than-thirty-one-bytes";
+    let ids: Vec<String> = (0..300)
+        .map(|i| format!("asset-{i}"))
+        .chain(["".to_string(), "x".repeat(31), long.to_string()])
+        .collect();
+    let assets: Vec<Asset> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            asset(
+                id,
+                &format!("{}/32", v4(0x0A00_0000 + i as u32)),
+                total(1, 1, 1),
+            )
+        })
+        .collect();
+    let index = AssetIndex::new(assets).unwrap();
+    let mut found = Ids::new(&index);
+    for (i, id) in ids.iter().enumerate() {
+        // A fresh allocation each time: found by text, not by address.
+        assert_eq!(
+            found.find(&AssetId(Arc::from(id.as_str()))),
+            Some(i),
+            "{id}"
+        );
+    }
+    for unknown in [
+        "asset-300",
+        "asset-",
+        "Asset-1",
+        "x",
+        &"x".repeat(30),
+        &"x".repeat(32),
+    ] {
+        assert_eq!(found.find(&AssetId(Arc::from(unknown))), None, "{unknown}");
+    }
+    // The remembered id still answers after a miss.
+    assert_eq!(found.find(&AssetId(Arc::from("asset-7"))), Some(7));
+    assert_eq!(found.find(&AssetId(Arc::from("asset-7"))), Some(7));
+}
