@@ -266,23 +266,7 @@ fn ethernet_ipv4_fast<'a>(
     );
     let verify = cks.verify && body.len() as u32 == body_len && !cks.skip_for(&pkt.src);
     match proto {
-        6 => {
-            let t = body.first_chunk::<20>()?;
-            let off = usize::from(t[12] >> 4) * 4;
-            if off < 20 || off as u32 > body_len || body.len() < off {
-                return None;
-            }
-            pkt.sport = u16::from_be_bytes([t[0], t[1]]);
-            pkt.dport = u16::from_be_bytes([t[2], t[3]]);
-            pkt.seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
-            pkt.ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
-            pkt.tcp_flags = t[13];
-            pkt.payload_len = body_len - off as u32;
-            pkt.payload = &body[off..];
-            if verify {
-                pkt.bad_checksum = !checksum::transport_ok(&pkt, 6, body);
-            }
-        }
+        6 => tcp(&mut pkt, body, body_len, verify)?,
         17 => {
             let u = body.first_chunk::<8>()?;
             pkt.sport = u16::from_be_bytes([u[0], u[1]]);
@@ -637,6 +621,29 @@ fn icmp6_counterpart(t: u8, code: u8) -> u16 {
     })
 }
 
+/// Reads the TCP header at the start of `body` (the IP payload, `body_len` bytes by the IP
+/// header) into `pkt`, verifying the checksum when `verify`; `None` when the header is cut
+/// short or its data offset is impossible. Both the one-pass and the general path use it.
+#[inline(always)]
+fn tcp<'a>(pkt: &mut Packet<'a>, body: &'a [u8], body_len: u32, verify: bool) -> Option<()> {
+    let h = body.first_chunk::<20>()?;
+    let off = usize::from(h[12] >> 4) * 4;
+    if off < 20 || off as u32 > body_len || body.len() < off {
+        return None;
+    }
+    pkt.sport = u16::from_be_bytes([h[0], h[1]]);
+    pkt.dport = u16::from_be_bytes([h[2], h[3]]);
+    pkt.seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+    pkt.ack = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+    pkt.tcp_flags = h[13];
+    pkt.payload_len = body_len - off as u32;
+    pkt.payload = &body[off..];
+    if verify {
+        pkt.bad_checksum = !checksum::transport_ok(pkt, 6, body);
+    }
+    Some(())
+}
+
 fn transport<'a>(
     mut pkt: Packet<'a>,
     body: &'a [u8],
@@ -653,24 +660,7 @@ fn transport<'a>(
     let verify = cks.verify && whole && !cks.skip_for(&pkt.src);
     match pkt.proto {
         6 => {
-            let h = body.get(..20).ok_or(DropReason::TruncatedTransport)?;
-            let off = usize::from(h[12] >> 4) * 4;
-            if off < 20 || off as u32 > body_len {
-                return Err(DropReason::TruncatedTransport);
-            }
-            if body.len() < off {
-                return Err(DropReason::TruncatedTransport);
-            }
-            pkt.sport = u16::from_be_bytes([h[0], h[1]]);
-            pkt.dport = u16::from_be_bytes([h[2], h[3]]);
-            pkt.seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-            pkt.ack = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
-            pkt.tcp_flags = h[13];
-            pkt.payload_len = body_len - off as u32;
-            pkt.payload = &body[off..];
-            if verify {
-                pkt.bad_checksum = !checksum::transport_ok(&pkt, 6, body);
-            }
+            tcp(&mut pkt, body, body_len, verify).ok_or(DropReason::TruncatedTransport)?;
             Ok((pkt, None))
         }
         17 | 136 => {
