@@ -386,13 +386,7 @@ impl Run<'_> {
             let Some(idx) = self.ids.find(&m.id) else {
                 continue;
             };
-            let cx = Ctx {
-                s: self.settings,
-                norms: self.norms,
-                asset: self.assets.get(idx as u32),
-                index: self.assets,
-                watermark: self.watermark,
-            };
+            let cx = Ctx::of(self.settings, self.norms, self.assets, idx, self.watermark);
             let st = states[idx].get_or_insert_with(|| AssetState::new(&cx, r.first_ns / NS));
             if !st.account(&cx, r, m.side, out) {
                 *self.late += 1;
@@ -568,13 +562,7 @@ impl Detector {
                 let Some(st) = v[idx].as_deref_mut() else {
                     return false;
                 };
-                let cx = Ctx {
-                    s: settings,
-                    norms,
-                    asset: assets.get(idx as u32),
-                    index: assets,
-                    watermark: *watermark,
-                };
+                let cx = Ctx::of(settings, norms, assets, idx, *watermark);
                 st.expire(&cx, *watermark, out);
                 let keep = st.busy() && st.needs_watch();
                 if !keep {
@@ -599,13 +587,7 @@ impl Detector {
         with_states!(states, v => {
             for (idx, st) in v.iter_mut().enumerate() {
                 let Some(st) = st else { continue };
-                let cx = Ctx {
-                    s: settings,
-                    norms,
-                    asset: assets.get(idx as u32),
-                    index: assets,
-                    watermark: *watermark,
-                };
+                let cx = Ctx::of(settings, norms, assets, idx, *watermark);
                 st.expire(&cx, *watermark, out);
                 st.close_all(&cx, out);
             }

@@ -59,6 +59,26 @@ pub(crate) struct Ctx<'a> {
     pub watermark: u64,
 }
 
+impl<'a> Ctx<'a> {
+    /// The context for the asset at position `idx` of `index`.
+    #[inline]
+    pub fn of(
+        s: &'a Settings,
+        norms: &'a NormCatalogue,
+        index: &'a AssetIndex,
+        idx: usize,
+        watermark: u64,
+    ) -> Self {
+        Ctx {
+            s,
+            norms,
+            asset: index.get(idx as u32),
+            index,
+            watermark,
+        }
+    }
+}
+
 pub(crate) fn ring_len(s: &Settings) -> u64 {
     // A power of two: the slot of a second is a mask, not a division. Bounded, so a long
     // allowed lateness does not cost every asset a long ring: seconds leaving the ring are
