@@ -6,13 +6,7 @@ use normwatch_model::{IcsCounts, IcsProto};
 use normwatch_sensor::ics::inspect;
 
 fuzz_target!(|data: &[u8]| {
-    for proto in [
-        IcsProto::Modbus,
-        IcsProto::Dnp3,
-        IcsProto::S7comm,
-        IcsProto::Iec104,
-        IcsProto::Enip,
-    ] {
+    for proto in IcsProto::ALL {
         let mut c = IcsCounts::default();
         inspect(proto, data, true, &mut c);
         inspect(proto, data, false, &mut c);

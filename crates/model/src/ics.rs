@@ -20,6 +20,15 @@ pub enum IcsProto {
 }
 
 impl IcsProto {
+    /// Every protocol, in declaration order.
+    pub const ALL: [IcsProto; 5] = [
+        IcsProto::Modbus,
+        IcsProto::Dnp3,
+        IcsProto::S7comm,
+        IcsProto::Iec104,
+        IcsProto::Enip,
+    ];
+
     /// Short lower-case name, as used in logs and JSON.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -210,13 +210,7 @@ mod tests {
 
     #[test]
     fn empty_payload_and_keepalive_count_nothing() {
-        for proto in [
-            IcsProto::Modbus,
-            IcsProto::Dnp3,
-            IcsProto::S7comm,
-            IcsProto::Iec104,
-            IcsProto::Enip,
-        ] {
+        for proto in IcsProto::ALL {
             let mut c = IcsCounts::default();
             inspect(proto, &[], true, &mut c);
             inspect(proto, &[0], false, &mut c);
@@ -226,13 +220,7 @@ mod tests {
 
     #[test]
     fn random_bytes_never_panic_for_any_protocol() {
-        for proto in [
-            IcsProto::Modbus,
-            IcsProto::Dnp3,
-            IcsProto::S7comm,
-            IcsProto::Iec104,
-            IcsProto::Enip,
-        ] {
+        for proto in IcsProto::ALL {
             testutil::fuzz(&[0u8; 64], |p, c| inspect(proto, p, true, c));
             testutil::fuzz(&[0xffu8; 64], |p, c| inspect(proto, p, false, c));
         }
