@@ -6,32 +6,20 @@
 
 use normwatch_sensor::capture::file::{read_file_mapped, read_stream, FileSummary};
 use normwatch_sensor::capture::Frame;
-use normwatch_tests::shared_data;
+use normwatch_tests::{files_under, shared_data};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Every file under `dir` whose first four bytes are a legacy pcap magic, up to `max` bytes.
-fn legacy_pcaps(dir: &Path, max: u64, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in rd.flatten() {
-        let path = entry.path();
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_dir() {
-            legacy_pcaps(&path, max, out);
-        } else if meta.len() > 24 && meta.len() <= max {
-            let mut magic = [0u8; 4];
-            let ok = std::fs::File::open(&path)
-                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-                .is_ok();
-            let legacy = [0xa1b2_c3d4u32, 0xa1b2_3c4d, 0xd4c3_b2a1, 0x4d3c_b2a1];
-            if ok && legacy.contains(&u32::from_le_bytes(magic)) {
-                out.push(path);
-            }
-        }
-    }
+/// Whether `path` holds at most `max` bytes and starts with a legacy pcap magic.
+fn legacy_pcap(path: &Path, max: u64) -> bool {
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    let mut magic = [0u8; 4];
+    let read = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok();
+    let legacy = [0xa1b2_c3d4u32, 0xa1b2_3c4d, 0xd4c3_b2a1, 0x4d3c_b2a1];
+    size > 24 && size <= max && read && legacy.contains(&u32::from_le_bytes(magic))
 }
 
 /// A digest of every frame, the frame count, and how the read ended (the error text without
@@ -54,9 +42,9 @@ fn digest(
 
 #[test]
 fn mapped_windows_give_the_frames_of_a_stream_on_every_legacy_capture() {
-    let mut files = Vec::new();
-    legacy_pcaps(&shared_data().join("captures"), 16 << 20, &mut files);
-    files.sort();
+    let files = files_under(&shared_data().join("captures"), &|p| {
+        legacy_pcap(p, 16 << 20)
+    });
     assert!(
         files.len() >= 50,
         "expected the shared legacy pcap captures, found {}",

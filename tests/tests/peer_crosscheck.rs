@@ -56,7 +56,7 @@ use normwatch_model::FlowRecord;
 use normwatch_sensor::capture::file::read_file;
 use normwatch_sensor::decode::DropReason;
 use normwatch_sensor::{FlowConfig, FlowTable, SensorStats};
-use normwatch_tests::{capture, config};
+use normwatch_tests::{capture, config, files_under};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -626,21 +626,6 @@ fn ours_for(flows: &[FlowRecord], s: &SuriFlow) -> Vec<([u64; 2], bool)> {
     out
 }
 
-fn find_tests(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<PathBuf> = rd.map(|e| e.expect("dir entry").path()).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            find_tests(&p, out);
-        } else if p.file_name().is_some_and(|n| n == "test.yaml") {
-            out.push(p);
-        }
-    }
-}
-
 /// The capture a test runs on: `pcap:` if named, else input.pcap, else the only capture.
 fn test_pcap(dir: &Path, y: &TestYaml) -> Option<PathBuf> {
     if let Some(p) = &y.pcap {
@@ -663,8 +648,7 @@ fn test_pcap(dir: &Path, y: &TestYaml) -> Option<PathBuf> {
 /// Returns (all records, records outside the documented conventions) tallies.
 fn suricata_crosscheck() -> (Tally, Tally) {
     let root = capture("suricata-verify/tests");
-    let mut yamls = Vec::new();
-    find_tests(&root, &mut yamls);
+    let yamls = files_under(&root, &|p| p.file_name().is_some_and(|n| n == "test.yaml"));
     assert!(
         yamls.len() >= 50,
         "only {} suricata-verify tests",
