@@ -442,11 +442,10 @@ fn ethertype<'a>(
 
 #[inline]
 fn v4_mapped(b: &[u8]) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    a[10] = 0xff;
-    a[11] = 0xff;
-    a[12..16].copy_from_slice(&b[..4]);
-    a
+    // Built as one integer, so it is stored whole: byte-wise stores read back as one
+    // 16-byte value stall the load.
+    let v4 = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    (0xffff_u128 << 32 | u128::from(v4)).to_be_bytes()
 }
 
 /// Decodes an IP packet at `p`. `expect` is the version the link layer announced, if any.
