@@ -274,16 +274,26 @@ impl Legacy {
     /// bytes): seconds, sub-second units, captured length, wire length.
     #[inline(always)]
     fn record(&self, h: &[u8; 16]) -> [u32; 4] {
-        let f = |i: usize| {
-            let w = [h[i], h[i + 1], h[i + 2], h[i + 3]];
-            if self.big_endian {
-                u32::from_be_bytes(w)
-            } else {
-                u32::from_le_bytes(w)
-            }
-        };
-        [f(0), f(4), f(8), f(12)]
+        if self.big_endian {
+            record_fields::<true>(h)
+        } else {
+            record_fields::<false>(h)
+        }
     }
+}
+
+/// The four fields of a record header in byte order `BE`.
+#[inline(always)]
+fn record_fields<const BE: bool>(h: &[u8; 16]) -> [u32; 4] {
+    let f = |i: usize| {
+        let w = [h[i], h[i + 1], h[i + 2], h[i + 3]];
+        if BE {
+            u32::from_be_bytes(w)
+        } else {
+            u32::from_le_bytes(w)
+        }
+    };
+    [f(0), f(4), f(8), f(12)]
 }
 
 /// Raw bytes of the file, `buf[..len]`; fewer than the buffer holds only at the end.
@@ -400,29 +410,70 @@ impl<'p> Records<'p> {
             self.carry = carry;
             self.carry.clear();
         }
+        let pos = if legacy.big_endian {
+            self.whole::<true>(data, on_frame)?
+        } else {
+            self.whole::<false>(data, on_frame)?
+        };
+        self.carry.extend_from_slice(&data[pos..]);
+        Ok(())
+    }
+
+    /// Every whole record at the start of `data`, in a file of byte order `BE`; where the
+    /// first record that `data` does not hold whole starts.
+    #[inline(always)]
+    fn whole<const BE: bool>(
+        &mut self,
+        data: &[u8],
+        on_frame: &mut impl FnMut(Frame<'_>),
+    ) -> Result<usize, CaptureError> {
+        let legacy = self.legacy;
+        let rh = legacy.record_header;
+        let frac_ns = if legacy.nanos { 1 } else { 1000 };
         // Each record header says where the next one starts, so without help every header
         // of a file that is not in the cache yet waits for memory in turn; the lines ahead are
         // asked for early instead.
         let mut fetched = 0;
         let mut pos = 0;
-        while let Some(h) = data.get(pos..).and_then(|d| d.first_chunk::<16>()) {
+        let mut frames = 0;
+        // The counters are brought up to date when the loop ends, not at every record.
+        let result = loop {
+            let Some(h) = data.get(pos..).and_then(|d| d.first_chunk::<16>()) else {
+                break Ok(pos);
+            };
             let until = (pos + PREFETCH_AHEAD).min(data.len());
             while fetched < until {
                 mapped::prefetch(&data[fetched]);
                 fetched += 64;
             }
-            let caplen = legacy.record(h)[2] as usize;
+            let [ts_sec, frac, caplen, wire_len] = record_fields::<BE>(h);
+            let caplen = caplen as usize;
             if caplen > MAX_BLOCK {
-                return Err(self.too_large());
+                break Err(pos);
             }
-            let Some(record) = data.get(pos..pos + rh + caplen) else {
-                break;
+            let Some(frame) = data.get(pos + rh..pos + rh + caplen) else {
+                break Ok(pos);
             };
-            self.deliver(record, on_frame);
+            on_frame(Frame {
+                link: legacy.link,
+                ts_ns: u64::from(ts_sec) * 1_000_000_000 + u64::from(frac) * frac_ns,
+                data: frame,
+                wire_len: wire_len as usize,
+            });
+            frames += 1;
             pos += rh + caplen;
+        };
+        self.frames += frames;
+        match result {
+            Ok(pos) => {
+                self.offset += pos as u64;
+                Ok(pos)
+            }
+            Err(pos) => {
+                self.offset += pos as u64;
+                Err(self.too_large())
+            }
         }
-        self.carry.extend_from_slice(&data[pos..]);
-        Ok(())
     }
 
     /// One whole record (header included).
