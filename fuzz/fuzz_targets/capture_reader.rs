@@ -21,7 +21,7 @@ fn seen(read: impl FnOnce(&mut dyn FnMut(Frame<'_>)) -> Result<FileSummary, Stri
     (frames, r)
 }
 
-/// One scratch file per fuzzing process.
+/// One scratch file per fuzzing process, removed after each input.
 fn scratch() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mapped = seen(|cb| read_file_mapped(path, 4096, false, cb).map_err(|e| e.to_string()));
+    let _ = std::fs::remove_file(path);
     assert_eq!(mapped.0, stream.0, "frames");
     assert_eq!(mapped.1, stream.1, "end");
 });
