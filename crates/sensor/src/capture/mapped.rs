@@ -22,6 +22,9 @@ use std::os::unix::fs::FileExt;
 const MIN_MAP: u64 = 4 << 20;
 /// Bytes per mapped window (a multiple of the page size).
 pub(super) const WINDOW: u64 = 8 << 20;
+/// The first window's size: small, so that decoding starts while the windows after it are
+/// prepared; each window after it is twice the one before, up to the window size.
+const FIRST_WINDOW: u64 = 256 << 10;
 
 /// A regular file read as consecutive mapped windows, from just after its first `skip` bytes.
 #[derive(Debug)]
@@ -33,6 +36,8 @@ pub(super) struct Windows<'f> {
     skip: usize,
     len: u64,
     window: u64,
+    /// Bytes of the next window.
+    next: u64,
 }
 
 impl<'f> Windows<'f> {
@@ -52,6 +57,7 @@ impl<'f> Windows<'f> {
             skip: 0,
             len: meta.len(),
             window,
+            next: FIRST_WINDOW.min(window),
         })
     }
 
@@ -84,9 +90,10 @@ impl ChunkSource for Windows<'_> {
         if self.offset >= self.len {
             return Step::End;
         }
-        let Ok(len) = usize::try_from(self.window.min(self.len - self.offset)) else {
+        let Ok(len) = usize::try_from(self.next.min(self.len - self.offset)) else {
             return Step::Failed;
         };
+        self.next = (self.next * 2).min(self.window);
         let Ok(map) = map(self.file, self.offset, len) else {
             return Step::Failed;
         };
@@ -125,4 +132,38 @@ pub(super) fn prefetch(byte: &u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = byte;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn windows_start_small_double_and_cover_the_file() {
+        let bytes: Vec<u8> = (0..(3 << 20) + 1234u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut file = tempfile::tempfile().expect("temp file");
+        file.write_all(&bytes).expect("write");
+        let mut windows = Windows::new(&file, 1 << 20, true).expect("mappable");
+        let mut head = [0u8; 24];
+        assert!(windows.read_head(&mut head));
+        let (mut sizes, mut seen) = (Vec::new(), head.to_vec());
+        loop {
+            match windows.next(&mut std::iter::empty()) {
+                Step::Chunk(w) => {
+                    sizes.push(w.map.len());
+                    seen.extend_from_slice(w.as_ref());
+                }
+                Step::End => break,
+                Step::Failed => panic!("mapping failed"),
+            }
+        }
+        assert_eq!(
+            sizes,
+            [256 << 10, 512 << 10, 1 << 20, 1 << 20, (256 << 10) + 1234]
+        );
+        assert!(seen == bytes, "the windows hold the file, in order");
+    }
 }
