@@ -116,19 +116,6 @@ impl std::hash::Hash for Key {
 }
 
 impl Key {
-    /// A cheap hash for the [`FlowTable`] slot hints: a fold and one multiply.
-    #[inline(always)]
-    fn hint(&self) -> usize {
-        let (lo, hi) = (u128::from_ne_bytes(self.lo), u128::from_ne_bytes(self.hi));
-        let x = lo ^ hi.rotate_left(17);
-        let x = (x as u64)
-            ^ ((x >> 64) as u64)
-            ^ u64::from(self.lo_port)
-            ^ u64::from(self.hi_port) << 16
-            ^ u64::from(self.proto) << 32;
-        (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - HINT_BITS)) as usize
-    }
-
     /// The key and whether the packet's source is the `lo` side.
     #[inline]
     fn of(p: &Packet<'_>) -> (Key, bool) {
@@ -152,6 +139,36 @@ impl Key {
             src_lo,
         )
     }
+}
+
+/// A cheap hash of a packet's connection for the [`FlowTable`] slot hints, the same in both
+/// directions (each pair of fields is folded with XOR, so it needs no ordering) and computed
+/// beside the key rather than from it.
+#[inline(always)]
+fn hint_of(p: &Packet<'_>) -> usize {
+    let (s, d) = (u128::from_ne_bytes(p.src), u128::from_ne_bytes(p.dst));
+    let x = s ^ d;
+    let x =
+        (x as u64) ^ ((x >> 64) as u64) ^ u64::from(p.sport ^ p.dport) << 16 ^ u64::from(p.proto);
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - HINT_BITS)) as usize
+}
+
+/// By IP protocol, how long after its last packet a flow with no TCP timer pending surely
+/// goes on: the shorter of the close linger (and a nanosecond) and its idle timeout.
+type Quiet = [u64; 256];
+
+fn quiet_of(cfg: &FlowConfig) -> Box<Quiet> {
+    let mut q = Box::new([0; 256]);
+    for (proto, slot) in q.iter_mut().enumerate() {
+        let idle = match proto {
+            6 => cfg.tcp_idle_ns,
+            17 => cfg.udp_idle_ns,
+            1 | 58 => cfg.icmp_idle_ns,
+            _ => cfg.other_idle_ns,
+        };
+        *slot = cfg.tcp_linger_ns.saturating_add(1).min(idle);
+    }
+    q
 }
 
 /// Zeek's TCP endpoint states.
@@ -267,11 +284,15 @@ impl Flow {
 
     /// Why the flow has ended by `now`, if it has.
     #[inline(always)]
-    fn expiry(&self, now: u64, cfg: &FlowConfig) -> Option<EndReason> {
+    fn expiry(&self, now: u64, cfg: &FlowConfig, quiet: &Quiet) -> Option<EndReason> {
         // Most packets come well inside every timer: with no TCP timer pending, a flow seen
         // within the close linger and its idle timeout has not ended.
-        let quiet = cfg.tcp_linger_ns.saturating_add(1).min(self.idle_ns(cfg));
-        if self.timer == Timer::None && now < self.last_ns.saturating_add(quiet) {
+        if self.timer == Timer::None
+            && now
+                < self
+                    .last_ns
+                    .saturating_add(quiet[usize::from(self.key.proto)])
+        {
             return None;
         }
         self.expiry_slow(now, cfg)
@@ -423,6 +444,7 @@ pub struct FlowTable {
     /// Slots of recently used flows, by [`Key::hint`]: a packet of a busy connection finds
     /// its flow with a cheap hash and one key comparison. Hints only, checked against the key.
     hints: Box<[u32; 1 << HINT_BITS]>,
+    quiet: Box<Quiet>,
     now: u64,
     next_sweep: u64,
     next_flow_id: u64,
@@ -437,6 +459,7 @@ impl FlowTable {
             server_ports[usize::from(*p >> 6)] |= 1 << (p & 63);
         }
         let initial = cfg.max_flows.min(INITIAL_CAPACITY);
+        let quiet = quiet_of(&cfg);
         FlowTable {
             cfg,
             hasher: DefaultHashBuilder::default(),
@@ -446,6 +469,7 @@ impl FlowTable {
             server_ports,
             frags: HashMap::new(),
             hints: Box::new([0; 1 << HINT_BITS]),
+            quiet,
             now: 0,
             next_sweep: 0,
             next_flow_id: 1,
@@ -547,7 +571,7 @@ impl FlowTable {
             let Some(f) = self.slab[slot].as_ref() else {
                 continue;
             };
-            if let Some(reason) = f.expiry(now, &self.cfg) {
+            if let Some(reason) = f.expiry(now, &self.cfg, &self.quiet) {
                 self.remove(slot as u32, reason, out);
             } else if f.active_due(now, &self.cfg) {
                 self.report_active(slot as u32, out);
@@ -806,7 +830,7 @@ impl FlowTable {
             return;
         }
         let (key, src_lo) = Key::of(p);
-        let hint = key.hint();
+        let hint = hint_of(p);
         let hinted = self.hints[hint];
         let mut hash = None;
         let mut slot = match self.slab.get(hinted as usize) {
@@ -819,7 +843,7 @@ impl FlowTable {
         };
         if let Some(s) = slot {
             let f = self.slab[s as usize].as_ref().expect("indexed slot");
-            if let Some(reason) = f.expiry(ts.max(f.last_ns), &self.cfg) {
+            if let Some(reason) = f.expiry(ts.max(f.last_ns), &self.cfg, &self.quiet) {
                 self.remove(s, reason, out);
                 slot = None;
             } else if p.proto == 6 && is_reuse(f, p, src_lo) {
