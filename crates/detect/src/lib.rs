@@ -302,12 +302,15 @@ pub struct Memory {
 }
 
 /// Per asset (by position in the index), created on its first record; the ring's length
-/// (seconds of history, from the allowed lateness) is a constant of the state type.
+/// (seconds of history, from the allowed lateness) is a constant of the state type. The
+/// states lie side by side, so an asset's position leads straight to its state (no pointer to
+/// load first, and wait for when cold); an asset that never had a record costs its state's
+/// size too.
 #[derive(Debug)]
 enum States {
-    R16(Vec<Option<Box<AssetState<16>>>>),
-    R32(Vec<Option<Box<AssetState<32>>>>),
-    R64(Vec<Option<Box<AssetState<64>>>>),
+    R16(Vec<Option<AssetState<16>>>),
+    R32(Vec<Option<AssetState<32>>>),
+    R64(Vec<Option<AssetState<64>>>),
 }
 
 /// Runs `$body` with `$v` bound to the states, whatever their ring length.
@@ -324,7 +327,7 @@ macro_rules! with_states {
 impl States {
     fn new(settings: &Settings, assets: usize) -> States {
         fn none<T>(n: usize) -> Vec<Option<T>> {
-            let mut v = Vec::new();
+            let mut v = Vec::with_capacity(n);
             v.resize_with(n, || None);
             v
         }
@@ -375,7 +378,7 @@ impl Run<'_> {
     #[inline]
     fn records<const N: usize>(
         &mut self,
-        states: &mut [Option<Box<AssetState<N>>>],
+        states: &mut [Option<AssetState<N>>],
         records: &[FlowRecord],
         out: &mut Vec<Alert>,
     ) {
@@ -401,11 +404,11 @@ impl Run<'_> {
 
 /// Each tracked asset's learned normal (see [`Detector::normals`]).
 fn normals_of<'a, const N: usize>(
-    states: &'a [Option<Box<AssetState<N>>>],
+    states: &'a [Option<AssetState<N>>],
     assets: &'a AssetIndex,
 ) -> impl Iterator<Item = (&'a str, Normal)> + 'a {
     states.iter().enumerate().filter_map(move |(idx, st)| {
-        let st = st.as_deref()?;
+        let st = st.as_ref()?;
         let base = st.learned();
         let mean = base.mean();
         let asset = assets.get(u32::try_from(idx).ok()?);
@@ -425,13 +428,14 @@ fn normals_of<'a, const N: usize>(
 }
 
 /// Bytes held by the states (see [`Detector::heap_bytes`]).
-fn memory_of<const N: usize>(states: &Vec<Option<Box<AssetState<N>>>>) -> Memory {
+fn memory_of<const N: usize>(states: &Vec<Option<AssetState<N>>>) -> Memory {
     let mut m = Memory {
-        bytes: states.capacity() * size_of::<Option<Box<AssetState<N>>>>(),
+        bytes: states.capacity() * size_of::<Option<AssetState<N>>>(),
         ..Memory::default()
     };
     for st in states.iter().flatten() {
-        m.bytes += st.heap_bytes();
+        // The state itself is counted with the vector.
+        m.bytes += st.heap_bytes() - size_of::<AssetState<N>>();
         m.assets += 1;
         let (named, scanners) = st.tracked_sources();
         m.sources += named;
@@ -559,7 +563,7 @@ impl Detector {
         } = self;
         with_states!(states, v => {
             active.retain(|&idx| {
-                let Some(st) = v[idx].as_deref_mut() else {
+                let Some(st) = v[idx].as_mut() else {
                     return false;
                 };
                 let cx = Ctx::of(settings, norms, assets, idx, *watermark);

@@ -723,7 +723,7 @@ pub(crate) fn footprint<const N: usize>() -> Footprint {
     // 7/8 of its buckets full.
     let entry = |k: usize, v: usize| (k + v + 1) * 8 / 7 + 1;
     Footprint {
-        per_asset: size_of::<AssetState<N>>() + size_of::<Option<Box<AssetState<N>>>>(),
+        per_asset: size_of::<Option<AssetState<N>>>(),
         per_asset_ext: size_of::<[Ext; N]>(),
         per_source: entry(size_of::<IpAddr>(), size_of::<Src>()),
         per_scanner: entry(size_of::<IpAddr>(), size_of::<Probe>()),
@@ -803,7 +803,7 @@ impl<const N: usize> AssetState<N> {
         )
     }
 
-    pub(crate) fn new(cx: &Ctx, first_sec: u64) -> Box<Self> {
+    pub(crate) fn new(cx: &Ctx, first_sec: u64) -> Self {
         let base = Baseline::default();
         let multi = cx
             .asset
@@ -812,7 +812,7 @@ impl<const N: usize> AssetState<N> {
             .any(|n| n.prefix_len() < n.max_prefix_len());
         debug_assert_eq!(ring_len(cx.s), N as u64);
         let plim = proto_limits(cx.asset);
-        Box::new(AssetState {
+        AssetState {
             ring: [Core::default(); N],
             ext: plim.map(|_| Box::new([Ext::default(); N])),
             plim: plim.map(Box::new),
@@ -834,7 +834,7 @@ impl<const N: usize> AssetState<N> {
             gathered: false,
             holds_ip: cx.asset.has_role(Role::HoldsIp),
             ports: Ports::new(&cx.asset.service_ports),
-        })
+        }
     }
 
     /// The limits in force, per protocol too.
