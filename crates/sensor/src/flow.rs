@@ -159,16 +159,20 @@ type Quiet = [u64; 256];
 
 fn quiet_of(cfg: &FlowConfig) -> Box<Quiet> {
     let mut q = Box::new([0; 256]);
-    for (proto, slot) in q.iter_mut().enumerate() {
-        let idle = match proto {
-            6 => cfg.tcp_idle_ns,
-            17 => cfg.udp_idle_ns,
-            1 | 58 => cfg.icmp_idle_ns,
-            _ => cfg.other_idle_ns,
-        };
-        *slot = cfg.tcp_linger_ns.saturating_add(1).min(idle);
+    for (proto, slot) in (0..=u8::MAX).zip(q.iter_mut()) {
+        *slot = cfg.tcp_linger_ns.saturating_add(1).min(idle_ns(proto, cfg));
     }
     q
+}
+
+/// The idle timeout of a flow of IP protocol `proto`.
+fn idle_ns(proto: u8, cfg: &FlowConfig) -> u64 {
+    match proto {
+        6 => cfg.tcp_idle_ns,
+        17 => cfg.udp_idle_ns,
+        1 | 58 => cfg.icmp_idle_ns,
+        _ => cfg.other_idle_ns,
+    }
 }
 
 /// Zeek's TCP endpoint states.
@@ -273,15 +277,6 @@ enum Timer {
 }
 
 impl Flow {
-    fn idle_ns(&self, cfg: &FlowConfig) -> u64 {
-        match self.key.proto {
-            6 => cfg.tcp_idle_ns,
-            17 => cfg.udp_idle_ns,
-            1 | 58 => cfg.icmp_idle_ns,
-            _ => cfg.other_idle_ns,
-        }
-    }
-
     /// Why the flow has ended by `now`, if it has.
     #[inline(always)]
     fn expiry(&self, now: u64, cfg: &FlowConfig, quiet: &Quiet) -> Option<EndReason> {
@@ -300,7 +295,7 @@ impl Flow {
 
     #[inline(never)]
     fn expiry_slow(&self, now: u64, cfg: &FlowConfig) -> Option<EndReason> {
-        if now >= self.last_ns.saturating_add(self.idle_ns(cfg)) {
+        if now >= self.last_ns.saturating_add(idle_ns(self.key.proto, cfg)) {
             return Some(EndReason::IdleTimeout);
         }
         if self.key.proto == 6 {

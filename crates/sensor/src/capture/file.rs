@@ -280,6 +280,19 @@ impl Legacy {
             record_fields::<false>(h)
         }
     }
+
+    /// The frame of a record: `data` with the header's seconds, sub-second units and wire
+    /// length.
+    #[inline(always)]
+    fn frame<'a>(&self, [ts_sec, frac, wire_len]: [u32; 3], data: &'a [u8]) -> Frame<'a> {
+        let frac_ns = if self.nanos { 1 } else { 1000 };
+        Frame {
+            link: self.link,
+            ts_ns: u64::from(ts_sec) * 1_000_000_000 + u64::from(frac) * frac_ns,
+            data,
+            wire_len: wire_len as usize,
+        }
+    }
 }
 
 /// The four fields of a record header in byte order `BE`.
@@ -429,7 +442,6 @@ impl<'p> Records<'p> {
     ) -> Result<usize, CaptureError> {
         let legacy = self.legacy;
         let rh = legacy.record_header;
-        let frac_ns = if legacy.nanos { 1 } else { 1000 };
         // Each record header says where the next one starts, so without help every header
         // of a file that is not in the cache yet waits for memory in turn; the lines ahead are
         // asked for early instead.
@@ -454,12 +466,7 @@ impl<'p> Records<'p> {
             let Some(frame) = data.get(pos + rh..pos + rh + caplen) else {
                 break Ok(pos);
             };
-            on_frame(Frame {
-                link: legacy.link,
-                ts_ns: u64::from(ts_sec) * 1_000_000_000 + u64::from(frac) * frac_ns,
-                data: frame,
-                wire_len: wire_len as usize,
-            });
+            on_frame(legacy.frame([ts_sec, frac, wire_len], frame));
             frames += 1;
             pos += rh + caplen;
         };
@@ -484,13 +491,7 @@ impl<'p> Records<'p> {
             return;
         };
         let [ts_sec, frac, _, wire_len] = legacy.record(h);
-        let frac_ns = if legacy.nanos { 1 } else { 1000 };
-        on_frame(Frame {
-            link: legacy.link,
-            ts_ns: u64::from(ts_sec) * 1_000_000_000 + u64::from(frac) * frac_ns,
-            data: &record[legacy.record_header..],
-            wire_len: wire_len as usize,
-        });
+        on_frame(legacy.frame([ts_sec, frac, wire_len], &record[legacy.record_header..]));
         self.frames += 1;
         self.offset += record.len() as u64;
     }
