@@ -436,7 +436,7 @@ pub struct FlowTable {
     free: Vec<u32>,
     server_ports: Box<[u64; 1024]>,
     frags: HashMap<FragKey, FragGroup>,
-    /// Slots of recently used flows, by [`Key::hint`]: a packet of a busy connection finds
+    /// Slots of recently used flows, by [`hint_of`]: a packet of a busy connection finds
     /// its flow with a cheap hash and one key comparison. Hints only, checked against the key.
     hints: Box<[u32; 1 << HINT_BITS]>,
     quiet: Box<Quiet>,
