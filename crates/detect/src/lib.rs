@@ -465,16 +465,10 @@ impl Detector {
     /// Each tracked asset's learned normal and latest final second (id, normal), for metrics
     /// and dashboards. Assets with no traffic yet are left out.
     pub fn normals(&self) -> impl Iterator<Item = (&str, Normal)> + '_ {
-        // One of the three holds the states; the others are empty.
-        let (a, b, c): (&[_], &[_], &[_]) = match &self.states {
-            States::R16(v) => (v, &[], &[]),
-            States::R32(v) => (&[], v, &[]),
-            States::R64(v) => (&[], &[], v),
-        };
         let assets = &*self.assets;
-        normals_of(a, assets)
-            .chain(normals_of(b, assets))
-            .chain(normals_of(c, assets))
+        let normals: Box<dyn Iterator<Item = (&str, Normal)> + '_> =
+            with_states!(&self.states, v => Box::new(normals_of(v, assets)));
+        normals
     }
 
     /// The settings in force.

@@ -1339,3 +1339,32 @@ fn ids_are_found_by_text_whatever_their_length_and_unknown_ones_are_not() {
     assert_eq!(found.find(&AssetId(Arc::from("asset-7"))), Some(7));
     assert_eq!(found.find(&AssetId(Arc::from("asset-7"))), Some(7));
 }
+
+#[test]
+fn normals_report_each_tracked_asset_whatever_the_ring_length() {
+    let mut rings = Vec::new();
+    for lateness_secs in [2, 20, 50] {
+        let settings = Settings {
+            lateness_secs,
+            ..Settings::default()
+        };
+        rings.push(state::ring_len(&settings));
+        let mut d = detector(
+            vec![
+                asset("dns", "192.0.2.0/24", udp_limit(1000)),
+                asset("idle", "198.51.100.0/24", udp_limit(1000)),
+            ],
+            settings,
+        );
+        let mut out = Vec::new();
+        d.process(&udp_load(&d, 100, 120, 20, 1), &mut out);
+        d.finish(&mut out);
+        let normals: Vec<(&str, Normal)> = d.normals().collect();
+        assert_eq!(normals.len(), 1, "only the asset with traffic");
+        let (id, n) = &normals[0];
+        assert_eq!(*id, "dns");
+        assert!(n.seconds > 0, "learned from final seconds");
+        assert!(n.pps > 0.0);
+    }
+    assert_eq!(rings, [16, 32, 64], "every state type is covered");
+}
