@@ -9,6 +9,9 @@ use crate::checksum;
 
 /// Link-layer framing of a capture, by pcap `LINKTYPE_*` value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// As wide as the loads that read it back out of a `Frame`: a byte-wide store read by a wider
+// load cannot be forwarded and stalls the per-packet call.
+#[repr(u32)]
 pub enum LinkType {
     /// LINKTYPE_ETHERNET (1).
     Ethernet,
