@@ -156,6 +156,13 @@ pub struct Packet<'a> {
     pub bad_checksum: bool,
 }
 
+impl Default for Packet<'_> {
+    /// No packet yet: zero addresses and fields, to be written by [`decode_into`].
+    fn default() -> Self {
+        Packet::ip([0; 16], [0; 16], false, 0, 0, Fragment::None)
+    }
+}
+
 impl Packet<'_> {
     /// An IP packet whose transport fields are still to be read.
     fn ip(src: [u8; 16], dst: [u8; 16], v6: bool, proto: u8, ip_len: u32, frag: Fragment) -> Self {
@@ -223,26 +230,45 @@ pub fn decode<'a>(
     wire_len: usize,
     cks: &ChecksumSettings,
 ) -> Decoded<'a> {
+    let mut pkt = Packet::default();
+    let inner = decode_into(link, data, wire_len, cks, &mut pkt)?;
+    Ok((pkt, inner))
+}
+
+/// [`decode`], writing the packet into `out` (whose contents are unspecified after an
+/// error). The per-packet path uses this form: the packet is written once, field by field,
+/// where the flow table reads it, instead of being built and then copied out in wide moves
+/// that cannot take their data from the narrower stores still in flight.
+#[inline]
+pub fn decode_into<'a>(
+    link: LinkType,
+    data: &'a [u8],
+    wire_len: usize,
+    cks: &ChecksumSettings,
+    out: &mut Packet<'a>,
+) -> Result<Option<Inner<'a>>, DropReason> {
     // Bytes missing from the capture (snap length) are the same at every layer: the wire
     // length of an inner layer is its captured length plus this.
     let missing = wire_len.saturating_sub(data.len());
-    if link == LinkType::Ethernet {
-        if let Some(fast) = ethernet_ipv4_fast(data, missing, cks) {
-            return fast;
-        }
+    if link == LinkType::Ethernet && ethernet_ipv4_fast(data, missing, cks, out).is_some() {
+        return Ok(None);
     }
-    decode_link(link, data, missing, cks, 0)
+    let (pkt, inner) = decode_link(link, data, missing, cks, 0)?;
+    *out = pkt;
+    Ok(inner)
 }
 
 /// The common case in one pass: Ethernet, an IPv4 header without options, not a fragment,
-/// TCP or UDP (not a tunnel port). `None` sends the frame down the general path, which also
-/// decides every error; what this returns is exactly what the general path would.
+/// TCP or UDP (not a tunnel port), written into `pkt`. `None` sends the frame down the general
+/// path, which also decides every error; what this writes is exactly what the general path
+/// would return.
 #[inline(always)]
 fn ethernet_ipv4_fast<'a>(
     data: &'a [u8],
     missing: usize,
     cks: &ChecksumSettings,
-) -> Option<Decoded<'a>> {
+    pkt: &mut Packet<'a>,
+) -> Option<()> {
     let (eth, p) = data.split_first_chunk::<14>()?;
     let h = p.first_chunk::<20>()?;
     if eth[12..14] != [0x08, 0x00] || h[0] != 0x45 {
@@ -259,7 +285,7 @@ fn ethernet_ipv4_fast<'a>(
     let proto = h[9];
     let body = p.get(20..p.len().min(total))?;
     let body_len = (total - 20) as u32;
-    let mut pkt = Packet::ip(
+    *pkt = Packet::ip(
         v4_mapped(&h[12..16]),
         v4_mapped(&h[16..20]),
         false,
@@ -269,7 +295,7 @@ fn ethernet_ipv4_fast<'a>(
     );
     let verify = cks.verify && body.len() as u32 == body_len && !cks.skip_for(&pkt.src);
     match proto {
-        6 => tcp(&mut pkt, body, body_len, verify)?,
+        6 => tcp(pkt, body, body_len, verify)?,
         17 => {
             let u = body.first_chunk::<8>()?;
             pkt.sport = u16::from_be_bytes([u[0], u[1]]);
@@ -283,12 +309,12 @@ fn ethernet_ipv4_fast<'a>(
             pkt.payload_len = body_len.checked_sub(8)?;
             pkt.payload = &body[8..];
             if verify && u16::from_be_bytes([u[6], u[7]]) != 0 {
-                pkt.bad_checksum = !checksum::transport_ok(&pkt, 17, body);
+                pkt.bad_checksum = !checksum::transport_ok(pkt, 17, body);
             }
         }
         _ => return None,
     }
-    Some(Ok((pkt, None)))
+    Some(())
 }
 
 fn decode_link<'a>(
@@ -960,8 +986,9 @@ mod tests {
             ignore_src: vec![(u128::from_be_bytes(v4_mapped(&[192, 0, 2, 0])), !0u128 << 8)],
         };
         let plain = ChecksumSettings::default();
-        assert!(ethernet_ipv4_fast(&tcp, 0, &plain).is_some_and(|r| r.is_ok()));
-        assert!(ethernet_ipv4_fast(&udp, 0, &plain).is_some_and(|r| r.is_ok()));
+        let mut pkt = Packet::default();
+        assert!(ethernet_ipv4_fast(&tcp, 0, &plain, &mut pkt).is_some());
+        assert!(ethernet_ipv4_fast(&udp, 0, &plain, &mut pkt).is_some());
         let values = [
             0u8, 1, 4, 5, 6, 8, 0x11, 0x12, 0x20, 0x3f, 0x40, 0x45, 0x46, 0x50, 0xb5, 0xff,
         ];
@@ -970,6 +997,9 @@ mod tests {
                 for v in values {
                     let mut f = base.clone();
                     f[pos] = v;
+                    // One packet written over for every cut, wire length and setting below:
+                    // nothing of an earlier decode may show through.
+                    let mut reused = Packet::default();
                     for cut in [f.len(), f.len() - 1, 14 + 20 + 4, 14 + 19, 13] {
                         let d = &f[..cut.min(f.len())];
                         for wire in [d.len(), d.len() + 7, f.len()] {
@@ -981,6 +1011,14 @@ mod tests {
                                     format!("{fast:?}"),
                                     format!("{general:?}"),
                                     "byte {pos} = {v:#x}, {cut} captured, {wire} on the wire"
+                                );
+                                let into =
+                                    decode_into(LinkType::Ethernet, d, wire, cks, &mut reused)
+                                        .map(|inner| (reused, inner));
+                                assert_eq!(
+                                    format!("{into:?}"),
+                                    format!("{general:?}"),
+                                    "into a used packet: byte {pos} = {v:#x}, {cut} captured"
                                 );
                             }
                         }

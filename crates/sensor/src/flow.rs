@@ -524,8 +524,9 @@ impl FlowTable {
         }
         self.advance(ts_ns, out);
         let missing = wire_len - data.len();
-        match decode::decode(link, data, wire_len, &self.cfg.checksums) {
-            Ok((pkt, inner)) => {
+        let mut pkt = Packet::default();
+        match decode::decode_into(link, data, wire_len, &self.cfg.checksums, &mut pkt) {
+            Ok(inner) => {
                 self.account(&pkt, ts_ns, out);
                 if let Some(inner) = inner {
                     match decode::decode_inner(inner, missing, &self.cfg.checksums) {
