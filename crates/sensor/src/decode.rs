@@ -222,6 +222,10 @@ const MAX_DEPTH: u8 = 4;
 /// decapsulation), and an inner frame for UDP tunnels.
 pub type Decoded<'a> = Result<(Packet<'a>, Option<Inner<'a>>), DropReason>;
 
+/// What decoding into a caller's packet returns: an inner frame for UDP tunnels, or why the
+/// frame is dropped.
+pub type Found<'a> = Result<Option<Inner<'a>>, DropReason>;
+
 /// Decodes one frame. `wire_len` is the original length on the wire (pcap `orig_len`).
 #[inline]
 pub fn decode<'a>(
@@ -238,7 +242,8 @@ pub fn decode<'a>(
 /// [`decode`], writing the packet into `out` (whose contents are unspecified after an
 /// error). The per-packet path uses this form: the packet is written once, field by field,
 /// where the flow table reads it, instead of being built and then copied out in wide moves
-/// that cannot take their data from the narrower stores still in flight.
+/// that cannot take their data from the narrower stores still in flight. Every decoding
+/// step below writes into the caller's packet the same way.
 #[inline]
 pub fn decode_into<'a>(
     link: LinkType,
@@ -246,16 +251,14 @@ pub fn decode_into<'a>(
     wire_len: usize,
     cks: &ChecksumSettings,
     out: &mut Packet<'a>,
-) -> Result<Option<Inner<'a>>, DropReason> {
+) -> Found<'a> {
     // Bytes missing from the capture (snap length) are the same at every layer: the wire
     // length of an inner layer is its captured length plus this.
     let missing = wire_len.saturating_sub(data.len());
     if link == LinkType::Ethernet && ethernet_ipv4_fast(data, missing, cks, out).is_some() {
         return Ok(None);
     }
-    let (pkt, inner) = decode_link(link, data, missing, cks, 0)?;
-    *out = pkt;
-    Ok(inner)
+    decode_link(link, data, missing, cks, 0, out)
 }
 
 /// The common case in one pass: Ethernet, an IPv4 header without options, not a fragment,
@@ -323,7 +326,8 @@ fn decode_link<'a>(
     missing: usize,
     cks: &ChecksumSettings,
     depth: u8,
-) -> Decoded<'a> {
+    out: &mut Packet<'a>,
+) -> Found<'a> {
     if depth > MAX_DEPTH {
         return Err(DropReason::TunnelTooDeep);
     }
@@ -336,6 +340,7 @@ fn decode_link<'a>(
                 missing,
                 cks,
                 depth,
+                out,
             )
         }
         LinkType::Null | LinkType::Loop => {
@@ -353,13 +358,13 @@ fn decode_link<'a>(
                 }
             };
             match fam {
-                2 => ip(&data[4..], missing, cks, depth, Some(4)),
+                2 => ip(&data[4..], missing, cks, depth, Some(4), out),
                 // AF_INET6 differs by OS: Linux 10, BSDs 24, FreeBSD 28, macOS 30.
-                10 | 24 | 28 | 30 => ip(&data[4..], missing, cks, depth, Some(6)),
+                10 | 24 | 28 | 30 => ip(&data[4..], missing, cks, depth, Some(6), out),
                 _ => Err(DropReason::NonIp),
             }
         }
-        LinkType::Raw => ip(data, missing, cks, depth, None),
+        LinkType::Raw => ip(data, missing, cks, depth, None, out),
         LinkType::LinuxSll => {
             let et = data.get(14..16).ok_or(DropReason::TruncatedLink)?;
             ethertype(
@@ -368,6 +373,7 @@ fn decode_link<'a>(
                 missing,
                 cks,
                 depth,
+                out,
             )
         }
         LinkType::LinuxSll2 => {
@@ -381,24 +387,31 @@ fn decode_link<'a>(
                 missing,
                 cks,
                 depth,
+                out,
             )
         }
         LinkType::Fddi => {
             // 1 byte frame control, 6 + 6 MAC bytes, then 802.2 LLC.
             let llc = data.get(13..).ok_or(DropReason::TruncatedLink)?;
-            llc_snap(llc, missing, cks, depth)
+            llc_snap(llc, missing, cks, depth, out)
         }
         LinkType::Ppp => {
             let mut p = data;
             if p.first() == Some(&0xff) && p.get(1) == Some(&0x03) {
                 p = &p[2..];
             }
-            ppp(p, missing, cks, depth)
+            ppp(p, missing, cks, depth, out)
         }
     }
 }
 
-fn llc_snap<'a>(llc: &'a [u8], missing: usize, cks: &ChecksumSettings, depth: u8) -> Decoded<'a> {
+fn llc_snap<'a>(
+    llc: &'a [u8],
+    missing: usize,
+    cks: &ChecksumSettings,
+    depth: u8,
+    out: &mut Packet<'a>,
+) -> Found<'a> {
     let h = llc.get(..8).ok_or(DropReason::TruncatedLink)?;
     if h[0] == 0xaa && h[1] == 0xaa && h[2] == 0x03 {
         ethertype(
@@ -407,17 +420,24 @@ fn llc_snap<'a>(llc: &'a [u8], missing: usize, cks: &ChecksumSettings, depth: u8
             missing,
             cks,
             depth,
+            out,
         )
     } else {
         Err(DropReason::NonIp)
     }
 }
 
-fn ppp<'a>(p: &'a [u8], missing: usize, cks: &ChecksumSettings, depth: u8) -> Decoded<'a> {
+fn ppp<'a>(
+    p: &'a [u8],
+    missing: usize,
+    cks: &ChecksumSettings,
+    depth: u8,
+    out: &mut Packet<'a>,
+) -> Found<'a> {
     let proto = p.get(..2).ok_or(DropReason::TruncatedLink)?;
     match u16::from_be_bytes([proto[0], proto[1]]) {
-        0x0021 => ip(&p[2..], missing, cks, depth, Some(4)),
-        0x0057 => ip(&p[2..], missing, cks, depth, Some(6)),
+        0x0021 => ip(&p[2..], missing, cks, depth, Some(4), out),
+        0x0057 => ip(&p[2..], missing, cks, depth, Some(6), out),
         _ => Err(DropReason::NonIp),
     }
 }
@@ -428,11 +448,12 @@ fn ethertype<'a>(
     missing: usize,
     cks: &ChecksumSettings,
     depth: u8,
-) -> Decoded<'a> {
+    out: &mut Packet<'a>,
+) -> Found<'a> {
     loop {
         match et {
-            0x0800 => return ip(p, missing, cks, depth, Some(4)),
-            0x86dd => return ip(p, missing, cks, depth, Some(6)),
+            0x0800 => return ip(p, missing, cks, depth, Some(4), out),
+            0x86dd => return ip(p, missing, cks, depth, Some(6), out),
             // 802.1Q, 802.1ad (QinQ) and the pre-standard 0x9100 tag.
             0x8100 | 0x88a8 | 0x9100 => {
                 let h = p.get(..4).ok_or(DropReason::TruncatedLink)?;
@@ -450,8 +471,8 @@ fn ethertype<'a>(
                     }
                 }
                 return match p.first().map(|b| b >> 4) {
-                    Some(4) => ip(p, missing, cks, depth, Some(4)),
-                    Some(6) => ip(p, missing, cks, depth, Some(6)),
+                    Some(4) => ip(p, missing, cks, depth, Some(4), out),
+                    Some(6) => ip(p, missing, cks, depth, Some(6), out),
                     // Pseudowire with control word + Ethernet is ambiguous; Zeek also stops.
                     Some(_) => Err(DropReason::UnsupportedEncapsulation),
                     None => Err(DropReason::TruncatedLink),
@@ -460,10 +481,10 @@ fn ethertype<'a>(
             // PPPoE session: 6-byte header, then PPP protocol.
             0x8864 => {
                 let body = p.get(6..).ok_or(DropReason::TruncatedLink)?;
-                return ppp(body, missing, cks, depth);
+                return ppp(body, missing, cks, depth, out);
             }
             // Ethernet length field (802.3) with LLC/SNAP.
-            len if len <= 1500 => return llc_snap(p, missing, cks, depth),
+            len if len <= 1500 => return llc_snap(p, missing, cks, depth, out),
             _ => return Err(DropReason::NonIp),
         }
     }
@@ -484,7 +505,8 @@ fn ip<'a>(
     cks: &ChecksumSettings,
     depth: u8,
     expect: Option<u8>,
-) -> Decoded<'a> {
+    out: &mut Packet<'a>,
+) -> Found<'a> {
     let first = *p.first().ok_or(DropReason::TruncatedIp)?;
     let version = first >> 4;
     if let Some(e) = expect {
@@ -493,13 +515,19 @@ fn ip<'a>(
         }
     }
     match version {
-        4 => ipv4(p, missing, cks, depth),
-        6 => ipv6(p, missing, cks, depth),
+        4 => ipv4(p, missing, cks, depth, out),
+        6 => ipv6(p, missing, cks, depth, out),
         _ => Err(DropReason::BadIpVersion),
     }
 }
 
-fn ipv4<'a>(p: &'a [u8], missing: usize, cks: &ChecksumSettings, depth: u8) -> Decoded<'a> {
+fn ipv4<'a>(
+    p: &'a [u8],
+    missing: usize,
+    cks: &ChecksumSettings,
+    depth: u8,
+    out: &mut Packet<'a>,
+) -> Found<'a> {
     let h = p.get(..20).ok_or(DropReason::TruncatedIp)?;
     let ihl = usize::from(h[0] & 0x0f) * 4;
     if ihl < 20 {
@@ -541,11 +569,17 @@ fn ipv4<'a>(p: &'a [u8], missing: usize, cks: &ChecksumSettings, depth: u8) -> D
     } else {
         Fragment::None
     };
-    let pkt = Packet::ip(src, dst, false, proto, total as u32, frag);
-    transport(pkt, body, body_len, missing, cks, depth)
+    *out = Packet::ip(src, dst, false, proto, total as u32, frag);
+    transport(body, body_len, missing, cks, depth, out)
 }
 
-fn ipv6<'a>(p: &'a [u8], missing: usize, cks: &ChecksumSettings, depth: u8) -> Decoded<'a> {
+fn ipv6<'a>(
+    p: &'a [u8],
+    missing: usize,
+    cks: &ChecksumSettings,
+    depth: u8,
+    out: &mut Packet<'a>,
+) -> Found<'a> {
     let h = p.get(..40).ok_or(DropReason::TruncatedIp)?;
     let plen = usize::from(u16::from_be_bytes([h[4], h[5]]));
     let wire = p.len() + missing;
@@ -610,8 +644,8 @@ fn ipv6<'a>(p: &'a [u8], missing: usize, cks: &ChecksumSettings, depth: u8) -> D
     }
     let body = p.get(off..end).unwrap_or(&[]);
     let body_len = (40 + plen).saturating_sub(off) as u32;
-    let pkt = Packet::ip(src, dst, true, next, ip_len, frag);
-    transport(pkt, body, body_len, missing, cks, depth)
+    *out = Packet::ip(src, dst, true, next, ip_len, frag);
+    transport(body, body_len, missing, cks, depth, out)
 }
 
 /// ICMPv4 type → (counterpart, one-way), as Zeek pairs requests with replies.
@@ -672,24 +706,25 @@ fn tcp<'a>(pkt: &mut Packet<'a>, body: &'a [u8], body_len: u32, verify: bool) ->
     Some(())
 }
 
+/// The transport header of the IP packet already in `pkt`, whose payload is `body`.
 fn transport<'a>(
-    mut pkt: Packet<'a>,
     body: &'a [u8],
     body_len: u32,
     missing: usize,
     cks: &ChecksumSettings,
     depth: u8,
-) -> Decoded<'a> {
+    pkt: &mut Packet<'a>,
+) -> Found<'a> {
     if matches!(pkt.frag, Fragment::Later { .. }) {
-        return Ok((pkt, None));
+        return Ok(None);
     }
     // Checksums cover the whole datagram: only verifiable when fully captured and unfragmented.
     let whole = body.len() as u32 == body_len && pkt.frag == Fragment::None;
     let verify = cks.verify && whole && !cks.skip_for(&pkt.src);
     match pkt.proto {
         6 => {
-            tcp(&mut pkt, body, body_len, verify).ok_or(DropReason::TruncatedTransport)?;
-            Ok((pkt, None))
+            tcp(pkt, body, body_len, verify).ok_or(DropReason::TruncatedTransport)?;
+            Ok(None)
         }
         17 | 136 => {
             // UDP and UDP-Lite share the header layout.
@@ -701,14 +736,13 @@ fn transport<'a>(
             let udp_ck = u16::from_be_bytes([h[6], h[7]]);
             // A zero UDP checksum over IPv4 means "none".
             if verify && pkt.proto == 17 && (udp_ck != 0 || pkt.v6) {
-                pkt.bad_checksum = !checksum::transport_ok(&pkt, 17, body);
+                pkt.bad_checksum = !checksum::transport_ok(pkt, 17, body);
             }
-            let inner = if pkt.bad_checksum {
+            Ok(if pkt.bad_checksum {
                 None
             } else {
-                udp_tunnel(&pkt)
-            };
-            Ok((pkt, inner))
+                udp_tunnel(pkt)
+            })
         }
         1 | 58 => {
             let h = body.get(..4).ok_or(DropReason::TruncatedTransport)?;
@@ -722,19 +756,19 @@ fn transport<'a>(
             pkt.payload_len = body_len.saturating_sub(8).min(body_len);
             pkt.payload = body.get(8..).unwrap_or(&[]);
             if verify {
-                pkt.bad_checksum = !checksum::transport_ok(&pkt, pkt.proto, body);
+                pkt.bad_checksum = !checksum::transport_ok(pkt, pkt.proto, body);
             }
-            Ok((pkt, None))
+            Ok(None)
         }
         // GRE: decapsulate; the outer GRE packet is not a connection of its own.
-        47 => gre(body, missing, cks, depth),
+        47 => gre(body, missing, cks, depth, pkt),
         // IP-in-IP (4) and IPv6-in-IP (41): the inner packet is the connection.
-        4 => ip(body, missing, cks, depth + 1, Some(4)),
-        41 => ip(body, missing, cks, depth + 1, Some(6)),
+        4 => ip(body, missing, cks, depth + 1, Some(4), pkt),
+        41 => ip(body, missing, cks, depth + 1, Some(6), pkt),
         _ => {
             pkt.payload_len = body_len;
             pkt.payload = body;
-            Ok((pkt, None))
+            Ok(None)
         }
     }
 }
@@ -791,7 +825,14 @@ fn udp_tunnel<'a>(pkt: &Packet<'a>) -> Option<Inner<'a>> {
     }
 }
 
-fn gre<'a>(b: &'a [u8], missing: usize, cks: &ChecksumSettings, depth: u8) -> Decoded<'a> {
+/// A GRE payload: the packet it carries is written over the outer one in `out`.
+fn gre<'a>(
+    b: &'a [u8],
+    missing: usize,
+    cks: &ChecksumSettings,
+    depth: u8,
+    out: &mut Packet<'a>,
+) -> Found<'a> {
     let h = b.get(..4).ok_or(DropReason::TruncatedTransport)?;
     let flags = u16::from_be_bytes([h[0], h[1]]);
     let version = flags & 0x7;
@@ -822,13 +863,13 @@ fn gre<'a>(b: &'a [u8], missing: usize, cks: &ChecksumSettings, depth: u8) -> De
     let inner = b.get(off..).ok_or(DropReason::TruncatedTransport)?;
     let depth = depth + 1;
     match proto {
-        0x0800 => ip(inner, missing, cks, depth, Some(4)),
-        0x86dd => ip(inner, missing, cks, depth, Some(6)),
-        0x6558 => decode_link(LinkType::Ethernet, inner, missing, cks, depth),
+        0x0800 => ip(inner, missing, cks, depth, Some(4), out),
+        0x86dd => ip(inner, missing, cks, depth, Some(6), out),
+        0x6558 => decode_link(LinkType::Ethernet, inner, missing, cks, depth, out),
         // ERSPAN type II: 8-byte header, then the mirrored Ethernet frame.
         0x88be => {
             let e = inner.get(8..).ok_or(DropReason::TruncatedTransport)?;
-            decode_link(LinkType::Ethernet, e, missing, cks, depth)
+            decode_link(LinkType::Ethernet, e, missing, cks, depth, out)
         }
         // ERSPAN type III: 12-byte header, plus 8 bytes of platform subheader if O is set.
         0x22eb => {
@@ -837,7 +878,7 @@ fn gre<'a>(b: &'a [u8], missing: usize, cks: &ChecksumSettings, depth: u8) -> De
             let e = inner
                 .get(12 + extra..)
                 .ok_or(DropReason::TruncatedTransport)?;
-            decode_link(LinkType::Ethernet, e, missing, cks, depth)
+            decode_link(LinkType::Ethernet, e, missing, cks, depth, out)
         }
         0x880b => {
             let mut p = inner;
@@ -846,18 +887,23 @@ fn gre<'a>(b: &'a [u8], missing: usize, cks: &ChecksumSettings, depth: u8) -> De
             }
             // PPP protocol field may be compressed to one byte.
             match p.first() {
-                Some(0x21) => ip(&p[1..], missing, cks, depth, Some(4)),
-                Some(0x57) => ip(&p[1..], missing, cks, depth, Some(6)),
-                _ => ppp(p, missing, cks, depth),
+                Some(0x21) => ip(&p[1..], missing, cks, depth, Some(4), out),
+                Some(0x57) => ip(&p[1..], missing, cks, depth, Some(6), out),
+                _ => ppp(p, missing, cks, depth, out),
             }
         }
         _ => Err(DropReason::UnsupportedEncapsulation),
     }
 }
 
-/// Decodes the inner frame of a UDP tunnel (VXLAN, Geneve).
-pub fn decode_inner<'a>(inner: Inner<'a>, missing: usize, cks: &ChecksumSettings) -> Decoded<'a> {
-    decode_link(inner.link, inner.data, missing, cks, 1)
+/// Decodes the inner frame of a UDP tunnel (VXLAN, Geneve) into `out`.
+pub fn decode_inner<'a>(
+    inner: Inner<'a>,
+    missing: usize,
+    cks: &ChecksumSettings,
+    out: &mut Packet<'a>,
+) -> Found<'a> {
+    decode_link(inner.link, inner.data, missing, cks, 1, out)
 }
 
 #[cfg(test)]
@@ -1005,7 +1051,10 @@ mod tests {
                         for wire in [d.len(), d.len() + 7, f.len()] {
                             for cks in [&ChecksumSettings::default(), &verify, &ignore_some] {
                                 let missing = wire.saturating_sub(d.len());
-                                let general = decode_link(LinkType::Ethernet, d, missing, cks, 0);
+                                let mut g = Packet::default();
+                                let general =
+                                    decode_link(LinkType::Ethernet, d, missing, cks, 0, &mut g)
+                                        .map(|inner| (g, inner));
                                 let fast = decode(LinkType::Ethernet, d, wire, cks);
                                 assert_eq!(
                                     format!("{fast:?}"),

@@ -529,8 +529,8 @@ impl FlowTable {
             Ok(inner) => {
                 self.account(&pkt, ts_ns, out);
                 if let Some(inner) = inner {
-                    match decode::decode_inner(inner, missing, &self.cfg.checksums) {
-                        Ok((ipkt, _)) => self.account(&ipkt, ts_ns, out),
+                    match decode::decode_inner(inner, missing, &self.cfg.checksums, &mut pkt) {
+                        Ok(_) => self.account(&pkt, ts_ns, out),
                         Err(r) => self.stats.drop(r),
                     }
                 }
