@@ -258,7 +258,7 @@ pub fn decode_into<'a>(
     if link == LinkType::Ethernet && ethernet_ipv4_fast(data, missing, cks, out).is_some() {
         return Ok(None);
     }
-    decode_link(link, data, missing, cks, 0, out)
+    decode_link(&mut Decoding { missing, cks, out }, link, data, 0)
 }
 
 /// The common case in one pass: Ethernet, an IPv4 header without options, not a fragment,
@@ -320,13 +320,20 @@ fn ethernet_ipv4_fast<'a>(
     Some(())
 }
 
+/// One frame on the general path: what every decoding step shares.
+struct Decoding<'a, 'o> {
+    /// Bytes missing from the capture (snap length), the same at every layer.
+    missing: usize,
+    cks: &'o ChecksumSettings,
+    /// Where the packet found is written (a tunnel's inner packet over its outer one).
+    out: &'o mut Packet<'a>,
+}
+
 fn decode_link<'a>(
+    d: &mut Decoding<'a, '_>,
     link: LinkType,
     data: &'a [u8],
-    missing: usize,
-    cks: &ChecksumSettings,
     depth: u8,
-    out: &mut Packet<'a>,
 ) -> Found<'a> {
     if depth > MAX_DEPTH {
         return Err(DropReason::TunnelTooDeep);
@@ -334,14 +341,7 @@ fn decode_link<'a>(
     match link {
         LinkType::Ethernet => {
             let et = data.get(12..14).ok_or(DropReason::TruncatedLink)?;
-            ethertype(
-                u16::from_be_bytes([et[0], et[1]]),
-                &data[14..],
-                missing,
-                cks,
-                depth,
-                out,
-            )
+            ethertype(d, u16::from_be_bytes([et[0], et[1]]), &data[14..], depth)
         }
         LinkType::Null | LinkType::Loop => {
             let h = data.get(..4).ok_or(DropReason::TruncatedLink)?;
@@ -358,102 +358,62 @@ fn decode_link<'a>(
                 }
             };
             match fam {
-                2 => ip(&data[4..], missing, cks, depth, Some(4), out),
+                2 => ip(d, &data[4..], depth, Some(4)),
                 // AF_INET6 differs by OS: Linux 10, BSDs 24, FreeBSD 28, macOS 30.
-                10 | 24 | 28 | 30 => ip(&data[4..], missing, cks, depth, Some(6), out),
+                10 | 24 | 28 | 30 => ip(d, &data[4..], depth, Some(6)),
                 _ => Err(DropReason::NonIp),
             }
         }
-        LinkType::Raw => ip(data, missing, cks, depth, None, out),
+        LinkType::Raw => ip(d, data, depth, None),
         LinkType::LinuxSll => {
             let et = data.get(14..16).ok_or(DropReason::TruncatedLink)?;
-            ethertype(
-                u16::from_be_bytes([et[0], et[1]]),
-                &data[16..],
-                missing,
-                cks,
-                depth,
-                out,
-            )
+            ethertype(d, u16::from_be_bytes([et[0], et[1]]), &data[16..], depth)
         }
         LinkType::LinuxSll2 => {
             let et = data.get(0..2).ok_or(DropReason::TruncatedLink)?;
             if data.len() < 20 {
                 return Err(DropReason::TruncatedLink);
             }
-            ethertype(
-                u16::from_be_bytes([et[0], et[1]]),
-                &data[20..],
-                missing,
-                cks,
-                depth,
-                out,
-            )
+            ethertype(d, u16::from_be_bytes([et[0], et[1]]), &data[20..], depth)
         }
         LinkType::Fddi => {
             // 1 byte frame control, 6 + 6 MAC bytes, then 802.2 LLC.
             let llc = data.get(13..).ok_or(DropReason::TruncatedLink)?;
-            llc_snap(llc, missing, cks, depth, out)
+            llc_snap(d, llc, depth)
         }
         LinkType::Ppp => {
             let mut p = data;
             if p.first() == Some(&0xff) && p.get(1) == Some(&0x03) {
                 p = &p[2..];
             }
-            ppp(p, missing, cks, depth, out)
+            ppp(d, p, depth)
         }
     }
 }
 
-fn llc_snap<'a>(
-    llc: &'a [u8],
-    missing: usize,
-    cks: &ChecksumSettings,
-    depth: u8,
-    out: &mut Packet<'a>,
-) -> Found<'a> {
+fn llc_snap<'a>(d: &mut Decoding<'a, '_>, llc: &'a [u8], depth: u8) -> Found<'a> {
     let h = llc.get(..8).ok_or(DropReason::TruncatedLink)?;
     if h[0] == 0xaa && h[1] == 0xaa && h[2] == 0x03 {
-        ethertype(
-            u16::from_be_bytes([h[6], h[7]]),
-            &llc[8..],
-            missing,
-            cks,
-            depth,
-            out,
-        )
+        ethertype(d, u16::from_be_bytes([h[6], h[7]]), &llc[8..], depth)
     } else {
         Err(DropReason::NonIp)
     }
 }
 
-fn ppp<'a>(
-    p: &'a [u8],
-    missing: usize,
-    cks: &ChecksumSettings,
-    depth: u8,
-    out: &mut Packet<'a>,
-) -> Found<'a> {
+fn ppp<'a>(d: &mut Decoding<'a, '_>, p: &'a [u8], depth: u8) -> Found<'a> {
     let proto = p.get(..2).ok_or(DropReason::TruncatedLink)?;
     match u16::from_be_bytes([proto[0], proto[1]]) {
-        0x0021 => ip(&p[2..], missing, cks, depth, Some(4), out),
-        0x0057 => ip(&p[2..], missing, cks, depth, Some(6), out),
+        0x0021 => ip(d, &p[2..], depth, Some(4)),
+        0x0057 => ip(d, &p[2..], depth, Some(6)),
         _ => Err(DropReason::NonIp),
     }
 }
 
-fn ethertype<'a>(
-    mut et: u16,
-    mut p: &'a [u8],
-    missing: usize,
-    cks: &ChecksumSettings,
-    depth: u8,
-    out: &mut Packet<'a>,
-) -> Found<'a> {
+fn ethertype<'a>(d: &mut Decoding<'a, '_>, mut et: u16, mut p: &'a [u8], depth: u8) -> Found<'a> {
     loop {
         match et {
-            0x0800 => return ip(p, missing, cks, depth, Some(4), out),
-            0x86dd => return ip(p, missing, cks, depth, Some(6), out),
+            0x0800 => return ip(d, p, depth, Some(4)),
+            0x86dd => return ip(d, p, depth, Some(6)),
             // 802.1Q, 802.1ad (QinQ) and the pre-standard 0x9100 tag.
             0x8100 | 0x88a8 | 0x9100 => {
                 let h = p.get(..4).ok_or(DropReason::TruncatedLink)?;
@@ -471,8 +431,8 @@ fn ethertype<'a>(
                     }
                 }
                 return match p.first().map(|b| b >> 4) {
-                    Some(4) => ip(p, missing, cks, depth, Some(4), out),
-                    Some(6) => ip(p, missing, cks, depth, Some(6), out),
+                    Some(4) => ip(d, p, depth, Some(4)),
+                    Some(6) => ip(d, p, depth, Some(6)),
                     // Pseudowire with control word + Ethernet is ambiguous; Zeek also stops.
                     Some(_) => Err(DropReason::UnsupportedEncapsulation),
                     None => Err(DropReason::TruncatedLink),
@@ -481,10 +441,10 @@ fn ethertype<'a>(
             // PPPoE session: 6-byte header, then PPP protocol.
             0x8864 => {
                 let body = p.get(6..).ok_or(DropReason::TruncatedLink)?;
-                return ppp(body, missing, cks, depth, out);
+                return ppp(d, body, depth);
             }
             // Ethernet length field (802.3) with LLC/SNAP.
-            len if len <= 1500 => return llc_snap(p, missing, cks, depth, out),
+            len if len <= 1500 => return llc_snap(d, p, depth),
             _ => return Err(DropReason::NonIp),
         }
     }
@@ -499,14 +459,7 @@ fn v4_mapped(b: &[u8]) -> [u8; 16] {
 }
 
 /// Decodes an IP packet at `p`. `expect` is the version the link layer announced, if any.
-fn ip<'a>(
-    p: &'a [u8],
-    missing: usize,
-    cks: &ChecksumSettings,
-    depth: u8,
-    expect: Option<u8>,
-    out: &mut Packet<'a>,
-) -> Found<'a> {
+fn ip<'a>(d: &mut Decoding<'a, '_>, p: &'a [u8], depth: u8, expect: Option<u8>) -> Found<'a> {
     let first = *p.first().ok_or(DropReason::TruncatedIp)?;
     let version = first >> 4;
     if let Some(e) = expect {
@@ -515,19 +468,13 @@ fn ip<'a>(
         }
     }
     match version {
-        4 => ipv4(p, missing, cks, depth, out),
-        6 => ipv6(p, missing, cks, depth, out),
+        4 => ipv4(d, p, depth),
+        6 => ipv6(d, p, depth),
         _ => Err(DropReason::BadIpVersion),
     }
 }
 
-fn ipv4<'a>(
-    p: &'a [u8],
-    missing: usize,
-    cks: &ChecksumSettings,
-    depth: u8,
-    out: &mut Packet<'a>,
-) -> Found<'a> {
+fn ipv4<'a>(d: &mut Decoding<'a, '_>, p: &'a [u8], depth: u8) -> Found<'a> {
     let h = p.get(..20).ok_or(DropReason::TruncatedIp)?;
     let ihl = usize::from(h[0] & 0x0f) * 4;
     if ihl < 20 {
@@ -535,7 +482,7 @@ fn ipv4<'a>(
     }
     let hdr = p.get(..ihl).ok_or(DropReason::TruncatedIp)?;
     let mut total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-    let wire = p.len() + missing;
+    let wire = p.len() + d.missing;
     if total == 0 {
         // TCP segmentation offload leaves the length zero; take it from the frame.
         total = wire;
@@ -546,7 +493,7 @@ fn ipv4<'a>(
     if wire < total {
         return Err(DropReason::TruncatedOnWire);
     }
-    if cks.verify && checksum::ones_complement(0, hdr) != 0xffff {
+    if d.cks.verify && checksum::ones_complement(0, hdr) != 0xffff {
         return Err(DropReason::BadIpChecksum);
     }
     let frag_field = u16::from_be_bytes([h[6], h[7]]);
@@ -569,20 +516,14 @@ fn ipv4<'a>(
     } else {
         Fragment::None
     };
-    *out = Packet::ip(src, dst, false, proto, total as u32, frag);
-    transport(body, body_len, missing, cks, depth, out)
+    *d.out = Packet::ip(src, dst, false, proto, total as u32, frag);
+    transport(d, body, body_len, depth)
 }
 
-fn ipv6<'a>(
-    p: &'a [u8],
-    missing: usize,
-    cks: &ChecksumSettings,
-    depth: u8,
-    out: &mut Packet<'a>,
-) -> Found<'a> {
+fn ipv6<'a>(d: &mut Decoding<'a, '_>, p: &'a [u8], depth: u8) -> Found<'a> {
     let h = p.get(..40).ok_or(DropReason::TruncatedIp)?;
     let plen = usize::from(u16::from_be_bytes([h[4], h[5]]));
-    let wire = p.len() + missing;
+    let wire = p.len() + d.missing;
     if wire < 40 + plen {
         return Err(DropReason::TruncatedOnWire);
     }
@@ -644,8 +585,8 @@ fn ipv6<'a>(
     }
     let body = p.get(off..end).unwrap_or(&[]);
     let body_len = (40 + plen).saturating_sub(off) as u32;
-    *out = Packet::ip(src, dst, true, next, ip_len, frag);
-    transport(body, body_len, missing, cks, depth, out)
+    *d.out = Packet::ip(src, dst, true, next, ip_len, frag);
+    transport(d, body, body_len, depth)
 }
 
 /// ICMPv4 type → (counterpart, one-way), as Zeek pairs requests with replies.
@@ -706,21 +647,15 @@ fn tcp<'a>(pkt: &mut Packet<'a>, body: &'a [u8], body_len: u32, verify: bool) ->
     Some(())
 }
 
-/// The transport header of the IP packet already in `pkt`, whose payload is `body`.
-fn transport<'a>(
-    body: &'a [u8],
-    body_len: u32,
-    missing: usize,
-    cks: &ChecksumSettings,
-    depth: u8,
-    pkt: &mut Packet<'a>,
-) -> Found<'a> {
+/// The transport header of the IP packet already written, whose payload is `body`.
+fn transport<'a>(d: &mut Decoding<'a, '_>, body: &'a [u8], body_len: u32, depth: u8) -> Found<'a> {
+    let pkt = &mut *d.out;
     if matches!(pkt.frag, Fragment::Later { .. }) {
         return Ok(None);
     }
     // Checksums cover the whole datagram: only verifiable when fully captured and unfragmented.
     let whole = body.len() as u32 == body_len && pkt.frag == Fragment::None;
-    let verify = cks.verify && whole && !cks.skip_for(&pkt.src);
+    let verify = d.cks.verify && whole && !d.cks.skip_for(&pkt.src);
     match pkt.proto {
         6 => {
             tcp(pkt, body, body_len, verify).ok_or(DropReason::TruncatedTransport)?;
@@ -761,10 +696,10 @@ fn transport<'a>(
             Ok(None)
         }
         // GRE: decapsulate; the outer GRE packet is not a connection of its own.
-        47 => gre(body, missing, cks, depth, pkt),
+        47 => gre(d, body, depth),
         // IP-in-IP (4) and IPv6-in-IP (41): the inner packet is the connection.
-        4 => ip(body, missing, cks, depth + 1, Some(4), pkt),
-        41 => ip(body, missing, cks, depth + 1, Some(6), pkt),
+        4 => ip(d, body, depth + 1, Some(4)),
+        41 => ip(d, body, depth + 1, Some(6)),
         _ => {
             pkt.payload_len = body_len;
             pkt.payload = body;
@@ -825,14 +760,8 @@ fn udp_tunnel<'a>(pkt: &Packet<'a>) -> Option<Inner<'a>> {
     }
 }
 
-/// A GRE payload: the packet it carries is written over the outer one in `out`.
-fn gre<'a>(
-    b: &'a [u8],
-    missing: usize,
-    cks: &ChecksumSettings,
-    depth: u8,
-    out: &mut Packet<'a>,
-) -> Found<'a> {
+/// A GRE payload: the packet it carries is written over the outer one.
+fn gre<'a>(d: &mut Decoding<'a, '_>, b: &'a [u8], depth: u8) -> Found<'a> {
     let h = b.get(..4).ok_or(DropReason::TruncatedTransport)?;
     let flags = u16::from_be_bytes([h[0], h[1]]);
     let version = flags & 0x7;
@@ -863,13 +792,13 @@ fn gre<'a>(
     let inner = b.get(off..).ok_or(DropReason::TruncatedTransport)?;
     let depth = depth + 1;
     match proto {
-        0x0800 => ip(inner, missing, cks, depth, Some(4), out),
-        0x86dd => ip(inner, missing, cks, depth, Some(6), out),
-        0x6558 => decode_link(LinkType::Ethernet, inner, missing, cks, depth, out),
+        0x0800 => ip(d, inner, depth, Some(4)),
+        0x86dd => ip(d, inner, depth, Some(6)),
+        0x6558 => decode_link(d, LinkType::Ethernet, inner, depth),
         // ERSPAN type II: 8-byte header, then the mirrored Ethernet frame.
         0x88be => {
             let e = inner.get(8..).ok_or(DropReason::TruncatedTransport)?;
-            decode_link(LinkType::Ethernet, e, missing, cks, depth, out)
+            decode_link(d, LinkType::Ethernet, e, depth)
         }
         // ERSPAN type III: 12-byte header, plus 8 bytes of platform subheader if O is set.
         0x22eb => {
@@ -878,7 +807,7 @@ fn gre<'a>(
             let e = inner
                 .get(12 + extra..)
                 .ok_or(DropReason::TruncatedTransport)?;
-            decode_link(LinkType::Ethernet, e, missing, cks, depth, out)
+            decode_link(d, LinkType::Ethernet, e, depth)
         }
         0x880b => {
             let mut p = inner;
@@ -887,9 +816,9 @@ fn gre<'a>(
             }
             // PPP protocol field may be compressed to one byte.
             match p.first() {
-                Some(0x21) => ip(&p[1..], missing, cks, depth, Some(4), out),
-                Some(0x57) => ip(&p[1..], missing, cks, depth, Some(6), out),
-                _ => ppp(p, missing, cks, depth, out),
+                Some(0x21) => ip(d, &p[1..], depth, Some(4)),
+                Some(0x57) => ip(d, &p[1..], depth, Some(6)),
+                _ => ppp(d, p, depth),
             }
         }
         _ => Err(DropReason::UnsupportedEncapsulation),
@@ -903,7 +832,12 @@ pub fn decode_inner<'a>(
     cks: &ChecksumSettings,
     out: &mut Packet<'a>,
 ) -> Found<'a> {
-    decode_link(inner.link, inner.data, missing, cks, 1, out)
+    decode_link(
+        &mut Decoding { missing, cks, out },
+        inner.link,
+        inner.data,
+        1,
+    )
 }
 
 #[cfg(test)]
@@ -1052,9 +986,13 @@ mod tests {
                             for cks in [&ChecksumSettings::default(), &verify, &ignore_some] {
                                 let missing = wire.saturating_sub(d.len());
                                 let mut g = Packet::default();
-                                let general =
-                                    decode_link(LinkType::Ethernet, d, missing, cks, 0, &mut g)
-                                        .map(|inner| (g, inner));
+                                let mut general = Decoding {
+                                    missing,
+                                    cks,
+                                    out: &mut g,
+                                };
+                                let general = decode_link(&mut general, LinkType::Ethernet, d, 0)
+                                    .map(|inner| (g, inner));
                                 let fast = decode(LinkType::Ethernet, d, wire, cks);
                                 assert_eq!(
                                     format!("{fast:?}"),
