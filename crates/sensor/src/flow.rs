@@ -866,7 +866,7 @@ impl FlowTable {
         } else {
             update_times(f, ts);
         }
-        let f = self.slab[slot as usize].as_mut().expect("indexed slot");
+        // Zeek's rules may have just made the other side the originator.
         let d = usize::from(src_lo != f.orig_is_lo);
         let cnt = &mut f.cnt[d];
         cnt.pkts += 1;
