@@ -1381,6 +1381,22 @@ mod tests {
     }
 
     #[test]
+    fn packet_that_flips_the_roles_counts_for_its_new_side() {
+        // A SYN-ACK seen first between two ports that name no server: its sender is taken as
+        // the originator until the next packet, an ACK from the other side, shows it is the
+        // server. That ACK is the new originator's packet.
+        let out = run(&[
+            (tcp(S, 40001, C, 50002, SYN | ACK, 500, 0), NS),
+            (tcp(C, 50002, S, 40001, ACK, 101, 0), NS + 1),
+        ]);
+        assert_eq!(out.len(), 1);
+        let r = &out[0];
+        assert_eq!((r.orig_port, r.resp_port), (50002, 40001));
+        assert_eq!((r.orig.pkts, r.resp.pkts), (1, 1));
+        assert_eq!((r.orig.tcp_flags.0, r.resp.tcp_flags.0), (ACK, SYN | ACK));
+    }
+
+    #[test]
     fn attempt_timeout_splits_retransmissions_after_five_seconds() {
         let out = run(&[
             (tcp(C, 40000, S, 80, SYN, 1, 0), NS),
