@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Flow extraction from capture files, side by side in one run: normwatch and Debian's
-# softflowd, argus and pmacctd read the same files; each run is timed (best of 3 wall-clock
-# runs) and the script prints packets/s and normwatch's speed over each peer.
+# softflowd, argus and pmacctd read the same files; each tool's time is the best of 5
+# wall-clock runs, taken in turns (every tool once per round) so that all of them meet the
+# same moments of a shared machine, and the script prints packets/s and normwatch's speed
+# over each peer.
 #
 # Usage: benches/compare-flow-tools.sh [PACKETS]
 #   Each capture is appended to itself (mergecap -a) until it holds about PACKETS packets
@@ -34,18 +36,15 @@ inputs=(
   "ssh (Zeek trace, bulk data)|$caps/zeek/testing/btest/Traces/ssh/ssh.pcap"
 )
 
-# Best-of-3 wall time in seconds of "$@" (output discarded).
-best_of_3() {
-  local best="" t0 t1 dt
-  for _ in 1 2 3; do
-    t0=$(date +%s.%N)
-    "$@" >/dev/null 2>&1 </dev/null || echo "  ($* failed or timed out)" >&2
-    t1=$(date +%s.%N)
-    dt=$(echo "$t1 - $t0" | bc -l)
-    if [ -z "$best" ] || [ "$(echo "$dt < $best" | bc -l)" = 1 ]; then best=$dt; fi
-  done
-  printf '%.3f' "$best"
+# Wall time in seconds of one run of "$@" (output discarded).
+time_once() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$@" >/dev/null 2>&1 </dev/null || echo "  ($* failed or timed out)" >&2
+  t1=$(date +%s.%N)
+  echo "$t1 - $t0" | bc -l
 }
+rounds=5
 
 # Every tool gets at most this long per run; a peer that hangs is reported, not waited for.
 limit=300
@@ -108,8 +107,13 @@ for entry in "${inputs[@]}"; do
   mergecap -a -F pcap -w "$file" "${srcs[@]}"
   pkts=$(capinfos -c -M "$file" | awk '/Number of packets/ {print $4}')
   declare -A secs=()
-  for tool in "${tools[@]}"; do
-    secs[$tool]=$(best_of_3 "run_$tool" "$file")
+  for _ in $(seq "$rounds"); do
+    for tool in "${tools[@]}"; do
+      dt=$(time_once "run_$tool" "$file")
+      if [ -z "${secs[$tool]:-}" ] || [ "$(echo "$dt < ${secs[$tool]}" | bc -l)" = 1 ]; then
+        secs[$tool]=$(printf '%.3f' "$dt")
+      fi
+    done
   done
   for tool in "${tools[@]}"; do
     "run_$tool" "$file" >/dev/null 2>&1
