@@ -4,10 +4,10 @@
 //! `read()` copies every byte of a capture into the process, although decoding reads only the
 //! first few dozen bytes of each frame; on a file of full-size frames the copy is most of the
 //! work. A mapped file is read in place. The reading thread (`pcap-read`) maps the file one
-//! window at a time, has the kernel fill in the window's page tables (`MADV_POPULATE_READ`,
-//! which also brings pages that are not cached in from disk), hands it to the decoder, and
-//! unmaps it when the decoder hands it back: page faults and unmapping stay off the decoding
-//! thread, and at most a few windows are mapped at once.
+//! window at a time, faults the window's pages in (which also brings pages that are not cached
+//! in from disk), hands it to the decoder, and unmaps it when the decoder hands it back: page
+//! faults and unmapping stay off the decoding thread, and at most a few windows are mapped at
+//! once.
 //!
 //! The mappings are read-only. Like every program that maps files (ripgrep, databases), the
 //! process receives `SIGBUS` if another process truncates the file while it is being read.
@@ -25,6 +25,11 @@ pub(super) const WINDOW: u64 = 8 << 20;
 /// The first window's size: small, so that decoding starts while the windows after it are
 /// prepared; each window after it is twice the one before, up to the window size.
 const FIRST_WINDOW: u64 = 256 << 10;
+/// The reading thread touches one byte in this many: each fault maps the cached pages around
+/// it, this span by Linux's default (`fault_around_bytes`). Cheaper than `MADV_POPULATE_READ`,
+/// which walks the page tables again for every page it has just mapped (a file of 735-byte
+/// frames read 16% faster). With a smaller fault-around span the decoder faults the rest in.
+const FAULT_SPAN: usize = 64 << 10;
 
 /// A regular file read as consecutive mapped windows, from just after its first `skip` bytes.
 #[derive(Debug)]
@@ -97,10 +102,11 @@ impl ChunkSource for Windows<'_> {
         let Ok(map) = map(self.file, self.offset, len) else {
             return Step::Failed;
         };
-        // Hints only: a kernel that refuses them (MADV_POPULATE_READ needs Linux 5.14) leaves
-        // the decoder to fault the pages in itself.
+        // A hint only: readahead in large steps for pages that are not cached.
         let _ = map.advise(Advice::Sequential);
-        let _ = map.advise(Advice::PopulateRead);
+        for off in (0..len).step_by(FAULT_SPAN) {
+            std::hint::black_box(map[off]);
+        }
         let skip = std::mem::take(&mut self.skip).min(len);
         self.offset += len as u64;
         Step::Chunk(Window { map, skip })
