@@ -218,32 +218,16 @@ const GENEVE_PORT: u16 = 6081;
 const TEREDO_PORT: u16 = 3544;
 const MAX_DEPTH: u8 = 4;
 
-/// The outcome of decoding one link-layer frame: the IP packet found (after any GRE/IP-in-IP
-/// decapsulation), and an inner frame for UDP tunnels.
-pub type Decoded<'a> = Result<(Packet<'a>, Option<Inner<'a>>), DropReason>;
-
-/// What decoding into a caller's packet returns: an inner frame for UDP tunnels, or why the
-/// frame is dropped.
+/// What decoding a frame into a caller's packet returns besides the packet: an inner frame
+/// for UDP tunnels, or why the frame is dropped.
 pub type Found<'a> = Result<Option<Inner<'a>>, DropReason>;
 
-/// Decodes one frame. `wire_len` is the original length on the wire (pcap `orig_len`).
-#[inline]
-pub fn decode<'a>(
-    link: LinkType,
-    data: &'a [u8],
-    wire_len: usize,
-    cks: &ChecksumSettings,
-) -> Decoded<'a> {
-    let mut pkt = Packet::default();
-    let inner = decode_into(link, data, wire_len, cks, &mut pkt)?;
-    Ok((pkt, inner))
-}
-
-/// [`decode`], writing the packet into `out` (whose contents are unspecified after an
-/// error). The per-packet path uses this form: the packet is written once, field by field,
-/// where the flow table reads it, instead of being built and then copied out in wide moves
-/// that cannot take their data from the narrower stores still in flight. Every decoding
-/// step below writes into the caller's packet the same way.
+/// Decodes one frame into `out`: the IP packet found (after any GRE/IP-in-IP decapsulation).
+/// `wire_len` is the original length on the wire (pcap `orig_len`); after an error `out`
+/// holds nothing meaningful. The packet is written once, field by field, where the caller
+/// reads it, instead of being built and then copied out in wide moves that cannot take their
+/// data from the narrower stores still in flight; every decoding step below writes into it
+/// the same way.
 #[inline]
 pub fn decode_into<'a>(
     link: LinkType,
@@ -843,6 +827,18 @@ pub fn decode_inner<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A frame's packet and inner frame, decoded into a fresh packet.
+    fn decode<'a>(
+        link: LinkType,
+        data: &'a [u8],
+        wire_len: usize,
+        cks: &ChecksumSettings,
+    ) -> Result<(Packet<'a>, Option<Inner<'a>>), DropReason> {
+        let mut pkt = Packet::default();
+        let inner = decode_into(link, data, wire_len, cks, &mut pkt)?;
+        Ok((pkt, inner))
+    }
 
     fn eth_ipv4_tcp(flags: u8, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![0u8; 14];
