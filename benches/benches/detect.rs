@@ -108,6 +108,7 @@ fn record(
         ics: None,
         end_reason: EndReason::TcpClosed,
         export: None,
+        prior: None,
     }
 }
 

@@ -59,6 +59,7 @@ fn records(n: usize) -> Vec<FlowRecord> {
                 ics: None,
                 end_reason: EndReason::IdleTimeout,
                 export: None,
+                prior: None,
             }
         })
         .collect()

@@ -93,6 +93,10 @@ pub struct SensorConfig {
     /// Ports marking the server side of a connection seen mid-stream; `None` means the
     /// sensor's built-in list.
     pub likely_server_ports: Option<Vec<u16>>,
+    /// Flows with traffic since their last record are reported this often (100 ms), while
+    /// they go on, so the detector hears of an attack as it happens; `None` ("0s"): only when
+    /// flows end. 10 ms to 60 s.
+    pub report_interval: Option<Duration>,
     pub timeouts: Timeouts,
 }
 
@@ -104,6 +108,7 @@ impl Default for SensorConfig {
             checksums: ChecksumPolicy::Verify,
             ignore_checksum_nets: Vec::new(),
             likely_server_ports: None,
+            report_interval: Some(Duration::from_millis(100)),
             timeouts: Timeouts::default(),
         }
     }

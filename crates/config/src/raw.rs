@@ -33,12 +33,14 @@ pub(crate) struct RawSensor {
     pub checksums: String,
     pub ignore_checksum_nets: Vec<String>,
     pub likely_server_ports: Option<Vec<i64>>,
+    pub report_interval: String,
     /// `[sensor.timeouts]`, deserialized separately into [`RawTimeouts`].
     pub timeouts: toml::Table,
 }
 
 pub(crate) const DEFAULT_SENSOR_ID: &str = "normwatch-sensor";
 pub(crate) const DEFAULT_MAX_FLOWS: i64 = 1_000_000;
+pub(crate) const DEFAULT_REPORT_INTERVAL: &str = "100ms";
 pub(crate) const DEFAULT_CHANNEL_CAPACITY: i64 = 65_536;
 pub(crate) const DEFAULT_SNAPLEN: i64 = 65_535;
 
@@ -50,6 +52,7 @@ impl Default for RawSensor {
             checksums: "verify".into(),
             ignore_checksum_nets: Vec::new(),
             likely_server_ports: None,
+            report_interval: DEFAULT_REPORT_INTERVAL.into(),
             timeouts: toml::Table::new(),
         }
     }

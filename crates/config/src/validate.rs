@@ -127,8 +127,24 @@ impl RawSensor {
                 })
                 .collect()
         });
+        let report_interval = match duration(&self.report_interval, "sensor.report_interval", d) {
+            Some(v) if v.is_zero() => None,
+            Some(v) if v < Duration::from_millis(10) || v > Duration::from_secs(60) => {
+                d.push(
+                    "sensor.report_interval",
+                    format!(
+                        "{:?} is out of range; accepted: 10ms to 60s, or \"0s\" to report flows only when they end",
+                        self.report_interval
+                    ),
+                );
+                SensorConfig::default().report_interval
+            }
+            Some(v) => Some(v),
+            None => SensorConfig::default().report_interval,
+        };
         let raw: RawTimeouts = fields(&self.timeouts, "sensor.timeouts", Some(DURATION_HINT), d);
         SensorConfig {
+            report_interval,
             id: Arc::from(self.id.as_str()),
             max_flows,
             checksums,

@@ -384,7 +384,25 @@ impl Run<'_> {
     ) {
         for r in records {
             *self.seen += 1;
-            *self.now_ns = (*self.now_ns).max(r.last_ns);
+            if r.last_ns > *self.now_ns {
+                *self.now_ns = r.last_ns;
+                // The clock moves before the record counts: alerts whose quiet period its time
+                // has passed close first, so a record long after an attack starts a new alert
+                // rather than extending the old one.
+                let watermark = (r.last_ns / NS).saturating_sub(self.settings.lateness_secs);
+                if watermark > self.watermark {
+                    self.watermark = watermark;
+                    expire_states(
+                        states,
+                        self.active,
+                        self.settings,
+                        self.norms,
+                        self.assets,
+                        watermark,
+                        out,
+                    );
+                }
+            }
             let Some(m) = &r.asset else { continue };
             let Some(idx) = self.ids.find(&m.id) else {
                 continue;
@@ -528,51 +546,12 @@ impl Detector {
             late,
         };
         with_states!(states, v => run.records(v, records, out));
-        let watermark = (self.now_ns / NS).saturating_sub(self.settings.lateness_secs);
-        if watermark > self.watermark {
-            self.watermark = watermark;
-            self.expire(out);
-        }
+        self.watermark = run.watermark;
     }
 
-    /// Finalises seconds up to the watermark and closes alerts whose quiet period passed it.
-    ///
-    /// Only assets that may be under attack are visited (open alerts, a second over a limit,
-    /// sources gathered: [`AssetState::needs_watch`]), so their alerts open, update and close
-    /// as the watermark moves. Every other asset's seconds are made final when its next
-    /// record arrives, up to the same watermark and with the same result, while its state is
-    /// in cache for that record anyway (or at the end of input); its empty seconds are folded
-    /// into its baseline at once.
-    fn expire(&mut self, out: &mut Vec<Alert>) {
-        // In asset order, so alert events come out in the same order whatever the batching.
-        self.active.sort_unstable();
-        let Detector {
-            assets,
-            norms,
-            settings,
-            states,
-            active,
-            watermark,
-            ..
-        } = self;
-        with_states!(states, v => {
-            active.retain(|&idx| {
-                let Some(st) = v[idx].as_mut() else {
-                    return false;
-                };
-                let cx = Ctx::of(settings, norms, assets, idx, *watermark);
-                st.expire(&cx, *watermark, out);
-                let keep = st.busy() && st.needs_watch();
-                if !keep {
-                    st.listed = false;
-                }
-                keep
-            })
-        });
-    }
-
-    /// Makes every asset's seconds up to the watermark final (those the watermark's moves
-    /// left to the asset's next record), then closes every open alert (end of input).
+    /// Makes every asset's seconds final — those the watermark passed and those it has not
+    /// reached yet, each judged on its complete counts — then closes every open alert (end
+    /// of input).
     pub fn finish(&mut self, out: &mut Vec<Alert>) {
         let Detector {
             assets,
@@ -587,10 +566,50 @@ impl Detector {
                 let Some(st) = st else { continue };
                 let cx = Ctx::of(settings, norms, assets, idx, *watermark);
                 st.expire(&cx, *watermark, out);
+                let newest = st.newest();
+                if newest > *watermark {
+                    let cx = Ctx::of(settings, norms, assets, idx, newest);
+                    st.finalize_all(&cx, newest, out);
+                }
                 st.close_all(&cx, out);
             }
         });
     }
+}
+
+/// Finalises seconds up to the watermark and closes alerts whose quiet period passed it.
+///
+/// Only assets that may be under attack are visited (open alerts, a second over a limit,
+/// sources gathered: [`AssetState::needs_watch`]), so their alerts open, update and close as
+/// the watermark moves. Every other asset's seconds are made final when its next record
+/// arrives, up to the same watermark and with the same result, while its state is in cache
+/// for that record anyway (or at the end of input); its empty seconds are folded into its
+/// baseline at once.
+#[cold]
+#[inline(never)]
+fn expire_states<const N: usize>(
+    v: &mut [Option<AssetState<N>>],
+    active: &mut Vec<usize>,
+    settings: &Settings,
+    norms: &NormCatalogue,
+    assets: &AssetIndex,
+    watermark: u64,
+    out: &mut Vec<Alert>,
+) {
+    // In asset order, so alert events come out in the same order whatever the batching.
+    active.sort_unstable();
+    active.retain(|&idx| {
+        let Some(st) = v[idx].as_mut() else {
+            return false;
+        };
+        let cx = Ctx::of(settings, norms, assets, idx, watermark);
+        st.expire(&cx, watermark, out);
+        let keep = st.busy() && st.needs_watch();
+        if !keep {
+            st.listed = false;
+        }
+        keep
+    });
 }
 
 #[cfg(test)]

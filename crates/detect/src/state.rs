@@ -7,8 +7,8 @@ use crate::{Footprint, Settings, NS};
 use hashbrown::HashMap;
 use normwatch_config::norms::NormCatalogue;
 use normwatch_model::{
-    Alert, AlertKind, AlertState, Asset, AssetIndex, DirStats, FlowRecord, Impairment, Measured,
-    Rates, Role, Severity, Side, TcpFlags, TopSource,
+    Alert, AlertKind, AlertState, Asset, AssetIndex, DirStats, FlowRecord, IcsCounts, Impairment,
+    Measured, PriorDir, Rates, Role, Severity, Side, TcpFlags, TopSource,
 };
 use std::net::IpAddr;
 
@@ -489,9 +489,13 @@ fn placeholder() -> Open {
 /// Quiet seconds before an alert of `kind` closes. Bulk exfiltration is a total over its
 /// window, reported by flow records that may be minutes apart (a sensor's active timeout):
 /// the same transfer keeps one alert while records come within the window.
+/// Quiet seconds before an alert of `kind` closes: a scan or an upload is one alert for as
+/// long as its rule follows it (probes with no longer gap than `scan_idle_secs`, bytes within
+/// the exfiltration window), however sparse its records.
 fn quiet_secs(s: &Settings, kind: AlertKind) -> u64 {
     match kind {
         AlertKind::BulkExfiltration => s.quiet_secs.max(s.exfil_window_secs),
+        AlertKind::Scan => s.quiet_secs.max(s.scan_idle_secs),
         _ => s.quiet_secs,
     }
 }
@@ -530,6 +534,31 @@ fn addr_key(a: IpAddr) -> u64 {
             let b = u128::from(v);
             (b as u64) ^ ((b >> 64) as u64).rotate_left(17)
         }
+    }
+}
+
+/// What a record adds to a flow's earlier records in one direction: packets and IP bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Added {
+    pkts: u64,
+    bytes: u64,
+}
+
+impl Added {
+    /// Everything: the flow's first record.
+    #[inline]
+    fn all(d: &DirStats) -> Added {
+        Added {
+            pkts: d.pkts,
+            bytes: d.ip_bytes,
+        }
+    }
+
+    /// What was sent since the prior record.
+    #[inline]
+    fn since(p: &PriorDir, d: &DirStats) -> Added {
+        let (pkts, bytes) = p.added(d);
+        Added { pkts, bytes }
     }
 }
 
@@ -1003,8 +1032,20 @@ impl<const N: usize> AssetState<N> {
             // move would have.
             self.expire(cx, cx.watermark, out);
         }
+        // A flow reported while it goes on (interim reports, active timeouts) counts only what
+        // its record adds to the earlier ones, over the seconds it happened in, and is a new
+        // connection only on its first record.
+        let prior = r.prior.map(|p| match side {
+            Side::Resp => (p.orig, p.resp),
+            Side::Orig => (p.resp, p.orig),
+        });
+        let new = prior.is_none();
+        let (din, dout) = match &prior {
+            None => (Added::all(inbound), Added::all(outbound)),
+            Some((pi, po)) => (Added::since(pi, inbound), Added::since(po, outbound)),
+        };
         let ring = self.ring_len() as u64;
-        let first = r.first_ns / NS;
+        let first = r.added_since_ns() / NS;
         let last = (r.last_ns / NS).max(first);
         if last > self.newest {
             // Seconds about to leave the ring become final first.
@@ -1018,16 +1059,19 @@ impl<const N: usize> AssetState<N> {
         let window = (self.newest + 1).saturating_sub(ring);
         let late = last < window;
         if late && last - first >= LATE_SLOTS as u64 {
-            self.late_mass(inbound.pkts, inbound.ip_bytes);
+            self.late_mass(din.pkts, din.bytes);
             self.side_rules(
                 cx,
                 r,
                 inbound,
                 outbound,
+                &dout,
+                prior.as_ref().map(|p| &p.0),
                 remote,
                 remote_port,
                 local,
                 local_port,
+                first,
                 last,
                 side,
                 out,
@@ -1053,20 +1097,20 @@ impl<const N: usize> AssetState<N> {
             // to count.
             let mask = self.ring_len() - 1;
             let c = &mut self.ring[last as usize & mask];
-            add32(&mut c.pkts, inbound.pkts);
-            c.bytes += inbound.ip_bytes;
+            add32(&mut c.pkts, din.pkts);
+            c.bytes += din.bytes;
         } else {
             // Spread packets and bytes over the seconds the flow spans.
             let (mut kept_p, mut kept_b) = (0, 0);
             // Each second's share: the quotient, and one more for the first `remainder` seconds.
             let (pq, pr, bq, br) = if span == 1 {
-                (inbound.pkts, 0, inbound.ip_bytes, 0)
+                (din.pkts, 0, din.bytes, 0)
             } else {
                 (
-                    inbound.pkts / span,
-                    inbound.pkts % span,
-                    inbound.ip_bytes / span,
-                    inbound.ip_bytes % span,
+                    din.pkts / span,
+                    din.pkts % span,
+                    din.bytes / span,
+                    din.bytes % span,
                 )
             };
             for sec in from..=last {
@@ -1105,7 +1149,7 @@ impl<const N: usize> AssetState<N> {
                 }
             }
             // What the baseline did not see: seconds outside the ring and seconds already final.
-            let unseen = (inbound.pkts - kept_p, inbound.ip_bytes - kept_b);
+            let unseen = (din.pkts - kept_p, din.bytes - kept_b);
             if unseen.0 > 0 || unseen.1 > 0 {
                 self.late_mass(unseen.0, unseen.1);
             }
@@ -1116,7 +1160,32 @@ impl<const N: usize> AssetState<N> {
             && inbound_flags.has(TcpFlags::SYN)
             && !inbound_flags.has(TcpFlags::ACK);
         let service = side == Side::Resp && self.ports.contains(local_port, cx.asset);
-        {
+        if let Some((pi, po)) = &prior {
+            // What an earlier record of this connection left open and this one settles is
+            // counted in the second the connection began, if that is not final yet.
+            let start = r.first_ns / NS;
+            let completed = proto == 6
+                && side == Side::Resp
+                && pi.tcp_flags.has(TcpFlags::SYN)
+                && !pi.tcp_flags.has(TcpFlags::ACK)
+                && inbound_flags.has(TcpFlags::ACK);
+            let answered = service && po.pkts == 0 && outbound.pkts > 0;
+            let established = service
+                && proto == 6
+                && inbound_flags.has(TcpFlags::SYN)
+                && !(po.tcp_flags.has(TcpFlags::SYN | TcpFlags::ACK)
+                    && pi.tcp_flags.has(TcpFlags::ACK))
+                && outbound.tcp_flags.has(TcpFlags::SYN | TcpFlags::ACK)
+                && inbound_flags.has(TcpFlags::ACK);
+            if (completed || answered || established) && start > self.finalized && start >= window {
+                let (bk, _) = self.counts(start, window);
+                if completed {
+                    bk.tcp_half_open = bk.tcp_half_open.saturating_sub(1);
+                }
+                bk.svc_ans += u32::from(answered);
+                bk.svc_est += u32::from(established);
+            }
+        } else {
             // A record of a sampled flow export stands for `rate` flows as its packets stand
             // for `rate` packets (one-packet flows of a flood are seen one in `rate`), so
             // new-flow thresholds compare like with like.
@@ -1163,11 +1232,11 @@ impl<const N: usize> AssetState<N> {
         if reflected {
             let i = reflector(remote_port).expect("reflected");
             let a = self.atk();
-            a.refl[i] += inbound.ip_bytes;
-            a.refl_out += outbound.ip_bytes;
+            a.refl[i] += din.bytes;
+            a.refl_out += dout.bytes;
             self.gathered = true;
         }
-        if armed && inbound.pkts > 0 {
+        if armed && din.pkts > 0 {
             self.gathered = true;
             let a = self.atk();
             // Once the table is full, a spoofed flood's sources are nearly all new: a bit per
@@ -1177,18 +1246,18 @@ impl<const N: usize> AssetState<N> {
                 .as_deref()
                 .is_some_and(|h| !h.maybe(addr_key(remote)));
             if absent {
-                a.others.0 += inbound.pkts;
-                a.others.1 += inbound.ip_bytes;
+                a.others.0 += din.pkts;
+                a.others.1 += din.bytes;
             } else if let Some(e) = a.sources.get_mut(&remote) {
-                e.pkts += inbound.pkts;
-                e.bytes += inbound.ip_bytes;
+                e.pkts += din.pkts;
+                e.bytes += din.bytes;
                 e.reflector |= reflected;
             } else if a.sources.len() < MAX_SOURCES {
                 a.sources.insert(
                     remote,
                     Src {
-                        pkts: inbound.pkts,
-                        bytes: inbound.ip_bytes,
+                        pkts: din.pkts,
+                        bytes: din.bytes,
                         reflector: reflected,
                     },
                 );
@@ -1200,8 +1269,8 @@ impl<const N: usize> AssetState<N> {
                     a.held = Some(h);
                 }
             } else {
-                a.others.0 += inbound.pkts;
-                a.others.1 += inbound.ip_bytes;
+                a.others.0 += din.pkts;
+                a.others.1 += din.bytes;
             }
         }
         if armed && self.multi {
@@ -1217,7 +1286,7 @@ impl<const N: usize> AssetState<N> {
                     ..Spread::default()
                 })
             });
-            spread(sp, local, last, inbound, from == first);
+            spread(sp, local, last, &din, new && from == first);
         }
         // Seconds this record touched may now cross a limit.
         if from == last {
@@ -1234,10 +1303,13 @@ impl<const N: usize> AssetState<N> {
             r,
             inbound,
             outbound,
+            &dout,
+            prior.as_ref().map(|p| &p.0),
             remote,
             remote_port,
             local,
             local_port,
+            first,
             last,
             side,
             out,
@@ -1263,32 +1335,55 @@ impl<const N: usize> AssetState<N> {
         r: &FlowRecord,
         inbound: &DirStats,
         outbound: &DirStats,
+        dout: &Added,
+        prior_in: Option<&PriorDir>,
         remote: IpAddr,
         remote_port: u16,
         local: IpAddr,
         local_port: u16,
+        first: u64,
         last: u64,
         side: Side,
         out: &mut Vec<Alert>,
     ) {
         if let Some(ics) = &r.ics {
-            let cmds = if side == Side::Resp {
+            let all = if side == Side::Resp {
                 &ics.orig
             } else {
                 &ics.resp
             };
+            // The commands this record adds to the flow's earlier ones.
+            let before = prior_in.map_or([0; 4], |p| p.commands);
+            let cmds = IcsCounts {
+                write: all.write.saturating_sub(before[0]),
+                control: all.control.saturating_sub(before[1]),
+                stop_restart: all.stop_restart.saturating_sub(before[2]),
+                program_firmware: all.program_firmware.saturating_sub(before[3]),
+                ..*all
+            };
             let n = cmds.write + cmds.control + cmds.stop_restart + cmds.program_firmware;
             if n > 0 && !cx.asset.allows(remote) {
-                self.ics(cx, r, remote, inbound, cmds, last, out);
+                self.ics(cx, r, remote, inbound, &cmds, last, out);
             }
         }
-        // In a second already over a limit, a flood's (often spoofed) sources would fill the
-        // scan table one probe each: probes are not followed then.
-        if side == Side::Resp && is_probe(r, inbound, outbound, remote_port) && !self.is_hot(last) {
+        // A connection attempt is judged a probe once its flow has ended: an interim report
+        // may come before the answer. In a second already over a limit, a flood's (often
+        // spoofed) sources would fill the scan table one probe each: probes are not followed
+        // then.
+        if side == Side::Resp
+            && r.end_reason.is_final()
+            && is_probe(r, inbound, outbound, remote_port)
+            && !self.is_hot(last)
+        {
             self.probe(cx, remote, local, local_port, last, out);
         }
-        if outbound.ip_bytes > 0 && self.holds_ip {
-            self.outbound(cx, remote, outbound, r.first_ns / NS, last, out);
+        if dout.bytes > 0 && self.holds_ip {
+            let sent = DirStats {
+                pkts: dout.pkts,
+                ip_bytes: dout.bytes,
+                ..*outbound
+            };
+            self.outbound(cx, remote, &sent, first, last, out);
         }
     }
 
@@ -1300,7 +1395,7 @@ impl<const N: usize> AssetState<N> {
         r: &FlowRecord,
         remote: IpAddr,
         inbound: &DirStats,
-        cmds: &normwatch_model::IcsCounts,
+        cmds: &IcsCounts,
         last: u64,
         out: &mut Vec<Alert>,
     ) {
@@ -1332,7 +1427,7 @@ impl<const N: usize> AssetState<N> {
             cx,
             AlertKind::IcsCommandAbuse,
             last,
-            r.first_ns,
+            r.added_since_ns(),
             Measured::default(),
             severity,
             summary,
@@ -2098,6 +2193,16 @@ impl<const N: usize> AssetState<N> {
         }
     }
 
+    /// The newest second a record reached.
+    pub(crate) fn newest(&self) -> u64 {
+        self.newest
+    }
+
+    /// End of input: every second up to `newest` becomes final, judged on its full counts.
+    pub(crate) fn finalize_all(&mut self, cx: &Ctx, newest: u64, out: &mut Vec<Alert>) {
+        self.finalize(cx, newest, out);
+    }
+
     /// Whether the watermark's moves must visit this asset as they happen: it has open
     /// alerts, a second over a limit or sources gathered for an attack that may be building.
     /// Any other asset's seconds can wait for its next record to be made final.
@@ -2279,7 +2384,7 @@ fn sample(b: &Bucket) -> Sample {
 
 /// Follows per-address traffic of a multi-address asset in its latest second.
 #[inline(always)]
-fn spread(sp: &mut Spread, local: IpAddr, last: u64, inbound: &DirStats, new: bool) {
+fn spread(sp: &mut Spread, local: IpAddr, last: u64, inbound: &Added, new: bool) {
     if last != sp.cur.sec {
         if last < sp.cur.sec {
             // Late records count for their seconds' totals, not for the spread.
@@ -2318,7 +2423,7 @@ fn spread(sp: &mut Spread, local: IpAddr, last: u64, inbound: &DirStats, new: bo
     cell.pkts = cell
         .pkts
         .saturating_add(u32::try_from(inbound.pkts).unwrap_or(u32::MAX));
-    cell.bytes += inbound.ip_bytes;
+    cell.bytes += inbound.bytes;
     cell.new += u32::from(new);
     c.max_pkts = c.max_pkts.max(cell.pkts);
     c.max_bytes = c.max_bytes.max(cell.bytes);

@@ -99,6 +99,7 @@ fn rec(
         ics: None,
         end_reason: EndReason::IdleTimeout,
         export: None,
+        prior: None,
     }
 }
 

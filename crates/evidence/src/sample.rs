@@ -104,6 +104,7 @@ pub fn flows(alert: &Alert, per_source: usize) -> Vec<FlowRecord> {
                 ics: None,
                 end_reason: EndReason::IdleTimeout,
                 export: None,
+                prior: None,
             });
         }
     }

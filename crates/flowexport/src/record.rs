@@ -94,6 +94,7 @@ pub(crate) fn push(
         ics: None,
         end_reason: u.end,
         export: Some(origin),
+        prior: None,
     };
     out.push(Exported { record, origin });
 }

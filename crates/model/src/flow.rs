@@ -114,6 +114,17 @@ pub enum EndReason {
     Evicted,
     /// The capture ended (end of file or capture stopped).
     EndOfInput,
+    /// The flow goes on: an interim report of its traffic so far, sent every report interval
+    /// while it has new traffic. A later record of the same flow follows.
+    Interim,
+}
+
+impl EndReason {
+    /// Whether the record ends its flow (every reason but [`EndReason::Interim`] and
+    /// [`EndReason::ActiveTimeout`], whose flows go on).
+    pub const fn is_final(self) -> bool {
+        !matches!(self, EndReason::Interim | EndReason::ActiveTimeout)
+    }
 }
 
 /// Packets and bytes sent by one side of a flow.
@@ -166,6 +177,47 @@ pub struct FlowRecord {
     /// `None`: the sensor's own packets, every packet counted.
     #[serde(default)]
     pub export: Option<ExportOrigin>,
+    /// What earlier records of the same flow already reported (interim reports, active-timeout
+    /// records): the part this record adds is its counts minus these. `None` on a flow's first
+    /// record, which reports everything from its first packet and counts the connection as new.
+    #[serde(default)]
+    pub prior: Option<Prior>,
+}
+
+/// What the records before this one reported of the same flow. The counts of a record are the
+/// flow's totals (since its first packet, or since an active-timeout report); a consumer that
+/// adds up traffic counts the difference, spread over `since_ns ..= last_ns`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prior {
+    /// Records of this flow before this one.
+    pub reports: u32,
+    /// The first packet after the previous record: where the part this record adds begins.
+    pub since_ns: u64,
+    /// The originator's counts and flags as of the previous record.
+    pub orig: PriorDir,
+    /// The responder's counts and flags as of the previous record.
+    pub resp: PriorDir,
+}
+
+/// One direction's counts as of a flow's previous record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriorDir {
+    pub pkts: u64,
+    pub ip_bytes: u64,
+    pub tcp_flags: TcpFlags,
+    /// Industrial commands counted by then: write, control, stop/restart, program/firmware.
+    pub commands: [u32; 4],
+}
+
+impl PriorDir {
+    /// What a direction sent since the previous record: packets and IP bytes.
+    #[inline]
+    pub fn added(&self, now: &DirStats) -> (u64, u64) {
+        (
+            now.pkts.saturating_sub(self.pkts),
+            now.ip_bytes.saturating_sub(self.ip_bytes),
+        )
+    }
 }
 
 impl FlowRecord {
@@ -182,6 +234,20 @@ impl FlowRecord {
     /// Duration in nanoseconds.
     pub fn duration_ns(&self) -> u64 {
         self.last_ns.saturating_sub(self.first_ns)
+    }
+
+    /// Whether this record starts its flow (no earlier record reported any of it): the
+    /// connection is counted as new once, on this record.
+    #[inline]
+    pub fn is_first_report(&self) -> bool {
+        self.prior.is_none()
+    }
+
+    /// Where the part of the flow this record adds begins (ns): its first packet, or the first
+    /// packet after the previous record.
+    #[inline]
+    pub fn added_since_ns(&self) -> u64 {
+        self.prior.map_or(self.first_ns, |p| p.since_ns)
     }
 }
 

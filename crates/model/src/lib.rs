@@ -14,5 +14,5 @@ pub use alert::{
     Alert, AlertKind, AlertNorms, AlertState, Impairment, Measured, Severity, TopSource,
 };
 pub use asset::{Asset, AssetId, AssetIndex, AssetMatch, Rates, Role, Sector, Side, Thresholds};
-pub use flow::{ConnState, DirStats, EndReason, FlowRecord, TcpFlags};
+pub use flow::{ConnState, DirStats, EndReason, FlowRecord, Prior, PriorDir, TcpFlags};
 pub use ics::{CommandClass, FunctionCodes, IcsCounts, IcsProto, IcsSummary};

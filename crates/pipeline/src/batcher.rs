@@ -241,6 +241,7 @@ mod tests {
             ics: None,
             end_reason: EndReason::IdleTimeout,
             export: None,
+            prior: None,
         }
     }
 

@@ -30,7 +30,12 @@ pub fn decoder_config(cfg: &Config) -> DecoderConfig {
             .collect(),
         max_sessions: e.max_sessions,
         hold_ns: e.template_wait.as_nanos().min(u128::from(u64::MAX)) as u64,
-        sflow_table: crate::source::flow_config(cfg, Some(false)),
+        // Samples are scaled by their rate when a record is made, which an interim report's
+        // prior counts are not: sFlow flows are reported when they end.
+        sflow_table: normwatch_sensor::flow::FlowConfig {
+            report_ns: None,
+            ..crate::source::flow_config(cfg, Some(false))
+        },
         ..DecoderConfig::default()
     }
 }

@@ -68,6 +68,7 @@ pub fn flow_config(cfg: &Config, checksums: Option<bool>) -> FlowConfig {
         icmp_idle_ns: ns(t.icmp_idle),
         other_idle_ns: ns(t.other_idle),
         active_ns: t.active.map(ns),
+        report_ns: cfg.sensor.report_interval.map(ns),
         tcp_attempt_ns: ns(t.tcp_attempt),
         tcp_linger_ns: ns(t.tcp_linger),
         checksums: ChecksumSettings {

@@ -9,6 +9,7 @@ use crate::sensor::Publish;
 use crate::source::{drive, flow_config, Input, InputError, Observer, RecordSink, SourceOptions};
 use normwatch_config::{BusKind, Config};
 use normwatch_model::FlowRecord;
+use normwatch_sensor::flow::FlowConfig;
 use normwatch_sensor::{FlowTable, SensorStats};
 use normwatch_transport::bus::{memory_bus, Publisher, Topic};
 use normwatch_transport::kafka::{KafkaPublisher, KafkaSubscriber, MAX_MESSAGE_BYTES};
@@ -423,7 +424,11 @@ pub fn flows(
     sink: &mut dyn FlowSink,
     stop: &AtomicBool,
 ) -> (SensorStats, anyhow::Result<()>) {
-    let mut table = FlowTable::new(flow_config(cfg, opts.checksums));
+    // One record per connection, as Zeek's conn.log: no interim reports.
+    let mut table = FlowTable::new(FlowConfig {
+        report_ns: None,
+        ..flow_config(cfg, opts.checksums)
+    });
     let mut direct = Direct::new(sink);
     let read = drive(
         cfg,

@@ -15,8 +15,8 @@ use crate::ics;
 use crate::stats::SensorStats;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use normwatch_model::{
-    AssetIndex, AssetMatch, ConnState, DirStats, EndReason, FlowRecord, IcsProto, IcsSummary, Side,
-    TcpFlags,
+    AssetIndex, AssetMatch, ConnState, DirStats, EndReason, FlowRecord, IcsProto, IcsSummary,
+    Prior, PriorDir, Side, TcpFlags,
 };
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -46,6 +46,10 @@ pub struct FlowConfig {
     pub other_idle_ns: u64,
     /// Long flows are reported every `active_ns` (a continuation record follows); `None` = never.
     pub active_ns: Option<u64>,
+    /// Every `report_ns` of event time, each flow with traffic since its last record is
+    /// reported in an interim record ([`EndReason::Interim`]), so consumers hear of traffic
+    /// while it happens, not when its flow ends; `None` = only final records.
+    pub report_ns: Option<u64>,
     /// An unanswered SYN is given up this long after it was first seen.
     pub tcp_attempt_ns: u64,
     /// A closed or reset TCP connection lingers this long for late packets.
@@ -77,6 +81,7 @@ impl Default for FlowConfig {
             icmp_idle_ns: 60 * NS,
             other_idle_ns: 60 * NS,
             active_ns: Some(1800 * NS),
+            report_ns: None,
             tcp_attempt_ns: 5 * NS,
             tcp_linger_ns: 5 * NS,
             checksums: ChecksumSettings {
@@ -238,6 +243,12 @@ struct Flow {
     orig_haf_before_rst: bool,
     /// The record is a continuation after an active-timeout report.
     continuation: bool,
+    /// Traffic arrived since the flow's last record (it is on the table's list to report).
+    dirty: bool,
+    /// Flags of each side as of the flow's last record.
+    rep_flags: [u8; 2],
+    /// Records emitted for this flow so far (saturating).
+    reports: u16,
     /// Packets seen, bad checksums included, saturating (only small values matter).
     seen: u8,
     ics_proto: Option<IcsProto>,
@@ -252,9 +263,30 @@ struct Flow {
     timer_at: u64,
     timer: Timer,
     flow_id: u64,
+    /// The first packet since the last record (valid while `dirty`).
+    pend_first_ns: u64,
     cnt: [Cnt; 2],
+    /// Per side, packets and IP bytes since the last record (saturating).
+    pend: [Pend; 2],
     dir: [Dir; 2],
     ics: Option<Box<IcsState>>,
+}
+
+/// One side's traffic since the flow's last record.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pend {
+    pkts: u32,
+    ip_bytes: u32,
+}
+
+impl Pend {
+    #[inline]
+    fn add(&mut self, pkts: u32, bytes: u64) {
+        self.pkts = self.pkts.saturating_add(pkts);
+        self.ip_bytes = self
+            .ip_bytes
+            .saturating_add(u32::try_from(bytes).unwrap_or(u32::MAX));
+    }
 }
 
 /// Industrial-protocol state of a flow, boxed so that only ICS flows pay for it.
@@ -264,6 +296,13 @@ struct IcsState {
     /// Per direction, the TCP sequence number just past the last payload inspected; a segment
     /// ending at or before it is a retransmission and its commands were already counted.
     next_seq: [Option<u32>; 2],
+    /// Per direction, the commands (write, control, stop/restart, program) as of the last record.
+    reported: [[u32; 4]; 2],
+}
+
+/// Write, control, stop/restart and program/firmware commands counted.
+fn commands_of(c: &normwatch_model::IcsCounts) -> [u32; 4] {
+    [c.write, c.control, c.stop_restart, c.program_firmware]
 }
 
 const NO_ASSET: u32 = u32::MAX;
@@ -347,15 +386,63 @@ impl Flow {
         }
     }
 
-    /// Swaps originator and responder (Zeek's FlipRoles).
+    /// Swaps originator and responder (Zeek's FlipRoles), and with them the side the
+    /// protected asset is on.
     fn flip(&mut self) {
         self.orig_is_lo = !self.orig_is_lo;
         self.dir.swap(0, 1);
         self.cnt.swap(0, 1);
+        self.pend.swap(0, 1);
+        self.rep_flags.swap(0, 1);
         self.ics_server_resp = !self.ics_server_resp;
+        self.asset_side = match self.asset_side {
+            Side::Orig => Side::Resp,
+            Side::Resp => Side::Orig,
+        };
         if let Some(ics) = self.ics.as_deref_mut() {
             std::mem::swap(&mut ics.summary.orig, &mut ics.summary.resp);
             ics.next_seq.swap(0, 1);
+            ics.reported.swap(0, 1);
+        }
+    }
+
+    /// What the flow's earlier records reported, for the next one (`None` before the first).
+    fn prior(&self) -> Option<Prior> {
+        if self.reports == 0 {
+            return None;
+        }
+        let side = |i: usize| {
+            let (c, p) = (&self.cnt[i], &self.pend[i]);
+            PriorDir {
+                pkts: c.pkts.saturating_sub(u64::from(p.pkts)),
+                ip_bytes: c.ip_bytes.saturating_sub(u64::from(p.ip_bytes)),
+                tcp_flags: TcpFlags(self.rep_flags[i]),
+                commands: self.ics.as_deref().map_or([0; 4], |s| s.reported[i]),
+            }
+        };
+        Some(Prior {
+            reports: u32::from(self.reports),
+            since_ns: if self.dirty {
+                self.pend_first_ns
+            } else {
+                self.last_ns
+            },
+            orig: side(0),
+            resp: side(1),
+        })
+    }
+
+    /// A record was emitted: what it reported becomes the prior of the next one.
+    fn reported(&mut self) {
+        self.reports = self.reports.saturating_add(1);
+        self.dirty = false;
+        self.pend = [Pend::default(); 2];
+        self.rep_flags = [self.dir[0].flags, self.dir[1].flags];
+        if let Some(ics) = self.ics.as_deref_mut() {
+            ics.reported = [
+                commands_of(&ics.summary.orig),
+                commands_of(&ics.summary.resp),
+            ];
         }
     }
 }
@@ -442,6 +529,10 @@ pub struct FlowTable {
     quiet: Box<Quiet>,
     now: u64,
     next_sweep: u64,
+    /// Slots of flows with traffic since their last record (stale entries are skipped).
+    dirty: Vec<u32>,
+    /// When the next interim report is due (event time; `u64::MAX`: never).
+    next_report: u64,
     next_flow_id: u64,
     rng: u64,
     stats: SensorStats,
@@ -455,6 +546,7 @@ impl FlowTable {
         }
         let initial = cfg.max_flows.min(INITIAL_CAPACITY);
         let quiet = quiet_of(&cfg);
+        let cfg_reports = cfg.report_ns.is_some_and(|r| r > 0);
         FlowTable {
             cfg,
             hasher: DefaultHashBuilder::default(),
@@ -467,6 +559,8 @@ impl FlowTable {
             quiet,
             now: 0,
             next_sweep: 0,
+            dirty: Vec::new(),
+            next_report: if cfg_reports { 0 } else { u64::MAX },
             next_flow_id: 1,
             rng: 0x9e37_79b9_7f4a_7c15,
             stats: SensorStats::default(),
@@ -499,6 +593,7 @@ impl FlowTable {
         self.slab.capacity() * size_of::<Option<Flow>>()
             + self.index.capacity() * (size_of::<u32>() + 1)
             + self.free.capacity() * 4
+            + self.dirty.capacity() * 4
             + size_of_val(&*self.hints)
     }
 
@@ -556,6 +651,37 @@ impl FlowTable {
             }
             self.next_sweep = self.now + NS;
         }
+        if self.now >= self.next_report {
+            self.report(out);
+        }
+    }
+
+    /// Interim records: every flow with traffic since its last record reports it now.
+    #[cold]
+    #[inline(never)]
+    fn report(&mut self, out: &mut Vec<FlowRecord>) {
+        let every = self.cfg.report_ns.unwrap_or(u64::MAX).max(1);
+        if self.next_report != 0 {
+            let dirty = std::mem::take(&mut self.dirty);
+            for &slot in &dirty {
+                let Some(f) = self.slab[slot as usize].as_ref() else {
+                    continue;
+                };
+                if !f.dirty {
+                    continue;
+                }
+                out.push(self.record(f, EndReason::Interim));
+                self.stats.ended(EndReason::Interim);
+                self.slab[slot as usize]
+                    .as_mut()
+                    .expect("occupied")
+                    .reported();
+            }
+            self.dirty = dirty;
+            self.dirty.clear();
+        }
+        // On multiples of the interval, so every sensor reports at the same event times.
+        self.next_report = (self.now / every).saturating_add(1).saturating_mul(every);
     }
 
     /// Emits every flow that has expired by the current event time.
@@ -596,6 +722,7 @@ impl FlowTable {
         self.slab.clear();
         self.index.clear();
         self.free.clear();
+        self.dirty.clear();
         self.stats.flows_active = 0;
         let orphans = self.frags.values().filter(|g| g.flow.is_none()).count();
         self.stats.fragments_orphaned += orphans as u64;
@@ -639,6 +766,7 @@ impl FlowTable {
         self.stats.ended(EndReason::ActiveTimeout);
         out.push(rec);
         let f = self.slab[slot as usize].as_mut().expect("occupied");
+        f.reported();
         f.cnt = [Cnt::default(); 2];
         if let Some(ics) = f.ics.as_deref_mut() {
             ics.summary.orig = Default::default();
@@ -682,6 +810,7 @@ impl FlowTable {
             ics: f.ics.as_ref().map(|s| Box::new(s.summary.clone())),
             end_reason: reason,
             export: None,
+            prior: f.prior(),
         }
     }
 
@@ -750,6 +879,9 @@ impl FlowTable {
             hist_starts_orig_syn: false,
             orig_haf_before_rst: false,
             continuation: false,
+            dirty: false,
+            rep_flags: [0; 2],
+            reports: 0,
             seen: 0,
             ics_proto,
             ics_server_resp,
@@ -760,7 +892,9 @@ impl FlowTable {
             timer_at: 0,
             timer: Timer::None,
             flow_id: self.next_flow_id,
+            pend_first_ns: 0,
             cnt: [Cnt::default(); 2],
+            pend: [Pend::default(); 2],
             dir: [Dir::default(); 2],
             ics: None,
         };
@@ -874,6 +1008,14 @@ impl FlowTable {
         if p.tcp_flags & TcpFlags::RST == 0 {
             cnt.payload += u64::from(p.payload_len);
         }
+        if self.next_report != u64::MAX {
+            f.pend[d].add(1, u64::from(p.ip_len));
+            if !f.dirty {
+                f.dirty = true;
+                f.pend_first_ns = ts;
+                self.dirty.push(slot);
+            }
+        }
         let dir = &mut f.dir[d];
         dir.flags |= p.tcp_flags;
         dir.active = true;
@@ -902,6 +1044,9 @@ impl FlowTable {
             g.flow = Some((slot, flow_id, d));
             if let Some(f) = self.slab[slot as usize].as_mut() {
                 f.cnt[d].ip_bytes += pending;
+                if f.dirty {
+                    f.pend[d].add(0, pending);
+                }
             }
         } else if self.frags.len() < MAX_FRAG_GROUPS {
             self.frags.insert(
@@ -929,7 +1074,12 @@ impl FlowTable {
         if let Some(g) = self.frags.get_mut(&fk) {
             match g.flow {
                 Some((slot, flow_id, d)) => match self.slab[slot as usize].as_mut() {
-                    Some(f) if f.flow_id == flow_id => f.cnt[d].ip_bytes += u64::from(bytes),
+                    Some(f) if f.flow_id == flow_id => {
+                        f.cnt[d].ip_bytes += u64::from(bytes);
+                        if f.dirty {
+                            f.pend[d].add(0, u64::from(bytes));
+                        }
+                    }
                     _ => g.pending += u64::from(bytes),
                 },
                 None => g.pending += u64::from(bytes),
@@ -959,6 +1109,7 @@ fn ics_payload(f: &mut Flow, proto: IcsProto, p: &Packet<'_>, d: usize) -> u64 {
         Box::new(IcsState {
             summary: IcsSummary::new(proto),
             next_seq: [None; 2],
+            reported: [[0; 4]; 2],
         })
     });
     if p.proto == 6 {

@@ -20,8 +20,8 @@ pub struct SensorStats {
     pub fragments_overflow: u64,
     /// Flows created.
     pub flows_created: u64,
-    /// Flow records emitted, by [`EndReason`].
-    pub flows_ended: [u64; 5],
+    /// Flow records emitted, by [`EndReason`] (interim reports included).
+    pub flows_ended: [u64; 6],
     /// Flows currently in the table.
     pub flows_active: u64,
     /// Industrial-protocol PDUs that did not parse as the port's protocol.
@@ -64,5 +64,6 @@ fn end_index(r: EndReason) -> usize {
         EndReason::TcpClosed => 2,
         EndReason::Evicted => 3,
         EndReason::EndOfInput => 4,
+        EndReason::Interim => 5,
     }
 }

@@ -14,9 +14,10 @@ use serde::Serialize;
 /// First bytes of every batch.
 pub const MAGIC: [u8; 4] = *b"NWFB";
 /// The schema version this build writes and reads. 2: `FlowRecord` gained `export` (the
-/// flow-export origin); postcard is not self-describing, so version 1 batches are refused
+/// flow-export origin); 3: `EndReason::Interim` and `prior` (what earlier records of the flow
+/// reported). postcard is not self-describing, so batches of another version are refused
 /// with their reason rather than misread.
-pub const SCHEMA_VERSION: u16 = 2;
+pub const SCHEMA_VERSION: u16 = 3;
 /// Longest sensor id the envelope carries.
 pub const MAX_SENSOR_ID: usize = 64;
 
@@ -258,6 +259,17 @@ mod tests {
                 ics: Some(Box::new(ics)),
                 end_reason: EndReason::TcpClosed,
                 export: None,
+                prior: Some(normwatch_model::Prior {
+                    reports: 3,
+                    since_ns: 2,
+                    orig: normwatch_model::PriorDir {
+                        pkts: 1,
+                        ip_bytes: 40,
+                        tcp_flags: TcpFlags(2),
+                        commands: [0, 1, 0, 0],
+                    },
+                    resp: normwatch_model::PriorDir::default(),
+                }),
             },
             FlowRecord {
                 sensor_id: sensor,
@@ -281,6 +293,7 @@ mod tests {
                     domain: 7,
                     sampling_rate: 1000,
                 }),
+                prior: None,
             },
         ]
     }
