@@ -1369,3 +1369,141 @@ fn normals_report_each_tracked_asset_whatever_the_ring_length() {
     }
     assert_eq!(rings, [16, 32, 64], "every state type is covered");
 }
+
+#[test]
+fn two_incidents_an_hour_apart_with_sparse_records_between_are_two_alerts() {
+    let mut d = detector(
+        vec![asset("dns", "192.0.2.0/24", udp_limit(1000))],
+        Settings::default(),
+    );
+    // One batch: a flood, a long session's records ten minutes apart, another flood an hour
+    // later from other sources. The clock moves before each record counts, so the first
+    // alert closes before the second flood is seen.
+    let mut recs = udp_load(&d, 100, 5, 3000, 1);
+    for k in 1..6 {
+        recs.extend(udp_load(&d, 100 + k * 600, 1, 1, 7));
+    }
+    recs.extend(udp_load(&d, 3700, 5, 3000, 2));
+    let mut out = Vec::new();
+    d.process(&recs, &mut out);
+    d.finish(&mut out);
+    let open: Vec<_> = out.iter().filter(|a| a.state == AlertState::Open).collect();
+    assert_eq!(open.len(), 2, "{out:#?}");
+    assert_ne!(open[0].id, open[1].id);
+    let closed: Vec<_> = out
+        .iter()
+        .filter(|a| a.state == AlertState::Closed)
+        .collect();
+    assert_eq!(closed.len(), 2);
+    assert!(closed[0].window_end_ns < 200 * NS, "{:?}", closed[0]);
+    assert!(closed[1].window_start_ns >= 3700 * NS);
+}
+
+/// `whole` as interim reports: a record every `every` seconds, each with the totals so far
+/// and what the earlier ones reported, the last one final.
+fn as_interim(whole: &FlowRecord, every: u64) -> Vec<FlowRecord> {
+    let secs = (whole.last_ns - whole.first_ns) / NS + 1;
+    let steps = secs.div_ceil(every);
+    let mut v = Vec::new();
+    let mut prior: Option<normwatch_model::Prior> = None;
+    for k in 1..=steps {
+        let upto = (k * every).min(secs);
+        let part = |d: &DirStats| DirStats {
+            pkts: d.pkts * upto / secs,
+            ip_bytes: d.ip_bytes * upto / secs,
+            ..*d
+        };
+        let mut r = whole.clone();
+        r.last_ns = whole.first_ns + (upto - 1) * NS;
+        r.orig = part(&whole.orig);
+        r.resp = part(&whole.resp);
+        r.prior = prior;
+        r.end_reason = if k == steps {
+            whole.end_reason
+        } else {
+            EndReason::Interim
+        };
+        let since = whole.first_ns + (k - 1) * every * NS;
+        prior = Some(normwatch_model::Prior {
+            reports: k as u32,
+            since_ns: since + every * NS,
+            orig: normwatch_model::PriorDir {
+                pkts: r.orig.pkts,
+                ip_bytes: r.orig.ip_bytes,
+                tcp_flags: r.orig.tcp_flags,
+                commands: [0; 4],
+            },
+            resp: normwatch_model::PriorDir {
+                pkts: r.resp.pkts,
+                ip_bytes: r.resp.ip_bytes,
+                tcp_flags: r.resp.tcp_flags,
+                commands: [0; 4],
+            },
+        });
+        v.push(r);
+    }
+    v
+}
+
+#[test]
+fn interim_reports_count_each_packet_once_in_its_own_second() {
+    // Long UDP flows from 20 sources at 100 pps each for 60 s (2 000 pps in all, over the
+    // 1 000 limit), reported whole at their end or every second while they last: the same
+    // alert, opened in the first second rather than a minute late.
+    let settings = Settings::default();
+    let flows = |d: &Detector| -> Vec<FlowRecord> {
+        (0..20u32)
+            .map(|i| {
+                let mut r = rec(
+                    d,
+                    17,
+                    (v4(0x0A00_0000 + i), 4444),
+                    (ip("192.0.2.53"), 53),
+                    100 * NS,
+                    dir(6_000, 600_000),
+                    dir(0, 0),
+                    ConnState::S0,
+                );
+                r.last_ns = 159 * NS;
+                r
+            })
+            .collect()
+    };
+    let mut whole_d = detector(
+        vec![asset("dns", "192.0.2.0/24", udp_limit(1000))],
+        settings.clone(),
+    );
+    let whole_recs = flows(&whole_d);
+    let whole = run(&mut whole_d, &whole_recs);
+    let mut live_d = detector(
+        vec![asset("dns", "192.0.2.0/24", udp_limit(1000))],
+        settings,
+    );
+    let reports = flows(&live_d);
+    // Interleaved in time, as a sensor sends them.
+    let mut interim: Vec<FlowRecord> = reports.iter().flat_map(|r| as_interim(r, 1)).collect();
+    interim.sort_by_key(|r| r.last_ns);
+    let live = run(&mut live_d, &interim);
+    assert_eq!(opened(&live), [(AlertKind::VolumetricFlood, "dns".into())]);
+    assert_eq!(live[0].window_start_ns, 100 * NS);
+    // Packets counted once: each second saw 2 000, the peak is 2 000 per second.
+    let last = live.last().unwrap();
+    assert_eq!(last.state, AlertState::Closed);
+    assert_eq!(last.measured.pps, 2_000.0, "{last:?}");
+    // Reported whole at the end, the flows' early seconds had already left the ring.
+    assert!(
+        whole.is_empty() || whole[0].window_start_ns > 100 * NS,
+        "{whole:?}"
+    );
+    // A connection counts as new once: 20 new flows, not one per report.
+    let mut d = detector(
+        vec![asset("dns", "192.0.2.0/24", total(1_000_000, 1 << 40, 15))],
+        Settings::default(),
+    );
+    let mut once: Vec<FlowRecord> = flows(&d).iter().flat_map(|r| as_interim(r, 1)).collect();
+    once.sort_by_key(|r| r.last_ns);
+    let out = run(&mut d, &once);
+    assert_eq!(opened(&out).len(), 1, "20 new flows in second 100 cross 15");
+    let last = out.last().unwrap();
+    assert_eq!(last.measured.new_flows_per_s, 20.0, "{last:?}");
+}

@@ -196,13 +196,14 @@ impl EvidenceStage {
             .flows
             .get(alert.asset.as_str())
             .map(|q| {
-                q.iter()
+                let within: Vec<&FlowRecord> = q
+                    .iter()
                     .filter(|r| {
                         r.last_ns >= alert.window_start_ns.saturating_sub(MARGIN_NS)
                             && r.first_ns <= alert.window_end_ns.saturating_add(MARGIN_NS)
                     })
-                    .cloned()
-                    .collect()
+                    .collect();
+                latest_reports(&within)
             })
             .unwrap_or_default();
         let out = self.packager.package(alert, &flows, now_ns())?;
@@ -290,4 +291,26 @@ impl AlertSink for EvidenceTap {
     fn flush(&mut self) -> anyhow::Result<()> {
         Ok(())
     }
+}
+
+/// One record per flow: a flow reported while it went on (interim reports) has several
+/// records of the same span, each with the totals so far; the latest holds them all. Records
+/// of different spans of one flow (active-timeout continuations) are kept apart. Order: the
+/// latest record's.
+fn latest_reports(records: &[&FlowRecord]) -> Vec<FlowRecord> {
+    use std::collections::HashMap;
+    // Exported records are each their own (a router's flow ids are not the sensor's).
+    let key = |r: &FlowRecord| (r.sensor_id.clone(), r.flow_id, r.first_ns);
+    let mut last: HashMap<_, usize> = HashMap::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        if r.export.is_none() {
+            last.insert(key(r), i);
+        }
+    }
+    records
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| r.export.is_some() || last.get(&key(r)) == Some(i))
+        .map(|(_, r)| (*r).clone())
+        .collect()
 }

@@ -1548,6 +1548,109 @@ mod tests {
     }
 
     #[test]
+    fn a_flipped_flow_keeps_the_protected_asset_on_its_own_side() {
+        // The protected server (S) is first seen sending a SYN-ACK from a port on no list;
+        // the client's ACK flips the roles. The asset was matched as the first packet's
+        // originator, so after the flip it is the responder.
+        use normwatch_model::{Asset, AssetId, Rates, Sector, Thresholds};
+        let server = Asset {
+            id: AssetId(Arc::from("srv")),
+            name: "srv".into(),
+            operator: "op".into(),
+            sector: Sector::Energy,
+            service: "svc".into(),
+            cidrs: vec!["198.51.100.2/32".parse().unwrap()],
+            roles: vec![],
+            service_ports: vec![],
+            thresholds: Thresholds {
+                total: Rates::default(),
+                ..Thresholds::default()
+            },
+            allow: vec![],
+        };
+        let mut cfg = FlowConfig::default();
+        cfg.checksums.verify = false;
+        cfg.assets = Arc::new(AssetIndex::new(vec![server]).unwrap());
+        let mut t = FlowTable::new(cfg);
+        let mut out = Vec::new();
+        for (f, ts) in [
+            (tcp(S, 40001, C, 50002, SYN | ACK, 500, 0), NS),
+            (tcp(C, 50002, S, 40001, ACK, 101, 0), NS + 1),
+        ] {
+            t.process_frame(LinkType::Ethernet, &f, f.len(), ts, &mut out);
+        }
+        t.flush(&mut out);
+        let r = &out[0];
+        assert_eq!(r.resp_addr, IpAddr::from(S));
+        let m = r.asset.as_ref().expect("matched");
+        assert_eq!(
+            m.side,
+            Side::Resp,
+            "the asset is the responder after the flip"
+        );
+    }
+
+    #[test]
+    fn interim_reports_carry_what_each_adds_and_the_final_record_the_totals() {
+        let mut cfg = FlowConfig::default();
+        cfg.checksums.verify = false;
+        cfg.report_ns = Some(NS / 10);
+        let mut t = FlowTable::new(cfg);
+        let mut out = Vec::new();
+        let t0 = 1_000 * NS;
+        let frames = [
+            (tcp(C, 40000, S, 80, SYN, 100, 0), t0),
+            (tcp(S, 80, C, 40000, SYN | ACK, 500, 0), t0 + 1_000),
+            (tcp(C, 40000, S, 80, ACK, 101, 0), t0 + 2_000),
+            // Data after the first report (t0 + 100 ms).
+            (tcp(C, 40000, S, 80, ACK, 101, 100), t0 + 150_000_000),
+            (tcp(C, 40000, S, 80, ACK, 201, 100), t0 + 160_000_000),
+            // A packet of another flow moves time past the second report; then a quiet spell.
+            (tcp(C, 40001, S, 80, SYN, 7, 0), t0 + 250_000_000),
+            (tcp(C, 40000, S, 80, FIN | ACK, 301, 0), t0 + 5 * NS),
+            (tcp(S, 80, C, 40000, FIN | ACK, 501, 0), t0 + 5 * NS + 1_000),
+        ];
+        for (f, ts) in &frames {
+            t.process_frame(LinkType::Ethernet, f, f.len(), *ts, &mut out);
+        }
+        t.flush(&mut out);
+        let first: Vec<_> = out.iter().filter(|r| r.orig_port == 40000).collect();
+        assert_eq!(
+            first.iter().map(|r| r.end_reason).collect::<Vec<_>>(),
+            [
+                EndReason::Interim,
+                EndReason::Interim,
+                EndReason::EndOfInput
+            ]
+        );
+        // The first report: everything so far, no prior.
+        assert_eq!(first[0].prior, None);
+        assert_eq!((first[0].orig.pkts, first[0].resp.pkts), (2, 1));
+        // The second adds the two data segments, from the first of them.
+        let p = first[1].prior.expect("prior");
+        assert_eq!(p.reports, 1);
+        assert_eq!(p.since_ns, t0 + 150_000_000);
+        assert_eq!(p.orig.added(&first[1].orig), (2, 280));
+        assert_eq!(p.resp.added(&first[1].resp), (0, 0));
+        assert_eq!(p.orig.tcp_flags.0, SYN | ACK);
+        // The final record adds the close (no report came between it and the end).
+        let p = first[2].prior.expect("prior");
+        assert_eq!(p.reports, 2);
+        assert_eq!(p.since_ns, t0 + 5 * NS);
+        assert_eq!(p.orig.added(&first[2].orig), (1, 40));
+        assert_eq!(p.resp.added(&first[2].resp), (1, 40));
+        assert_eq!(first[2].orig.pkts, 5);
+        assert_eq!(first[2].resp.pkts, 2);
+        // The totals are those of a table that does not report (Zeek's).
+        let plain = run(&frames);
+        let whole = plain.iter().find(|r| r.orig_port == 40000).unwrap();
+        assert_eq!(
+            (whole.orig, whole.resp, whole.conn_state),
+            (first[2].orig, first[2].resp, first[2].conn_state)
+        );
+    }
+
+    #[test]
     fn attempt_timeout_splits_retransmissions_after_five_seconds() {
         let out = run(&[
             (tcp(C, 40000, S, 80, SYN, 1, 0), NS),

@@ -9,7 +9,7 @@
 //! sit in prefixes that MaxMind's public test databases register to named countries, so the
 //! evidence stage has States to address.
 
-mod packet;
+pub mod packet;
 
 pub use packet::PcapWriter;
 use packet::{tcp, udp, ACK, FIN, PSH, RST, SYN};
