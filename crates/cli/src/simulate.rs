@@ -8,8 +8,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
-    /// The scenario: syn-flood, dns-amplification, modbus-write, s7-stop, or all. Each adds
-    /// its attack to two minutes of benign background traffic; `--list` describes them.
+    /// The scenario: syn-flood, dns-amplification, modbus-write, s7-stop, all, or
+    /// s7-stop-held. Each adds its attack to two minutes of benign background traffic;
+    /// `--list` describes them.
     #[arg(long, short = 's', value_name = "NAME", default_value = "all")]
     scenario: String,
     /// The pcap file to write.

@@ -63,7 +63,7 @@ pub struct BusConfig {
     pub capacity: usize,
     /// Most flow records in one batch message (4096).
     pub batch_records: usize,
-    /// Longest a record waits in a partly filled batch (100 ms).
+    /// Longest a record waits in a partly filled batch (20 ms: an alert follows the packets).
     pub batch_linger: Duration,
     pub topics: Topics,
 }
@@ -75,7 +75,7 @@ impl Default for BusConfig {
             brokers: Vec::new(),
             capacity: 1024,
             batch_records: 4096,
-            batch_linger: Duration::from_millis(100),
+            batch_linger: Duration::from_millis(20),
             topics: Topics::default(),
         }
     }

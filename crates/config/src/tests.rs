@@ -377,7 +377,7 @@ fn bus_kafka_spool_defaults() {
             brokers: Vec::new(),
             capacity: 1024,
             batch_records: 4096,
-            batch_linger: Duration::from_millis(100),
+            batch_linger: Duration::from_millis(20),
             topics: Topics {
                 flows: topic("normwatch.flows", 8),
                 alerts: topic("normwatch.alerts", 4),
@@ -1336,5 +1336,38 @@ fn detect_settings() {
             ("detect.lateness", "out of range"),
             ("detect.syn_half_open_share", "out of range"),
         ],
+    );
+}
+
+#[test]
+fn report_interval_defaults_to_100ms_and_0s_turns_interim_reports_off() {
+    assert_eq!(
+        p("").unwrap().sensor.report_interval,
+        Some(Duration::from_millis(100))
+    );
+    assert_eq!(
+        p("[sensor]\nreport_interval = \"250ms\"\n")
+            .unwrap()
+            .sensor
+            .report_interval,
+        Some(Duration::from_millis(250))
+    );
+    assert_eq!(
+        p("[sensor]\nreport_interval = \"0s\"\n")
+            .unwrap()
+            .sensor
+            .report_interval,
+        None
+    );
+    check(
+        "[sensor]\nreport_interval = \"5ms\"\n",
+        &[(
+            "sensor.report_interval",
+            "\"5ms\" is out of range; accepted: 10ms to 60s",
+        )],
+    );
+    check(
+        "[sensor]\nreport_interval = \"often\"\n",
+        &[("sensor.report_interval", "\"often\" is not a duration")],
     );
 }

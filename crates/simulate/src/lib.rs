@@ -21,7 +21,7 @@ pub const START_SECS: u64 = 1_768_464_000;
 const NS: u64 = 1_000_000_000;
 
 /// The scenarios, with what each holds.
-pub const SCENARIOS: [(&str, &str); 5] = [
+pub const SCENARIOS: [(&str, &str); 6] = [
     (
         "syn-flood",
         "a botnet floods the hospital portal (203.0.113.10:443) with SYNs; real patients' connections stop completing",
@@ -39,13 +39,17 @@ pub const SCENARIOS: [(&str, &str); 5] = [
         "an outside host sends PLC STOP to the water plant's S7 controller (10.20.0.50:102)",
     ),
     ("all", "every attack above, one after the other"),
+    (
+        "s7-stop-held",
+        "an engineering station keeps an S7 session to the water plant's PLC open, polling it every second, and sends PLC STOP 20 s in without closing it",
+    ),
 ];
 
 /// Why a scenario could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum SimulateError {
     #[error(
-        "unknown scenario {0:?}; known: syn-flood, dns-amplification, modbus-write, s7-stop, all"
+        "unknown scenario {0:?}; known: syn-flood, dns-amplification, modbus-write, s7-stop, all, s7-stop-held"
     )]
     Unknown(String),
     #[error("cannot write the capture: {0}")]
@@ -204,6 +208,9 @@ const FLOOD: (u64, u64) = (30, 45);
 const AMPLIFICATION: (u64, u64) = (60, 72);
 const MODBUS_AT: u64 = 85;
 const S7_AT: u64 = 95;
+/// The held S7 session opens here; its STOP follows [`HELD_STOP_AFTER`] seconds later.
+const HELD_AT: u64 = 5;
+const HELD_STOP_AFTER: u64 = 20;
 const END: u64 = 120;
 
 /// Writes scenario `name` as a pcap to `out`.
@@ -214,6 +221,7 @@ pub fn write_scenario<W: Write>(name: &str, out: W) -> Result<Written, SimulateE
         "modbus-write" => (false, false, true, false),
         "s7-stop" => (false, false, false, true),
         "all" => (true, true, true, true),
+        "s7-stop-held" => (false, false, false, false),
         other => return Err(SimulateError::Unknown(other.into())),
     };
     let mut rng = Rng(0x6e6f_726d_7761_7463);
@@ -230,7 +238,10 @@ pub fn write_scenario<W: Write>(name: &str, out: W) -> Result<Written, SimulateE
         modbus_write(&mut trace, t0 + MODBUS_AT * NS);
     }
     if s7 {
-        s7_stop(&mut trace, t0 + S7_AT * NS);
+        s7_stop(&mut trace, t0 + S7_AT * NS, None);
+    }
+    if name == "s7-stop-held" {
+        s7_stop(&mut trace, t0 + HELD_AT * NS, Some(END - HELD_AT - 1));
     }
     trace.write(out)
 }
@@ -415,8 +426,10 @@ fn modbus_write(trace: &mut Trace, t: u64) {
 }
 
 /// An outside host opens an ISO-on-TCP connection to the water plant's S7 PLC, negotiates
-/// the PDU size and sends PLC STOP.
-fn s7_stop(trace: &mut Trace, t: u64) {
+/// the PDU size and sends PLC STOP, then closes the connection. Held (`Some(secs)`): it reads
+/// a data block every second for `secs` seconds instead, sends the STOP
+/// [`HELD_STOP_AFTER`] seconds in, and leaves the connection open.
+fn s7_stop(trace: &mut Trace, t: u64, held: Option<u64>) {
     let (p, c0, s0) = (49_152u16, 2_000u32, 8_000u32);
     let tx = |trace: &mut Trace, t: u64, c: &mut u32, s: u32, payload: &[u8]| {
         trace.push(
@@ -468,6 +481,27 @@ fn s7_stop(trace: &mut Trace, t: u64) {
     let stop_ack = [
         3, 0, 0, 20, 2, 0xf0, 0x80, 0x32, 3, 0, 0, 0, 2, 0, 1, 0, 0, 0, 0, 0x29,
     ];
+    if let Some(secs) = held {
+        // Read var (job 0x04): one byte of DB1, and its answer.
+        let read = [
+            3, 0, 0, 31, 2, 0xf0, 0x80, 0x32, 1, 0, 0, 0, 3, 0, 14, 0, 0, 0x04, 1, 0x12, 0x0a,
+            0x10, 0x02, 0, 1, 0, 1, 0x84, 0, 0, 0,
+        ];
+        let read_ack = [
+            3, 0, 0, 26, 2, 0xf0, 0x80, 0x32, 3, 0, 0, 0, 3, 0, 2, 0, 5, 0, 0, 0x04, 1, 0xff, 4, 0,
+            8, 7,
+        ];
+        for sec in 1..=secs {
+            let at = t + sec * NS;
+            tx(trace, at, &mut c, s, &read);
+            rx(trace, at + 20_000_000, c, &mut s, &read_ack);
+            if sec == HELD_STOP_AFTER {
+                tx(trace, at + 500_000_000, &mut c, s, &stop);
+                rx(trace, at + 540_000_000, c, &mut s, &stop_ack);
+            }
+        }
+        return;
+    }
     tx(trace, t + 300_000_000, &mut c, s, &stop);
     rx(trace, t + 340_000_000, c, &mut s, &stop_ack);
     trace.push(
