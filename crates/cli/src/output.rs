@@ -1,7 +1,7 @@
 //! Flow record output formats: Zeek-style TSV and JSON lines.
 
 use anyhow::Context;
-use normwatch_model::{Alert, FlowRecord};
+use normwatch_model::{Alert, EndReason, FlowRecord};
 use normwatch_pipeline::alerts::AlertSink;
 use normwatch_pipeline::detect::FlowSink;
 use std::fs::File;
@@ -41,8 +41,11 @@ impl<W: Write> FlowWriter<W> {
         })
     }
 
+    /// Writes one record. In Zeek's format a line is a connection, so an interim report of a
+    /// connection that goes on is left out (its final record follows with the totals).
     pub fn write(&mut self, r: &FlowRecord) -> io::Result<()> {
         match self.format {
+            Format::Zeek if r.end_reason == EndReason::Interim => Ok(()),
             Format::Zeek => {
                 let l = &mut self.line;
                 l.clear();
@@ -222,5 +225,39 @@ mod tests {
             push_addr(&mut v, ip);
             assert_eq!(String::from_utf8(v).unwrap(), ip.to_string());
         }
+    }
+
+    #[test]
+    fn zeek_lines_are_connections_and_json_keeps_interim_reports() {
+        use normwatch_model::{ConnState, DirStats};
+        let rec = |end_reason| FlowRecord {
+            sensor_id: "s".into(),
+            flow_id: 1,
+            orig_addr: "192.0.2.1".parse().unwrap(),
+            orig_port: 40000,
+            resp_addr: "198.51.100.2".parse().unwrap(),
+            resp_port: 80,
+            ip_proto: 6,
+            first_ns: 1,
+            last_ns: 2,
+            orig: DirStats::default(),
+            resp: DirStats::default(),
+            conn_state: ConnState::S1,
+            asset: None,
+            ics: None,
+            end_reason,
+            export: None,
+            prior: None,
+        };
+        let records = [rec(EndReason::Interim), rec(EndReason::TcpClosed)];
+        let lines = |format| {
+            let mut w = FlowWriter::new(Vec::new(), format).unwrap();
+            for r in &records {
+                w.write(r).unwrap();
+            }
+            String::from_utf8(w.out).unwrap().lines().count()
+        };
+        assert_eq!(lines(Format::Zeek), 2, "the header and the one connection");
+        assert_eq!(lines(Format::Json), 2, "both records");
     }
 }
