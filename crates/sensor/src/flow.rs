@@ -407,26 +407,38 @@ impl Flow {
     }
 
     /// What the flow's earlier records reported, for the next one (`None` before the first).
-    fn prior(&self) -> Option<Prior> {
+    /// `pending`: whether the traffic since the last record was followed (interim reports
+    /// on); without them the only earlier records are active-timeout reports, after which
+    /// the counts start again from zero.
+    fn prior(&self, pending: bool) -> Option<Prior> {
         if self.reports == 0 {
             return None;
         }
         let side = |i: usize| {
             let (c, p) = (&self.cnt[i], &self.pend[i]);
+            let (pkts, ip_bytes) = if pending {
+                (
+                    c.pkts.saturating_sub(u64::from(p.pkts)),
+                    c.ip_bytes.saturating_sub(u64::from(p.ip_bytes)),
+                )
+            } else {
+                (0, 0)
+            };
             PriorDir {
-                pkts: c.pkts.saturating_sub(u64::from(p.pkts)),
-                ip_bytes: c.ip_bytes.saturating_sub(u64::from(p.ip_bytes)),
+                pkts,
+                ip_bytes,
                 tcp_flags: TcpFlags(self.rep_flags[i]),
                 commands: self.ics.as_deref().map_or([0; 4], |s| s.reported[i]),
             }
         };
+        let since_ns = match (pending, self.dirty) {
+            (true, true) => self.pend_first_ns,
+            (true, false) => self.last_ns,
+            (false, _) => self.first_ns,
+        };
         Some(Prior {
             reports: u32::from(self.reports),
-            since_ns: if self.dirty {
-                self.pend_first_ns
-            } else {
-                self.last_ns
-            },
+            since_ns,
             orig: side(0),
             resp: side(1),
         })
@@ -810,7 +822,7 @@ impl FlowTable {
             ics: f.ics.as_ref().map(|s| Box::new(s.summary.clone())),
             end_reason: reason,
             export: None,
-            prior: f.prior(),
+            prior: f.prior(self.next_report != u64::MAX),
         }
     }
 
@@ -1647,6 +1659,36 @@ mod tests {
         assert_eq!(
             (whole.orig, whole.resp, whole.conn_state),
             (first[2].orig, first[2].resp, first[2].conn_state)
+        );
+    }
+
+    #[test]
+    fn active_timeout_continuations_are_not_new_connections() {
+        let mut cfg = FlowConfig::default();
+        cfg.checksums.verify = false;
+        cfg.active_ns = Some(NS);
+        let mut t = FlowTable::new(cfg);
+        let mut out = Vec::new();
+        let mut frames = vec![
+            (tcp(C, 40000, S, 80, SYN, 100, 0), NS),
+            (tcp(S, 80, C, 40000, SYN | ACK, 500, 0), NS + 1),
+        ];
+        for k in 0..30u64 {
+            frames.push((tcp(C, 40000, S, 80, ACK, 101, 10), NS + 2 + k * NS / 10));
+        }
+        for (f, ts) in &frames {
+            t.process_frame(LinkType::Ethernet, f, f.len(), *ts, &mut out);
+        }
+        t.flush(&mut out);
+        assert!(out.len() >= 3, "{out:?}");
+        assert!(out[0].is_first_report());
+        assert!(out[1..].iter().all(|r| !r.is_first_report()));
+        // Each continuation counts from its own start; the prior says nothing was sent yet.
+        let p = out[1].prior.unwrap();
+        assert_eq!((p.orig.pkts, p.resp.pkts), (0, 0));
+        assert_eq!(
+            out.iter().map(|r| r.orig.pkts + r.resp.pkts).sum::<u64>(),
+            frames.len() as u64
         );
     }
 
