@@ -73,6 +73,9 @@ trap cleanup EXIT INT TERM
 ip netns add "$NS"
 ip link add "$OUT" type veth peer name "$IN"
 ip link set "$IN" netns "$NS"
+# No IPv6 on the lab link: its neighbour discovery would be the first packet on the wire.
+sysctl -qw "net.ipv6.conf.$OUT.disable_ipv6=1" || true
+ip netns exec "$NS" sysctl -qw "net.ipv6.conf.$IN.disable_ipv6=1" || true
 ip addr add 10.200.0.1/30 dev "$OUT"
 ip link set "$OUT" up
 ip -n "$NS" addr add 10.200.0.2/30 dev "$IN"
@@ -163,6 +166,14 @@ wait_for() { # file pattern seconds
 
 stop_all() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  local end=$((SECONDS + 10)) alive
+  while [ $SECONDS -lt $end ]; do
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
 }
@@ -187,11 +198,16 @@ one_run() {
     pids+=($!)
     wait_for "$WORK/fnm/log" AF_PACKET 30 || { echo "fastnetmon did not start:" >&2; tail -5 "$WORK/fnm/log" >&2; exit 1; }
   fi
+  rm -f "$WORK/nw.fifo"
+  mkfifo "$WORK/nw.fifo"
+  python3 -u "$WORK/stamp.py" < "$WORK/nw.fifo" > "$WORK/nw.out" &
+  pids+=($!)
   ip netns exec "$NS" "$BIN" run --config "$WORK/nw.toml" --interface "$IN" --alerts-out - \
-    2> "$WORK/nw.err" | python3 -u "$WORK/stamp.py" > "$WORK/nw.out" &
+    --metrics-listen off > "$WORK/nw.fifo" 2> "$WORK/nw.err" &
   pids+=($!)
   wait_for "$WORK/nw.err" capturing 30 || { echo "normwatch did not start:" >&2; tail -5 "$WORK/nw.err" >&2; exit 1; }
-  ip netns exec "$NS" dumpcap -q -i "$IN" -c 1 -w "$WORK/first.pcap" 2> "$WORK/dumpcap.err" &
+  # Time zero: the first replayed packet (IPv4; the flood's are all to the victim).
+  ip netns exec "$NS" dumpcap -q -i "$IN" -c 1 -f "ip" -w "$WORK/first.pcap" 2> "$WORK/dumpcap.err" &
   pids+=($!)
   wait_for "$WORK/dumpcap.err" "Capturing on" 30 || true
   sleep "3.$(printf '%03d' $((RANDOM % 1000)))"

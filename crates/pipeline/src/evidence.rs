@@ -314,3 +314,53 @@ fn latest_reports(records: &[&FlowRecord]) -> Vec<FlowRecord> {
         .map(|(_, r)| (*r).clone())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::latest_reports;
+    use normwatch_model::{ConnState, DirStats, EndReason, FlowRecord};
+
+    fn rec(flow_id: u64, first_ns: u64, pkts: u64, end_reason: EndReason) -> FlowRecord {
+        FlowRecord {
+            sensor_id: "s".into(),
+            flow_id,
+            orig_addr: "192.0.2.1".parse().unwrap(),
+            orig_port: 40000,
+            resp_addr: "198.51.100.2".parse().unwrap(),
+            resp_port: 80,
+            ip_proto: 6,
+            first_ns,
+            last_ns: first_ns + pkts,
+            orig: DirStats {
+                pkts,
+                ..DirStats::default()
+            },
+            resp: DirStats::default(),
+            conn_state: ConnState::S1,
+            asset: None,
+            ics: None,
+            end_reason,
+            export: None,
+            prior: None,
+        }
+    }
+
+    #[test]
+    fn a_flow_reported_while_it_went_on_is_packaged_once_with_its_totals() {
+        let records = [
+            rec(1, 10, 2, EndReason::Interim),
+            rec(2, 10, 1, EndReason::TcpClosed),
+            rec(1, 10, 5, EndReason::Interim),
+            rec(1, 10, 9, EndReason::ActiveTimeout),
+            // The continuation after the active timeout is a span of its own.
+            rec(1, 50, 3, EndReason::TcpClosed),
+        ];
+        let refs: Vec<&FlowRecord> = records.iter().collect();
+        let kept = latest_reports(&refs);
+        let got: Vec<(u64, u64, u64)> = kept
+            .iter()
+            .map(|r| (r.flow_id, r.first_ns, r.orig.pkts))
+            .collect();
+        assert_eq!(got, [(2, 10, 1), (1, 10, 9), (1, 50, 3)]);
+    }
+}
