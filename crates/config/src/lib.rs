@@ -118,6 +118,22 @@ pub struct CaptureConfig {
     pub snaplen: u32,
     /// Whether the interface is put in promiscuous mode (true).
     pub promiscuous: bool,
+    /// Bytes of the memory-mapped ring the kernel fills (64 MiB), 4 MiB to 16 GiB, in whole
+    /// MiB blocks.
+    pub ring_size: u64,
+    /// A classic BPF program the kernel runs on every frame before it enters the ring
+    /// (none: every frame).
+    pub filter: Option<Vec<BpfInstruction>>,
+}
+
+/// One classic BPF instruction (`struct sock_filter`): `code jt jf k`, as `tcpdump -ddd`
+/// prints it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BpfInstruction {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
 }
 
 impl Default for CaptureConfig {
@@ -126,6 +142,8 @@ impl Default for CaptureConfig {
             channel_capacity: raw::DEFAULT_CHANNEL_CAPACITY as usize,
             snaplen: raw::DEFAULT_SNAPLEN as u32,
             promiscuous: true,
+            ring_size: validate::DEFAULT_RING_SIZE,
+            filter: None,
         }
     }
 }

@@ -89,6 +89,9 @@ pub(crate) struct RawCapture {
     pub channel_capacity: i64,
     pub snaplen: i64,
     pub promiscuous: bool,
+    /// An integer or a size string ("64MiB"), read in stage two.
+    pub ring_size: Option<toml::Value>,
+    pub filter: Option<String>,
 }
 
 impl Default for RawCapture {
@@ -97,6 +100,8 @@ impl Default for RawCapture {
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
             snaplen: DEFAULT_SNAPLEN,
             promiscuous: true,
+            ring_size: None,
+            filter: None,
         }
     }
 }

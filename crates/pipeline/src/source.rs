@@ -5,7 +5,7 @@ use crate::metrics::SensorMetrics;
 use normwatch_config::{ChecksumPolicy, Config};
 use normwatch_model::FlowRecord;
 use normwatch_sensor::capture::file::read_file;
-use normwatch_sensor::capture::live::{LiveCapture, LiveConfig};
+use normwatch_sensor::capture::live::{BpfInstruction, LiveCapture, LiveConfig};
 use normwatch_sensor::decode::ChecksumSettings;
 use normwatch_sensor::flow::DEFAULT_LIKELY_SERVER_PORTS;
 use normwatch_sensor::{FlowConfig, FlowTable, SensorStats};
@@ -97,7 +97,7 @@ pub trait RecordSink {
 pub struct Observer {
     metrics: Option<SensorMetrics>,
     seen: SensorStats,
-    capture_seen: (u64, u64),
+    capture_seen: (u64, u64, u64),
 }
 
 impl Observer {
@@ -114,9 +114,9 @@ impl Observer {
         }
     }
 
-    fn capture(&mut self, kernel: u64, channel: u64) {
+    fn capture(&mut self, kernel: u64, channel: u64, freezes: u64) {
         if let Some(m) = &self.metrics {
-            m.observe_capture(&mut self.capture_seen, kernel, channel);
+            m.observe_capture(&mut self.capture_seen, kernel, channel, freezes);
         }
     }
 }
@@ -230,34 +230,57 @@ fn live(
     buf: &mut Vec<FlowRecord>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let mut capture = LiveCapture::start(&LiveConfig {
+    let filter = cfg.capture.filter.as_ref().map(|prog| {
+        prog.iter()
+            .map(|i| BpfInstruction {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect()
+    });
+    let mut capture = LiveCapture::open(&LiveConfig {
         interface: iface.to_string(),
         snaplen: cfg.capture.snaplen as usize,
         promiscuous: cfg.capture.promiscuous,
-        channel_capacity: cfg.capture.channel_capacity,
+        ring_bytes: usize::try_from(cfg.capture.ring_size).unwrap_or(usize::MAX),
+        filter,
     })
     .map_err(|e| InputError(e.to_string()))?;
-    tracing::info!(interface = iface, "capturing");
+    tracing::info!(
+        interface = iface,
+        ring_bytes = cfg.capture.ring_size,
+        filter = cfg.capture.filter.is_some(),
+        "capturing"
+    );
     let started = Instant::now();
     let deadline = duration.map(|d| started + d);
-    let consume = |batch: normwatch_sensor::capture::live::Batch,
-                   table: &mut FlowTable,
-                   sink: &mut dyn RecordSink,
-                   buf: &mut Vec<FlowRecord>,
-                   capture: &LiveCapture| {
-        for f in batch.frames() {
-            table.process_frame(f.link, f.data, f.wire_len, f.ts_ns, buf);
-        }
-        sink.records(buf, Instant::now());
-        capture.recycle(batch);
+    let observe = |capture: &LiveCapture, obs: &mut Observer| {
+        let s = capture.stats();
+        obs.capture(
+            s.kernel_dropped.load(Ordering::Relaxed),
+            0,
+            s.ring_freezes.load(Ordering::Relaxed),
+        );
     };
-    while !stop.load(Ordering::Relaxed)
-        && deadline.is_none_or(|d| Instant::now() < d)
-        && !capture.is_finished()
-    {
-        match capture.next_batch(Duration::from_millis(100)) {
-            Some(batch) => consume(batch, table, sink, buf, &capture),
-            None => {
+    let mut failed = None;
+    loop {
+        // The stop flag ends the wait for new blocks only: blocks the kernel already filled
+        // are taken in below before the capture closes.
+        if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        match capture.next_block(Duration::from_millis(100)) {
+            Ok(Some(block)) => {
+                for f in block.frames() {
+                    table.process_frame(f.link, f.data, f.wire_len, f.ts_ns, buf);
+                }
+                // The block goes back to the kernel only once every frame is in the table.
+                drop(block);
+                sink.records(buf, Instant::now());
+            }
+            Ok(None) => {
                 // Quiet link: let time pass so idle flows still end.
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -265,29 +288,35 @@ fn live(
                 table.advance_to(now, buf);
                 sink.records(buf, Instant::now());
             }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
         }
         sink.tick(Instant::now());
         obs.table(table);
-        let s = capture.stats();
-        obs.capture(
-            s.kernel_dropped.load(Ordering::Relaxed),
-            s.channel_dropped.load(Ordering::Relaxed),
-        );
+        observe(&capture, obs);
     }
-    capture.stop();
-    while let Some(batch) = capture.next_batch(Duration::from_millis(10)) {
-        consume(batch, table, sink, buf, &capture);
+    // Every block the kernel handed over before the stop is taken in: those frames were
+    // accepted, so they are counted into flows like any other.
+    while let Ok(Some(block)) = capture.next_block(Duration::ZERO) {
+        for f in block.frames() {
+            table.process_frame(f.link, f.data, f.wire_len, f.ts_ns, buf);
+        }
+        drop(block);
+        sink.records(buf, Instant::now());
     }
+    capture.read_kernel_stats();
+    observe(&capture, obs);
     let s = capture.stats();
-    obs.capture(
-        s.kernel_dropped.load(Ordering::Relaxed),
-        s.channel_dropped.load(Ordering::Relaxed),
-    );
     tracing::info!(
         received = s.received.load(Ordering::Relaxed),
         kernel_dropped = s.kernel_dropped.load(Ordering::Relaxed),
-        channel_dropped = s.channel_dropped.load(Ordering::Relaxed),
+        ring_freezes = s.ring_freezes.load(Ordering::Relaxed),
         "capture stopped"
     );
-    Ok(())
+    match failed {
+        Some(e) => Err(anyhow::Error::new(e)),
+        None => Ok(()),
+    }
 }
