@@ -86,8 +86,8 @@ pub fn stop_flags() -> anyhow::Result<StopFlags> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let stop = Arc::new(AtomicBool::new(false));
     let force = Arc::new(AtomicBool::new(false));
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot install signal handler")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handler")?;
     let (s, f) = (stop.clone(), force.clone());
     std::thread::Builder::new()
         .name("nw-signals".into())

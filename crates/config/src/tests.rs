@@ -1352,8 +1352,10 @@ fn capture_ring_size_and_filter() {
         panic!("a count of 8 with 9 instructions must be refused");
     };
     let ddd = ddd.replacen("8\n", "9\n", 1);
-    let c = p(&format!("[capture]\nring_size = \"256MiB\"\nfilter = \"\"\"\n{ddd}\"\"\"\n"))
-        .unwrap();
+    let c = p(&format!(
+        "[capture]\nring_size = \"256MiB\"\nfilter = \"\"\"\n{ddd}\"\"\"\n"
+    ))
+    .unwrap();
     assert_eq!(c.capture.ring_size, 256 << 20);
     let f = c.capture.filter.unwrap();
     assert_eq!(f.len(), 9);
@@ -1367,7 +1369,10 @@ fn capture_ring_size_and_filter() {
         }
     );
     let one_line = ddd.trim_end().replace('\n', ",");
-    let c = p(&format!("[capture]\nring_size = 8388608\nfilter = \"{one_line}\"\n")).unwrap();
+    let c = p(&format!(
+        "[capture]\nring_size = 8388608\nfilter = \"{one_line}\"\n"
+    ))
+    .unwrap();
     assert_eq!(c.capture.filter.unwrap(), f);
     assert_eq!(c.capture.ring_size, 8 << 20);
 }
@@ -1377,15 +1382,24 @@ fn capture_ring_size_and_filter_errors() {
     check(
         "[capture]\nring_size = \"1MiB\"\nfilter = \"tcp port 80\"\n",
         &[
-            ("capture.ring_size", "1048576 bytes is out of range; accepted: 4MiB to 16GiB"),
-            ("capture.filter", "not an instruction count; write the output of `tcpdump -ddd"),
+            (
+                "capture.ring_size",
+                "1048576 bytes is out of range; accepted: 4MiB to 16GiB",
+            ),
+            (
+                "capture.filter",
+                "not an instruction count; write the output of `tcpdump -ddd",
+            ),
         ],
     );
     check(
         "[capture]\nring_size = \"lots\"\nfilter = \"2,6 0 0 65535,6 0 0 x\"\n",
         &[
             ("capture.ring_size", "is not a size"),
-            ("capture.filter", "instruction 2 (\"6 0 0 x\") is not four numbers"),
+            (
+                "capture.filter",
+                "instruction 2 (\"6 0 0 x\") is not four numbers",
+            ),
         ],
     );
     check(
@@ -1405,7 +1419,10 @@ fn capture_ring_size_and_filter_errors() {
     );
     check(
         "[capture]\nfilter = \"1,6 0 256 0\"\n",
-        &[("capture.filter", "instruction 1 (\"6 0 256 0\") is not four numbers")],
+        &[(
+            "capture.filter",
+            "instruction 1 (\"6 0 256 0\") is not four numbers",
+        )],
     );
     // Every problem carries the file's name and the key.
     let Err(e) = p("[capture]\nring_size = 1\n") else {

@@ -291,10 +291,7 @@ fn bpf_program(text: &str, key: &str, d: &mut Diagnostics) -> Option<Vec<BpfInst
     if prog.len() != count {
         d.push(
             key,
-            format!(
-                "says {count} instructions but has {}; {HINT}",
-                prog.len()
-            ),
+            format!("says {count} instructions but has {}; {HINT}", prog.len()),
         );
         return None;
     }

@@ -149,7 +149,13 @@ impl SensorMetrics {
     }
 
     /// Adds capture-level drops (totals since the capture started, `seen` as last observed).
-    pub fn observe_capture(&self, seen: &mut (u64, u64, u64), kernel: u64, channel: u64, freezes: u64) {
+    pub fn observe_capture(
+        &self,
+        seen: &mut (u64, u64, u64),
+        kernel: u64,
+        channel: u64,
+        freezes: u64,
+    ) {
         self.capture_dropped
             .with_label_values(&["kernel"])
             .inc_by(kernel.saturating_sub(seen.0));

@@ -438,8 +438,13 @@ mod ring {
                     m.mr_type = libc::PACKET_MR_PROMISC as u16;
                     m
                 };
-                setsockopt(&ring.fd, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)
-                    .map_err(step("promiscuous mode"))?;
+                setsockopt(
+                    &ring.fd,
+                    libc::SOL_PACKET,
+                    libc::PACKET_ADD_MEMBERSHIP,
+                    &mreq,
+                )
+                .map_err(step("promiscuous mode"))?;
             }
             // Counters start now, not with whatever arrived before the bind.
             let _ = ring.kernel_stats();
