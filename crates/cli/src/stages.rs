@@ -297,12 +297,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         None => Box::new(LogAlerts),
     };
     let evidence = match evidence_config(&cfg)? {
-        Some(ev) => Some(EvidenceTap(Rc::new(RefCell::new(EvidenceStage::open(
-            ev,
-            alerts::norms(&cfg)?,
-            args.evidence_dir.as_deref(),
-            metrics.evidence.clone(),
-        )?)))),
+        Some(ev) => {
+            let mut stage = EvidenceStage::open(
+                ev,
+                alerts::norms(&cfg)?,
+                args.evidence_dir.as_deref(),
+                metrics.evidence.clone(),
+            )?;
+            stage.defer_delivery_when(flags.force.clone());
+            Some(EvidenceTap(Rc::new(RefCell::new(stage))))
+        }
         None if args.evidence_dir.is_some() => {
             return Err(UsageError(
                 "--evidence-dir needs an [evidence] section in the configuration (recipients, signing key, attribution databases)".into(),

@@ -112,7 +112,9 @@ impl Default for SensorConfig {
 /// `[capture]`: live capture.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CaptureConfig {
-    /// Packets buffered between the capture thread and the flow table (65 536), 1 to 2^24.
+    /// Packets buffered between a capture thread and the flow table (65 536), 1 to 2^24.
+    /// Unused since live capture reads the kernel's ring in place (`ring_size` sizes the
+    /// buffer); still accepted so existing files load.
     pub channel_capacity: usize,
     /// Bytes kept of each packet (65 535), 64 to 262 144.
     pub snaplen: u32,
