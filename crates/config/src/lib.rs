@@ -126,6 +126,9 @@ pub struct CaptureConfig {
     /// A classic BPF program the kernel runs on every frame before it enters the ring
     /// (none: every frame).
     pub filter: Option<Vec<BpfInstruction>>,
+    /// Capture threads, each with a ring and a flow table of its own (1), 1 to 64; with more
+    /// than one the kernel spreads flows over them (`PACKET_FANOUT`, hash mode).
+    pub threads: usize,
 }
 
 /// One classic BPF instruction (`struct sock_filter`): `code jt jf k`, as `tcpdump -ddd`
@@ -146,6 +149,7 @@ impl Default for CaptureConfig {
             promiscuous: true,
             ring_size: validate::DEFAULT_RING_SIZE,
             filter: None,
+            threads: 1,
         }
     }
 }

@@ -92,6 +92,7 @@ pub(crate) struct RawCapture {
     /// An integer or a size string ("64MiB"), read in stage two.
     pub ring_size: Option<toml::Value>,
     pub filter: Option<String>,
+    pub threads: i64,
 }
 
 impl Default for RawCapture {
@@ -102,6 +103,7 @@ impl Default for RawCapture {
             promiscuous: true,
             ring_size: None,
             filter: None,
+            threads: 1,
         }
     }
 }

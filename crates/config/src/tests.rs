@@ -123,6 +123,7 @@ promiscuous = false
             promiscuous: false,
             ring_size: 64 << 20,
             filter: None,
+            threads: 1,
         }
     );
 }
@@ -1346,6 +1347,8 @@ fn capture_ring_size_and_filter() {
     let c = p("").unwrap();
     assert_eq!(c.capture.ring_size, 64 << 20);
     assert_eq!(c.capture.filter, None);
+    assert_eq!(c.capture.threads, 1);
+    assert_eq!(p("[capture]\nthreads = 2\n").unwrap().capture.threads, 2);
     // `tcpdump -ddd tcp` on Ethernet, as printed and as one line with commas.
     let ddd = "8\n40 0 0 12\n21 0 2 34525\n48 0 0 20\n21 3 4 6\n21 0 3 2048\n48 0 0 23\n21 0 1 6\n6 0 0 262144\n6 0 0 0\n";
     let Err(_) = p(&format!("[capture]\nfilter = \"\"\"\n{ddd}\"\"\"\n")) else {
@@ -1411,10 +1414,11 @@ fn capture_ring_size_and_filter_errors() {
         &[("capture.filter", "says 2 instructions but has 1")],
     );
     check(
-        "[capture]\nfilter = \" \"\nring_size = 17179869185\n",
+        "[capture]\nfilter = \" \"\nring_size = 17179869185\nthreads = 0\n",
         &[
             ("capture.ring_size", "out of range"),
             ("capture.filter", "is empty"),
+            ("capture.threads", "0 is out of range; accepted: 1 to 64"),
         ],
     );
     check(

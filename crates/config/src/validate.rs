@@ -228,12 +228,14 @@ impl RawCapture {
             .filter
             .as_deref()
             .and_then(|f| bpf_program(f, "capture.filter", d));
+        let threads = in_range(self.threads, 1, 64, "capture.threads", d).unwrap_or(1) as usize;
         CaptureConfig {
             channel_capacity,
             snaplen,
             promiscuous: self.promiscuous,
             ring_size,
             filter,
+            threads,
         }
     }
 }

@@ -143,8 +143,9 @@ impl SensorMetrics {
         }
         self.evicted_flows
             .inc_by(now.evictions().saturating_sub(seen.evictions()));
+        // A difference, not a value: with several capture threads each table adds its own.
         self.active_flows
-            .set(i64::try_from(now.flows_active).unwrap_or(i64::MAX));
+            .add(now.flows_active as i64 - seen.flows_active as i64);
         seen.clone_from(now);
     }
 

@@ -97,6 +97,9 @@ pub trait RecordSink {
 pub struct Observer {
     metrics: Option<SensorMetrics>,
     seen: SensorStats,
+    /// Counters of the flow tables of further capture threads (`capture.threads`), summed
+    /// once they ended.
+    others: SensorStats,
     capture_seen: (u64, u64, u64),
 }
 
@@ -106,6 +109,13 @@ impl Observer {
             metrics,
             ..Observer::default()
         }
+    }
+
+    /// The counters of `table` and of every further capture thread's table.
+    pub fn totals(&self, table: &FlowTable) -> SensorStats {
+        let mut t = table.stats().clone();
+        t.add(&self.others);
+        t
     }
 
     fn table(&mut self, table: &FlowTable) {
@@ -230,6 +240,7 @@ fn live(
     buf: &mut Vec<FlowRecord>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
+    let threads = cfg.capture.threads.max(1);
     let filter = cfg.capture.filter.as_ref().map(|prog| {
         prog.iter()
             .map(|i| BpfInstruction {
@@ -240,22 +251,135 @@ fn live(
             })
             .collect()
     });
-    let mut capture = LiveCapture::open(&LiveConfig {
+    let lc = LiveConfig {
         interface: iface.to_string(),
         snaplen: cfg.capture.snaplen as usize,
         promiscuous: cfg.capture.promiscuous,
         ring_bytes: usize::try_from(cfg.capture.ring_size).unwrap_or(usize::MAX),
         filter,
-    })
-    .map_err(|e| InputError(e.to_string()))?;
+        // One group per process: another sensor on the same interface gets its own copy.
+        fanout: (threads > 1).then(|| (std::process::id() & 0xffff) as u16),
+    };
+    // Every ring is opened before any thread starts, so a refused setting is reported once.
+    let mut captures = (0..threads)
+        .map(|_| LiveCapture::open(&lc))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| InputError(e.to_string()))?;
     tracing::info!(
         interface = iface,
         ring_bytes = cfg.capture.ring_size,
+        threads,
         filter = cfg.capture.filter.is_some(),
         "capturing"
     );
-    let started = Instant::now();
-    let deadline = duration.map(|d| started + d);
+    let deadline = duration.map(|d| Instant::now() + d);
+    let mut mine = captures.pop().expect("at least one capture");
+    if captures.is_empty() {
+        return capture_loop(&mut mine, table, sink, obs, buf, stop, deadline);
+    }
+    // PACKET_FANOUT_HASH: the kernel spreads flows over the rings by a symmetric hash, so
+    // both directions of a flow meet in one flow table. Each further ring has a thread and a
+    // table of its own (the flow limit shared out); their records come over a channel in
+    // whole batches and join this thread's in `sink`.
+    let mut fc = table.config().clone();
+    fc.max_flows = (fc.max_flows / threads).max(1);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<FlowRecord>>(4 * threads);
+    std::thread::scope(|scope| {
+        let mut workers = Vec::new();
+        for (n, mut cap) in captures.into_iter().enumerate() {
+            let (fc, tx, metrics) = (fc.clone(), tx.clone(), obs.metrics.clone());
+            let worker = std::thread::Builder::new()
+                .name(format!("nw-capture-{}", n + 1))
+                .spawn_scoped(scope, move || {
+                    let mut table = FlowTable::new(fc);
+                    let mut fwd = Forward(tx);
+                    let mut obs = Observer::new(metrics);
+                    let mut buf = Vec::new();
+                    let r = capture_loop(
+                        &mut cap, &mut table, &mut fwd, &mut obs, &mut buf, stop, deadline,
+                    );
+                    table.flush(&mut buf);
+                    fwd.records(&mut buf, Instant::now());
+                    obs.table(&table);
+                    (table.stats().clone(), r)
+                })
+                .map_err(|e| anyhow::anyhow!("cannot start a capture thread: {e}"))?;
+            workers.push(worker);
+        }
+        drop(tx);
+        let mut merged = Merge { sink, rx: &rx };
+        let mut result = capture_loop(&mut mine, table, &mut merged, obs, buf, stop, deadline);
+        // The other threads stop at the same flag; everything they send is taken in until
+        // the last one has ended and closed the channel.
+        while let Ok(mut batch) = rx.recv() {
+            merged.sink.records(&mut batch, Instant::now());
+            merged.sink.tick(Instant::now());
+        }
+        for w in workers {
+            match w.join() {
+                Ok((stats, r)) => {
+                    obs.others.add(&stats);
+                    result = result.and(r);
+                }
+                Err(_) => result = result.and(Err(anyhow::anyhow!("a capture thread panicked"))),
+            }
+        }
+        result
+    })
+}
+
+/// Hands a fan-out thread's records to the thread that owns the sink, one batch per block.
+struct Forward(std::sync::mpsc::SyncSender<Vec<FlowRecord>>);
+
+impl RecordSink for Forward {
+    fn records(&mut self, buf: &mut Vec<FlowRecord>, _now: Instant) {
+        if !buf.is_empty() {
+            // Blocks while the owner is behind (the ring keeps filling meanwhile); fails only
+            // once the owner is gone, and then there is nobody to hand records to.
+            let _ = self.0.send(std::mem::take(buf));
+        }
+    }
+
+    fn tick(&mut self, _now: Instant) {}
+}
+
+/// The owner's sink, which takes in the fan-out threads' batches whenever it is called.
+struct Merge<'a, 'b> {
+    sink: &'a mut dyn RecordSink,
+    rx: &'b std::sync::mpsc::Receiver<Vec<FlowRecord>>,
+}
+
+impl Merge<'_, '_> {
+    fn take_in(&mut self, now: Instant) {
+        while let Ok(mut batch) = self.rx.try_recv() {
+            self.sink.records(&mut batch, now);
+        }
+    }
+}
+
+impl RecordSink for Merge<'_, '_> {
+    fn records(&mut self, buf: &mut Vec<FlowRecord>, now: Instant) {
+        self.sink.records(buf, now);
+        self.take_in(now);
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.take_in(now);
+        self.sink.tick(now);
+    }
+}
+
+/// Reads blocks from `capture` through `table` into `sink` until `stop` or `deadline`, then
+/// takes in every block the kernel already filled.
+fn capture_loop(
+    capture: &mut LiveCapture,
+    table: &mut FlowTable,
+    sink: &mut dyn RecordSink,
+    obs: &mut Observer,
+    buf: &mut Vec<FlowRecord>,
+    stop: &AtomicBool,
+    deadline: Option<Instant>,
+) -> anyhow::Result<()> {
     let observe = |capture: &LiveCapture, obs: &mut Observer| {
         let s = capture.stats();
         obs.capture(
@@ -295,7 +419,7 @@ fn live(
         }
         sink.tick(Instant::now());
         obs.table(table);
-        observe(&capture, obs);
+        observe(capture, obs);
     }
     // Every block the kernel handed over before the stop is taken in: those frames were
     // accepted, so they are counted into flows like any other.
@@ -307,7 +431,7 @@ fn live(
         sink.records(buf, Instant::now());
     }
     capture.read_kernel_stats();
-    observe(&capture, obs);
+    observe(capture, obs);
     let s = capture.stats();
     tracing::info!(
         received = s.received.load(Ordering::Relaxed),

@@ -111,7 +111,7 @@ fn produce(
         }),
     };
     let published = publish.finish();
-    let stats = table.stats().clone();
+    let stats = obs.totals(&table);
     // A read error is reported after every flow built so far was published.
     read?;
     let (records, batches) = published?;
@@ -462,15 +462,16 @@ pub fn flows(
 ) -> (SensorStats, anyhow::Result<()>) {
     let mut table = FlowTable::new(flow_config(cfg, opts.checksums));
     let mut direct = Direct::new(sink);
+    let mut obs = Observer::default();
     let read = drive(
         cfg,
         input,
         &opts.source,
         &mut table,
         &mut direct,
-        &mut Observer::default(),
+        &mut obs,
         stop,
     );
     let written = direct.finish();
-    (table.stats().clone(), read.and(written))
+    (obs.totals(&table), read.and(written))
 }

@@ -87,6 +87,7 @@ fn ring_delivers_every_datagram_with_kernel_times_and_the_filter_holds() {
         promiscuous: false,
         ring_bytes: 4 << 20,
         filter,
+        fanout: None,
     };
     let mut all = LiveCapture::open(&cfg(None)).unwrap();
     let mut filtered = LiveCapture::open(&cfg(Some(udp_dst_port(port)))).unwrap();
@@ -151,6 +152,7 @@ fn a_filter_the_kernel_refuses_is_an_error_not_a_silent_capture() {
         promiscuous: false,
         ring_bytes: 4 << 20,
         filter: Some(bad),
+        fanout: None,
     })
     .unwrap_err();
     assert!(

@@ -50,6 +50,9 @@ pub struct LiveConfig {
     /// A classic BPF program run by the kernel on every frame: frames it rejects never enter
     /// the ring (nor any count).
     pub filter: Option<Vec<BpfInstruction>>,
+    /// Joins the socket to this `PACKET_FANOUT` group (hash mode): the kernel spreads
+    /// flows over the group's sockets, both directions of a flow to the same one.
+    pub fanout: Option<u16>,
 }
 
 /// Counters of a capture, readable from any thread.
@@ -117,6 +120,7 @@ impl LiveCapture {
             blocks,
             block_timeout_ms: BLOCK_TIMEOUT_MS,
             filter: cfg.filter.as_deref(),
+            fanout: cfg.fanout,
         })
         .map_err(|e| match e {
             ring::SetupError::Socket(source) => LiveError::Open {
@@ -275,6 +279,7 @@ mod ring {
         pub blocks: u32,
         pub block_timeout_ms: u32,
         pub filter: Option<&'a [BpfInstruction]>,
+        pub fanout: Option<u16>,
     }
 
     pub enum SetupError {
@@ -445,6 +450,13 @@ mod ring {
                     &mreq,
                 )
                 .map_err(step("promiscuous mode"))?;
+            }
+            if let Some(group) = s.fanout {
+                // Hash mode; the kernel's flow hash for fan-out is symmetric, so both
+                // directions of a flow reach the same socket.
+                let arg: u32 = u32::from(group) | (libc::PACKET_FANOUT_HASH << 16);
+                setsockopt(&ring.fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
+                    .map_err(step("PACKET_FANOUT"))?;
             }
             // Counters start now, not with whatever arrived before the bind.
             let _ = ring.kernel_stats();
