@@ -336,8 +336,10 @@ mod ring {
     impl Ring {
         pub fn open(s: &Setup<'_>) -> Result<Ring, SetupError> {
             let proto = (libc::ETH_P_ALL as u16).to_be();
+            // Protocol 0: the socket takes in nothing until `bind` names the interface and
+            // the protocol, so no frame of another interface reaches the ring meanwhile.
             // SAFETY: socket(2) takes plain integers and returns a descriptor or -1.
-            let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+            let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
             if raw < 0 {
                 return Err(SetupError::Socket(io::Error::last_os_error()));
             }
