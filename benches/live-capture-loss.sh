@@ -14,6 +14,7 @@
 #
 #   benches/live-capture-loss.sh [NORMWATCH_BINARY]
 #   ROUNDS=3 RATES="50000 100000 300000 1000000 top" benches/live-capture-loss.sh
+#   NORMWATCH_CONFIG=capture.toml benches/live-capture-loss.sh   # e.g. another ring_size
 #
 # NORMWATCH_BINARY defaults to target/release/normwatch (build it with
 # `cargo build --release -p normwatch-cli`).
@@ -103,7 +104,9 @@ finish() {
 cpu() { awk '{ printf "%.3f", $1 + $2 }' "$work/time"; }
 
 run_normwatch() {
-    start "$work/nw.err" "$nw" flows --interface nwb --checksums ignore --stats -o /dev/null
+    local cfg=()
+    [ -n "${NORMWATCH_CONFIG:-}" ] && cfg=(--config "$NORMWATCH_CONFIG")
+    start "$work/nw.err" "$nw" flows "${cfg[@]}" --interface nwb --checksums ignore --stats -o /dev/null
     sleep 1.5
     read -r got_rx achieved < <(replay "$1")
     finish
@@ -123,6 +126,7 @@ run_dumpcap() {
 }
 
 echo "# live-capture loss: $total packets per replay, $rounds round(s); $(nproc) cores, $(uname -r)"
+echo "# normwatch config: ${NORMWATCH_CONFIG:-defaults}"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 command -v fastnetmon >/dev/null || echo "# FastNetMon: not installed, not measured"
 printf "%-6s %-6s %-10s %-12s %-10s %-10s %-10s %-12s\n" \

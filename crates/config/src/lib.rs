@@ -120,7 +120,7 @@ pub struct CaptureConfig {
     pub snaplen: u32,
     /// Whether the interface is put in promiscuous mode (true).
     pub promiscuous: bool,
-    /// Bytes of the memory-mapped ring the kernel fills (64 MiB), 4 MiB to 16 GiB, in whole
+    /// Bytes of the memory-mapped ring the kernel fills (32 MiB), 4 MiB to 16 GiB, in whole
     /// MiB blocks.
     pub ring_size: u64,
     /// A classic BPF program the kernel runs on every frame before it enters the ring

@@ -121,7 +121,7 @@ promiscuous = false
             channel_capacity: 1024,
             snaplen: 128,
             promiscuous: false,
-            ring_size: 64 << 20,
+            ring_size: 32 << 20,
             filter: None,
             threads: 1,
         }
@@ -1345,7 +1345,7 @@ fn detect_settings() {
 #[test]
 fn capture_ring_size_and_filter() {
     let c = p("").unwrap();
-    assert_eq!(c.capture.ring_size, 64 << 20);
+    assert_eq!(c.capture.ring_size, 32 << 20);
     assert_eq!(c.capture.filter, None);
     assert_eq!(c.capture.threads, 1);
     assert_eq!(p("[capture]\nthreads = 2\n").unwrap().capture.threads, 2);

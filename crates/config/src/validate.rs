@@ -240,7 +240,9 @@ impl RawCapture {
     }
 }
 
-pub(crate) const DEFAULT_RING_SIZE: u64 = 64 << 20;
+/// 32 MiB: 200 ms of 60-byte frames at 1 M packets/s. The kernel zeroes the whole ring when
+/// capture starts (about 0.1 s of CPU for 32 MiB on the 2-core test machine), once.
+pub(crate) const DEFAULT_RING_SIZE: u64 = 32 << 20;
 const MIN_RING_SIZE: u64 = 4 << 20;
 const MAX_RING_SIZE: u64 = 16 << 30;
 /// The kernel's limit on a classic BPF program (`BPF_MAXINSNS`).
