@@ -169,7 +169,11 @@ fn drain(
                 );
                 return Ok(());
             }
-            Err(e) if left <= step => return Err(e.into()),
+            // The transport's message names the last step only; the context names the
+            // whole wait.
+            Err(e) if left <= step => return Err(anyhow::Error::new(e).context(format!(
+                "the broker did not acknowledge every batch within the drain timeout ({timeout:?})"
+            ))),
             Err(_) => {}
         }
     }
