@@ -4,7 +4,7 @@ use anyhow::Context;
 use normwatch_config::Config;
 use normwatch_pipeline::source::{Input, SourceOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +67,53 @@ pub fn config(path: Option<&Path>) -> anyhow::Result<Config> {
         Some(p) => normwatch_config::load(p)?,
         None => Config::default(),
     })
+}
+
+/// How the commands that hold open flows (`run`, `flows`, `sensor`) are stopped.
+#[derive(Debug)]
+pub struct StopFlags {
+    /// Raised by the first SIGINT or SIGTERM: stop reading, end every open flow and hand it
+    /// on through every stage, then exit.
+    pub stop: Arc<AtomicBool>,
+    /// Raised by a second signal: the same, without waiting on a broker or a delivery
+    /// (what is not acknowledged goes to the spool or the outbox). A third signal ends the
+    /// process at once (exit 1).
+    pub force: Arc<AtomicBool>,
+}
+
+/// Installs the handlers behind [`StopFlags`]: signals are counted on a thread of their own.
+pub fn stop_flags() -> anyhow::Result<StopFlags> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    let force = Arc::new(AtomicBool::new(false));
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handler")?;
+    let (s, f) = (stop.clone(), force.clone());
+    std::thread::Builder::new()
+        .name("nw-signals".into())
+        .spawn(move || {
+            for (n, sig) in signals.forever().enumerate() {
+                match n {
+                    0 => {
+                        tracing::info!(
+                            signal = sig,
+                            "stopping: every open flow is ended and handed on; a second signal stops without waiting for delivery"
+                        );
+                        s.store(true, Ordering::SeqCst);
+                    }
+                    1 => {
+                        tracing::warn!(
+                            signal = sig,
+                            "stopping now: unacknowledged batches stay in the spool; a third signal exits at once"
+                        );
+                        f.store(true, Ordering::SeqCst);
+                    }
+                    _ => std::process::exit(1),
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(StopFlags { stop, force })
 }
 
 /// A flag raised by SIGINT or SIGTERM; a second signal ends the process at once (exit 1).

@@ -1,6 +1,6 @@
 //! `normwatch flows`: packets to flow records, printed.
 
-use crate::args::{config, stop_flag, InputArgs};
+use crate::args::{config, stop_flags, InputArgs};
 use crate::output::{Format, WriterSink};
 use normwatch_pipeline::topology::{flows, SensorOptions};
 use normwatch_sensor::decode::DropReason;
@@ -28,13 +28,14 @@ pub struct FlowsArgs {
 pub fn run(args: FlowsArgs) -> anyhow::Result<()> {
     let cfg = config(args.config.as_deref())?;
     let mut sink = WriterSink::create(args.output.as_deref(), args.format)?;
-    let stop = stop_flag()?;
+    let flags = stop_flags()?;
     let opts = SensorOptions {
         source: args.input.source(None),
         checksums: args.input.checksums(),
+        force: flags.force.clone(),
         ..SensorOptions::default()
     };
-    let (stats, result) = flows(&cfg, &args.input.input(), &opts, &mut sink, &stop);
+    let (stats, result) = flows(&cfg, &args.input.input(), &opts, &mut sink, &flags.stop);
     if args.stats {
         print_stats(&stats);
     }

@@ -1,6 +1,8 @@
 //! `normwatch sensor`, `normwatch detect` and `normwatch run`.
 
-use crate::args::{config, print_metrics, serve_metrics, stop_flag, InputArgs, MetricsArgs};
+use crate::args::{
+    config, print_metrics, serve_metrics, stop_flag, stop_flags, InputArgs, MetricsArgs,
+};
 use crate::output::{Format, JsonAlerts, WriterSink};
 use crate::UsageError;
 use normwatch_pipeline::alerts::{self, AlertSink, DetectorSink, LogAlerts, TeeAlerts, TeeFlows};
@@ -207,7 +209,7 @@ fn log_consumer(s: &ConsumeSummary) {
 
 pub fn sensor(args: SensorArgs) -> anyhow::Result<()> {
     let cfg = config(Some(&args.config))?;
-    let stop = stop_flag()?;
+    let flags = stop_flags()?;
     let metrics = Metrics::new();
     let server = serve_metrics(&args.metrics, &cfg, &metrics)?;
     server.as_ref().inspect(|s| s.set_ready(true));
@@ -215,9 +217,10 @@ pub fn sensor(args: SensorArgs) -> anyhow::Result<()> {
         source: args.input.source(args.pps),
         checksums: args.input.checksums(),
         drain_timeout: args.drain_timeout,
+        force: flags.force.clone(),
         ..SensorOptions::default()
     };
-    let result = topology::sensor(&cfg, &args.input.input(), &opts, &metrics, &stop);
+    let result = topology::sensor(&cfg, &args.input.input(), &opts, &metrics, &flags.stop);
     if let Ok(s) = &result {
         log_sensor(s);
     }
@@ -281,7 +284,7 @@ fn both_stdout(flows: Option<&PathBuf>, alerts: Option<&PathBuf>) -> anyhow::Res
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let cfg = config(args.config.as_deref())?;
     both_stdout(args.flows_out.as_ref(), args.alerts_out.as_ref())?;
-    let stop = stop_flag()?;
+    let flags = stop_flags()?;
     let metrics = Metrics::new();
     let server = serve_metrics(&args.metrics, &cfg, &metrics)?;
     server.as_ref().inspect(|s| s.set_ready(true));
@@ -294,12 +297,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         None => Box::new(LogAlerts),
     };
     let evidence = match evidence_config(&cfg)? {
-        Some(ev) => Some(EvidenceTap(Rc::new(RefCell::new(EvidenceStage::open(
-            ev,
-            alerts::norms(&cfg)?,
-            args.evidence_dir.as_deref(),
-            metrics.evidence.clone(),
-        )?)))),
+        Some(ev) => {
+            let mut stage = EvidenceStage::open(
+                ev,
+                alerts::norms(&cfg)?,
+                args.evidence_dir.as_deref(),
+                metrics.evidence.clone(),
+            )?;
+            stage.defer_delivery_when(flags.force.clone());
+            Some(EvidenceTap(Rc::new(RefCell::new(stage))))
+        }
         None if args.evidence_dir.is_some() => {
             return Err(UsageError(
                 "--evidence-dir needs an [evidence] section in the configuration (recipients, signing key, attribution databases)".into(),
@@ -326,9 +333,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let opts = SensorOptions {
         source: args.input.source(args.pps),
         checksums: args.input.checksums(),
+        force: flags.force.clone(),
         ..SensorOptions::default()
     };
-    let result = topology::run(&cfg, &args.input.input(), &opts, &mut sink, &metrics, &stop);
+    let result = topology::run(
+        &cfg,
+        &args.input.input(),
+        &opts,
+        &mut sink,
+        &metrics,
+        &flags.stop,
+    );
     // Every alert still open is closed at the end of the input, also after an error.
     let finished = sink.finish();
     if let Ok((s, c)) = &result {

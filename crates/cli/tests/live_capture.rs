@@ -65,6 +65,17 @@ fn parse(tsv: &str) -> BTreeMap<String, Vec<[u64; 4]>> {
 
 #[test]
 fn live_capture_matches_offline_flows() {
+    live_matches_offline("", None);
+}
+
+/// Two capture threads, the kernel spreading flows over them by hash: both directions of
+/// every flow must still meet in one flow table.
+#[test]
+fn fanout_over_two_threads_matches_offline_flows() {
+    live_matches_offline("fan", Some("[capture]\nthreads = 2\n"));
+}
+
+fn live_matches_offline(tag: &str, config: Option<&str>) {
     let ci = std::env::var_os("CI").is_some();
     let missing: Vec<&str> = ["ip", "tcpreplay"]
         .into_iter()
@@ -76,7 +87,10 @@ fn live_capture_matches_offline_flows() {
         eprintln!("skipping live capture test: {why}");
         return;
     }
-    let ns = Netns(format!("nwtest{}", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("capture.toml");
+    std::fs::write(&cfg, config.unwrap_or("")).unwrap();
+    let ns = Netns(format!("nwtest{tag}{}", std::process::id()));
     sh(&["ip", "netns", "add", &ns.0]);
     let exec = |args: &[&str]| {
         let mut v = vec!["ip", "netns", "exec", &ns.0];
@@ -100,6 +114,8 @@ fn live_capture_matches_offline_flows() {
             &ns.0,
             BIN,
             "flows",
+            "--config",
+            cfg.to_str().unwrap(),
             "--interface",
             "nwb",
             "--checksums",

@@ -372,7 +372,7 @@ pub(crate) fn base_dir(origin: &Path) -> PathBuf {
 }
 
 /// Parses a byte size: an integer, or a string such as "512MiB" or "1 GB".
-fn byte_size(v: &toml::Value, key: &str, d: &mut Diagnostics) -> Option<u64> {
+pub(crate) fn byte_size(v: &toml::Value, key: &str, d: &mut Diagnostics) -> Option<u64> {
     const HINT: &str = "write a size as bytes (65536) or a string with a unit, e.g. \"512MiB\" or \"1 GB\" (B; KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: powers of 1024)";
     let bytes = match v {
         toml::Value::Integer(i) if *i >= 0 => Some(*i as u64),

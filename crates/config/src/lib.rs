@@ -117,12 +117,33 @@ impl Default for SensorConfig {
 /// `[capture]`: live capture.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CaptureConfig {
-    /// Packets buffered between the capture thread and the flow table (65 536), 1 to 2^24.
+    /// Packets buffered between a capture thread and the flow table (65 536), 1 to 2^24.
+    /// Unused since live capture reads the kernel's ring in place (`ring_size` sizes the
+    /// buffer); still accepted so existing files load.
     pub channel_capacity: usize,
     /// Bytes kept of each packet (65 535), 64 to 262 144.
     pub snaplen: u32,
     /// Whether the interface is put in promiscuous mode (true).
     pub promiscuous: bool,
+    /// Bytes of the memory-mapped ring the kernel fills (32 MiB), 4 MiB to 16 GiB, in whole
+    /// MiB blocks.
+    pub ring_size: u64,
+    /// A classic BPF program the kernel runs on every frame before it enters the ring
+    /// (none: every frame).
+    pub filter: Option<Vec<BpfInstruction>>,
+    /// Capture threads, each with a ring and a flow table of its own (1), 1 to 64; with more
+    /// than one the kernel spreads flows over them (`PACKET_FANOUT`, hash mode).
+    pub threads: usize,
+}
+
+/// One classic BPF instruction (`struct sock_filter`): `code jt jf k`, as `tcpdump -ddd`
+/// prints it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BpfInstruction {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
 }
 
 impl Default for CaptureConfig {
@@ -131,6 +152,9 @@ impl Default for CaptureConfig {
             channel_capacity: raw::DEFAULT_CHANNEL_CAPACITY as usize,
             snaplen: raw::DEFAULT_SNAPLEN as u32,
             promiscuous: true,
+            ring_size: validate::DEFAULT_RING_SIZE,
+            filter: None,
+            threads: 1,
         }
     }
 }

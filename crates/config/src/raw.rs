@@ -92,6 +92,10 @@ pub(crate) struct RawCapture {
     pub channel_capacity: i64,
     pub snaplen: i64,
     pub promiscuous: bool,
+    /// An integer or a size string ("64MiB"), read in stage two.
+    pub ring_size: Option<toml::Value>,
+    pub filter: Option<String>,
+    pub threads: i64,
 }
 
 impl Default for RawCapture {
@@ -100,6 +104,9 @@ impl Default for RawCapture {
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
             snaplen: DEFAULT_SNAPLEN,
             promiscuous: true,
+            ring_size: None,
+            filter: None,
+            threads: 1,
         }
     }
 }

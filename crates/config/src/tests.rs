@@ -120,7 +120,10 @@ promiscuous = false
         CaptureConfig {
             channel_capacity: 1024,
             snaplen: 128,
-            promiscuous: false
+            promiscuous: false,
+            ring_size: 32 << 20,
+            filter: None,
+            threads: 1,
         }
     );
 }
@@ -1369,5 +1372,102 @@ fn report_interval_defaults_to_100ms_and_0s_turns_interim_reports_off() {
     check(
         "[sensor]\nreport_interval = \"often\"\n",
         &[("sensor.report_interval", "\"often\" is not a duration")],
+    );
+}
+
+#[test]
+fn capture_ring_size_and_filter() {
+    let c = p("").unwrap();
+    assert_eq!(c.capture.ring_size, 32 << 20);
+    assert_eq!(c.capture.filter, None);
+    assert_eq!(c.capture.threads, 1);
+    assert_eq!(p("[capture]\nthreads = 2\n").unwrap().capture.threads, 2);
+    // `tcpdump -ddd tcp` on Ethernet, as printed and as one line with commas.
+    let ddd = "8\n40 0 0 12\n21 0 2 34525\n48 0 0 20\n21 3 4 6\n21 0 3 2048\n48 0 0 23\n21 0 1 6\n6 0 0 262144\n6 0 0 0\n";
+    let Err(_) = p(&format!("[capture]\nfilter = \"\"\"\n{ddd}\"\"\"\n")) else {
+        panic!("a count of 8 with 9 instructions must be refused");
+    };
+    let ddd = ddd.replacen("8\n", "9\n", 1);
+    let c = p(&format!(
+        "[capture]\nring_size = \"256MiB\"\nfilter = \"\"\"\n{ddd}\"\"\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.capture.ring_size, 256 << 20);
+    let f = c.capture.filter.unwrap();
+    assert_eq!(f.len(), 9);
+    assert_eq!(
+        f[1],
+        BpfInstruction {
+            code: 21,
+            jt: 0,
+            jf: 2,
+            k: 34525
+        }
+    );
+    let one_line = ddd.trim_end().replace('\n', ",");
+    let c = p(&format!(
+        "[capture]\nring_size = 8388608\nfilter = \"{one_line}\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.capture.filter.unwrap(), f);
+    assert_eq!(c.capture.ring_size, 8 << 20);
+}
+
+#[test]
+fn capture_ring_size_and_filter_errors() {
+    check(
+        "[capture]\nring_size = \"1MiB\"\nfilter = \"tcp port 80\"\n",
+        &[
+            (
+                "capture.ring_size",
+                "1048576 bytes is out of range; accepted: 4MiB to 16GiB",
+            ),
+            (
+                "capture.filter",
+                "not an instruction count; write the output of `tcpdump -ddd",
+            ),
+        ],
+    );
+    check(
+        "[capture]\nring_size = \"lots\"\nfilter = \"2,6 0 0 65535,6 0 0 x\"\n",
+        &[
+            ("capture.ring_size", "is not a size"),
+            (
+                "capture.filter",
+                "instruction 2 (\"6 0 0 x\") is not four numbers",
+            ),
+        ],
+    );
+    check(
+        "[capture]\nfilter = \"1,40 0 0 12\"\n",
+        &[("capture.filter", "does not end with a return instruction")],
+    );
+    check(
+        "[capture]\nfilter = \"2,6 0 0 0\"\n",
+        &[("capture.filter", "says 2 instructions but has 1")],
+    );
+    check(
+        "[capture]\nfilter = \" \"\nring_size = 17179869185\nthreads = 0\n",
+        &[
+            ("capture.ring_size", "out of range"),
+            ("capture.filter", "is empty"),
+            ("capture.threads", "0 is out of range; accepted: 1 to 64"),
+        ],
+    );
+    check(
+        "[capture]\nfilter = \"1,6 0 256 0\"\n",
+        &[(
+            "capture.filter",
+            "instruction 1 (\"6 0 256 0\") is not four numbers",
+        )],
+    );
+    // Every problem carries the file's name and the key.
+    let Err(e) = p("[capture]\nring_size = 1\n") else {
+        panic!("accepted a 1-byte ring");
+    };
+    assert!(
+        e.to_string()
+            .contains("test.toml: capture.ring_size: 1 bytes is out of range"),
+        "{e}"
     );
 }

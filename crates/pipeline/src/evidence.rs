@@ -16,6 +16,8 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Flow records kept per asset for the packages of its alerts (the most recent ones).
@@ -122,6 +124,9 @@ pub struct EvidenceStage {
     flows: HashMap<String, VecDeque<FlowRecord>>,
     /// Every package built so far, with the alert it is for.
     pub built: Vec<(String, Built)>,
+    /// Raised by a second stop signal: packages are still built and stored, but delivery
+    /// is left to the outbox (the next run or `normwatch package` sends them).
+    defer_delivery: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for EvidenceStage {
@@ -163,7 +168,14 @@ impl EvidenceStage {
             metrics,
             flows: HashMap::new(),
             built: Vec::new(),
+            defer_delivery: None,
         })
+    }
+
+    /// Once `flag` is raised, packages are stored in the outbox without a delivery attempt,
+    /// so a forced stop does not wait on recipients.
+    pub fn defer_delivery_when(&mut self, flag: Arc<AtomicBool>) {
+        self.defer_delivery = Some(flag);
     }
 
     /// Where packages are stored.
@@ -241,6 +253,14 @@ impl EvidenceStage {
                 "evidence package built"
             );
             self.built.push((alert.id.clone(), b));
+        }
+        if self
+            .defer_delivery
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            tracing::warn!(alert = %alert.id, "stopping: packages stay in the outbox, undelivered");
+            return Ok(());
         }
         self.deliver()
     }

@@ -65,9 +65,11 @@ pub struct SensorMetrics {
     pub bytes: IntCounter,
     /// Packets not counted into a flow, by decoder reason.
     pub dropped: IntCounterVec,
-    /// Packets lost before decoding (`kernel`: the socket buffer; `channel`: the queue to
-    /// the flow table).
+    /// Packets lost before decoding (`kernel`: the capture ring was full; `channel`: a queue
+    /// to the flow table, none since the ring is read in place, kept at 0 for dashboards).
     pub capture_dropped: IntCounterVec,
+    /// Times the kernel found the capture ring full (`tp_freeze_q_cnt`).
+    pub capture_ring_freezes: IntCounter,
     pub active_flows: IntGauge,
     pub evicted_flows: IntCounter,
 }
@@ -93,9 +95,13 @@ impl SensorMetrics {
             capture_dropped: IntCounterVec::new(
                 Opts::new(
                     "normwatch_sensor_capture_dropped_packets_total",
-                    "Packets lost before decoding: kernel (socket buffer) or channel (queue to the flow table).",
+                    "Packets lost before decoding: kernel (capture ring full) or channel (queue to the flow table).",
                 ),
                 &["where"],
+            )?,
+            capture_ring_freezes: IntCounter::new(
+                "normwatch_sensor_capture_ring_freezes_total",
+                "Times the kernel found the live-capture ring full (tp_freeze_q_cnt); its drops are in capture_dropped_packets_total{where=\"kernel\"}.",
             )?,
             active_flows: IntGauge::new(
                 "normwatch_sensor_active_flows",
@@ -110,6 +116,7 @@ impl SensorMetrics {
         registry.register(Box::new(m.bytes.clone()))?;
         registry.register(Box::new(m.dropped.clone()))?;
         registry.register(Box::new(m.capture_dropped.clone()))?;
+        registry.register(Box::new(m.capture_ring_freezes.clone()))?;
         registry.register(Box::new(m.active_flows.clone()))?;
         registry.register(Box::new(m.evicted_flows.clone()))?;
         // Every label value exists from the start, so rates over them are defined at once.
@@ -136,20 +143,29 @@ impl SensorMetrics {
         }
         self.evicted_flows
             .inc_by(now.evictions().saturating_sub(seen.evictions()));
+        // A difference, not a value: with several capture threads each table adds its own.
         self.active_flows
-            .set(i64::try_from(now.flows_active).unwrap_or(i64::MAX));
+            .add(now.flows_active as i64 - seen.flows_active as i64);
         seen.clone_from(now);
     }
 
     /// Adds capture-level drops (totals since the capture started, `seen` as last observed).
-    pub fn observe_capture(&self, seen: &mut (u64, u64), kernel: u64, channel: u64) {
+    pub fn observe_capture(
+        &self,
+        seen: &mut (u64, u64, u64),
+        kernel: u64,
+        channel: u64,
+        freezes: u64,
+    ) {
         self.capture_dropped
             .with_label_values(&["kernel"])
             .inc_by(kernel.saturating_sub(seen.0));
         self.capture_dropped
             .with_label_values(&["channel"])
             .inc_by(channel.saturating_sub(seen.1));
-        *seen = (kernel, channel);
+        self.capture_ring_freezes
+            .inc_by(freezes.saturating_sub(seen.2));
+        *seen = (kernel, channel, freezes);
     }
 }
 

@@ -5,7 +5,7 @@ use crate::metrics::SensorMetrics;
 use normwatch_config::{ChecksumPolicy, Config};
 use normwatch_model::FlowRecord;
 use normwatch_sensor::capture::file::read_file;
-use normwatch_sensor::capture::live::{LiveCapture, LiveConfig};
+use normwatch_sensor::capture::live::{BpfInstruction, LiveCapture, LiveConfig};
 use normwatch_sensor::decode::ChecksumSettings;
 use normwatch_sensor::flow::DEFAULT_LIKELY_SERVER_PORTS;
 use normwatch_sensor::{FlowConfig, FlowTable, SensorStats};
@@ -98,7 +98,10 @@ pub trait RecordSink {
 pub struct Observer {
     metrics: Option<SensorMetrics>,
     seen: SensorStats,
-    capture_seen: (u64, u64),
+    /// Counters of the flow tables of further capture threads (`capture.threads`), summed
+    /// once they ended.
+    others: SensorStats,
+    capture_seen: (u64, u64, u64),
 }
 
 impl Observer {
@@ -109,15 +112,22 @@ impl Observer {
         }
     }
 
+    /// The counters of `table` and of every further capture thread's table.
+    pub fn totals(&self, table: &FlowTable) -> SensorStats {
+        let mut t = table.stats().clone();
+        t.add(&self.others);
+        t
+    }
+
     fn table(&mut self, table: &FlowTable) {
         if let Some(m) = &self.metrics {
             m.observe(&mut self.seen, table.stats());
         }
     }
 
-    fn capture(&mut self, kernel: u64, channel: u64) {
+    fn capture(&mut self, kernel: u64, channel: u64, freezes: u64) {
         if let Some(m) = &self.metrics {
-            m.observe_capture(&mut self.capture_seen, kernel, channel);
+            m.observe_capture(&mut self.capture_seen, kernel, channel, freezes);
         }
     }
 }
@@ -231,34 +241,171 @@ fn live(
     buf: &mut Vec<FlowRecord>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let mut capture = LiveCapture::start(&LiveConfig {
+    let threads = cfg.capture.threads.max(1);
+    let filter = cfg.capture.filter.as_ref().map(|prog| {
+        prog.iter()
+            .map(|i| BpfInstruction {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect()
+    });
+    let lc = LiveConfig {
         interface: iface.to_string(),
         snaplen: cfg.capture.snaplen as usize,
         promiscuous: cfg.capture.promiscuous,
-        channel_capacity: cfg.capture.channel_capacity,
-    })
-    .map_err(|e| InputError(e.to_string()))?;
-    tracing::info!(interface = iface, "capturing");
-    let started = Instant::now();
-    let deadline = duration.map(|d| started + d);
-    let consume = |batch: normwatch_sensor::capture::live::Batch,
-                   table: &mut FlowTable,
-                   sink: &mut dyn RecordSink,
-                   buf: &mut Vec<FlowRecord>,
-                   capture: &LiveCapture| {
-        for f in batch.frames() {
-            table.process_frame(f.link, f.data, f.wire_len, f.ts_ns, buf);
-        }
-        sink.records(buf, Instant::now());
-        capture.recycle(batch);
+        ring_bytes: usize::try_from(cfg.capture.ring_size).unwrap_or(usize::MAX),
+        filter,
+        // One group per process: another sensor on the same interface gets its own copy.
+        fanout: (threads > 1).then(|| (std::process::id() & 0xffff) as u16),
     };
-    while !stop.load(Ordering::Relaxed)
-        && deadline.is_none_or(|d| Instant::now() < d)
-        && !capture.is_finished()
-    {
-        match capture.next_batch(Duration::from_millis(100)) {
-            Some(batch) => consume(batch, table, sink, buf, &capture),
-            None => {
+    // Every ring is opened before any thread starts, so a refused setting is reported once.
+    let mut captures = (0..threads)
+        .map(|_| LiveCapture::open(&lc))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| InputError(e.to_string()))?;
+    tracing::info!(
+        interface = iface,
+        ring_bytes = cfg.capture.ring_size,
+        threads,
+        filter = cfg.capture.filter.is_some(),
+        "capturing"
+    );
+    let deadline = duration.map(|d| Instant::now() + d);
+    let mut mine = captures.pop().expect("at least one capture");
+    if captures.is_empty() {
+        return capture_loop(&mut mine, table, sink, obs, buf, stop, deadline);
+    }
+    // PACKET_FANOUT_HASH: the kernel spreads flows over the rings by a symmetric hash, so
+    // both directions of a flow meet in one flow table. Each further ring has a thread and a
+    // table of its own (the flow limit shared out); their records come over a channel in
+    // whole batches and join this thread's in `sink`.
+    let mut fc = table.config().clone();
+    fc.max_flows = (fc.max_flows / threads).max(1);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<FlowRecord>>(4 * threads);
+    std::thread::scope(|scope| {
+        let mut workers = Vec::new();
+        for (n, mut cap) in captures.into_iter().enumerate() {
+            let (fc, tx, metrics) = (fc.clone(), tx.clone(), obs.metrics.clone());
+            let worker = std::thread::Builder::new()
+                .name(format!("nw-capture-{}", n + 1))
+                .spawn_scoped(scope, move || {
+                    let mut table = FlowTable::new(fc);
+                    let mut fwd = Forward(tx);
+                    let mut obs = Observer::new(metrics);
+                    let mut buf = Vec::new();
+                    let r = capture_loop(
+                        &mut cap, &mut table, &mut fwd, &mut obs, &mut buf, stop, deadline,
+                    );
+                    table.flush(&mut buf);
+                    fwd.records(&mut buf, Instant::now());
+                    obs.table(&table);
+                    (table.stats().clone(), r)
+                })
+                .map_err(|e| anyhow::anyhow!("cannot start a capture thread: {e}"))?;
+            workers.push(worker);
+        }
+        drop(tx);
+        let mut merged = Merge { sink, rx: &rx };
+        let mut result = capture_loop(&mut mine, table, &mut merged, obs, buf, stop, deadline);
+        // The other threads stop at the same flag; everything they send is taken in until
+        // the last one has ended and closed the channel.
+        while let Ok(mut batch) = rx.recv() {
+            merged.sink.records(&mut batch, Instant::now());
+            merged.sink.tick(Instant::now());
+        }
+        for w in workers {
+            match w.join() {
+                Ok((stats, r)) => {
+                    obs.others.add(&stats);
+                    result = result.and(r);
+                }
+                Err(_) => result = result.and(Err(anyhow::anyhow!("a capture thread panicked"))),
+            }
+        }
+        result
+    })
+}
+
+/// Hands a fan-out thread's records to the thread that owns the sink, one batch per block.
+struct Forward(std::sync::mpsc::SyncSender<Vec<FlowRecord>>);
+
+impl RecordSink for Forward {
+    fn records(&mut self, buf: &mut Vec<FlowRecord>, _now: Instant) {
+        if !buf.is_empty() {
+            // Blocks while the owner is behind (the ring keeps filling meanwhile); fails only
+            // once the owner is gone, and then there is nobody to hand records to.
+            let _ = self.0.send(std::mem::take(buf));
+        }
+    }
+
+    fn tick(&mut self, _now: Instant) {}
+}
+
+/// The owner's sink, which takes in the fan-out threads' batches whenever it is called.
+struct Merge<'a, 'b> {
+    sink: &'a mut dyn RecordSink,
+    rx: &'b std::sync::mpsc::Receiver<Vec<FlowRecord>>,
+}
+
+impl Merge<'_, '_> {
+    fn take_in(&mut self, now: Instant) {
+        while let Ok(mut batch) = self.rx.try_recv() {
+            self.sink.records(&mut batch, now);
+        }
+    }
+}
+
+impl RecordSink for Merge<'_, '_> {
+    fn records(&mut self, buf: &mut Vec<FlowRecord>, now: Instant) {
+        self.sink.records(buf, now);
+        self.take_in(now);
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.take_in(now);
+        self.sink.tick(now);
+    }
+}
+
+/// Reads blocks from `capture` through `table` into `sink` until `stop` or `deadline`, then
+/// takes in every block the kernel already filled.
+fn capture_loop(
+    capture: &mut LiveCapture,
+    table: &mut FlowTable,
+    sink: &mut dyn RecordSink,
+    obs: &mut Observer,
+    buf: &mut Vec<FlowRecord>,
+    stop: &AtomicBool,
+    deadline: Option<Instant>,
+) -> anyhow::Result<()> {
+    let observe = |capture: &LiveCapture, obs: &mut Observer| {
+        let s = capture.stats();
+        obs.capture(
+            s.kernel_dropped.load(Ordering::Relaxed),
+            0,
+            s.ring_freezes.load(Ordering::Relaxed),
+        );
+    };
+    let mut failed = None;
+    loop {
+        // The stop flag ends the wait for new blocks only: blocks the kernel already filled
+        // are taken in below before the capture closes.
+        if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        match capture.next_block(Duration::from_millis(100)) {
+            Ok(Some(block)) => {
+                for f in block.frames() {
+                    table.process_frame(f.link, f.data, f.wire_len, f.ts_ns, buf);
+                }
+                // The block goes back to the kernel only once every frame is in the table.
+                drop(block);
+                sink.records(buf, Instant::now());
+            }
+            Ok(None) => {
                 // Quiet link: let time pass so idle flows still end.
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -266,29 +413,35 @@ fn live(
                 table.advance_to(now, buf);
                 sink.records(buf, Instant::now());
             }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
         }
         sink.tick(Instant::now());
         obs.table(table);
-        let s = capture.stats();
-        obs.capture(
-            s.kernel_dropped.load(Ordering::Relaxed),
-            s.channel_dropped.load(Ordering::Relaxed),
-        );
+        observe(capture, obs);
     }
-    capture.stop();
-    while let Some(batch) = capture.next_batch(Duration::from_millis(10)) {
-        consume(batch, table, sink, buf, &capture);
+    // Every block the kernel handed over before the stop is taken in: those frames were
+    // accepted, so they are counted into flows like any other.
+    while let Ok(Some(block)) = capture.next_block(Duration::ZERO) {
+        for f in block.frames() {
+            table.process_frame(f.link, f.data, f.wire_len, f.ts_ns, buf);
+        }
+        drop(block);
+        sink.records(buf, Instant::now());
     }
+    capture.read_kernel_stats();
+    observe(capture, obs);
     let s = capture.stats();
-    obs.capture(
-        s.kernel_dropped.load(Ordering::Relaxed),
-        s.channel_dropped.load(Ordering::Relaxed),
-    );
     tracing::info!(
         received = s.received.load(Ordering::Relaxed),
         kernel_dropped = s.kernel_dropped.load(Ordering::Relaxed),
-        channel_dropped = s.channel_dropped.load(Ordering::Relaxed),
+        ring_freezes = s.ring_freezes.load(Ordering::Relaxed),
         "capture stopped"
     );
-    Ok(())
+    match failed {
+        Some(e) => Err(anyhow::Error::new(e)),
+        None => Ok(()),
+    }
 }

@@ -13,7 +13,8 @@ use normwatch_sensor::flow::FlowConfig;
 use normwatch_sensor::{FlowTable, SensorStats};
 use normwatch_transport::bus::{memory_bus, Publisher, Topic};
 use normwatch_transport::kafka::{KafkaPublisher, KafkaSubscriber, MAX_MESSAGE_BYTES};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How the sensor side runs.
@@ -26,6 +27,10 @@ pub struct SensorOptions {
     pub drain_timeout: Duration,
     /// How long to wait for the broker when creating topics at start.
     pub setup_timeout: Duration,
+    /// Raised by a second stop signal: stop waiting for the broker at the end; whatever it
+    /// has not acknowledged goes to the spool (nothing accepted is lost, the next run sends
+    /// it).
+    pub force: Arc<AtomicBool>,
 }
 
 impl Default for SensorOptions {
@@ -35,6 +40,7 @@ impl Default for SensorOptions {
             checksums: None,
             drain_timeout: Duration::from_secs(60),
             setup_timeout: Duration::from_secs(5),
+            force: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -106,7 +112,7 @@ fn produce(
         }),
     };
     let published = publish.finish();
-    let stats = table.stats().clone();
+    let stats = obs.totals(&table);
     // A read error is reported after every flow built so far was published.
     read?;
     let (records, batches) = published?;
@@ -136,10 +142,42 @@ pub fn sensor(
         opts.setup_timeout,
     )?;
     let summary = produce(cfg, input, opts, &mut publisher, metrics, stop);
-    let drained = publisher.flush(opts.drain_timeout);
+    let drained = drain(&mut publisher, opts.drain_timeout, &opts.force);
+    // Dropping the publisher moves whatever the broker has not acknowledged to the spool.
+    drop(publisher);
     let summary = summary?;
     drained?;
     Ok(summary)
+}
+
+/// Waits up to `timeout` for the broker to acknowledge everything published, in short
+/// steps so that `force` (a second stop signal) cuts the wait short. A forced stop is not an
+/// error: what is left goes to the spool when the publisher is dropped.
+fn drain(
+    publisher: &mut KafkaPublisher,
+    timeout: Duration,
+    force: &AtomicBool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let step = left.min(Duration::from_millis(200));
+        match publisher.flush(step) {
+            Ok(()) => return Ok(()),
+            Err(_) if force.load(Ordering::Relaxed) => {
+                tracing::warn!(
+                    "stopped without waiting for the broker: unacknowledged batches go to the spool, the next run sends them"
+                );
+                return Ok(());
+            }
+            // The transport's message names the last step only; the context names the
+            // whole wait.
+            Err(e) if left <= step => return Err(anyhow::Error::new(e).context(format!(
+                "the broker did not acknowledge every batch within the drain timeout ({timeout:?})"
+            ))),
+            Err(_) => {}
+        }
+    }
 }
 
 /// What `detect` did.
@@ -266,7 +304,7 @@ pub fn package(
     let mut assignments = flows.assignments() + alerts.assignments();
     let mut last_delivery = Instant::now();
     let result: anyhow::Result<()> = loop {
-        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) {
             break Ok(());
         }
         let mut idle = true;
@@ -365,13 +403,16 @@ pub fn run(
             })?;
         let span = tracing::info_span!("detect");
         let _entered = span.enter();
+        // The consumer does not watch the stop flag: the sensor stops at it, ends every
+        // open flow and closes the bus, and the consumer takes in everything up to the
+        // close, so a stopped run has every record and alert a finished one has.
         let consumed = consume_flows(
             &mut sub,
             sink,
             &metrics.transport,
             &metrics.pipeline,
             &ConsumeOptions::default(),
-            stop,
+            &AtomicBool::new(false),
         );
         // If the consumer failed, the sensor must not wait on a bus nobody reads.
         drop(sub);
@@ -430,15 +471,16 @@ pub fn flows(
         ..flow_config(cfg, opts.checksums)
     });
     let mut direct = Direct::new(sink);
+    let mut obs = Observer::default();
     let read = drive(
         cfg,
         input,
         &opts.source,
         &mut table,
         &mut direct,
-        &mut Observer::default(),
+        &mut obs,
         stop,
     );
     let written = direct.finish();
-    (table.stats().clone(), read.and(written))
+    (obs.totals(&table), read.and(written))
 }

@@ -55,6 +55,37 @@ impl SensorStats {
     pub fn evictions(&self) -> u64 {
         self.ended_for(EndReason::Evicted)
     }
+
+    /// Adds another table's counters (the tables of several capture threads).
+    pub fn add(&mut self, other: &SensorStats) {
+        // Destructured, so a counter added to the struct cannot be forgotten here.
+        let SensorStats {
+            packets,
+            bytes,
+            drops,
+            fragments,
+            fragments_orphaned,
+            fragments_overflow,
+            flows_created,
+            flows_ended,
+            flows_active,
+            ics_malformed,
+        } = other;
+        self.packets += packets;
+        self.bytes += bytes;
+        for (a, b) in self.drops.iter_mut().zip(drops) {
+            *a += b;
+        }
+        self.fragments += fragments;
+        self.fragments_orphaned += fragments_orphaned;
+        self.fragments_overflow += fragments_overflow;
+        self.flows_created += flows_created;
+        for (a, b) in self.flows_ended.iter_mut().zip(flows_ended) {
+            *a += b;
+        }
+        self.flows_active += flows_active;
+        self.ics_malformed += ics_malformed;
+    }
 }
 
 fn end_index(r: EndReason) -> usize {
