@@ -87,6 +87,7 @@ fn setup(dir: &Path) -> (PathBuf, Vec<Package>) {
                         name: "Example Grid Operator".into(),
                         email: None,
                     },
+                    asset_operator: None,
                     settings: &RequestSettings::default(),
                     norms: &norms,
                     geo: &db.provenance(),

@@ -68,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 planned: p,
                 requester,
                 operator: &operator,
+                asset_operator: None,
                 settings: &RequestSettings::default(),
                 norms: &norms,
                 geo: &db.provenance(),

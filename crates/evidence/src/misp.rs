@@ -1,5 +1,7 @@
 //! The MISP event (`misp/event.json`): the same facts for CSIRTs that run MISP, with `tlp:`,
-//! `PAP:`, `rsit:` and our `cyber-norms:` machine tags so the recipient's tooling can triage it.
+//! `PAP:` and `rsit:` tags from the MISP taxonomies and our `cyber-norms:` local taxonomy
+//! (`config/misp-taxonomies/cyber-norms/machinetag.json`) so the recipient's tooling can triage
+//! it.
 
 use crate::package::Ctx;
 use crate::recipients::Disposition;
@@ -18,11 +20,11 @@ pub fn rsit_tag(kind: AlertKind) -> &'static str {
         | AlertKind::ServiceImpairment
         | AlertKind::CarpetBombing => "rsit:availability=\"ddos\"",
         AlertKind::IcsCommandAbuse => {
-            "rsit:information-content-security=\"unauthorised-modification-of-information\""
+            "rsit:information-content-security=\"unauthorised-information-modification\""
         }
         AlertKind::Scan => "rsit:information-gathering=\"scanner\"",
         AlertKind::BulkExfiltration => {
-            "rsit:information-content-security=\"unauthorised-access-to-information\""
+            "rsit:information-content-security=\"unauthorised-information-access\""
         }
     }
 }
@@ -86,9 +88,14 @@ pub(crate) fn event(c: &Ctx<'_>) -> Value {
             Disposition::Reflector => {
                 "reflector answering spoofed requests: for the provider's abuse desk".into()
             }
-            Disposition::Spoofed => "spoofed source address".into(),
+            Disposition::Spoofed => {
+                "forged source address: not the origin, no action against it".into()
+            }
             Disposition::Anonymiser => {
                 "VPN, Tor exit or proxy: for the provider's abuse desk".into()
+            }
+            Disposition::SatelliteProvider => {
+                "satellite provider serving many countries: for the provider's abuse desk".into()
             }
         };
         attrs.push(json!({
@@ -128,6 +135,15 @@ pub(crate) fn event(c: &Ctx<'_>) -> Value {
             "timestamp": ts,
         }));
     }
+    attrs.push(json!({
+        "uuid": uuid("summary"),
+        "type": "text",
+        "category": "Other",
+        "value": c.summary,
+        "to_ids": false,
+        "comment": "the attack as this package's sources show it",
+        "timestamp": ts,
+    }));
     let threat_level = match alert.severity {
         Severity::Critical | Severity::High => "1",
         Severity::Medium => "2",
@@ -140,10 +156,17 @@ pub(crate) fn event(c: &Ctx<'_>) -> Value {
     };
     json!({"Event": {
         "uuid": uuid("event"),
-        "info": format!(
-            "{}: {} against {} — request to {} for mitigation ({})",
-            c.package_id, alert.kind.as_str(), alert.service, c.about(), alert.id
-        ),
+        "info": if c.traceback() {
+            format!(
+                "{}: {} against {} with forged sources — traceback request ({})",
+                c.package_id, alert.kind.as_str(), alert.service, alert.id
+            )
+        } else {
+            format!(
+                "{}: {} against {} — request to {} for mitigation ({})",
+                c.package_id, alert.kind.as_str(), alert.service, c.about(), alert.id
+            )
+        },
         "date": crate::canon::date(alert.window_start_ns),
         "timestamp": ts,
         "publish_timestamp": ts,
@@ -152,7 +175,11 @@ pub(crate) fn event(c: &Ctx<'_>) -> Value {
         // Organisation only: the recipient decides whether to share further, within the TLP.
         "distribution": "0",
         "published": false,
-        "Orgc": {"name": c.input.operator.name, "uuid": uuid("orgc")},
+        // The same organisation in every package: its id depends on its name only.
+        "Orgc": {
+            "name": c.input.operator.name,
+            "uuid": crate::stix::org_uuid("operator", &c.input.operator.name).to_string(),
+        },
         "Tag": tags,
         "Attribute": attrs,
     }})

@@ -60,6 +60,8 @@ pub struct Packager {
     store: Store,
     norms: NormCatalogue,
     timeout: Duration,
+    /// The operator of each protected asset (`[[asset]] operator`), by asset id.
+    asset_operators: BTreeMap<String, String>,
 }
 
 impl Packager {
@@ -95,7 +97,14 @@ impl Packager {
             store,
             norms,
             timeout: Duration::from_secs(30),
+            asset_operators: BTreeMap::new(),
         })
+    }
+
+    /// Names the operator of each asset (asset id → operator), so a package names the
+    /// operator of the attacked asset, not only the organisation running this system.
+    pub fn set_asset_operators(&mut self, operators: BTreeMap<String, String>) {
+        self.asset_operators = operators;
     }
 
     pub fn store(&self) -> &Store {
@@ -141,6 +150,10 @@ impl Packager {
                     planned: p,
                     requester,
                     operator: &self.cfg.operator,
+                    asset_operator: self
+                        .asset_operators
+                        .get(alert.asset.as_str())
+                        .map(String::as_str),
                     settings: &self.cfg.request,
                     norms: &self.norms,
                     geo: &geo,
@@ -172,11 +185,9 @@ impl Packager {
 
     /// One delivery pass over the outbox.
     pub fn deliver_due(&mut self, now_ns: u64) -> Result<PassReport> {
-        let actor = self
-            .directory
-            .get(&self.cfg.own_state)
-            .map(|r| r.name.clone())
-            .unwrap_or_else(|| self.cfg.operator.name.clone());
+        // The operator's own system delivers; the national authority is a recipient, not the
+        // sender.
+        let actor = format!("{} (normwatch packager)", self.cfg.operator.name);
         // A queued delivery goes over the recipient's channel as the directory defines it
         // now, so fixing a URL or adding a CA file reaches packages already waiting.
         let directory = &self.directory;

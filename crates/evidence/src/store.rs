@@ -234,7 +234,7 @@ impl Store {
             &self.package_dir(&item.package_id),
             key,
             actor,
-            &item.channel.describe(),
+            &item.channel.describe_for_custody(),
             now_ns,
         )?;
         self.conn.execute(
