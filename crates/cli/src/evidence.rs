@@ -3,7 +3,7 @@
 
 use crate::UsageError;
 use normwatch_evidence::keys::{PublicKey, SecretKey};
-use normwatch_evidence::verify::verify_path;
+use normwatch_evidence::verify::{printable, verify_path};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -58,15 +58,20 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
 pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let key = PublicKey::load(&args.key).map_err(|e| UsageError(e.to_string()))?;
     if !args.package.exists() {
-        return Err(UsageError(format!("{}: no such package", args.package.display())).into());
+        return Err(UsageError(format!(
+            "{}: no such package",
+            printable(&args.package.display().to_string())
+        ))
+        .into());
     }
     match verify_path(&args.package, &key) {
         Ok(v) => {
+            // Names come from the command line and the package: printed escaped.
             println!(
                 "{}: ok (package {}, for {}, {} files, {} custody entries, signed by key {})",
-                args.package.display(),
-                v.package_id,
-                v.recipient,
+                printable(&args.package.display().to_string()),
+                printable(&v.package_id),
+                printable(&v.recipient),
                 v.files,
                 v.custody_entries,
                 key.keyid
@@ -75,7 +80,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         }
         Err(fault) => Err(VerifyFailed(format!(
             "{}: verification failed: {fault}",
-            args.package.display()
+            printable(&args.package.display().to_string())
         ))
         .into()),
     }

@@ -5,6 +5,8 @@
 mod content;
 #[path = "evidence/delivery.rs"]
 mod delivery;
+#[path = "evidence/hostile.rs"]
+mod hostile;
 #[path = "evidence/tls.rs"]
 mod tls;
 
