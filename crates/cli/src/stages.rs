@@ -105,7 +105,8 @@ pub fn package(args: PackageArgs) -> anyhow::Result<()> {
         alerts::norms(&cfg)?,
         args.evidence_dir.as_deref(),
         metrics.evidence.clone(),
-    )?;
+    )?
+    .with_assets(&cfg.assets);
     server.as_ref().inspect(|s| s.set_ready(true));
     let opts = ConsumeOptions {
         exit_when_idle: args.exit_when_idle,
@@ -299,7 +300,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             alerts::norms(&cfg)?,
             args.evidence_dir.as_deref(),
             metrics.evidence.clone(),
-        )?)))),
+        )?
+        .with_assets(&cfg.assets))))),
         None if args.evidence_dir.is_some() => {
             return Err(UsageError(
                 "--evidence-dir needs an [evidence] section in the configuration (recipients, signing key, attribution databases)".into(),

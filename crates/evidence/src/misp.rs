@@ -98,7 +98,12 @@ pub(crate) fn event(c: &Ctx<'_>) -> Value {
                 "satellite provider serving many countries: for the provider's abuse desk".into()
             }
         };
+        let attr_tags: Vec<Value> = match s.disposition {
+            Disposition::Reflector => vec![tag("rsit:vulnerable=\"ddos-amplifier\"".into())],
+            _ => Vec::new(),
+        };
         attrs.push(json!({
+            "Tag": attr_tags,
             "uuid": uuid(&format!("ip-src/{a}")),
             "type": "ip-src",
             "category": "Network activity",
@@ -198,5 +203,32 @@ mod tests {
         );
         assert_eq!(norm_tag("osce.cbm03"), "cyber-norms:osce-cbm=\"cbm03\"");
         assert_eq!(rsit_tag(AlertKind::SynFlood), "rsit:availability=\"ddos\"");
+    }
+
+    /// Every norm of the shipped catalogue has its value in the local MISP taxonomy, so a
+    /// recipient that loads the taxonomy knows every `cyber-norms:` tag a package carries.
+    #[test]
+    fn every_catalogue_norm_is_a_value_of_the_cyber_norms_taxonomy() {
+        let tax: Value = serde_json::from_str(include_str!(
+            "../../../config/misp-taxonomies/cyber-norms/machinetag.json"
+        ))
+        .unwrap();
+        let mut known = std::collections::BTreeSet::new();
+        for v in tax["values"].as_array().unwrap() {
+            for e in v["entry"].as_array().unwrap() {
+                known.insert(format!(
+                    "cyber-norms:{}=\"{}\"",
+                    v["predicate"].as_str().unwrap(),
+                    e["value"].as_str().unwrap()
+                ));
+            }
+        }
+        let cat: toml::Value = toml::from_str(include_str!("../../../config/norms.toml")).unwrap();
+        let norms = cat["norm"].as_array().unwrap();
+        assert!(!norms.is_empty());
+        for n in norms {
+            let tag = norm_tag(n["id"].as_str().unwrap());
+            assert!(known.contains(&tag), "{tag} not in the taxonomy");
+        }
     }
 }

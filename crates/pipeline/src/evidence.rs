@@ -16,10 +16,12 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Flow records kept per asset for the packages of its alerts (the most recent ones).
 const FLOWS_PER_ASSET: usize = 200_000;
+/// How often the outbox is passed over for due retries while the stage runs.
+pub const DELIVERY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// `normwatch_evidence_*`. Labels: the recipient's ISO code (from the directory) and the
 /// delivery outcome.
@@ -122,6 +124,7 @@ pub struct EvidenceStage {
     flows: HashMap<String, VecDeque<FlowRecord>>,
     /// Every package built so far, with the alert it is for.
     pub built: Vec<(String, Built)>,
+    last_delivery: Instant,
 }
 
 impl std::fmt::Debug for EvidenceStage {
@@ -163,7 +166,20 @@ impl EvidenceStage {
             metrics,
             flows: HashMap::new(),
             built: Vec::new(),
+            last_delivery: Instant::now(),
         })
+    }
+
+    /// Names the operator of each protected asset in the packages of its alerts.
+    pub fn with_assets(mut self, assets: &normwatch_model::AssetIndex) -> Self {
+        self.packager.set_asset_operators(
+            assets
+                .assets()
+                .iter()
+                .map(|a| (a.id.as_str().to_string(), a.operator.clone()))
+                .collect(),
+        );
+        self
     }
 
     /// Where packages are stored.
@@ -244,8 +260,19 @@ impl EvidenceStage {
         self.deliver()
     }
 
+    /// A delivery pass if [`DELIVERY_INTERVAL`] has passed since the last one: failed
+    /// deliveries are retried on their backoff schedule whatever else happens. Called for
+    /// every batch of flows and every alert event the stage sees.
+    pub fn deliver_if_due(&mut self) -> anyhow::Result<()> {
+        if self.last_delivery.elapsed() >= DELIVERY_INTERVAL {
+            self.deliver()?;
+        }
+        Ok(())
+    }
+
     /// One delivery pass over the outbox.
     pub fn deliver(&mut self) -> anyhow::Result<()> {
+        self.last_delivery = Instant::now();
         let timer = self.metrics.delivery_seconds.start_timer();
         let report = self.packager.deliver_due(now_ns())?;
         timer.observe_duration();
@@ -272,7 +299,8 @@ impl FlowSink for EvidenceTap {
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        Ok(())
+        // A failed delivery must not wait for the next alert to close.
+        self.0.borrow_mut().deliver_if_due()
     }
 }
 
@@ -288,6 +316,6 @@ impl AlertSink for EvidenceTap {
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        Ok(())
+        self.0.borrow_mut().deliver_if_due()
     }
 }
