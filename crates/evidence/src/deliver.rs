@@ -301,7 +301,8 @@ fn already_held(
     let mut held = std::collections::BTreeSet::new();
     for chunk in ids.chunks(40) {
         let url = format!(
-            "{root}/collections/{collection}/manifest/?match[id]={}&match[version]=all",
+            // `limit` always: medallion 3.0.0 fails a `next` request without it (HTTP 500).
+            "{root}/collections/{collection}/manifest/?match[id]={}&match[version]=all&limit=100",
             chunk.join(",")
         );
         let mut next: Option<String> = None;

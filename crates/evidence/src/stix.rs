@@ -37,8 +37,12 @@ const EXTENSION_MODIFIED: &str = "2026-12-01T00:00:00.000Z";
 pub const EXTENSION_SCHEMA: &str =
     "https://schemas.normwatch.org/stix/norm-request-extension/v1/schema.json";
 
-/// A UUID for an organisation's identity, derived from its role and name only, so every
-/// package names the same organisation with the same id.
+/// The version time of the organisations' identity objects.
+const IDENTITY_TIME: &str = "2026-01-01T00:00:00.000Z";
+
+/// A UUID for an organisation's identity, derived from its role and the identity's content
+/// (including who describes it), so every package names the same organisation with the same
+/// id and a changed description is a new object, never a conflicting version.
 pub fn org_uuid(role: &str, name: &str) -> Uuid {
     sdo_uuid("organisation", &format!("{role}/{name}"))
 }
@@ -161,7 +165,13 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
     let sdo_id = |ty: &str, role: &str| format!("{ty}--{}", sdo_uuid(&c.package_id, role));
     let marking = vec![json!(tlp.stix_id())];
     let created = c.created.clone();
-    let operator_id = format!("identity--{}", org_uuid("operator", &c.input.operator.name));
+    let operator_id = format!(
+        "identity--{}",
+        org_uuid(
+            "operator",
+            &format!("{}/{:?}", c.input.operator.name, c.input.operator.email)
+        )
+    );
     let sdo = |ty: &str, id: &str| -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("type".into(), json!(ty));
@@ -176,11 +186,19 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
     let mut objects: Vec<Value> = Vec::new();
 
     // Identities: the reporting operator, the requesting authority, the recipient POC.
-    let mut op = sdo("identity", &operator_id);
+    // Identities are the same object in every package (same id, same version, same content),
+    // so a TAXII collection holding many packages holds each organisation once: a fixed
+    // version time and no per-alert property.
+    let identity = |id: &str| {
+        let mut m = sdo("identity", id);
+        m.insert("created".into(), json!(IDENTITY_TIME));
+        m.insert("modified".into(), json!(IDENTITY_TIME));
+        m
+    };
+    let mut op = identity(&operator_id);
     op.remove("created_by_ref");
     op.insert("name".into(), json!(c.input.operator.name));
     op.insert("identity_class".into(), json!("organization"));
-    op.insert("sectors".into(), json!([sector_ov(alert.sector)]));
     if let Some(e) = &c.input.operator.email {
         op.insert("contact_information".into(), json!(e));
     }
@@ -188,11 +206,17 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
     let requester_id = format!(
         "identity--{}",
         org_uuid(
-            "authority",
-            &format!("{}/{}", c.input.requester.code, c.input.requester.name)
+            "requester",
+            &format!(
+                "{}/{}/{}/{:?}",
+                c.input.operator.name,
+                c.input.requester.code,
+                c.input.requester.name,
+                c.input.requester.email
+            )
         )
     );
-    let mut rq = sdo("identity", &requester_id);
+    let mut rq = identity(&requester_id);
     rq.insert("name".into(), json!(c.input.requester.name));
     rq.insert("identity_class".into(), json!("organization"));
     rq.insert("sectors".into(), json!(["government"]));
@@ -207,11 +231,17 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
     let recipient_id = format!(
         "identity--{}",
         org_uuid(
-            "authority",
-            &format!("{}/{}", planned.recipient.code, planned.recipient.name)
+            "recipient",
+            &format!(
+                "{}/{}/{}/{:?}",
+                c.input.operator.name,
+                planned.recipient.code,
+                planned.recipient.name,
+                planned.recipient.email
+            )
         )
     );
-    let mut rc = sdo("identity", &recipient_id);
+    let mut rc = identity(&recipient_id);
     rc.insert("name".into(), json!(planned.recipient.name));
     rc.insert("identity_class".into(), json!("organization"));
     rc.insert("sectors".into(), json!(["government"]));
@@ -222,10 +252,7 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
     if let Some(e) = &planned.recipient.email {
         rc.insert("contact_information".into(), json!(e));
     }
-    // The recipient may be the requesting authority itself (routing through it).
-    if recipient_id != requester_id {
-        objects.push(Value::Object(rc));
-    }
+    objects.push(Value::Object(rc));
 
     // The marking and our extension's definition (fixed content, fixed ids).
     objects.push(tlp.stix_object());
@@ -691,20 +718,6 @@ fn disposition_str(d: Disposition) -> &'static str {
         Disposition::Spoofed => "spoofed",
         Disposition::Anonymiser => "anonymiser",
         Disposition::SatelliteProvider => "satellite-provider",
-    }
-}
-
-fn sector_ov(s: Sector) -> &'static str {
-    // STIX industry-sector-ov.
-    match s {
-        Sector::Energy => "energy",
-        Sector::Water => "utilities",
-        Sector::Health => "healthcare",
-        Sector::Transport => "transportation",
-        Sector::Telecom => "telecommunications",
-        Sector::Finance => "financial-services",
-        Sector::Government | Sector::Csirt => "government",
-        Sector::Other => "infrastructure",
     }
 }
 

@@ -374,9 +374,10 @@ fn read_collection(port: u16) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     let mut next: Option<String> = None;
     loop {
+        // medallion 3.0.0 fails a `next` request without `limit` (HTTP 500).
         let url = match &next {
-            Some(n) => format!("{base}?next={n}"),
-            None => base.clone(),
+            Some(n) => format!("{base}?limit=100&next={n}"),
+            None => format!("{base}?limit=100"),
         };
         let mut r = agent
             .get(&url)
