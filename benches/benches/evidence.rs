@@ -96,6 +96,7 @@ fn packages(c: &mut Criterion) {
                         norms: &norms,
                         geo: &[],
                         packaged_at_ns: sample::START_NS + 3_600_000_000_000,
+                        flows_received_ns: None,
                     },
                     &key,
                 )

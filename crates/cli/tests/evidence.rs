@@ -92,6 +92,7 @@ fn setup(dir: &Path) -> (PathBuf, Vec<Package>) {
                     norms: &norms,
                     geo: &db.provenance(),
                     packaged_at_ns: sample::START_NS + 7_200_000_000_000,
+                    flows_received_ns: None,
                 },
                 &key,
             )

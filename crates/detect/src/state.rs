@@ -2210,6 +2210,7 @@ impl<const N: usize> AssetState<N> {
             // Filled by the detector's spoofing assessment (issue 17).
             sources_total: None,
             spoofing: None,
+            raised_at_ns: None,
         }
     }
 }

@@ -73,6 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 norms: &norms,
                 geo: &db.provenance(),
                 packaged_at_ns: sample::START_NS + 3_600_000_000_000,
+                flows_received_ns: None,
             },
             &key,
         )?;

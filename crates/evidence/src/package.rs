@@ -83,6 +83,9 @@ pub struct BuildInput<'a> {
     pub geo: &'a [DbProvenance],
     /// When the package is built (ns since the epoch), from the caller's clock.
     pub packaged_at_ns: u64,
+    /// When the packaging stage received the first of these flow records from the sensors
+    /// (wall clock, recorded on arrival); `None` when nobody recorded it.
+    pub flows_received_ns: Option<u64>,
 }
 
 /// What the flows say about one source.
@@ -537,26 +540,73 @@ pub fn build(input: BuildInput<'_>, key: &SecretKey) -> Result<Package> {
     } else {
         sensors.into_iter().collect::<Vec<_>>().join(",")
     };
+    // Each entry is the moment the step was recorded by the stage that saw it: the flows'
+    // arrival from the sensors, the detector stage raising the alert. Where nobody recorded
+    // it, the entry says so and carries the packaging time, never a back-dated one.
+    let packet_times = format!(
+        "packet times {} .. {}",
+        rfc3339_ms(c.first_ns),
+        rfc3339_ms(c.last_ns)
+    );
+    let (at, note) = match c.input.flows_received_ns {
+        Some(t) => (
+            rfc3339_ms(t),
+            format!(
+                "{} flow records between the sources and the victim, received from the \
+                 sensors by the packaging stage at this time; {packet_times}",
+                c.flows.len()
+            ),
+        ),
+        None => (
+            c.created.clone(),
+            format!(
+                "{} flow records between the sources and the victim; their arrival was not \
+                 recorded, this entry is the packaging time; {packet_times}",
+                c.flows.len()
+            ),
+        ),
+    };
     log.push(custody::Event {
         action: Action::Captured,
-        actor: sensors,
-        at: rfc3339_ms(c.first_ns),
+        actor: format!("sensor {sensors}"),
+        at,
         tool: "normwatch-sensor".into(),
         tool_version: TOOL_VERSION.into(),
         subjects: vec![subject("evidence/flows.jsonl")],
-        note: format!(
-            "{} flow records between the sources and the victim, event time from packets",
-            c.flows.len()
-        ),
+        note,
     })?;
+    let window = format!(
+        "attack window {} .. {} (event time)",
+        rfc3339_ms(alert.window_start_ns),
+        rfc3339_ms(alert.window_end_ns)
+    );
+    let (at, note) = match alert.raised_at_ns {
+        Some(t) => (
+            rfc3339_ms(t),
+            format!(
+                "alert {} ({}) raised by the detector stage at this time; {window}",
+                alert.id,
+                alert.kind.as_str()
+            ),
+        ),
+        None => (
+            c.created.clone(),
+            format!(
+                "alert {} ({}); the raise time was not recorded, this entry is the packaging \
+                 time; {window}",
+                alert.id,
+                alert.kind.as_str()
+            ),
+        ),
+    };
     log.push(custody::Event {
         action: Action::Derived,
-        actor: "normwatch detector".into(),
-        at: rfc3339_ms(alert.window_end_ns),
+        actor: "normwatch detector stage".into(),
+        at,
         tool: "normwatch-detect".into(),
         tool_version: TOOL_VERSION.into(),
         subjects: vec![subject("evidence/alert.json")],
-        note: format!("alert {} ({})", alert.id, alert.kind.as_str()),
+        note,
     })?;
     log.push(custody::Event {
         action: Action::Derived,

@@ -118,6 +118,18 @@ impl Packager {
         flows: &[FlowRecord],
         now_ns: u64,
     ) -> Result<PackageOutcome> {
+        self.package_recorded(alert, flows, None, now_ns)
+    }
+
+    /// [`Packager::package`], with the time the flows' first record arrived from the sensors
+    /// (recorded by the caller on arrival) for the custody log.
+    pub fn package_recorded(
+        &mut self,
+        alert: &Alert,
+        flows: &[FlowRecord],
+        flows_received_ns: Option<u64>,
+        now_ns: u64,
+    ) -> Result<PackageOutcome> {
         let mut out = PackageOutcome::default();
         let mut attributions: BTreeMap<_, Attribution> = BTreeMap::new();
         for s in &alert.top_sources {
@@ -158,6 +170,7 @@ impl Packager {
                     norms: &self.norms,
                     geo: &geo,
                     packaged_at_ns: now_ns,
+                    flows_received_ns,
                 },
                 &self.key,
             )?;

@@ -72,6 +72,7 @@ pub fn alert(sources: &[(IpAddr, bool)]) -> Alert {
         ),
         sources_total: None,
         spoofing: None,
+        raised_at_ns: None,
     }
 }
 

@@ -312,6 +312,7 @@ fn build_all(packaged_at_ns: u64) -> Built {
                     norms: &norms,
                     geo: &geo,
                     packaged_at_ns,
+                    flows_received_ns: None,
                 },
                 &key,
             )

@@ -172,6 +172,11 @@ pub struct Alert {
     /// Whether the sources are likely forged (flood alerts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spoofing: Option<SpoofingAssessment>,
+    /// Wall-clock time (ns since the epoch) at which the detector stage raised the alert,
+    /// stamped by that stage when it emitted the first event (the detector itself reads no
+    /// clock); the custody log's "derived" entry is this moment, not a reconstruction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised_at_ns: Option<u64>,
 }
 
 #[cfg(test)]
@@ -224,6 +229,7 @@ mod tests {
             summary: "SYN flood".into(),
             sources_total: None,
             spoofing: None,
+            raised_at_ns: None,
         };
         let json = serde_json::to_string(&a).unwrap();
         assert!(json.contains("\"state\":\"open\"") && json.contains("\"kind\":\"syn_flood\""));

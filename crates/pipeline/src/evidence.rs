@@ -121,7 +121,8 @@ pub struct EvidenceStage {
     packager: Packager,
     root: PathBuf,
     metrics: EvidenceMetrics,
-    flows: HashMap<String, VecDeque<FlowRecord>>,
+    /// Recent flows per asset, each with the wall-clock time it arrived here.
+    flows: HashMap<String, VecDeque<(u64, FlowRecord)>>,
     /// Every package built so far, with the alert it is for.
     pub built: Vec<(String, Built)>,
     last_delivery: Instant,
@@ -194,13 +195,14 @@ impl EvidenceStage {
 
     /// Keeps the most recent flows of each asset for the packages of its alerts.
     pub fn keep(&mut self, records: &[FlowRecord]) {
+        let arrived = now_ns();
         for r in records {
             let Some(a) = &r.asset else { continue };
             let q = self.flows.entry(a.id.as_str().to_string()).or_default();
             if q.len() == FLOWS_PER_ASSET {
                 q.pop_front();
             }
-            q.push_back(r.clone());
+            q.push_back((arrived, r.clone()));
         }
     }
 
@@ -208,20 +210,23 @@ impl EvidenceStage {
     pub fn package(&mut self, alert: &Alert) -> anyhow::Result<()> {
         // The alert's window, with a margin for flows that began before it or ended after.
         const MARGIN_NS: u64 = 60_000_000_000;
-        let flows: Vec<FlowRecord> = self
+        let kept: Vec<&(u64, FlowRecord)> = self
             .flows
             .get(alert.asset.as_str())
             .map(|q| {
                 q.iter()
-                    .filter(|r| {
+                    .filter(|(_, r)| {
                         r.last_ns >= alert.window_start_ns.saturating_sub(MARGIN_NS)
                             && r.first_ns <= alert.window_end_ns.saturating_add(MARGIN_NS)
                     })
-                    .cloned()
                     .collect()
             })
             .unwrap_or_default();
-        let out = self.packager.package(alert, &flows, now_ns())?;
+        let received = kept.iter().map(|(t, _)| *t).min();
+        let flows: Vec<FlowRecord> = kept.into_iter().map(|(_, r)| r.clone()).collect();
+        let out = self
+            .packager
+            .package_recorded(alert, &flows, received, now_ns())?;
         for e in &out.lookup_errors {
             tracing::warn!(alert = %alert.id, error = %e, "attribution failed; packaged without it");
         }

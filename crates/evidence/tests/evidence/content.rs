@@ -75,6 +75,17 @@ fn build(
     own: &str,
     tlp: Tlp,
 ) -> (recipients::Plan, Vec<Package>) {
+    build_recorded(alert, flows, attrs, own, tlp, None)
+}
+
+fn build_recorded(
+    alert: &Alert,
+    flows: &[FlowRecord],
+    attrs: &BTreeMap<IpAddr, Attribution>,
+    own: &str,
+    tlp: Tlp,
+    flows_received_ns: Option<u64>,
+) -> (recipients::Plan, Vec<Package>) {
     let dir = directory();
     let plan = recipients::plan(alert, attrs, &[], &dir, own, tlp).unwrap();
     let key = SecretKey::from_seed(&[5; 32]);
@@ -100,6 +111,7 @@ fn build(
                     norms: &norms,
                     geo: &db().provenance(),
                     packaged_at_ns: sample::START_NS + 3_600_000_000_000,
+                    flows_received_ns,
                 },
                 &key,
             )
@@ -463,4 +475,52 @@ fn recipient_codes_are_iso_3166_and_uk_gets_a_hint_for_gb() {
         "{e}"
     );
     assert!(Directory::parse("[[state]]\ncode = \"GB\"\nname = \"NCSC\"\n").is_ok());
+}
+
+#[test]
+fn custody_entries_carry_the_times_their_stages_recorded_never_back_dated_ones() {
+    use normwatch_evidence::custody::{self, Action};
+    let mut alert = multi_state_alert();
+    let flows = sample::flows(&alert, 1);
+    let received = sample::START_NS + 2_000_000_000;
+    alert.raised_at_ns = Some(sample::START_NS + 3_000_000_000);
+    let (_, pkgs) = build_recorded(
+        &alert,
+        &flows,
+        &attributions(&alert),
+        "DE",
+        Tlp::Amber,
+        Some(received),
+    );
+    let entries = custody::check(&pkgs[0].files["custody.jsonl"]).unwrap();
+    let captured = entries
+        .iter()
+        .find(|e| e.action == Action::Captured)
+        .unwrap();
+    assert_eq!(captured.at, "2026-03-01T10:00:02.000Z");
+    assert!(captured
+        .note
+        .contains("received from the sensors by the packaging stage"));
+    assert_eq!(captured.actor, "sensor site-a");
+    let derived = entries
+        .iter()
+        .find(|e| e.action == Action::Derived)
+        .unwrap();
+    assert_eq!(derived.at, "2026-03-01T10:00:03.000Z");
+    assert_eq!(derived.actor, "normwatch detector stage");
+    // Not recorded: the packaging time, said to be one.
+    alert.raised_at_ns = None;
+    let (_, pkgs) = build(&alert, &flows, &attributions(&alert), "DE", Tlp::Amber);
+    let entries = custody::check(&pkgs[0].files["custody.jsonl"]).unwrap();
+    for e in entries
+        .iter()
+        .filter(|e| e.action != Action::Packaged)
+        .take(2)
+    {
+        assert_eq!(e.at, "2026-03-01T11:00:00.000Z", "{e:?}");
+        assert!(e.note.contains("this entry is the packaging time"), "{e:?}");
+    }
+    // No entry names a local path.
+    let log = String::from_utf8(pkgs[0].files["custody.jsonl"].clone()).unwrap();
+    assert!(!log.contains("/tmp") && !log.contains("/home") && !log.contains("/var"));
 }
