@@ -669,3 +669,53 @@ fn a_missing_ca_file_is_refused_at_start() {
     std::fs::write(tmp.path().join("ca/ncsc.pem"), b"").unwrap();
     assert!(Packager::open(cfg, super::norms()).is_ok());
 }
+
+#[test]
+fn a_sent_entry_removed_from_a_package_or_the_ledger_is_detected() {
+    let built = build_all(T);
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipient(vec![Channel::Directory {
+        path: tmp.path().join("exchange").display().to_string(),
+    }]);
+    let mut store = Store::open(&tmp.path().join("store")).unwrap();
+    for p in &built.packages[..2] {
+        store.put(p, &r, T).unwrap();
+    }
+    let pass = store
+        .deliver_due(T, &built.key, "Example Grid Operator", TIMEOUT)
+        .unwrap();
+    assert_eq!(pass.sent, 2, "{pass:?}");
+    let pk = built.key.public();
+    assert_eq!(store.audit_sent(&pk).unwrap(), Vec::<String>::new());
+
+    // The package's log may be cut back to its signed prefix and still verify on its own…
+    let victim = &built.packages[0].id;
+    let log_path = store.package_dir(victim).join("custody.jsonl");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let cut: String = log.lines().take(4).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&log_path, &cut).unwrap();
+    assert!(verify_path(&store.package_dir(victim), &pk).is_ok());
+    // …but not against the ledger.
+    let problems = store.audit_sent(&pk).unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(victim) && p.contains("no longer holds")),
+        "{problems:?}"
+    );
+    std::fs::write(&log_path, &log).unwrap();
+    assert!(store.audit_sent(&pk).unwrap().is_empty());
+
+    // Cutting the ledger's tail orphans the later package's sent entry.
+    let ledger_path = store.sent_ledger_path();
+    let ledger = std::fs::read_to_string(&ledger_path).unwrap();
+    let first: String = ledger.lines().take(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&ledger_path, first).unwrap();
+    let problems = store.audit_sent(&pk).unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("is not in the sent ledger")),
+        "{problems:?}"
+    );
+}
