@@ -22,6 +22,10 @@ pub struct VerifyArgs {
     /// The sender's public key (`keygen`'s `.pub` file, or 64 hex digits in a file).
     #[arg(long, value_name = "PUBKEY")]
     pub key: PathBuf,
+    /// Also check the evidence store's sent ledger (the operator's audit): every delivery
+    /// recorded in a stored package's custody log is witnessed there, and the reverse.
+    #[arg(long, value_name = "STORE_DIR")]
+    pub store: Option<PathBuf>,
 }
 
 /// A package that failed verification (exit 1).
@@ -63,6 +67,28 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             printable(&args.package.display().to_string())
         ))
         .into());
+    }
+    if let Some(dir) = &args.store {
+        if !dir.join("ledger.sqlite3").is_file() {
+            return Err(UsageError(format!(
+                "{}: not an evidence store (no ledger.sqlite3)",
+                printable(&dir.display().to_string())
+            ))
+            .into());
+        }
+        let store = normwatch_evidence::store::Store::open(dir)
+            .map_err(|e| UsageError(format!("{}: {e}", printable(&dir.display().to_string()))))?;
+        let problems = store
+            .audit_sent(&key)
+            .map_err(|e| VerifyFailed(format!("{}: {e}", dir.display())))?;
+        if !problems.is_empty() {
+            return Err(VerifyFailed(format!(
+                "{}: sent ledger check failed: {}",
+                printable(&dir.display().to_string()),
+                printable(&problems.join("; "))
+            ))
+            .into());
+        }
     }
     match verify_path(&args.package, &key) {
         Ok(v) => {

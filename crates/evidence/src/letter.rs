@@ -145,13 +145,24 @@ pub(crate) fn summary(c: &Ctx<'_>) -> String {
         } else {
             "for providers' abuse desks".to_string()
         };
+        let came = if f.total_known {
+            format!(
+                "The attack came from {} distinct source address{}.",
+                num(f.total_sources),
+                if f.total_sources == 1 { "" } else { "es" }
+            )
+        } else {
+            format!(
+                "The detector listed {} source address{} (the largest; it did not count all \
+                 of the attack's sources).",
+                num(f.total_sources),
+                if f.total_sources == 1 { "" } else { "es" }
+            )
+        };
         let _ = write!(
             s,
-            " The attack came from {} distinct source address{}.{sample} This package concerns \
-             {} of them, {what}, which carried {} of the attack's packets ({} packets, {} bytes \
-             in the flows kept as evidence).",
-            num(f.total_sources),
-            if f.total_sources == 1 { "" } else { "es" },
+            " {came}{sample} This package concerns {} of them, {what}, which carried {} of the \
+             attack's packets ({} packets, {} bytes in the flows kept as evidence).",
             num(f.own_sources as u64),
             pct(f.own_share),
             num(f.pkts),
@@ -331,8 +342,9 @@ pub(crate) fn letter(c: &Ctx<'_>) -> String {
         let f = &c.facts;
         let _ = writeln!(
             s,
-            "{} of the attack's {} sources, carrying {} of its packets.\n",
+            "{} of the attack's {}{} sources, carrying {} of its packets.\n",
             num(f.own_sources as u64),
+            if f.total_known { "" } else { "listed " },
             num(f.total_sources),
             pct(f.own_share)
         );

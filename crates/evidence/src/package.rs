@@ -109,6 +109,9 @@ pub(crate) struct SourceFlows {
 pub(crate) struct Facts {
     /// Distinct sources of the whole attack (the detector's count, else the listed ones).
     pub total_sources: u64,
+    /// Whether the detector counted all sources (else `total_sources` is the listed ones,
+    /// and the attack may have had more).
+    pub total_known: bool,
     /// Sources the detector listed (its top sources); fewer than `total_sources` when the
     /// list is a sample.
     pub listed_sources: usize,
@@ -400,11 +403,10 @@ fn facts(
     per_source: &BTreeMap<IpAddr, SourceFlows>,
 ) -> Facts {
     let listed = alert.top_sources.len();
-    let total = alert
+    let counted = alert
         .sources_total
-        .or(alert.spoofing.as_ref().map(|s| s.distinct_sources))
-        .unwrap_or(listed as u64)
-        .max(listed as u64);
+        .or(alert.spoofing.as_ref().map(|s| s.distinct_sources));
+    let total = counted.unwrap_or(listed as u64).max(listed as u64);
     // The sources the package is about: its request sources, or (a traceback or abuse-only
     // package) the provider-abuse ones.
     let own: Vec<&SourceEvidence> = if planned.sources.is_empty() {
@@ -414,6 +416,7 @@ fn facts(
     };
     let mut f = Facts {
         total_sources: total,
+        total_known: counted.is_some(),
         listed_sources: listed,
         own_sources: own.len(),
         own_share: own

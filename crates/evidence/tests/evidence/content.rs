@@ -360,6 +360,17 @@ fn reflectors_are_amplification_infrastructure_never_malicious_indicators() {
     let alert = sample::alert(&s);
     let flows = sample::flows(&alert, 1);
     let (_, pkgs) = build(&alert, &flows, &attributions(&alert), "US", Tlp::Amber);
+    // The detector did not count the attack's sources: the letter does not claim a total.
+    for p in &pkgs {
+        let letter = file(p, "request.md");
+        assert!(
+            letter.contains(
+                "The detector listed 2 source addresses (the largest; it did not count all"
+            ),
+            "{letter}"
+        );
+        assert!(!letter.contains("distinct source"), "{letter}");
+    }
     let bundles: Vec<serde_json::Value> = pkgs
         .iter()
         .map(|p| serde_json::from_str(&file(p, "stix/bundle.json")).unwrap())
