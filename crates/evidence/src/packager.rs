@@ -141,10 +141,23 @@ impl Packager {
             }
         }
         let tlp = self.cfg.request.tlp;
+        // The detector's spoofing assessment names the forged sources (reflectors answer
+        // forged requests from real addresses and stay out).
+        let spoofed: Vec<std::net::IpAddr> =
+            if alert.spoofing.as_ref().is_some_and(|s| s.likely_spoofed) {
+                alert
+                    .top_sources
+                    .iter()
+                    .filter(|s| !s.reflector)
+                    .map(|s| s.addr)
+                    .collect()
+            } else {
+                Vec::new()
+            };
         let plan = recipients::plan(
             alert,
             &attributions,
-            &[],
+            &spoofed,
             &self.directory,
             &self.cfg.own_state,
             tlp,

@@ -307,6 +307,11 @@ impl FlowSink for EvidenceTap {
         // A failed delivery must not wait for the next alert to close.
         self.0.borrow_mut().deliver_if_due()
     }
+
+    fn idle(&mut self) -> anyhow::Result<()> {
+        // Nor for the next batch of flows.
+        self.0.borrow_mut().deliver_if_due()
+    }
 }
 
 impl AlertSink for EvidenceTap {
