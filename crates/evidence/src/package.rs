@@ -587,7 +587,8 @@ pub fn build(input: BuildInput<'_>, key: &SecretKey) -> Result<Package> {
         Some(t) => (
             rfc3339_ms(t),
             format!(
-                "alert {} ({}) raised by the detector stage at this time; {window}",
+                "alert {} ({}) raised by the detector stage, recorded on its arrival at the \
+                 packaging stage at this time; {window}",
                 alert.id,
                 alert.kind.as_str()
             ),

@@ -172,9 +172,10 @@ pub struct Alert {
     /// Whether the sources are likely forged (flood alerts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spoofing: Option<SpoofingAssessment>,
-    /// Wall-clock time (ns since the epoch) at which the detector stage raised the alert,
-    /// stamped by that stage when it emitted the first event (the detector itself reads no
-    /// clock); the custody log's "derived" entry is this moment, not a reconstruction.
+    /// Wall-clock time (ns since the epoch) at which the alert's first event was recorded by
+    /// a stage that saw it happen (the detector itself reads no clock, and its events stay
+    /// reproducible without it); the custody log's "derived" entry is this moment, not a
+    /// reconstruction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raised_at_ns: Option<u64>,
 }

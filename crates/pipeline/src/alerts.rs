@@ -183,8 +183,6 @@ pub struct DetectorSink<'a> {
     flows: Option<&'a mut dyn FlowSink>,
     buf: Vec<Alert>,
     metrics: Option<Observed>,
-    /// When each open alert was raised (wall clock), stamped on all its events.
-    raised: std::collections::HashMap<String, u64>,
     /// Alert events emitted, and alerts opened.
     pub events: u64,
     pub opened: u64,
@@ -218,7 +216,6 @@ impl<'a> DetectorSink<'a> {
             flows,
             buf: Vec::new(),
             metrics: None,
-            raised: std::collections::HashMap::new(),
             events: 0,
             opened: 0,
         }
@@ -248,18 +245,7 @@ impl<'a> DetectorSink<'a> {
     }
 
     fn emit(&mut self) -> anyhow::Result<()> {
-        for mut a in self.buf.drain(..) {
-            // The detector reads no clock: its stage records when it raised the alert, for
-            // the evidence custody log.
-            let raised = *self.raised.entry(a.id.clone()).or_insert_with(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-            });
-            a.raised_at_ns.get_or_insert(raised);
-            if a.state == AlertState::Closed {
-                self.raised.remove(&a.id);
-            }
+        for a in self.buf.drain(..) {
             self.events += 1;
             self.opened += u64::from(a.state == AlertState::Open);
             if let Some(o) = self.metrics.as_mut() {

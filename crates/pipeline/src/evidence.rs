@@ -126,6 +126,8 @@ pub struct EvidenceStage {
     /// Every package built so far, with the alert it is for.
     pub built: Vec<(String, Built)>,
     last_delivery: Instant,
+    /// When each alert's first event reached this stage (wall clock), for the custody log.
+    first_seen: HashMap<String, u64>,
 }
 
 impl std::fmt::Debug for EvidenceStage {
@@ -168,6 +170,7 @@ impl EvidenceStage {
             flows: HashMap::new(),
             built: Vec::new(),
             last_delivery: Instant::now(),
+            first_seen: HashMap::new(),
         })
     }
 
@@ -206,8 +209,26 @@ impl EvidenceStage {
         }
     }
 
+    /// Records when an alert's first event reached the stage (in `run` and `demo` the detector
+    /// stage hands it over as it raises it).
+    pub fn seen(&mut self, alert: &Alert) {
+        self.first_seen
+            .entry(alert.id.clone())
+            .or_insert_with(now_ns);
+    }
+
     /// Builds and stores the packages of a closed alert, then delivers what is due.
     pub fn package(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        self.seen(alert);
+        let mut stamped;
+        let alert = match (alert.raised_at_ns, self.first_seen.remove(&alert.id)) {
+            (None, Some(t)) => {
+                stamped = alert.clone();
+                stamped.raised_at_ns = Some(t);
+                &stamped
+            }
+            _ => alert,
+        };
         // The alert's window, with a margin for flows that began before it or ended after.
         const MARGIN_NS: u64 = 60_000_000_000;
         let kept: Vec<&(u64, FlowRecord)> = self
@@ -316,6 +337,7 @@ impl FlowSink for EvidenceTap {
 
 impl AlertSink for EvidenceTap {
     fn alert(&mut self, a: &Alert) -> anyhow::Result<()> {
+        self.0.borrow_mut().seen(a);
         if a.state == AlertState::Closed {
             self.0
                 .borrow_mut()
