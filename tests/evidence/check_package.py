@@ -112,6 +112,23 @@ def check_incident_core(pkg: pathlib.Path, problems: list) -> None:
             if not (isinstance(a, int) and 0 <= a <= 100):
                 problems.append(f"incident core: availability impact {imp!r} lacks an integer 0..100")
     print("  incident core: properties and shapes as the OASIS schema allows")
+    # Our own extension against the schema its extension-definition names.
+    import jsonschema
+    schema = json.loads((pathlib.Path(__file__).resolve().parents[2] / "config" / "stix" /
+                         "norm-request-extension-v1.schema.json").read_text())
+    ext_def = [o for o in bundle["objects"] if o["type"] == "extension-definition"
+               and o["id"] == "extension-definition--3c8f6a2e-9d41-4b7a-8e25-71f0c6d4b9a1"]
+    if not ext_def or ext_def[0]["schema"] != schema["$id"]:
+        problems.append("normwatch extension-definition does not name the schema's $id")
+    n = 0
+    for o in bundle["objects"]:
+        ours = o.get("extensions", {}).get("extension-definition--3c8f6a2e-9d41-4b7a-8e25-71f0c6d4b9a1")
+        if ours is None:
+            continue
+        n += 1
+        for e in jsonschema.Draft202012Validator(schema).iter_errors(ours):
+            problems.append(f"{o['id']}: normwatch extension: {e.message}")
+    print(f"  normwatch extension: {n} objects valid against its JSON schema")
 
 
 TAXONOMIES = None

@@ -33,7 +33,7 @@ const EXTENSION_CREATED: &str = "2026-01-01T00:00:00.000Z";
 /// namespace).
 const EXTENSION_MODIFIED: &str = "2026-12-01T00:00:00.000Z";
 /// Where the extension's JSON schema is published: the project's own namespace (the schema
-/// is `tests/evidence/normwatch-extension.schema.json` in the source tree).
+/// is `config/stix/norm-request-extension-v1.schema.json` in the source tree).
 pub const EXTENSION_SCHEMA: &str =
     "https://schemas.normwatch.org/stix/norm-request-extension/v1/schema.json";
 
@@ -611,12 +611,18 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
         .abuse_sources()
         .map(|s| json!({"addr": s.source.addr.to_string(), "reason": disposition_str(s.disposition)}))
         .collect();
+    // A traceback request asks the own State; no other State is named.
+    let requested_state = if c.traceback() {
+        c.input.requester.code.as_str()
+    } else {
+        c.about()
+    };
     let mut ours = json!({
         "extension_type": "property-extension",
         "norms_violated_if_state_conducted": alert.norms.violated,
         "norms_request_basis": alert.norms.request_basis,
         "norms_caveats": alert.norms.caveats,
-        "requested_state": c.about(),
+        "requested_state": requested_state,
         "recipient": planned.recipient.code,
         "recipient_rule": planned.rule,
         "requested_action": c.action,
@@ -687,7 +693,7 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
         "extensions".into(),
         json!({EXTENSION_ID: {
             "extension_type": "property-extension",
-            "requested_state": c.about(),
+            "requested_state": requested_state,
             "requested_action": c.action,
             "deadline": c.deadline,
             "norms_request_basis": alert.norms.request_basis,
