@@ -60,6 +60,8 @@ fn packages(c: &mut Criterion) {
                     registered_country: Some("DE".into()),
                     represented_country: None,
                     anonymous: None,
+                    anonymous_proxy: false,
+                    satellite_provider: false,
                 },
             )
         })
@@ -89,10 +91,12 @@ fn packages(c: &mut Criterion) {
                         planned: p,
                         requester: directory.get("NL").expect("NL"),
                         operator: &operator,
+                        asset_operator: None,
                         settings: &settings,
                         norms: &norms,
                         geo: &[],
                         packaged_at_ns: sample::START_NS + 3_600_000_000_000,
+                        flows_received_ns: None,
                     },
                     &key,
                 )

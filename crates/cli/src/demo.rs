@@ -208,7 +208,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         alerts::norms(&cfg)?,
         Some(&out.join("evidence")),
         metrics.evidence.clone(),
-    )?;
+    )?
+    .with_assets(&cfg.assets);
     let tap = EvidenceTap(Rc::new(RefCell::new(stage)));
     let mut print = PrintAlerts { bar: bar.clone() };
     let mut tally = Tally::default();

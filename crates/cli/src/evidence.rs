@@ -3,7 +3,7 @@
 
 use crate::UsageError;
 use normwatch_evidence::keys::{PublicKey, SecretKey};
-use normwatch_evidence::verify::verify_path;
+use normwatch_evidence::verify::{printable, verify_path};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -22,6 +22,10 @@ pub struct VerifyArgs {
     /// The sender's public key (`keygen`'s `.pub` file, or 64 hex digits in a file).
     #[arg(long, value_name = "PUBKEY")]
     pub key: PathBuf,
+    /// Also check the evidence store's sent ledger (the operator's audit): every delivery
+    /// recorded in a stored package's custody log is witnessed there, and the reverse.
+    #[arg(long, value_name = "STORE_DIR")]
+    pub store: Option<PathBuf>,
 }
 
 /// A package that failed verification (exit 1).
@@ -58,15 +62,42 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
 pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let key = PublicKey::load(&args.key).map_err(|e| UsageError(e.to_string()))?;
     if !args.package.exists() {
-        return Err(UsageError(format!("{}: no such package", args.package.display())).into());
+        return Err(UsageError(format!(
+            "{}: no such package",
+            printable(&args.package.display().to_string())
+        ))
+        .into());
+    }
+    if let Some(dir) = &args.store {
+        if !dir.join("ledger.sqlite3").is_file() {
+            return Err(UsageError(format!(
+                "{}: not an evidence store (no ledger.sqlite3)",
+                printable(&dir.display().to_string())
+            ))
+            .into());
+        }
+        let store = normwatch_evidence::store::Store::open(dir)
+            .map_err(|e| UsageError(format!("{}: {e}", printable(&dir.display().to_string()))))?;
+        let problems = store
+            .audit_sent(&key)
+            .map_err(|e| VerifyFailed(format!("{}: {e}", dir.display())))?;
+        if !problems.is_empty() {
+            return Err(VerifyFailed(format!(
+                "{}: sent ledger check failed: {}",
+                printable(&dir.display().to_string()),
+                printable(&problems.join("; "))
+            ))
+            .into());
+        }
     }
     match verify_path(&args.package, &key) {
         Ok(v) => {
+            // Names come from the command line and the package: printed escaped.
             println!(
                 "{}: ok (package {}, for {}, {} files, {} custody entries, signed by key {})",
-                args.package.display(),
-                v.package_id,
-                v.recipient,
+                printable(&args.package.display().to_string()),
+                printable(&v.package_id),
+                printable(&v.recipient),
                 v.files,
                 v.custody_entries,
                 key.keyid
@@ -75,7 +106,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         }
         Err(fault) => Err(VerifyFailed(format!(
             "{}: verification failed: {fault}",
-            args.package.display()
+            printable(&args.package.display().to_string())
         ))
         .into()),
     }

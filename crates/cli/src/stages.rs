@@ -107,7 +107,8 @@ pub fn package(args: PackageArgs) -> anyhow::Result<()> {
         alerts::norms(&cfg)?,
         args.evidence_dir.as_deref(),
         metrics.evidence.clone(),
-    )?;
+    )?
+    .with_assets(&cfg.assets);
     server.as_ref().inspect(|s| s.set_ready(true));
     let opts = ConsumeOptions {
         exit_when_idle: args.exit_when_idle,
@@ -303,7 +304,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 alerts::norms(&cfg)?,
                 args.evidence_dir.as_deref(),
                 metrics.evidence.clone(),
-            )?;
+            )?
+            .with_assets(&cfg.assets);
             stage.defer_delivery_when(flags.force.clone());
             Some(EvidenceTap(Rc::new(RefCell::new(stage))))
         }

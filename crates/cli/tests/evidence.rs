@@ -87,10 +87,12 @@ fn setup(dir: &Path) -> (PathBuf, Vec<Package>) {
                         name: "Example Grid Operator".into(),
                         email: None,
                     },
+                    asset_operator: None,
                     settings: &RequestSettings::default(),
                     norms: &norms,
                     geo: &db.provenance(),
                     packaged_at_ns: sample::START_NS + 7_200_000_000_000,
+                    flows_received_ns: None,
                 },
                 &key,
             )

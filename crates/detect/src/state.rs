@@ -2312,6 +2312,10 @@ impl<const N: usize> AssetState<N> {
                 .for_alert(o.kind.as_str(), &asset.roles)
                 .unwrap_or_default(),
             summary: o.summary.clone(),
+            // Filled by the detector's spoofing assessment (issue 17).
+            sources_total: None,
+            spoofing: None,
+            raised_at_ns: None,
         }
     }
 }

@@ -68,10 +68,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 planned: p,
                 requester,
                 operator: &operator,
+                asset_operator: None,
                 settings: &RequestSettings::default(),
                 norms: &norms,
                 geo: &db.provenance(),
                 packaged_at_ns: sample::START_NS + 3_600_000_000_000,
+                flows_received_ns: None,
             },
             &key,
         )?;

@@ -61,6 +61,36 @@ pub struct Attribution {
     /// The country a military base or embassy represents, if any.
     pub represented_country: Option<String>,
     pub anonymous: Option<AnonymousFlags>,
+    /// GeoIP2 Country/City trait `is_anonymous_proxy`: the address hides its user's origin.
+    #[serde(default)]
+    pub anonymous_proxy: bool,
+    /// GeoIP2 Country/City trait `is_satellite_provider`: the address serves users in many
+    /// countries, so neither its registration nor its location says where the user is.
+    #[serde(default)]
+    pub satellite_provider: bool,
+}
+
+impl Attribution {
+    /// Registration and geolocation name different countries (both known).
+    pub fn location_disagrees(&self) -> bool {
+        matches!((&self.registered_country, &self.geo_country), (Some(r), Some(g)) if r != g)
+    }
+}
+
+/// The legacy GeoIP2 Country/City traits the `maxminddb` crate's model no longer carries;
+/// MaxMind still ships them in Country and City databases.
+#[derive(Debug, Default, Deserialize)]
+struct LegacyTraits {
+    #[serde(default)]
+    traits: LegacyTraitFlags,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LegacyTraitFlags {
+    #[serde(default)]
+    is_anonymous_proxy: bool,
+    #[serde(default)]
+    is_satellite_provider: bool,
 }
 
 struct Db {
@@ -198,6 +228,13 @@ impl GeoDb {
                 a.geo_country = c.country.iso_code.map(str::to_string);
                 a.registered_country = c.registered_country.iso_code.map(str::to_string);
                 a.represented_country = c.represented_country.iso_code.map(str::to_string);
+            }
+            if let Some(t) = r
+                .decode::<LegacyTraits>()
+                .map_err(|e| db.lookup_err(addr, e))?
+            {
+                a.anonymous_proxy = t.traits.is_anonymous_proxy;
+                a.satellite_provider = t.traits.is_satellite_provider;
             }
         }
         if let Some(db) = &self.asn {

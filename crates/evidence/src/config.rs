@@ -4,7 +4,7 @@
 
 use crate::attribution::GeoPaths;
 use crate::package::{Operator, RequestSettings};
-use crate::recipients::is_country_code;
+use crate::recipients::country_code_problem;
 use crate::tlp::{Pap, Tlp};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -72,10 +72,11 @@ impl EvidenceConfig {
                 }
             }
         };
-        if !own_state.is_empty() && !is_country_code(&own_state) {
-            errs.push(
-                "evidence.own_state: must be an ISO 3166-1 alpha-2 code in upper case".into(),
-            );
+        if let Some(p) = (!own_state.is_empty())
+            .then(|| country_code_problem(&own_state))
+            .flatten()
+        {
+            errs.push(format!("evidence.own_state: {p}"));
         }
         let recipients = path(raw.recipients, "recipients", &mut errs);
         let signing_key = path(raw.signing_key, "signing_key", &mut errs);
@@ -89,14 +90,28 @@ impl EvidenceConfig {
                 Tlp::Amber
             }),
         };
+        // Every request asks the recipient to filter or block traffic (or trace it back):
+        // active measures, which PAP:GREEN allows and PAP:AMBER and PAP:RED forbid.
         let pap = match raw.pap.as_deref() {
-            None => Pap::Amber,
-            Some(s) => Pap::parse(s).unwrap_or_else(|| {
-                errs.push(format!(
-                    "evidence.pap: {s:?} is not one of clear, green, amber, red"
-                ));
-                Pap::Amber
-            }),
+            None => Pap::Green,
+            Some(s) => match Pap::parse(s) {
+                Some(p @ (Pap::Clear | Pap::Green)) => p,
+                Some(p) => {
+                    errs.push(format!(
+                        "evidence.pap: PAP:{} forbids the filtering and blocking every request \
+                         asks the recipient for; use green (or clear)",
+                        p.as_str().to_uppercase()
+                    ));
+                    Pap::Green
+                }
+                None => {
+                    errs.push(format!(
+                        "evidence.pap: {s:?} is not one of clear, green (amber and red forbid \
+                         the requested action)"
+                    ));
+                    Pap::Green
+                }
+            },
         };
         let deadline_hours = raw.deadline_hours.unwrap_or(24);
         if deadline_hours == 0 || deadline_hours > 24 * 90 {
@@ -156,13 +171,14 @@ mod tests {
     #[test]
     fn every_problem_at_once_and_unknown_keys_rejected() {
         let errs = EvidenceConfig::from_config_text(
-            "[evidence]\nown_state = \"fr\"\ntlp = \"purple\"\n",
+            "[evidence]\nown_state = \"fr\"\ntlp = \"purple\"\npap = \"amber\"\n",
             Path::new("/etc/nw"),
         )
         .unwrap_err();
         let all = errs.join("\n");
         for want in [
-            "evidence.own_state: must",
+            "evidence.own_state: \"fr\" must be an ISO 3166-1 code in upper case: FR",
+            "evidence.pap: PAP:AMBER forbids the filtering",
             "evidence.operator: required",
             "evidence.tlp:",
             "evidence.recipients: required",
@@ -180,5 +196,7 @@ mod tests {
         .unwrap();
         assert_eq!(ok.recipients, Path::new("/etc/nw/r.toml"));
         assert_eq!(ok.request.tlp, Tlp::AmberStrict);
+        // Every request asks for filtering: PAP:GREEN unless the operator says clear.
+        assert_eq!(ok.request.pap, Pap::Green);
     }
 }

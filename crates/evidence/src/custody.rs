@@ -165,6 +165,16 @@ pub fn append_signed(bytes: &[u8], e: Event, key: &SecretKey) -> Result<Vec<u8>,
     Ok(out)
 }
 
+/// The bytes of a one-entry log whose (first) entry `entry` is signed with `key`.
+pub fn sign_first(entry: &Entry, key: &SecretKey) -> Result<Vec<u8>, String> {
+    let unsigned = jcs(entry).map_err(|e| e.to_string())?;
+    let mut e = entry.clone();
+    e.sig = Some(B64.encode(key.key.sign(&unsigned).to_bytes()));
+    let mut out = jcs(&e).map_err(|e| e.to_string())?;
+    out.push(b'\n');
+    Ok(out)
+}
+
 /// Whether `entry` carries a signature by `key` over its other fields.
 pub fn signature_valid(entry: &Entry, key: &PublicKey) -> bool {
     let Some(sig) = entry.sig.as_deref() else {

@@ -176,8 +176,21 @@ fn taxii_push(
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
         .map_err(|e| DeliveryError(format!("{}: {e}", bundle_path.display())))?;
-    // TAXII takes an envelope of objects, not a bundle.
-    let envelope = serde_json::json!({"objects": bundle["objects"]});
+    // TAXII takes an envelope of objects, not a bundle. The extension definition stays in
+    // the package's bundle only: medallion 3.0.0 (the TAXII 2.1 reference server) reads an
+    // object's `version` property as its TAXII version timestamp (`common.find_att`), and the
+    // extension definition's `version` ("1.0.0") then fails every unfiltered read of the
+    // collection with HTTP 500.
+    let pushed: Vec<serde_json::Value> = bundle["objects"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|o| o["type"] != "extension-definition")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let envelope = serde_json::json!({"objects": pushed});
     let body = serde_json::to_vec(&envelope).map_err(|e| DeliveryError(e.to_string()))?;
     let root = api_root.trim_end_matches('/');
     let url = format!("{root}/collections/{collection}/objects/");
@@ -235,30 +248,28 @@ fn taxii_push(
     }
     if n("failure_count") > 0 {
         // A server that already holds an object (same id and version) may report it as a
-        // failure, as medallion does; a repeated push is then complete if every failed object
-        // is in the collection's manifest.
+        // failure, as medallion does; the push is then complete if every failed object is in
+        // the collection's manifest at the version pushed.
         let failed: Vec<&str> = status["failures"]
             .as_array()
             .map(|a| a.iter().filter_map(|f| f["id"].as_str()).collect())
             .unwrap_or_default();
-        let versions: std::collections::BTreeMap<&str, Option<&str>> = bundle["objects"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|o| {
-                        Some((
-                            o["id"].as_str()?,
-                            o["modified"].as_str().or(o["created"].as_str()),
-                        ))
-                    })
-                    .collect()
+        let versions: std::collections::BTreeMap<&str, Option<&str>> = pushed
+            .iter()
+            .filter_map(|o| {
+                Some((
+                    o["id"].as_str()?,
+                    o["modified"].as_str().or(o["created"].as_str()),
+                ))
             })
-            .unwrap_or_default();
+            .collect();
         if !failed.is_empty()
             && already_held(agent, ca, root, collection, auth, &failed, &versions).unwrap_or(false)
         {
             return Ok(format!(
-                "taxii status {status_id}: all {} objects already held by the collection",
+                "taxii status {status_id} complete: {} new, {} already held, of {} objects",
+                n("success_count"),
+                n("failure_count"),
                 n("total_count")
             ));
         }
@@ -270,7 +281,7 @@ fn taxii_push(
         ));
     }
     Ok(format!(
-        "taxii status {status_id} complete: {}/{} objects",
+        "taxii status {status_id} complete: {} new, 0 already held, of {} objects",
         n("success_count"),
         n("total_count")
     ))
@@ -290,7 +301,8 @@ fn already_held(
     let mut held = std::collections::BTreeSet::new();
     for chunk in ids.chunks(40) {
         let url = format!(
-            "{root}/collections/{collection}/manifest/?match[id]={}&match[version]=all",
+            // `limit` always: medallion 3.0.0 fails a `next` request without it (HTTP 500).
+            "{root}/collections/{collection}/manifest/?match[id]={}&match[version]=all&limit=100",
             chunk.join(",")
         );
         let mut next: Option<String> = None;

@@ -71,7 +71,14 @@ pub fn verify(env: &Envelope, key: &PublicKey) -> Result<Vec<u8>, String> {
     if env.signatures.is_empty() {
         return Err("no signatures".into());
     }
+    // Only a signature that names the key is tried: a keyid that does not match means the
+    // package was signed (or re-labelled) by someone else.
+    let mut named = false;
     for s in &env.signatures {
+        if s.keyid != key.keyid {
+            continue;
+        }
+        named = true;
         let Ok(bytes) = B64.decode(&s.sig) else {
             continue;
         };
@@ -82,6 +89,17 @@ pub fn verify(env: &Envelope, key: &PublicKey) -> Result<Vec<u8>, String> {
         if key.key.verify_strict(&msg, &sig).is_ok() {
             return Ok(payload);
         }
+    }
+    if !named {
+        return Err(format!(
+            "no signature names key {} (keyids: {})",
+            key.keyid,
+            env.signatures
+                .iter()
+                .map(|s| s.keyid.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     Err(format!("no signature verifies with key {}", key.keyid))
 }

@@ -1,5 +1,7 @@
 //! The MISP event (`misp/event.json`): the same facts for CSIRTs that run MISP, with `tlp:`,
-//! `PAP:`, `rsit:` and our `cyber-norms:` machine tags so the recipient's tooling can triage it.
+//! `PAP:` and `rsit:` tags from the MISP taxonomies and our `cyber-norms:` local taxonomy
+//! (`config/misp-taxonomies/cyber-norms/machinetag.json`) so the recipient's tooling can triage
+//! it.
 
 use crate::package::Ctx;
 use crate::recipients::Disposition;
@@ -18,11 +20,11 @@ pub fn rsit_tag(kind: AlertKind) -> &'static str {
         | AlertKind::ServiceImpairment
         | AlertKind::CarpetBombing => "rsit:availability=\"ddos\"",
         AlertKind::IcsCommandAbuse => {
-            "rsit:information-content-security=\"unauthorised-modification-of-information\""
+            "rsit:information-content-security=\"unauthorised-information-modification\""
         }
         AlertKind::Scan => "rsit:information-gathering=\"scanner\"",
         AlertKind::BulkExfiltration => {
-            "rsit:information-content-security=\"unauthorised-access-to-information\""
+            "rsit:information-content-security=\"unauthorised-information-access\""
         }
     }
 }
@@ -86,12 +88,22 @@ pub(crate) fn event(c: &Ctx<'_>) -> Value {
             Disposition::Reflector => {
                 "reflector answering spoofed requests: for the provider's abuse desk".into()
             }
-            Disposition::Spoofed => "spoofed source address".into(),
+            Disposition::Spoofed => {
+                "forged source address: not the origin, no action against it".into()
+            }
             Disposition::Anonymiser => {
                 "VPN, Tor exit or proxy: for the provider's abuse desk".into()
             }
+            Disposition::SatelliteProvider => {
+                "satellite provider serving many countries: for the provider's abuse desk".into()
+            }
+        };
+        let attr_tags: Vec<Value> = match s.disposition {
+            Disposition::Reflector => vec![tag("rsit:vulnerable=\"ddos-amplifier\"".into())],
+            _ => Vec::new(),
         };
         attrs.push(json!({
+            "Tag": attr_tags,
             "uuid": uuid(&format!("ip-src/{a}")),
             "type": "ip-src",
             "category": "Network activity",
@@ -128,6 +140,15 @@ pub(crate) fn event(c: &Ctx<'_>) -> Value {
             "timestamp": ts,
         }));
     }
+    attrs.push(json!({
+        "uuid": uuid("summary"),
+        "type": "text",
+        "category": "Other",
+        "value": c.summary,
+        "to_ids": false,
+        "comment": "the attack as this package's sources show it",
+        "timestamp": ts,
+    }));
     let threat_level = match alert.severity {
         Severity::Critical | Severity::High => "1",
         Severity::Medium => "2",
@@ -140,10 +161,17 @@ pub(crate) fn event(c: &Ctx<'_>) -> Value {
     };
     json!({"Event": {
         "uuid": uuid("event"),
-        "info": format!(
-            "{}: {} against {} — request to {} for mitigation ({})",
-            c.package_id, alert.kind.as_str(), alert.service, c.about(), alert.id
-        ),
+        "info": if c.traceback() {
+            format!(
+                "{}: {} against {} with forged sources — traceback request ({})",
+                c.package_id, alert.kind.as_str(), alert.service, alert.id
+            )
+        } else {
+            format!(
+                "{}: {} against {} — request to {} for mitigation ({})",
+                c.package_id, alert.kind.as_str(), alert.service, c.about(), alert.id
+            )
+        },
         "date": crate::canon::date(alert.window_start_ns),
         "timestamp": ts,
         "publish_timestamp": ts,
@@ -152,7 +180,11 @@ pub(crate) fn event(c: &Ctx<'_>) -> Value {
         // Organisation only: the recipient decides whether to share further, within the TLP.
         "distribution": "0",
         "published": false,
-        "Orgc": {"name": c.input.operator.name, "uuid": uuid("orgc")},
+        // The same organisation in every package: its id depends on its name only.
+        "Orgc": {
+            "name": c.input.operator.name,
+            "uuid": crate::stix::org_uuid("operator", &c.input.operator.name).to_string(),
+        },
         "Tag": tags,
         "Attribute": attrs,
     }})
@@ -171,5 +203,32 @@ mod tests {
         );
         assert_eq!(norm_tag("osce.cbm03"), "cyber-norms:osce-cbm=\"cbm03\"");
         assert_eq!(rsit_tag(AlertKind::SynFlood), "rsit:availability=\"ddos\"");
+    }
+
+    /// Every norm of the shipped catalogue has its value in the local MISP taxonomy, so a
+    /// recipient that loads the taxonomy knows every `cyber-norms:` tag a package carries.
+    #[test]
+    fn every_catalogue_norm_is_a_value_of_the_cyber_norms_taxonomy() {
+        let tax: Value = serde_json::from_str(include_str!(
+            "../../../config/misp-taxonomies/cyber-norms/machinetag.json"
+        ))
+        .unwrap();
+        let mut known = std::collections::BTreeSet::new();
+        for v in tax["values"].as_array().unwrap() {
+            for e in v["entry"].as_array().unwrap() {
+                known.insert(format!(
+                    "cyber-norms:{}=\"{}\"",
+                    v["predicate"].as_str().unwrap(),
+                    e["value"].as_str().unwrap()
+                ));
+            }
+        }
+        let cat: toml::Value = toml::from_str(include_str!("../../../config/norms.toml")).unwrap();
+        let norms = cat["norm"].as_array().unwrap();
+        assert!(!norms.is_empty());
+        for n in norms {
+            let tag = norm_tag(n["id"].as_str().unwrap());
+            assert!(known.contains(&tag), "{tag} not in the taxonomy");
+        }
     }
 }

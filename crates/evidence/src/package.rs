@@ -14,11 +14,11 @@ use crate::custody::{self, Action, Subject};
 use crate::dsse;
 use crate::error::{Error, Result};
 use crate::keys::SecretKey;
-use crate::recipients::{Disposition, PlannedPackage, Recipient, Routing, SourceEvidence};
+use crate::recipients::{Disposition, PlannedPackage, Purpose, Recipient, Routing, SourceEvidence};
 use crate::tlp::{Pap, Tlp};
 use crate::{TOOL_NAME, TOOL_VERSION};
 use normwatch_config::norms::NormCatalogue;
-use normwatch_model::{Alert, AlertKind, FlowRecord};
+use normwatch_model::{Alert, AlertKind, FlowRecord, IcsCounts, IcsProto};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -55,7 +55,8 @@ impl Default for RequestSettings {
     fn default() -> Self {
         RequestSettings {
             tlp: Tlp::Amber,
-            pap: Pap::Amber,
+            // The request asks for filtering: an active measure PAP:GREEN permits.
+            pap: Pap::Green,
             deadline_hours: 24,
             action: None,
         }
@@ -71,13 +72,20 @@ pub struct BuildInput<'a> {
     pub planned: &'a PlannedPackage,
     /// The requesting State's national authority (the sender of the request).
     pub requester: &'a Recipient,
+    /// The organisation that runs this system and sends (or hands over) the package.
     pub operator: &'a Operator,
+    /// The operator of the attacked asset (its `[[asset]] operator`), when known and other
+    /// than `operator`.
+    pub asset_operator: Option<&'a str>,
     pub settings: &'a RequestSettings,
     pub norms: &'a NormCatalogue,
     /// The attribution databases the sources were looked up in.
     pub geo: &'a [DbProvenance],
     /// When the package is built (ns since the epoch), from the caller's clock.
     pub packaged_at_ns: u64,
+    /// When the packaging stage received the first of these flow records from the sensors
+    /// (wall clock, recorded on arrival); `None` when nobody recorded it.
+    pub flows_received_ns: Option<u64>,
 }
 
 /// What the flows say about one source.
@@ -91,6 +99,65 @@ pub(crate) struct SourceFlows {
     pub victims: BTreeSet<IpAddr>,
     pub dst_ports: BTreeSet<u16>,
     pub protos: BTreeSet<u8>,
+    /// Industrial commands the source sent, by protocol.
+    pub ics: BTreeMap<&'static str, IcsCounts>,
+}
+
+/// What the package's own sources did, summed over its flows: the figures every text of the
+/// package is written from (never the detector's summary, which may name any source).
+#[derive(Debug, Default)]
+pub(crate) struct Facts {
+    /// Distinct sources of the whole attack (the detector's count, else the listed ones).
+    pub total_sources: u64,
+    /// Whether the detector counted all sources (else `total_sources` is the listed ones,
+    /// and the attack may have had more).
+    pub total_known: bool,
+    /// Sources the detector listed (its top sources); fewer than `total_sources` when the
+    /// list is a sample.
+    pub listed_sources: usize,
+    /// Sources this package is about (request sources, else provider-abuse ones).
+    pub own_sources: usize,
+    /// Share of the attack's packets those sources carried, 0 to 1 (detector's shares).
+    pub own_share: f64,
+    pub pkts: u64,
+    pub bytes: u64,
+    pub victim_ports: BTreeSet<u16>,
+    pub protos: BTreeSet<u8>,
+    /// Industrial commands from the package's sources, by protocol.
+    pub ics: BTreeMap<&'static str, IcsCounts>,
+}
+
+/// A protocol number's name, for texts.
+pub(crate) fn proto_label(p: u8) -> String {
+    match p {
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        1 => "ICMP".into(),
+        58 => "ICMPv6".into(),
+        132 => "SCTP".into(),
+        other => format!("IP protocol {other}"),
+    }
+}
+
+fn add_ics(acc: &mut IcsCounts, c: &IcsCounts) {
+    acc.read += c.read;
+    acc.write += c.write;
+    acc.control += c.control;
+    acc.stop_restart += c.stop_restart;
+    acc.program_firmware += c.program_firmware;
+    acc.other += c.other;
+    acc.malformed += c.malformed;
+    acc.codes.union(&c.codes);
+}
+
+fn ics_name(p: IcsProto) -> &'static str {
+    match p {
+        IcsProto::Modbus => "Modbus/TCP",
+        IcsProto::Dnp3 => "DNP3",
+        IcsProto::S7comm => "S7comm",
+        IcsProto::Iec104 => "IEC 60870-5-104",
+        IcsProto::Enip => "EtherNet/IP",
+    }
 }
 
 /// The facts every file of the package is written from, computed once.
@@ -108,6 +175,10 @@ pub(crate) struct Ctx<'a> {
     pub victims: BTreeSet<IpAddr>,
     pub first_ns: u64,
     pub last_ns: u64,
+    pub facts: Facts,
+    /// A description of the attack from this package's own facts, for the STIX incident,
+    /// the MISP event and `evidence/alert.json`.
+    pub summary: String,
     /// `request.md`, also carried by the STIX note.
     pub letter: String,
 }
@@ -123,7 +194,11 @@ impl Ctx<'_> {
 
     /// The State the sources are in, or `unknown`.
     pub fn about(&self) -> &str {
-        self.planned().about_state.as_deref().unwrap_or("unknown")
+        about_label(self.planned())
+    }
+
+    pub fn traceback(&self) -> bool {
+        self.planned().purpose == Purpose::Traceback
     }
 
     pub fn request_sources(&self) -> impl Iterator<Item = &&SourceEvidence> {
@@ -148,7 +223,20 @@ impl Ctx<'_> {
 }
 
 /// The action asked for, by alert kind and what the package holds.
-fn default_action(kind: AlertKind, has_requests: bool, has_abuse: bool) -> String {
+fn default_action(
+    kind: AlertKind,
+    purpose: Purpose,
+    has_requests: bool,
+    has_abuse: bool,
+) -> String {
+    if purpose == Purpose::Traceback {
+        return "Trace the attack traffic back through the upstream networks that carried it to \
+                the victim (the victim's transit providers and their peers), identify where it \
+                entered them, and ask those networks to apply source-address validation (BCP 38 \
+                / BCP 84) there; the listed source addresses are forged, so please do not ask \
+                their registrants or their States to act against them."
+            .into();
+    }
     let mut parts = Vec::new();
     if has_requests {
         parts.push(match kind {
@@ -173,8 +261,9 @@ fn default_action(kind: AlertKind, has_requests: bool, has_abuse: bool) -> Strin
     }
     if has_abuse {
         parts.push(
-            "notify the operators of the listed reflectors, anonymisers and networks so they \
-             close or rate-limit the misused services and apply source-address validation (BCP 38)",
+            "pass the listed reflectors, anonymisers and satellite-provider addresses to the \
+             abuse contacts of the networks operating them, so they close or rate-limit the \
+             misused services; these addresses are not the origin of the attack",
         );
     }
     let mut s = parts.join("; ");
@@ -185,9 +274,19 @@ fn default_action(kind: AlertKind, has_requests: bool, has_abuse: bool) -> Strin
     s
 }
 
+/// The `about` part of a package id and texts: the State, `unknown`, or `spoofed` for the
+/// traceback package (so it never shares an id with the unknown-registration package).
+fn about_label(p: &PlannedPackage) -> &str {
+    match (p.purpose, p.about_state.as_deref()) {
+        (Purpose::Traceback, _) => "spoofed",
+        (_, Some(s)) => s,
+        (_, None) => "unknown",
+    }
+}
+
 /// A short stable package id: which alert, which State, which recipient.
 pub fn package_id(alert: &Alert, planned: &PlannedPackage) -> String {
-    let about = planned.about_state.as_deref().unwrap_or("unknown");
+    let about = about_label(planned);
     let h = sha256_hex(format!("{}\n{about}\n{}", alert.id, planned.recipient.code).as_bytes());
     format!(
         "EP-{}-{}-{}",
@@ -244,6 +343,14 @@ fn ctx<'a>(input: BuildInput<'a>) -> Result<Ctx<'a>> {
         s.victims.insert(victim);
         s.dst_ports.insert(dport);
         s.protos.insert(f.ip_proto);
+        if let Some(ics) = &f.ics {
+            let sent = if src == f.orig_addr {
+                &ics.orig
+            } else {
+                &ics.resp
+            };
+            add_ics(s.ics.entry(ics_name(ics.proto)).or_default(), sent);
+        }
     }
     let first_ns = flows
         .iter()
@@ -263,10 +370,12 @@ fn ctx<'a>(input: BuildInput<'a>) -> Result<Ctx<'a>> {
     let action = input.settings.action.clone().unwrap_or_else(|| {
         default_action(
             alert.kind,
+            planned.purpose,
             !planned.sources.is_empty(),
             !planned.provider_abuse.is_empty(),
         )
     });
+    let facts = facts(alert, planned, &per_source);
     let mut c = Ctx {
         package_id: package_id(alert, planned),
         created: rfc3339_ms(input.packaged_at_ns),
@@ -279,10 +388,62 @@ fn ctx<'a>(input: BuildInput<'a>) -> Result<Ctx<'a>> {
         first_ns,
         last_ns,
         input,
+        facts,
+        summary: String::new(),
         letter: String::new(),
     };
+    c.summary = crate::letter::summary(&c);
     c.letter = crate::letter::letter(&c);
     Ok(c)
+}
+
+fn facts(
+    alert: &Alert,
+    planned: &PlannedPackage,
+    per_source: &BTreeMap<IpAddr, SourceFlows>,
+) -> Facts {
+    let listed = alert.top_sources.len();
+    let counted = alert
+        .sources_total
+        .or(alert.spoofing.as_ref().map(|s| s.distinct_sources));
+    let total = counted.unwrap_or(listed as u64).max(listed as u64);
+    // The sources the package is about: its request sources, or (a traceback or abuse-only
+    // package) the provider-abuse ones.
+    let own: Vec<&SourceEvidence> = if planned.sources.is_empty() {
+        planned.provider_abuse.iter().collect()
+    } else {
+        planned.sources.iter().collect()
+    };
+    let mut f = Facts {
+        total_sources: total,
+        total_known: counted.is_some(),
+        listed_sources: listed,
+        own_sources: own.len(),
+        own_share: own
+            .iter()
+            .map(|s| s.source.share.clamp(0.0, 1.0))
+            .sum::<f64>()
+            .min(1.0),
+        ..Facts::default()
+    };
+    for s in &own {
+        match per_source.get(&s.source.addr) {
+            Some(p) if p.flows > 0 => {
+                f.pkts += p.pkts;
+                f.bytes += p.bytes;
+                f.victim_ports.extend(p.dst_ports.iter().copied());
+                f.protos.extend(p.protos.iter().copied());
+                for (proto, c) in &p.ics {
+                    add_ics(f.ics.entry(proto).or_default(), c);
+                }
+            }
+            _ => {
+                f.pkts += s.source.pkts;
+                f.bytes += s.source.bytes;
+            }
+        }
+    }
+    f
 }
 
 /// A built package: its files, by path inside the package directory.
@@ -335,10 +496,12 @@ pub fn build(input: BuildInput<'_>, key: &SecretKey) -> Result<Package> {
     }
     files.insert("evidence/flows.jsonl".into(), flows_jsonl);
 
-    // The alert as the detector raised it, cut down to this package's sources.
+    // The alert as the detector raised it, cut down to this package's sources; its summary
+    // (written for the operator, it may name any source) is replaced by this package's own.
     let wanted: BTreeSet<IpAddr> = c.sources.iter().map(|s| s.source.addr).collect();
     let mut alert_view = alert.clone();
     alert_view.top_sources.retain(|s| wanted.contains(&s.addr));
+    alert_view.summary = c.summary.clone();
     files.insert(
         "evidence/alert.json".into(),
         pretty(&serde_json::to_value(&alert_view)?)?,
@@ -380,26 +543,74 @@ pub fn build(input: BuildInput<'_>, key: &SecretKey) -> Result<Package> {
     } else {
         sensors.into_iter().collect::<Vec<_>>().join(",")
     };
+    // Each entry is the moment the step was recorded by the stage that saw it: the flows'
+    // arrival from the sensors, the detector stage raising the alert. Where nobody recorded
+    // it, the entry says so and carries the packaging time, never a back-dated one.
+    let packet_times = format!(
+        "packet times {} .. {}",
+        rfc3339_ms(c.first_ns),
+        rfc3339_ms(c.last_ns)
+    );
+    let (at, note) = match c.input.flows_received_ns {
+        Some(t) => (
+            rfc3339_ms(t),
+            format!(
+                "{} flow records between the sources and the victim, received from the \
+                 sensors by the packaging stage at this time; {packet_times}",
+                c.flows.len()
+            ),
+        ),
+        None => (
+            c.created.clone(),
+            format!(
+                "{} flow records between the sources and the victim; their arrival was not \
+                 recorded, this entry is the packaging time; {packet_times}",
+                c.flows.len()
+            ),
+        ),
+    };
     log.push(custody::Event {
         action: Action::Captured,
-        actor: sensors,
-        at: rfc3339_ms(c.first_ns),
+        actor: format!("sensor {sensors}"),
+        at,
         tool: "normwatch-sensor".into(),
         tool_version: TOOL_VERSION.into(),
         subjects: vec![subject("evidence/flows.jsonl")],
-        note: format!(
-            "{} flow records between the sources and the victim, event time from packets",
-            c.flows.len()
-        ),
+        note,
     })?;
+    let window = format!(
+        "attack window {} .. {} (event time)",
+        rfc3339_ms(alert.window_start_ns),
+        rfc3339_ms(alert.window_end_ns)
+    );
+    let (at, note) = match alert.raised_at_ns {
+        Some(t) => (
+            rfc3339_ms(t),
+            format!(
+                "alert {} ({}) raised by the detector stage, recorded on its arrival at the \
+                 packaging stage at this time; {window}",
+                alert.id,
+                alert.kind.as_str()
+            ),
+        ),
+        None => (
+            c.created.clone(),
+            format!(
+                "alert {} ({}); the raise time was not recorded, this entry is the packaging \
+                 time; {window}",
+                alert.id,
+                alert.kind.as_str()
+            ),
+        ),
+    };
     log.push(custody::Event {
         action: Action::Derived,
-        actor: "normwatch detector".into(),
-        at: rfc3339_ms(alert.window_end_ns),
+        actor: "normwatch detector stage".into(),
+        at,
         tool: "normwatch-detect".into(),
         tool_version: TOOL_VERSION.into(),
         subjects: vec![subject("evidence/alert.json")],
-        note: format!("alert {} ({})", alert.id, alert.kind.as_str()),
+        note,
     })?;
     log.push(custody::Event {
         action: Action::Derived,
@@ -606,10 +817,12 @@ pub fn record_sent(
     Ok(())
 }
 
-/// Whether a routing goes through the national authority (for the letter and the STIX note).
-pub(crate) fn via_authority(r: &Routing) -> Option<&str> {
+/// Whether a routing goes through the national authority (for the letter and the STIX note):
+/// the reason, and whether it may route the package onward.
+pub(crate) fn via_authority(r: &Routing) -> Option<(&str, bool)> {
     match r {
         Routing::Direct => None,
-        Routing::ViaNationalAuthority { reason } => Some(reason),
+        Routing::ViaNationalAuthority { reason } => Some((reason, true)),
+        Routing::ForNationalAuthority { reason } => Some((reason, false)),
     }
 }

@@ -60,6 +60,8 @@ pub struct Packager {
     store: Store,
     norms: NormCatalogue,
     timeout: Duration,
+    /// The operator of each protected asset (`[[asset]] operator`), by asset id.
+    asset_operators: BTreeMap<String, String>,
 }
 
 impl Packager {
@@ -95,7 +97,14 @@ impl Packager {
             store,
             norms,
             timeout: Duration::from_secs(30),
+            asset_operators: BTreeMap::new(),
         })
+    }
+
+    /// Names the operator of each asset (asset id → operator), so a package names the
+    /// operator of the attacked asset, not only the organisation running this system.
+    pub fn set_asset_operators(&mut self, operators: BTreeMap<String, String>) {
+        self.asset_operators = operators;
     }
 
     pub fn store(&self) -> &Store {
@@ -109,6 +118,18 @@ impl Packager {
         flows: &[FlowRecord],
         now_ns: u64,
     ) -> Result<PackageOutcome> {
+        self.package_recorded(alert, flows, None, now_ns)
+    }
+
+    /// [`Packager::package`], with the time the flows' first record arrived from the sensors
+    /// (recorded by the caller on arrival) for the custody log.
+    pub fn package_recorded(
+        &mut self,
+        alert: &Alert,
+        flows: &[FlowRecord],
+        flows_received_ns: Option<u64>,
+        now_ns: u64,
+    ) -> Result<PackageOutcome> {
         let mut out = PackageOutcome::default();
         let mut attributions: BTreeMap<_, Attribution> = BTreeMap::new();
         for s in &alert.top_sources {
@@ -120,10 +141,23 @@ impl Packager {
             }
         }
         let tlp = self.cfg.request.tlp;
+        // The detector's spoofing assessment names the forged sources (reflectors answer
+        // forged requests from real addresses and stay out).
+        let spoofed: Vec<std::net::IpAddr> =
+            if alert.spoofing.as_ref().is_some_and(|s| s.likely_spoofed) {
+                alert
+                    .top_sources
+                    .iter()
+                    .filter(|s| !s.reflector)
+                    .map(|s| s.addr)
+                    .collect()
+            } else {
+                Vec::new()
+            };
         let plan = recipients::plan(
             alert,
             &attributions,
-            &[],
+            &spoofed,
             &self.directory,
             &self.cfg.own_state,
             tlp,
@@ -141,10 +175,15 @@ impl Packager {
                     planned: p,
                     requester,
                     operator: &self.cfg.operator,
+                    asset_operator: self
+                        .asset_operators
+                        .get(alert.asset.as_str())
+                        .map(String::as_str),
                     settings: &self.cfg.request,
                     norms: &self.norms,
                     geo: &geo,
                     packaged_at_ns: now_ns,
+                    flows_received_ns,
                 },
                 &self.key,
             )?;
@@ -172,11 +211,9 @@ impl Packager {
 
     /// One delivery pass over the outbox.
     pub fn deliver_due(&mut self, now_ns: u64) -> Result<PassReport> {
-        let actor = self
-            .directory
-            .get(&self.cfg.own_state)
-            .map(|r| r.name.clone())
-            .unwrap_or_else(|| self.cfg.operator.name.clone());
+        // The operator's own system delivers; the national authority is a recipient, not the
+        // sender.
+        let actor = format!("{} (normwatch packager)", self.cfg.operator.name);
         // A queued delivery goes over the recipient's channel as the directory defines it
         // now, so fixing a URL or adding a CA file reaches packages already waiting.
         let directory = &self.directory;

@@ -16,9 +16,43 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
-/// An ISO 3166-1 alpha-2 code, upper case.
+/// The ISO 3166-1 alpha-2 codes officially assigned, plus `XK` (Kosovo), a user-assigned
+/// code MaxMind uses, so that a registration it reports can be matched.
+const ISO_3166_ALPHA2: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG \
+    BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW \
+    CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL \
+    GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE \
+    KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM \
+    MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH \
+    PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS \
+    ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG \
+    VI VN VU WF WS YE YT ZA ZM ZW XK";
+
+/// An assigned ISO 3166-1 alpha-2 code, upper case (the codes MaxMind reports).
 pub fn is_country_code(s: &str) -> bool {
-    s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
+    s.len() == 2 && ISO_3166_ALPHA2.split_whitespace().any(|c| c == s)
+}
+
+/// Why `s` is not an ISO 3166-1 alpha-2 code, with the likely intended code where one is
+/// commonly confused with it (`UK` for `GB`, `EL` for `GR`).
+pub fn country_code_problem(s: &str) -> Option<String> {
+    if is_country_code(s) {
+        return None;
+    }
+    let upper = s.to_ascii_uppercase();
+    let hint = match upper.as_str() {
+        "UK" => Some("GB (the ISO 3166-1 code of the United Kingdom, which MaxMind reports)"),
+        "EL" => Some("GR (the ISO 3166-1 code of Greece, which MaxMind reports)"),
+        _ if upper != s && is_country_code(&upper) => None,
+        _ => None,
+    };
+    Some(match hint {
+        Some(h) => format!("{s:?} is not an ISO 3166-1 alpha-2 code: use {h}"),
+        None if upper != s && is_country_code(&upper) => {
+            format!("{s:?} must be an ISO 3166-1 code in upper case: {upper}")
+        }
+        None => format!("{s:?} is not an assigned ISO 3166-1 alpha-2 code"),
+    })
 }
 
 /// How a package reaches a recipient.
@@ -69,6 +103,18 @@ impl Channel {
             } => format!("taxii {url} collection {collection}"),
             Channel::Webhook { url, .. } => format!("webhook {url}"),
             Channel::Directory { path } => format!("directory {path}"),
+        }
+    }
+
+    /// A description for the custody log, which travels with the package: no local path
+    /// and no credential, only what the recipient can check.
+    pub fn describe_for_custody(&self) -> String {
+        match self {
+            Channel::Taxii {
+                url, collection, ..
+            } => format!("TAXII 2.1 push to {url} collection {collection}"),
+            Channel::Webhook { url, .. } => format!("HTTPS webhook {url}"),
+            Channel::Directory { .. } => "drop into the recipient's exchange directory".into(),
         }
     }
 
@@ -200,10 +246,8 @@ impl Directory {
         let mut map = BTreeMap::new();
         for (i, r) in states.into_iter().enumerate() {
             let at = format!("state[{i}] ({})", r.code);
-            if !is_country_code(&r.code) {
-                problems.push(format!(
-                    "{at}: code must be an ISO 3166-1 alpha-2 code in upper case"
-                ));
+            if let Some(p) = country_code_problem(&r.code) {
+                problems.push(format!("{at}: code {p}"));
             }
             if r.name.trim().is_empty() {
                 problems.push(format!("{at}: name is empty"));
@@ -320,6 +364,8 @@ pub enum Disposition {
     Spoofed,
     /// A VPN, Tor exit or proxy: its registration says where the anonymiser is.
     Anonymiser,
+    /// A satellite provider's address: it serves users in many countries.
+    SatelliteProvider,
 }
 
 /// One source with what is known about it.
@@ -338,6 +384,22 @@ pub enum Routing {
     Direct,
     /// To the operator's own national authority, which routes it onward.
     ViaNationalAuthority { reason: String },
+    /// To the operator's own national authority for its own action, never onward: the
+    /// sources are forged (nothing to ask another State), or the marking (TLP:RED,
+    /// TLP:AMBER+STRICT) forbids passing it on.
+    ForNationalAuthority { reason: String },
+}
+
+/// What a package asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Purpose {
+    /// Mitigation of activity from the State's territory (and provider-abuse notices).
+    #[default]
+    Mitigation,
+    /// The sources are forged: traceback through the upstream networks and source-address
+    /// validation where the traffic entered, asked of the own national authority.
+    Traceback,
 }
 
 /// One package to build.
@@ -354,6 +416,8 @@ pub struct PlannedPackage {
     pub sources: Vec<SourceEvidence>,
     /// Reflectors, spoofed and anonymised sources: for the providers' abuse desks.
     pub provider_abuse: Vec<SourceEvidence>,
+    #[serde(default)]
+    pub purpose: Purpose,
 }
 
 impl PlannedPackage {
@@ -408,9 +472,10 @@ pub fn is_unroutable(addr: IpAddr) -> bool {
 
 /// Splits `alert`'s sources into packages. `attributions` holds one lookup per source (missing
 /// ones count as unknown registration); `spoofed` names sources known to be spoofed by other
-/// means; `own_state` is the requesting State, which must have a directory entry (its national
-/// authority routes what no other entry covers); `tlp` is the package's marking: a State that
-/// does not accept it is routed through the national authority as well.
+/// means (the alert's own spoofing assessment adds every non-reflector source); `own_state` is
+/// the requesting State, which must have a directory entry (its national authority routes what
+/// no other entry covers); `tlp` is the package's marking: a State that does not accept it is
+/// routed through the national authority, unless the marking forbids onward routing.
 pub fn plan(
     alert: &Alert,
     attributions: &BTreeMap<IpAddr, Attribution>,
@@ -425,42 +490,51 @@ pub fn plan(
              package without another recipient"
         ))
     })?;
+    let flood_spoofed = alert.spoofing.as_ref().is_some_and(|s| s.likely_spoofed);
     let mut plan = Plan::default();
     // about-State (None = unknown registration) → (request sources, provider-abuse sources)
     type Groups = BTreeMap<Option<String>, (Vec<SourceEvidence>, Vec<SourceEvidence>)>;
     let mut groups: Groups = BTreeMap::new();
+    let mut forged: Vec<SourceEvidence> = Vec::new();
     for s in &alert.top_sources {
         let attribution = attributions.get(&s.addr).cloned().unwrap_or(Attribution {
             addr: Some(s.addr),
             ..Attribution::default()
         });
-        let disposition = if spoofed.contains(&s.addr) || is_unroutable(s.addr) {
-            Disposition::Spoofed
-        } else if s.reflector {
+        let disposition = if s.reflector {
+            // A reflector's address is real (it answers forged requests), even in a flood
+            // whose request sources were forged.
             Disposition::Reflector
-        } else if attribution
-            .anonymous
-            .as_ref()
-            .is_some_and(|a| a.hides_origin())
+        } else if flood_spoofed || spoofed.contains(&s.addr) || is_unroutable(s.addr) {
+            Disposition::Spoofed
+        } else if attribution.anonymous_proxy
+            || attribution
+                .anonymous
+                .as_ref()
+                .is_some_and(|a| a.hides_origin())
         {
             Disposition::Anonymiser
+        } else if attribution.satellite_provider {
+            Disposition::SatelliteProvider
         } else {
             Disposition::StateRequest
         };
-        // A spoofed address says nothing about any territory.
-        let state = match disposition {
-            Disposition::Spoofed => None,
-            _ => attribution.registered_country.clone(),
-        };
-        if state.as_deref() == Some(own_state) {
-            plan.own_state_sources.push(s.addr);
-            continue;
-        }
         let ev = SourceEvidence {
             source: s.clone(),
             attribution,
             disposition,
         };
+        // A forged address says nothing about any territory: no State is asked about it,
+        // the own national authority is asked for traceback instead.
+        if disposition == Disposition::Spoofed {
+            forged.push(ev);
+            continue;
+        }
+        let state = ev.attribution.registered_country.clone();
+        if state.as_deref() == Some(own_state) {
+            plan.own_state_sources.push(s.addr);
+            continue;
+        }
         let g = groups.entry(state).or_default();
         if disposition == Disposition::StateRequest {
             g.0.push(ev);
@@ -468,6 +542,19 @@ pub fn plan(
             g.1.push(ev);
         }
     }
+    let onward = |reason: String| {
+        if tlp.forbids_onward_routing() {
+            Routing::ForNationalAuthority {
+                reason: format!(
+                    "{reason}; TLP:{} forbids routing it onward, so the national authority \
+                     decides whether to make its own request",
+                    tlp.as_str().to_uppercase()
+                ),
+            }
+        } else {
+            Routing::ViaNationalAuthority { reason }
+        }
+    };
     for (state, (sources, provider_abuse)) in groups {
         let (recipient, routing, rule) = match state.as_deref().and_then(|c| directory.get(c)) {
             Some(r) if r.tlp_accepted.contains(&tlp) => (
@@ -481,13 +568,11 @@ pub fn plan(
             ),
             Some(r) => (
                 authority.clone(),
-                Routing::ViaNationalAuthority {
-                    reason: format!(
-                        "{} does not accept TLP:{}",
-                        r.code,
-                        tlp.as_str().to_uppercase()
-                    ),
-                },
+                onward(format!(
+                    "{} does not accept TLP:{}",
+                    r.code,
+                    tlp.as_str().to_uppercase()
+                )),
                 format!(
                     "registered country = {}; routed through {own_state}'s national authority",
                     r.code
@@ -500,7 +585,7 @@ pub fn plan(
                 };
                 (
                     authority.clone(),
-                    Routing::ViaNationalAuthority { reason },
+                    onward(reason),
                     format!("routed through {own_state}'s national authority"),
                 )
             }
@@ -512,6 +597,29 @@ pub fn plan(
             rule,
             sources,
             provider_abuse,
+            purpose: Purpose::Mitigation,
+        });
+    }
+    if !forged.is_empty() {
+        let reason = if flood_spoofed {
+            "the detector assessed the flood's source addresses as forged: no State is asked \
+             about them"
+        } else {
+            "the source addresses cannot originate Internet traffic (reserved or named as \
+             spoofed): no State is asked about them"
+        };
+        plan.packages.push(PlannedPackage {
+            recipient: authority.clone(),
+            about_state: None,
+            routing: Routing::ForNationalAuthority {
+                reason: reason.to_string(),
+            },
+            rule: format!(
+                "forged source addresses go to {own_state}'s national authority for traceback"
+            ),
+            sources: Vec::new(),
+            provider_abuse: forged,
+            purpose: Purpose::Traceback,
         });
     }
     Ok(plan)

@@ -65,7 +65,14 @@ pub fn alert(sources: &[(IpAddr, bool)]) -> Alert {
             ],
             caveats: vec!["ungge2015.13b".into(), "ungge2015.13e".into()],
         },
-        summary: "SYN flood: 120000 packets/s towards port 502, 12% of handshakes complete".into(),
+        // Like the detector's, the summary names a source: no package may carry it.
+        summary: format!(
+            "SYN flood: 120000 packets/s towards port 502 from {} and others, 12% of handshakes complete",
+            sources.first().map(|s| s.0.to_string()).unwrap_or_default()
+        ),
+        sources_total: None,
+        spoofing: None,
+        raised_at_ns: None,
     }
 }
 

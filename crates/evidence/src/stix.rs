@@ -29,6 +29,23 @@ pub const NORMWATCH_IDENTITY: &str = "identity--8a4e2b6c-1d3f-4a5b-9c7e-0f2d4b6a
 pub const INCIDENT_CORE_EXTENSION: &str =
     "extension-definition--ef765651-680c-498d-9894-99799f2fa126";
 const EXTENSION_CREATED: &str = "2026-01-01T00:00:00.000Z";
+/// The extension definition's current version time (the schema URL moved to the project's
+/// namespace).
+const EXTENSION_MODIFIED: &str = "2026-12-01T00:00:00.000Z";
+/// Where the extension's JSON schema is published: the project's own namespace (the schema
+/// is `config/stix/norm-request-extension-v1.schema.json` in the source tree).
+pub const EXTENSION_SCHEMA: &str =
+    "https://schemas.normwatch.org/stix/norm-request-extension/v1/schema.json";
+
+/// The version time of the organisations' identity objects.
+const IDENTITY_TIME: &str = "2026-01-01T00:00:00.000Z";
+
+/// A UUID for an organisation's identity, derived from its role and the identity's content
+/// (including who describes it), so every package names the same organisation with the same
+/// id and a changed description is a new object, never a conflicting version.
+pub fn org_uuid(role: &str, name: &str) -> Uuid {
+    sdo_uuid("organisation", &format!("{role}/{name}"))
+}
 
 /// A UUID for an SDO, derived from the package id and the object's role. STIX asks for
 /// version 4 UUIDs on SDOs; these carry the version-4 layout with hash bits in place of random
@@ -148,7 +165,13 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
     let sdo_id = |ty: &str, role: &str| format!("{ty}--{}", sdo_uuid(&c.package_id, role));
     let marking = vec![json!(tlp.stix_id())];
     let created = c.created.clone();
-    let operator_id = sdo_id("identity", "operator");
+    let operator_id = format!(
+        "identity--{}",
+        org_uuid(
+            "operator",
+            &format!("{}/{:?}", c.input.operator.name, c.input.operator.email)
+        )
+    );
     let sdo = |ty: &str, id: &str| -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("type".into(), json!(ty));
@@ -163,17 +186,37 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
     let mut objects: Vec<Value> = Vec::new();
 
     // Identities: the reporting operator, the requesting authority, the recipient POC.
-    let mut op = sdo("identity", &operator_id);
+    // Identities are the same object in every package (same id, same version, same content),
+    // so a TAXII collection holding many packages holds each organisation once: a fixed
+    // version time and no per-alert property.
+    let identity = |id: &str| {
+        let mut m = sdo("identity", id);
+        m.insert("created".into(), json!(IDENTITY_TIME));
+        m.insert("modified".into(), json!(IDENTITY_TIME));
+        m
+    };
+    let mut op = identity(&operator_id);
     op.remove("created_by_ref");
     op.insert("name".into(), json!(c.input.operator.name));
     op.insert("identity_class".into(), json!("organization"));
-    op.insert("sectors".into(), json!([sector_ov(alert.sector)]));
     if let Some(e) = &c.input.operator.email {
         op.insert("contact_information".into(), json!(e));
     }
     objects.push(Value::Object(op));
-    let requester_id = sdo_id("identity", "requester");
-    let mut rq = sdo("identity", &requester_id);
+    let requester_id = format!(
+        "identity--{}",
+        org_uuid(
+            "requester",
+            &format!(
+                "{}/{}/{}/{:?}",
+                c.input.operator.name,
+                c.input.requester.code,
+                c.input.requester.name,
+                c.input.requester.email
+            )
+        )
+    );
+    let mut rq = identity(&requester_id);
     rq.insert("name".into(), json!(c.input.requester.name));
     rq.insert("identity_class".into(), json!("organization"));
     rq.insert("sectors".into(), json!(["government"]));
@@ -185,8 +228,20 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
         )),
     );
     objects.push(Value::Object(rq));
-    let recipient_id = sdo_id("identity", "recipient");
-    let mut rc = sdo("identity", &recipient_id);
+    let recipient_id = format!(
+        "identity--{}",
+        org_uuid(
+            "recipient",
+            &format!(
+                "{}/{}/{}/{:?}",
+                c.input.operator.name,
+                planned.recipient.code,
+                planned.recipient.name,
+                planned.recipient.email
+            )
+        )
+    );
+    let mut rc = identity(&recipient_id);
     rc.insert("name".into(), json!(planned.recipient.name));
     rc.insert("identity_class".into(), json!("organization"));
     rc.insert("sectors".into(), json!(["government"]));
@@ -201,12 +256,17 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
 
     // The marking and our extension's definition (fixed content, fixed ids).
     objects.push(tlp.stix_object());
+    if tlp != Tlp::Clear {
+        // The extension's definition is public: TLP:CLEAR.
+        objects.push(Tlp::Clear.stix_object());
+    }
     objects.push(json!({
         "type": "identity",
         "spec_version": "2.1",
         "id": NORMWATCH_IDENTITY,
         "created": EXTENSION_CREATED,
         "modified": EXTENSION_CREATED,
+        "object_marking_refs": [Tlp::Clear.stix_id()],
         "name": "normwatch",
         "identity_class": "system",
         "description": "Defines the normwatch STIX extension for norm references and mitigation requests.",
@@ -217,10 +277,11 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
         "id": EXTENSION_ID,
         "created_by_ref": NORMWATCH_IDENTITY,
         "created": EXTENSION_CREATED,
-        "modified": EXTENSION_CREATED,
+        "modified": EXTENSION_MODIFIED,
+        "object_marking_refs": [Tlp::Clear.stix_id()],
         "name": "normwatch norm references and mitigation request",
         "description": "Norms of responsible State behaviour in cyberspace an activity would violate if State-conducted or knowingly supported, the norms a request for mitigation rests on, and the request itself. No State attribution is made.",
-        "schema": "https://example.invalid/normwatch/stix-extension/v1/schema.json",
+        "schema": EXTENSION_SCHEMA,
         "version": "1.0.0",
         "extension_types": ["property-extension"],
     }));
@@ -321,6 +382,22 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
     }
     let _ = nt_count;
     let sco_ids: Vec<String> = scos.keys().cloned().collect();
+    let addr_ids_victims: BTreeMap<IpAddr, String> = c
+        .victims
+        .iter()
+        .filter_map(|v| {
+            let id = addr_sco(*v).ok()?["id"].as_str()?.to_string();
+            scos.contains_key(&id).then_some((*v, id))
+        })
+        .collect();
+    let addr_ids_final: BTreeMap<IpAddr, String> = c
+        .sources
+        .iter()
+        .filter_map(|s| {
+            let id = addr_sco(s.source.addr).ok()?["id"].as_str()?.to_string();
+            Some((s.source.addr, id))
+        })
+        .collect();
 
     // Attack patterns (MITRE ATT&CK / ATT&CK for ICS).
     let ot = alert.sector == Sector::Energy
@@ -347,12 +424,14 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
                 "MITRE ATT&CK Enterprise technique"
             }),
         );
+        // The ATT&CK id names the technique; a `url` would need `hashes` under the strict
+        // validator, and a page's hash changes with every edit of the page.
+        let _ = url;
         ap.insert(
             "external_references".into(),
             json!([{
-                "source_name": "mitre-attack",
+                "source_name": if ics { "mitre-ics-attack" } else { "mitre-attack" },
                 "external_id": tid,
-                "url": url,
             }]),
         );
         objects.push(Value::Object(ap));
@@ -371,58 +450,118 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
     od.insert("object_refs".into(), json!(sco_ids));
     objects.push(Value::Object(od));
 
+    // The indicator names only the sources the State is asked about: a reflector, an
+    // anonymiser or a forged address in a `malicious-activity` indicator would have automatic
+    // ingestion block a legitimate resolver, a VPN's other users or an innocent registrant.
     let quote = |a: &IpAddr| format!("'{a}'");
-    let srcs: Vec<String> = c.sources.iter().map(|s| quote(&s.source.addr)).collect();
-    let mut pattern = format!("[network-traffic:src_ref.value IN ({})", srcs.join(", "));
-    if !c.victims.is_empty() {
-        let v: Vec<String> = c.victims.iter().map(quote).collect();
-        pattern.push_str(&format!(
-            " AND network-traffic:dst_ref.value IN ({})",
-            v.join(", ")
-        ));
-    }
-    pattern.push(']');
-    let ind_id = sdo_id("indicator", "sources");
-    let mut ind = sdo("indicator", &ind_id);
-    ind.insert(
-        "name".into(),
-        json!(format!(
-            "Sources of {} against {} registered in {}",
-            alert.kind.as_str(),
-            alert.service,
-            c.about()
-        )),
-    );
-    ind.insert("description".into(), json!(format!(
-        "Traffic from these sources to the victim during {} .. {} (UTC). Source addresses may be spoofed or compromised hosts; no State attribution is made.",
-        rfc3339_ms(c.first_ns), rfc3339_ms(c.last_ns)
-    )));
-    ind.insert("indicator_types".into(), json!(["malicious-activity"]));
-    ind.insert("pattern".into(), json!(pattern));
-    ind.insert("pattern_type".into(), json!("stix"));
-    ind.insert("valid_from".into(), json!(rfc3339_ms(c.first_ns)));
-    objects.push(Value::Object(ind));
-
-    for ap in &ap_ids {
-        let mut r = sdo(
-            "relationship",
-            &sdo_id("relationship", &format!("indicates/{ap}")),
+    let srcs: Vec<String> = c.request_sources().map(|s| quote(&s.source.addr)).collect();
+    let mut ind_id = None;
+    if !srcs.is_empty() {
+        let mut pattern = format!("[network-traffic:src_ref.value IN ({})", srcs.join(", "));
+        if !c.victims.is_empty() {
+            let v: Vec<String> = c.victims.iter().map(quote).collect();
+            pattern.push_str(&format!(
+                " AND network-traffic:dst_ref.value IN ({})",
+                v.join(", ")
+            ));
+        }
+        pattern.push(']');
+        let id = sdo_id("indicator", "sources");
+        let mut ind = sdo("indicator", &id);
+        ind.insert(
+            "name".into(),
+            json!(format!(
+                "Sources of {} against {} registered in {}",
+                alert.kind.as_str(),
+                alert.service,
+                c.about()
+            )),
         );
-        r.insert("relationship_type".into(), json!("indicates"));
-        r.insert("source_ref".into(), json!(ind_id));
-        r.insert("target_ref".into(), json!(ap));
-        relationships.push(Value::Object(r));
+        ind.insert("description".into(), json!(format!(
+            "Traffic from these sources to the victim during {} .. {} (UTC). Source addresses may be spoofed or compromised hosts; no State attribution is made.",
+            rfc3339_ms(c.first_ns), rfc3339_ms(c.last_ns)
+        )));
+        ind.insert("indicator_types".into(), json!(["malicious-activity"]));
+        ind.insert("pattern".into(), json!(pattern));
+        ind.insert("pattern_type".into(), json!("stix"));
+        ind.insert("valid_from".into(), json!(rfc3339_ms(c.first_ns)));
+        objects.push(Value::Object(ind));
+        for ap in &ap_ids {
+            let mut r = sdo(
+                "relationship",
+                &sdo_id("relationship", &format!("indicates/{ap}")),
+            );
+            r.insert("relationship_type".into(), json!("indicates"));
+            r.insert("source_ref".into(), json!(id));
+            r.insert("target_ref".into(), json!(ap));
+            relationships.push(Value::Object(r));
+        }
+        let sg_id = sdo_id("sighting", "sighting");
+        let mut sg = sdo("sighting", &sg_id);
+        sg.insert("sighting_of_ref".into(), json!(id));
+        sg.insert("observed_data_refs".into(), json!([od_id]));
+        sg.insert("where_sighted_refs".into(), json!([operator_id]));
+        sg.insert("first_seen".into(), json!(rfc3339_ms(c.first_ns)));
+        sg.insert("last_seen".into(), json!(rfc3339_ms(c.last_ns)));
+        sg.insert("count".into(), json!(c.flows.len().clamp(1, 999_999_999)));
+        objects.push(Value::Object(sg));
+        ind_id = Some(id);
     }
 
-    let sg_id = sdo_id("sighting", "sighting");
-    let mut sg = sdo("sighting", &sg_id);
-    sg.insert("sighting_of_ref".into(), json!(ind_id));
-    sg.insert("observed_data_refs".into(), json!([od_id]));
-    sg.insert("where_sighted_refs".into(), json!([operator_id]));
-    sg.insert("first_seen".into(), json!(rfc3339_ms(c.first_ns)));
-    sg.insert("last_seen".into(), json!(rfc3339_ms(c.last_ns)));
-    sg.insert("count".into(), json!(c.flows.len().clamp(1, 999_999_999)));
-    objects.push(Value::Object(sg));
+    // Reflectors, anonymisers and satellite providers: misused infrastructure for their
+    // providers' abuse desks, not malicious hosts. Forged addresses get no object beyond
+    // their observation.
+    for (disp, types, what) in [
+        (
+            Disposition::Reflector,
+            "amplification",
+            "Reflectors answering forged requests (DDoS amplifiers)",
+        ),
+        (
+            Disposition::Anonymiser,
+            "anonymization",
+            "Anonymisers (VPN, Tor exit, proxy) that carried attack traffic",
+        ),
+        (
+            Disposition::SatelliteProvider,
+            "unknown",
+            "Satellite-provider addresses that carried attack traffic (users in many countries)",
+        ),
+    ] {
+        let members: Vec<IpAddr> = c
+            .abuse_sources()
+            .filter(|s| s.disposition == disp)
+            .map(|s| s.source.addr)
+            .collect();
+        if members.is_empty() || c.traceback() {
+            continue;
+        }
+        let id = sdo_id("infrastructure", disposition_str(disp));
+        let mut inf = sdo("infrastructure", &id);
+        inf.insert("name".into(), json!(what));
+        inf.insert("description".into(), json!(format!(
+            "{what}. They are not the origin of the attack: please pass them to the abuse contacts of the networks operating them, so they close or rate-limit the misused service. Do not block them as malicious."
+        )));
+        inf.insert("infrastructure_types".into(), json!([types]));
+        inf.insert("first_seen".into(), json!(rfc3339_ms(c.first_ns)));
+        inf.insert("last_seen".into(), json!(rfc3339_ms(c.last_ns)));
+        objects.push(Value::Object(inf));
+        for m in members {
+            if let Some(sco) = addr_ids_final.get(&m) {
+                let mut r = sdo(
+                    "relationship",
+                    &sdo_id(
+                        "relationship",
+                        &format!("consists-of/{}/{m}", disposition_str(disp)),
+                    ),
+                );
+                r.insert("relationship_type".into(), json!("consists-of"));
+                r.insert("source_ref".into(), json!(id));
+                r.insert("target_ref".into(), json!(sco));
+                relationships.push(Value::Object(r));
+            }
+        }
+    }
 
     // The incident with the Incident Core Extension and our norm extension.
     let inc_id = sdo_id("incident", "incident");
@@ -436,32 +575,54 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
             alert.asset
         )),
     );
-    inc.insert("description".into(), json!(alert.summary));
+    inc.insert("description".into(), json!(c.summary));
     let availability = alert
         .impairment
         .and_then(|i| i.handshake_completion.or(i.response_ratio))
         .map(|r| ((1.0 - r.clamp(0.0, 1.0)) * 100.0).round() as u8);
+    let victim_refs: Vec<String> = c
+        .victims
+        .iter()
+        .filter_map(|v| addr_ids_victims.get(v).cloned())
+        .collect();
+    // Incident Core Extension (OASIS schema): impacts are objects, not strings.
     let mut ice = json!({
         "extension_type": "property-extension",
         "determination": determination(alert.kind),
         "investigation_status": "open",
         "detection_methods": ["automated-tool"],
         "criticality": severity_score(alert.severity),
-        "external_impacts": external_impacts(alert.sector),
+        "external_impacts": external_impacts(alert.sector)
+            .into_iter()
+            .map(|t| json!({"impact_type": t}))
+            .collect::<Vec<_>>(),
     });
     if let Some(a) = availability {
-        ice["availability_impact"] = json!(a);
+        let mut imp = json!({
+            "availability_impact": a,
+            "description": "Share of connection attempts to the service that failed during the attack",
+        });
+        if !victim_refs.is_empty() {
+            imp["impacted_refs"] = json!(victim_refs);
+        }
+        ice["availability_impacts"] = json!([imp]);
     }
     let abuse: Vec<Value> = c
         .abuse_sources()
         .map(|s| json!({"addr": s.source.addr.to_string(), "reason": disposition_str(s.disposition)}))
         .collect();
+    // A traceback request asks the own State; no other State is named.
+    let requested_state = if c.traceback() {
+        c.input.requester.code.as_str()
+    } else {
+        c.about()
+    };
     let mut ours = json!({
         "extension_type": "property-extension",
         "norms_violated_if_state_conducted": alert.norms.violated,
         "norms_request_basis": alert.norms.request_basis,
         "norms_caveats": alert.norms.caveats,
-        "requested_state": c.about(),
+        "requested_state": requested_state,
         "recipient": planned.recipient.code,
         "recipient_rule": planned.rule,
         "requested_action": c.action,
@@ -473,8 +634,13 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
     if !abuse.is_empty() {
         ours["provider_abuse"] = json!(abuse);
     }
-    if let Some(reason) = via_authority(&planned.routing) {
-        ours["routing_via_national_authority"] = json!(reason);
+    match via_authority(&planned.routing) {
+        Some((reason, true)) => ours["routing_via_national_authority"] = json!(reason),
+        Some((reason, false)) => ours["for_national_authority_only"] = json!(reason),
+        None => {}
+    }
+    if c.traceback() {
+        ours["request_purpose"] = json!("traceback");
     }
     inc.insert(
         "extensions".into(),
@@ -493,11 +659,17 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
     );
     note.insert("content".into(), json!(c.letter));
     note.insert("authors".into(), json!([c.input.requester.name]));
-    note.insert("object_refs".into(), json!([inc_id, ind_id]));
+    let mut note_refs = vec![inc_id.clone()];
+    note_refs.extend(ind_id);
+    note.insert("object_refs".into(), json!(note_refs));
     objects.push(Value::Object(note));
 
     objects.extend(relationships);
-    objects.extend(scos.into_values());
+    // SCOs carry the marking too: stored in a TAXII collection, each object stands alone.
+    objects.extend(scos.into_values().map(|mut o| {
+        o["object_marking_refs"] = json!(marking);
+        o
+    }));
 
     let refs: Vec<Value> = objects
         .iter()
@@ -521,7 +693,7 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
         "extensions".into(),
         json!({EXTENSION_ID: {
             "extension_type": "property-extension",
-            "requested_state": c.about(),
+            "requested_state": requested_state,
             "requested_action": c.action,
             "deadline": c.deadline,
             "norms_request_basis": alert.norms.request_basis,
@@ -551,20 +723,7 @@ fn disposition_str(d: Disposition) -> &'static str {
         Disposition::Reflector => "reflector",
         Disposition::Spoofed => "spoofed",
         Disposition::Anonymiser => "anonymiser",
-    }
-}
-
-fn sector_ov(s: Sector) -> &'static str {
-    // STIX industry-sector-ov.
-    match s {
-        Sector::Energy => "energy",
-        Sector::Water => "utilities",
-        Sector::Health => "healthcare",
-        Sector::Transport => "transportation",
-        Sector::Telecom => "telecommunications",
-        Sector::Finance => "financial-services",
-        Sector::Government | Sector::Csirt => "government",
-        Sector::Other => "infrastructure",
+        Disposition::SatelliteProvider => "satellite-provider",
     }
 }
 

@@ -8,6 +8,7 @@
 //! package reaches each channel once in effect.
 
 use crate::canon::sha256_hex;
+use crate::custody;
 use crate::deliver::{deliver, DeliveryError};
 use crate::error::{Error, Result};
 use crate::keys::SecretKey;
@@ -230,19 +231,154 @@ impl Store {
         key: &SecretKey,
         actor: &str,
     ) -> Result<()> {
+        let dir = self.package_dir(&item.package_id);
         package::record_sent(
-            &self.package_dir(&item.package_id),
+            &dir,
             key,
             actor,
-            &item.channel.describe(),
+            &item.channel.describe_for_custody(),
             now_ns,
         )?;
+        self.witness_sent(&item.package_id, key, actor, now_ns)?;
         self.conn.execute(
             "UPDATE outbox SET state = 'sent', sent_ns = ?1, receipt = ?2, attempts = attempts + 1, last_error = NULL
              WHERE package_id = ?3 AND channel_idx = ?4",
             params![ns(now_ns), receipt, item.package_id, i64::from(item.channel_idx)],
         )?;
         Ok(())
+    }
+
+    /// Ids of every stored package.
+    pub fn package_ids(&self) -> Result<Vec<String>> {
+        let mut st = self.conn.prepare("SELECT id FROM package ORDER BY id")?;
+        let ids = st
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(ids)
+    }
+
+    /// The store-wide sent ledger: one chained, signed entry per delivery naming the package's
+    /// `sent` line by digest. A `sent` line removed from a package's log (the log may only
+    /// grow after signing, so its end cannot be sealed by the manifest) no longer matches the
+    /// ledger; removing the ledger's own tail orphans every later package's `sent` line.
+    pub fn sent_ledger_path(&self) -> PathBuf {
+        self.root.join("sent-ledger.jsonl")
+    }
+
+    fn witness_sent(
+        &self,
+        package_id: &str,
+        key: &SecretKey,
+        actor: &str,
+        now_ns: u64,
+    ) -> Result<()> {
+        let log_path = self.package_dir(package_id).join(package::CUSTODY);
+        let log = std::fs::read(&log_path).map_err(|e| Error::io(&log_path, e))?;
+        let entries = custody::check(&log)
+            .map_err(|e| Error::Build(format!("{}: {e}", log_path.display())))?;
+        let last = log[..log.len() - 1]
+            .rsplit(|b| *b == b'\n')
+            .next()
+            .unwrap_or_default();
+        let path = self.sent_ledger_path();
+        let ledger = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let event = custody::Event {
+            action: custody::Action::Sent,
+            actor: actor.to_string(),
+            at: crate::canon::rfc3339_ms(now_ns),
+            tool: crate::TOOL_NAME.into(),
+            tool_version: crate::TOOL_VERSION.into(),
+            subjects: vec![custody::Subject {
+                name: format!("{package_id}/{}#{}", package::CUSTODY, entries.len() - 1),
+                sha256: sha256_hex(last),
+            }],
+            note: format!("sent entry of package {package_id}"),
+        };
+        let out = if ledger.is_empty() {
+            let mut l = custody::Log::default();
+            l.push(event)?;
+            // The first entry is signed too, like every later one.
+            let bytes = l.to_bytes();
+            let e = custody::check(&bytes).map_err(Error::Build)?.remove(0);
+            let mut signed = e.clone();
+            signed.sig = None;
+            custody::sign_first(&signed, key).map_err(Error::Build)?
+        } else {
+            custody::append_signed(&ledger, event, key).map_err(Error::Build)?
+        };
+        let tmp = self.root.join(".sent-ledger.tmp");
+        std::fs::write(&tmp, &out).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        Ok(())
+    }
+
+    /// Checks the sent ledger against the stored packages' custody logs: every ledger entry
+    /// names a `sent` line present in its package's log, and every `sent` line of a stored
+    /// package is in the ledger. Returns the problems found (empty: consistent).
+    pub fn audit_sent(&self, key: &crate::keys::PublicKey) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let path = self.sent_ledger_path();
+        let ledger = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let mut witnessed = std::collections::BTreeSet::new();
+        if !ledger.is_empty() {
+            match custody::check(&ledger) {
+                Err(e) => problems.push(format!("sent ledger: {e}")),
+                Ok(entries) => {
+                    for (i, e) in entries.iter().enumerate() {
+                        if !custody::signature_valid(e, key) {
+                            problems.push(format!(
+                                "sent ledger: line {}: not signed by the key",
+                                i + 1
+                            ));
+                        }
+                        for s in &e.subjects {
+                            witnessed.insert((s.name.clone(), s.sha256.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for id in self.package_ids()? {
+            let log_path = self.package_dir(&id).join(package::CUSTODY);
+            let Ok(log) = std::fs::read(&log_path) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&log).into_owned();
+            for (i, line) in text.lines().enumerate() {
+                let Ok(e) = serde_json::from_str::<custody::Entry>(line) else {
+                    continue;
+                };
+                if e.action != custody::Action::Sent {
+                    continue;
+                }
+                let k = (
+                    format!("{id}/{}#{i}", package::CUSTODY),
+                    sha256_hex(line.as_bytes()),
+                );
+                if !witnessed.contains(&k) {
+                    problems.push(format!(
+                        "{id}: sent entry {} is not in the sent ledger",
+                        i + 1
+                    ));
+                }
+                seen.insert(k);
+            }
+        }
+        for (name, _) in witnessed.iter().filter(|k| !seen.contains(*k)) {
+            problems.push(format!(
+                "sent ledger names {name}, which the package's custody log no longer holds"
+            ));
+        }
+        Ok(problems)
     }
 
     /// Records a failed attempt and schedules the next with exponential backoff; returns when.

@@ -31,6 +31,13 @@ impl Tlp {
         Tlp::Red,
     ];
 
+    /// Whether the marking forbids passing the package on: TLP:RED (named recipients only)
+    /// and TLP:AMBER+STRICT (the recipient's organisation only). Such a package never goes to
+    /// the national authority for onward routing.
+    pub const fn forbids_onward_routing(self) -> bool {
+        matches!(self, Tlp::Red | Tlp::AmberStrict)
+    }
+
     /// The lower-case spelling (`amber+strict`), as in the STIX extension and MISP tags.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -101,10 +108,11 @@ impl Pap {
         Pap::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
-    /// The MISP machine tag (`PAP:AMBER`; CLEAR is spelled WHITE in the MISP taxonomy).
+    /// The MISP machine tag (`PAP:AMBER`). The MISP PAP taxonomy retired `PAP:WHITE` for
+    /// `PAP:CLEAR`.
     pub const fn misp_tag(self) -> &'static str {
         match self {
-            Pap::Clear => "PAP:WHITE",
+            Pap::Clear => "PAP:CLEAR",
             Pap::Green => "PAP:GREEN",
             Pap::Amber => "PAP:AMBER",
             Pap::Red => "PAP:RED",

@@ -1,8 +1,12 @@
 //! Integration tests of the evidence crate: attribution over MaxMind's test databases, the
 //! choice of recipients, package building (determinism, contents) and verification.
 
+#[path = "evidence/content.rs"]
+mod content;
 #[path = "evidence/delivery.rs"]
 mod delivery;
+#[path = "evidence/hostile.rs"]
+mod hostile;
 #[path = "evidence/tls.rs"]
 mod tls;
 
@@ -303,10 +307,12 @@ fn build_all(packaged_at_ns: u64) -> Built {
                     planned: p,
                     requester: dir.get("NL").unwrap(),
                     operator: &operator,
+                    asset_operator: None,
                     settings: &settings,
                     norms: &norms,
                     geo: &geo,
                     packaged_at_ns,
+                    flows_received_ns: None,
                 },
                 &key,
             )
@@ -444,7 +450,7 @@ fn the_de_package_holds_only_de_sources_and_says_what_it_must() {
         .collect();
     for want in [
         "tlp:amber",
-        "PAP:AMBER",
+        "PAP:GREEN",
         "rsit:availability=\"ddos\"",
         "cyber-norms:un-gge-2015=\"13h\"",
     ] {

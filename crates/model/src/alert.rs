@@ -103,6 +103,31 @@ pub struct TopSource {
     pub reflector: bool,
 }
 
+/// Whether an attack's source addresses are likely forged, and the measures that say so. Set by
+/// the detector on flood alerts; the evidence packager asks no State about forged addresses.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpoofingAssessment {
+    pub likely_spoofed: bool,
+    /// Distinct source addresses counted over the attack.
+    pub distinct_sources: u64,
+    /// Share of the attack's connection attempts that were one packet and never completed
+    /// (half-open), 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_packet_half_open_share: Option<f64>,
+    /// Share of sources seen in one flow only, 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_once_share: Option<f64>,
+    /// Share of sources in reserved or unallocated (bogon) space, 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bogon_share: Option<f64>,
+    /// Spread of the IP TTLs of the attack packets (max − min), where the sensor sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_spread: Option<u8>,
+    /// How the verdict was reached, in words.
+    #[serde(default)]
+    pub method: String,
+}
+
 /// Norm catalogue ids attached to an alert.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertNorms {
@@ -137,8 +162,22 @@ pub struct Alert {
     pub impairment: Option<Impairment>,
     pub top_sources: Vec<TopSource>,
     pub norms: AlertNorms,
-    /// What was seen, in words.
+    /// What was seen, in words. Written for the operator: it may name any source, so it is
+    /// never copied into an evidence package.
     pub summary: String,
+    /// Distinct sources the detector counted over the attack; `top_sources` may be a sample
+    /// of them. `None` from detectors that do not count them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources_total: Option<u64>,
+    /// Whether the sources are likely forged (flood alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spoofing: Option<SpoofingAssessment>,
+    /// Wall-clock time (ns since the epoch) at which the alert's first event was recorded by
+    /// a stage that saw it happen (the detector itself reads no clock, and its events stay
+    /// reproducible without it); the custody log's "derived" entry is this moment, not a
+    /// reconstruction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised_at_ns: Option<u64>,
 }
 
 #[cfg(test)]
@@ -189,10 +228,39 @@ mod tests {
                 caveats: vec!["ungge2015.13b".into()],
             },
             summary: "SYN flood".into(),
+            sources_total: None,
+            spoofing: None,
+            raised_at_ns: None,
         };
         let json = serde_json::to_string(&a).unwrap();
         assert!(json.contains("\"state\":\"open\"") && json.contains("\"kind\":\"syn_flood\""));
         let back: Alert = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, a);
+        assert!(!json.contains("spoofing") && !json.contains("sources_total"));
+    }
+
+    /// Alerts written before the spoofing assessment existed still decode, and one with it
+    /// round-trips.
+    #[test]
+    fn alerts_without_a_spoofing_assessment_still_decode() {
+        let old = r#"{"id":"a","state":"closed","kind":"syn_flood","severity":"high",
+            "asset":"grid","sector":"energy","service":"s","window_start_ns":1,"window_end_ns":2,
+            "measured":{"pps":1.0,"bps":1.0,"new_flows_per_s":1.0},"threshold":{},
+            "baseline":null,"impairment":null,"top_sources":[],
+            "norms":{"violated":[],"request_basis":[],"caveats":[]},"summary":"x"}"#;
+        let mut a: Alert = serde_json::from_str(old).unwrap();
+        assert_eq!(a.spoofing, None);
+        a.spoofing = Some(SpoofingAssessment {
+            likely_spoofed: true,
+            distinct_sources: 37_669,
+            one_packet_half_open_share: Some(1.0),
+            seen_once_share: Some(0.99),
+            bogon_share: Some(0.04),
+            ttl_spread: None,
+            method: "one-packet half-open SYNs from sources seen once".into(),
+        });
+        a.sources_total = Some(37_669);
+        let back: Alert = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         assert_eq!(back, a);
     }
 }

@@ -11,7 +11,8 @@ pub mod ics;
 mod intern;
 
 pub use alert::{
-    Alert, AlertKind, AlertNorms, AlertState, Impairment, Measured, Severity, TopSource,
+    Alert, AlertKind, AlertNorms, AlertState, Impairment, Measured, Severity, SpoofingAssessment,
+    TopSource,
 };
 pub use asset::{Asset, AssetId, AssetIndex, AssetMatch, Rates, Role, Sector, Side, Thresholds};
 pub use flow::{ConnState, DirStats, EndReason, FlowRecord, Prior, PriorDir, TcpFlags};

@@ -125,6 +125,10 @@ impl FlowSink for TeeFlows<'_> {
     fn flush(&mut self) -> anyhow::Result<()> {
         self.0.iter_mut().try_for_each(|s| s.flush())
     }
+
+    fn idle(&mut self) -> anyhow::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.idle())
+    }
 }
 
 /// The norm catalogue the configuration names, or the built-in one.
@@ -281,5 +285,12 @@ impl FlowSink for DetectorSink<'_> {
             f.flush()?;
         }
         Ok(())
+    }
+
+    fn idle(&mut self) -> anyhow::Result<()> {
+        match self.flows.as_mut() {
+            Some(f) => f.idle(),
+            None => Ok(()),
+        }
     }
 }

@@ -18,6 +18,11 @@ pub trait FlowSink {
     fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()>;
     /// Makes everything accepted so far durable; called before offsets are committed.
     fn flush(&mut self) -> anyhow::Result<()>;
+    /// No records arrived for a poll interval: time-driven work (retrying deliveries) runs
+    /// here, so it does not wait for traffic.
+    fn idle(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// A sink that only counts.
@@ -81,6 +86,9 @@ pub fn consume_flows(
         let delivery = match polled {
             Ok(Some(d)) => d,
             Ok(None) => {
+                if let Err(e) = sink.idle() {
+                    break Err(e.context("idle work of the flow sink failed"));
+                }
                 if opts
                     .exit_when_idle
                     .is_some_and(|idle| last_message.elapsed() >= idle)
@@ -136,4 +144,49 @@ pub fn consume_flows(
     result?;
     closed.map_err(|e| anyhow::Error::new(e).context("cannot commit consumed batches"))?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use normwatch_transport::bus::{memory_bus, Topic};
+
+    /// Regression: a failed evidence delivery waited for the next batch or alert; an idle
+    /// consumer now gives its sink idle turns, where the evidence stage retries on its timer.
+    #[test]
+    fn an_idle_bus_gives_the_sink_idle_turns_for_timed_work() {
+        #[derive(Default)]
+        struct Idle(u32);
+        impl FlowSink for Idle {
+            fn accept(&mut self, _: &[FlowRecord]) -> anyhow::Result<()> {
+                Ok(())
+            }
+            fn flush(&mut self) -> anyhow::Result<()> {
+                Ok(())
+            }
+            fn idle(&mut self) -> anyhow::Result<()> {
+                self.0 += 1;
+                Ok(())
+            }
+        }
+        let (publisher, bus) = memory_bus(4);
+        let mut sub = bus.subscriber(Topic::Flows);
+        let metrics = crate::metrics::Metrics::new();
+        let mut sink = Idle::default();
+        let stop = AtomicBool::new(false);
+        let summary = consume_flows(
+            &mut sub,
+            &mut sink,
+            &metrics.transport,
+            &metrics.pipeline,
+            &ConsumeOptions {
+                exit_when_idle: Some(Duration::from_millis(500)),
+            },
+            &stop,
+        )
+        .unwrap();
+        drop(publisher);
+        assert_eq!(summary.records, 0);
+        assert!(sink.0 >= 2, "idle turns: {}", sink.0);
+    }
 }

@@ -18,10 +18,12 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Flow records kept per asset for the packages of its alerts (the most recent ones).
 const FLOWS_PER_ASSET: usize = 200_000;
+/// How often the outbox is passed over for due retries while the stage runs.
+pub const DELIVERY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// `normwatch_evidence_*`. Labels: the recipient's ISO code (from the directory) and the
 /// delivery outcome.
@@ -121,12 +123,16 @@ pub struct EvidenceStage {
     packager: Packager,
     root: PathBuf,
     metrics: EvidenceMetrics,
-    flows: HashMap<String, VecDeque<FlowRecord>>,
+    /// Recent flows per asset, each with the wall-clock time it arrived here.
+    flows: HashMap<String, VecDeque<(u64, FlowRecord)>>,
     /// Every package built so far, with the alert it is for.
     pub built: Vec<(String, Built)>,
     /// Raised by a second stop signal: packages are still built and stored, but delivery
     /// is left to the outbox (the next run or `normwatch package` sends them).
     defer_delivery: Option<Arc<AtomicBool>>,
+    last_delivery: Instant,
+    /// When each alert's first event reached this stage (wall clock), for the custody log.
+    first_seen: HashMap<String, u64>,
 }
 
 impl std::fmt::Debug for EvidenceStage {
@@ -169,6 +175,8 @@ impl EvidenceStage {
             flows: HashMap::new(),
             built: Vec::new(),
             defer_delivery: None,
+            last_delivery: Instant::now(),
+            first_seen: HashMap::new(),
         })
     }
 
@@ -176,6 +184,18 @@ impl EvidenceStage {
     /// so a forced stop does not wait on recipients.
     pub fn defer_delivery_when(&mut self, flag: Arc<AtomicBool>) {
         self.defer_delivery = Some(flag);
+    }
+
+    /// Names the operator of each protected asset in the packages of its alerts.
+    pub fn with_assets(mut self, assets: &normwatch_model::AssetIndex) -> Self {
+        self.packager.set_asset_operators(
+            assets
+                .assets()
+                .iter()
+                .map(|a| (a.id.as_str().to_string(), a.operator.clone()))
+                .collect(),
+        );
+        self
     }
 
     /// Where packages are stored.
@@ -190,35 +210,58 @@ impl EvidenceStage {
 
     /// Keeps the most recent flows of each asset for the packages of its alerts.
     pub fn keep(&mut self, records: &[FlowRecord]) {
+        let arrived = now_ns();
         for r in records {
             let Some(a) = &r.asset else { continue };
             let q = self.flows.entry(a.id.as_str().to_string()).or_default();
             if q.len() == FLOWS_PER_ASSET {
                 q.pop_front();
             }
-            q.push_back(r.clone());
+            q.push_back((arrived, r.clone()));
         }
+    }
+
+    /// Records when an alert's first event reached the stage (in `run` and `demo` the detector
+    /// stage hands it over as it raises it).
+    pub fn seen(&mut self, alert: &Alert) {
+        self.first_seen
+            .entry(alert.id.clone())
+            .or_insert_with(now_ns);
     }
 
     /// Builds and stores the packages of a closed alert, then delivers what is due.
     pub fn package(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        self.seen(alert);
+        let mut stamped;
+        let alert = match (alert.raised_at_ns, self.first_seen.remove(&alert.id)) {
+            (None, Some(t)) => {
+                stamped = alert.clone();
+                stamped.raised_at_ns = Some(t);
+                &stamped
+            }
+            _ => alert,
+        };
         // The alert's window, with a margin for flows that began before it or ended after.
         const MARGIN_NS: u64 = 60_000_000_000;
-        let flows: Vec<FlowRecord> = self
+        let kept: Vec<&(u64, FlowRecord)> = self
             .flows
             .get(alert.asset.as_str())
             .map(|q| {
-                let within: Vec<&FlowRecord> = q
+                let within: Vec<&(u64, FlowRecord)> = q
                     .iter()
-                    .filter(|r| {
+                    .filter(|(_, r)| {
                         r.last_ns >= alert.window_start_ns.saturating_sub(MARGIN_NS)
                             && r.first_ns <= alert.window_end_ns.saturating_add(MARGIN_NS)
                     })
                     .collect();
-                latest_reports(&within)
+                latest_reports(&within, |(_, r)| r)
             })
             .unwrap_or_default();
-        let out = self.packager.package(alert, &flows, now_ns())?;
+        let received = kept.iter().map(|(t, _)| *t).min();
+        let flows: Vec<FlowRecord> = kept.into_iter().map(|(_, r)| r.clone()).collect();
+        let out = self
+            .packager
+            .package_recorded(alert, &flows, received, now_ns())?;
         for e in &out.lookup_errors {
             tracing::warn!(alert = %alert.id, error = %e, "attribution failed; packaged without it");
         }
@@ -265,8 +308,27 @@ impl EvidenceStage {
         self.deliver()
     }
 
+    /// A delivery pass if [`DELIVERY_INTERVAL`] has passed since the last one: failed
+    /// deliveries are retried on their backoff schedule whatever else happens. Called for
+    /// every batch of flows and every alert event the stage sees.
+    pub fn deliver_if_due(&mut self) -> anyhow::Result<()> {
+        if self.last_delivery.elapsed() >= DELIVERY_INTERVAL {
+            self.deliver()?;
+        }
+        Ok(())
+    }
+
     /// One delivery pass over the outbox.
     pub fn deliver(&mut self) -> anyhow::Result<()> {
+        self.last_delivery = Instant::now();
+        if self
+            .defer_delivery
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            // A forced stop: what is due stays in the outbox for the next run.
+            return Ok(());
+        }
         let timer = self.metrics.delivery_seconds.start_timer();
         let report = self.packager.deliver_due(now_ns())?;
         timer.observe_duration();
@@ -293,12 +355,19 @@ impl FlowSink for EvidenceTap {
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        Ok(())
+        // A failed delivery must not wait for the next alert to close.
+        self.0.borrow_mut().deliver_if_due()
+    }
+
+    fn idle(&mut self) -> anyhow::Result<()> {
+        // Nor for the next batch of flows.
+        self.0.borrow_mut().deliver_if_due()
     }
 }
 
 impl AlertSink for EvidenceTap {
     fn alert(&mut self, a: &Alert) -> anyhow::Result<()> {
+        self.0.borrow_mut().seen(a);
         if a.state == AlertState::Closed {
             self.0
                 .borrow_mut()
@@ -309,7 +378,7 @@ impl AlertSink for EvidenceTap {
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        Ok(())
+        self.0.borrow_mut().deliver_if_due()
     }
 }
 
@@ -317,12 +386,12 @@ impl AlertSink for EvidenceTap {
 /// records of the same span, each with the totals so far; the latest holds them all. Records
 /// of different spans of one flow (active-timeout continuations) are kept apart. Order: the
 /// latest record's.
-fn latest_reports(records: &[&FlowRecord]) -> Vec<FlowRecord> {
-    use std::collections::HashMap;
+fn latest_reports<'a, T>(records: &[&'a T], record: impl Fn(&T) -> &FlowRecord) -> Vec<&'a T> {
     // Exported records are each their own (a router's flow ids are not the sensor's).
     let key = |r: &FlowRecord| (r.sensor_id.clone(), r.flow_id, r.first_ns);
     let mut last: HashMap<_, usize> = HashMap::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
+        let r = record(r);
         if r.export.is_none() {
             last.insert(key(r), i);
         }
@@ -330,8 +399,11 @@ fn latest_reports(records: &[&FlowRecord]) -> Vec<FlowRecord> {
     records
         .iter()
         .enumerate()
-        .filter(|(i, r)| r.export.is_some() || last.get(&key(r)) == Some(i))
-        .map(|(_, r)| (*r).clone())
+        .filter(|(i, r)| {
+            let r = record(r);
+            r.export.is_some() || last.get(&key(r)) == Some(i)
+        })
+        .map(|(_, r)| *r)
         .collect()
 }
 
@@ -376,7 +448,7 @@ mod tests {
             rec(1, 50, 3, EndReason::TcpClosed),
         ];
         let refs: Vec<&FlowRecord> = records.iter().collect();
-        let kept = latest_reports(&refs);
+        let kept = latest_reports(&refs, |r| r);
         let got: Vec<(u64, u64, u64)> = kept
             .iter()
             .map(|r| (r.flow_id, r.first_ns, r.orig.pkts))

@@ -267,10 +267,18 @@ fn taxii_push_to_a_real_server_after_it_comes_back_ends_complete() {
         .unwrap();
     assert_eq!((pass.sent, pass.failed.len()), (1, 0), "{pass:?}");
     let receipt = store.deliveries(&p.id).unwrap()[0].receipt.clone().unwrap();
-    let bundle: serde_json::Value = serde_json::from_slice(&p.files["stix/bundle.json"]).unwrap();
+    let mut bundle: serde_json::Value =
+        serde_json::from_slice(&p.files["stix/bundle.json"]).unwrap();
+    // The extension definition is not pushed (medallion reads its `version` as a timestamp).
+    bundle["objects"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|o| o["type"] != "extension-definition");
     let n = bundle["objects"].as_array().unwrap().len();
     assert!(
-        receipt.contains(&format!("complete: {n}/{n} objects")),
+        receipt.contains(&format!(
+            "complete: {n} new, 0 already held, of {n} objects"
+        )),
         "{receipt}"
     );
     // Pushed again (as after a crash before the outbox was updated): the server already holds
@@ -284,7 +292,110 @@ fn taxii_push_to_a_real_server_after_it_comes_back_ends_complete() {
         TIMEOUT,
     )
     .unwrap();
-    assert!(again.contains("already held"), "{again}");
+    assert!(
+        again.contains(&format!("0 new, {n} already held, of {n} objects")),
+        "{again}"
+    );
+
+    // Read back: the collection's unfiltered object list returns every pushed object whole.
+    let held = read_collection(port);
+    for o in bundle["objects"].as_array().unwrap() {
+        let id = o["id"].as_str().unwrap();
+        let back = held
+            .iter()
+            .find(|h| h["id"] == o["id"] && h.get("modified") == o.get("modified"))
+            .unwrap_or_else(|| panic!("{id} not read back"));
+        assert_eq!(back, o, "{id} read back changed");
+    }
+
+    // A second package of the same alert shares the definitions, the markings and the
+    // operator's identity: the receipt counts new and already-held objects apart.
+    let q = &built.packages[0];
+    let mut qb: serde_json::Value = serde_json::from_slice(&q.files["stix/bundle.json"]).unwrap();
+    qb["objects"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|o| o["type"] != "extension-definition");
+    let qn = qb["objects"].as_array().unwrap().len();
+    let before: std::collections::BTreeSet<String> = held
+        .iter()
+        .map(|h| {
+            format!(
+                "{}@{}",
+                h["id"],
+                h.get("modified").unwrap_or(&serde_json::Value::Null)
+            )
+        })
+        .collect();
+    let shared = qb["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| {
+            before.contains(&format!(
+                "{}@{}",
+                o["id"],
+                o.get("modified").unwrap_or(&serde_json::Value::Null)
+            ))
+        })
+        .count();
+    assert!(shared > 0 && shared < qn, "{shared} of {qn}");
+    store.put(q, &r, T).unwrap();
+    let pass = store
+        .deliver_due(T + 2 * FIRST_BACKOFF_NS, &built.key, "NCSC-NL", TIMEOUT)
+        .unwrap();
+    assert_eq!((pass.sent, pass.failed.len()), (1, 0), "{pass:?}");
+    let receipt = store.deliveries(&q.id).unwrap()[0].receipt.clone().unwrap();
+    assert!(
+        receipt.contains(&format!(
+            "{} new, {shared} already held, of {qn} objects",
+            qn - shared
+        )),
+        "{receipt}"
+    );
+    let held = read_collection(port);
+    for o in qb["objects"].as_array().unwrap() {
+        assert!(held.contains(o), "{} not read back whole", o["id"]);
+    }
+}
+
+/// Every object of the test collection, by unfiltered `GET …/objects/`, following `next`.
+fn read_collection(port: u16) -> Vec<serde_json::Value> {
+    use base64::Engine;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("cert-bund:s3cret-for-tests")
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let base = format!("http://127.0.0.1:{port}/api1/collections/{COLLECTION}/objects/");
+    let mut out = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        // medallion 3.0.0 fails a `next` request without `limit` (HTTP 500).
+        let url = match &next {
+            Some(n) => format!("{base}?limit=100&next={n}"),
+            None => format!("{base}?limit=100"),
+        };
+        let mut r = agent
+            .get(&url)
+            .header("Accept", "application/taxii+json;version=2.1")
+            .header("Authorization", &auth)
+            .call()
+            .unwrap();
+        let code = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap();
+        assert_eq!(code, 200, "GET {url}: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        out.extend(v["objects"].as_array().cloned().unwrap_or_default());
+        match (v["more"].as_bool(), v["next"].as_str()) {
+            (Some(true), Some(n)) => next = Some(n.to_string()),
+            _ => break,
+        }
+    }
+    out
 }
 
 /// A one-thread HTTP server answering every POST with `status`; returns the requests' headers
@@ -557,4 +668,54 @@ fn a_missing_ca_file_is_refused_at_start() {
     std::fs::create_dir(tmp.path().join("ca")).unwrap();
     std::fs::write(tmp.path().join("ca/ncsc.pem"), b"").unwrap();
     assert!(Packager::open(cfg, super::norms()).is_ok());
+}
+
+#[test]
+fn a_sent_entry_removed_from_a_package_or_the_ledger_is_detected() {
+    let built = build_all(T);
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipient(vec![Channel::Directory {
+        path: tmp.path().join("exchange").display().to_string(),
+    }]);
+    let mut store = Store::open(&tmp.path().join("store")).unwrap();
+    for p in &built.packages[..2] {
+        store.put(p, &r, T).unwrap();
+    }
+    let pass = store
+        .deliver_due(T, &built.key, "Example Grid Operator", TIMEOUT)
+        .unwrap();
+    assert_eq!(pass.sent, 2, "{pass:?}");
+    let pk = built.key.public();
+    assert_eq!(store.audit_sent(&pk).unwrap(), Vec::<String>::new());
+
+    // The package's log may be cut back to its signed prefix and still verify on its own…
+    let victim = &built.packages[0].id;
+    let log_path = store.package_dir(victim).join("custody.jsonl");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let cut: String = log.lines().take(4).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&log_path, &cut).unwrap();
+    assert!(verify_path(&store.package_dir(victim), &pk).is_ok());
+    // …but not against the ledger.
+    let problems = store.audit_sent(&pk).unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(victim) && p.contains("no longer holds")),
+        "{problems:?}"
+    );
+    std::fs::write(&log_path, &log).unwrap();
+    assert!(store.audit_sent(&pk).unwrap().is_empty());
+
+    // Cutting the ledger's tail orphans the later package's sent entry.
+    let ledger_path = store.sent_ledger_path();
+    let ledger = std::fs::read_to_string(&ledger_path).unwrap();
+    let first: String = ledger.lines().take(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&ledger_path, first).unwrap();
+    let problems = store.audit_sent(&pk).unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("is not in the sent ledger")),
+        "{problems:?}"
+    );
 }
