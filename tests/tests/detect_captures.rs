@@ -110,6 +110,20 @@ fn spoofed_syn_flood_is_one_syn_flood_alert_with_13f() {
 }
 
 #[test]
+fn a_random_source_syn_flood_is_assessed_as_spoofed() {
+    let a = alerts(SYN_FLOOD, vec![asset("web", "10.10.10.0/24", &[], &[])]);
+    let closed = a.last().unwrap();
+    let sp = closed.spoofing.as_ref().expect("a flood is assessed");
+    assert!(sp.likely_spoofed, "{sp:?}");
+    // The capture holds 37 669 one-packet attempts from as many sources: the estimate is
+    // within the sketch's error.
+    let total = closed.sources_total.unwrap();
+    assert!((33_000..=42_000).contains(&total), "{total}");
+    assert!(sp.seen_once_share.unwrap() > 0.75, "{sp:?}");
+    assert!(sp.one_packet_half_open_share.unwrap() > 0.95, "{sp:?}");
+}
+
+#[test]
 fn the_same_flood_against_a_csirt_carries_13k() {
     let a = alerts(
         SYN_FLOOD,

@@ -2,13 +2,13 @@
 
 use crate::baseline::{Baseline, Sample};
 use crate::reflect::{reflector, REFLECTORS};
-use crate::sketch::Distinct;
+use crate::sketch::{Cardinality, Distinct};
 use crate::{Footprint, Settings, NS};
 use hashbrown::HashMap;
 use normwatch_config::norms::NormCatalogue;
 use normwatch_model::{
     Alert, AlertKind, AlertState, Asset, AssetIndex, DirStats, FlowRecord, IcsCounts, Impairment,
-    Measured, PriorDir, Rates, Role, Severity, Side, TcpFlags, TopSource,
+    Measured, PriorDir, Rates, Role, Severity, Side, SpoofingAssessment, TcpFlags, TopSource,
 };
 use std::net::IpAddr;
 
@@ -648,6 +648,8 @@ struct Attack {
     closed: Vec<Closed>,
     /// Hits folded into a closed alert's window (late records of its attack).
     late_hits: u64,
+    /// Distinct sources gathered, beyond the table's room too.
+    distinct: Cardinality,
 }
 
 #[cold]
@@ -655,6 +657,7 @@ fn new_attack() -> Box<Attack> {
     Box::new(Attack {
         sources: HashMap::new(),
         held: None,
+        distinct: Cardinality::default(),
         others: (0, 0),
         refl: [0; REFLECTORS.len()],
         refl_out: 0,
@@ -1239,6 +1242,7 @@ impl<const N: usize> AssetState<N> {
         if armed && din.pkts > 0 {
             self.gathered = true;
             let a = self.atk();
+            a.distinct.insert(addr_key(remote));
             // Once the table is full, a spoofed flood's sources are nearly all new: a bit per
             // hashed address says "certainly not held" without probing the table.
             let absent = a
@@ -2163,6 +2167,7 @@ impl<const N: usize> AssetState<N> {
             if let Some(a) = self.atk.as_deref_mut() {
                 a.sources.clear();
                 a.held = None;
+                a.distinct = Cardinality::default();
                 a.others = (0, 0);
                 a.refl = [0; REFLECTORS.len()];
                 a.refl_out = 0;
@@ -2312,10 +2317,101 @@ impl<const N: usize> AssetState<N> {
                 .for_alert(o.kind.as_str(), &asset.roles)
                 .unwrap_or_default(),
             summary: o.summary.clone(),
-            // Filled by the detector's spoofing assessment (issue 17).
-            sources_total: None,
-            spoofing: None,
+            sources_total: self.sources_total(o),
+            spoofing: self.spoofing(cx.s, o),
             raised_at_ns: None,
+        }
+    }
+
+    /// How many distinct sources a flood had (the table names at most [`MAX_SOURCES`]).
+    fn sources_total(&self, o: &Open) -> Option<u64> {
+        if !is_flood(o.kind) || !o.named.is_empty() {
+            return None;
+        }
+        let a = self.atk.as_deref()?;
+        let counted = a.distinct.estimate().round() as u64;
+        Some(counted.max(a.sources.len() as u64)).filter(|&n| n > 0)
+    }
+
+    /// Whether a flood's sources are likely forged: many sources, most seen with a single
+    /// packet, and (for TCP) nearly every connection attempt left half-open — what
+    /// random-source spoofing looks like and what real hosts, which retry and answer, do not.
+    /// Reflection is not assessed: its sources are real reflectors.
+    fn spoofing(&self, s: &Settings, o: &Open) -> Option<SpoofingAssessment> {
+        if !is_flood(o.kind) || o.kind == AlertKind::UdpAmplification {
+            return None;
+        }
+        let a = self.atk.as_deref()?;
+        let tracked = a.sources.len();
+        if tracked == 0 {
+            return None;
+        }
+        let distinct = (a.distinct.estimate().round() as u64).max(tracked as u64);
+        let once = a.sources.values().filter(|x| x.pkts <= 1).count();
+        let seen_once_share = once as f64 / tracked as f64;
+        let bogons = a.sources.keys().filter(|k| is_bogon(**k)).count();
+        let bogon_share = bogons as f64 / tracked as f64;
+        let half_open = o.peak.as_ref().and_then(|p| {
+            (p.b.tcp_new > 0).then(|| f64::from(p.b.tcp_half_open) / f64::from(p.b.tcp_new))
+        });
+        let likely = distinct >= SPOOF_MIN_SOURCES
+            && seen_once_share >= SPOOF_ONCE_SHARE
+            && half_open.is_none_or(|h| h >= s.syn_half_open_share);
+        let method = format!(
+            "{distinct} distinct sources (at least {SPOOF_MIN_SOURCES} for a verdict of forged); of the {tracked} followed, {:.0} % sent one packet only (at least {:.0} %){}; {:.0} % in reserved or unallocated space",
+            seen_once_share * 100.0,
+            SPOOF_ONCE_SHARE * 100.0,
+            half_open.map_or(String::new(), |h| format!(
+                "; {:.0} % of the peak second's connection attempts left half-open (at least {:.0} %)",
+                h * 100.0,
+                s.syn_half_open_share * 100.0
+            )),
+            bogon_share * 100.0,
+        );
+        Some(SpoofingAssessment {
+            likely_spoofed: likely,
+            distinct_sources: distinct,
+            one_packet_half_open_share: half_open,
+            seen_once_share: Some(seen_once_share),
+            bogon_share: Some(bogon_share),
+            ttl_spread: None,
+            method,
+        })
+    }
+}
+
+/// A flood is judged spoofed only with at least this many distinct sources…
+const SPOOF_MIN_SOURCES: u64 = 1_000;
+/// …most of them seen with a single packet (the sources followed are the attack's first, where
+/// a spoofing tool's own retries cluster; hosts that flood for real send many packets each).
+const SPOOF_ONCE_SHARE: f64 = 0.75;
+
+/// Addresses no host on the Internet sends from: unspecified, loopback, private, shared,
+/// link-local, documentation, benchmarking, multicast and reserved ranges (RFC 6890).
+fn is_bogon(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            v.is_unspecified()
+                || v.is_loopback()
+                || v.is_private()
+                || v.is_link_local()
+                || v.is_documentation()
+                || v.is_broadcast()
+                || o[0] == 0
+                || o[0] >= 224
+                || (o[0] == 100 && o[1] & 0xc0 == 64)
+                || (o[0] == 198 && o[1] & 0xfe == 18)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+        }
+        IpAddr::V6(v) => {
+            let seg = v.segments();
+            v.is_unspecified()
+                || v.is_loopback()
+                || v.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00
+                || (seg[0] & 0xffc0) == 0xfe80
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8)
         }
     }
 }

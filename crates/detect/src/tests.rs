@@ -1507,3 +1507,58 @@ fn interim_reports_count_each_packet_once_in_its_own_second() {
     let last = out.last().unwrap();
     assert_eq!(last.measured.new_flows_per_s, 20.0, "{last:?}");
 }
+
+#[test]
+fn a_flood_from_real_hosts_that_send_again_is_not_called_spoofed() {
+    // 2 000 sources, each sending ten packets a second: many sources, none seen once.
+    let mut d = detector(
+        vec![asset("dns", "192.0.2.0/24", udp_limit(1000))],
+        Settings::default(),
+    );
+    let mut recs = Vec::new();
+    for s in 0..5u64 {
+        for i in 0..2_000u32 {
+            recs.push(rec(
+                &d,
+                17,
+                (v4(0x5000_0000 + i), 4444),
+                (ip("192.0.2.53"), 53),
+                (100 + s) * NS + u64::from(i) * 400_000,
+                dir(10, 1_000),
+                dir(0, 0),
+                ConnState::S0,
+            ));
+        }
+    }
+    let out = run(&mut d, &recs);
+    let closed = out.last().unwrap();
+    assert_eq!(closed.kind, AlertKind::VolumetricFlood);
+    let sp = closed.spoofing.as_ref().expect("assessed");
+    assert!(!sp.likely_spoofed, "{sp:?}");
+    assert_eq!(sp.seen_once_share, Some(0.0));
+    let total = closed.sources_total.unwrap();
+    assert!((1_800..=2_200).contains(&total), "{total}");
+    // One packet each from as many sources: forged by every measure.
+    let mut d = detector(
+        vec![asset("dns", "192.0.2.0/24", udp_limit(1000))],
+        Settings::default(),
+    );
+    let mut load = Vec::new();
+    for s in 0..5u64 {
+        for i in 0..3_000u32 {
+            load.push(rec(
+                &d,
+                17,
+                (v4(0x5100_0000 + s as u32 * 3_000 + i), 4444),
+                (ip("192.0.2.53"), 53),
+                (100 + s) * NS + u64::from(i) * 300_000,
+                dir(1, 100),
+                dir(0, 0),
+                ConnState::S0,
+            ));
+        }
+    }
+    let out = run(&mut d, &load);
+    let sp = out.last().unwrap().spoofing.clone().expect("assessed");
+    assert!(sp.likely_spoofed, "{sp:?}");
+}

@@ -172,9 +172,11 @@ fn drain(
             }
             // The transport's message names the last step only; the context names the
             // whole wait.
-            Err(e) if left <= step => return Err(anyhow::Error::new(e).context(format!(
+            Err(e) if left <= step => {
+                return Err(anyhow::Error::new(e).context(format!(
                 "the broker did not acknowledge every batch within the drain timeout ({timeout:?})"
-            ))),
+            )))
+            }
             Err(_) => {}
         }
     }
