@@ -48,6 +48,8 @@ pub enum KafkaSetupError {
         source: std::io::Error,
     },
     #[error("librdkafka refused the settings: {0}")]
+    Refused(String),
+    #[error("Kafka client error: {0}")]
     Client(#[from] KafkaError),
     #[error("cannot open the spool: {0}")]
     Spool(#[from] SpoolError),
@@ -134,6 +136,32 @@ pub fn client_config(
     Ok(c)
 }
 
+/// `msg` with the value of every sensitive property of `c` (see
+/// [`normwatch_config::is_sensitive_option`]) replaced, so that librdkafka's messages, which
+/// quote the values they refuse, never carry a secret into a log or an error.
+pub fn redact(c: &ClientConfig, msg: &str) -> String {
+    let mut msg = msg.to_string();
+    // `config_map` hides only the values rdkafka knows to be secret; `get` gives them all.
+    let mut secrets: Vec<&str> = c
+        .config_map()
+        .into_keys()
+        .filter(|k| normwatch_config::is_sensitive_option(k))
+        .filter_map(|k| c.get(k))
+        .filter(|v| !v.is_empty())
+        .collect();
+    // Longest first, so a secret containing another is replaced whole.
+    secrets.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for v in secrets {
+        msg = msg.replace(v, "[redacted]");
+    }
+    msg
+}
+
+/// librdkafka's refusal to create a client, without the secrets of its settings.
+fn refused(c: &ClientConfig, e: &KafkaError) -> KafkaSetupError {
+    KafkaSetupError::Refused(redact(c, &e.to_string()))
+}
+
 fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
     if c.get(key).is_none() {
         c.set(key, value);
@@ -203,7 +231,8 @@ pub fn check_client_options(bus: &BusConfig, kafka: &KafkaConfig) -> Result<(), 
         let cfg = cfg.map_err(|e| e.to_string())?;
         if let Err(e) = cfg.create_native_config() {
             return Err(format!(
-                "kafka.options: librdkafka refuses them for the {role}: {e}"
+                "kafka.options: librdkafka refuses them for the {role}: {}",
+                redact(&cfg, &e.to_string())
             ));
         }
     }
@@ -217,7 +246,8 @@ pub fn ensure_topics(
     kafka: &KafkaConfig,
     timeout: Duration,
 ) -> Result<(), KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(bus, kafka)?.create()?;
+    let c = client_config(bus, kafka)?;
+    let admin: AdminClient<DefaultClientContext> = c.create().map_err(|e| refused(&c, &e))?;
     create_topics(&admin, bus, timeout)
 }
 
@@ -488,11 +518,14 @@ impl KafkaPublisher {
                 "replaying batches spooled by an earlier run"
             );
         }
-        let producer: ThreadedProducer<ProduceContext> = producer_config(bus, kafka)?
+        let c = producer_config(bus, kafka)?;
+        let producer: ThreadedProducer<ProduceContext> = c
             .create_with_context(ProduceContext {
                 shared: shared.clone(),
-            })?;
-        let admin: AdminClient<DefaultClientContext> = client_config(bus, kafka)?.create()?;
+            })
+            .map_err(|e| refused(&c, &e))?;
+        let c = client_config(bus, kafka)?;
+        let admin: AdminClient<DefaultClientContext> = c.create().map_err(|e| refused(&c, &e))?;
         let topics_ready = match create_topics(&admin, bus, setup_timeout) {
             Ok(()) => true,
             Err(KafkaSetupError::Client(e)) => {
@@ -875,13 +908,15 @@ impl KafkaSubscriber {
     ) -> Result<Self, KafkaSetupError> {
         let name = TopicNames::from_config(bus).name(topic).to_string();
         let assignments = Arc::new(AtomicU64::new(0));
-        let consumer: BaseConsumer<ConsumeContext> = consumer_config(bus, kafka)?
+        let c = consumer_config(bus, kafka)?;
+        let consumer: BaseConsumer<ConsumeContext> = c
             .create_with_context(ConsumeContext {
                 metrics: metrics.clone(),
                 topic: name.clone(),
                 label: TransportMetrics::topic_label(topic),
                 assignments: assignments.clone(),
-            })?;
+            })
+            .map_err(|e| refused(&c, &e))?;
         consumer.subscribe(&[&name])?;
         Ok(KafkaSubscriber {
             consumer,
@@ -1046,5 +1081,31 @@ mod tests {
         kafka.options = vec![("no.such.property".into(), "1".into())];
         let e = check_client_options(&bus(), &kafka).unwrap_err();
         assert!(e.contains("no.such.property"), "{e}");
+    }
+
+    #[test]
+    fn a_refused_secret_option_is_not_echoed() {
+        // librdkafka quotes a value it refuses; a secret must not come back in the error.
+        let mut kafka = KafkaConfig::default();
+        kafka.options = vec![
+            (
+                "sasl.oauthbearer.client.secret".into(),
+                "s3cr3t-Value-42".into(),
+            ),
+            ("ssl.key.password".into(), "hunter2-pass".into()),
+            ("enable.ssl.certificate.verification".into(), "maybe".into()),
+        ];
+        let e = check_client_options(&bus(), &kafka).unwrap_err();
+        assert!(e.contains("librdkafka refuses"), "{e}");
+        assert!(
+            !e.contains("s3cr3t-Value-42") && !e.contains("hunter2-pass"),
+            "{e}"
+        );
+        let mut c = ClientConfig::new();
+        c.set("sasl.password", "s3cr3t-Value-42");
+        assert_eq!(
+            redact(&c, "Invalid value \"s3cr3t-Value-42\" for sasl.password"),
+            "Invalid value \"[redacted]\" for sasl.password"
+        );
     }
 }
