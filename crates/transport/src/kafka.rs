@@ -26,7 +26,7 @@ use rdkafka::producer::{
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -325,11 +325,45 @@ struct ProducerShared {
     names: TopicNames,
     /// Counters already folded into the metrics (the spool counts since it was opened).
     dropped_seen: AtomicU64,
+    dropped_weight_seen: AtomicU64,
     /// How often spooled data is forced to the device; zero: after every message.
     sync_interval: Duration,
+    /// Live messages handed to librdkafka whose delivery report has not come yet; the
+    /// condition is signalled by every report, so waiting for acknowledgements costs no
+    /// fixed slice of time.
+    live: Mutex<u64>,
+    settled: Condvar,
 }
 
 impl ProducerShared {
+    fn sent_live(&self) {
+        *lock(&self.live) += 1;
+    }
+
+    fn settled_live(&self) {
+        let mut n = lock(&self.live);
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.settled.notify_all();
+        }
+    }
+
+    /// Waits until every live message is acknowledged or spooled; false at the deadline.
+    fn wait_settled(&self, deadline: Instant) -> bool {
+        let mut n = lock(&self.live);
+        while *n > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            n = match self.settled.wait_timeout(n, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        true
+    }
+
     fn update_spool_gauges(&self, spool: &Spool) {
         let m = &self.metrics;
         m.spool_messages.set(spool.len() as i64);
@@ -338,6 +372,11 @@ impl ProducerShared {
         let before = self.dropped_seen.swap(dropped, Ordering::Relaxed);
         if dropped > before {
             m.spool_dropped_messages.inc_by(dropped - before);
+        }
+        let weight = spool.counters().dropped_weight;
+        let before = self.dropped_weight_seen.swap(weight, Ordering::Relaxed);
+        if weight > before {
+            m.lost_records.inc_by(weight - before);
         }
     }
 
@@ -362,6 +401,7 @@ impl ProducerShared {
             }
             Err(e) => {
                 self.metrics.spool_dropped_messages.inc();
+                self.metrics.lost_records.inc_by(batch_records(&entry));
                 tracing::error!(error = %e, topic, "cannot spool a batch; it is lost");
             }
         }
@@ -388,6 +428,11 @@ impl ProducerShared {
     }
 }
 
+/// The flow records a spooled message holds (0 for what is not a flow batch).
+fn batch_records(e: &SpoolEntry) -> u64 {
+    crate::wire::record_count(&e.payload).map_or(0, u64::from)
+}
+
 /// The producer's callbacks: delivery reports and client errors.
 #[derive(Debug)]
 struct ProduceContext {
@@ -411,7 +456,17 @@ impl ProducerContext for ProduceContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, origin: Box<Origin>) {
         let s = &self.shared;
-        match (result, *origin) {
+        let live = matches!(*origin, Origin::Live(_));
+        self.report(s, result, *origin);
+        if live {
+            s.settled_live();
+        }
+    }
+}
+
+impl ProduceContext {
+    fn report(&self, s: &ProducerShared, result: &DeliveryResult<'_>, origin: Origin) {
+        match (result, origin) {
             (Ok(msg), Origin::Live(topic)) => {
                 s.set_broker_down(false, "");
                 let label = TransportMetrics::topic_label(topic);
@@ -498,7 +553,8 @@ impl KafkaPublisher {
         metrics: TransportMetrics,
         setup_timeout: Duration,
     ) -> Result<Self, KafkaSetupError> {
-        let spool_store = Spool::open(&spool.path, spool.max_bytes)?;
+        let mut spool_store = Spool::open(&spool.path, spool.max_bytes)?;
+        spool_store.set_weigher(batch_records);
         let leftover = spool_store.len();
         let shared = Arc::new(ProducerShared {
             spool_mode: AtomicBool::new(leftover > 0),
@@ -508,7 +564,10 @@ impl KafkaPublisher {
             metrics,
             names: TopicNames::from_config(bus),
             dropped_seen: AtomicU64::new(0),
+            dropped_weight_seen: AtomicU64::new(0),
             sync_interval: spool.sync_interval,
+            live: Mutex::new(0),
+            settled: Condvar::new(),
         });
         shared.update_spool_gauges(&lock(&shared.spool));
         if leftover > 0 {
@@ -602,7 +661,13 @@ impl Publisher for KafkaPublisher {
             .payload(&payload);
         let started = Instant::now();
         loop {
-            match self.producer.send(record) {
+            // Counted before the send: the report may come before `send` returns.
+            self.shared.sent_live();
+            let sent = self.producer.send(record);
+            if sent.is_err() {
+                self.shared.settled_live();
+            }
+            match sent {
                 Ok(()) => return Ok(()),
                 Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                     // A full queue is backpressure while the broker keeps up, an outage
@@ -623,26 +688,53 @@ impl Publisher for KafkaPublisher {
         }
     }
 
+    /// Returns once every message published so far is acknowledged by the broker or kept
+    /// in the spool (forced to the device): either way it is no longer only in memory, and
+    /// the spool's messages are sent when the broker returns, by this process or the next
+    /// one using the spool. An outage is therefore no failure here; [`KafkaPublisher::drain`]
+    /// waits for the spool to empty too.
     fn flush(&mut self, timeout: Duration) -> Result<(), TransportError> {
         let deadline = Instant::now() + timeout;
+        // Send what lingers now; the reports arrive on the producer's polling thread.
+        let _ = self.producer.flush(Duration::ZERO);
+        if !self.shared.wait_settled(deadline) {
+            let live = *lock(&self.shared.live);
+            return Err(TransportError::Broker(format!(
+                "after {timeout:?}, {live} messages are neither acknowledged nor spooled"
+            )));
+        }
+        if self.shared.spool_mode.load(Ordering::Acquire) {
+            lock(&self.shared.spool)
+                .sync()
+                .map_err(|e| TransportError::Broker(format!("cannot sync the spool: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+impl KafkaPublisher {
+    /// Waits until every message is acknowledged, the spooled ones included (the end of a
+    /// sensor run); an error says how many still wait in the spool.
+    pub fn drain(&mut self, timeout: Duration) -> Result<(), TransportError> {
+        let deadline = Instant::now() + timeout;
         loop {
-            let inflight = self.producer.in_flight_count();
+            let _ = self.producer.flush(Duration::ZERO);
+            let settled = self
+                .shared
+                .wait_settled(deadline.min(Instant::now() + Duration::from_millis(100)));
             let spooling = self.shared.spool_mode.load(Ordering::Acquire);
-            if inflight == 0 && !spooling {
+            if settled && !spooling {
                 return Ok(());
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if Instant::now() >= deadline {
+                let live = *lock(&self.shared.live);
                 let spooled = lock(&self.shared.spool).len();
                 return Err(TransportError::Broker(format!(
-                    "after {timeout:?}, {inflight} messages are still unacknowledged and {spooled} wait in the spool at {} (they are sent when the broker returns, by this or the next run)",
+                    "after {timeout:?}, {live} messages are still unacknowledged and {spooled} wait in the spool at {} (they are sent when the broker returns, by this or the next run)",
                     self.spool_dir.display()
                 )));
             }
-            let _ = self
-                .producer
-                .flush((deadline - now).min(Duration::from_millis(100)));
-            if spooling {
+            if settled {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }

@@ -21,6 +21,8 @@ pub const SCHEMA_VERSION: u16 = 2;
 pub const MAX_SENSOR_ID: usize = 64;
 
 const FIXED_HEADER: usize = 4 + 2 + 1;
+/// Records reserved for at once before decoding (a full sensor batch is a few thousand).
+const PREALLOC_RECORDS: usize = 8192;
 const TRAILER: usize = 4;
 
 /// A decoded batch.
@@ -135,6 +137,18 @@ fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
     Ok(h)
 }
 
+/// The record count a batch's header declares, if `bytes` starts like a batch of this
+/// schema (not verified: for counting what a dropped message held).
+pub fn record_count(bytes: &[u8]) -> Option<u32> {
+    if bytes.len() < FIXED_HEADER || bytes[..4] != MAGIC {
+        return None;
+    }
+    let id_len = usize::from(bytes[FIXED_HEADER - 1]);
+    let at = FIXED_HEADER + id_len + 8;
+    let c = bytes.get(at..at + 4)?;
+    Some(u32::from_le_bytes(c.try_into().ok()?))
+}
+
 /// Decodes and verifies a batch. Never panics, whatever the bytes.
 pub fn decode_batch<T: DeserializeOwned>(bytes: &[u8]) -> Result<Batch<T>, DecodeError> {
     if bytes.len() < FIXED_HEADER + 8 + 4 + 4 + TRAILER {
@@ -178,7 +192,10 @@ pub fn decode_batch<T: DeserializeOwned>(bytes: &[u8]) -> Result<Batch<T>, Decod
             found: 0,
         });
     }
-    let mut records = Vec::with_capacity(count as usize);
+    // The declared count sizes the allocation only up to what a plausible batch holds; a
+    // larger batch grows as its records actually decode, so a lying header cannot make a
+    // small message cost gigabytes.
+    let mut records = Vec::with_capacity((count as usize).min(PREALLOC_RECORDS));
     let mut rest = b;
     while !rest.is_empty() {
         let (r, tail) = postcard::take_from_bytes::<T>(rest)
