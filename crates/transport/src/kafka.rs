@@ -35,6 +35,9 @@ const REPLAY_WINDOW: usize = 256;
 /// Largest message the producer sends (librdkafka's default `message.max.bytes` is 1 000 000).
 pub const MAX_MESSAGE_BYTES: usize = 900_000;
 
+/// `max.message.bytes` of the topics normwatch creates (a record batch, headers included).
+const TOPIC_MAX_MESSAGE_BYTES: &str = "1048576";
+
 /// Why the Kafka transport could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSetupError {
@@ -265,6 +268,9 @@ fn create_topics<C: ClientContext>(
                 i32::try_from(tc.partitions).unwrap_or(i32::MAX),
                 TopicReplication::Fixed(i32::from(tc.replication)),
             )
+            // The broker refuses what no normwatch producer sends, so an oversized message
+            // from elsewhere never reaches (and wedges) a consumer.
+            .set("max.message.bytes", TOPIC_MAX_MESSAGE_BYTES)
         })
         .collect();
     let opts = AdminOptions::new()

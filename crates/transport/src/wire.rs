@@ -17,6 +17,10 @@ pub const MAGIC: [u8; 4] = *b"NWFB";
 /// flow-export origin); postcard is not self-describing, so version 1 batches are refused
 /// with their reason rather than misread.
 pub const SCHEMA_VERSION: u16 = 2;
+/// Largest batch a consumer decodes: a sensor's messages stay under
+/// `kafka::MAX_MESSAGE_BYTES`, and topics are created refusing more than this. A larger
+/// message is counted and skipped undecoded, so it cannot cost memory many times its size.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Longest sensor id the envelope carries.
 pub const MAX_SENSOR_ID: usize = 64;
 
@@ -48,18 +52,21 @@ pub enum DecodeError {
     CountMismatch { declared: u32, found: u32 },
     #[error("malformed batch: {0}")]
     Malformed(String),
+    #[error("batch of {0} bytes is larger than any sensor sends ({MAX_BATCH_BYTES})")]
+    TooLarge(usize),
 }
 
 impl DecodeError {
     /// Metric label.
     /// Every [`DecodeError::reason`] label.
-    pub const REASONS: [&'static str; 6] = [
+    pub const REASONS: [&'static str; 7] = [
         "too_short",
         "bad_magic",
         "unsupported_version",
         "bad_checksum",
         "count_mismatch",
         "malformed",
+        "too_large",
     ];
 
     pub fn reason(&self) -> &'static str {
@@ -70,6 +77,7 @@ impl DecodeError {
             DecodeError::BadChecksum => "bad_checksum",
             DecodeError::CountMismatch { .. } => "count_mismatch",
             DecodeError::Malformed(_) => "malformed",
+            DecodeError::TooLarge(_) => "too_large",
         }
     }
 }
@@ -151,6 +159,9 @@ pub fn record_count(bytes: &[u8]) -> Option<u32> {
 
 /// Decodes and verifies a batch. Never panics, whatever the bytes.
 pub fn decode_batch<T: DeserializeOwned>(bytes: &[u8]) -> Result<Batch<T>, DecodeError> {
+    if bytes.len() > MAX_BATCH_BYTES {
+        return Err(DecodeError::TooLarge(bytes.len()));
+    }
     if bytes.len() < FIXED_HEADER + 8 + 4 + 4 + TRAILER {
         return Err(DecodeError::TooShort(bytes.len()));
     }
@@ -233,6 +244,7 @@ mod tests {
                 found: 0,
             },
             DecodeError::Malformed(String::new()),
+            DecodeError::TooLarge(0),
         ];
         let labels: Vec<&str> = all.iter().map(DecodeError::reason).collect();
         assert_eq!(labels, DecodeError::REASONS);
@@ -300,6 +312,20 @@ mod tests {
                 }),
             },
         ]
+    }
+
+    #[test]
+    fn an_oversized_message_is_refused_before_decoding() {
+        let big = vec![0u8; MAX_BATCH_BYTES + 1];
+        let e = decode_batch::<u32>(&big).unwrap_err();
+        assert_eq!(e.reason(), "too_large");
+    }
+
+    #[test]
+    fn record_count_reads_the_header() {
+        let b = encode_batch("sensor-a", 1, &[1u8, 2, 3]).unwrap();
+        assert_eq!(record_count(&b), Some(3));
+        assert_eq!(record_count(b"{\"id\":1}"), None);
     }
 
     #[test]
