@@ -1073,3 +1073,61 @@ fn alert_events_spooled_in_an_outage_are_sent_by_the_next_detector() {
         );
     }
 }
+
+/// Regression (issue 19): a message far over what a sensor sends wedged the consumer or
+/// cost many times its size to decode. Topics are created refusing such messages; one that
+/// is on the topic anyway (the broker took it) is counted as `too_large`, committed and
+/// skipped, and the batches after it still arrive.
+#[test]
+fn an_oversized_message_on_the_flows_topic_is_counted_and_skipped() {
+    use normwatch_model::FlowRecord;
+    use normwatch_transport::wire::encode_batch;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::memory(dir.path());
+    broker.start();
+    let s = setup(ConfigOpts {
+        brokers: &broker.addr(),
+        ..ConfigOpts::default()
+    });
+    let want = expected(&s);
+    let out = output(&mut sensor(&s, &[]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first: FlowRecord = serde_json::from_str(&want[0]).unwrap();
+    let good = encode_batch("peer", 1, std::slice::from_ref(&first)).unwrap();
+    let big = vec![0x5au8; 3 << 20];
+    // A producer that allows what normwatch's never sends.
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("message.max.bytes", "10000000")
+        .create()
+        .unwrap();
+    for payload in [&big, &good] {
+        p.send(
+            BaseRecord::<[u8], _>::to("normwatch.flows")
+                .key(&b"raw"[..])
+                .payload(payload.as_slice()),
+        )
+        .unwrap();
+        p.flush(Duration::from_secs(20)).unwrap();
+    }
+    let stored = consume_raw(&broker.addr(), "normwatch.flows", Duration::from_secs(3))
+        .iter()
+        .filter(|(_, payload)| payload.len() == big.len())
+        .count();
+    let (got, err) = Detector::start(&s, "detect", "5s").wait();
+    assert_eq!(
+        metric_with(
+            &err,
+            "normwatch_transport_rejected_batches_total",
+            "too_large"
+        ),
+        stored as f64,
+        "{err}"
+    );
+    let mut want = want;
+    want.push(serde_json::to_string(&first).unwrap());
+    assert_same_multiset(&got, &want, "around an oversized message");
+}
