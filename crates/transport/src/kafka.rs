@@ -161,8 +161,19 @@ pub fn redact(c: &ClientConfig, msg: &str) -> String {
 }
 
 /// librdkafka's refusal to create a client, without the secrets of its settings.
+/// A TLS file librdkafka cannot use is named (its message says only which property failed).
 fn refused(c: &ClientConfig, e: &KafkaError) -> KafkaSetupError {
-    KafkaSetupError::Refused(redact(c, &e.to_string()))
+    let mut msg = redact(c, &e.to_string());
+    for (prop, key) in [
+        ("ssl.ca.location", "kafka.tls.ca"),
+        ("ssl.certificate.location", "kafka.tls.cert"),
+        ("ssl.key.location", "kafka.tls.key"),
+    ] {
+        if let (true, Some(path)) = (msg.contains(prop), c.get(prop)) {
+            msg = format!("{key} {path}: {msg}");
+        }
+    }
+    KafkaSetupError::Refused(msg)
 }
 
 fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
@@ -988,6 +999,35 @@ pub struct KafkaSubscriber {
     assignments: Arc<AtomicU64>,
 }
 
+impl KafkaSubscriber {
+    /// Sets the consumer-lag gauge from the broker's high watermarks and this member's
+    /// positions, so the figure a run ends with is not the statistics of seconds before.
+    /// With the broker away the last figure stays (one short wait, not one per partition).
+    fn settle_lag(&self) {
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        let mut lag = 0i64;
+        for e in positions.elements_for_topic(&self.name) {
+            let Ok((low, high)) =
+                self.consumer
+                    .fetch_watermarks(&self.name, e.partition(), Duration::from_secs(2))
+            else {
+                return;
+            };
+            let at = match e.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                _ => low,
+            };
+            lag += (high - at).max(0);
+        }
+        self.metrics
+            .consumer_lag_messages
+            .with_label_values(&[TransportMetrics::topic_label(self.topic)])
+            .set(lag);
+    }
+}
+
 impl std::fmt::Debug for KafkaSubscriber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSubscriber")
@@ -1074,6 +1114,7 @@ impl Subscriber for KafkaSubscriber {
     }
 
     fn close(&mut self) -> Result<(), TransportError> {
+        self.settle_lag();
         if self.stored {
             match self.consumer.commit_consumer_state(CommitMode::Sync) {
                 // Nothing stored since the last automatic commit.
@@ -1179,6 +1220,31 @@ mod tests {
         kafka.options = vec![("no.such.property".into(), "1".into())];
         let e = check_client_options(&bus(), &kafka).unwrap_err();
         assert!(e.contains("no.such.property"), "{e}");
+    }
+
+    #[test]
+    fn a_tls_file_librdkafka_refuses_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("not-a-ca.pem");
+        std::fs::write(&ca, "not a certificate\n").unwrap();
+        let kafka = KafkaConfig {
+            tls: Some(TlsConfig {
+                ca: Some(ca.clone()),
+                cert: None,
+                key: None,
+                key_password_file: None,
+            }),
+            ..KafkaConfig::default()
+        };
+        let c = client_config(&bus(), &kafka).unwrap();
+        let e = c
+            .create::<AdminClient<DefaultClientContext>>()
+            .map_err(|e| refused(&c, &e))
+            .err()
+            .expect("librdkafka refuses a CA file without a certificate");
+        let text = e.to_string();
+        assert!(text.contains(&format!("kafka.tls.ca {}", ca.display())), "{text}");
+        assert_eq!(text.matches("ssl.ca.location").count(), 1, "{text}");
     }
 
     #[test]
