@@ -714,11 +714,26 @@ impl Publisher for KafkaPublisher {
         let deadline = Instant::now() + timeout;
         // Send what lingers now; the reports arrive on the producer's polling thread.
         let _ = self.producer.flush(Duration::ZERO);
-        if !self.shared.wait_settled(deadline) {
-            let live = *lock(&self.shared.live);
-            return Err(TransportError::Broker(format!(
-                "after {timeout:?}, {live} messages are neither acknowledged nor spooled"
-            )));
+        let mut purged = false;
+        loop {
+            let slice = deadline.min(Instant::now() + Duration::from_millis(100));
+            if self.shared.wait_settled(slice) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let live = *lock(&self.shared.live);
+                return Err(TransportError::Broker(format!(
+                    "after {timeout:?}, {live} messages are neither acknowledged nor spooled"
+                )));
+            }
+            // With no broker reachable, what librdkafka holds would wait out the delivery
+            // timeout (and a stop signal with it): it goes to the spool now instead. A
+            // message the broker took after all is sent twice, never lost.
+            if !purged && self.shared.broker_down.load(Ordering::Acquire) {
+                purged = true;
+                self.producer
+                    .purge(PurgeConfig::default().queue().inflight());
+            }
         }
         if self.shared.spool_mode.load(Ordering::Acquire) {
             lock(&self.shared.spool)
@@ -1243,7 +1258,10 @@ mod tests {
             .err()
             .expect("librdkafka refuses a CA file without a certificate");
         let text = e.to_string();
-        assert!(text.contains(&format!("kafka.tls.ca {}", ca.display())), "{text}");
+        assert!(
+            text.contains(&format!("kafka.tls.ca {}", ca.display())),
+            "{text}"
+        );
         assert_eq!(text.matches("ssl.ca.location").count(), 1, "{text}");
     }
 
