@@ -1252,11 +1252,12 @@ mod tests {
             ..KafkaConfig::default()
         };
         let c = client_config(&bus(), &kafka).unwrap();
-        let e = c
+        let Err(e) = c
             .create::<AdminClient<DefaultClientContext>>()
             .map_err(|e| refused(&c, &e))
-            .err()
-            .expect("librdkafka refuses a CA file without a certificate");
+        else {
+            panic!("librdkafka took a CA file without a certificate");
+        };
         let text = e.to_string();
         assert!(
             text.contains(&format!("kafka.tls.ca {}", ca.display())),
@@ -1268,15 +1269,17 @@ mod tests {
     #[test]
     fn a_refused_secret_option_is_not_echoed() {
         // librdkafka quotes a value it refuses; a secret must not come back in the error.
-        let mut kafka = KafkaConfig::default();
-        kafka.options = vec![
-            (
-                "sasl.oauthbearer.client.secret".into(),
-                "s3cr3t-Value-42".into(),
-            ),
-            ("ssl.key.password".into(), "hunter2-pass".into()),
-            ("enable.ssl.certificate.verification".into(), "maybe".into()),
-        ];
+        let kafka = KafkaConfig {
+            options: vec![
+                (
+                    "sasl.oauthbearer.client.secret".into(),
+                    "s3cr3t-Value-42".into(),
+                ),
+                ("ssl.key.password".into(), "hunter2-pass".into()),
+                ("enable.ssl.certificate.verification".into(), "maybe".into()),
+            ],
+            ..KafkaConfig::default()
+        };
         let e = check_client_options(&bus(), &kafka).unwrap_err();
         assert!(e.contains("librdkafka refuses"), "{e}");
         assert!(
