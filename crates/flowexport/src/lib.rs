@@ -392,7 +392,9 @@ impl Decoder {
         }
         let key = (from.ip(), version);
         if !self.sessions.contains_key(&key) {
-            self.expire_sessions(now_ns);
+            if self.sessions.len() >= self.cfg.max_sessions {
+                self.expire_sessions(now_ns);
+            }
             if self.sessions.len() >= self.cfg.max_sessions {
                 // A new sender ranks as never useful: it displaces only others like it.
                 let batch = (self.cfg.max_sessions / 8).max(1);
