@@ -955,6 +955,8 @@ struct ConsumeContext {
     label: &'static str,
     /// Partition assignments received.
     assignments: Arc<AtomicU64>,
+    /// Set when librdkafka reports every broker down, cleared by the next message.
+    broker_down: AtomicBool,
 }
 
 impl ClientContext for ConsumeContext {
@@ -977,6 +979,7 @@ impl ClientContext for ConsumeContext {
     fn error(&self, error: KafkaError, reason: &str) {
         self.metrics.client_errors.inc();
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.broker_down.store(true, Ordering::Release);
             tracing::warn!(reason, "kafka: no broker reachable; waiting for one");
         } else {
             tracing::debug!(%error, reason, "kafka client error");
@@ -1068,6 +1071,7 @@ impl KafkaSubscriber {
                 topic: name.clone(),
                 label: TransportMetrics::topic_label(topic),
                 assignments: assignments.clone(),
+                broker_down: AtomicBool::new(false),
             })
             .map_err(|e| refused(&c, &e))?;
         consumer.subscribe(&[&name])?;
@@ -1087,6 +1091,10 @@ impl Subscriber for KafkaSubscriber {
         match self.consumer.poll(timeout) {
             None => Ok(None),
             Some(Ok(m)) => {
+                self.consumer
+                    .context()
+                    .broker_down
+                    .store(false, Ordering::Release);
                 self.metrics
                     .consumed_messages
                     .with_label_values(&[TransportMetrics::topic_label(self.topic)])
@@ -1129,6 +1137,16 @@ impl Subscriber for KafkaSubscriber {
     }
 
     fn close(&mut self) -> Result<(), TransportError> {
+        if self.consumer.context().broker_down.load(Ordering::Acquire) {
+            // A synchronous commit would wait for a coordinator that is not there (and a
+            // stop signal with it). What was processed since the last commit is processed
+            // again by whoever consumes next: at least once, as after a crash.
+            tracing::warn!(
+                "kafka: no broker reachable at exit; offsets since the last commit are not committed"
+            );
+            self.stored = false;
+            return Ok(());
+        }
         self.settle_lag();
         if self.stored {
             match self.consumer.commit_consumer_state(CommitMode::Sync) {
