@@ -3,7 +3,13 @@
 //! a real Kafka-protocol broker (tansu, started here on a loopback port with in-memory
 //! storage) measured in the same run.
 //!
-//! `cargo bench -p normwatch-benches --bench transport [-- RECORDS]` (default 2 000 000).
+//! Also the cost of waiting for one alert event's acknowledgement (what `detect` does
+//! before it commits a batch that raised an alert): `KafkaPublisher` publish + flush, beside
+//! rdkafka's own `Producer::flush` on a `ThreadedProducer`, which the publisher used before
+//! and which sleeps in 100 ms polling slices while another thread takes the reports.
+//!
+//! `cargo bench -p normwatch-benches --bench transport [-- RECORDS]` (default 2 000 000);
+//! `-- alerts` measures only the acknowledgement wait.
 //! Needs `tansu` on PATH (or its path in NORMWATCH_TANSU).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -243,11 +249,103 @@ fn kafka(recs: &[FlowRecord], compression: Compression, run: usize) -> f64 {
     secs
 }
 
+/// Mean and median time of `rounds` × (publish one alert-sized message, wait for its
+/// acknowledgement), in ms.
+fn ack_latency(mut one: impl FnMut(usize), rounds: usize) -> (f64, f64) {
+    // The first round includes connecting and topic metadata.
+    one(0);
+    let mut t: Vec<f64> = (1..=rounds)
+        .map(|i| {
+            let s = Instant::now();
+            one(i);
+            s.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    (t.iter().sum::<f64>() / t.len() as f64, t[t.len() / 2])
+}
+
+fn alert_acks(rounds: usize) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let _broker = tansu(port);
+    let addr = format!("127.0.0.1:{port}");
+    let bus = BusConfig {
+        brokers: vec![addr.clone()],
+        ..BusConfig::default()
+    };
+    let spool_dir = tempfile::tempdir().expect("tempdir");
+    let spool = SpoolConfig {
+        path: spool_dir.path().to_path_buf(),
+        ..SpoolConfig::default()
+    };
+    let payload = vec![b'a'; 600];
+    let mut publisher = KafkaPublisher::new(
+        &bus,
+        &KafkaConfig::default(),
+        &spool,
+        TransportMetrics::unregistered(),
+        Duration::from_secs(10),
+    )
+    .expect("producer");
+    let (mean, median) = ack_latency(
+        |i| {
+            publisher
+                .publish(
+                    Topic::Alerts,
+                    format!("alert-{i}").as_bytes(),
+                    payload.clone(),
+                )
+                .expect("publish");
+            publisher.flush(Duration::from_secs(30)).expect("flush");
+        },
+        rounds,
+    );
+    println!(
+        "{:<44} {rounds} alert events, mean {mean:7.2} ms, median {median:7.2} ms per publish + acknowledgement",
+        "KafkaPublisher publish + flush"
+    );
+    drop(publisher);
+    let raw: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let (mean, median) = ack_latency(
+        |i| {
+            let key = format!("alert-{i}");
+            raw.send(
+                BaseRecord::to(&bus.topics.alerts.name)
+                    .key(key.as_bytes())
+                    .payload(&payload),
+            )
+            .map_err(|(e, _)| e)
+            .expect("send");
+            raw.flush(Duration::from_secs(30)).expect("flush");
+        },
+        rounds,
+    );
+    println!(
+        "{:<44} {rounds} alert events, mean {mean:7.2} ms, median {median:7.2} ms per publish + acknowledgement",
+        "rdkafka ThreadedProducer::flush (before)"
+    );
+}
+
 fn main() {
     let n = std::env::args()
         .skip(1)
         .find_map(|a| a.parse::<usize>().ok())
         .unwrap_or(2_000_000);
+    if std::env::args().any(|a| a == "alerts") {
+        alert_acks(200);
+        return;
+    }
     let recs = records(n);
     println!(
         "transport end to end: sensor encode -> transport -> consumer decode + de-duplicate, {} cores",
@@ -261,4 +359,5 @@ fn main() {
         lz4 / mem,
         zstd / mem
     );
+    alert_acks(200);
 }

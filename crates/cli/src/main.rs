@@ -201,6 +201,82 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether `path` can be read by group or others (a secret there is not secret).
+#[cfg(unix)]
+fn shared_mode(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+#[cfg(not(unix))]
+fn shared_mode(_: &std::path::Path) -> Option<u32> {
+    None
+}
+
+/// What the files the configuration names would make fail at run time: TLS files and
+/// secret files (missing, or a private one others can read) and `[evidence]` (its own
+/// validation, the signing key with its mode, the recipient directory, the attribution
+/// databases), each as `key: problem`.
+fn check_files(cfg: &normwatch_config::Config) -> anyhow::Result<Vec<String>> {
+    use std::path::Path;
+    let mut problems = Vec::new();
+    let exists = |problems: &mut Vec<String>, key: &str, path: &Path, secret: bool| {
+        if !path.is_file() {
+            problems.push(format!("{key}: {}: no such file", path.display()));
+        } else if let Some(mode) = secret.then(|| shared_mode(path)).flatten() {
+            problems.push(format!(
+                "{key}: {}: readable by group or others (mode {mode:04o}); run chmod 600",
+                path.display()
+            ));
+        }
+    };
+    if let Some(tls) = &cfg.kafka.tls {
+        if let Some(p) = &tls.ca {
+            exists(&mut problems, "kafka.tls.ca", p, false);
+        }
+        if let Some(p) = &tls.cert {
+            exists(&mut problems, "kafka.tls.cert", p, false);
+        }
+        if let Some(p) = &tls.key {
+            exists(&mut problems, "kafka.tls.key", p, true);
+        }
+        if let Some(p) = &tls.key_password_file {
+            exists(&mut problems, "kafka.tls.key_password_file", p, true);
+        }
+    }
+    if let Some(sasl) = &cfg.kafka.sasl {
+        if let normwatch_config::Secret::File(p) = &sasl.password {
+            exists(&mut problems, "kafka.sasl.password_file", p, true);
+        }
+    }
+    let ev = match normwatch_pipeline::evidence::evidence_config(cfg) {
+        Ok(Some(ev)) => ev,
+        Ok(None) => return Ok(problems),
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            return Ok(problems);
+        }
+    };
+    if let Err(e) = normwatch_evidence::keys::SecretKey::load(&ev.signing_key) {
+        problems.push(format!("evidence.signing_key: {e}"));
+    }
+    if let Err(e) = normwatch_evidence::recipients::Directory::load(&ev.recipients) {
+        problems.push(format!("evidence.recipients: {e}"));
+    }
+    let geo = &ev.geoip;
+    for (key, path) in [
+        ("evidence.geoip.country", Some(&geo.country)),
+        ("evidence.geoip.asn", geo.asn.as_ref()),
+        ("evidence.geoip.anonymous_ip", geo.anonymous_ip.as_ref()),
+    ] {
+        if let Some(p) = path {
+            exists(&mut problems, key, p, false);
+        }
+    }
+    Ok(problems)
+}
+
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     // A norm catalogue (config/norms.toml) is recognised by its [[norm]] entries.
     let is_catalogue = std::fs::read_to_string(file)
@@ -219,6 +295,14 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let cfg = normwatch_config::load(file)?;
     normwatch_transport::kafka::check_client_options(&cfg.bus, &cfg.kafka)
         .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
+    let problems = check_files(&cfg)?;
+    if !problems.is_empty() {
+        let list: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {p}", file.display()))
+            .collect();
+        return Err(UsageError(list.join("\n")).into());
+    }
     println!(
         "{}: ok ({} assets, sensor id {:?})",
         file.display(),

@@ -315,3 +315,42 @@ fn run_writes_alert_events_with_their_norms() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Regression (issue 19): `check-config` passed a configuration whose signing key others
+/// could read and whose TLS files did not exist; both failed only at run time.
+#[test]
+fn check_config_reports_evidence_and_tls_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = d.join("signing.key");
+    let out = run(&["keygen", "--out", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(
+        d.join("recipients.toml"),
+        "[[state]]\ncode = \"NL\"\nname = \"NCSC-NL\"\n[[state.channel]]\nkind = \"directory\"\npath = \"outbox\"\n",
+    )
+    .unwrap();
+    let geoip = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/geoip");
+    let evidence = format!(
+        "[evidence]\nown_state = \"NL\"\noperator = \"Example operator\"\nrecipients = \"recipients.toml\"\nsigning_key = \"signing.key\"\nout_dir = \"evidence\"\n[evidence.geoip]\ncountry = \"{}\"\n",
+        geoip.join("GeoLite2-Country-Test.mmdb").display()
+    );
+    let cfg = d.join("normwatch.toml");
+    std::fs::write(&cfg, &evidence).unwrap();
+    let out = run(&["check-config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let tls = "[bus]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\n[kafka.tls]\nca = \"no-such-ca.pem\"\n";
+    std::fs::write(&cfg, format!("{tls}{evidence}")).unwrap();
+    let out = run(&["check-config", cfg.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("evidence.signing_key"), "{err}");
+    assert!(err.contains("0644"), "{err}");
+    assert!(
+        err.contains("kafka.tls.ca") && err.contains("no-such-ca.pem"),
+        "{err}"
+    );
+}

@@ -999,3 +999,135 @@ fn corrupt_and_wrong_version_batches_are_counted_and_skipped() {
     want.push(serde_json::to_string(&first).unwrap());
     assert_same_multiset(&got, &want, "around bad batches");
 }
+
+/// Regression (issue 19): `KafkaPublisher::flush` failed whenever spool mode was set, so
+/// `detect` exited 1 during a broker outage, and a detector's alert spool
+/// (`detect-<group>-<pid>`) was left on disk where no successor looked. Now flush returns
+/// once the events are acknowledged or durably spooled, and the next `detect` of the group
+/// takes the orphaned spool over and sends what it holds.
+#[test]
+fn alert_events_spooled_in_an_outage_are_sent_by_the_next_detector() {
+    use normwatch_transport::bus::{Publisher, Topic};
+    use normwatch_transport::kafka::KafkaPublisher;
+    use normwatch_transport::metrics::TransportMetrics;
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::sqlite(dir.path());
+    broker.start();
+    let s = setup(ConfigOpts {
+        brokers: &broker.addr(),
+        ..ConfigOpts::default()
+    });
+    let cfg = normwatch_config::load(&s.config).unwrap();
+    // The spool a detector of the group (pid 4194303, beyond any real pid) left behind.
+    let mut spool = cfg.spool.clone();
+    spool.path = spool
+        .path
+        .join(format!("detect-{}-4194303", cfg.kafka.group_id));
+    let events: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| {
+            let id = format!("orphaned-alert-{i}");
+            let payload = format!("{{\"id\":\"{id}\",\"state\":\"open\"}}").into_bytes();
+            (id, payload)
+        })
+        .collect();
+    {
+        let mut p = KafkaPublisher::new(
+            &cfg.bus,
+            &cfg.kafka,
+            &spool,
+            TransportMetrics::unregistered(),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        broker.kill();
+        let started = Instant::now();
+        for (id, payload) in &events {
+            p.publish(Topic::Alerts, id.as_bytes(), payload.clone())
+                .unwrap();
+        }
+        // The broker is gone: flush returns once the events are spooled, not with an error.
+        p.flush(Duration::from_secs(60))
+            .expect("flush during an outage");
+        assert!(started.elapsed() < Duration::from_secs(60));
+        assert_eq!(p.spooled(), events.len() as u64);
+    }
+    assert!(spool.path.exists(), "the spool outlives its process");
+    broker.start();
+    let alerts_out = s.dir.path().join("successor-alerts.jsonl");
+    let mut c = cmd(&["detect", "--exit-when-idle", "5s", "--config"]);
+    c.arg(&s.config).arg("--alerts-out").arg(&alerts_out);
+    let out = output(&mut c);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "detect failed: {err}");
+    assert!(err.contains("took over alert events"), "{err}");
+    assert!(!spool.path.exists(), "the taken-over spool is removed");
+    let topic = consume_raw(&broker.addr(), "normwatch.alerts", Duration::from_secs(5));
+    for (id, payload) in &events {
+        assert!(
+            topic
+                .iter()
+                .any(|(k, p)| k == id.as_bytes() && p == payload),
+            "{id} never reached the alerts topic ({} messages there)\n{err}",
+            topic.len()
+        );
+    }
+}
+
+/// Regression (issue 19): a message far over what a sensor sends wedged the consumer or
+/// cost many times its size to decode. Topics are created refusing such messages; one that
+/// is on the topic anyway (the broker took it) is counted as `too_large`, committed and
+/// skipped, and the batches after it still arrive.
+#[test]
+fn an_oversized_message_on_the_flows_topic_is_counted_and_skipped() {
+    use normwatch_model::FlowRecord;
+    use normwatch_transport::wire::encode_batch;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::memory(dir.path());
+    broker.start();
+    let s = setup(ConfigOpts {
+        brokers: &broker.addr(),
+        ..ConfigOpts::default()
+    });
+    let want = expected(&s);
+    let out = output(&mut sensor(&s, &[]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first: FlowRecord = serde_json::from_str(&want[0]).unwrap();
+    let good = encode_batch("peer", 1, std::slice::from_ref(&first)).unwrap();
+    let big = vec![0x5au8; 3 << 20];
+    // A producer that allows what normwatch's never sends.
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("message.max.bytes", "10000000")
+        .create()
+        .unwrap();
+    for payload in [&big, &good] {
+        p.send(
+            BaseRecord::<[u8], _>::to("normwatch.flows")
+                .key(&b"raw"[..])
+                .payload(payload.as_slice()),
+        )
+        .unwrap();
+        p.flush(Duration::from_secs(20)).unwrap();
+    }
+    let stored = consume_raw(&broker.addr(), "normwatch.flows", Duration::from_secs(3))
+        .iter()
+        .filter(|(_, payload)| payload.len() == big.len())
+        .count();
+    let (got, err) = Detector::start(&s, "detect", "5s").wait();
+    assert_eq!(
+        metric_with(
+            &err,
+            "normwatch_transport_rejected_batches_total",
+            "too_large"
+        ),
+        stored as f64,
+        "{err}"
+    );
+    let mut want = want;
+    want.push(serde_json::to_string(&first).unwrap());
+    assert_same_multiset(&got, &want, "around an oversized message");
+}

@@ -551,6 +551,33 @@ const MANAGED: &[(&str, &str)] = &[
     ("sasl.password", "kafka.sasl.password"),
 ];
 
+/// Parts of a librdkafka property name that mark its value as secret: every property
+/// librdkafka itself flags `_RK_SENSITIVE` (librdkafka 2.12: `sasl.password`,
+/// `sasl.username`, `sasl.oauthbearer.client.secret`, `sasl.oauthbearer.config`,
+/// `sasl.oauthbearer.assertion.private.key.{file,passphrase,pem}`, `ssl.key.password`,
+/// `ssl.key.pem`, `ssl.key.location`, `ssl_key`, `ssl.keystore.password`, `ssl.ca.pem`)
+/// matches one, and so do properties of later versions named the same way.
+pub const SENSITIVE_PATTERNS: &[&str] = &[
+    "password",
+    "passphrase",
+    "secret",
+    "token",
+    "credential",
+    "private",
+    ".pem",
+    "ssl_key",
+    "ssl.key",
+    "sasl.username",
+    "sasl.oauthbearer.config",
+];
+
+/// Whether a librdkafka property's value may be a secret, never to be shown in a log or
+/// an error message.
+pub fn is_sensitive_option(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SENSITIVE_PATTERNS.iter().any(|p| key.contains(p))
+}
+
 /// Properties that would break the delivery guarantees, and why.
 const GUARANTEES: &[(&str, &str)] = &[
     (
@@ -796,8 +823,15 @@ impl RawKafka {
             }
             let Some(value) = option_value(v) else {
                 let msg = match unquoted_dotted(k, v) {
+                    Some((name, _)) if is_sensitive_option(&name) => format!(
+                        "is a table; quote property names that contain dots: \"{name}\" = (value not shown: it is secret)"
+                    ),
                     Some((name, value)) => format!(
                         "is a table; quote property names that contain dots: \"{name}\" = {value}"
+                    ),
+                    None if is_sensitive_option(k) => format!(
+                        "a {} must be a string, an integer or a boolean (value not shown: it is secret)",
+                        v.type_str()
                     ),
                     None => format!("{v} must be a string, an integer or a boolean"),
                 };
@@ -1281,5 +1315,30 @@ impl RawDetect {
             exfil_window,
             carpet_min_addresses,
         }
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    fn err(text: &str) -> String {
+        crate::parse(text, std::path::Path::new("t.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_password_written_as_a_number_is_not_echoed() {
+        let e = err("[bus]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\n[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"u\"\npassword = 987654321\n");
+        assert!(e.contains("password"), "{e}");
+        assert!(!e.contains("987654321"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_option_of_the_wrong_type_is_not_echoed() {
+        let e = err("[kafka.options]\n\"sasl.oauthbearer.client.secret\" = 1.234567\n");
+        assert!(e.contains("sasl.oauthbearer.client.secret"), "{e}");
+        assert!(!e.contains("1.234567"), "{e}");
+        let e = err("[kafka.options]\nsasl.oauthbearer.client.secret = \"hush-123\"\n");
+        assert!(!e.contains("hush-123"), "{e}");
     }
 }

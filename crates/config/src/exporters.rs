@@ -8,6 +8,9 @@
 //! template_wait = "10s"                     # data held this long for its template
 //! receive_buffer_bytes = 8388608            # per socket (the kernel may cap it)
 //! max_sessions = 4096                       # exporter sessions tracked at once
+//! max_exporter_bytes = 4194304              # memory bound per exporter (templates, held data)
+//! max_agent_bytes = 8388608                 # memory bound per sFlow agent (its flow tables)
+//! max_total_bytes = 268435456               # memory bound for all of them together
 //!
 //! [[exporters.device]]                      # a device that samples without saying so
 //! address = "192.0.2.1"
@@ -42,6 +45,13 @@ pub struct ExportersConfig {
     pub receive_buffer_bytes: usize,
     /// Exporter sessions tracked at once (4096), 1 to 1 000 000.
     pub max_sessions: usize,
+    /// Bytes one exporter session may hold (4 MiB), 64 KiB to 1 GiB.
+    pub max_exporter_bytes: usize,
+    /// Bytes one sFlow agent's flow tables may hold (8 MiB), 64 KiB to 1 GiB.
+    pub max_agent_bytes: usize,
+    /// Bytes all exporter sessions and sFlow tables may hold (256 MiB), 1 MiB to 64 GiB,
+    /// at least each of the two above.
+    pub max_total_bytes: usize,
     pub devices: Vec<ExporterDevice>,
 }
 
@@ -53,6 +63,9 @@ impl Default for ExportersConfig {
             template_wait: Duration::from_secs(10),
             receive_buffer_bytes: 8 << 20,
             max_sessions: 4096,
+            max_exporter_bytes: 4 << 20,
+            max_agent_bytes: 8 << 20,
+            max_total_bytes: 256 << 20,
             devices: Vec::new(),
         }
     }
@@ -66,6 +79,9 @@ pub(crate) struct RawExporters {
     template_wait: String,
     receive_buffer_bytes: i64,
     max_sessions: i64,
+    max_exporter_bytes: i64,
+    max_agent_bytes: i64,
+    max_total_bytes: i64,
     /// Kept as values so that one malformed entry does not hide the others.
     device: Vec<toml::Value>,
 }
@@ -78,6 +94,9 @@ impl Default for RawExporters {
             template_wait: "10s".into(),
             receive_buffer_bytes: 8 << 20,
             max_sessions: 4096,
+            max_exporter_bytes: 4 << 20,
+            max_agent_bytes: 8 << 20,
+            max_total_bytes: 256 << 20,
             device: Vec::new(),
         }
     }
@@ -138,6 +157,41 @@ impl RawExporters {
         }
         if let Some(n) = in_range(self.max_sessions, 1, 1_000_000, &key("max_sessions"), d) {
             c.max_sessions = n as usize;
+        }
+        let exporter = in_range(
+            self.max_exporter_bytes,
+            64 << 10,
+            1 << 30,
+            &key("max_exporter_bytes"),
+            d,
+        );
+        let agent = in_range(
+            self.max_agent_bytes,
+            64 << 10,
+            1 << 30,
+            &key("max_agent_bytes"),
+            d,
+        );
+        let total = in_range(
+            self.max_total_bytes,
+            1 << 20,
+            64 << 30,
+            &key("max_total_bytes"),
+            d,
+        );
+        if let (Some(e), Some(a), Some(t)) = (exporter, agent, total) {
+            if t < e.max(a) {
+                d.push(
+                    key("max_total_bytes"),
+                    format!(
+                        "{t} is less than max_exporter_bytes ({e}) or max_agent_bytes ({a}); the total bounds them all"
+                    ),
+                );
+            } else {
+                c.max_exporter_bytes = e as usize;
+                c.max_agent_bytes = a as usize;
+                c.max_total_bytes = t as usize;
+            }
         }
         for (i, v) in self.device.iter().enumerate() {
             let path = format!("exporters.device[{i}]");
@@ -214,6 +268,7 @@ mod tests {
         let c = parse(
             "[exporters]\nlisten = [\"127.0.0.1:2055\", \"[::1]:6343\"]\nsampling_rate = 10\n\
              template_wait = \"30s\"\nreceive_buffer_bytes = 1048576\nmax_sessions = 16\n\
+             max_exporter_bytes = 65536\nmax_agent_bytes = 131072\nmax_total_bytes = 1048576\n\
              [[exporters.device]]\naddress = \"192.0.2.1\"\nsampling_rate = 1000\n",
         )
         .unwrap();
@@ -229,6 +284,10 @@ mod tests {
         assert_eq!(e.template_wait, Duration::from_secs(30));
         assert_eq!((e.receive_buffer_bytes, e.max_sessions), (1 << 20, 16));
         assert_eq!(
+            (e.max_exporter_bytes, e.max_agent_bytes, e.max_total_bytes),
+            (64 << 10, 128 << 10, 1 << 20)
+        );
+        assert_eq!(
             e.devices,
             vec![ExporterDevice {
                 address: "192.0.2.1".parse().unwrap(),
@@ -242,7 +301,7 @@ mod tests {
         let e = parse(
             "[exporters]\nlisten = [\"localhost:2055\", \"127.0.0.1:1\", \"127.0.0.1:1\"]\n\
              sampling_rate = 0\ntemplate_wait = \"1h\"\nreceive_buffer_bytes = 10\n\
-             max_sessions = 0\nport = 1\n\
+             max_sessions = 0\nport = 1\nmax_exporter_bytes = 1\n\
              [[exporters.device]]\naddress = \"router\"\nsampling_rate = -1\n\
              [[exporters.device]]\nrate = 3\n",
         )
@@ -254,6 +313,7 @@ mod tests {
             "exporters.template_wait: \"1h\" is out of range",
             "exporters.receive_buffer_bytes",
             "exporters.max_sessions",
+            "exporters.max_exporter_bytes",
             "exporters.port",
             "exporters.device[0].address: \"router\" is not an IP address",
             "exporters.device[0].sampling_rate",
@@ -263,5 +323,22 @@ mod tests {
         ] {
             assert!(e.contains(want), "missing {want:?} in:\n{e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    #[test]
+    fn a_total_below_one_exporter_is_refused() {
+        let e = crate::parse(
+            "[exporters]\nmax_exporter_bytes = 8388608\nmax_total_bytes = 4194304\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("exporters.max_total_bytes: 4194304 is less than"),
+            "{e}"
+        );
     }
 }

@@ -20,8 +20,8 @@ mod telemetry;
 mod validate;
 
 pub use bus::{
-    BusConfig, BusKind, Compression, DetectConfig, KafkaConfig, SaslConfig, SaslMechanism, Secret,
-    SpoolConfig, TlsConfig, TopicConfig, Topics,
+    is_sensitive_option, BusConfig, BusKind, Compression, DetectConfig, KafkaConfig, SaslConfig,
+    SaslMechanism, Secret, SpoolConfig, TlsConfig, TopicConfig, Topics, SENSITIVE_PATTERNS,
 };
 pub use diag::{ConfigError, Diagnostic, Diagnostics};
 pub use exporters::{ExporterDevice, ExportersConfig};

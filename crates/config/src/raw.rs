@@ -179,6 +179,9 @@ pub(crate) fn fields_with<'h, T: DeserializeOwned + Default>(
             }
             Err(e) => {
                 let mut msg = e.message().trim().to_string();
+                if crate::is_sensitive_option(k) {
+                    msg = hide_quoted(&msg);
+                }
                 if let (Some(hint), true) = (hint(k), msg.starts_with("invalid type")) {
                     msg = format!("{msg}; {hint}");
                 }
@@ -191,6 +194,24 @@ pub(crate) fn fields_with<'h, T: DeserializeOwned + Default>(
         d.push(path, e.message().trim());
         T::default()
     })
+}
+
+/// serde's message without the value it quotes between backticks ("invalid type: integer
+/// `12345`, expected a string"), for keys that hold secrets.
+fn hide_quoted(msg: &str) -> String {
+    let mut out = String::new();
+    let mut parts = msg.split('`');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (i, p) in parts.enumerate() {
+        if i % 2 == 0 {
+            out.push_str("(value not shown: it is secret)");
+        } else {
+            out.push_str(p);
+        }
+    }
+    out
 }
 
 /// `path.key`, quoting a key that is not a bare TOML key so the path reads unambiguously.

@@ -15,7 +15,12 @@
 //!
 //! Architecture Invariant: decoding is synchronous and does no I/O; it allocates only for a
 //! new exporter session, a new template, a held data set or an sFlow flow slot. Every table
-//! (sessions, templates, held sets) is bounded by [`DecoderConfig`].
+//! (sessions, templates, held sets, sFlow tables) is bounded by [`DecoderConfig`], in count
+//! and in bytes: per exporter session, per sFlow agent and in total. A session is one
+//! exporter address and protocol version (not its source port, or one sender could open
+//! thousands). When the session table or the byte total is full, the sessions least
+//! recently useful (that last produced a record longest ago; never, first) make room, so a
+//! flood of senders that produce nothing cannot lock out an exporter that does.
 
 pub mod listen;
 pub mod netflow5;
@@ -58,10 +63,12 @@ pub enum DropReason {
     TooManyTemplates,
     #[error("sampled packet with an unsupported header protocol")]
     UnsupportedSample,
+    #[error("over the memory bound for one exporter, one sFlow agent or all of them")]
+    MemoryBound,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Truncated,
         DropReason::UnknownVersion,
         DropReason::MissingTemplate,
@@ -70,6 +77,7 @@ impl DropReason {
         DropReason::TooManySessions,
         DropReason::TooManyTemplates,
         DropReason::UnsupportedSample,
+        DropReason::MemoryBound,
     ];
 
     /// Metric label value.
@@ -83,6 +91,7 @@ impl DropReason {
             DropReason::TooManySessions => "too_many_sessions",
             DropReason::TooManyTemplates => "too_many_templates",
             DropReason::UnsupportedSample => "unsupported_sample",
+            DropReason::MemoryBound => "memory_bound",
         }
     }
 
@@ -116,7 +125,7 @@ pub struct ExportStats {
     /// Records produced, per protocol.
     pub records: [u64; 4],
     /// Drops (whole datagrams or parts of them), per reason (index as [`DropReason::ALL`]).
-    pub drops: [u64; 8],
+    pub drops: [u64; DropReason::ALL.len()],
     /// Templates learned or refreshed, withdrawn.
     pub templates: u64,
     pub withdrawn: u64,
@@ -167,9 +176,15 @@ pub struct DecoderConfig {
     pub hold_ns: u64,
     /// The flow table settings sFlow samples are aggregated with (timeouts, table size).
     pub sflow_table: FlowConfig,
-    /// Most sFlow flow tables (one per agent, data source and rate): each starts with room
-    /// for thousands of flows, and agent addresses come from the datagrams.
+    /// Most sFlow flow tables (one per agent, data source and rate): agent addresses come
+    /// from the datagrams.
     pub max_sflow_tables: usize,
+    /// Bytes one exporter session may hold (templates, held data, announced rates).
+    pub exporter_bytes: usize,
+    /// Bytes the flow tables of one sFlow agent may hold (their flow slots, at most).
+    pub agent_bytes: usize,
+    /// Bytes all sessions and sFlow tables together may hold.
+    pub total_bytes: usize,
 }
 
 impl Default for DecoderConfig {
@@ -189,6 +204,9 @@ impl Default for DecoderConfig {
                 ..FlowConfig::default()
             },
             max_sflow_tables: 64,
+            exporter_bytes: 4 << 20,
+            agent_bytes: 8 << 20,
+            total_bytes: 256 << 20,
         }
     }
 }
@@ -207,11 +225,19 @@ impl DecoderConfig {
 pub struct Decoder {
     cfg: DecoderConfig,
     stats: ExportStats,
-    sessions: HashMap<(SocketAddr, u16), template::Session>,
+    sessions: HashMap<(IpAddr, u16), template::Session>,
+    /// Bytes the sessions hold, as [`template::Session::bytes`] counts them.
+    session_bytes: usize,
     sflow: sflow::Aggregator,
     next_flow_id: u64,
     /// Next expected sequence number per (sender, version, domain).
-    sequence: HashMap<(SocketAddr, u16, u32), u32>,
+    sequence: HashMap<(IpAddr, u16, u32), u32>,
+}
+
+/// A session's standing when room must be made: least recently useful first, then least
+/// recently heard from.
+fn rank(s: &template::Session) -> (u64, u64) {
+    (s.last_useful_ns, s.last_ns)
 }
 
 impl Decoder {
@@ -222,10 +248,11 @@ impl Decoder {
         // Sampled headers are cut short: their checksums cannot be checked.
         cfg.sflow_table.checksums.verify = false;
         Decoder {
-            sflow: sflow::Aggregator::default(),
+            sflow: sflow::Aggregator::new(&cfg.sflow_table),
             cfg,
             stats: ExportStats::default(),
             sessions: HashMap::new(),
+            session_bytes: 0,
             next_flow_id: 1,
             sequence: HashMap::new(),
         }
@@ -234,15 +261,28 @@ impl Decoder {
     /// Counts a gap between the expected and the received sequence number; a number from
     /// the past (reordering, exporter restart) only resets the expectation.
     pub(crate) fn sequence(&mut self, key: (SocketAddr, u16, u32), seq: u32, advance: u32) {
+        let key = (key.0.ip(), key.1, key.2);
         if let Some(expected) = self.sequence.get(&key) {
             let gap = seq.wrapping_sub(*expected);
             if gap > 0 && gap < 1 << 30 {
                 self.stats.lost += u64::from(gap);
             }
         } else if self.sequence.len() >= self.cfg.max_sessions {
-            return;
+            // Forgetting every expectation costs one unmeasured gap per exporter; refusing
+            // new ones would let a flood of senders hide a real exporter's losses.
+            self.sequence.clear();
         }
         self.sequence.insert(key, seq.wrapping_add(advance));
+    }
+
+    /// Bytes held by exporter sessions and sFlow tables, as the memory bound counts them.
+    pub fn memory_bytes(&self) -> usize {
+        self.session_bytes + self.sflow.reserved()
+    }
+
+    /// Exporter sessions and sFlow tables held.
+    pub fn sessions(&self) -> (usize, usize) {
+        (self.sessions.len(), self.sflow.tables())
     }
 
     pub fn config(&self) -> &DecoderConfig {
@@ -318,16 +358,20 @@ impl Decoder {
             cfg: &self.cfg,
             stats: &mut self.stats,
             next_flow_id: &mut self.next_flow_id,
+            budget: 0,
         }
     }
 
+    /// The aggregator, with a budget of what the byte total leaves beside the sessions.
     fn split_sflow(&mut self) -> (&mut sflow::Aggregator, Ctx<'_>) {
+        let budget = self.cfg.total_bytes.saturating_sub(self.session_bytes);
         (
             &mut self.sflow,
             Ctx {
                 cfg: &self.cfg,
                 stats: &mut self.stats,
                 next_flow_id: &mut self.next_flow_id,
+                budget,
             },
         )
     }
@@ -346,39 +390,103 @@ impl Decoder {
             // v9 numbers export datagrams, per source id.
             self.sequence((from, 9, word(16)), word(12), 1);
         }
-        let key = (from, version);
+        let key = (from.ip(), version);
         if !self.sessions.contains_key(&key) {
             if self.sessions.len() >= self.cfg.max_sessions {
-                self.expire_sessions(now_ns, out);
+                self.expire_sessions(now_ns);
+            }
+            if self.sessions.len() >= self.cfg.max_sessions {
+                // A new sender ranks as never useful: it displaces only others like it.
+                let batch = (self.cfg.max_sessions / 8).max(1);
+                self.evict_sessions(None, (0, now_ns), batch, 0);
                 if self.sessions.len() >= self.cfg.max_sessions {
                     return Err(DropReason::TooManySessions);
                 }
             }
-            self.sessions.insert(key, template::Session::default());
+            let s = template::Session::default();
+            self.session_bytes += s.bytes();
+            self.sessions.insert(key, s);
         }
+        // Room for this session to grow to its own bound, made by sessions less useful
+        // than it; what cannot be made shrinks its budget.
+        let (mine, standing) = {
+            let s = &self.sessions[&key];
+            (s.bytes(), (s.last_useful_ns, now_ns))
+        };
+        let others = self.memory_bytes() - mine;
+        let want = others + self.cfg.exporter_bytes;
+        if want > self.cfg.total_bytes {
+            // Hysteresis: free an eighth more than needed, so eviction is not paid per datagram.
+            let excess = want - self.cfg.total_bytes + self.cfg.total_bytes / 8;
+            self.evict_sessions(Some(key), standing, 0, excess);
+        }
+        let others = self.memory_bytes() - mine;
+        let budget = self
+            .cfg
+            .exporter_bytes
+            .min(self.cfg.total_bytes.saturating_sub(others));
         let session = self.sessions.get_mut(&key).expect("inserted above");
         let mut ctx = Ctx {
             cfg: &self.cfg,
             stats: &mut self.stats,
             next_flow_id: &mut self.next_flow_id,
+            budget,
         };
-        session.decode(&mut ctx, from.ip(), version, data, now_ns, out)
+        let r = session.decode(&mut ctx, from.ip(), version, data, now_ns, out);
+        self.session_bytes = self.session_bytes - mine + session.bytes();
+        r
+    }
+
+    /// Removes sessions ranking below `below` (never `keep`), least useful first, until
+    /// `count` are gone and `bytes` are freed; their held data is counted as dropped.
+    fn evict_sessions(
+        &mut self,
+        keep: Option<(IpAddr, u16)>,
+        below: (u64, u64),
+        count: usize,
+        bytes: usize,
+    ) {
+        let mut victims: Vec<((u64, u64), (IpAddr, u16))> = self
+            .sessions
+            .iter()
+            .filter(|(k, s)| Some(**k) != keep && rank(s) < below)
+            .map(|(k, s)| (rank(s), *k))
+            .collect();
+        victims.sort_unstable_by_key(|v| v.0);
+        let (mut gone, mut freed) = (0, 0);
+        for (_, k) in victims {
+            if gone >= count && freed >= bytes {
+                break;
+            }
+            if let Some(s) = self.sessions.remove(&k) {
+                let b = s.bytes();
+                self.session_bytes -= b;
+                freed += b;
+                gone += 1;
+                for _ in 0..s.held_sets() {
+                    self.stats.drop(DropReason::MissingTemplate);
+                }
+            }
+        }
     }
 
     /// Sessions silent for far longer than a template may wait are forgotten, so a full
     /// session table makes room for new exporters.
-    fn expire_sessions(&mut self, now_ns: u64, _out: &mut [Exported]) {
+    fn expire_sessions(&mut self, now_ns: u64) {
         let idle = self.cfg.hold_ns.saturating_mul(60);
         let stats = &mut self.stats;
+        let mut freed = 0;
         self.sessions.retain(|_, s| {
             let keep = now_ns.saturating_sub(s.last_ns) < idle;
             if !keep {
+                freed += s.bytes();
                 for _ in 0..s.held_sets() {
                     stats.drop(DropReason::MissingTemplate);
                 }
             }
             keep
         });
+        self.session_bytes -= freed;
     }
 
     /// Lets receive time pass: held data sets past their wait are dropped (counted as
@@ -386,7 +494,9 @@ impl Decoder {
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Exported>) {
         let hold = self.cfg.hold_ns;
         for s in self.sessions.values_mut() {
+            let before = s.bytes();
             s.expire(now_ns, hold, &mut self.stats);
+            self.session_bytes = self.session_bytes - before + s.bytes();
         }
         let before = out.len();
         let (sflow, mut ctx) = self.split_sflow();
@@ -397,7 +507,9 @@ impl Decoder {
     /// Ends the input: every sFlow flow still open is emitted; held data sets are dropped.
     pub fn flush(&mut self, out: &mut Vec<Exported>) {
         for s in self.sessions.values_mut() {
+            let before = s.bytes();
             s.expire(u64::MAX, 0, &mut self.stats);
+            self.session_bytes = self.session_bytes - before + s.bytes();
         }
         let before = out.len();
         let (sflow, mut ctx) = self.split_sflow();
@@ -411,6 +523,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) cfg: &'a DecoderConfig,
     pub(crate) stats: &'a mut ExportStats,
     pub(crate) next_flow_id: &'a mut u64,
+    /// Bytes the part being decoded may hold in all: an exporter session's own bound (less
+    /// when the total is short), or what the total leaves for sFlow tables.
+    pub(crate) budget: usize,
 }
 
 impl Ctx<'_> {

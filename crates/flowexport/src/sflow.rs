@@ -5,6 +5,13 @@
 //! Zeek-style records the packet path makes, with counts scaled by the rate. sFlow carries no
 //! wall-clock time: a sample's time is when its datagram arrived. Counter samples are
 //! skipped; of flow records only the raw packet header (Ethernet, IPv4, IPv6) is used.
+//!
+//! Memory: a table is made with room for as many flows as the agent's byte bound leaves
+//! (half of what it leaves, so several data sources of one agent share it), never more than the flow
+//! table's `max_flows`; a full table evicts its own flows as the sensor's does. A table
+//! that is empty and has had no sample for [`IDLE_NS`] is freed. When the byte total is
+//! short, the table least recently sampled is flushed (its flows emitted, not lost) and
+//! freed to make room.
 
 use crate::read::Cursor;
 use crate::{Ctx, DropReason, Exported};
@@ -12,27 +19,145 @@ use hashbrown::HashMap;
 use normwatch_model::flow::{ExportOrigin, RecordSource};
 use normwatch_model::FlowRecord;
 use normwatch_sensor::decode::LinkType;
-use normwatch_sensor::FlowTable;
+use normwatch_sensor::{FlowConfig, FlowTable};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Flow ids of a table start at its number shifted this far, apart from every other table.
 const TABLE_ID_SHIFT: u32 = 40;
+/// An empty table with no sample for this long (receive time) is freed.
+pub const IDLE_NS: u64 = 60_000_000_000;
+/// A table with room for fewer flows than this is not worth making.
+const MIN_FLOWS: usize = 64;
+
+type Key = (IpAddr, u32, u32);
 
 #[derive(Debug)]
 struct Table {
     no: u64,
     table: FlowTable,
+    /// Bytes charged to the agent and the total for this table (its flow slots, at most).
+    reserved: usize,
+    last_ns: u64,
 }
 
 /// The flow tables sFlow samples are aggregated in.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Aggregator {
-    tables: HashMap<(IpAddr, u32, u32), Table>,
+    tables: HashMap<Key, Table>,
+    /// Bytes reserved per agent, and in all.
+    agents: HashMap<IpAddr, usize>,
+    reserved: usize,
+    /// What one flow slot and one table's fixed parts cost, measured on a table.
+    per_flow: usize,
+    per_table: usize,
     next_no: u64,
     buf: Vec<FlowRecord>,
 }
 
 impl Aggregator {
+    pub(crate) fn new(cfg: &FlowConfig) -> Self {
+        // Measured rather than assumed: the flow layout is the sensor's. A quarter more for
+        // what the measure leaves out (fragment groups, boxed ICS summaries).
+        let probe = |n: usize| {
+            FlowTable::new(FlowConfig {
+                max_flows: n,
+                ..cfg.clone()
+            })
+            .memory_bytes()
+        };
+        let (small, large) = (probe(16), probe(1040));
+        let per_flow = (large.saturating_sub(small) / 1024).max(1) * 5 / 4;
+        let per_table = small + (16 << 10);
+        Aggregator {
+            tables: HashMap::new(),
+            agents: HashMap::new(),
+            reserved: 0,
+            per_flow,
+            per_table,
+            next_no: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved
+    }
+
+    pub(crate) fn tables(&self) -> usize {
+        self.tables.len()
+    }
+
+    fn free(&mut self, key: &Key) -> Option<Table> {
+        let t = self.tables.remove(key)?;
+        self.reserved -= t.reserved;
+        if let Some(a) = self.agents.get_mut(&key.0) {
+            *a -= t.reserved;
+            if *a == 0 {
+                self.agents.remove(&key.0);
+            }
+        }
+        Some(t)
+    }
+
+    /// Flushes and frees the least recently sampled tables until `need` more bytes fit
+    /// in `budget`; false if they cannot.
+    fn make_room(&mut self, need: usize, budget: usize, out: &mut Vec<Exported>) -> bool {
+        while self.reserved + need > budget {
+            let Some(key) = self
+                .tables
+                .iter()
+                .min_by_key(|(_, t)| t.last_ns)
+                .map(|(k, _)| *k)
+            else {
+                return false;
+            };
+            let mut t = self.free(&key).expect("found above");
+            t.table.flush(&mut self.buf);
+            emit(&mut self.buf, t.no, key, out);
+        }
+        true
+    }
+
+    /// A new table for `key`, sized to what the agent's bound and the total leave.
+    fn make(&mut self, ctx: &mut Ctx<'_>, key: Key, out: &mut Vec<Exported>) -> bool {
+        if self.tables.len() >= ctx.cfg.max_sflow_tables
+            && !self.make_room(0, self.reserved.saturating_sub(1), out)
+        {
+            return false;
+        }
+        let agent_used = self.agents.get(&key.0).copied().unwrap_or(0);
+        let agent_left = ctx.cfg.agent_bytes.saturating_sub(agent_used);
+        // Each table of an agent may take half of what its bound leaves: an agent's data
+        // sources share it without the first taking it all.
+        let share = agent_left / 2;
+        let flows = (share.saturating_sub(self.per_table) / self.per_flow)
+            .min(ctx.cfg.sflow_table.max_flows);
+        if flows < MIN_FLOWS {
+            return false;
+        }
+        let reserved = self.per_table + flows * self.per_flow;
+        if !self.make_room(reserved, ctx.budget, out) {
+            return false;
+        }
+        self.next_no += 1;
+        let table = FlowTable::new(FlowConfig {
+            max_flows: flows,
+            ..ctx.cfg.sflow_table.clone()
+        });
+        self.reserved += reserved;
+        *self.agents.entry(key.0).or_insert(0) += reserved;
+        self.tables.insert(
+            key,
+            Table {
+                no: self.next_no,
+                table,
+                reserved,
+                last_ns: 0,
+            },
+        );
+        true
+    }
+
     pub(crate) fn decode(
         &mut self,
         mut ctx: Ctx<'_>,
@@ -126,21 +251,15 @@ impl Aggregator {
             }
             let wire_len = frame_len.saturating_sub(stripped).max(header.len());
             let key = (agent, source, rate);
-            if !self.tables.contains_key(&key) {
-                if self.tables.len() >= ctx.cfg.max_sflow_tables {
-                    return Err(DropReason::TooManySessions);
-                }
-                self.next_no += 1;
-                let table = FlowTable::new(ctx.cfg.sflow_table.clone());
-                self.tables.insert(
-                    key,
-                    Table {
-                        no: self.next_no,
-                        table,
-                    },
-                );
+            if !self.tables.contains_key(&key) && !self.make(ctx, key, out) {
+                return Err(if self.tables.len() >= ctx.cfg.max_sflow_tables {
+                    DropReason::TooManySessions
+                } else {
+                    DropReason::MemoryBound
+                });
             }
             let t = self.tables.get_mut(&key).expect("inserted above");
+            t.last_ns = now_ns;
             t.table
                 .process_frame(link, header, wire_len, now_ns, &mut self.buf);
             emit(&mut self.buf, t.no, key, out);
@@ -149,10 +268,18 @@ impl Aggregator {
     }
 
     /// Lets receive time pass in every table, so idle flows end without new samples.
+    /// Tables left empty and unsampled for [`IDLE_NS`] are freed.
     pub(crate) fn advance(&mut self, _ctx: &mut Ctx<'_>, now_ns: u64, out: &mut Vec<Exported>) {
+        let mut idle = Vec::new();
         for (key, t) in &mut self.tables {
             t.table.advance_to(now_ns, &mut self.buf);
             emit(&mut self.buf, t.no, *key, out);
+            if t.table.is_empty() && now_ns.saturating_sub(t.last_ns) >= IDLE_NS {
+                idle.push(*key);
+            }
+        }
+        for key in idle {
+            self.free(&key);
         }
     }
 

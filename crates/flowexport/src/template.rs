@@ -75,12 +75,32 @@ pub(crate) struct Session {
     rates: HashMap<(u32, u32), u32>,
     /// IPFIX: domain → systemInitTimeMilliseconds, for uptime-relative record times.
     init_ms: HashMap<u32, u64>,
+    /// Bytes of the templates' field lists.
+    field_bytes: usize,
     pub(crate) last_ns: u64,
+    /// When the session last produced a record (0: never).
+    pub(crate) last_useful_ns: u64,
+}
+
+/// Bytes a hash table of `capacity` entries of `T` takes (hashbrown: one control byte each).
+fn table_bytes<T>(capacity: usize) -> usize {
+    capacity * (size_of::<T>() + 1)
 }
 
 impl Session {
     pub(crate) fn held_sets(&self) -> usize {
         self.held.len()
+    }
+
+    /// Bytes the session holds: its tables at their capacity, field lists and held data.
+    pub(crate) fn bytes(&self) -> usize {
+        size_of::<Self>()
+            + table_bytes::<((u32, u16), Template)>(self.templates.capacity())
+            + self.field_bytes
+            + self.held.capacity() * size_of::<Held>()
+            + self.held_bytes
+            + table_bytes::<((u32, u32), u32)>(self.rates.capacity())
+            + table_bytes::<(u32, u64)>(self.init_ms.capacity())
     }
 
     pub(crate) fn expire(&mut self, now_ns: u64, hold_ns: u64, stats: &mut crate::ExportStats) {
@@ -188,6 +208,11 @@ impl Session {
         set: &[u8],
     ) {
         let (max_sets, max_bytes) = (ctx.cfg.hold_sets, ctx.cfg.hold_bytes);
+        // What the session's budget leaves for held data beside everything else it holds
+        // (the queue's own slots grow by doubling).
+        let slots = (self.held.len() + 1).next_power_of_two() * size_of::<Held>();
+        let fixed = self.bytes() - self.held_bytes - self.held.capacity() * size_of::<Held>();
+        let max_bytes = max_bytes.min(ctx.budget.saturating_sub(fixed + slots));
         if max_sets == 0 || set.len() > max_bytes {
             ctx.stats.drop(DropReason::MissingTemplate);
             return;
@@ -275,7 +300,8 @@ impl Session {
             if total == 0 {
                 if ipfix {
                     // Withdrawal.
-                    if self.templates.remove(&(domain, tid)).is_some() {
+                    if let Some(t) = self.templates.remove(&(domain, tid)) {
+                        self.field_bytes -= t.fields.len() * size_of::<Field>();
                         ctx.stats.withdrawn += 1;
                     }
                     continue;
@@ -307,9 +333,25 @@ impl Session {
                 return Err(DropReason::BadTemplate);
             }
             let key = (domain, tid);
-            if !self.templates.contains_key(&key) && self.templates.len() >= ctx.cfg.max_templates {
+            let new = !self.templates.contains_key(&key);
+            if new && self.templates.len() >= ctx.cfg.max_templates {
                 return Err(DropReason::TooManyTemplates);
             }
+            let cost = fields.len() * size_of::<Field>();
+            // A full table doubles: the new one is allocated while the old one still is.
+            let growth = if new && self.templates.len() == self.templates.capacity() {
+                table_bytes::<((u32, u16), Template)>(self.templates.capacity().max(4) * 2)
+            } else {
+                0
+            };
+            let replaced = self
+                .templates
+                .get(&key)
+                .map_or(0, |t| t.fields.len() * size_of::<Field>());
+            if self.bytes() - replaced + cost + growth > ctx.budget {
+                return Err(DropReason::MemoryBound);
+            }
+            self.field_bytes = self.field_bytes - replaced + cost;
             ctx.stats.templates += 1;
             self.templates.insert(
                 key,
@@ -339,6 +381,8 @@ impl Session {
             templates,
             rates,
             init_ms,
+            last_ns,
+            last_useful_ns,
             ..
         } = self;
         let Some(t) = templates.get(&(domain, id)) else {
@@ -380,6 +424,7 @@ impl Session {
                 .or_else(|| rates.get(&(domain, ANY_SAMPLER)).copied());
             let rate = ctx.rate(exporter, announced);
             push(ctx, &u, source, exporter, domain, rate, out);
+            *last_useful_ns = *last_ns;
         }
         Ok(())
     }

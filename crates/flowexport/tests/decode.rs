@@ -505,8 +505,19 @@ fn sflow_tables_are_bounded() {
         max_sflow_tables: 2,
         ..DecoderConfig::default()
     });
+    let mut flushed = Vec::new();
     for agent in 1..=3u8 {
-        let _ = run(&mut d, &sflow([192, 0, 2, agent], 1, 1), T0);
+        let (r, out) = run(
+            &mut d,
+            &sflow([192, 0, 2, agent], 1, 1),
+            T0 + u64::from(agent),
+        );
+        assert_eq!(r, Ok(()));
+        flushed.extend(out);
     }
-    assert_eq!(d.stats().dropped(DropReason::TooManySessions), 1);
+    // The third agent's table takes the place of the least recently sampled one, whose
+    // flow is emitted rather than lost.
+    assert_eq!(d.sessions().1, 2);
+    assert_eq!(flushed.len(), 1);
+    assert_eq!(flushed[0].origin.exporter, IpAddr::from([192, 0, 2, 1]));
 }

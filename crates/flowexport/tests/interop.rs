@@ -45,7 +45,12 @@ fn check_softflowd(version: u8, source: RecordSource, keep: fn(&DirKey) -> bool)
     assert!(out.iter().all(|e| e.origin.source == source
         && e.origin.sampling_rate == 1
         && e.origin.exporter == IpAddr::from([127, 0, 0, 1])));
-    assert_eq!(d.stats().drops, [0; 8], "{:?}", d.stats());
+    assert_eq!(
+        d.stats().drops,
+        [0; normwatch_flowexport::DropReason::ALL.len()],
+        "{:?}",
+        d.stats()
+    );
     // The origin travels with the record.
     assert!(out.iter().all(|e| e.record.export == Some(e.origin)));
     let records = sensor_records(&pcap.0, none);
@@ -103,7 +108,12 @@ fn check_pmacctd(plugin: &str, source: RecordSource) {
     assert!(out
         .iter()
         .all(|e| e.origin.source == source && e.origin.sampling_rate == 1));
-    assert_eq!(d.stats().drops, [0; 8], "{:?}", d.stats());
+    assert_eq!(
+        d.stats().drops,
+        [0; normwatch_flowexport::DropReason::ALL.len()],
+        "{:?}",
+        d.stats()
+    );
     assert!(out.iter().all(|e| e.record.export == Some(e.origin)));
     let sensor = per_direction(&sensor_records(&pcap, none), tcp_udp);
     let export = per_direction(out.iter().map(|e| &e.record), tcp_udp);

@@ -4,13 +4,86 @@
 //! they never stop the consumer.
 
 use crate::metrics::PipelineMetrics;
+use normwatch_config::SpoolConfig;
 use normwatch_model::FlowRecord;
 use normwatch_transport::bus::{Subscriber, TransportError};
 use normwatch_transport::dedup::Deduplicator;
 use normwatch_transport::metrics::TransportMetrics;
+use normwatch_transport::spool::{Spool, SpoolError};
 use normwatch_transport::wire::decode_batch;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// The spool of one detector's alert publisher: `detect-<group>-<pid>` under `spool.path`,
+/// apart from any sensor's on this host and from the other members of the group (a spool is
+/// locked by the process using it).
+///
+/// A detector commits a flow batch once the alert events it caused are acknowledged or in
+/// this spool, so what a detector leaves in its spool (killed, or stopped during an outage)
+/// must not be stranded: every member, as it starts, takes over the spools of its group that
+/// no live process holds, moving their events into its own, which it sends first.
+pub fn member_spool(spool: &SpoolConfig, group: &str) -> Result<SpoolConfig, SpoolError> {
+    let mut own = spool.clone();
+    let prefix = format!("detect-{group}-");
+    own.path = spool.path.join(format!("{prefix}{}", std::process::id()));
+    let Ok(dirs) = std::fs::read_dir(&spool.path) else {
+        return Ok(own);
+    };
+    let mut orphans: Vec<_> = dirs
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p != &own.path
+                && p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix(&prefix))
+                    .is_some_and(|pid| pid.chars().all(|c| c.is_ascii_digit()))
+        })
+        .collect();
+    if orphans.is_empty() {
+        return Ok(own);
+    }
+    orphans.sort();
+    let mut mine = Spool::open(&own.path, own.max_bytes)?;
+    for dir in orphans {
+        let mut theirs = match Spool::open(&dir, own.max_bytes) {
+            Ok(s) => s,
+            // A live member's, or one another starting member is taking over.
+            Err(SpoolError::Locked(_)) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, path = %dir.display(), "cannot open an earlier detector's spool");
+                continue;
+            }
+        };
+        let moved = mine.take_from(&mut theirs)?;
+        drop(theirs);
+        if moved > 0 {
+            tracing::info!(
+                events = moved,
+                from = %dir.display(),
+                "took over alert events an earlier detector of the group left spooled"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(own)
+}
+
+/// At a detector's end: its spool is removed if empty, else left for the next member of the
+/// group to take over (see [`member_spool`]).
+pub fn release_member_spool(path: &Path, max_bytes: u64) {
+    let empty = Spool::open(path, max_bytes).is_ok_and(|s| s.is_empty());
+    if empty {
+        let _ = std::fs::remove_dir_all(path);
+    } else {
+        tracing::warn!(
+            path = %path.display(),
+            "alert events remain spooled; the next detector of the group sends them"
+        );
+    }
+}
 
 /// Where consumed flow records go.
 pub trait FlowSink {

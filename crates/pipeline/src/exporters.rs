@@ -29,6 +29,9 @@ pub fn decoder_config(cfg: &Config) -> DecoderConfig {
             .map(|d| (d.address, d.sampling_rate))
             .collect(),
         max_sessions: e.max_sessions,
+        exporter_bytes: e.max_exporter_bytes,
+        agent_bytes: e.max_agent_bytes,
+        total_bytes: e.max_total_bytes,
         hold_ns: e.template_wait.as_nanos().min(u128::from(u64::MAX)) as u64,
         // Samples are scaled by their rate when a record is made, which an interim report's
         // prior counts are not: sFlow flows are reported when they end.

@@ -419,8 +419,10 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let transport = TransportMetrics::new(&registry).expect("metric definitions are valid");
+        let mut transport = TransportMetrics::new(&registry).expect("metric definitions are valid");
         let pipeline = PipelineMetrics::new(&registry).expect("metric definitions are valid");
+        // Records the spool drops are records the sensor lost.
+        transport.lost_records = pipeline.sensor_records_lost.clone();
         let sensor = SensorMetrics::new(&registry).expect("metric definitions are valid");
         let detect = DetectMetrics::new(&registry).expect("metric definitions are valid");
         let evidence =

@@ -162,9 +162,11 @@ fn drain(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let step = left.min(Duration::from_millis(200));
-        match publisher.flush(step) {
+        match publisher.drain(step) {
             Ok(()) => return Ok(()),
             Err(_) if force.load(Ordering::Relaxed) => {
+                // Whatever librdkafka still holds goes to the spool now.
+                let _ = publisher.flush(Duration::from_secs(1));
                 tracing::warn!(
                     "stopped without waiting for the broker: unacknowledged batches go to the spool, the next run sends them"
                 );
@@ -194,7 +196,8 @@ pub struct DetectSummary {
 /// `normwatch detect`: consumes flow batches from Kafka as a member of the consumer group,
 /// runs the detector over them and publishes its alert events to the alerts topic (and to
 /// `alerts` if given); consumed records also go to `flows` if given. A batch is committed
-/// only after the alert events it caused were acknowledged by the broker. At the end (stop
+/// only after the alert events it caused were acknowledged by the broker or spooled to disk
+/// (a spool the next member of the group takes over). At the end (stop
 /// signal or idle limit) every alert still open is closed and published.
 pub fn detect(
     cfg: &Config,
@@ -207,14 +210,8 @@ pub fn detect(
     need_kafka(cfg, "detect")?;
     let _span = tracing::info_span!("detect", group = %cfg.kafka.group_id).entered();
     let detector = crate::alerts::detector(cfg)?;
-    // The alert publisher's own spool, apart from any sensor's on this host and from the
-    // other members of the group (a spool is locked by the process using it).
-    let mut spool = cfg.spool.clone();
-    spool.path = spool.path.join(format!(
-        "detect-{}-{}",
-        cfg.kafka.group_id,
-        std::process::id()
-    ));
+    // The alert publisher's own spool; spools earlier members left are taken over.
+    let spool = crate::detect::member_spool(&cfg.spool, &cfg.kafka.group_id)?;
     let mut publisher = KafkaPublisher::new(
         &cfg.bus,
         &cfg.kafka,
@@ -257,10 +254,7 @@ pub fn detect(
     };
     let drained = publisher.flush(cfg.kafka.delivery_timeout);
     drop(publisher);
-    // Whatever waits in this spool belongs to batches that were not committed (a batch is
-    // committed only once its events left the spool), so a restart derives those events
-    // again from the flows: the spool need not outlive the process.
-    let _ = std::fs::remove_dir_all(&spool.path);
+    crate::detect::release_member_spool(&spool.path, spool.max_bytes);
     let summary = result?;
     drained.map_err(|e| anyhow::Error::new(e).context("alert events were not acknowledged"))?;
     Ok(summary)

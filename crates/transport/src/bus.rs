@@ -70,7 +70,8 @@ pub trait Publisher: Send {
     /// Publishes one message, waiting while the transport is full (backpressure).
     fn publish(&mut self, topic: Topic, key: &[u8], payload: Vec<u8>)
         -> Result<(), TransportError>;
-    /// Waits until every published message is acknowledged by the transport.
+    /// Waits until every published message is acknowledged by the transport or kept where
+    /// it survives the process (a publisher's disk spool, sent from there later).
     fn flush(&mut self, timeout: Duration) -> Result<(), TransportError>;
 }
 

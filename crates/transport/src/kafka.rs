@@ -26,7 +26,7 @@ use rdkafka::producer::{
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,9 @@ use std::time::{Duration, Instant};
 const REPLAY_WINDOW: usize = 256;
 /// Largest message the producer sends (librdkafka's default `message.max.bytes` is 1 000 000).
 pub const MAX_MESSAGE_BYTES: usize = 900_000;
+
+/// `max.message.bytes` of the topics normwatch creates (a record batch, headers included).
+const TOPIC_MAX_MESSAGE_BYTES: &str = "1048576";
 
 /// Why the Kafka transport could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,8 @@ pub enum KafkaSetupError {
         source: std::io::Error,
     },
     #[error("librdkafka refused the settings: {0}")]
+    Refused(String),
+    #[error("Kafka client error: {0}")]
     Client(#[from] KafkaError),
     #[error("cannot open the spool: {0}")]
     Spool(#[from] SpoolError),
@@ -134,6 +139,43 @@ pub fn client_config(
     Ok(c)
 }
 
+/// `msg` with the value of every sensitive property of `c` (see
+/// [`normwatch_config::is_sensitive_option`]) replaced, so that librdkafka's messages, which
+/// quote the values they refuse, never carry a secret into a log or an error.
+pub fn redact(c: &ClientConfig, msg: &str) -> String {
+    let mut msg = msg.to_string();
+    // `config_map` hides only the values rdkafka knows to be secret; `get` gives them all.
+    let mut secrets: Vec<&str> = c
+        .config_map()
+        .into_keys()
+        .filter(|k| normwatch_config::is_sensitive_option(k))
+        .filter_map(|k| c.get(k))
+        .filter(|v| !v.is_empty())
+        .collect();
+    // Longest first, so a secret containing another is replaced whole.
+    secrets.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for v in secrets {
+        msg = msg.replace(v, "[redacted]");
+    }
+    msg
+}
+
+/// librdkafka's refusal to create a client, without the secrets of its settings.
+/// A TLS file librdkafka cannot use is named (its message says only which property failed).
+fn refused(c: &ClientConfig, e: &KafkaError) -> KafkaSetupError {
+    let mut msg = redact(c, &e.to_string());
+    for (prop, key) in [
+        ("ssl.ca.location", "kafka.tls.ca"),
+        ("ssl.certificate.location", "kafka.tls.cert"),
+        ("ssl.key.location", "kafka.tls.key"),
+    ] {
+        if let (true, Some(path)) = (msg.contains(prop), c.get(prop)) {
+            msg = format!("{key} {path}: {msg}");
+        }
+    }
+    KafkaSetupError::Refused(msg)
+}
+
 fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
     if c.get(key).is_none() {
         c.set(key, value);
@@ -203,7 +245,8 @@ pub fn check_client_options(bus: &BusConfig, kafka: &KafkaConfig) -> Result<(), 
         let cfg = cfg.map_err(|e| e.to_string())?;
         if let Err(e) = cfg.create_native_config() {
             return Err(format!(
-                "kafka.options: librdkafka refuses them for the {role}: {e}"
+                "kafka.options: librdkafka refuses them for the {role}: {}",
+                redact(&cfg, &e.to_string())
             ));
         }
     }
@@ -217,7 +260,8 @@ pub fn ensure_topics(
     kafka: &KafkaConfig,
     timeout: Duration,
 ) -> Result<(), KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(bus, kafka)?.create()?;
+    let c = client_config(bus, kafka)?;
+    let admin: AdminClient<DefaultClientContext> = c.create().map_err(|e| refused(&c, &e))?;
     create_topics(&admin, bus, timeout)
 }
 
@@ -235,6 +279,9 @@ fn create_topics<C: ClientContext>(
                 i32::try_from(tc.partitions).unwrap_or(i32::MAX),
                 TopicReplication::Fixed(i32::from(tc.replication)),
             )
+            // The broker refuses what no normwatch producer sends, so an oversized message
+            // from elsewhere never reaches (and wedges) a consumer.
+            .set("max.message.bytes", TOPIC_MAX_MESSAGE_BYTES)
         })
         .collect();
     let opts = AdminOptions::new()
@@ -295,11 +342,45 @@ struct ProducerShared {
     names: TopicNames,
     /// Counters already folded into the metrics (the spool counts since it was opened).
     dropped_seen: AtomicU64,
+    dropped_weight_seen: AtomicU64,
     /// How often spooled data is forced to the device; zero: after every message.
     sync_interval: Duration,
+    /// Live messages handed to librdkafka whose delivery report has not come yet; the
+    /// condition is signalled by every report, so waiting for acknowledgements costs no
+    /// fixed slice of time.
+    live: Mutex<u64>,
+    settled: Condvar,
 }
 
 impl ProducerShared {
+    fn sent_live(&self) {
+        *lock(&self.live) += 1;
+    }
+
+    fn settled_live(&self) {
+        let mut n = lock(&self.live);
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.settled.notify_all();
+        }
+    }
+
+    /// Waits until every live message is acknowledged or spooled; false at the deadline.
+    fn wait_settled(&self, deadline: Instant) -> bool {
+        let mut n = lock(&self.live);
+        while *n > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            n = match self.settled.wait_timeout(n, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        true
+    }
+
     fn update_spool_gauges(&self, spool: &Spool) {
         let m = &self.metrics;
         m.spool_messages.set(spool.len() as i64);
@@ -308,6 +389,11 @@ impl ProducerShared {
         let before = self.dropped_seen.swap(dropped, Ordering::Relaxed);
         if dropped > before {
             m.spool_dropped_messages.inc_by(dropped - before);
+        }
+        let weight = spool.counters().dropped_weight;
+        let before = self.dropped_weight_seen.swap(weight, Ordering::Relaxed);
+        if weight > before {
+            m.lost_records.inc_by(weight - before);
         }
     }
 
@@ -332,6 +418,7 @@ impl ProducerShared {
             }
             Err(e) => {
                 self.metrics.spool_dropped_messages.inc();
+                self.metrics.lost_records.inc_by(batch_records(&entry));
                 tracing::error!(error = %e, topic, "cannot spool a batch; it is lost");
             }
         }
@@ -358,6 +445,11 @@ impl ProducerShared {
     }
 }
 
+/// The flow records a spooled message holds (0 for what is not a flow batch).
+fn batch_records(e: &SpoolEntry) -> u64 {
+    crate::wire::record_count(&e.payload).map_or(0, u64::from)
+}
+
 /// The producer's callbacks: delivery reports and client errors.
 #[derive(Debug)]
 struct ProduceContext {
@@ -381,7 +473,17 @@ impl ProducerContext for ProduceContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, origin: Box<Origin>) {
         let s = &self.shared;
-        match (result, *origin) {
+        let live = matches!(*origin, Origin::Live(_));
+        self.report(s, result, *origin);
+        if live {
+            s.settled_live();
+        }
+    }
+}
+
+impl ProduceContext {
+    fn report(&self, s: &ProducerShared, result: &DeliveryResult<'_>, origin: Origin) {
+        match (result, origin) {
             (Ok(msg), Origin::Live(topic)) => {
                 s.set_broker_down(false, "");
                 let label = TransportMetrics::topic_label(topic);
@@ -468,7 +570,8 @@ impl KafkaPublisher {
         metrics: TransportMetrics,
         setup_timeout: Duration,
     ) -> Result<Self, KafkaSetupError> {
-        let spool_store = Spool::open(&spool.path, spool.max_bytes)?;
+        let mut spool_store = Spool::open(&spool.path, spool.max_bytes)?;
+        spool_store.set_weigher(batch_records);
         let leftover = spool_store.len();
         let shared = Arc::new(ProducerShared {
             spool_mode: AtomicBool::new(leftover > 0),
@@ -478,7 +581,10 @@ impl KafkaPublisher {
             metrics,
             names: TopicNames::from_config(bus),
             dropped_seen: AtomicU64::new(0),
+            dropped_weight_seen: AtomicU64::new(0),
             sync_interval: spool.sync_interval,
+            live: Mutex::new(0),
+            settled: Condvar::new(),
         });
         shared.update_spool_gauges(&lock(&shared.spool));
         if leftover > 0 {
@@ -488,11 +594,14 @@ impl KafkaPublisher {
                 "replaying batches spooled by an earlier run"
             );
         }
-        let producer: ThreadedProducer<ProduceContext> = producer_config(bus, kafka)?
+        let c = producer_config(bus, kafka)?;
+        let producer: ThreadedProducer<ProduceContext> = c
             .create_with_context(ProduceContext {
                 shared: shared.clone(),
-            })?;
-        let admin: AdminClient<DefaultClientContext> = client_config(bus, kafka)?.create()?;
+            })
+            .map_err(|e| refused(&c, &e))?;
+        let c = client_config(bus, kafka)?;
+        let admin: AdminClient<DefaultClientContext> = c.create().map_err(|e| refused(&c, &e))?;
         let topics_ready = match create_topics(&admin, bus, setup_timeout) {
             Ok(()) => true,
             Err(KafkaSetupError::Client(e)) => {
@@ -569,7 +678,13 @@ impl Publisher for KafkaPublisher {
             .payload(&payload);
         let started = Instant::now();
         loop {
-            match self.producer.send(record) {
+            // Counted before the send: the report may come before `send` returns.
+            self.shared.sent_live();
+            let sent = self.producer.send(record);
+            if sent.is_err() {
+                self.shared.settled_live();
+            }
+            match sent {
                 Ok(()) => return Ok(()),
                 Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                     // A full queue is backpressure while the broker keeps up, an outage
@@ -590,26 +705,68 @@ impl Publisher for KafkaPublisher {
         }
     }
 
+    /// Returns once every message published so far is acknowledged by the broker or kept
+    /// in the spool (forced to the device): either way it is no longer only in memory, and
+    /// the spool's messages are sent when the broker returns, by this process or the next
+    /// one using the spool. An outage is therefore no failure here; [`KafkaPublisher::drain`]
+    /// waits for the spool to empty too.
     fn flush(&mut self, timeout: Duration) -> Result<(), TransportError> {
         let deadline = Instant::now() + timeout;
+        // Send what lingers now; the reports arrive on the producer's polling thread.
+        let _ = self.producer.flush(Duration::ZERO);
+        let mut purged = false;
         loop {
-            let inflight = self.producer.in_flight_count();
+            let slice = deadline.min(Instant::now() + Duration::from_millis(100));
+            if self.shared.wait_settled(slice) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let live = *lock(&self.shared.live);
+                return Err(TransportError::Broker(format!(
+                    "after {timeout:?}, {live} messages are neither acknowledged nor spooled"
+                )));
+            }
+            // With no broker reachable, what librdkafka holds would wait out the delivery
+            // timeout (and a stop signal with it): it goes to the spool now instead. A
+            // message the broker took after all is sent twice, never lost.
+            if !purged && self.shared.broker_down.load(Ordering::Acquire) {
+                purged = true;
+                self.producer
+                    .purge(PurgeConfig::default().queue().inflight());
+            }
+        }
+        if self.shared.spool_mode.load(Ordering::Acquire) {
+            lock(&self.shared.spool)
+                .sync()
+                .map_err(|e| TransportError::Broker(format!("cannot sync the spool: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+impl KafkaPublisher {
+    /// Waits until every message is acknowledged, the spooled ones included (the end of a
+    /// sensor run); an error says how many still wait in the spool.
+    pub fn drain(&mut self, timeout: Duration) -> Result<(), TransportError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let _ = self.producer.flush(Duration::ZERO);
+            let settled = self
+                .shared
+                .wait_settled(deadline.min(Instant::now() + Duration::from_millis(100)));
             let spooling = self.shared.spool_mode.load(Ordering::Acquire);
-            if inflight == 0 && !spooling {
+            if settled && !spooling {
                 return Ok(());
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if Instant::now() >= deadline {
+                let live = *lock(&self.shared.live);
                 let spooled = lock(&self.shared.spool).len();
                 return Err(TransportError::Broker(format!(
-                    "after {timeout:?}, {inflight} messages are still unacknowledged and {spooled} wait in the spool at {} (they are sent when the broker returns, by this or the next run)",
+                    "after {timeout:?}, {live} messages are still unacknowledged and {spooled} wait in the spool at {} (they are sent when the broker returns, by this or the next run)",
                     self.spool_dir.display()
                 )));
             }
-            let _ = self
-                .producer
-                .flush((deadline - now).min(Duration::from_millis(100)));
-            if spooling {
+            if settled {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -798,6 +955,8 @@ struct ConsumeContext {
     label: &'static str,
     /// Partition assignments received.
     assignments: Arc<AtomicU64>,
+    /// Set when librdkafka reports every broker down, cleared by the next message.
+    broker_down: AtomicBool,
 }
 
 impl ClientContext for ConsumeContext {
@@ -820,6 +979,7 @@ impl ClientContext for ConsumeContext {
     fn error(&self, error: KafkaError, reason: &str) {
         self.metrics.client_errors.inc();
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.broker_down.store(true, Ordering::Release);
             tracing::warn!(reason, "kafka: no broker reachable; waiting for one");
         } else {
             tracing::debug!(%error, reason, "kafka client error");
@@ -857,6 +1017,35 @@ pub struct KafkaSubscriber {
     assignments: Arc<AtomicU64>,
 }
 
+impl KafkaSubscriber {
+    /// Sets the consumer-lag gauge from the broker's high watermarks and this member's
+    /// positions, so the figure a run ends with is not the statistics of seconds before.
+    /// With the broker away the last figure stays (one short wait, not one per partition).
+    fn settle_lag(&self) {
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        let mut lag = 0i64;
+        for e in positions.elements_for_topic(&self.name) {
+            let Ok((low, high)) =
+                self.consumer
+                    .fetch_watermarks(&self.name, e.partition(), Duration::from_secs(2))
+            else {
+                return;
+            };
+            let at = match e.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                _ => low,
+            };
+            lag += (high - at).max(0);
+        }
+        self.metrics
+            .consumer_lag_messages
+            .with_label_values(&[TransportMetrics::topic_label(self.topic)])
+            .set(lag);
+    }
+}
+
 impl std::fmt::Debug for KafkaSubscriber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSubscriber")
@@ -875,13 +1064,16 @@ impl KafkaSubscriber {
     ) -> Result<Self, KafkaSetupError> {
         let name = TopicNames::from_config(bus).name(topic).to_string();
         let assignments = Arc::new(AtomicU64::new(0));
-        let consumer: BaseConsumer<ConsumeContext> = consumer_config(bus, kafka)?
+        let c = consumer_config(bus, kafka)?;
+        let consumer: BaseConsumer<ConsumeContext> = c
             .create_with_context(ConsumeContext {
                 metrics: metrics.clone(),
                 topic: name.clone(),
                 label: TransportMetrics::topic_label(topic),
                 assignments: assignments.clone(),
-            })?;
+                broker_down: AtomicBool::new(false),
+            })
+            .map_err(|e| refused(&c, &e))?;
         consumer.subscribe(&[&name])?;
         Ok(KafkaSubscriber {
             consumer,
@@ -899,6 +1091,10 @@ impl Subscriber for KafkaSubscriber {
         match self.consumer.poll(timeout) {
             None => Ok(None),
             Some(Ok(m)) => {
+                self.consumer
+                    .context()
+                    .broker_down
+                    .store(false, Ordering::Release);
                 self.metrics
                     .consumed_messages
                     .with_label_values(&[TransportMetrics::topic_label(self.topic)])
@@ -941,6 +1137,17 @@ impl Subscriber for KafkaSubscriber {
     }
 
     fn close(&mut self) -> Result<(), TransportError> {
+        if self.consumer.context().broker_down.load(Ordering::Acquire) {
+            // A synchronous commit would wait for a coordinator that is not there (and a
+            // stop signal with it). What was processed since the last commit is processed
+            // again by whoever consumes next: at least once, as after a crash.
+            tracing::warn!(
+                "kafka: no broker reachable at exit; offsets since the last commit are not committed"
+            );
+            self.stored = false;
+            return Ok(());
+        }
+        self.settle_lag();
         if self.stored {
             match self.consumer.commit_consumer_state(CommitMode::Sync) {
                 // Nothing stored since the last automatic commit.
@@ -1046,5 +1253,62 @@ mod tests {
         kafka.options = vec![("no.such.property".into(), "1".into())];
         let e = check_client_options(&bus(), &kafka).unwrap_err();
         assert!(e.contains("no.such.property"), "{e}");
+    }
+
+    #[test]
+    fn a_tls_file_librdkafka_refuses_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("not-a-ca.pem");
+        std::fs::write(&ca, "not a certificate\n").unwrap();
+        let kafka = KafkaConfig {
+            tls: Some(TlsConfig {
+                ca: Some(ca.clone()),
+                cert: None,
+                key: None,
+                key_password_file: None,
+            }),
+            ..KafkaConfig::default()
+        };
+        let c = client_config(&bus(), &kafka).unwrap();
+        let Err(e) = c
+            .create::<AdminClient<DefaultClientContext>>()
+            .map_err(|e| refused(&c, &e))
+        else {
+            panic!("librdkafka took a CA file without a certificate");
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("kafka.tls.ca {}", ca.display())),
+            "{text}"
+        );
+        assert_eq!(text.matches("ssl.ca.location").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_refused_secret_option_is_not_echoed() {
+        // librdkafka quotes a value it refuses; a secret must not come back in the error.
+        let kafka = KafkaConfig {
+            options: vec![
+                (
+                    "sasl.oauthbearer.client.secret".into(),
+                    "s3cr3t-Value-42".into(),
+                ),
+                ("ssl.key.password".into(), "hunter2-pass".into()),
+                ("enable.ssl.certificate.verification".into(), "maybe".into()),
+            ],
+            ..KafkaConfig::default()
+        };
+        let e = check_client_options(&bus(), &kafka).unwrap_err();
+        assert!(e.contains("librdkafka refuses"), "{e}");
+        assert!(
+            !e.contains("s3cr3t-Value-42") && !e.contains("hunter2-pass"),
+            "{e}"
+        );
+        let mut c = ClientConfig::new();
+        c.set("sasl.password", "s3cr3t-Value-42");
+        assert_eq!(
+            redact(&c, "Invalid value \"s3cr3t-Value-42\" for sasl.password"),
+            "Invalid value \"[redacted]\" for sasl.password"
+        );
     }
 }

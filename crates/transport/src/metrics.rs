@@ -20,6 +20,9 @@ pub struct TransportMetrics {
     /// Spooled messages dropped because the spool was full (oldest first) or one message was
     /// larger than the whole spool.
     pub spool_dropped_messages: IntCounter,
+    /// Flow records in the batches the spool dropped or could not keep. Not registered
+    /// here: the pipeline points it at `normwatch_sensor_lost_records_total`.
+    pub lost_records: IntCounter,
     /// Messages waiting in the spool.
     pub spool_messages: IntGauge,
     /// Bytes the spool holds on disk.
@@ -71,6 +74,10 @@ impl TransportMetrics {
             spool_dropped_messages: IntCounter::new(
                 "normwatch_transport_spool_dropped_messages_total",
                 "Spooled messages dropped because the spool was full (oldest first).",
+            )?,
+            lost_records: IntCounter::new(
+                "normwatch_transport_lost_records_total",
+                "Flow records in batches the spool dropped or could not keep.",
             )?,
             spool_messages: IntGauge::new(
                 "normwatch_transport_spool_messages",

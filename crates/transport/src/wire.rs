@@ -18,10 +18,16 @@ pub const MAGIC: [u8; 4] = *b"NWFB";
 /// reported). postcard is not self-describing, so batches of another version are refused
 /// with their reason rather than misread.
 pub const SCHEMA_VERSION: u16 = 3;
+/// Largest batch a consumer decodes: a sensor's messages stay under
+/// `kafka::MAX_MESSAGE_BYTES`, and topics are created refusing more than this. A larger
+/// message is counted and skipped undecoded, so it cannot cost memory many times its size.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Longest sensor id the envelope carries.
 pub const MAX_SENSOR_ID: usize = 64;
 
 const FIXED_HEADER: usize = 4 + 2 + 1;
+/// Records reserved for at once before decoding (a full sensor batch is a few thousand).
+const PREALLOC_RECORDS: usize = 8192;
 const TRAILER: usize = 4;
 
 /// A decoded batch.
@@ -47,18 +53,21 @@ pub enum DecodeError {
     CountMismatch { declared: u32, found: u32 },
     #[error("malformed batch: {0}")]
     Malformed(String),
+    #[error("batch of {0} bytes is larger than any sensor sends ({MAX_BATCH_BYTES})")]
+    TooLarge(usize),
 }
 
 impl DecodeError {
     /// Metric label.
     /// Every [`DecodeError::reason`] label.
-    pub const REASONS: [&'static str; 6] = [
+    pub const REASONS: [&'static str; 7] = [
         "too_short",
         "bad_magic",
         "unsupported_version",
         "bad_checksum",
         "count_mismatch",
         "malformed",
+        "too_large",
     ];
 
     pub fn reason(&self) -> &'static str {
@@ -69,6 +78,7 @@ impl DecodeError {
             DecodeError::BadChecksum => "bad_checksum",
             DecodeError::CountMismatch { .. } => "count_mismatch",
             DecodeError::Malformed(_) => "malformed",
+            DecodeError::TooLarge(_) => "too_large",
         }
     }
 }
@@ -136,8 +146,23 @@ fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
     Ok(h)
 }
 
+/// The record count a batch's header declares, if `bytes` starts like a batch of this
+/// schema (not verified: for counting what a dropped message held).
+pub fn record_count(bytes: &[u8]) -> Option<u32> {
+    if bytes.len() < FIXED_HEADER || bytes[..4] != MAGIC {
+        return None;
+    }
+    let id_len = usize::from(bytes[FIXED_HEADER - 1]);
+    let at = FIXED_HEADER + id_len + 8;
+    let c = bytes.get(at..at + 4)?;
+    Some(u32::from_le_bytes(c.try_into().ok()?))
+}
+
 /// Decodes and verifies a batch. Never panics, whatever the bytes.
 pub fn decode_batch<T: DeserializeOwned>(bytes: &[u8]) -> Result<Batch<T>, DecodeError> {
+    if bytes.len() > MAX_BATCH_BYTES {
+        return Err(DecodeError::TooLarge(bytes.len()));
+    }
     if bytes.len() < FIXED_HEADER + 8 + 4 + 4 + TRAILER {
         return Err(DecodeError::TooShort(bytes.len()));
     }
@@ -179,7 +204,10 @@ pub fn decode_batch<T: DeserializeOwned>(bytes: &[u8]) -> Result<Batch<T>, Decod
             found: 0,
         });
     }
-    let mut records = Vec::with_capacity(count as usize);
+    // The declared count sizes the allocation only up to what a plausible batch holds; a
+    // larger batch grows as its records actually decode, so a lying header cannot make a
+    // small message cost gigabytes.
+    let mut records = Vec::with_capacity((count as usize).min(PREALLOC_RECORDS));
     let mut rest = b;
     while !rest.is_empty() {
         let (r, tail) = postcard::take_from_bytes::<T>(rest)
@@ -217,6 +245,7 @@ mod tests {
                 found: 0,
             },
             DecodeError::Malformed(String::new()),
+            DecodeError::TooLarge(0),
         ];
         let labels: Vec<&str> = all.iter().map(DecodeError::reason).collect();
         assert_eq!(labels, DecodeError::REASONS);
@@ -296,6 +325,20 @@ mod tests {
                 prior: None,
             },
         ]
+    }
+
+    #[test]
+    fn an_oversized_message_is_refused_before_decoding() {
+        let big = vec![0u8; MAX_BATCH_BYTES + 1];
+        let e = decode_batch::<u32>(&big).unwrap_err();
+        assert_eq!(e.reason(), "too_large");
+    }
+
+    #[test]
+    fn record_count_reads_the_header() {
+        let b = encode_batch("sensor-a", 1, &[1u8, 2, 3]).unwrap();
+        assert_eq!(record_count(&b), Some(3));
+        assert_eq!(record_count(b"{\"id\":1}"), None);
     }
 
     #[test]
