@@ -33,6 +33,10 @@ const INITIAL_CAPACITY: usize = 16_384;
 const HINT_BITS: u32 = 8;
 /// Slots sampled to choose an eviction victim when the table is full.
 const EVICTION_SAMPLE: usize = 8;
+/// Packets since a flow's last record that make its next interim report due at once.
+const URGENT_PKTS: u32 = 32;
+/// A trickling flow's interim reports are at most this many report intervals apart.
+const MAX_REPORT_FACTOR: u64 = 10;
 
 /// Flow-table settings (built from the validated config).
 #[derive(Clone, Debug)]
@@ -265,6 +269,8 @@ struct Flow {
     flow_id: u64,
     /// The first packet since the last record (valid while `dirty`).
     pend_first_ns: u64,
+    /// When the flow's last interim report went out (event time).
+    last_report_ns: u64,
     cnt: [Cnt; 2],
     /// Per side, packets and IP bytes since the last record (saturating).
     pend: [Pend; 2],
@@ -444,8 +450,31 @@ impl Flow {
         })
     }
 
-    /// A record was emitted: what it reported becomes the prior of the next one.
-    fn reported(&mut self) {
+    /// Whether an interim report is due at `now` (`every`: the report interval). A flow's
+    /// first report, a burst (at least [`URGENT_PKTS`] packets since the last record) and a new
+    /// industrial write, control, stop or program command go out at once; otherwise a flow
+    /// that keeps trickling (a polling session) is reported at doubling intervals, up to
+    /// [`MAX_REPORT_FACTOR`] report intervals.
+    #[inline]
+    fn report_due(&self, now: u64, every: u64) -> bool {
+        if self.reports == 0
+            || self.pend[0].pkts.saturating_add(self.pend[1].pkts) >= URGENT_PKTS
+            || self.ics.as_deref().is_some_and(|s| {
+                s.reported[0] != commands_of(&s.summary.orig)
+                    || s.reported[1] != commands_of(&s.summary.resp)
+            })
+        {
+            return true;
+        }
+        let wait = every
+            .saturating_mul(1 << self.reports.min(4))
+            .min(every.saturating_mul(MAX_REPORT_FACTOR));
+        now >= self.last_report_ns.saturating_add(wait)
+    }
+
+    /// A record was emitted at `now`: what it reported becomes the prior of the next one.
+    fn reported(&mut self, now: u64) {
+        self.last_report_ns = now;
         self.reports = self.reports.saturating_add(1);
         self.dirty = false;
         self.pend = [Pend::default(); 2];
@@ -674,23 +703,30 @@ impl FlowTable {
     fn report(&mut self, out: &mut Vec<FlowRecord>) {
         let every = self.cfg.report_ns.unwrap_or(u64::MAX).max(1);
         if self.next_report != 0 {
-            let dirty = std::mem::take(&mut self.dirty);
-            for &slot in &dirty {
+            let mut dirty = std::mem::take(&mut self.dirty);
+            let now = self.now;
+            dirty.retain(|&slot| {
                 let Some(f) = self.slab[slot as usize].as_ref() else {
-                    continue;
+                    return false;
                 };
                 if !f.dirty {
-                    continue;
+                    return false;
+                }
+                if !f.report_due(now, every) {
+                    // Still dirty: looked at again next time.
+                    return true;
                 }
                 out.push(self.record(f, EndReason::Interim));
                 self.stats.ended(EndReason::Interim);
                 self.slab[slot as usize]
                     .as_mut()
                     .expect("occupied")
-                    .reported();
-            }
+                    .reported(now);
+                false
+            });
+            // Flows that became dirty meanwhile cannot exist (reports run between packets),
+            // so the list kept is the whole list.
             self.dirty = dirty;
-            self.dirty.clear();
         }
         // On multiples of the interval, so every sensor reports at the same event times.
         self.next_report = (self.now / every).saturating_add(1).saturating_mul(every);
@@ -778,7 +814,7 @@ impl FlowTable {
         self.stats.ended(EndReason::ActiveTimeout);
         out.push(rec);
         let f = self.slab[slot as usize].as_mut().expect("occupied");
-        f.reported();
+        f.reported(self.now);
         f.cnt = [Cnt::default(); 2];
         if let Some(ics) = f.ics.as_deref_mut() {
             ics.summary.orig = Default::default();
@@ -905,6 +941,7 @@ impl FlowTable {
             timer: Timer::None,
             flow_id: self.next_flow_id,
             pend_first_ns: 0,
+            last_report_ns: 0,
             cnt: [Cnt::default(); 2],
             pend: [Pend::default(); 2],
             dir: [Dir::default(); 2],
@@ -1690,6 +1727,45 @@ mod tests {
             out.iter().map(|r| r.orig.pkts + r.resp.pkts).sum::<u64>(),
             frames.len() as u64
         );
+    }
+
+    #[test]
+    fn a_trickling_session_backs_off_while_a_burst_is_reported_every_interval() {
+        let mut cfg = FlowConfig::default();
+        cfg.checksums.verify = false;
+        cfg.report_ns = Some(NS / 10);
+        let mut t = FlowTable::new(cfg);
+        let mut out = Vec::new();
+        let t0 = 1_000 * NS;
+        t.process_frame(
+            LinkType::Ethernet,
+            &tcp(C, 40000, S, 80, SYN, 1, 0),
+            54,
+            t0,
+            &mut out,
+        );
+        // One packet every 100 ms for 30 s on one connection; from the 10th second on, a
+        // second connection sends 50 packets every 100 ms.
+        for k in 1..300u64 {
+            let ts = t0 + k * NS / 10;
+            let f = tcp(C, 40000, S, 80, ACK, 2, 10);
+            t.process_frame(LinkType::Ethernet, &f, f.len(), ts, &mut out);
+            if k >= 100 {
+                for j in 0..50u64 {
+                    let f = tcp(C, 40001, S, 80, ACK, 2, 10);
+                    t.process_frame(LinkType::Ethernet, &f, f.len(), ts + j * 1_000, &mut out);
+                }
+            }
+        }
+        let interim = |port: u16| {
+            out.iter()
+                .filter(|r| r.orig_port == port && r.end_reason == EndReason::Interim)
+                .count()
+        };
+        let trickle = interim(40000);
+        assert!((20..40).contains(&trickle), "{trickle} reports in 30 s");
+        let burst = interim(40001);
+        assert!(burst >= 195, "{burst} reports in 20 s");
     }
 
     #[test]
