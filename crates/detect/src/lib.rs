@@ -407,7 +407,8 @@ impl Run<'_> {
             let Some(idx) = self.ids.find(&m.id) else {
                 continue;
             };
-            let cx = Ctx::of(self.settings, self.norms, self.assets, idx, self.watermark);
+            let mut cx = Ctx::of(self.settings, self.norms, self.assets, idx, self.watermark);
+            cx.now_ns = *self.now_ns;
             let st = states[idx].get_or_insert_with(|| AssetState::new(&cx, r.first_ns / NS));
             if !st.account(&cx, r, m.side, out) {
                 *self.late += 1;

@@ -57,6 +57,9 @@ pub(crate) struct Ctx<'a> {
     pub index: &'a AssetIndex,
     /// The latest watermark second the detector acted on.
     pub watermark: u64,
+    /// The latest event time the detector has seen (ns; 0 when not known), for the rate of
+    /// the second now under way.
+    pub now_ns: u64,
 }
 
 impl<'a> Ctx<'a> {
@@ -75,6 +78,7 @@ impl<'a> Ctx<'a> {
             asset: index.get(idx as u32),
             index,
             watermark,
+            now_ns: 0,
         }
     }
 }
@@ -161,6 +165,31 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// These counts plus the share `part` (0 to 1) of `prev`'s: the last second of traffic
+    /// when this second is under way.
+    fn with_part_of(&self, prev: &Bucket, part: f64) -> Bucket {
+        let p32 = |v: u32| (f64::from(v) * part) as u32;
+        let p64 = |v: u64| (v as f64 * part) as u64;
+        Bucket {
+            bytes: self.bytes + p64(prev.bytes),
+            tcp_bytes: self.tcp_bytes + p64(prev.tcp_bytes),
+            udp_bytes: self.udp_bytes + p64(prev.udp_bytes),
+            icmp_bytes: self.icmp_bytes + p64(prev.icmp_bytes),
+            refl_bytes: self.refl_bytes + p64(prev.refl_bytes),
+            pkts: self.pkts.saturating_add(p32(prev.pkts)),
+            new_flows: self.new_flows.saturating_add(p32(prev.new_flows)),
+            tcp_pkts: self.tcp_pkts.saturating_add(p32(prev.tcp_pkts)),
+            tcp_new: self.tcp_new.saturating_add(p32(prev.tcp_new)),
+            tcp_half_open: self.tcp_half_open.saturating_add(p32(prev.tcp_half_open)),
+            udp_pkts: self.udp_pkts.saturating_add(p32(prev.udp_pkts)),
+            udp_new: self.udp_new.saturating_add(p32(prev.udp_new)),
+            icmp_pkts: self.icmp_pkts.saturating_add(p32(prev.icmp_pkts)),
+            icmp_new: self.icmp_new.saturating_add(p32(prev.icmp_new)),
+            refl_pkts: self.refl_pkts.saturating_add(p32(prev.refl_pkts)),
+            ..*self
+        }
+    }
+
     /// Nothing reached this second.
     fn is_empty(&self) -> bool {
         self.pkts == 0 && self.new_flows == 0 && self.bytes == 0 && !self.hot
@@ -1715,21 +1744,40 @@ impl<const N: usize> AssetState<N> {
                 }
             }
         }
-        let Some(b) = self.get(sec) else {
+        let Some(counted) = self.get(sec) else {
             return;
         };
         let lim = self.limits();
-        let over = lim.total.over(b.pkts, b.bytes, b.new_flows)
-            || lim.tcp.over(b.tcp_pkts, b.tcp_bytes, b.tcp_new)
-            || lim.udp.over(b.udp_pkts, b.udp_bytes, b.udp_new)
-            || lim.icmp.over(b.icmp_pkts, b.icmp_bytes, b.icmp_new);
+        let over_in = |b: &Bucket| {
+            lim.total.over(b.pkts, b.bytes, b.new_flows)
+                || lim.tcp.over(b.tcp_pkts, b.tcp_bytes, b.tcp_new)
+                || lim.udp.over(b.udp_pkts, b.udp_bytes, b.udp_new)
+                || lim.icmp.over(b.icmp_pkts, b.icmp_bytes, b.icmp_new)
+        };
+        let mut b = counted;
+        let mut over = over_in(&b);
+        if !over && !force && sec == self.newest && cx.now_ns / NS == sec {
+            // The second under way is judged as the last full second of traffic: what it
+            // counted so far and the part of the previous second still within one second of
+            // now (spread evenly over it). A rate over a limit is seen as soon as one second
+            // of it has passed, wherever the second boundaries fall.
+            if let Some(prev) = sec.checked_sub(1).and_then(|p| self.get(p)) {
+                let rest = 1.0 - (cx.now_ns % NS) as f64 / NS as f64;
+                let window = counted.with_part_of(&prev, rest);
+                if over_in(&window) {
+                    over = true;
+                    b = window;
+                }
+            }
+        }
         let amp_over =
             u64::from(b.refl_pkts) > s.amp_pps || b.refl_bytes.saturating_mul(8) > s.amp_bps;
         if !over && !amp_over {
             return;
         }
         self.set_hot(sec);
-        let next = Gate::after(&b);
+        // Judged again once what this second itself counted grew.
+        let next = Gate::after(&counted);
         self.atk().seen[slot] = Seen { sec, next };
         if sec == self.newest {
             // Cleared when the ring advances.
@@ -1757,9 +1805,11 @@ impl<const N: usize> AssetState<N> {
             ]
             .into_iter()
             .fold(0.0, f64::max);
-            let refl_share = b.refl_bytes as f64 / b.bytes.max(1) as f64;
-            let half_open_share = if b.tcp_new > 0 {
-                f64::from(b.tcp_half_open) / f64::from(b.tcp_new)
+            // What the traffic is, from this second's own counts: a window reaching into the
+            // previous second also holds what came before the attack.
+            let refl_share = counted.refl_bytes as f64 / counted.bytes.max(1) as f64;
+            let half_open_share = if counted.tcp_new > 0 {
+                f64::from(counted.tcp_half_open) / f64::from(counted.tcp_new)
             } else {
                 0.0
             };

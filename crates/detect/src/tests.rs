@@ -1414,7 +1414,8 @@ fn as_interim(whole: &FlowRecord, every: u64) -> Vec<FlowRecord> {
             ..*d
         };
         let mut r = whole.clone();
-        r.last_ns = whole.first_ns + (upto - 1) * NS;
+        // The report covers its seconds whole: its last packet ends the last of them.
+        r.last_ns = whole.first_ns + upto * NS - 1;
         r.orig = part(&whole.orig);
         r.resp = part(&whole.resp);
         r.prior = prior;
@@ -1561,4 +1562,71 @@ fn a_flood_from_real_hosts_that_send_again_is_not_called_spoofed() {
     let out = run(&mut d, &load);
     let sp = out.last().unwrap().spoofing.clone().expect("assessed");
     assert!(sp.likely_spoofed, "{sp:?}");
+}
+
+#[test]
+fn a_rate_over_the_limit_is_seen_once_a_second_of_it_has_passed_wherever_seconds_fall() {
+    // 2 000 one-packet flows a second against a limit of 1 000, starting 0.6 s into a
+    // second: no calendar second is over the limit until 0.9 s in, but the last second of
+    // traffic is from about 0.55 s.
+    let mut d = detector(
+        vec![asset("dns", "192.0.2.0/24", udp_limit(1000))],
+        Settings::default(),
+    );
+    let start = 100 * NS + 600_000_000;
+    let mut recs = Vec::new();
+    for i in 0..6_000u64 {
+        let ns = start + i * (NS / 2_000);
+        recs.push(rec(
+            &d,
+            17,
+            (v4(0x5200_0000 + i as u32), 4444),
+            (ip("192.0.2.53"), 53),
+            ns,
+            dir(1, 100),
+            dir(0, 0),
+            ConnState::S0,
+        ));
+    }
+    let mut out = Vec::new();
+    let mut opened_at = None;
+    // Handed over as a sensor reports them: every 100 ms.
+    for chunk in recs.chunks(200) {
+        d.process(chunk, &mut out);
+        if opened_at.is_none() && !out.is_empty() {
+            opened_at = Some(chunk.last().unwrap().last_ns);
+        }
+    }
+    let at = opened_at.expect("opened");
+    assert!(
+        at - start <= 650_000_000,
+        "opened {} ms after the attack began",
+        (at - start) / 1_000_000
+    );
+    assert_eq!(out[0].kind, AlertKind::VolumetricFlood);
+    assert!(out[0].measured.pps > 1_000.0, "{:?}", out[0].measured);
+    // Below the limit on every window: 900 a second, however the seconds fall.
+    let mut d = detector(
+        vec![asset("dns", "192.0.2.0/24", udp_limit(1000))],
+        Settings::default(),
+    );
+    let recs: Vec<_> = (0..4_500u64)
+        .map(|i| {
+            rec(
+                &d,
+                17,
+                (v4(0x5300_0000 + i as u32), 4444),
+                (ip("192.0.2.53"), 53),
+                start + i * (NS / 900),
+                dir(1, 100),
+                dir(0, 0),
+                ConnState::S0,
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    for chunk in recs.chunks(90) {
+        d.process(chunk, &mut out);
+    }
+    assert!(out.is_empty(), "{out:?}");
 }
