@@ -34,9 +34,9 @@ const HINT_BITS: u32 = 8;
 /// Slots sampled to choose an eviction victim when the table is full.
 const EVICTION_SAMPLE: usize = 8;
 /// Packets since a flow's last record that make its next interim report due at once.
-const URGENT_PKTS: u32 = 32;
-/// A trickling flow's interim reports are at most this many report intervals apart.
-const MAX_REPORT_FACTOR: u64 = 10;
+const URGENT_PKTS: u32 = 8;
+/// A trickling flow's interim reports are at most 2^this report intervals apart.
+const MAX_BACKOFF: u8 = 3;
 
 /// Flow-table settings (built from the validated config).
 #[derive(Clone, Debug)]
@@ -247,12 +247,10 @@ struct Flow {
     orig_haf_before_rst: bool,
     /// The record is a continuation after an active-timeout report.
     continuation: bool,
-    /// Traffic arrived since the flow's last record (it is on the table's list to report).
-    dirty: bool,
     /// Flags of each side as of the flow's last record.
     rep_flags: [u8; 2],
     /// Records emitted for this flow so far (saturating).
-    reports: u16,
+    reports: u8,
     /// Packets seen, bad checksums included, saturating (only small values matter).
     seen: u8,
     ics_proto: Option<IcsProto>,
@@ -267,16 +265,26 @@ struct Flow {
     timer_at: u64,
     timer: Timer,
     flow_id: u64,
-    /// The first packet since the last record (valid while `dirty`).
-    pend_first_ns: u64,
-    /// When the flow's last interim report went out (event time).
-    last_report_ns: u64,
+    /// Its entry in the table's list of flows with traffic since their last record
+    /// ([`NOT_PENDING`]: none), which holds that traffic: only flows busy since the last report
+    /// pay for it.
+    pending: u32,
     cnt: [Cnt; 2],
-    /// Per side, packets and IP bytes since the last record (saturating).
-    pend: [Pend; 2],
     dir: [Dir; 2],
     ics: Option<Box<IcsState>>,
 }
+
+/// A flow with traffic since its last record: its slot and that traffic.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    slot: u32,
+    /// The first packet since the last record (event time).
+    first_ns: u64,
+    /// By the key's side (lo, hi), so a flip of the roles leaves it as it is.
+    sent: [Pend; 2],
+}
+
+const NOT_PENDING: u32 = u32::MAX;
 
 /// One side's traffic since the flow's last record.
 #[derive(Clone, Copy, Debug, Default)]
@@ -398,7 +406,6 @@ impl Flow {
         self.orig_is_lo = !self.orig_is_lo;
         self.dir.swap(0, 1);
         self.cnt.swap(0, 1);
-        self.pend.swap(0, 1);
         self.rep_flags.swap(0, 1);
         self.ics_server_resp = !self.ics_server_resp;
         self.asset_side = match self.asset_side {
@@ -413,16 +420,20 @@ impl Flow {
     }
 
     /// What the flow's earlier records reported, for the next one (`None` before the first).
-    /// `pending`: whether the traffic since the last record was followed (interim reports
-    /// on); without them the only earlier records are active-timeout reports, after which
-    /// the counts start again from zero.
-    fn prior(&self, pending: bool) -> Option<Prior> {
+    /// `tracked`: whether the traffic since the last record was followed (interim reports
+    /// on; `pending` is that traffic, if any); without them the only earlier records are
+    /// active-timeout reports, after which the counts start again from zero.
+    fn prior(&self, tracked: bool, pending: Option<&Pending>) -> Option<Prior> {
         if self.reports == 0 {
             return None;
         }
+        let none = [Pend::default(); 2];
+        let sent = pending.map_or(&none, |p| &p.sent);
         let side = |i: usize| {
-            let (c, p) = (&self.cnt[i], &self.pend[i]);
-            let (pkts, ip_bytes) = if pending {
+            // Direction `i` (originator, responder) is the key's side `k`.
+            let k = usize::from((i == 0) != self.orig_is_lo);
+            let (c, p) = (&self.cnt[i], &sent[k]);
+            let (pkts, ip_bytes) = if tracked {
                 (
                     c.pkts.saturating_sub(u64::from(p.pkts)),
                     c.ip_bytes.saturating_sub(u64::from(p.ip_bytes)),
@@ -437,9 +448,9 @@ impl Flow {
                 commands: self.ics.as_deref().map_or([0; 4], |s| s.reported[i]),
             }
         };
-        let since_ns = match (pending, self.dirty) {
-            (true, true) => self.pend_first_ns,
-            (true, false) => self.last_ns,
+        let since_ns = match (tracked, pending) {
+            (true, Some(p)) => p.first_ns.clamp(self.first_ns, self.last_ns),
+            (true, None) => self.last_ns,
             (false, _) => self.first_ns,
         };
         Some(Prior {
@@ -450,34 +461,26 @@ impl Flow {
         })
     }
 
-    /// Whether an interim report is due at `now` (`every`: the report interval). A flow's
-    /// first report, a burst (at least [`URGENT_PKTS`] packets since the last record) and a new
-    /// industrial write, control, stop or program command go out at once; otherwise a flow
-    /// that keeps trickling (a polling session) is reported at doubling intervals, up to
-    /// [`MAX_REPORT_FACTOR`] report intervals.
+    /// Whether an interim report is due at report tick `tick` (the count of report intervals
+    /// since the epoch). A flow's first report, a burst (at least [`URGENT_PKTS`] packets since
+    /// the last record) and a new industrial write, control, stop or program command go out
+    /// at once; otherwise a flow that keeps trickling (a polling session) is reported on every
+    /// second, fourth, then eighth tick ([`MAX_BACKOFF`]) as its records add up.
     #[inline]
-    fn report_due(&self, now: u64, every: u64) -> bool {
-        if self.reports == 0
-            || self.pend[0].pkts.saturating_add(self.pend[1].pkts) >= URGENT_PKTS
+    fn report_due(&self, tick: u64, pending: &Pending) -> bool {
+        self.reports == 0
+            || pending.sent[0].pkts.saturating_add(pending.sent[1].pkts) >= URGENT_PKTS
             || self.ics.as_deref().is_some_and(|s| {
                 s.reported[0] != commands_of(&s.summary.orig)
                     || s.reported[1] != commands_of(&s.summary.resp)
             })
-        {
-            return true;
-        }
-        let wait = every
-            .saturating_mul(1 << self.reports.min(4))
-            .min(every.saturating_mul(MAX_REPORT_FACTOR));
-        now >= self.last_report_ns.saturating_add(wait)
+            || tick.trailing_zeros() >= u32::from(self.reports.min(MAX_BACKOFF))
     }
 
-    /// A record was emitted at `now`: what it reported becomes the prior of the next one.
-    fn reported(&mut self, now: u64) {
-        self.last_report_ns = now;
+    /// A record was emitted: what it reported becomes the prior of the next one.
+    fn reported(&mut self) {
         self.reports = self.reports.saturating_add(1);
-        self.dirty = false;
-        self.pend = [Pend::default(); 2];
+        self.pending = NOT_PENDING;
         self.rep_flags = [self.dir[0].flags, self.dir[1].flags];
         if let Some(ics) = self.ics.as_deref_mut() {
             ics.reported = [
@@ -570,8 +573,9 @@ pub struct FlowTable {
     quiet: Box<Quiet>,
     now: u64,
     next_sweep: u64,
-    /// Slots of flows with traffic since their last record (stale entries are skipped).
-    dirty: Vec<u32>,
+    /// Flows with traffic since their last record (an entry whose flow no longer points to it
+    /// is stale and dropped at the next report).
+    pending: Vec<Pending>,
     /// When the next interim report is due (event time; `u64::MAX`: never).
     next_report: u64,
     next_flow_id: u64,
@@ -600,7 +604,7 @@ impl FlowTable {
             quiet,
             now: 0,
             next_sweep: 0,
-            dirty: Vec::new(),
+            pending: Vec::new(),
             next_report: if cfg_reports { 0 } else { u64::MAX },
             next_flow_id: 1,
             rng: 0x9e37_79b9_7f4a_7c15,
@@ -634,7 +638,7 @@ impl FlowTable {
         self.slab.capacity() * size_of::<Option<Flow>>()
             + self.index.capacity() * (size_of::<u32>() + 1)
             + self.free.capacity() * 4
-            + self.dirty.capacity() * 4
+            + self.pending.capacity() * size_of::<Pending>()
             + size_of_val(&*self.hints)
     }
 
@@ -703,30 +707,33 @@ impl FlowTable {
     fn report(&mut self, out: &mut Vec<FlowRecord>) {
         let every = self.cfg.report_ns.unwrap_or(u64::MAX).max(1);
         if self.next_report != 0 {
-            let mut dirty = std::mem::take(&mut self.dirty);
-            let now = self.now;
-            dirty.retain(|&slot| {
-                let Some(f) = self.slab[slot as usize].as_ref() else {
-                    return false;
+            let tick = self.now / every;
+            let mut keep = 0;
+            for i in 0..self.pending.len() {
+                let e = self.pending[i];
+                let Some(f) = self.slab[e.slot as usize].as_ref() else {
+                    continue;
                 };
-                if !f.dirty {
-                    return false;
+                if f.pending != i as u32 {
+                    continue;
                 }
-                if !f.report_due(now, every) {
-                    // Still dirty: looked at again next time.
-                    return true;
+                if !f.report_due(tick, &e) {
+                    // Looked at again next time, from its new place in the list. (Entries
+                    // before `i` are done with, so `record` still finds this one at `i`.)
+                    self.pending[keep] = e;
+                    if let Some(f) = self.slab[e.slot as usize].as_mut() {
+                        f.pending = keep as u32;
+                    }
+                    keep += 1;
+                    continue;
                 }
                 out.push(self.record(f, EndReason::Interim));
                 self.stats.ended(EndReason::Interim);
-                self.slab[slot as usize]
-                    .as_mut()
-                    .expect("occupied")
-                    .reported(now);
-                false
-            });
-            // Flows that became dirty meanwhile cannot exist (reports run between packets),
-            // so the list kept is the whole list.
-            self.dirty = dirty;
+                if let Some(f) = self.slab[e.slot as usize].as_mut() {
+                    f.reported();
+                }
+            }
+            self.pending.truncate(keep);
         }
         // On multiples of the interval, so every sensor reports at the same event times.
         self.next_report = (self.now / every).saturating_add(1).saturating_mul(every);
@@ -770,7 +777,7 @@ impl FlowTable {
         self.slab.clear();
         self.index.clear();
         self.free.clear();
-        self.dirty.clear();
+        self.pending.clear();
         self.stats.flows_active = 0;
         let orphans = self.frags.values().filter(|g| g.flow.is_none()).count();
         self.stats.fragments_orphaned += orphans as u64;
@@ -814,7 +821,7 @@ impl FlowTable {
         self.stats.ended(EndReason::ActiveTimeout);
         out.push(rec);
         let f = self.slab[slot as usize].as_mut().expect("occupied");
-        f.reported(self.now);
+        f.reported();
         f.cnt = [Cnt::default(); 2];
         if let Some(ics) = f.ics.as_deref_mut() {
             ics.summary.orig = Default::default();
@@ -858,7 +865,10 @@ impl FlowTable {
             ics: f.ics.as_ref().map(|s| Box::new(s.summary.clone())),
             end_reason: reason,
             export: None,
-            prior: f.prior(self.next_report != u64::MAX),
+            prior: f.prior(
+                self.next_report != u64::MAX,
+                (f.pending != NOT_PENDING).then(|| &self.pending[f.pending as usize]),
+            ),
         }
     }
 
@@ -927,7 +937,6 @@ impl FlowTable {
             hist_starts_orig_syn: false,
             orig_haf_before_rst: false,
             continuation: false,
-            dirty: false,
             rep_flags: [0; 2],
             reports: 0,
             seen: 0,
@@ -940,10 +949,8 @@ impl FlowTable {
             timer_at: 0,
             timer: Timer::None,
             flow_id: self.next_flow_id,
-            pend_first_ns: 0,
-            last_report_ns: 0,
+            pending: NOT_PENDING,
             cnt: [Cnt::default(); 2],
-            pend: [Pend::default(); 2],
             dir: [Dir::default(); 2],
             ics: None,
         };
@@ -1058,11 +1065,16 @@ impl FlowTable {
             cnt.payload += u64::from(p.payload_len);
         }
         if self.next_report != u64::MAX {
-            f.pend[d].add(1, u64::from(p.ip_len));
-            if !f.dirty {
-                f.dirty = true;
-                f.pend_first_ns = ts;
-                self.dirty.push(slot);
+            if f.pending == NOT_PENDING {
+                f.pending = u32::try_from(self.pending.len()).unwrap_or(NOT_PENDING - 1);
+                self.pending.push(Pending {
+                    slot,
+                    first_ns: ts,
+                    sent: [Pend::default(); 2],
+                });
+            }
+            if let Some(e) = self.pending.get_mut(f.pending as usize) {
+                e.sent[usize::from(!src_lo)].add(1, u64::from(p.ip_len));
             }
         }
         let dir = &mut f.dir[d];
@@ -1093,8 +1105,9 @@ impl FlowTable {
             g.flow = Some((slot, flow_id, d));
             if let Some(f) = self.slab[slot as usize].as_mut() {
                 f.cnt[d].ip_bytes += pending;
-                if f.dirty {
-                    f.pend[d].add(0, pending);
+                let k = usize::from((d == 0) != f.orig_is_lo);
+                if let Some(e) = self.pending.get_mut(f.pending as usize) {
+                    e.sent[k].add(0, pending);
                 }
             }
         } else if self.frags.len() < MAX_FRAG_GROUPS {
@@ -1125,8 +1138,9 @@ impl FlowTable {
                 Some((slot, flow_id, d)) => match self.slab[slot as usize].as_mut() {
                     Some(f) if f.flow_id == flow_id => {
                         f.cnt[d].ip_bytes += u64::from(bytes);
-                        if f.dirty {
-                            f.pend[d].add(0, u64::from(bytes));
+                        let k = usize::from((d == 0) != f.orig_is_lo);
+                        if let Some(e) = self.pending.get_mut(f.pending as usize) {
+                            e.sent[k].add(0, u64::from(bytes));
                         }
                     }
                     _ => g.pending += u64::from(bytes),
@@ -1763,7 +1777,7 @@ mod tests {
                 .count()
         };
         let trickle = interim(40000);
-        assert!((20..40).contains(&trickle), "{trickle} reports in 30 s");
+        assert!((20..50).contains(&trickle), "{trickle} reports in 30 s");
         let burst = interim(40001);
         assert!(burst >= 195, "{burst} reports in 20 s");
     }
