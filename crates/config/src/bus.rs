@@ -371,34 +371,18 @@ pub(crate) fn base_dir(origin: &Path) -> PathBuf {
     }
 }
 
-/// Parses a byte size: an integer, or a string such as "512MiB" or "1 GB".
+/// Parses a byte size: an integer, or a string such as "512MiB" or "1 GB" (`parse-size`: K, M,
+/// G, T are powers of 1000, Ki, Mi, Gi, Ti powers of 1024; case and the `B` are optional).
 pub(crate) fn byte_size(v: &toml::Value, key: &str, d: &mut Diagnostics) -> Option<u64> {
     const HINT: &str = "write a size as bytes (65536) or a string with a unit, e.g. \"512MiB\" or \"1 GB\" (B; KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: powers of 1024)";
     let bytes = match v {
-        toml::Value::Integer(i) if *i >= 0 => Some(*i as u64),
-        toml::Value::String(s) => {
-            let t = s.trim();
-            let split = t
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .unwrap_or(t.len());
-            let (num, unit) = t.split_at(split);
-            let mult: Option<u64> = match unit.trim() {
-                "" | "B" => Some(1),
-                "KB" | "kB" => Some(1_000),
-                "MB" => Some(1_000_000),
-                "GB" => Some(1_000_000_000),
-                "TB" => Some(1_000_000_000_000),
-                "KiB" => Some(1 << 10),
-                "MiB" => Some(1 << 20),
-                "GiB" => Some(1 << 30),
-                "TiB" => Some(1 << 40),
-                _ => None,
-            };
-            match (num.parse::<f64>(), mult) {
-                (Ok(n), Some(m)) if n.is_finite() && n >= 0.0 => Some((n * m as f64) as u64),
-                _ => None,
-            }
-        }
+        toml::Value::Integer(i) => u64::try_from(*i).ok(),
+        // A size too large for u64 is a size all the same: the range check names it.
+        toml::Value::String(s) => match parse_size::parse_size(s.trim()) {
+            Ok(b) => Some(b),
+            Err(parse_size::Error::PosOverflow) => Some(u64::MAX),
+            Err(_) => None,
+        },
         _ => None,
     };
     if bytes.is_none() {

@@ -187,8 +187,8 @@ fn shape_errors() {
     check(
         "sensor = 3\nasset = 3\n",
         &[
-            ("asset", "expected a sequence"),
             ("sensor", "expected a map"),
+            ("asset", "expected a sequence"),
         ],
     );
     check(
@@ -572,17 +572,19 @@ fn byte_sizes() {
         ("\"1.5GiB\"", 3 << 29),
         ("\"2TB\"", 2_000_000_000_000),
         ("\"16TiB\"", 16 << 40),
+        ("\"1 gib\"", 1 << 30),
+        ("\"2 mb\"", 2_000_000),
+        ("\"1e9\"", 1_000_000_000),
     ] {
         let c = p(&format!("[spool]\nmax_bytes = {v}\n")).unwrap_or_else(|e| panic!("{v}: {e}"));
         assert_eq!(c.spool.max_bytes, bytes, "{v}");
     }
     for v in [
-        "\"1 gib\"",
         "\"GiB\"",
+        "\"12 parsecs\"",
         "\"\"",
         "-1",
         "1.5",
-        "\"1e9\"",
         "\"1 GiB 2\"",
         "true",
     ] {
@@ -739,11 +741,11 @@ fn only_duration_keys_get_the_duration_hint() {
     assert_eq!(
         keys,
         [
-            "bus.batch_linger",
             "bus.capacity",
+            "bus.batch_linger",
             "kafka.client_id",
-            "kafka.delivery_timeout",
             "kafka.tls",
+            "kafka.delivery_timeout",
             "spool.path",
             "spool.sync_interval",
             "detect.lateness",
