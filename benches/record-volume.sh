@@ -28,7 +28,6 @@ else
     "$WORK/background.pcap"
     "$DATA/ICS-Security-Tools/pcaps/ModbusTCP/ModbusTCP.pcap"
     "$DATA/ICS-Security-Tools/pcaps/EthernetIP/EthernetIP-CIP.pcap"
-    "$DATA/zeek/testing/btest/Traces/ssh/ssh.pcap"
     "$DATA/packet-captures/pkt.TCP.synflood.spoofed.pcap"
   )
 fi

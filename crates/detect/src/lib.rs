@@ -2,12 +2,16 @@
 //! the event time in the records, so a replay gives the same alerts every time.
 //!
 //! Per protected asset it keeps a ring of one-second buckets of the traffic towards the
-//! asset, filled from each record's packets spread over the seconds the flow spans. Counts
-//! only grow, so a second that crosses a limit opens an alert at once, however late its other
-//! records are; a second counts as final only once the event-time watermark (the latest record
-//! time minus the allowed lateness) has passed it: then it feeds the learned baseline (if no
-//! flood was under way) and the service-impairment check, and an alert closes after
-//! `quiet_secs` final seconds without its condition.
+//! asset, filled from what each record adds to its flow's earlier records (all of it for a
+//! flow's first record), spread over the seconds that part spans; a connection is new only on
+//! its first record. Counts only grow, so a second that crosses a limit opens an alert at
+//! once, however late its other records are; the second under way is also judged with the
+//! part of the previous second still within one second of the latest record. A second counts
+//! as final only once the event-time watermark (the latest record time minus the allowed
+//! lateness; it moves before a record is counted) has passed it: then it feeds the learned
+//! baseline (if no flood was under way) and the service-impairment check, and an alert closes
+//! after `quiet_secs` final seconds without its condition. At the end of the input every
+//! second is judged on its full counts.
 //!
 //! The rules (`state.rs` holds them, one function each):
 //! - volumetric flood: a second above max(static threshold, baseline × factor), totals and per
