@@ -19,6 +19,11 @@
 # packet's time on the wire (the first packet's kernel timestamp plus the STOP's offset in the
 # capture). FastNetMon has no industrial rule, so only normwatch is timed.
 #
+# With KAFKA=1 (the default when `tansu` is on the PATH) every row is also measured through
+# the distributed path: `normwatch sensor --interface` -> a tansu broker on the namespace's
+# loopback (in-memory storage, a fresh one per run) -> `normwatch detect`, its first alert line
+# timed the same way (FastNetMon's column is not repeated there).
+#
 # Prints a table of medians (every run's figure after it). Needs root (namespaces, raw
 # sockets); installs tcpreplay, tshark, iproute2 and fastnetmon from Debian when missing.
 #
@@ -34,6 +39,11 @@ MULTIPLES=${MULTIPLES:-"1.1 2 5"}
 OWN_THRESHOLD=${OWN_THRESHOLD:-800}
 WAIT=${WAIT:-30}
 SYN=${SYN:-$ROOT/../shared/data/captures/packet-captures/pkt.TCP.synflood.spoofed.pcap}
+if [ -z "${KAFKA:-}" ]; then
+  KAFKA=0
+  command -v tansu >/dev/null 2>&1 && KAFKA=1
+fi
+KAFKA_PORT=19092
 
 [ "$(id -u)" = 0 ] || { echo "live-latency.sh: needs root (network namespaces, capture)" >&2; exit 2; }
 [ -f "$SYN" ] || { echo "live-latency.sh: $SYN not found (../shared/data beside the repository)" >&2; exit 2; }
@@ -96,10 +106,15 @@ for line in sys.stdin:
     sys.stdout.flush()
 EOF
 
-nw_config() { # threshold asset-cidr
+nw_config() { # threshold asset-cidr kafka(0/1)
+  local bus=""
+  if [ "$3" = 1 ]; then
+    bus=$(printf '[bus]\nkind = "kafka"\nbrokers = "127.0.0.1:%s"\n[kafka]\ngroup_id = "latency-lab"\n[spool]\npath = "%s"\n' "$KAFKA_PORT" "$WORK/spool")
+  fi
   cat > "$WORK/nw.toml" <<EOF
 [sensor]
 id = "latency-lab"
+$bus
 [[asset]]
 id = "victim"
 name = "Lab victim"
@@ -182,12 +197,12 @@ stop_all() {
 # Arguments: capture, threshold, tcpreplay rate option, with FastNetMon (1/0), the STOP offset
 # (s) for the industrial case, else 0.
 one_run() {
-  local pcap=$1 threshold=$2 rateopt=$3 with_fnm=$4 offset=$5 cidr
+  local pcap=$1 threshold=$2 rateopt=$3 with_fnm=$4 offset=$5 kafka=${6:-0} cidr
   cidr="10.200.0.2/32"
   [ "$offset" != 0 ] && cidr="10.20.0.50/32"
-  nw_config "$threshold" "$cidr"
-  rm -f "$WORK"/nw.out "$WORK"/nw.err "$WORK"/first.pcap "$WORK"/dumpcap.err
-  rm -rf "$WORK/fnm"
+  nw_config "$threshold" "$cidr" "$kafka"
+  rm -f "$WORK"/nw.out "$WORK"/nw.err "$WORK"/first.pcap "$WORK"/dumpcap.err "$WORK"/sensor.err
+  rm -rf "$WORK/fnm" "$WORK/spool" "$WORK/tansu"
   if [ "$with_fnm" = 1 ]; then
     fnm_config "$threshold"
     mkdir -p "$WORK/fnm/attacks"
@@ -202,10 +217,39 @@ one_run() {
   mkfifo "$WORK/nw.fifo"
   python3 -u "$WORK/stamp.py" < "$WORK/nw.fifo" > "$WORK/nw.out" &
   pids+=($!)
-  ip netns exec "$NS" "$BIN" run --config "$WORK/nw.toml" --interface "$IN" --alerts-out - \
-    --metrics-listen off > "$WORK/nw.fifo" 2> "$WORK/nw.err" &
-  pids+=($!)
-  wait_for "$WORK/nw.err" capturing 30 || { echo "normwatch did not start:" >&2; tail -5 "$WORK/nw.err" >&2; exit 1; }
+  if [ "$kafka" = 1 ]; then
+    # A fresh broker (in-memory storage) on the namespace's loopback; the sensor creates the
+    # topics, then the detector joins its group.
+    mkdir -p "$WORK/tansu"
+    (cd "$WORK/tansu" && exec ip netns exec "$NS" tansu broker \
+      --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --storage-engine memory://tansu/) > "$WORK/tansu.log" 2>&1 &
+    pids+=($!)
+    local up=0
+    for _ in $(seq 100); do
+      if ip netns exec "$NS" bash -c "echo > /dev/tcp/127.0.0.1/$KAFKA_PORT" 2>/dev/null; then
+        up=1
+        break
+      fi
+      sleep 0.1
+    done
+    [ $up = 1 ] || { echo "tansu did not start:" >&2; tail -5 "$WORK/tansu.log" >&2; exit 1; }
+    ip netns exec "$NS" "$BIN" sensor --config "$WORK/nw.toml" --interface "$IN" \
+      --metrics-listen off 2> "$WORK/sensor.err" &
+    pids+=($!)
+    wait_for "$WORK/sensor.err" capturing 30 || { echo "normwatch sensor did not start:" >&2; tail -5 "$WORK/sensor.err" >&2; exit 1; }
+    ip netns exec "$NS" "$BIN" detect --config "$WORK/nw.toml" --alerts-out - \
+      --metrics-listen off > "$WORK/nw.fifo" 2> "$WORK/nw.err" &
+    pids+=($!)
+    # The consumer group's first assignment takes a few seconds.
+    sleep 6
+  else
+    ip netns exec "$NS" "$BIN" run --config "$WORK/nw.toml" --interface "$IN" --alerts-out - \
+      --metrics-listen off > "$WORK/nw.fifo" 2> "$WORK/nw.err" &
+    pids+=($!)
+    wait_for "$WORK/nw.err" capturing 30 || { echo "normwatch did not start:" >&2; tail -5 "$WORK/nw.err" >&2; exit 1; }
+  fi
   # Time zero: the first replayed packet (IPv4; the flood's are all to the victim).
   ip netns exec "$NS" dumpcap -q -i "$IN" -c 1 -f "ip" -w "$WORK/first.pcap" 2> "$WORK/dumpcap.err" &
   pids+=($!)
@@ -215,7 +259,8 @@ one_run() {
   tcpreplay -q -i "$OUT" $rateopt "$pcap" >/dev/null 2>&1 &
   local replay=$!
   pids+=($replay)
-  local end=$((SECONDS + WAIT)) nw="" fnm=""
+  # The industrial case waits from its STOP packet, well into the capture.
+  local end=$((SECONDS + WAIT + ${offset%.*})) nw="" fnm=""
   while [ $SECONDS -lt $end ]; do
     nw=$(grep -m1 '"state":"open"' "$WORK/nw.out" 2>/dev/null | cut -d' ' -f1 || true)
     [ "$with_fnm" = 1 ] && fnm=$(grep -m1 ' ban' "$WORK/fnm/events" 2>/dev/null | cut -d' ' -f1 || true)
@@ -243,20 +288,31 @@ print(f'{statistics.median(v):.2f} s' if len(v) == len(sys.argv[1:]) and v else 
 " "$@"; }
 
 row() { # label threshold rateopt
-  local nws=() fnms=() r
+  local nws=() fnms=() kfs=() r
   for _ in $(seq "$RUNS"); do
     r=$(one_run "$WORK/attack.pcap" "$2" "$3" 1 0)
     nws+=("${r% *}")
     fnms+=("${r#* }")
+    if [ "$KAFKA" = 1 ]; then
+      r=$(one_run "$WORK/attack.pcap" "$2" "$3" 0 0 1)
+      kfs+=("${r% *}")
+    fi
   done
-  printf '| %s | %s (%s) | %s (%s) |\n' "$1" \
-    "$(median "${fnms[@]}")" "${fnms[*]}" "$(median "${nws[@]}")" "${nws[*]}"
+  local kafka_col=""
+  [ "$KAFKA" = 1 ] && kafka_col=" $(median "${kfs[@]}") (${kfs[*]}) |"
+  printf '| %s | %s (%s) | %s (%s) |%s\n' "$1" \
+    "$(median "${fnms[@]}")" "${fnms[*]}" "$(median "${nws[@]}")" "${nws[*]}" "$kafka_col"
 }
 
 echo "live-latency: $(date -u +%FT%TZ), $(nproc) cores, $(uname -r); FastNetMon $FNM_VERSION; RATE=$RATE pps, $RUNS runs each"
 echo
-echo "| threshold multiple | FastNetMon, median (runs) | normwatch, median (runs) |"
-echo "|---|---|---|"
+if [ "$KAFKA" = 1 ]; then
+  echo "| threshold multiple | FastNetMon, median (runs) | normwatch run, median (runs) | normwatch sensor -> Kafka -> detect, median (runs) |"
+  echo "|---|---|---|---|"
+else
+  echo "| threshold multiple | FastNetMon, median (runs) | normwatch, median (runs) |"
+  echo "|---|---|---|"
+fi
 for m in $MULTIPLES; do
   threshold=$(python3 -c "print(round($RATE / $m))")
   row "${m}× (pps threshold $threshold)" "$threshold" "--pps=$RATE"
@@ -269,9 +325,16 @@ first=$(tshark -r "$WORK/s7.pcap" -c 1 -T fields -e frame.time_epoch)
 stop=$(tshark -r "$WORK/s7.pcap" -Y 'tcp.dstport == 102 && tcp.len > 17 && tcp.payload[17:1] == 29' -T fields -e frame.time_epoch | head -1)
 offset=$(python3 -c "print(float('$stop') - float('$first'))")
 nws=()
+kfs=()
 for _ in $(seq "$RUNS"); do
   r=$(one_run "$WORK/s7.pcap" 1000000 "" 0 "$offset")
   nws+=("${r% *}")
+  if [ "$KAFKA" = 1 ]; then
+    r=$(one_run "$WORK/s7.pcap" 1000000 "" 0 "$offset" 1)
+    kfs+=("${r% *}")
+  fi
 done
-printf '| PLC STOP inside a held S7 session (after the STOP packet) | no rule | %s (%s) |\n' \
-  "$(median "${nws[@]}")" "${nws[*]}"
+kafka_col=""
+[ "$KAFKA" = 1 ] && kafka_col=" $(median "${kfs[@]}") (${kfs[*]}) |"
+printf '| PLC STOP inside a held S7 session (after the STOP packet) | no rule | %s (%s) |%s\n' \
+  "$(median "${nws[@]}")" "${nws[*]}" "$kafka_col"
