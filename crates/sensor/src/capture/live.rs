@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Size of one ring block. It holds at least one frame of the largest snap length (256 KiB)
-/// with its headers, and the kernel hands blocks over when full or after
-/// [`BLOCK_TIMEOUT_MS`].
+/// with its headers, and the kernel hands blocks over when full or after 10 ms (the block
+/// timeout).
 pub const BLOCK_BYTES: usize = 1 << 20;
 /// A block that is not full is handed over after this many milliseconds, so a quiet link
 /// still delivers its frames promptly.
