@@ -321,8 +321,8 @@ row "the capture at its own timing (threshold $OWN_THRESHOLD)" "$OWN_THRESHOLD" 
 
 # The industrial case: a PLC STOP inside a session that stays open.
 "$BIN" simulate -s s7-stop-held -o "$WORK/s7.pcap" >/dev/null
-first=$(tshark -r "$WORK/s7.pcap" -c 1 -T fields -e frame.time_epoch)
-stop=$(tshark -r "$WORK/s7.pcap" -Y 'tcp.dstport == 102 && tcp.len > 17 && tcp.payload[17:1] == 29' -T fields -e frame.time_epoch | head -1)
+first=$(tshark -r "$WORK/s7.pcap" -c 1 -T fields -e frame.time_epoch 2>/dev/null)
+stop=$(tshark -r "$WORK/s7.pcap" -Y 'tcp.dstport == 102 && tcp.len > 17 && tcp.payload[17:1] == 29' -T fields -e frame.time_epoch 2>/dev/null | head -1)
 offset=$(python3 -c "print(float('$stop') - float('$first'))")
 nws=()
 kfs=()
