@@ -189,7 +189,7 @@ pub struct FlowRecord {
 /// adds up traffic counts the difference, spread over `since_ns ..= last_ns`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prior {
-    /// Records of this flow before this one.
+    /// Records of this flow before this one (the sensor's count saturates at 255).
     pub reports: u32,
     /// The first packet after the previous record: where the part this record adds begins.
     pub since_ns: u64,
