@@ -712,24 +712,12 @@ impl Package {
     pub fn tar_bytes(&self) -> Result<Vec<u8>> {
         let mut b = tar::Builder::new(Vec::new());
         let mtime = self.packaged_at_ns / 1_000_000_000;
-        let mut dirs = BTreeSet::new();
-        for p in self.files.keys() {
-            let mut acc = String::new();
-            for part in p
-                .split('/')
-                .rev()
-                .skip(1)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-            {
-                if !acc.is_empty() {
-                    acc.push('/');
-                }
-                acc.push_str(part);
-                dirs.insert(acc.clone());
-            }
-        }
+        let dirs: BTreeSet<String> = self
+            .files
+            .keys()
+            .flat_map(|p| parent_dirs(p))
+            .map(str::to_string)
+            .collect();
         let tar_err = |e: std::io::Error| Error::Build(format!("tar: {e}"));
         let mut entries: Vec<(String, Option<&Vec<u8>>)> = vec![(String::new(), None)];
         entries.extend(dirs.into_iter().map(|d| (d, None)));
@@ -824,5 +812,20 @@ pub(crate) fn via_authority(r: &Routing) -> Option<(&str, bool)> {
         Routing::Direct => None,
         Routing::ViaNationalAuthority { reason } => Some((reason, true)),
         Routing::ForNationalAuthority { reason } => Some((reason, false)),
+    }
+}
+
+/// The directories a relative path `a/b/c` lies in, outermost first: `a`, `a/b`.
+pub(crate) fn parent_dirs(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(move |(i, _)| &path[..i])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parent_dirs_are_every_prefix_up_to_a_slash() {
+        let dirs: Vec<&str> = super::parent_dirs("stix/x/bundle.json").collect();
+        assert_eq!(dirs, ["stix", "stix/x"]);
+        assert_eq!(super::parent_dirs("manifest.json").count(), 0);
     }
 }

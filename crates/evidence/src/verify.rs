@@ -349,21 +349,7 @@ fn read_tar_inner(r: impl Read, keep_all: bool) -> Result<Tree, Fault> {
         let c = stream(ent, &rel, whole, limit)
             .map_err(|f| Fault(format!("damaged tar data: {}", f.0)))?;
         // Parent directories of a file are implied even without their own entries.
-        let mut acc = String::new();
-        for part in rel
-            .split('/')
-            .rev()
-            .skip(1)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
-            if !acc.is_empty() {
-                acc.push('/');
-            }
-            acc.push_str(part);
-            dirs.insert(acc.clone());
-        }
+        dirs.extend(crate::package::parent_dirs(&rel).map(str::to_string));
         if out.insert(rel.clone(), c).is_some() {
             return fault(format!("{rel}: appears twice in the tar archive"));
         }
