@@ -12,6 +12,7 @@
 //! the outside world; [`parse`] is pure.
 
 mod bus;
+mod detect;
 mod diag;
 mod exporters;
 pub mod norms;
@@ -20,9 +21,10 @@ mod telemetry;
 mod validate;
 
 pub use bus::{
-    is_sensitive_option, BusConfig, BusKind, Compression, DetectConfig, KafkaConfig, SaslConfig,
-    SaslMechanism, Secret, SpoolConfig, TlsConfig, TopicConfig, Topics, SENSITIVE_PATTERNS,
+    is_sensitive_option, BusConfig, BusKind, Compression, KafkaConfig, SaslConfig, SaslMechanism,
+    Secret, SpoolConfig, TlsConfig, TopicConfig, Topics, SENSITIVE_PATTERNS,
 };
+pub use detect::DetectConfig;
 pub use diag::{ConfigError, Diagnostic, Diagnostics};
 pub use exporters::{ExporterDevice, ExportersConfig};
 pub use telemetry::{LogFormat, TelemetryConfig, DEFAULT_METRICS_LISTEN};
@@ -219,8 +221,8 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     );
     let spool =
         fields_with::<bus::RawSpool>(&file.spool, "spool", hint, &mut d).validate(&base, &mut d);
-    let detect =
-        fields_with::<bus::RawDetect>(&file.detect, "detect", hint, &mut d).validate(&base, &mut d);
+    let detect = fields_with::<detect::RawDetect>(&file.detect, "detect", hint, &mut d)
+        .validate(&base, &mut d);
     let telemetry = fields::<telemetry::RawTelemetry>(&file.telemetry, "telemetry", None, &mut d)
         .validate(&mut d);
     let mut ids: Vec<(usize, String)> = Vec::new();

@@ -13,7 +13,8 @@
 //! after `quiet_secs` final seconds without its condition. At the end of the input every
 //! second is judged on its full counts.
 //!
-//! The rules (`state.rs` holds them, one function each):
+//! The rules (`rules/`, one file each; `alert.rs` the alert lifecycle, `state.rs` the per-asset
+//! accounting):
 //! - volumetric flood: a second above max(static threshold, baseline × factor), totals and per
 //!   protocol; the learned part applies once the baseline is warm and never below its floor;
 //! - SYN flood: such a flood whose new TCP flows are mostly left half-open;
@@ -31,8 +32,10 @@
 //! - bulk exfiltration: bytes sent by a `holds-ip` asset to one external destination over a
 //!   limit within a window.
 
+mod alert;
 mod baseline;
 mod reflect;
+mod rules;
 mod sketch;
 mod state;
 
@@ -63,87 +66,9 @@ pub struct Normal {
     pub response_ratio: Option<f64>,
 }
 
-/// Detector settings.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// How late (event time) a record may arrive and still count for its seconds.
-    pub lateness_secs: u64,
-    /// Quiet seconds before an alert closes.
-    pub quiet_secs: u64,
-    /// An update is emitted at most this often (event seconds) while an alert is open.
-    pub update_secs: u64,
-    /// Share of new TCP flows left half-open above which a flood is a SYN flood.
-    pub syn_half_open_share: f64,
-    /// A second is a flood above its baseline times this factor (and above the static
-    /// threshold, where one is set).
-    pub baseline_factor: f64,
-    /// Seconds of baseline before it is used.
-    pub baseline_warmup_secs: u64,
-    /// Time constant of the moving averages, in seconds (weight 1/N per second).
-    pub baseline_window_secs: u64,
-    /// The learned limits are never below these (packets/s, bits/s, new flows/s), so a
-    /// nearly idle asset does not alert on a small burst.
-    pub baseline_min_pps: u64,
-    pub baseline_min_bps: u64,
-    pub baseline_min_new_flows: u64,
-    /// Unsolicited reflector responses per second (packets, bits) that make an attack.
-    pub amp_pps: u64,
-    pub amp_bps: u64,
-    /// A flow from a reflector port counts as reflected when the asset sent nothing in it,
-    /// or when the reflector sent at least this many times the asset's bytes.
-    pub amp_ratio: f64,
-    /// A flood whose bytes are at least this share reflected is an amplification attack.
-    pub amp_share: f64,
-    /// Seconds summed for the service-impairment figures.
-    pub impair_window_secs: u64,
-    /// Least attempts (and flows) in the window before a ratio is judged.
-    pub impair_min_attempts: u64,
-    /// A ratio has collapsed below its baseline times this.
-    pub impair_drop: f64,
-    /// Load has risen above its baseline times this.
-    pub impair_load_factor: f64,
-    /// Distinct ports of one asset, or distinct addresses of it, one source must probe.
-    pub scan_ports: u32,
-    pub scan_addrs: u32,
-    /// A source's probes belong to one scan while no gap between them exceeds this.
-    pub scan_idle_secs: u64,
-    /// Bytes a `holds-ip` asset may send to one external destination within the window.
-    pub exfil_bytes: u64,
-    pub exfil_window_secs: u64,
-    /// Distinct addresses of a multi-address asset a flood must hit to be carpet bombing.
-    pub carpet_min_addrs: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            lateness_secs: 10,
-            quiet_secs: 30,
-            update_secs: 10,
-            syn_half_open_share: 0.8,
-            baseline_factor: 3.0,
-            baseline_warmup_secs: 300,
-            baseline_window_secs: 600,
-            baseline_min_pps: 1_000,
-            baseline_min_bps: 10_000_000,
-            baseline_min_new_flows: 100,
-            amp_pps: 1_000,
-            amp_bps: 1_000_000,
-            amp_ratio: 50.0,
-            amp_share: 0.5,
-            impair_window_secs: 5,
-            impair_min_attempts: 20,
-            impair_drop: 0.5,
-            impair_load_factor: 2.0,
-            scan_ports: 8,
-            scan_addrs: 8,
-            scan_idle_secs: 3600,
-            exfil_bytes: 1_000_000_000,
-            exfil_window_secs: 3600,
-            carpet_min_addrs: 16,
-        }
-    }
-}
+/// The detector's settings: the `[detect]` section as the configuration crate validates it,
+/// one type with one set of names and defaults.
+pub use normwatch_config::DetectConfig as Settings;
 
 /// Memory figures for capacity planning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -393,7 +318,7 @@ impl Run<'_> {
                 // The clock moves before the record counts: alerts whose quiet period its time
                 // has passed close first, so a record long after an attack starts a new alert
                 // rather than extending the old one.
-                let watermark = (r.last_ns / NS).saturating_sub(self.settings.lateness_secs);
+                let watermark = (r.last_ns / NS).saturating_sub(self.settings.lateness.as_secs());
                 if watermark > self.watermark {
                     self.watermark = watermark;
                     expire_states(

@@ -8,6 +8,7 @@ use normwatch_model::{
 };
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::Duration;
 
 fn catalogue() -> NormCatalogue {
     let text = std::fs::read_to_string(
@@ -231,8 +232,8 @@ fn a_flapping_flood_is_one_alert() {
 #[test]
 fn learned_baseline_raises_alerts_only_after_warm_up_and_above_factor_and_floor() {
     let settings = Settings {
-        baseline_warmup_secs: 120,
-        baseline_window_secs: 60,
+        baseline_warmup: Duration::from_secs(120),
+        baseline_window: Duration::from_secs(60),
         ..Settings::default()
     };
     // No static threshold: only the learned one applies.
@@ -288,8 +289,8 @@ fn learned_baseline_raises_alerts_only_after_warm_up_and_above_factor_and_floor(
             total(1000, u64::MAX / 16, 1_000_000),
         )],
         Settings {
-            baseline_warmup_secs: 120,
-            baseline_window_secs: 60,
+            baseline_warmup: Duration::from_secs(120),
+            baseline_window: Duration::from_secs(60),
             ..Settings::default()
         },
     );
@@ -352,7 +353,10 @@ fn unsolicited_reflector_responses_are_amplification_with_evidence() {
     let out = run(&mut d, &recs);
     assert_eq!(opened(&out), [(AlertKind::UdpAmplification, "web".into())]);
     // Judged against the reflection limits, not the asset's flood thresholds.
-    assert_eq!(out[0].threshold.bps, Some(Settings::default().amp_bps));
+    assert_eq!(
+        out[0].threshold.bps,
+        Some(Settings::default().amplification_bps)
+    );
     let last = out.last().unwrap();
     assert!(
         last.summary.contains("DNS") && last.summary.contains("NTP"),
@@ -391,8 +395,8 @@ fn answers_to_the_assets_own_queries_and_other_ports_are_not_amplification() {
 fn a_flood_made_of_reflections_is_classed_as_amplification() {
     // Below the reflection limits of their own, above the asset's static pps limit.
     let settings = Settings {
-        amp_pps: 1_000_000,
-        amp_bps: 10_000_000_000,
+        amplification_pps: 1_000_000,
+        amplification_bps: 10_000_000_000,
         ..Settings::default()
     };
     let mut d = detector(
@@ -452,8 +456,8 @@ fn web(thresholds: Thresholds) -> Asset {
 
 fn impair_settings() -> Settings {
     Settings {
-        baseline_warmup_secs: 120,
-        baseline_window_secs: 60,
+        baseline_warmup: Duration::from_secs(120),
+        baseline_window: Duration::from_secs(60),
         ..Settings::default()
     }
 }
@@ -1158,7 +1162,7 @@ fn a_heavy_source_is_still_named_once_a_spoofed_flood_fills_the_source_table() {
 fn late_records_of_an_attack_whose_alert_closed_open_no_second_alert() {
     // As in the demo: a quiet period of 10 s, the default lateness.
     let settings = Settings {
-        quiet_secs: 10,
+        quiet_period: Duration::from_secs(10),
         ..Settings::default()
     };
     let mut d = detector(
@@ -1346,7 +1350,7 @@ fn normals_report_each_tracked_asset_whatever_the_ring_length() {
     let mut rings = Vec::new();
     for lateness_secs in [2, 20, 50] {
         let settings = Settings {
-            lateness_secs,
+            lateness: Duration::from_secs(lateness_secs),
             ..Settings::default()
         };
         rings.push(state::ring_len(&settings));

@@ -6,7 +6,7 @@ use crate::metrics::{DetectMetrics, OpenAlerts};
 use anyhow::Context;
 use normwatch_config::norms::{parse_norms, NormCatalogue};
 use normwatch_config::Config;
-use normwatch_detect::{Detector, Settings};
+use normwatch_detect::Detector;
 use normwatch_model::{Alert, AlertState, AssetIndex, FlowRecord};
 use normwatch_transport::bus::{Publisher, Topic};
 use std::path::Path;
@@ -141,37 +141,10 @@ pub fn norms(cfg: &Config) -> anyhow::Result<NormCatalogue> {
 
 /// A detector set up from the configuration.
 pub fn detector(cfg: &Config) -> anyhow::Result<Detector> {
-    let d = &cfg.detect;
-    let settings = Settings {
-        lateness_secs: d.lateness.as_secs(),
-        quiet_secs: d.quiet_period.as_secs(),
-        update_secs: d.update_interval.as_secs(),
-        syn_half_open_share: d.syn_half_open_share,
-        baseline_factor: d.baseline_factor,
-        baseline_warmup_secs: d.baseline_warmup.as_secs(),
-        baseline_window_secs: d.baseline_window.as_secs(),
-        baseline_min_pps: d.baseline_min_pps,
-        baseline_min_bps: d.baseline_min_bps,
-        baseline_min_new_flows: d.baseline_min_new_flows,
-        amp_pps: d.amplification_pps,
-        amp_bps: d.amplification_bps,
-        amp_ratio: d.amplification_ratio,
-        amp_share: d.amplification_share,
-        impair_window_secs: d.impairment_window.as_secs(),
-        impair_min_attempts: d.impairment_min_attempts,
-        impair_drop: d.impairment_drop,
-        impair_load_factor: d.impairment_load_factor,
-        scan_ports: d.scan_ports,
-        scan_addrs: d.scan_addresses,
-        scan_idle_secs: d.scan_idle.as_secs(),
-        exfil_bytes: d.exfil_bytes,
-        exfil_window_secs: d.exfil_window.as_secs(),
-        carpet_min_addrs: d.carpet_min_addresses,
-    };
     Ok(Detector::new(
         Arc::new(cfg.assets.clone()),
         norms(cfg).context("cannot load the norm catalogue")?,
-        settings,
+        cfg.detect.clone(),
     ))
 }
 

@@ -1,0 +1,246 @@
+//! Volumetric and SYN flood: a second above the limits in force (static thresholds raised
+//! to the learned baseline), totals and per protocol; a SYN flood when its new TCP flows
+//! are mostly left half-open.
+
+use crate::alert::*;
+use crate::baseline::Baseline;
+use crate::reflect::REFLECTORS;
+use crate::rules::amplification::amp_summary;
+use crate::rules::*;
+use crate::state::*;
+use crate::{Settings, NS};
+use normwatch_model::{Alert, AlertKind, Measured, Rates};
+
+/// The total limits: static thresholds raised to the learned baseline once it is warm.
+pub(crate) fn total_limit(fixed: &Rates, base: &Baseline, s: &Settings) -> Lim {
+    let warm = base.seconds >= s.baseline_warmup.as_secs();
+    if !warm {
+        return Lim::fixed(fixed);
+    }
+    let mean = base.mean();
+    // max(static, baseline × factor), the learned part never below its floor.
+    let eff = |fixed: Option<u64>, mean: f64, floor: u64| {
+        let learned = ((mean * s.baseline_factor).ceil() as u64).max(floor);
+        fixed.map_or(learned, |f| f.max(learned))
+    };
+    Lim {
+        pkts: eff(fixed.pps, mean.pkts, s.baseline_min_pps),
+        bits: eff(fixed.bps, mean.bits, s.baseline_min_bps),
+        new: eff(
+            fixed.new_flows_per_s,
+            mean.new_flows,
+            s.baseline_min_new_flows,
+        ),
+    }
+}
+
+/// A flood's worst second, and for carpet bombing its spread (addresses, busiest one's
+/// packets).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peak {
+    pub(crate) b: Bucket,
+    pub(crate) carpet: Option<(u32, u32)>,
+}
+
+pub(crate) fn flood_summary(
+    kind: AlertKind,
+    p: &Peak,
+    refl: &[u64; REFLECTORS.len()],
+    refl_out: u64,
+) -> String {
+    let b = &p.b;
+    match kind {
+        AlertKind::SynFlood => format!(
+            "{} new TCP flows in one second, {:.0}% never completed the handshake",
+            b.tcp_new,
+            f64::from(b.tcp_half_open) * 100.0 / f64::from(b.tcp_new.max(1))
+        ),
+        AlertKind::UdpAmplification => {
+            amp_summary(u64::from(b.refl_pkts), b.refl_bytes * 8, refl, refl_out)
+        }
+        AlertKind::CarpetBombing => {
+            let (n, top) = p.carpet.unwrap_or_default();
+            format!(
+                "{} packets, {} bits and {} new flows in one second spread over {n} addresses of the asset; the busiest address received {top} packets, within the per-address limit",
+                b.pkts,
+                b.bytes * 8,
+                b.new_flows
+            )
+        }
+        _ => format!(
+            "{} packets, {} bits and {} new flows in one second towards the asset",
+            b.pkts,
+            b.bytes * 8,
+            b.new_flows
+        ),
+    }
+}
+
+impl<const N: usize> AssetState<N> {
+    /// Judges second `sec` against the rate rules. A second already over a limit is judged
+    /// again only once its counts grew by an eighth (or when it becomes final, `force`), so
+    /// an attack's records do not each pay for a full judgement.
+    pub(crate) fn judge(&mut self, cx: &Ctx, sec: u64, force: bool, out: &mut Vec<Alert>) {
+        let s = cx.s;
+        let slot = sec as usize % SEEN_SLOTS;
+        if !force && self.is_hot(sec) {
+            let seen = self
+                .atk
+                .as_ref()
+                .map(|a| a.seen[slot])
+                .filter(|x| x.sec == sec);
+            if let (Some(seen), Some((c, x))) = (seen, self.parts(sec)) {
+                if seen.next.holds(c, x) {
+                    return;
+                }
+            }
+        }
+        let Some(counted) = self.get(sec) else {
+            return;
+        };
+        let lim = self.limits();
+        let over_in = |b: &Bucket| {
+            lim.total.over(b.pkts, b.bytes, b.new_flows)
+                || lim.tcp.over(b.tcp_pkts, b.tcp_bytes, b.tcp_new)
+                || lim.udp.over(b.udp_pkts, b.udp_bytes, b.udp_new)
+                || lim.icmp.over(b.icmp_pkts, b.icmp_bytes, b.icmp_new)
+        };
+        let mut b = counted;
+        let mut over = over_in(&b);
+        if !over && !force && sec == self.newest && cx.now_ns / NS == sec {
+            // The second under way is judged as the last full second of traffic: what it
+            // counted so far and the part of the previous second still within one second of
+            // now (spread evenly over it). A rate over a limit is seen as soon as one second
+            // of it has passed, wherever the second boundaries fall.
+            if let Some(prev) = sec.checked_sub(1).and_then(|p| self.get(p)) {
+                let rest = 1.0 - (cx.now_ns % NS) as f64 / NS as f64;
+                let window = counted.with_part_of(&prev, rest);
+                if over_in(&window) {
+                    over = true;
+                    b = window;
+                }
+            }
+        }
+        let amp_over = u64::from(b.refl_pkts) > s.amplification_pps
+            || b.refl_bytes.saturating_mul(8) > s.amplification_bps;
+        if !over && !amp_over {
+            return;
+        }
+        self.set_hot(sec);
+        // Judged again once what this second itself counted grew.
+        let next = Gate::after(&counted);
+        self.atk().seen[slot] = Seen { sec, next };
+        if sec == self.newest {
+            // Cleared when the ring advances.
+            self.gate = next;
+        }
+        let baseline = self.baseline_now(s);
+        let measured = Measured {
+            pps: f64::from(b.pkts),
+            bps: (b.bytes * 8) as f64,
+            new_flows_per_s: f64::from(b.new_flows),
+        };
+        let amp_ratio = (f64::from(b.refl_pkts) / s.amplification_pps.max(1) as f64)
+            .max((b.refl_bytes * 8) as f64 / s.amplification_bps.max(1) as f64);
+        let mut amp_done = false;
+        if over {
+            let ratio = [
+                lim.total
+                    .ratio(u64::from(b.pkts), b.bytes, u64::from(b.new_flows)),
+                lim.tcp
+                    .ratio(u64::from(b.tcp_pkts), b.tcp_bytes, u64::from(b.tcp_new)),
+                lim.udp
+                    .ratio(u64::from(b.udp_pkts), b.udp_bytes, u64::from(b.udp_new)),
+                lim.icmp
+                    .ratio(u64::from(b.icmp_pkts), b.icmp_bytes, u64::from(b.icmp_new)),
+            ]
+            .into_iter()
+            .fold(0.0, f64::max);
+            // What the traffic is, from this second's own counts: a window reaching into the
+            // previous second also holds what came before the attack.
+            let refl_share = counted.refl_bytes as f64 / counted.bytes.max(1) as f64;
+            let half_open_share = if counted.tcp_new > 0 {
+                f64::from(counted.tcp_half_open) / f64::from(counted.tcp_new)
+            } else {
+                0.0
+            };
+            let syn_limit = if lim.tcp.new != u64::MAX {
+                lim.tcp.new
+            } else {
+                lim.total.new
+            };
+            let carpet = self.carpet(cx, sec);
+            // A SYN flood: new TCP flows crossed a new-flow limit (the TCP one, or the total
+            // one while TCP makes most of the new flows), mostly left half-open.
+            let syn_over = u64::from(b.tcp_new) > syn_limit
+                || (u64::from(b.new_flows) > lim.total.new && b.tcp_new * 2 > b.new_flows);
+            let kind = if refl_share >= s.amplification_share {
+                AlertKind::UdpAmplification
+            } else if carpet.is_some() {
+                AlertKind::CarpetBombing
+            } else if syn_over && half_open_share >= s.syn_half_open_share {
+                AlertKind::SynFlood
+            } else {
+                // Nothing more specific: part of a flood already open on the asset, else a
+                // volumetric flood. (One attack seen through a second that cannot be told
+                // apart, e.g. one whose spread is no longer known, stays one alert.)
+                self.open
+                    .iter()
+                    .find(|o| is_flood(o.kind))
+                    .map_or(AlertKind::VolumetricFlood, |o| o.kind)
+            };
+            amp_done = kind == AlertKind::UdpAmplification;
+            let peak = Peak { b, carpet };
+            let (refl, refl_out) = self.reflected();
+            let summary = move || flood_summary(kind, &peak, &refl, refl_out);
+            let ratio = if kind == AlertKind::UdpAmplification {
+                ratio.max(amp_ratio)
+            } else {
+                ratio
+            };
+            self.hit(
+                cx,
+                kind,
+                sec,
+                sec * NS,
+                measured,
+                severity(ratio),
+                summary,
+                Extra {
+                    peak: Some(peak),
+                    ..Extra::baseline(baseline)
+                },
+                out,
+            );
+        }
+        if amp_over && !amp_done {
+            let peak = Peak { b, carpet: None };
+            let (refl, refl_out) = self.reflected();
+            let summary =
+                move || flood_summary(AlertKind::UdpAmplification, &peak, &refl, refl_out);
+            self.hit(
+                cx,
+                AlertKind::UdpAmplification,
+                sec,
+                sec * NS,
+                Measured {
+                    pps: f64::from(b.refl_pkts),
+                    bps: (b.refl_bytes * 8) as f64,
+                    new_flows_per_s: f64::from(b.new_flows),
+                },
+                severity(amp_ratio),
+                summary,
+                Extra {
+                    peak: Some(peak),
+                    threshold: Some(Rates {
+                        pps: Some(s.amplification_pps),
+                        bps: Some(s.amplification_bps),
+                        new_flows_per_s: None,
+                    }),
+                    ..Extra::baseline(baseline)
+                },
+                out,
+            );
+        }
+    }
+}
