@@ -6,14 +6,14 @@ use crate::alert::*;
 use crate::baseline::{Baseline, Sample};
 use crate::reflect::{reflector, REFLECTORS};
 use crate::rules::*;
-use crate::rules::{carpet::*, exfil::*, flood::*, scan::*};
+use crate::rules::{carpet::*, exfil::*, flood::*, ics, scan::*};
 use crate::sketch::Cardinality;
 use crate::{Footprint, Settings, NS};
 use hashbrown::HashMap;
 use normwatch_config::norms::NormCatalogue;
 use normwatch_model::{
-    Alert, AlertKind, AlertState, Asset, AssetIndex, DirStats, FlowRecord, IcsCounts, Measured,
-    PriorDir, Role, Side, TcpFlags, TopSource,
+    Alert, AlertKind, AlertState, Asset, AssetIndex, DirStats, FlowRecord, Measured, PriorDir,
+    Role, Side, TcpFlags, TopSource,
 };
 use std::net::IpAddr;
 
@@ -981,16 +981,8 @@ impl<const N: usize> AssetState<N> {
                 &ics.resp
             };
             // The commands this record adds to the flow's earlier ones.
-            let before = prior_in.map_or([0; 4], |p| p.commands);
-            let cmds = IcsCounts {
-                write: all.write.saturating_sub(before[0]),
-                control: all.control.saturating_sub(before[1]),
-                stop_restart: all.stop_restart.saturating_sub(before[2]),
-                program_firmware: all.program_firmware.saturating_sub(before[3]),
-                ..*all
-            };
-            let n = cmds.write + cmds.control + cmds.stop_restart + cmds.program_firmware;
-            if n > 0 && !cx.asset.allows(remote) {
+            let cmds = ics::added(all, prior_in.map_or([0; 4], |p| p.commands));
+            if ics::severity(&cmds).is_some() && !cx.asset.allows(remote) {
                 self.ics(cx, r, remote, inbound, &cmds, last, out);
             }
         }
@@ -1000,7 +992,7 @@ impl<const N: usize> AssetState<N> {
         // then.
         if side == Side::Resp
             && r.end_reason.is_final()
-            && is_probe(r, inbound, outbound, remote_port)
+            && is_probe(r.ip_proto, inbound, outbound, remote_port)
             && !self.is_hot(last)
         {
             self.probe(cx, remote, local, local_port, last, out);

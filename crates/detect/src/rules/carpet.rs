@@ -1,6 +1,7 @@
 //! Carpet bombing: a flood of a multi-address asset spread over many of its addresses, each
 //! of which alone stays within the asset's limits.
 
+use crate::rules::Lim;
 use crate::state::*;
 use hashbrown::HashMap;
 use std::net::IpAddr;
@@ -143,6 +144,19 @@ pub(crate) fn other_cell<'a>(
     }
 }
 
+/// Carpet bombing in a second spread as `ss`: at least `min_addrs` addresses hit, and the
+/// busiest one alone within the asset's limits `per_addr`. Returns the distinct addresses
+/// and the busiest one's packets.
+pub(crate) fn judge(ss: &SecSpread, per_addr: &Lim, min_addrs: u32) -> Option<(u32, u32)> {
+    if ss.distinct < min_addrs {
+        return None;
+    }
+    let within = u64::from(ss.max_pkts) <= per_addr.pkts
+        && ss.max_bytes.saturating_mul(8) <= per_addr.bits
+        && u64::from(ss.max_new) <= per_addr.new;
+    within.then_some((ss.distinct, ss.max_pkts))
+}
+
 impl<const N: usize> AssetState<N> {
     /// Carpet bombing in second `sec`: many addresses hit, and the busiest one alone within
     /// the asset's limits. Returns the distinct addresses and the busiest one's packets.
@@ -156,13 +170,34 @@ impl<const N: usize> AssetState<N> {
             .filter(|x| x.distinct > 0)
             .min_by_key(|x| x.sec.abs_diff(sec))
             .filter(|x| x.sec.abs_diff(sec) <= 1)?;
-        if ss.distinct < cx.s.carpet_min_addresses {
-            return None;
+        judge(ss, &self.lim, cx.s.carpet_min_addresses)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spread(distinct: u32, max_pkts: u32) -> SecSpread {
+        SecSpread {
+            sec: 1,
+            distinct,
+            max_pkts,
+            max_bytes: u64::from(max_pkts) * 100,
+            max_new: 1,
         }
-        let per_addr = self.lim;
-        let within = u64::from(ss.max_pkts) <= per_addr.pkts
-            && ss.max_bytes.saturating_mul(8) <= per_addr.bits
-            && u64::from(ss.max_new) <= per_addr.new;
-        within.then_some((ss.distinct, ss.max_pkts))
+    }
+
+    #[test]
+    fn many_addresses_each_within_the_limit_are_carpet_bombing() {
+        let per_addr = Lim {
+            pkts: 1_000,
+            bits: u64::MAX,
+            new: u64::MAX,
+        };
+        assert_eq!(judge(&spread(200, 50), &per_addr, 16), Some((200, 50)));
+        // Too few addresses, or one address alone over the limit: a plain flood.
+        assert_eq!(judge(&spread(10, 50), &per_addr, 16), None);
+        assert_eq!(judge(&spread(200, 5_000), &per_addr, 16), None);
     }
 }

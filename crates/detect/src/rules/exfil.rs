@@ -3,6 +3,7 @@
 
 use crate::alert::*;
 use crate::state::*;
+use crate::Settings;
 use crate::NS;
 use normwatch_model::{Alert, AlertKind, DirStats, Measured, Severity, TopSource};
 use std::net::IpAddr;
@@ -52,6 +53,18 @@ impl Sent {
             est = est.min(*c);
         }
         u64::from(est) * 1024
+    }
+}
+
+/// Bulk exfiltration: `bytes` sent to one external destination within the window, over
+/// `exfil_bytes`; critical at ten times the limit.
+pub(crate) fn judge(bytes: u64, s: &Settings) -> Option<Severity> {
+    if bytes <= s.exfil_bytes {
+        None
+    } else if bytes as f64 >= 10.0 * s.exfil_bytes.max(1) as f64 {
+        Some(Severity::Critical)
+    } else {
+        Some(Severity::High)
     }
 }
 
@@ -112,9 +125,9 @@ impl<const N: usize> AssetState<N> {
         };
         e.bytes += outbound.ip_bytes;
         e.last_sec = e.last_sec.max(last);
-        if e.bytes <= s.exfil_bytes {
+        let Some(severity) = judge(e.bytes, s) else {
             return;
-        }
+        };
         let e = *e;
         let secs = (e.last_sec + 1).saturating_sub(e.start_sec).max(1);
         let limit = s.exfil_bytes;
@@ -132,7 +145,6 @@ impl<const N: usize> AssetState<N> {
             bytes: e.bytes,
             reflector: false,
         };
-        let ratio = e.bytes as f64 / limit.max(1) as f64;
         self.hit(
             cx,
             AlertKind::BulkExfiltration,
@@ -143,14 +155,35 @@ impl<const N: usize> AssetState<N> {
                 bps: (e.bytes * 8) as f64 / secs as f64,
                 new_flows_per_s: 0.0,
             },
-            if ratio >= 10.0 {
-                Severity::Critical
-            } else {
-                Severity::High
-            },
+            severity,
             summary,
             Extra::named(named),
             out,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_over_the_limit_are_exfiltration_and_ten_times_it_critical() {
+        let s = Settings::default();
+        assert_eq!(judge(s.exfil_bytes, &s), None);
+        assert_eq!(judge(s.exfil_bytes + 1, &s), Some(Severity::High));
+        assert_eq!(judge(s.exfil_bytes * 10, &s), Some(Severity::Critical));
+    }
+
+    #[test]
+    fn the_sketch_never_under_counts_a_destination() {
+        let mut sent = Sent {
+            start_sec: 0,
+            kib: [[0; SENT_COLS]; SENT_ROWS],
+        };
+        for k in 0..500u64 {
+            sent.add(k * 7_919, 10_240);
+        }
+        assert!(sent.add(42 * 7_919, 0) >= 10_240);
     }
 }

@@ -5,7 +5,7 @@
 use crate::alert::*;
 use crate::baseline::Baseline;
 use crate::reflect::REFLECTORS;
-use crate::rules::amplification::amp_summary;
+use crate::rules::amplification::{self, amp_summary};
 use crate::rules::*;
 use crate::state::*;
 use crate::{Settings, NS};
@@ -76,6 +76,45 @@ pub(crate) fn flood_summary(
     }
 }
 
+/// The kind of a flood second, from `counted` (the second's own counts) and `b` (the counts
+/// judged over the limits: the second itself, or the last full second of traffic while it is
+/// under way): amplification when reflected responses make most of its bytes, carpet bombing
+/// when its spread says so (`carpet`), a SYN flood when new TCP flows crossed a new-flow
+/// limit and are mostly left half-open; `None` when nothing more specific than a volumetric
+/// flood can be said.
+pub(crate) fn classify(
+    counted: &Bucket,
+    b: &Bucket,
+    lim: &Limits,
+    s: &Settings,
+    carpet: bool,
+) -> Option<AlertKind> {
+    let refl_share = counted.refl_bytes as f64 / counted.bytes.max(1) as f64;
+    let half_open_share = if counted.tcp_new > 0 {
+        f64::from(counted.tcp_half_open) / f64::from(counted.tcp_new)
+    } else {
+        0.0
+    };
+    let syn_limit = if lim.tcp.new != u64::MAX {
+        lim.tcp.new
+    } else {
+        lim.total.new
+    };
+    // A SYN flood: new TCP flows crossed a new-flow limit (the TCP one, or the total one
+    // while TCP makes most of the new flows), mostly left half-open.
+    let syn_over = u64::from(b.tcp_new) > syn_limit
+        || (u64::from(b.new_flows) > lim.total.new && b.tcp_new * 2 > b.new_flows);
+    if refl_share >= s.amplification_share {
+        Some(AlertKind::UdpAmplification)
+    } else if carpet {
+        Some(AlertKind::CarpetBombing)
+    } else if syn_over && half_open_share >= s.syn_half_open_share {
+        Some(AlertKind::SynFlood)
+    } else {
+        None
+    }
+}
+
 impl<const N: usize> AssetState<N> {
     /// Judges second `sec` against the rate rules. A second already over a limit is judged
     /// again only once its counts grew by an eighth (or when it becomes final, `force`), so
@@ -99,14 +138,8 @@ impl<const N: usize> AssetState<N> {
             return;
         };
         let lim = self.limits();
-        let over_in = |b: &Bucket| {
-            lim.total.over(b.pkts, b.bytes, b.new_flows)
-                || lim.tcp.over(b.tcp_pkts, b.tcp_bytes, b.tcp_new)
-                || lim.udp.over(b.udp_pkts, b.udp_bytes, b.udp_new)
-                || lim.icmp.over(b.icmp_pkts, b.icmp_bytes, b.icmp_new)
-        };
         let mut b = counted;
-        let mut over = over_in(&b);
+        let mut over = lim.over(&b);
         if !over && !force && sec == self.newest && cx.now_ns / NS == sec {
             // The second under way is judged as the last full second of traffic: what it
             // counted so far and the part of the previous second still within one second of
@@ -115,14 +148,13 @@ impl<const N: usize> AssetState<N> {
             if let Some(prev) = sec.checked_sub(1).and_then(|p| self.get(p)) {
                 let rest = 1.0 - (cx.now_ns % NS) as f64 / NS as f64;
                 let window = counted.with_part_of(&prev, rest);
-                if over_in(&window) {
+                if lim.over(&window) {
                     over = true;
                     b = window;
                 }
             }
         }
-        let amp_over = u64::from(b.refl_pkts) > s.amplification_pps
-            || b.refl_bytes.saturating_mul(8) > s.amplification_bps;
+        let amp_over = amplification::over(&b, s);
         if !over && !amp_over {
             return;
         }
@@ -140,47 +172,14 @@ impl<const N: usize> AssetState<N> {
             bps: (b.bytes * 8) as f64,
             new_flows_per_s: f64::from(b.new_flows),
         };
-        let amp_ratio = (f64::from(b.refl_pkts) / s.amplification_pps.max(1) as f64)
-            .max((b.refl_bytes * 8) as f64 / s.amplification_bps.max(1) as f64);
+        let amp_ratio = amplification::ratio(&b, s);
         let mut amp_done = false;
         if over {
-            let ratio = [
-                lim.total
-                    .ratio(u64::from(b.pkts), b.bytes, u64::from(b.new_flows)),
-                lim.tcp
-                    .ratio(u64::from(b.tcp_pkts), b.tcp_bytes, u64::from(b.tcp_new)),
-                lim.udp
-                    .ratio(u64::from(b.udp_pkts), b.udp_bytes, u64::from(b.udp_new)),
-                lim.icmp
-                    .ratio(u64::from(b.icmp_pkts), b.icmp_bytes, u64::from(b.icmp_new)),
-            ]
-            .into_iter()
-            .fold(0.0, f64::max);
+            let ratio = lim.ratio(&b);
+            let carpet = self.carpet(cx, sec);
             // What the traffic is, from this second's own counts: a window reaching into the
             // previous second also holds what came before the attack.
-            let refl_share = counted.refl_bytes as f64 / counted.bytes.max(1) as f64;
-            let half_open_share = if counted.tcp_new > 0 {
-                f64::from(counted.tcp_half_open) / f64::from(counted.tcp_new)
-            } else {
-                0.0
-            };
-            let syn_limit = if lim.tcp.new != u64::MAX {
-                lim.tcp.new
-            } else {
-                lim.total.new
-            };
-            let carpet = self.carpet(cx, sec);
-            // A SYN flood: new TCP flows crossed a new-flow limit (the TCP one, or the total
-            // one while TCP makes most of the new flows), mostly left half-open.
-            let syn_over = u64::from(b.tcp_new) > syn_limit
-                || (u64::from(b.new_flows) > lim.total.new && b.tcp_new * 2 > b.new_flows);
-            let kind = if refl_share >= s.amplification_share {
-                AlertKind::UdpAmplification
-            } else if carpet.is_some() {
-                AlertKind::CarpetBombing
-            } else if syn_over && half_open_share >= s.syn_half_open_share {
-                AlertKind::SynFlood
-            } else {
+            let kind = classify(&counted, &b, &lim, s, carpet.is_some()).unwrap_or_else(|| {
                 // Nothing more specific: part of a flood already open on the asset, else a
                 // volumetric flood. (One attack seen through a second that cannot be told
                 // apart, e.g. one whose spread is no longer known, stays one alert.)
@@ -188,7 +187,7 @@ impl<const N: usize> AssetState<N> {
                     .iter()
                     .find(|o| is_flood(o.kind))
                     .map_or(AlertKind::VolumetricFlood, |o| o.kind)
-            };
+            });
             amp_done = kind == AlertKind::UdpAmplification;
             let peak = Peak { b, carpet };
             let (refl, refl_out) = self.reflected();
@@ -242,5 +241,89 @@ impl<const N: usize> AssetState<N> {
                 out,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(pps: u64, new: u64) -> Limits {
+        Limits {
+            total: Lim {
+                pkts: pps,
+                bits: u64::MAX,
+                new,
+            },
+            tcp: UNSET,
+            udp: UNSET,
+            icmp: UNSET,
+        }
+    }
+
+    fn syns(n: u32, half_open: u32) -> Bucket {
+        Bucket {
+            pkts: n,
+            bytes: u64::from(n) * 60,
+            new_flows: n,
+            tcp_new: n,
+            tcp_half_open: half_open,
+            ..Bucket::default()
+        }
+    }
+
+    #[test]
+    fn half_open_new_flows_over_the_new_flow_limit_are_a_syn_flood() {
+        let s = Settings::default();
+        let lim = limits(u64::MAX, 1_000);
+        let b = syns(5_000, 4_900);
+        assert!(lim.over(&b));
+        assert_eq!(classify(&b, &b, &lim, &s, false), Some(AlertKind::SynFlood));
+        // Completed handshakes: a flood, but not of SYNs.
+        let b = syns(5_000, 100);
+        assert_eq!(classify(&b, &b, &lim, &s, false), None);
+    }
+
+    #[test]
+    fn reflection_and_carpet_take_precedence_and_ratio_is_the_worst_figure() {
+        let s = Settings::default();
+        let lim = limits(1_000, u64::MAX);
+        let b = Bucket {
+            pkts: 3_000,
+            bytes: 3_000_000,
+            refl_bytes: 2_900_000,
+            ..Bucket::default()
+        };
+        assert_eq!(
+            classify(&b, &b, &lim, &s, true),
+            Some(AlertKind::UdpAmplification)
+        );
+        let b = Bucket { refl_bytes: 0, ..b };
+        assert_eq!(
+            classify(&b, &b, &lim, &s, true),
+            Some(AlertKind::CarpetBombing)
+        );
+        assert_eq!(classify(&b, &b, &lim, &s, false), None);
+        assert!((lim.ratio(&b) - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_learned_limit_applies_once_warm_and_never_below_its_floor() {
+        let s = Settings::default();
+        let fixed = Rates {
+            pps: Some(500),
+            ..Rates::default()
+        };
+        let mut base = Baseline::default();
+        assert_eq!(total_limit(&fixed, &base, &s).pkts, 500);
+        let quiet = crate::baseline::Sample {
+            pkts: 10.0,
+            ..crate::baseline::Sample::default()
+        };
+        for _ in 0..s.baseline_warmup.as_secs() {
+            base.fold(0.01, 0, Some(&quiet));
+        }
+        // 10 pps learned × 3 is below the floor: the floor, above the static 500.
+        assert_eq!(total_limit(&fixed, &base, &s).pkts, s.baseline_min_pps);
     }
 }

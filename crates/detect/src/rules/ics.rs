@@ -8,6 +8,30 @@ use normwatch_model::{
 };
 use std::net::IpAddr;
 
+/// The commands a record adds to its flow's earlier records (`before`: write, control,
+/// stop/restart, program/firmware as the prior record counted them).
+pub(crate) fn added(all: &IcsCounts, before: [u32; 4]) -> IcsCounts {
+    IcsCounts {
+        write: all.write.saturating_sub(before[0]),
+        control: all.control.saturating_sub(before[1]),
+        stop_restart: all.stop_restart.saturating_sub(before[2]),
+        program_firmware: all.program_firmware.saturating_sub(before[3]),
+        ..*all
+    }
+}
+
+/// The severity of commands from a source not on the allow list: critical for stop/restart
+/// or program/firmware, high for write or control; `None` for reads alone.
+pub(crate) fn severity(cmds: &IcsCounts) -> Option<Severity> {
+    if cmds.stop_restart + cmds.program_firmware > 0 {
+        Some(Severity::Critical)
+    } else if cmds.write + cmds.control > 0 {
+        Some(Severity::High)
+    } else {
+        None
+    }
+}
+
 impl<const N: usize> AssetState<N> {
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
@@ -21,10 +45,8 @@ impl<const N: usize> AssetState<N> {
         last: u64,
         out: &mut Vec<Alert>,
     ) {
-        let severity = if cmds.stop_restart + cmds.program_firmware > 0 {
-            Severity::Critical
-        } else {
-            Severity::High
+        let Some(severity) = severity(cmds) else {
+            return;
         };
         let (w, c, sr, pf) = (
             cmds.write,
@@ -56,5 +78,33 @@ impl<const N: usize> AssetState<N> {
             Extra::named(named),
             out,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_a_record_adds_counts_and_reads_alone_are_no_abuse() {
+        let all = IcsCounts {
+            read: 50,
+            write: 7,
+            control: 1,
+            ..IcsCounts::default()
+        };
+        let added = added(&all, [5, 1, 0, 0]);
+        assert_eq!((added.write, added.control), (2, 0));
+        assert_eq!(severity(&added), Some(Severity::High));
+        let reads = IcsCounts {
+            read: 50,
+            ..IcsCounts::default()
+        };
+        assert_eq!(severity(&reads), None);
+        let stop = IcsCounts {
+            stop_restart: 1,
+            ..IcsCounts::default()
+        };
+        assert_eq!(severity(&stop), Some(Severity::Critical));
     }
 }

@@ -152,6 +152,32 @@ pub(crate) struct Limits {
     pub(crate) icmp: Lim,
 }
 
+impl Limits {
+    /// Some limit of the total or of a protocol is crossed in `b`.
+    pub(crate) fn over(&self, b: &Bucket) -> bool {
+        self.total.over(b.pkts, b.bytes, b.new_flows)
+            || self.tcp.over(b.tcp_pkts, b.tcp_bytes, b.tcp_new)
+            || self.udp.over(b.udp_pkts, b.udp_bytes, b.udp_new)
+            || self.icmp.over(b.icmp_pkts, b.icmp_bytes, b.icmp_new)
+    }
+
+    /// How far over its limit the worst figure of `b` is (0 when no limit is set).
+    pub(crate) fn ratio(&self, b: &Bucket) -> f64 {
+        [
+            self.total
+                .ratio(u64::from(b.pkts), b.bytes, u64::from(b.new_flows)),
+            self.tcp
+                .ratio(u64::from(b.tcp_pkts), b.tcp_bytes, u64::from(b.tcp_new)),
+            self.udp
+                .ratio(u64::from(b.udp_pkts), b.udp_bytes, u64::from(b.udp_new)),
+            self.icmp
+                .ratio(u64::from(b.icmp_pkts), b.icmp_bytes, u64::from(b.icmp_new)),
+        ]
+        .into_iter()
+        .fold(0.0, f64::max)
+    }
+}
+
 pub(crate) const UNSET: Lim = Lim {
     pkts: u64::MAX,
     bits: u64::MAX,

@@ -4,10 +4,8 @@ use crate::alert::*;
 use crate::reflect::reflector;
 use crate::sketch::Distinct;
 use crate::state::*;
-use crate::NS;
-use normwatch_model::{
-    Alert, AlertKind, DirStats, FlowRecord, Measured, Severity, TcpFlags, TopSource,
-};
+use crate::{Settings, NS};
+use normwatch_model::{Alert, AlertKind, DirStats, Measured, Severity, TcpFlags, TopSource};
 use std::net::IpAddr;
 
 /// Sources followed by the scan rule per asset (more are not followed until some expire).
@@ -23,6 +21,23 @@ pub(crate) struct Probe {
     pub(crate) probes: u64,
 }
 
+impl Probe {
+    /// One more probe, of port `port` on the address whose key is `addr`, in second `sec`.
+    pub(crate) fn add(&mut self, port: u16, addr: u64, sec: u64) {
+        self.ports.insert(u64::from(port));
+        self.addrs.insert(addr);
+        self.last_sec = self.last_sec.max(sec);
+        self.first_sec = self.first_sec.min(sec);
+        self.probes += 1;
+    }
+
+    /// The probes reached `scan_ports` distinct ports or `scan_addresses` distinct addresses.
+    pub(crate) fn is_scan(&self, s: &Settings) -> bool {
+        self.ports.count() >= bits_for(s.scan_ports)
+            || self.addrs.count() >= bits_for(s.scan_addresses)
+    }
+}
+
 /// Popcount a [`Distinct`] bitmap reaches when `n` distinct values went in (expected).
 pub(crate) fn bits_for(n: u32) -> u32 {
     let n = f64::from(n.max(1));
@@ -36,12 +51,12 @@ pub(crate) fn bits_for(n: u32) -> u32 {
 /// handshake; a connect() scan counts on the closed ports it hits, not on the open ones.
 /// Over UDP: a flow the asset never answered, not from a reflector port (those are responses).
 pub(crate) fn is_probe(
-    r: &FlowRecord,
+    proto: u8,
     inbound: &DirStats,
     outbound: &DirStats,
     remote_port: u16,
 ) -> bool {
-    match r.ip_proto {
+    match proto {
         6 => {
             let f = inbound.tcp_flags;
             f.has(TcpFlags::SYN) && !f.has(TcpFlags::ACK) && inbound.payload_bytes == 0
@@ -95,13 +110,8 @@ impl<const N: usize> AssetState<N> {
         } else {
             return;
         };
-        p.ports.insert(u64::from(local_port));
-        p.addrs.insert(addr_key(local));
-        p.last_sec = p.last_sec.max(sec);
-        p.first_sec = p.first_sec.min(sec);
-        p.probes += 1;
-        let (ports, addrs) = (p.ports.count(), p.addrs.count());
-        if ports < bits_for(s.scan_ports) && addrs < bits_for(s.scan_addresses) {
+        p.add(local_port, addr_key(local), sec);
+        if !p.is_scan(s) {
             return;
         }
         let p = *p;
@@ -131,5 +141,68 @@ impl<const N: usize> AssetState<N> {
             Extra::named(named),
             out,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use normwatch_model::TcpFlags;
+
+    fn d(pkts: u64, flags: u8, payload: u64) -> DirStats {
+        DirStats {
+            pkts,
+            ip_bytes: pkts * 40 + payload,
+            payload_bytes: payload,
+            tcp_flags: TcpFlags(flags),
+        }
+    }
+
+    #[test]
+    fn a_probe_is_an_unanswered_attempt_never_backscatter_or_a_response() {
+        let none = d(0, 0, 0);
+        assert!(is_probe(
+            6,
+            &d(1, TcpFlags::SYN, 0),
+            &d(1, TcpFlags::RST | TcpFlags::ACK, 0),
+            40_000
+        ));
+        // Backscatter: a SYN-ACK the asset never asked for.
+        assert!(!is_probe(
+            6,
+            &d(1, TcpFlags::SYN | TcpFlags::ACK, 0),
+            &none,
+            80
+        ));
+        // A completed handshake with data.
+        assert!(!is_probe(
+            6,
+            &d(3, TcpFlags::SYN | TcpFlags::ACK, 100),
+            &d(2, TcpFlags::SYN | TcpFlags::ACK, 0),
+            40_000
+        ));
+        // Unanswered UDP, and a reflector's response.
+        assert!(is_probe(17, &d(1, 0, 10), &none, 40_000));
+        assert!(!is_probe(17, &d(1, 0, 1_000), &none, 53));
+    }
+
+    #[test]
+    fn a_source_becomes_a_scanner_at_the_distinct_port_or_address_limit() {
+        let s = Settings::default();
+        let mut p = Probe::default();
+        for port in 0..s.scan_ports as u16 - 3 {
+            p.add(1_000 + port, 1, 10);
+        }
+        assert!(!p.is_scan(&s));
+        for port in 0..20 {
+            p.add(2_000 + port, 1, 11);
+        }
+        assert!(p.is_scan(&s));
+        let mut q = Probe::default();
+        for a in 0..20u64 {
+            q.add(22, 0xC000_0200 + a, 10);
+        }
+        assert!(q.is_scan(&s));
+        assert_eq!((q.first_sec, q.last_sec, q.probes), (0, 10, 20));
     }
 }
