@@ -2,6 +2,7 @@
 //! (`normwatch-detect`) runs on this type as validated here; the TOML keys are its field names.
 
 use crate::diag::Diagnostics;
+use crate::reflectors::{load_reflectors, Reflectors};
 use crate::validate::duration;
 use serde::Deserialize;
 use std::fmt;
@@ -13,6 +14,9 @@ use std::time::Duration;
 pub struct DetectConfig {
     /// The norm catalogue; `None`: the catalogue built into normwatch (`config/norms.toml`).
     pub norms: Option<PathBuf>,
+    /// The reflector catalogue: the built-in one (`config/reflectors.toml`), or the file
+    /// `reflectors` names.
+    pub reflectors: Reflectors,
     /// How late (event time) a flow record may arrive and still count (10 s).
     pub lateness: Duration,
     /// Quiet time before an alert closes (30 s).
@@ -61,6 +65,7 @@ impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {
             norms: None,
+            reflectors: Reflectors::built_in(),
             lateness: Duration::from_secs(10),
             quiet_period: Duration::from_secs(30),
             update_interval: Duration::from_secs(10),
@@ -93,6 +98,7 @@ impl Default for DetectConfig {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawDetect {
     norms: Option<String>,
+    reflectors: Option<String>,
     lateness: Option<String>,
     quiet_period: Option<String>,
     update_interval: Option<String>,
@@ -344,6 +350,16 @@ impl RawDetect {
         ) as u32;
         DetectConfig {
             norms: self.norms.as_deref().map(|n| crate::bus::resolve(base, n)),
+            reflectors: match self.reflectors.as_deref() {
+                None => dflt.reflectors,
+                Some(p) => match load_reflectors(&crate::bus::resolve(base, p)) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        d.push("detect.reflectors", e.to_string());
+                        dflt.reflectors
+                    }
+                },
+            },
             lateness,
             quiet_period,
             update_interval,

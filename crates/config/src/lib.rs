@@ -17,6 +17,7 @@ mod diag;
 mod exporters;
 pub mod norms;
 mod raw;
+pub mod reflectors;
 mod telemetry;
 mod validate;
 

@@ -1473,3 +1473,29 @@ fn capture_ring_size_and_filter_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn detect_reflectors_default_to_the_built_in_catalogue_and_a_named_file_replaces_it() {
+    let c = p("").unwrap();
+    assert_eq!(c.detect.reflectors, reflectors::Reflectors::built_in());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("refl.toml"),
+        "[[reflector]]\nproto = \"udp\"\nport = 9999\nname = \"Example\"\n",
+    )
+    .unwrap();
+    let c = parse(
+        "[detect]\nreflectors = \"refl.toml\"\n",
+        &dir.path().join("normwatch.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.detect.reflectors.list().len(), 1);
+    assert_eq!(c.detect.reflectors.lookup(reflectors::UDP, 9999), Some(0));
+    let e = parse(
+        "[detect]\nreflectors = \"missing.toml\"\n",
+        &dir.path().join("normwatch.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("detect.reflectors"), "{e}");
+}

@@ -31,6 +31,10 @@ fn every_file_in_config_dir_loads() {
             load_norms(path).unwrap_or_else(|e| panic!("{e}"));
             continue;
         }
+        if path.file_name().is_some_and(|n| n == "reflectors.toml") {
+            normwatch_config::reflectors::load_reflectors(path).unwrap_or_else(|e| panic!("{e}"));
+            continue;
+        }
         // Recipients directories belong to the evidence stage, whose tests load them.
         if path.file_name().is_some_and(|n| n == "recipients.toml") {
             continue;

@@ -6,6 +6,7 @@
 use crate::rules::flood::{flood_summary, Peak};
 use crate::state::*;
 use crate::{Settings, NS};
+use normwatch_config::reflectors::Reflectors;
 use normwatch_model::{
     Alert, AlertKind, AlertState, Impairment, Measured, Rates, Severity, SpoofingAssessment,
     TopSource,
@@ -252,7 +253,7 @@ impl<const N: usize> AssetState<N> {
                 o.last_update_sec = sec;
                 o.summary = summary();
                 let mut o = std::mem::replace(&mut self.open[pos], placeholder());
-                self.final_summary(&mut o);
+                self.final_summary(&mut o, &cx.s.reflectors);
                 self.open[pos] = o;
                 let o = &self.open[pos];
                 out.push(self.event(cx, o, AlertState::Update));
@@ -332,7 +333,7 @@ impl<const N: usize> AssetState<N> {
     /// Closes every open alert (end of input).
     pub(crate) fn close_all(&mut self, cx: &Ctx, out: &mut Vec<Alert>) {
         for mut o in std::mem::take(&mut self.open) {
-            self.final_summary(&mut o);
+            self.final_summary(&mut o, &cx.s.reflectors);
             out.push(self.event(cx, &o, AlertState::Closed));
         }
     }
@@ -340,10 +341,10 @@ impl<const N: usize> AssetState<N> {
     /// Rewrites a summary from what the alert has gathered so far: a flood from its worst
     /// second (an amplification also from every reflector protocol seen and the in/out ratio
     /// over the whole attack), a scan from every scanner named.
-    pub(crate) fn final_summary(&self, o: &mut Open) {
+    pub(crate) fn final_summary(&self, o: &mut Open, cat: &Reflectors) {
         if let Some(p) = &o.peak {
             let (refl, refl_out) = self.reflected();
-            o.summary = flood_summary(o.kind, p, &refl, refl_out);
+            o.summary = flood_summary(o.kind, p, &refl, refl_out, cat);
         } else if o.kind == AlertKind::Scan {
             let who: Vec<String> = o
                 .named

@@ -18,8 +18,9 @@
 //! - volumetric flood: a second above max(static threshold, baseline × factor), totals and per
 //!   protocol; the learned part applies once the baseline is warm and never below its floor;
 //! - SYN flood: such a flood whose new TCP flows are mostly left half-open;
-//! - UDP amplification: unsolicited responses from reflector ports ([`REFLECTORS`]) above
-//!   their own limit, or a flood mostly made of them;
+//! - amplification and reflection: unsolicited responses from the reflector catalogue's UDP
+//!   ports (`config/reflectors.toml`, `[detect] reflectors`), or unsolicited SYN-ACKs, above
+//!   their own limit, or a flood mostly made of them (its sources named as reflectors);
 //! - carpet bombing: a flood of a multi-address asset spread over many of its addresses, each
 //!   of which alone stays within the asset's limits;
 //! - service impairment: on the asset's service ports, handshake completion or the share of
@@ -34,12 +35,9 @@
 
 mod alert;
 mod baseline;
-mod reflect;
 mod rules;
 mod sketch;
 mod state;
-
-pub use reflect::REFLECTORS;
 
 use hashbrown::HashMap;
 use normwatch_config::norms::NormCatalogue;

@@ -4,9 +4,8 @@
 
 use crate::alert::*;
 use crate::baseline::{Baseline, Sample};
-use crate::reflect::{reflector, REFLECTORS};
 use crate::rules::*;
-use crate::rules::{carpet::*, exfil::*, flood::*, ics, scan::*};
+use crate::rules::{amplification, carpet::*, exfil::*, flood::*, ics, scan::*};
 use crate::sketch::Cardinality;
 use crate::{Footprint, Settings, NS};
 use hashbrown::HashMap;
@@ -302,7 +301,7 @@ pub(crate) struct Attack {
     pub(crate) others: (u64, u64),
     /// Reflected bytes by protocol, and bytes the asset sent in those flows, since nothing
     /// was open.
-    pub(crate) refl: [u64; REFLECTORS.len()],
+    pub(crate) refl: Vec<u64>,
     pub(crate) refl_out: u64,
     pub(crate) seen: [Seen; SEEN_SLOTS],
     /// Recently closed alerts.
@@ -320,7 +319,7 @@ pub(crate) fn new_attack() -> Box<Attack> {
         held: None,
         distinct: Cardinality::default(),
         others: (0, 0),
-        refl: [0; REFLECTORS.len()],
+        refl: Vec::new(),
         refl_out: 0,
         seen: [Seen::default(); SEEN_SLOTS],
         closed: Vec::new(),
@@ -620,10 +619,10 @@ impl<const N: usize> AssetState<N> {
     }
 
     /// Reflected bytes by protocol and the asset's bytes in those flows.
-    pub(crate) fn reflected(&self) -> ([u64; REFLECTORS.len()], u64) {
+    pub(crate) fn reflected(&self) -> (Vec<u64>, u64) {
         self.atk
             .as_ref()
-            .map_or(([0; REFLECTORS.len()], 0), |a| (a.refl, a.refl_out))
+            .map_or((Vec::new(), 0), |a| (a.refl.clone(), a.refl_out))
     }
 
     /// Counts one record. Returns false if part of it fell in seconds already final (the
@@ -710,11 +709,8 @@ impl<const N: usize> AssetState<N> {
         // than the remaining seconds receiving more than their part.
         let span = last - first + 1;
         let proto = r.ip_proto;
-        let reflected = proto == 17
-            && inbound.pkts > 0
-            && reflector(remote_port).is_some()
-            && (outbound.pkts == 0
-                || inbound.ip_bytes as f64 >= cx.s.amplification_ratio * outbound.ip_bytes as f64);
+        let reflector = amplification::reflected(cx.s, proto, remote_port, inbound, outbound);
+        let reflected = reflector.is_some();
         if reflected {
             self.want_ext();
         }
@@ -762,16 +758,16 @@ impl<const N: usize> AssetState<N> {
                         17 => {
                             add32(&mut x.udp_pkts, p);
                             x.udp_bytes += b;
-                            if reflected {
-                                add32(&mut x.refl_pkts, p);
-                                x.refl_bytes += b;
-                            }
                         }
                         1 | 58 => {
                             add32(&mut x.icmp_pkts, p);
                             x.icmp_bytes += b;
                         }
                         _ => {}
+                    }
+                    if reflected {
+                        add32(&mut x.refl_pkts, p);
+                        x.refl_bytes += b;
                     }
                 }
             }
@@ -856,9 +852,11 @@ impl<const N: usize> AssetState<N> {
         let near_last = self.near_sec(cx.s, last);
         let armed =
             !self.open.is_empty() || near_last || (from != last && self.near_sec(cx.s, from));
-        if reflected {
-            let i = reflector(remote_port).expect("reflected");
+        if let Some(i) = reflector {
             let a = self.atk();
+            if a.refl.len() <= i {
+                a.refl.resize(i + 1, 0);
+            }
             a.refl[i] += din.bytes;
             a.refl_out += dout.bytes;
             self.gathered = true;
@@ -992,7 +990,7 @@ impl<const N: usize> AssetState<N> {
         // then.
         if side == Side::Resp
             && r.end_reason.is_final()
-            && is_probe(r.ip_proto, inbound, outbound, remote_port)
+            && is_probe(r.ip_proto, inbound, outbound, remote_port, &cx.s.reflectors)
             && !self.is_hot(last)
         {
             self.probe(cx, remote, local, local_port, last, out);
@@ -1160,7 +1158,7 @@ impl<const N: usize> AssetState<N> {
                 let o = &self.open[i];
                 if o.last_hit_sec.max(o.heard_sec) + quiet_secs(cx.s, o.kind) < watermark {
                     let mut o = self.open.remove(i);
-                    self.final_summary(&mut o);
+                    self.final_summary(&mut o, &cx.s.reflectors);
                     out.push(self.event(cx, &o, AlertState::Closed));
                     self.remember(&o);
                 } else {
@@ -1175,7 +1173,7 @@ impl<const N: usize> AssetState<N> {
                 a.held = None;
                 a.distinct = Cardinality::default();
                 a.others = (0, 0);
-                a.refl = [0; REFLECTORS.len()];
+                a.refl.clear();
                 a.refl_out = 0;
             }
             self.gathered = false;

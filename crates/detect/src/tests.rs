@@ -1634,3 +1634,6 @@ fn a_rate_over_the_limit_is_seen_once_a_second_of_it_has_passed_wherever_seconds
     }
     assert!(out.is_empty(), "{out:?}");
 }
+
+/// Regression tests of the defects of issue 17, one named after each.
+mod regressions;

@@ -1,9 +1,11 @@
-//! Amplification and reflection: unsolicited responses from reflector ports above their own
-//! limit, or a flood mostly made of them.
+//! Amplification and reflection: unsolicited responses from the reflector catalogue's ports
+//! (UDP), or unsolicited SYN-ACKs (TCP reflection off any server), above their own limit, or
+//! a flood mostly made of them. Their sources are reflectors, named as such.
 
-use crate::reflect::REFLECTORS;
 use crate::rules::Bucket;
 use crate::Settings;
+use normwatch_config::reflectors::{Reflectors, TCP, UDP};
+use normwatch_model::{DirStats, TcpFlags};
 
 /// Unsolicited reflector responses in `b` above their own limit.
 pub(crate) fn over(b: &Bucket, s: &Settings) -> bool {
@@ -17,22 +19,78 @@ pub(crate) fn ratio(b: &Bucket, s: &Settings) -> f64 {
         .max((b.refl_bytes * 8) as f64 / s.amplification_bps.max(1) as f64)
 }
 
+/// Largest mean packet of an unsolicited SYN-ACK flow (IP bytes): a SYN-ACK carries no data
+/// (40 to 80 bytes with options, over IPv4 or IPv6). Flow exports do not say how much
+/// payload a flow carried; a download's packets are far larger.
+const SYN_ACK_MAX_BYTES: u64 = 100;
+
+/// Whether what a flow's remote end sent is reflected: the position of its reflector in the
+/// catalogue (`cat.list().len()` for a TCP port it does not list), or `None`.
+///
+/// - UDP from a listed port, unsolicited: the asset sent nothing in the flow, or the
+///   reflector sent at least `amplification_ratio` times the asset's bytes;
+/// - TCP: SYN-ACKs (no data, no FIN or PSH) answering a SYN the asset never sent, from any
+///   port: a server answering SYNs forged with the asset's address.
+pub(crate) fn reflected(
+    s: &Settings,
+    proto: u8,
+    remote_port: u16,
+    inbound: &DirStats,
+    outbound: &DirStats,
+) -> Option<usize> {
+    if inbound.pkts == 0 {
+        return None;
+    }
+    let cat = &s.reflectors;
+    match proto {
+        UDP => {
+            let i = cat.lookup(UDP, remote_port)?;
+            (outbound.pkts == 0
+                || inbound.ip_bytes as f64 >= s.amplification_ratio * outbound.ip_bytes as f64)
+                .then_some(i)
+        }
+        TCP => {
+            let f = inbound.tcp_flags;
+            let syn_ack = f.has(TcpFlags::SYN | TcpFlags::ACK)
+                && !f.has(TcpFlags::FIN)
+                && !f.has(TcpFlags::PSH)
+                && inbound.payload_bytes == 0
+                && inbound.ip_bytes <= inbound.pkts * SYN_ACK_MAX_BYTES;
+            (syn_ack && !outbound.tcp_flags.has(TcpFlags::SYN))
+                .then(|| cat.lookup(TCP, remote_port).unwrap_or(cat.list().len()))
+        }
+        _ => None,
+    }
+}
+
+/// What reflected an attack's traffic, by protocol (`refl`: bytes by position in `cat`, the
+/// one past its end for unlisted TCP ports), and how the asset's own traffic to them
+/// compares.
 pub(crate) fn amp_summary(
     pkts: u64,
     bits: u64,
-    refl: &[u64; REFLECTORS.len()],
+    refl: &[u64],
     refl_out: u64,
+    cat: &Reflectors,
 ) -> String {
-    let mut by: Vec<(u64, &str, u16)> = refl
+    let list = cat.list();
+    let mut by: Vec<(u64, String, u8, u16)> = refl
         .iter()
-        .zip(REFLECTORS.iter())
-        .filter(|(v, _)| **v > 0)
-        .map(|(v, (port, name))| (*v, *name, *port))
+        .enumerate()
+        .filter(|(_, v)| **v > 0)
+        .map(|(i, v)| match list.get(i) {
+            Some(r) => (*v, r.name.clone(), r.proto, r.port),
+            None => (*v, "TCP SYN-ACK".to_string(), TCP, 0),
+        })
         .collect();
-    by.sort_by(|a, b| b.0.cmp(&a.0).then(a.2.cmp(&b.2)));
+    by.sort_by(|a, b| b.0.cmp(&a.0).then((a.2, a.3).cmp(&(b.2, b.3))));
     let protos: Vec<String> = by
         .iter()
-        .map(|(v, name, port)| format!("{name} (port {port}): {v} bytes"))
+        .map(|(v, name, proto, port)| match (*proto, *port) {
+            (TCP, 0) => format!("{name} (other TCP ports): {v} bytes"),
+            (TCP, port) => format!("{name} SYN-ACK (TCP port {port}): {v} bytes"),
+            (_, port) => format!("{name} (port {port}): {v} bytes"),
+        })
         .collect();
     let total: u64 = by.iter().map(|x| x.0).sum();
     let ratio = if refl_out == 0 {

@@ -4,11 +4,11 @@
 
 use crate::alert::*;
 use crate::baseline::Baseline;
-use crate::reflect::REFLECTORS;
 use crate::rules::amplification::{self, amp_summary};
 use crate::rules::*;
 use crate::state::*;
 use crate::{Settings, NS};
+use normwatch_config::reflectors::Reflectors;
 use normwatch_model::{Alert, AlertKind, Measured, Rates};
 
 /// The total limits: static thresholds raised to the learned baseline once it is warm.
@@ -45,8 +45,9 @@ pub(crate) struct Peak {
 pub(crate) fn flood_summary(
     kind: AlertKind,
     p: &Peak,
-    refl: &[u64; REFLECTORS.len()],
+    refl: &[u64],
     refl_out: u64,
+    cat: &Reflectors,
 ) -> String {
     let b = &p.b;
     match kind {
@@ -55,9 +56,13 @@ pub(crate) fn flood_summary(
             b.tcp_new,
             f64::from(b.tcp_half_open) * 100.0 / f64::from(b.tcp_new.max(1))
         ),
-        AlertKind::UdpAmplification => {
-            amp_summary(u64::from(b.refl_pkts), b.refl_bytes * 8, refl, refl_out)
-        }
+        AlertKind::UdpAmplification => amp_summary(
+            u64::from(b.refl_pkts),
+            b.refl_bytes * 8,
+            refl,
+            refl_out,
+            cat,
+        ),
         AlertKind::CarpetBombing => {
             let (n, top) = p.carpet.unwrap_or_default();
             format!(
@@ -191,7 +196,8 @@ impl<const N: usize> AssetState<N> {
             amp_done = kind == AlertKind::UdpAmplification;
             let peak = Peak { b, carpet };
             let (refl, refl_out) = self.reflected();
-            let summary = move || flood_summary(kind, &peak, &refl, refl_out);
+            let cat = &s.reflectors;
+            let summary = move || flood_summary(kind, &peak, &refl, refl_out, cat);
             let ratio = if kind == AlertKind::UdpAmplification {
                 ratio.max(amp_ratio)
             } else {
@@ -215,8 +221,15 @@ impl<const N: usize> AssetState<N> {
         if amp_over && !amp_done {
             let peak = Peak { b, carpet: None };
             let (refl, refl_out) = self.reflected();
-            let summary =
-                move || flood_summary(AlertKind::UdpAmplification, &peak, &refl, refl_out);
+            let summary = move || {
+                flood_summary(
+                    AlertKind::UdpAmplification,
+                    &peak,
+                    &refl,
+                    refl_out,
+                    &s.reflectors,
+                )
+            };
             self.hit(
                 cx,
                 AlertKind::UdpAmplification,

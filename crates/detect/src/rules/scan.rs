@@ -1,10 +1,10 @@
 //! Scans: one source's unanswered probes reaching many ports or many addresses of an asset.
 
 use crate::alert::*;
-use crate::reflect::reflector;
 use crate::sketch::Distinct;
 use crate::state::*;
 use crate::{Settings, NS};
+use normwatch_config::reflectors::{Reflectors, UDP};
 use normwatch_model::{Alert, AlertKind, DirStats, Measured, Severity, TcpFlags, TopSource};
 use std::net::IpAddr;
 
@@ -49,19 +49,23 @@ pub(crate) fn bits_for(n: u32) -> u32 {
 /// SYN-ACK or RST arriving unsolicited (backscatter of someone else's spoofed flood: its ACK
 /// answers a SYN the asset never sent) is not one, nor is a health check that completes its
 /// handshake; a connect() scan counts on the closed ports it hits, not on the open ones.
-/// Over UDP: a flow the asset never answered, not from a reflector port (those are responses).
+/// Over UDP: a flow the asset never answered, from a client's port: not from a well-known
+/// port (below 1024) nor from a listed reflector's (those send responses, and unsolicited
+/// ones are reflection, whose reflectors would otherwise each look like a scanner of a
+/// prefix they flood).
 pub(crate) fn is_probe(
     proto: u8,
     inbound: &DirStats,
     outbound: &DirStats,
     remote_port: u16,
+    cat: &Reflectors,
 ) -> bool {
     match proto {
         6 => {
             let f = inbound.tcp_flags;
             f.has(TcpFlags::SYN) && !f.has(TcpFlags::ACK) && inbound.payload_bytes == 0
         }
-        17 => outbound.pkts == 0 && reflector(remote_port).is_none(),
+        17 => outbound.pkts == 0 && remote_port >= 1024 && cat.lookup(UDP, remote_port).is_none(),
         _ => false,
     }
 }
@@ -160,30 +164,23 @@ mod tests {
 
     #[test]
     fn a_probe_is_an_unanswered_attempt_never_backscatter_or_a_response() {
+        let cat = Reflectors::built_in();
         let none = d(0, 0, 0);
-        assert!(is_probe(
-            6,
-            &d(1, TcpFlags::SYN, 0),
-            &d(1, TcpFlags::RST | TcpFlags::ACK, 0),
-            40_000
-        ));
+        let syn = d(1, TcpFlags::SYN, 0);
+        let rst = d(1, TcpFlags::RST | TcpFlags::ACK, 0);
+        assert!(is_probe(6, &syn, &rst, 40_000, &cat));
         // Backscatter: a SYN-ACK the asset never asked for.
-        assert!(!is_probe(
-            6,
-            &d(1, TcpFlags::SYN | TcpFlags::ACK, 0),
-            &none,
-            80
-        ));
+        let syn_ack = d(1, TcpFlags::SYN | TcpFlags::ACK, 0);
+        assert!(!is_probe(6, &syn_ack, &none, 80, &cat));
         // A completed handshake with data.
-        assert!(!is_probe(
-            6,
-            &d(3, TcpFlags::SYN | TcpFlags::ACK, 100),
-            &d(2, TcpFlags::SYN | TcpFlags::ACK, 0),
-            40_000
-        ));
-        // Unanswered UDP, and a reflector's response.
-        assert!(is_probe(17, &d(1, 0, 10), &none, 40_000));
-        assert!(!is_probe(17, &d(1, 0, 1_000), &none, 53));
+        let client = d(3, TcpFlags::SYN | TcpFlags::ACK, 100);
+        assert!(!is_probe(6, &client, &syn_ack, 40_000, &cat));
+        // Unanswered UDP from a client's port; a listed reflector's response, and any
+        // datagram from a well-known port (a response, never a request), are not probes.
+        assert!(is_probe(17, &d(1, 0, 10), &none, 40_000, &cat));
+        assert!(!is_probe(17, &d(1, 0, 1_000), &none, 53, &cat));
+        assert!(!is_probe(17, &d(1, 0, 1_000), &none, 4_500, &cat));
+        assert!(!is_probe(17, &d(1, 0, 1_000), &none, 999, &cat));
     }
 
     #[test]

@@ -1,0 +1,176 @@
+//! One test per defect of issue 17 ("detector verdicts a CSIRT can trust"), each on a crafted
+//! record sequence, named after the defect it keeps fixed.
+
+use super::*;
+
+/// Unsolicited datagrams from reflector port `port` of `n` reflectors in second `sec`, each to
+/// one of `addrs` addresses of 192.0.2.0/24 (from .1), at a random-looking port of the asset.
+fn reflection_over_prefix(
+    d: &Detector,
+    sec: u64,
+    n: u64,
+    port: u16,
+    addrs: u32,
+) -> Vec<FlowRecord> {
+    (0..n)
+        .map(|i| {
+            let refl = v4(0xC633_6400 + (i as u32 % 200));
+            let dst = v4(0xC000_0201 + (i as u32 % addrs));
+            rec(
+                d,
+                17,
+                (refl, port),
+                (dst, 20_000 + (i * 7_919 % 40_000) as u16),
+                sec * NS + i * (NS / n.max(1)),
+                dir(1, 1_200),
+                dir(0, 0),
+                ConnState::S0,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn reflection_from_ike_and_nat_t_is_amplification_and_no_reflector_is_a_scanner() {
+    // Defect 3: reflection from ports reflect.rs did not list (IKE 500, NAT-T 4500) was a
+    // volumetric flood naming reflectors as attack sources, and unsolicited datagrams from an
+    // unlisted port were scan probes, so reflection spread over a prefix made each reflector
+    // a scanner.
+    let mut d = detector(
+        vec![asset(
+            "vpn",
+            "192.0.2.0/24",
+            total(1_000, 10_000_000_000, 100_000),
+        )],
+        Settings::default(),
+    );
+    let mut recs = Vec::new();
+    for sec in 100..104 {
+        recs.extend(reflection_over_prefix(&d, sec, 1_500, 500, 50));
+        recs.extend(reflection_over_prefix(&d, sec, 1_500, 4_500, 50));
+    }
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::UdpAmplification, "vpn".into())],
+        "{out:#?}"
+    );
+    let last = out.last().unwrap();
+    assert!(last.summary.contains("IKE"), "{}", last.summary);
+    assert!(!last.top_sources.is_empty());
+    assert!(last.top_sources.iter().all(|s| s.reflector));
+    assert!(last.spoofing.is_none(), "reflectors are real hosts");
+}
+
+#[test]
+fn unsolicited_datagrams_from_a_well_known_port_are_not_scan_probes() {
+    // Defect 3, its second half: below every flood limit, one reflector answering from an
+    // unlisted well-known port to many addresses and ports of the asset is no scanner.
+    let mut d = detector(
+        vec![asset("net", "192.0.2.0/24", Thresholds::default())],
+        Settings::default(),
+    );
+    let recs: Vec<FlowRecord> = (0..40u64)
+        .map(|i| {
+            rec(
+                &d,
+                17,
+                (ip("198.51.100.7"), 999),
+                (v4(0xC000_0201 + i as u32), 30_000 + i as u16),
+                (100 + i) * NS,
+                dir(1, 600),
+                dir(0, 0),
+                ConnState::S0,
+            )
+        })
+        .collect();
+    let out = run(&mut d, &recs);
+    assert!(out.iter().all(|a| a.kind != AlertKind::Scan), "{out:#?}");
+}
+
+/// Unsolicited SYN-ACKs from `n` servers (ports 80 and 443) towards 192.0.2.10, one to three
+/// packets each, in second `sec`; the asset answers some with a RST.
+fn syn_ack_reflection(d: &Detector, sec: u64, n: u64) -> Vec<FlowRecord> {
+    (0..n)
+        .map(|i| {
+            let server = v4(0x0B00_0000 + i as u32 * 13);
+            let pkts = 1 + i % 3;
+            let rst = if i % 2 == 0 {
+                tcp_dir(1, 40, 0, R)
+            } else {
+                dir(0, 0)
+            };
+            rec(
+                d,
+                6,
+                (server, if i % 2 == 0 { 80 } else { 443 }),
+                (ip("192.0.2.10"), 10_000 + (i % 50_000) as u16),
+                sec * NS + i * (NS / n.max(1)),
+                tcp_dir(pkts, 44 * pkts, 0, S | A),
+                rst,
+                ConnState::REJ,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn syn_ack_reflection_is_reflection_and_its_sources_are_reflectors() {
+    // Defect 3: TCP SYN-ACK reflection's sources were never marked as reflectors.
+    let mut d = detector(
+        vec![asset(
+            "web",
+            "192.0.2.0/24",
+            total(1_000, 10_000_000_000, 1_000),
+        )],
+        Settings::default(),
+    );
+    let mut recs = Vec::new();
+    for sec in 100..103 {
+        recs.extend(syn_ack_reflection(&d, sec, 5_000));
+    }
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::UdpAmplification, "web".into())],
+        "{out:#?}"
+    );
+    let last = out.last().unwrap();
+    assert!(last.summary.contains("HTTP"), "{}", last.summary);
+    assert!(last.top_sources.len() > 10);
+    assert!(
+        last.top_sources.iter().all(|s| s.reflector),
+        "{:#?}",
+        last.top_sources
+    );
+    assert!(last.spoofing.is_none());
+}
+
+#[test]
+fn a_download_is_not_syn_ack_reflection() {
+    // The guard of TCP reflection: the asset's own connections (it sent the SYN), and data
+    // from a server, are not reflected, even reported one direction at a time.
+    let mut d = detector(
+        vec![asset("web", "192.0.2.0/24", Thresholds::default())],
+        Settings::default(),
+    );
+    let mut recs = Vec::new();
+    for i in 0..2_000u64 {
+        // A flow export's record of a server's side of a download.
+        recs.push(rec(
+            &d,
+            6,
+            (v4(0x0B00_0000 + i as u32), 443),
+            (ip("192.0.2.10"), 10_000 + i as u16),
+            100 * NS + i * (NS / 2_000),
+            tcp_dir(20, 20 * 1_400, 0, S | A | P | F),
+            dir(0, 0),
+            ConnState::SF,
+        ));
+    }
+    let out = run(&mut d, &recs);
+    assert!(
+        out.iter().all(|a| a.kind != AlertKind::UdpAmplification),
+        "{out:#?}"
+    );
+}
