@@ -986,12 +986,13 @@ impl<const N: usize> AssetState<N> {
         }
         // A connection attempt is judged a probe once its flow has ended: an interim report
         // may come before the answer. In a second already over a limit, a flood's (often
-        // spoofed) sources would fill the scan table one probe each: probes are not followed
-        // then.
+        // spoofed) sources would fill the scan table one probe each: only sources the scan
+        // rule already follows are followed further then (a fast scan crosses a new-flow
+        // limit itself, and its later probes must still count).
         if side == Side::Resp
             && r.end_reason.is_final()
             && is_probe(r.ip_proto, inbound, outbound, remote_port, &cx.s.reflectors)
-            && !self.is_hot(last)
+            && (!self.is_hot(last) || self.follows(remote))
         {
             self.probe(cx, remote, local, local_port, last, out);
         }

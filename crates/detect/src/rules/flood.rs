@@ -179,6 +179,10 @@ impl<const N: usize> AssetState<N> {
         };
         let amp_ratio = amplification::ratio(&b, s);
         let mut amp_done = false;
+        if over && self.scanner_dominated(s) && !amplification::over(&counted, s) {
+            // A fast scan over a limit by itself: the scan rule reports it.
+            over = false;
+        }
         if over {
             let ratio = lim.ratio(&b);
             let carpet = self.carpet(cx, sec);

@@ -31,6 +31,17 @@ impl Probe {
         self.probes += 1;
     }
 
+    /// Probes that look like a scan even before they reach its limits: nearly every probe a
+    /// new target (port and address), over more than one port or address. A flood from one
+    /// source sends many probes to the same few targets.
+    pub(crate) fn scan_like(&self, s: &Settings) -> bool {
+        if self.is_scan(s) {
+            return true;
+        }
+        let (ports, addrs) = (self.ports.estimate(), self.addrs.estimate());
+        (ports >= 1.5 || addrs >= 1.5) && (self.probes as f64) <= 2.0 * ports * addrs
+    }
+
     /// The probes reached `scan_ports` distinct ports or `scan_addresses` distinct addresses.
     pub(crate) fn is_scan(&self, s: &Settings) -> bool {
         self.ports.count() >= bits_for(s.scan_ports)
@@ -71,6 +82,31 @@ pub(crate) fn is_probe(
 }
 
 impl<const N: usize> AssetState<N> {
+    /// Whether the scan rule follows `remote`.
+    #[inline(never)]
+    pub(crate) fn follows(&self, remote: IpAddr) -> bool {
+        self.tables
+            .as_ref()
+            .is_some_and(|t| t.scans.contains_key(&remote))
+    }
+
+    /// Whether most of the traffic gathered for an attack came from sources whose probes look
+    /// like a scan ([`Probe::scan_like`]): a fast scan crosses a packet or new-flow limit by
+    /// itself, and is a scan, not a flood.
+    pub(crate) fn scanner_dominated(&self, s: &Settings) -> bool {
+        let (Some(a), Some(t)) = (self.atk.as_deref(), self.tables.as_deref()) else {
+            return false;
+        };
+        let total: u64 = a.sources.values().map(|x| x.pkts).sum::<u64>() + a.others.0;
+        let scanners: u64 = a
+            .sources
+            .iter()
+            .filter(|(addr, _)| t.scans.get(*addr).is_some_and(|p| p.scan_like(s)))
+            .map(|(_, x)| x.pkts)
+            .sum();
+        total > 0 && scanners * 2 > total
+    }
+
     #[inline(never)]
     pub(crate) fn probe(
         &mut self,

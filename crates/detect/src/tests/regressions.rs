@@ -174,3 +174,103 @@ fn a_download_is_not_syn_ack_reflection() {
         "{out:#?}"
     );
 }
+
+/// An address scan of ten hosts over three ports from one source, host by host, 20 ms apart.
+fn address_scan(d: &Detector, src: &str) -> Vec<FlowRecord> {
+    let mut v = Vec::new();
+    for h in 0..10u32 {
+        for (k, port) in [22u16, 502, 102].into_iter().enumerate() {
+            let i = u64::from(h) * 3 + k as u64;
+            let mut r = probe(d, src, v4(0xC000_0210 + h), port, 100);
+            r.first_ns = 100 * NS + i * 20_000_000;
+            r.last_ns = r.first_ns;
+            v.push(r);
+        }
+    }
+    v
+}
+
+#[test]
+fn an_address_scan_of_ten_hosts_over_three_ports_is_a_scan_in_either_order() {
+    // Defect 7: the packets in time order raised nothing, in reverse order a scan.
+    for thresholds in [Thresholds::default(), total(1_000, 10_000_000, 10)] {
+        for reverse in [false, true] {
+            let mut d = detector(
+                vec![asset("plant", "192.0.2.0/24", thresholds.clone())],
+                Settings::default(),
+            );
+            let mut recs = address_scan(&d, "203.0.113.66");
+            if reverse {
+                recs.reverse();
+            }
+            let out = run(&mut d, &recs);
+            assert_eq!(
+                opened(&out),
+                [(AlertKind::Scan, "plant".into())],
+                "reverse {reverse}, {thresholds:?}: {out:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_fast_single_source_port_scan_is_a_scan_and_no_syn_flood() {
+    // Defect 2: one source probing 2 000 ports in one second crossed the new-flow limit and
+    // was also reported as a high-severity SYN flood; its probes in seconds over the limit
+    // were dropped from the scan count.
+    let mut d = detector(
+        vec![asset(
+            "srv",
+            "192.0.2.0/24",
+            total(100_000, 10_000_000_000, 200),
+        )],
+        Settings::default(),
+    );
+    let recs: Vec<FlowRecord> = (0..2_000u16)
+        .map(|p| {
+            let mut r = probe(&d, "203.0.113.5", ip("192.0.2.22"), 1 + p, 100);
+            r.first_ns += u64::from(p) * 400_000;
+            r.last_ns = r.first_ns;
+            r
+        })
+        .collect();
+    let out = run(&mut d, &recs);
+    assert_eq!(opened(&out), [(AlertKind::Scan, "srv".into())], "{out:#?}");
+    let last = out.last().unwrap();
+    assert_eq!(last.top_sources[0].pkts, 2_000, "every probe counted");
+}
+
+#[test]
+fn a_single_source_syn_flood_on_one_port_is_still_a_syn_flood() {
+    // The guard of defect 2's fix: many probes of the same target are a flood, not a scan.
+    let mut d = detector(
+        vec![asset(
+            "srv",
+            "192.0.2.0/24",
+            total(100_000, 10_000_000_000, 200),
+        )],
+        Settings::default(),
+    );
+    let recs: Vec<FlowRecord> = (0..2_000u64)
+        .map(|i| {
+            let mut r = rec(
+                &d,
+                6,
+                (ip("203.0.113.5"), 1_024 + i as u16),
+                (ip("192.0.2.22"), 80),
+                100 * NS + i * 400_000,
+                tcp_dir(1, 40, 0, S),
+                dir(0, 0),
+                ConnState::S0,
+            );
+            r.flow_id = i;
+            r
+        })
+        .collect();
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::SynFlood, "srv".into())],
+        "{out:#?}"
+    );
+}
