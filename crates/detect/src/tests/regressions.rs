@@ -196,7 +196,7 @@ fn an_address_scan_of_ten_hosts_over_three_ports_is_a_scan_in_either_order() {
     for thresholds in [Thresholds::default(), total(1_000, 10_000_000, 10)] {
         for reverse in [false, true] {
             let mut d = detector(
-                vec![asset("plant", "192.0.2.0/24", thresholds.clone())],
+                vec![asset("plant", "192.0.2.0/24", thresholds)],
                 Settings::default(),
             );
             let mut recs = address_scan(&d, "203.0.113.66");
