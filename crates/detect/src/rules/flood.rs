@@ -84,9 +84,10 @@ pub(crate) fn flood_summary(
 /// The kind of a flood second, from `counted` (the second's own counts) and `b` (the counts
 /// judged over the limits: the second itself, or the last full second of traffic while it is
 /// under way): amplification when reflected responses make most of its bytes, carpet bombing
-/// when its spread says so (`carpet`), a SYN flood when new TCP flows crossed a new-flow
-/// limit and are mostly left half-open; `None` when nothing more specific than a volumetric
-/// flood can be said.
+/// when its spread says so (`carpet`), a SYN flood when its new TCP flows are mostly left
+/// half-open and either crossed a new-flow limit or carry a good part of the second's packets
+/// (whichever limit the flood crossed: the kind follows the traffic); `None` when nothing
+/// more specific than a volumetric flood can be said.
 pub(crate) fn classify(
     counted: &Bucket,
     b: &Bucket,
@@ -105,10 +106,14 @@ pub(crate) fn classify(
     } else {
         lim.total.new
     };
-    // A SYN flood: new TCP flows crossed a new-flow limit (the TCP one, or the total one
-    // while TCP makes most of the new flows), mostly left half-open.
+    // A SYN flood: new TCP flows, mostly left half-open, that crossed a new-flow limit (the
+    // TCP one, or the total one while TCP makes most of the new flows), or that make most of
+    // the new flows and carry at least a quarter of the packets, whichever limit was crossed.
+    // (A few scanners' SYNs beside a large transfer carry far fewer.)
+    let tcp_most = |b: &Bucket| u64::from(b.tcp_new) * 2 > u64::from(b.new_flows);
     let syn_over = u64::from(b.tcp_new) > syn_limit
-        || (u64::from(b.new_flows) > lim.total.new && b.tcp_new * 2 > b.new_flows);
+        || (u64::from(b.new_flows) > lim.total.new && tcp_most(b))
+        || (tcp_most(counted) && u64::from(counted.tcp_half_open) * 4 >= u64::from(counted.pkts));
     if refl_share >= s.amplification_share {
         Some(AlertKind::UdpAmplification)
     } else if carpet {
@@ -299,6 +304,28 @@ mod tests {
         // Completed handshakes: a flood, but not of SYNs.
         let b = syns(5_000, 100);
         assert_eq!(classify(&b, &b, &lim, &s, false), None);
+    }
+
+    #[test]
+    fn the_kind_follows_the_half_open_share_whichever_limit_was_crossed() {
+        let s = Settings::default();
+        // Only a packet limit: one-packet half-open SYNs are still a SYN flood.
+        let lim = limits(10_000, u64::MAX);
+        let b = syns(40_000, 40_000);
+        assert_eq!(
+            classify(&b, &b, &lim, &s, false),
+            Some(AlertKind::SynFlood)
+        );
+        // A large transfer with a few scanners' SYNs beside it is not.
+        let transfer = Bucket {
+            pkts: 40_000,
+            bytes: 40_000 * 1_400,
+            new_flows: 6,
+            tcp_new: 6,
+            tcp_half_open: 5,
+            ..Bucket::default()
+        };
+        assert_eq!(classify(&transfer, &transfer, &lim, &s, false), None);
     }
 
     #[test]

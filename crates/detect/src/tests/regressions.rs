@@ -274,3 +274,73 @@ fn a_single_source_syn_flood_on_one_port_is_still_a_syn_flood() {
         "{out:#?}"
     );
 }
+
+/// One-packet half-open SYNs from random-looking sources towards 192.0.2.22:80, `n` a second.
+fn spoofed_syns(d: &Detector, from_sec: u64, secs: u64, n: u64) -> Vec<FlowRecord> {
+    let mut v = Vec::new();
+    for s in 0..secs {
+        for i in 0..n {
+            let k = (s * n + i) as u32;
+            let mut r = rec(
+                d,
+                6,
+                (
+                    v4(0x0D00_0000u32.wrapping_add(k.wrapping_mul(2_654_435_761) >> 4)),
+                    1_024 + (k % 60_000) as u16,
+                ),
+                (ip("192.0.2.22"), 80),
+                (from_sec + s) * NS + i * (NS / n),
+                tcp_dir(1, 40, 0, S),
+                dir(0, 0),
+                ConnState::S0,
+            );
+            r.flow_id = u64::from(k);
+            v.push(r);
+        }
+    }
+    v
+}
+
+#[test]
+fn a_syn_flood_over_a_packet_limit_alone_is_a_syn_flood() {
+    // Defect 10: an asset with only `pps` set saw a flood of one-packet half-open SYNs
+    // reported as `volumetric_flood`; the kind must follow the half-open share whichever
+    // limit the flood crossed.
+    let only_pps = Thresholds {
+        total: Rates {
+            pps: Some(10_000),
+            ..Rates::default()
+        },
+        ..Thresholds::default()
+    };
+    let mut d = detector(
+        vec![asset("srv", "192.0.2.0/24", only_pps)],
+        Settings::default(),
+    );
+    let recs = spoofed_syns(&d, 100, 2, 40_000);
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::SynFlood, "srv".into())],
+        "{out:#?}"
+    );
+    // Over a bits-per-second limit alone, the same.
+    let only_bps = Thresholds {
+        total: Rates {
+            bps: Some(5_000_000),
+            ..Rates::default()
+        },
+        ..Thresholds::default()
+    };
+    let mut d = detector(
+        vec![asset("srv", "192.0.2.0/24", only_bps)],
+        Settings::default(),
+    );
+    let recs = spoofed_syns(&d, 100, 2, 40_000);
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::SynFlood, "srv".into())],
+        "{out:#?}"
+    );
+}
