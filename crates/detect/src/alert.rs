@@ -231,8 +231,15 @@ impl<const N: usize> AssetState<N> {
             o.last_hit_sec = o.last_hit_sec.max(sec);
             o.heard_sec = o.heard_sec.max(heard);
             o.start_ns = o.start_ns.min(start_ns);
-            if measured.pps > o.measured.pps
-                || (measured.pps == o.measured.pps && measured.bps > o.measured.bps)
+            // A carpet's worst second is one whose spread is known: a second of the same
+            // attack judged without it (late, or no longer spread) keeps the alert open but
+            // does not become its peak.
+            let spread_known = kind != AlertKind::CarpetBombing
+                || peak.is_some_and(|p| p.carpet.is_some())
+                || o.peak.is_none_or(|p| p.carpet.is_none());
+            if spread_known
+                && (measured.pps > o.measured.pps
+                    || (measured.pps == o.measured.pps && measured.bps > o.measured.bps))
             {
                 o.measured = measured;
                 if peak.is_some() {

@@ -460,11 +460,13 @@ impl<const N: usize> AssetState<N> {
 
     pub(crate) fn new(cx: &Ctx, first_sec: u64) -> Self {
         let base = Baseline::default();
-        let multi = cx
-            .asset
-            .cidrs
-            .iter()
-            .any(|n| n.prefix_len() < n.max_prefix_len());
+        // More than one address: a prefix, or several single addresses.
+        let multi = cx.asset.cidrs.len() > 1
+            || cx
+                .asset
+                .cidrs
+                .iter()
+                .any(|n| n.prefix_len() < n.max_prefix_len());
         debug_assert_eq!(ring_len(cx.s), N as u64);
         let plim = proto_limits(cx.asset);
         AssetState {

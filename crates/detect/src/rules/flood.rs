@@ -63,7 +63,7 @@ pub(crate) fn flood_summary(
             refl_out,
             cat,
         ),
-        AlertKind::CarpetBombing => {
+        AlertKind::CarpetBombing if p.carpet.is_some_and(|(n, _)| n > 0) => {
             let (n, top) = p.carpet.unwrap_or_default();
             format!(
                 "{} packets, {} bits and {} new flows in one second spread over {n} addresses of the asset; the busiest address received {top} packets, within the per-address limit",
@@ -312,10 +312,7 @@ mod tests {
         // Only a packet limit: one-packet half-open SYNs are still a SYN flood.
         let lim = limits(10_000, u64::MAX);
         let b = syns(40_000, 40_000);
-        assert_eq!(
-            classify(&b, &b, &lim, &s, false),
-            Some(AlertKind::SynFlood)
-        );
+        assert_eq!(classify(&b, &b, &lim, &s, false), Some(AlertKind::SynFlood));
         // A large transfer with a few scanners' SYNs beside it is not.
         let transfer = Bucket {
             pkts: 40_000,

@@ -344,3 +344,58 @@ fn a_syn_flood_over_a_packet_limit_alone_is_a_syn_flood() {
         "{out:#?}"
     );
 }
+
+#[test]
+fn carpet_bombing_of_an_asset_listed_as_single_addresses_is_recognised() {
+    // Defect 6: multi-address assets were told by prefix length only, so an asset listed as
+    // many single addresses was never carpet-bombed, only flooded.
+    let mut a = asset(
+        "farm",
+        "192.0.2.0/32",
+        total(10_000, 10_000_000_000, 1_000_000),
+    );
+    a.cidrs = (0..250u32)
+        .map(|i| format!("192.0.2.{i}/32").parse().unwrap())
+        .collect();
+    let mut d = detector(vec![a], Settings::default());
+    let recs = spread_load(&d, 100, 250, 60);
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::CarpetBombing, "farm".into())],
+        "{out:#?}"
+    );
+    assert!(
+        out.last().unwrap().summary.contains("over 250 addresses"),
+        "{}",
+        out.last().unwrap().summary
+    );
+}
+
+#[test]
+fn a_carpet_summary_never_says_spread_over_0_addresses() {
+    // Defect 9: a second of the same attack judged without its spread (here: one address
+    // over its own limit) became the alert's peak, and its summary said "spread over 0
+    // addresses".
+    let limits = total(10_000, 10_000_000_000, 1_000_000);
+    let mut d = detector(
+        vec![asset("isp", "192.0.2.0/24", limits)],
+        Settings::default(),
+    );
+    let mut recs = spread_load(&d, 100, 250, 60);
+    recs.extend(spread_load(&d, 101, 1, 20_000));
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::CarpetBombing, "isp".into())],
+        "{out:#?}"
+    );
+    for a in &out {
+        assert!(!a.summary.contains("over 0 addresses"), "{}", a.summary);
+    }
+    assert!(
+        out.last().unwrap().summary.contains("over 250 addresses"),
+        "{}",
+        out.last().unwrap().summary
+    );
+}
