@@ -4,12 +4,13 @@
 //! The event sent for each step (sources named, spoofing assessment, norms) is built here.
 
 use crate::rules::flood::{flood_summary, Peak};
+use crate::rules::ics::Tally;
 use crate::state::*;
 use crate::{Settings, NS};
 use normwatch_config::reflectors::Reflectors;
 use normwatch_model::{
-    Alert, AlertKind, AlertState, Impairment, Measured, Rates, Severity, SpoofingAssessment,
-    TopSource,
+    Alert, AlertKind, AlertState, IcsCounts, Impairment, Measured, Rates, Severity,
+    SpoofingAssessment, TopSource,
 };
 use std::net::IpAddr;
 
@@ -50,6 +51,8 @@ pub(crate) struct Open {
     pub(crate) peak: Option<Peak>,
     /// The limits compared with, where they are not the asset's thresholds.
     pub(crate) threshold: Option<Rates>,
+    /// An industrial-command alert's commands over all its flows.
+    pub(crate) ics: Option<Box<Tally>>,
 }
 
 /// An empty alert, to hold a slot while the real one is borrowed elsewhere.
@@ -69,6 +72,7 @@ pub(crate) fn placeholder() -> Open {
         named: Vec::new(),
         peak: None,
         threshold: None,
+        ics: None,
     }
 }
 
@@ -152,6 +156,8 @@ pub(crate) struct Extra {
     pub(crate) impairment: Option<Impairment>,
     /// The limits the rule compared with, where they are not the asset's thresholds.
     pub(crate) threshold: Option<Rates>,
+    /// Industrial commands a record added, and the asset's address they reached.
+    pub(crate) ics: Option<(IcsCounts, IpAddr)>,
 }
 
 impl Extra {
@@ -217,6 +223,7 @@ impl<const N: usize> AssetState<N> {
             baseline,
             impairment,
             threshold,
+            ics,
         } = extra;
         let update_secs = cx.s.update_interval.as_secs();
         let heard = self.newest.saturating_sub(cx.s.lateness.as_secs());
@@ -256,6 +263,9 @@ impl<const N: usize> AssetState<N> {
             if let Some(i) = impairment {
                 worst(&mut o.impairment, i);
             }
+            if let Some((cmds, target)) = ics {
+                o.ics.get_or_insert_default().add(&cmds, target);
+            }
             if sec >= o.last_update_sec + update_secs {
                 o.last_update_sec = sec;
                 o.summary = summary();
@@ -267,7 +277,7 @@ impl<const N: usize> AssetState<N> {
             }
             return;
         }
-        let o = Open {
+        let mut o = Open {
             id: format!(
                 "{}/{}/{}",
                 cx.asset.id.as_str(),
@@ -287,7 +297,15 @@ impl<const N: usize> AssetState<N> {
             peak,
             threshold,
             named: named.into_iter().collect(),
+            ics: ics.map(|(cmds, target)| {
+                let mut t = Box::<Tally>::default();
+                t.add(&cmds, target);
+                t
+            }),
         };
+        if let Some(t) = &o.ics {
+            o.summary = t.summary(&o.named);
+        }
         out.push(self.event(cx, &o, AlertState::Open));
         self.open.push(o);
     }
@@ -352,6 +370,8 @@ impl<const N: usize> AssetState<N> {
         if let Some(p) = &o.peak {
             let (refl, refl_out) = self.reflected();
             o.summary = flood_summary(o.kind, p, &refl, refl_out, cat);
+        } else if let Some(t) = &o.ics {
+            o.summary = t.summary(&o.named);
         } else if o.kind == AlertKind::Scan {
             let who: Vec<String> = o
                 .named

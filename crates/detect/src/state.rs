@@ -983,7 +983,7 @@ impl<const N: usize> AssetState<N> {
             // The commands this record adds to the flow's earlier ones.
             let cmds = ics::added(all, prior_in.map_or([0; 4], |p| p.commands));
             if ics::severity(&cmds).is_some() && !cx.asset.allows(remote) {
-                self.ics(cx, r, remote, inbound, &cmds, last, out);
+                self.ics(cx, r, remote, local, inbound, &cmds, last, out);
             }
         }
         // A connection attempt is judged a probe once its flow has ended: an interim report

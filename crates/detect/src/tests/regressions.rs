@@ -399,3 +399,40 @@ fn a_carpet_summary_never_says_spread_over_0_addresses() {
         out.last().unwrap().summary
     );
 }
+
+#[test]
+fn an_ics_alert_counts_the_commands_of_all_its_flows() {
+    // Defect 5: a master that sent 1 007 writes to 27 PLCs was reported as "41 writes", the
+    // figures of one flow.
+    let plcs = Asset {
+        allow: vec!["10.1.1.1/32".parse().unwrap()],
+        roles: vec![Role::Ot],
+        ..asset("plant", "192.0.2.0/24", Thresholds::default())
+    };
+    let mut d = detector(vec![plcs], Settings::default());
+    let mut recs = Vec::new();
+    let mut sent = 0;
+    for plc in 0..27u32 {
+        let writes = if plc == 26 { 1_007 - sent } else { 37 };
+        sent += writes;
+        let mut r = ics_rec(&d, "203.0.113.66", writes, 0);
+        r.resp_addr = v4(0xC000_0210 + plc);
+        r.asset = d.assets.match_flow(r.orig_addr, r.resp_addr);
+        r.first_ns = 100 * NS + u64::from(plc) * 300_000_000;
+        r.last_ns = r.first_ns + 200_000_000;
+        r.flow_id = u64::from(plc);
+        recs.push(r);
+    }
+    assert_eq!(sent, 1_007);
+    let out = run(&mut d, &recs);
+    assert_eq!(opened(&out), [(AlertKind::IcsCommandAbuse, "plant".into())]);
+    let last = out.last().unwrap();
+    assert_eq!(last.state, AlertState::Closed);
+    assert!(
+        last.summary
+            .starts_with("1007 industrial commands (1007 write")
+            && last.summary.contains("to 27 addresses"),
+        "{}",
+        last.summary
+    );
+}
