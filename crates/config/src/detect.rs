@@ -34,6 +34,12 @@ pub struct DetectConfig {
     pub baseline_min_pps: u64,
     pub baseline_min_bps: u64,
     pub baseline_min_new_flows: u64,
+    /// Limits of an asset, for each figure its thresholds leave unset, until its baseline
+    /// has learned (`baseline_warmup`): an asset is protected from its first second
+    /// (20 000 packets/s, 1 Gbit/s, 3 500 new flows/s, FastNetMon's default limits).
+    pub default_pps: u64,
+    pub default_bps: u64,
+    pub default_new_flows: u64,
     /// Unsolicited reflector responses per second that make an amplification attack (1 000
     /// packets/s, 1 Mbit/s); a reflector flow counts as unsolicited when the asset sent
     /// nothing or the reflector sent at least `amplification_ratio` (50) times its bytes; a
@@ -76,6 +82,9 @@ impl Default for DetectConfig {
             baseline_min_pps: 1_000,
             baseline_min_bps: 10_000_000,
             baseline_min_new_flows: 100,
+            default_pps: 20_000,
+            default_bps: 1_000_000_000,
+            default_new_flows: 3_500,
             amplification_pps: 1_000,
             amplification_bps: 1_000_000,
             amplification_ratio: 50.0,
@@ -109,6 +118,9 @@ pub(crate) struct RawDetect {
     baseline_min_pps: Option<u64>,
     baseline_min_bps: Option<u64>,
     baseline_min_new_flows: Option<u64>,
+    default_pps: Option<u64>,
+    default_bps: Option<u64>,
+    default_new_flows: Option<u64>,
     amplification_pps: Option<u64>,
     amplification_bps: Option<u64>,
     amplification_ratio: Option<f64>,
@@ -249,6 +261,27 @@ impl RawDetect {
             rate,
             d,
         );
+        let default_pps = detect_num(
+            self.default_pps,
+            "detect.default_pps",
+            dflt.default_pps,
+            rate,
+            d,
+        );
+        let default_bps = detect_num(
+            self.default_bps,
+            "detect.default_bps",
+            dflt.default_bps,
+            rate,
+            d,
+        );
+        let default_new_flows = detect_num(
+            self.default_new_flows,
+            "detect.default_new_flows",
+            dflt.default_new_flows,
+            rate,
+            d,
+        );
         let amplification_pps = detect_num(
             self.amplification_pps,
             "detect.amplification_pps",
@@ -370,6 +403,9 @@ impl RawDetect {
             baseline_min_pps,
             baseline_min_bps,
             baseline_min_new_flows,
+            default_pps,
+            default_bps,
+            default_new_flows,
             amplification_pps,
             amplification_bps,
             amplification_ratio,

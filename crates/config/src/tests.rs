@@ -1499,3 +1499,20 @@ fn detect_reflectors_default_to_the_built_in_catalogue_and_a_named_file_replaces
     .to_string();
     assert!(e.contains("detect.reflectors"), "{e}");
 }
+
+#[test]
+fn detect_default_limits_apply_until_the_baseline_is_learned_and_are_validated() {
+    let d = p("").unwrap().detect;
+    assert_eq!(
+        (d.default_pps, d.default_bps, d.default_new_flows),
+        (20_000, 1_000_000_000, 3_500)
+    );
+    let d = p("[detect]\ndefault_pps = 50000\ndefault_new_flows = 800\n")
+        .unwrap()
+        .detect;
+    assert_eq!((d.default_pps, d.default_new_flows), (50_000, 800));
+    check(
+        "[detect]\ndefault_bps = 0\n",
+        &[("detect.default_bps", "out of range")],
+    );
+}

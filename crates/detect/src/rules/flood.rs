@@ -11,11 +11,17 @@ use crate::{Settings, NS};
 use normwatch_config::reflectors::Reflectors;
 use normwatch_model::{Alert, AlertKind, Measured, Rates};
 
-/// The total limits: static thresholds raised to the learned baseline once it is warm.
+/// The total limits: static thresholds raised to the learned baseline once it is warm; until
+/// then the static thresholds, and the default limits (`default_pps`, `default_bps`,
+/// `default_new_flows`) for the figures they leave unset.
 pub(crate) fn total_limit(fixed: &Rates, base: &Baseline, s: &Settings) -> Lim {
     let warm = base.seconds >= s.baseline_warmup.as_secs();
     if !warm {
-        return Lim::fixed(fixed);
+        return Lim {
+            pkts: fixed.pps.unwrap_or(s.default_pps),
+            bits: fixed.bps.unwrap_or(s.default_bps),
+            new: fixed.new_flows_per_s.unwrap_or(s.default_new_flows),
+        };
     }
     let mean = base.mean();
     // max(static, baseline × factor), the learned part never below its floor.
@@ -32,6 +38,19 @@ pub(crate) fn total_limit(fixed: &Rates, base: &Baseline, s: &Settings) -> Lim {
             s.baseline_min_new_flows,
         ),
     }
+}
+
+/// The total limits an alert shows: the asset's static thresholds, and for each figure they
+/// leave unset the limit in force (a default limit, or the learned one); `None` when the
+/// static thresholds set every figure.
+pub(crate) fn shown_limits(fixed: &Rates, lim: &Lim) -> Option<Rates> {
+    let set = |v: u64| (v != u64::MAX).then_some(v);
+    let all_set = fixed.pps.is_some() && fixed.bps.is_some() && fixed.new_flows_per_s.is_some();
+    (!all_set).then(|| Rates {
+        pps: fixed.pps.or(set(lim.pkts)),
+        bps: fixed.bps.or(set(lim.bits)),
+        new_flows_per_s: fixed.new_flows_per_s.or(set(lim.new)),
+    })
 }
 
 /// A flood's worst second, and for carpet bombing its spread (addresses, busiest one's
@@ -222,6 +241,7 @@ impl<const N: usize> AssetState<N> {
                 summary,
                 Extra {
                     peak: Some(peak),
+                    threshold: shown_limits(&cx.asset.thresholds.total, &lim.total),
                     ..Extra::baseline(baseline)
                 },
                 out,

@@ -436,3 +436,30 @@ fn an_ics_alert_counts_the_commands_of_all_its_flows() {
         last.summary
     );
 }
+
+#[test]
+fn an_asset_without_thresholds_is_protected_during_its_warm_up() {
+    // Defect 8: a 22 k new-flows/s SYN flood, all half-open, against an asset configured
+    // without thresholds raised nothing until its baseline was learned (5 min).
+    let mut d = detector(
+        vec![asset("srv", "192.0.2.0/24", Thresholds::default())],
+        Settings::default(),
+    );
+    let recs = spoofed_syns(&d, 100, 2, 22_000);
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::SynFlood, "srv".into())],
+        "{out:#?}"
+    );
+    // Judged against the documented default limits, which the alert shows.
+    let s = Settings::default();
+    assert_eq!(out[0].threshold.new_flows_per_s, Some(s.default_new_flows));
+    // Traffic within the default limits stays quiet meanwhile.
+    let mut d = detector(
+        vec![asset("srv", "192.0.2.0/24", Thresholds::default())],
+        Settings::default(),
+    );
+    let recs = spoofed_syns(&d, 100, 2, 2_000);
+    assert!(run(&mut d, &recs).is_empty());
+}
