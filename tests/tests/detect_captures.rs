@@ -278,7 +278,7 @@ fn bacnet_and_37810_reflection_is_amplification() {
     assert_eq!(opened(&a), [(AlertKind::UdpAmplification, "web")], "{a:#?}");
     assert!(has_13f(&a[0]));
     let closed = a.last().unwrap();
-    for proto in ["BACnet (port 47808)", "DVR discovery (37810) (port 37810)"] {
+    for proto in ["BACnet (port 47808)", "DVR DHCPDiscover (port 37810)"] {
         assert!(closed.summary.contains(proto), "{}", closed.summary);
     }
     assert!(closed.top_sources.iter().all(|s| s.reflector));
