@@ -135,14 +135,29 @@ fn userdata(type_group: u8, sub: u8) -> Class {
         return OTHER;
     }
     match type_group & 0x0F {
+        1 => programmer(sub),
+        2 => READ, // cyclic data: subscribing to (or ending) cyclic reads of memory
         3 => READ, // block functions: list blocks, block info
         4 => READ, // CPU functions: read SZL, message service
         7 => match sub {
             2 | 4 => WRITE, // set clock
             _ => READ,      // read clock
         },
-        // 1 programmer commands (variable tables, force), 2 cyclic data subscriptions,
         // 5 security (PLC password), and anything unassigned.
+        _ => CONTROL,
+    }
+}
+
+/// A programmer command's class from its subfunction (Wireshark's s7comm names): an
+/// engineering station watching a variable table or a block online only reads; forcing
+/// values, erasing, and subfunctions not known stay Control.
+#[inline]
+fn programmer(sub: u8) -> Class {
+    match sub {
+        0x01 | 0x13 => READ, // request diagnostic data (start watching a block online)
+        0x02 => READ,        // variable table: request the online values of its items
+        0x0E | 0x0F => READ, // read diagnostic data, remove it (stop watching)
+        // 0x0C erase, 0x10 force, anything else.
         _ => CONTROL,
     }
 }
@@ -254,6 +269,33 @@ mod tests {
         let c = run(&hex(SET_CLOCK));
         assert_eq!((c.write, c.commands()), (1, 1));
         assert!(c.codes.contains(0x47));
+    }
+
+    #[test]
+    fn s7_userdata_variable_table_and_diagnostics_reads_are_read_not_control() {
+        // Defect 4 of issue 17: programmer commands (userdata) were always Control, so an
+        // engineering station watching a variable table raised high-severity alerts.
+        // READ_SZL with another function group and subfunction in its parameter head.
+        let ud = |type_group: u8, sub: u8| {
+            let mut p = hex(READ_SZL);
+            p[22] = type_group;
+            p[23] = sub;
+            run(&p)
+        };
+        for sub in [0x01, 0x02, 0x0E, 0x0F, 0x13] {
+            let c = ud(0x41, sub);
+            assert_eq!((c.read, c.commands()), (1, 1), "programmer {sub:#x}");
+            assert!(c.codes.contains(0x41));
+        }
+        for sub in [0x0C, 0x10, 0x7F] {
+            let c = ud(0x41, sub);
+            assert_eq!((c.control, c.commands()), (1, 1), "programmer {sub:#x}");
+        }
+        // Cyclic reads are reads; a password (security group) is control.
+        assert_eq!(ud(0x42, 0x01).read, 1);
+        assert_eq!(ud(0x45, 0x01).control, 1);
+        // A response to a programmer command is no command.
+        assert_eq!(ud(0x81, 0x10).commands(), 0);
     }
 
     #[test]
