@@ -17,19 +17,22 @@
 //! accounting):
 //! - volumetric flood: a second above max(static threshold, baseline × factor), totals and per
 //!   protocol; the learned part applies once the baseline is warm and never below its floor;
-//! - SYN flood: such a flood whose new TCP flows are mostly left half-open;
+//!   until then figures without a static threshold use the default limits (`default_pps`, …);
+//! - SYN flood: such a flood whose new TCP flows are mostly left half-open and either crossed
+//!   a new-flow limit or carry a quarter of its packets, whichever limit it crossed;
 //! - amplification and reflection: unsolicited responses from the reflector catalogue's UDP
 //!   ports (`config/reflectors.toml`, `[detect] reflectors`), or unsolicited SYN-ACKs, above
 //!   their own limit, or a flood mostly made of them (its sources named as reflectors);
-//! - carpet bombing: a flood of a multi-address asset spread over many of its addresses, each
-//!   of which alone stays within the asset's limits;
+//! - carpet bombing: a flood of a multi-address asset (a prefix, or several addresses) spread
+//!   over many of its addresses, each of which alone stays within the asset's limits;
 //! - service impairment: on the asset's service ports, handshake completion or the share of
 //!   answered flows collapses against the baseline while load rises (attached to the flood
 //!   alert when one is open, an alert of its own otherwise);
 //! - ICS command abuse: write, control, stop/restart or program commands from a source not on
-//!   the asset's allow list;
+//!   the asset's allow list, tallied over all the alert's flows;
 //! - scan: one source's unanswered probes reaching many ports or many addresses of an asset
-//!   (SYN-ACK and RST backscatter is not a probe);
+//!   (SYN-ACK and RST backscatter, and UDP from well-known or reflector ports, are not
+//!   probes); a flood made mostly by scan-like sources is left to this rule;
 //! - bulk exfiltration: bytes sent by a `holds-ip` asset to one external destination over a
 //!   limit within a window.
 

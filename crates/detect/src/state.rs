@@ -424,6 +424,7 @@ impl<const N: usize> AssetState<N> {
                         .map(|c| c.named.capacity() * size_of::<IpAddr>())
                         .sum::<usize>()
                     + a.sources.allocation_size()
+                    + a.refl.capacity() * size_of::<u64>()
                     + a.held.as_ref().map_or(0, |_| size_of::<Held>())
             })
             + self.tables.as_ref().map_or(0, |t| {
@@ -446,6 +447,7 @@ impl<const N: usize> AssetState<N> {
                     o.id.capacity()
                         + o.summary.capacity()
                         + o.named.capacity() * size_of::<TopSource>()
+                        + o.ics.as_ref().map_or(0, |t| t.heap_bytes())
                 })
                 .sum::<usize>()
     }

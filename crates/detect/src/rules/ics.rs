@@ -65,6 +65,11 @@ impl Tally {
         }
     }
 
+    /// Bytes held, itself included.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        size_of::<Tally>() + self.targets.capacity() * size_of::<IpAddr>()
+    }
+
     /// Addresses of the asset reached.
     pub(crate) fn targets(&self) -> u64 {
         self.targets.len() as u64 + self.more
