@@ -111,6 +111,59 @@ pub(crate) fn amp_summary(
 mod tests {
     use super::*;
 
+    fn d(pkts: u64, bytes: u64, payload: u64, flags: u8) -> DirStats {
+        DirStats {
+            pkts,
+            ip_bytes: bytes,
+            payload_bytes: payload,
+            tcp_flags: TcpFlags(flags),
+        }
+    }
+
+    #[test]
+    fn unsolicited_responses_from_listed_ports_and_unsolicited_syn_acks_are_reflected() {
+        let s = Settings::default();
+        let none = d(0, 0, 0, 0);
+        let dns = s.reflectors.lookup(UDP, 53);
+        assert!(dns.is_some());
+        // Unsolicited, or at least 50 times what the asset sent.
+        assert_eq!(reflected(&s, UDP, 53, &d(1, 1_200, 1_172, 0), &none), dns);
+        assert_eq!(
+            reflected(&s, UDP, 53, &d(10, 12_000, 11_720, 0), &d(1, 80, 52, 0)),
+            dns
+        );
+        // The asset's own query answered, an unlisted port: not reflected.
+        assert_eq!(
+            reflected(&s, UDP, 53, &d(1, 1_200, 1_172, 0), &d(1, 80, 52, 0)),
+            None
+        );
+        assert_eq!(
+            reflected(&s, UDP, 4_444, &d(1, 1_200, 1_172, 0), &none),
+            None
+        );
+        // SYN-ACKs the asset never asked for, from a listed port or any other.
+        let syn_ack = d(3, 132, 0, TcpFlags::SYN | TcpFlags::ACK);
+        let rst = d(1, 40, 0, TcpFlags::RST);
+        assert_eq!(
+            reflected(&s, TCP, 80, &syn_ack, &rst),
+            s.reflectors.lookup(TCP, 80)
+        );
+        assert_eq!(
+            reflected(&s, TCP, 9_999, &syn_ack, &none),
+            Some(s.reflectors.list().len())
+        );
+        // The asset's own connection, and a server's data, are not.
+        let syn = d(1, 60, 0, TcpFlags::SYN);
+        assert_eq!(reflected(&s, TCP, 80, &syn_ack, &syn), None);
+        let data = d(
+            20,
+            28_000,
+            27_200,
+            TcpFlags::SYN | TcpFlags::ACK | TcpFlags::PSH,
+        );
+        assert_eq!(reflected(&s, TCP, 443, &data, &none), None);
+    }
+
     #[test]
     fn reflected_responses_over_either_limit_are_an_attack_and_the_ratio_says_how_far() {
         let s = Settings::default();
