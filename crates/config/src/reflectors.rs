@@ -32,12 +32,21 @@ pub struct Reflector {
 
 /// A validated catalogue, with a lookup by protocol and port: a bit per port says whether any
 /// entry has it, so a port of none (nearly every record) costs one load.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Reflectors {
     /// Sorted by protocol and port.
     list: Vec<Reflector>,
     udp: Box<[u64; 1024]>,
     tcp: Box<[u64; 1024]>,
+}
+
+impl std::fmt::Debug for Reflectors {
+    /// The entries; the lookup bits are derived from them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reflectors")
+            .field("list", &self.list)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Reflectors {
