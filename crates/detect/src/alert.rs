@@ -76,12 +76,10 @@ pub(crate) fn placeholder() -> Open {
     }
 }
 
-/// Quiet seconds before an alert of `kind` closes. Bulk exfiltration is a total over its
-/// window, reported by flow records that may be minutes apart (a sensor's active timeout):
-/// the same transfer keeps one alert while records come within the window.
 /// Quiet seconds before an alert of `kind` closes: a scan or an upload is one alert for as
-/// long as its rule follows it (probes with no longer gap than `scan_idle`, bytes within
-/// the exfiltration window), however sparse its records.
+/// long as its rule follows it (probes with no longer gap than `scan_idle`, bytes within the
+/// exfiltration window: flow records of one transfer may be minutes apart, a sensor's active
+/// timeout), however sparse its records.
 pub(crate) fn quiet_secs(s: &Settings, kind: AlertKind) -> u64 {
     match kind {
         AlertKind::BulkExfiltration => s.quiet_period.as_secs().max(s.exfil_window.as_secs()),
