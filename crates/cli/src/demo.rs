@@ -11,10 +11,10 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use normwatch_evidence::keys::SecretKey;
 use normwatch_model::{Alert, AlertState};
-use normwatch_pipeline::alerts::{self, AlertSink, DetectorSink, TeeAlerts, TeeFlows};
-use normwatch_pipeline::detect::FlowSink;
+use normwatch_pipeline::detector::{self, DetectorSink};
 use normwatch_pipeline::evidence::{evidence_config, EvidenceStage, EvidenceTap};
 use normwatch_pipeline::metrics::Metrics;
+use normwatch_pipeline::sinks::{AlertSink, FlowSink, TeeAlerts, TeeFlows};
 use normwatch_pipeline::source::{Input, SourceOptions};
 use normwatch_pipeline::topology::{self, SensorOptions};
 use std::cell::RefCell;
@@ -205,7 +205,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let stage = EvidenceStage::open(
         ev_cfg,
-        alerts::norms(&cfg)?,
+        detector::norms(&cfg)?,
         Some(&out.join("evidence")),
         metrics.evidence.clone(),
     )?
@@ -218,7 +218,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut tap_flows = tap.clone();
     let mut alert_sinks = TeeAlerts(vec![&mut print, &mut tally, &mut file, &mut tap_alerts]);
     let mut flow_sinks = TeeFlows(vec![&mut tap_flows as &mut dyn FlowSink]);
-    let detector = alerts::detector(&cfg)?;
+    let detector = detector::detector(&cfg)?;
     let mut sink = DetectorSink::new(detector, &mut alert_sinks, Some(&mut flow_sinks))
         .with_metrics(metrics.detect.clone(), &cfg.assets);
     server.as_ref().inspect(|s| s.set_ready(true));

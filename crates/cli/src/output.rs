@@ -2,8 +2,7 @@
 
 use anyhow::Context;
 use normwatch_model::{Alert, EndReason, FlowRecord};
-use normwatch_pipeline::alerts::AlertSink;
-use normwatch_pipeline::detect::FlowSink;
+use normwatch_pipeline::sinks::{AlertSink, FlowSink};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;

@@ -5,10 +5,11 @@ use crate::args::{
 };
 use crate::output::{Format, JsonAlerts, WriterSink};
 use crate::UsageError;
-use normwatch_pipeline::alerts::{self, AlertSink, DetectorSink, LogAlerts, TeeAlerts, TeeFlows};
-use normwatch_pipeline::detect::{ConsumeOptions, ConsumeSummary, CountingSink, FlowSink};
+use normwatch_pipeline::consume::{ConsumeOptions, ConsumeSummary, CountingSink};
+use normwatch_pipeline::detector::{self, DetectorSink, LogAlerts};
 use normwatch_pipeline::evidence::{evidence_config, EvidenceStage, EvidenceTap};
 use normwatch_pipeline::metrics::Metrics;
+use normwatch_pipeline::sinks::{AlertSink, FlowSink, TeeAlerts, TeeFlows};
 use normwatch_pipeline::topology::{self, SensorOptions, SensorSummary};
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -104,7 +105,7 @@ pub fn package(args: PackageArgs) -> anyhow::Result<()> {
     let server = serve_metrics(&args.metrics, &cfg, &metrics)?;
     let mut stage = EvidenceStage::open(
         ev,
-        alerts::norms(&cfg)?,
+        detector::norms(&cfg)?,
         args.evidence_dir.as_deref(),
         metrics.evidence.clone(),
     )?
@@ -301,7 +302,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(ev) => {
             let mut stage = EvidenceStage::open(
                 ev,
-                alerts::norms(&cfg)?,
+                detector::norms(&cfg)?,
                 args.evidence_dir.as_deref(),
                 metrics.evidence.clone(),
             )?
@@ -329,7 +330,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let mut alert_tee = TeeAlerts(alert_sinks);
     let mut flow_tee = TeeFlows(flow_sinks);
-    let detector = alerts::detector(&cfg)?;
+    let detector = detector::detector(&cfg)?;
     let mut sink = DetectorSink::new(detector, &mut alert_tee, Some(&mut flow_tee))
         .with_metrics(metrics.detect.clone(), &cfg.assets);
     let opts = SensorOptions {

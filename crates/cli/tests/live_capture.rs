@@ -8,8 +8,12 @@
 #![allow(clippy::print_stderr)]
 
 use std::collections::BTreeMap;
+#[path = "common/netns.rs"]
+mod netns;
+
+use netns::{ready, Netns};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_normwatch");
@@ -17,35 +21,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_normwatch");
 fn trace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/data/captures/zeek/testing/btest/Traces/wikipedia.pcap")
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n")
-}
-
-fn sh(args: &[&str]) {
-    let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
-    assert!(st.success(), "{args:?} failed");
-}
-
-/// Removes the namespace (and with it the veth pair) however the test ends.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 /// (orig, resp, proto) → (orig pkts, orig bytes, resp pkts, resp bytes), from Zeek TSV.
@@ -76,61 +51,30 @@ fn fanout_over_two_threads_matches_offline_flows() {
 }
 
 fn live_matches_offline(tag: &str, config: Option<&str>) {
-    let ci = std::env::var_os("CI").is_some();
-    let missing: Vec<&str> = ["ip", "tcpreplay"]
-        .into_iter()
-        .filter(|c| !have(c))
-        .collect();
-    if !is_root() || !missing.is_empty() {
-        let why = format!("needs root and {missing:?}");
-        assert!(!ci, "live capture test cannot run under CI: {why}");
-        eprintln!("skipping live capture test: {why}");
+    if !ready("live capture test", &["ip", "tcpreplay"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("capture.toml");
     std::fs::write(&cfg, config.unwrap_or("")).unwrap();
-    let ns = Netns(format!("nwtest{tag}{}", std::process::id()));
-    sh(&["ip", "netns", "add", &ns.0]);
-    let exec = |args: &[&str]| {
-        let mut v = vec!["ip", "netns", "exec", &ns.0];
-        v.extend_from_slice(args);
-        sh(&v);
-    };
-    exec(&[
-        "ip", "link", "add", "nwa", "type", "veth", "peer", "name", "nwb",
-    ]);
-    // No IPv6 on the pair: the kernel's own neighbour discovery would add flows.
-    exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-    exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
-    exec(&["ip", "link", "set", "nwa", "up"]);
-    exec(&["ip", "link", "set", "nwb", "up"]);
-    exec(&["ip", "link", "set", "lo", "up"]);
+    let ns = Netns::with_veth(&format!("test{tag}"));
 
-    let live = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
-            BIN,
-            "flows",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--interface",
-            "nwb",
-            "--checksums",
-            "ignore",
-            "--duration",
-            "8s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let live = ns.spawn(&[
+        BIN,
+        "flows",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--interface",
+        "nwb",
+        "--checksums",
+        "ignore",
+        "--duration",
+        "8s",
+    ]);
     std::thread::sleep(Duration::from_millis(1500));
     // Replay at a fixed rate: the packets keep their order, and the whole trace fits well
     // inside every flow timeout, as it did in the original capture.
-    exec(&[
+    ns.exec(&[
         "tcpreplay",
         "-q",
         "--pps=500",

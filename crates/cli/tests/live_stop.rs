@@ -9,8 +9,12 @@
 
 #![allow(clippy::print_stderr)]
 
+#[path = "common/netns.rs"]
+mod netns;
+
+use netns::{ready, sh, Netns};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_normwatch");
@@ -20,91 +24,8 @@ fn flood() -> PathBuf {
         .join("../../../shared/data/captures/packet-captures/pkt.TCP.synflood.spoofed.pcap")
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n")
-}
-
-fn sh(args: &[&str]) {
-    let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
-    assert!(st.success(), "{args:?} failed");
-}
-
 fn signal(child: &Child, sig: &str) {
     sh(&["kill", &format!("-{sig}"), &child.id().to_string()]);
-}
-
-/// Removes the namespace (and with it the veth pair) however the test ends.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-impl Netns {
-    /// A namespace with a veth pair `nwa` (replay) – `nwb` (capture), up, without IPv6 (the
-    /// kernel's own neighbour discovery would add packets).
-    fn with_veth(tag: &str) -> Netns {
-        let ns = Netns(format!("nw{tag}{}", std::process::id()));
-        sh(&["ip", "netns", "add", &ns.0]);
-        for cmd in [
-            &[
-                "ip", "link", "add", "nwa", "type", "veth", "peer", "name", "nwb",
-            ][..],
-            &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
-            &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
-            &["ip", "link", "set", "nwa", "up"],
-            &["ip", "link", "set", "nwb", "up"],
-            &["ip", "link", "set", "lo", "up"],
-        ] {
-            ns.exec(cmd);
-        }
-        ns
-    }
-
-    fn exec(&self, args: &[&str]) {
-        let mut v = vec!["ip", "netns", "exec", &self.0];
-        v.extend_from_slice(args);
-        sh(&v);
-    }
-
-    /// Starts `args` inside the namespace. `ip netns exec` execs the command, so the child's
-    /// id is the command's own.
-    fn spawn(&self, args: &[&str]) -> Child {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-}
-
-fn ready(ci: bool) -> bool {
-    let missing: Vec<&str> = ["ip", "tcpreplay", "dumpcap"]
-        .into_iter()
-        .filter(|c| !have(c))
-        .collect();
-    if !is_root() || !missing.is_empty() {
-        let why = format!("needs root and {missing:?}");
-        assert!(!ci, "live stop test cannot run under CI: {why}");
-        eprintln!("skipping live stop test: {why}");
-        return false;
-    }
-    true
 }
 
 /// A protected network the flood's target is in, with limits the flood crosses.
@@ -251,14 +172,14 @@ fn stop_mid_stream(tag: &str, signals: &[&str]) {
 
 #[test]
 fn sigterm_mid_stream_loses_no_record_or_alert() {
-    if ready(std::env::var_os("CI").is_some()) {
+    if ready("live stop test", &["ip", "tcpreplay", "dumpcap"]) {
         stop_mid_stream("term", &["TERM"]);
     }
 }
 
 #[test]
 fn second_signal_still_loses_no_record_or_alert() {
-    if ready(std::env::var_os("CI").is_some()) {
+    if ready("live stop test", &["ip", "tcpreplay", "dumpcap"]) {
         stop_mid_stream("int", &["INT", "TERM"]);
     }
 }

@@ -3,8 +3,7 @@
 //! durable outbox, and delivered. Used embedded by `normwatch run --evidence-dir` and
 //! `normwatch demo`.
 
-use crate::alerts::AlertSink;
-use crate::detect::FlowSink;
+use crate::sinks::{AlertSink, FlowSink};
 use anyhow::Context;
 use normwatch_config::norms::NormCatalogue;
 use normwatch_config::Config;

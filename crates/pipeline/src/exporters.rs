@@ -6,7 +6,7 @@
 //! whenever the packet source checks the clock (each [`RecordSink::tick`]), so the records of
 //! both inputs are handed on from one thread without a lock.
 
-use crate::source::RecordSink;
+use crate::sinks::RecordSink;
 use normwatch_config::Config;
 use normwatch_flowexport::listen::{ListenConfig, Listener};
 use normwatch_flowexport::{Decoder, DecoderConfig, DropReason, ExportStats, Exported, SOURCES};

@@ -1,14 +1,16 @@
 //! Packets in, flow records out: capture files or a live interface driven through the flow
 //! table, handing finished records to the caller as they end.
 
-use crate::metrics::SensorMetrics;
+use crate::sinks::RecordSink;
 use normwatch_config::{ChecksumPolicy, Config};
 use normwatch_model::FlowRecord;
 use normwatch_sensor::capture::file::read_file;
 use normwatch_sensor::capture::live::{BpfInstruction, LiveCapture, LiveConfig};
 use normwatch_sensor::decode::ChecksumSettings;
+use normwatch_sensor::decode::DropReason;
 use normwatch_sensor::flow::DEFAULT_LIKELY_SERVER_PORTS;
 use normwatch_sensor::{FlowConfig, FlowTable, SensorStats};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -82,14 +84,6 @@ pub fn flow_config(cfg: &Config, checksums: Option<bool>) -> FlowConfig {
             .unwrap_or_else(|| DEFAULT_LIKELY_SERVER_PORTS.to_vec()),
         assets: Arc::new(cfg.assets.clone()),
     }
-}
-
-/// Receives what the flow table produces.
-pub trait RecordSink {
-    /// Takes (drains) finished records; `now` is the wall clock, for batching deadlines.
-    fn records(&mut self, buf: &mut Vec<FlowRecord>, now: Instant);
-    /// Called regularly even when no record ended, so partial batches can go out.
-    fn tick(&mut self, now: Instant);
 }
 
 /// Feeds the flow table's counters to the sensor metrics whenever the source checks the
@@ -443,5 +437,117 @@ fn capture_loop(
     match failed {
         Some(e) => Err(anyhow::Error::new(e)),
         None => Ok(()),
+    }
+}
+
+/// The sensor's packet-level metrics (`normwatch_sensor_*`), fed from the flow table's
+/// counters between batches. Labels: the fixed drop reasons and capture drop places.
+#[derive(Clone, Debug)]
+pub struct SensorMetrics {
+    pub packets: IntCounter,
+    pub bytes: IntCounter,
+    /// Packets not counted into a flow, by decoder reason.
+    pub dropped: IntCounterVec,
+    /// Packets lost before decoding (`kernel`: the capture ring was full; `channel`: a queue
+    /// to the flow table, none since the ring is read in place, kept at 0 for dashboards).
+    pub capture_dropped: IntCounterVec,
+    /// Times the kernel found the capture ring full (`tp_freeze_q_cnt`).
+    pub capture_ring_freezes: IntCounter,
+    pub active_flows: IntGauge,
+    pub evicted_flows: IntCounter,
+}
+
+impl SensorMetrics {
+    pub(crate) fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = SensorMetrics {
+            packets: IntCounter::new(
+                "normwatch_sensor_packets_total",
+                "Packets (frames) read from captures or interfaces.",
+            )?,
+            bytes: IntCounter::new(
+                "normwatch_sensor_bytes_total",
+                "Captured bytes of those packets.",
+            )?,
+            dropped: IntCounterVec::new(
+                Opts::new(
+                    "normwatch_sensor_dropped_packets_total",
+                    "Packets not counted into any flow, by reason.",
+                ),
+                &["reason"],
+            )?,
+            capture_dropped: IntCounterVec::new(
+                Opts::new(
+                    "normwatch_sensor_capture_dropped_packets_total",
+                    "Packets lost before decoding: kernel (capture ring full) or channel (queue to the flow table).",
+                ),
+                &["where"],
+            )?,
+            capture_ring_freezes: IntCounter::new(
+                "normwatch_sensor_capture_ring_freezes_total",
+                "Times the kernel found the live-capture ring full (tp_freeze_q_cnt); its drops are in capture_dropped_packets_total{where=\"kernel\"}.",
+            )?,
+            active_flows: IntGauge::new(
+                "normwatch_sensor_active_flows",
+                "Flows currently tracked by the flow table.",
+            )?,
+            evicted_flows: IntCounter::new(
+                "normwatch_sensor_evicted_flows_total",
+                "Flows reported early because the flow table was full.",
+            )?,
+        };
+        registry.register(Box::new(m.packets.clone()))?;
+        registry.register(Box::new(m.bytes.clone()))?;
+        registry.register(Box::new(m.dropped.clone()))?;
+        registry.register(Box::new(m.capture_dropped.clone()))?;
+        registry.register(Box::new(m.capture_ring_freezes.clone()))?;
+        registry.register(Box::new(m.active_flows.clone()))?;
+        registry.register(Box::new(m.evicted_flows.clone()))?;
+        // Every label value exists from the start, so rates over them are defined at once.
+        for r in DropReason::ALL {
+            m.dropped.with_label_values(&[r.as_str()]);
+        }
+        for w in ["kernel", "channel"] {
+            m.capture_dropped.with_label_values(&[w]);
+        }
+        Ok(m)
+    }
+
+    /// Adds what the flow table counted since `seen` (its counters as last observed), then
+    /// remembers `now`.
+    pub fn observe(&self, seen: &mut SensorStats, now: &SensorStats) {
+        self.packets
+            .inc_by(now.packets.saturating_sub(seen.packets));
+        self.bytes.inc_by(now.bytes.saturating_sub(seen.bytes));
+        for r in DropReason::ALL {
+            let d = now.drops_for(r).saturating_sub(seen.drops_for(r));
+            if d > 0 {
+                self.dropped.with_label_values(&[r.as_str()]).inc_by(d);
+            }
+        }
+        self.evicted_flows
+            .inc_by(now.evictions().saturating_sub(seen.evictions()));
+        // A difference, not a value: with several capture threads each table adds its own.
+        self.active_flows
+            .add(now.flows_active as i64 - seen.flows_active as i64);
+        seen.clone_from(now);
+    }
+
+    /// Adds capture-level drops (totals since the capture started, `seen` as last observed).
+    pub fn observe_capture(
+        &self,
+        seen: &mut (u64, u64, u64),
+        kernel: u64,
+        channel: u64,
+        freezes: u64,
+    ) {
+        self.capture_dropped
+            .with_label_values(&["kernel"])
+            .inc_by(kernel.saturating_sub(seen.0));
+        self.capture_dropped
+            .with_label_values(&["channel"])
+            .inc_by(channel.saturating_sub(seen.1));
+        self.capture_ring_freezes
+            .inc_by(freezes.saturating_sub(seen.2));
+        *seen = (kernel, channel, freezes);
     }
 }

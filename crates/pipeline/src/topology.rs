@@ -1,12 +1,13 @@
 //! The ways to run: `sensor` (packets → Kafka), `detect` (Kafka → detector → alerts topic), `run`
 //! (every stage in one process over the in-process bus).
 
-use crate::alerts::{AlertSink, DetectorSink, PublishAlerts, TeeAlerts};
 use crate::batcher::{initial_seq, FlowBatcher};
-use crate::detect::{consume_flows, ConsumeOptions, ConsumeSummary, FlowSink};
+use crate::consume::{consume_flows, ConsumeOptions, ConsumeSummary};
+use crate::detector::{DetectorSink, PublishAlerts};
 use crate::metrics::Metrics;
-use crate::sensor::Publish;
-use crate::source::{drive, flow_config, Input, InputError, Observer, RecordSink, SourceOptions};
+use crate::publish::Publish;
+use crate::sinks::{AlertSink, FlowSink, RecordSink, TeeAlerts};
+use crate::source::{drive, flow_config, Input, InputError, Observer, SourceOptions};
 use normwatch_config::{BusKind, Config};
 use normwatch_model::FlowRecord;
 use normwatch_sensor::flow::FlowConfig;
@@ -209,9 +210,9 @@ pub fn detect(
 ) -> anyhow::Result<DetectSummary> {
     need_kafka(cfg, "detect")?;
     let _span = tracing::info_span!("detect", group = %cfg.kafka.group_id).entered();
-    let detector = crate::alerts::detector(cfg)?;
+    let detector = crate::detector::detector(cfg)?;
     // The alert publisher's own spool; spools earlier members left are taken over.
-    let spool = crate::detect::member_spool(&cfg.spool, &cfg.kafka.group_id)?;
+    let spool = crate::consume::member_spool(&cfg.spool, &cfg.kafka.group_id)?;
     let mut publisher = KafkaPublisher::new(
         &cfg.bus,
         &cfg.kafka,
@@ -254,7 +255,7 @@ pub fn detect(
     };
     let drained = publisher.flush(cfg.kafka.delivery_timeout);
     drop(publisher);
-    crate::detect::release_member_spool(&spool.path, spool.max_bytes);
+    crate::consume::release_member_spool(&spool.path, spool.max_bytes);
     let summary = result?;
     drained.map_err(|e| anyhow::Error::new(e).context("alert events were not acknowledged"))?;
     Ok(summary)

@@ -2,8 +2,9 @@
 //! embedded pipeline (sensor, in-process bus, detector).
 
 use normwatch_model::{Alert, AlertState};
-use normwatch_pipeline::alerts::{detector, AlertSink, DetectorSink};
+use normwatch_pipeline::detector::{detector, DetectorSink};
 use normwatch_pipeline::metrics::Metrics;
+use normwatch_pipeline::sinks::AlertSink;
 use normwatch_pipeline::source::Input;
 use normwatch_pipeline::topology::{run, SensorOptions};
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 //! they never stop the consumer.
 
 use crate::metrics::PipelineMetrics;
+use crate::sinks::FlowSink;
 use normwatch_config::SpoolConfig;
 use normwatch_model::FlowRecord;
 use normwatch_transport::bus::{Subscriber, TransportError};
@@ -82,19 +83,6 @@ pub fn release_member_spool(path: &Path, max_bytes: u64) {
             path = %path.display(),
             "alert events remain spooled; the next detector of the group sends them"
         );
-    }
-}
-
-/// Where consumed flow records go.
-pub trait FlowSink {
-    /// Takes one batch's records.
-    fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()>;
-    /// Makes everything accepted so far durable; called before offsets are committed.
-    fn flush(&mut self) -> anyhow::Result<()>;
-    /// No records arrived for a poll interval: time-driven work (retrying deliveries) runs
-    /// here, so it does not wait for traffic.
-    fn idle(&mut self) -> anyhow::Result<()> {
-        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::batcher::{Encoded, FlowBatcher};
 use crate::metrics::PipelineMetrics;
-use crate::source::RecordSink;
+use crate::sinks::RecordSink;
 use normwatch_model::FlowRecord;
 use normwatch_transport::bus::{Publisher, Topic};
 use std::time::Instant;

@@ -1,0 +1,81 @@
+//! The seams between stages: what each stage hands its output to.
+//!
+//! - [`RecordSink`]: the flow table's finished records (sensor side: batching, publishing).
+//! - [`FlowSink`]: consumed flow records (detector stage, evidence stage, outputs).
+//! - [`AlertSink`]: alert events (log, alerts topic, evidence stage).
+//!
+//! The traits live here, apart from every stage, so stages depend on this module and never on
+//! each other.
+
+use normwatch_model::{Alert, FlowRecord};
+use std::time::Instant;
+
+/// Receives what the flow table produces.
+pub trait RecordSink {
+    /// Takes (drains) finished records; `now` is the wall clock, for batching deadlines.
+    fn records(&mut self, buf: &mut Vec<FlowRecord>, now: Instant);
+    /// Called regularly even when no record ended, so partial batches can go out.
+    fn tick(&mut self, now: Instant);
+}
+
+/// Where consumed flow records go.
+pub trait FlowSink {
+    /// Takes one batch's records.
+    fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()>;
+    /// Makes everything accepted so far durable; called before offsets are committed.
+    fn flush(&mut self) -> anyhow::Result<()>;
+    /// No records arrived for a poll interval: time-driven work (retrying deliveries) runs
+    /// here, so it does not wait for traffic.
+    fn idle(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where alert events go.
+pub trait AlertSink {
+    fn alert(&mut self, alert: &Alert) -> anyhow::Result<()>;
+    /// Makes the alerts so far durable; called before the records behind them are committed.
+    fn flush(&mut self) -> anyhow::Result<()>;
+}
+
+/// Hands every event to each of several sinks.
+pub struct TeeAlerts<'a>(pub Vec<&'a mut dyn AlertSink>);
+
+impl std::fmt::Debug for TeeAlerts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TeeAlerts").field(&self.0.len()).finish()
+    }
+}
+
+impl AlertSink for TeeAlerts<'_> {
+    fn alert(&mut self, a: &Alert) -> anyhow::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.alert(a))
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.flush())
+    }
+}
+
+/// Hands every batch to each of several flow sinks.
+pub struct TeeFlows<'a>(pub Vec<&'a mut dyn FlowSink>);
+
+impl std::fmt::Debug for TeeFlows<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TeeFlows").field(&self.0.len()).finish()
+    }
+}
+
+impl FlowSink for TeeFlows<'_> {
+    fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.accept(records))
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.flush())
+    }
+
+    fn idle(&mut self) -> anyhow::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.idle())
+    }
+}
