@@ -244,6 +244,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (sensor, consumed) = result?;
     finished?;
 
+    tap.0.borrow_mut().save_follow_up()?;
     // The summary.
     let stage = tap.0.borrow();
     println!();

@@ -13,6 +13,7 @@ pub mod custody;
 pub mod deliver;
 pub mod dsse;
 pub mod error;
+pub mod followup;
 pub mod keys;
 pub mod letter;
 pub mod misp;
