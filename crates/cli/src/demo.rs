@@ -26,6 +26,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const CONFIG: &str = include_str!("../../../config/demo/normwatch.toml");
+/// The follow-up settings of the `campaign` scenario, appended to its configuration.
+const CAMPAIGN_FOLLOW_UP: &str = "
+# The campaign scenario lasts three minutes: a host counts as stopped after 15 s without
+# traffic, and the deadline follow-up goes out 60 s after the request.
+[evidence.follow_up]
+quiet = \"15s\"
+deadline = \"60s\"
+";
 const RECIPIENTS: &str = include_str!("../../../config/demo/recipients.toml");
 const GEOIP: [(&str, &[u8]); 3] = [
     (
@@ -138,7 +146,13 @@ fn prepare(out: &Path, scenario: &str) -> anyhow::Result<(PathBuf, PathBuf, u64)
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", out.display()))?;
     let config = out.join("normwatch.toml");
-    write(&config, CONFIG.as_bytes())?;
+    let mut text = CONFIG.to_string();
+    if scenario == "campaign" {
+        // The campaign lasts three minutes of traffic: its requests are followed up on a
+        // compressed clock (a deployment keeps the defaults: one hour, the request deadline).
+        text.push_str(CAMPAIGN_FOLLOW_UP);
+    }
+    write(&config, text.as_bytes())?;
     for (name, bytes) in GEOIP {
         write(&out.join("geoip").join(name), bytes)?;
     }
@@ -281,6 +295,38 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     for ((code, name), n) in &by_recipient {
         println!("  {n:>3}  to {code} ({name})");
+    }
+    let requests = stage.requests()?;
+    if requests.iter().any(|r| !r.follow_ups.is_empty()) {
+        println!(
+            "requests followed up (event time; `normwatch requests --store {}`):",
+            stage.root().display()
+        );
+        for f in normwatch_evidence::followup::figures(&requests) {
+            println!(
+                "  {}: {} requests, {} stopped before the deadline, {} still going at it{}",
+                f.state,
+                f.requests,
+                f.stopped_before_deadline,
+                f.continuing,
+                f.median_seconds_to_stop
+                    .map_or_else(String::new, |s| format!(
+                        ", median time to stop {}",
+                        normwatch_evidence::followup::span_text((s * 1e9) as u64)
+                    ))
+            );
+        }
+        for r in &requests {
+            if let Some(f) = r.follow_ups.last() {
+                let dir = stage.package_dir(&f.id);
+                let text = std::fs::read_to_string(dir.join("follow-up.md")).unwrap_or_default();
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with("The activity"))
+                    .unwrap_or_default();
+                println!("  {} → {}: {line}", r.watch.package_id, r.watch.recipient);
+            }
+        }
     }
     println!("alert events: {}", out.join("alerts.jsonl").display());
     if let Some((_, b)) = stage.built.first() {

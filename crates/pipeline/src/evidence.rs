@@ -259,6 +259,11 @@ impl EvidenceStage {
         &self.root
     }
 
+    /// The requests followed up, with their outcomes, from the ledger.
+    pub fn requests(&self) -> anyhow::Result<Vec<normwatch_evidence::store::RequestRecord>> {
+        Ok(self.packager.store().requests()?)
+    }
+
     /// The directory of package `id`.
     pub fn package_dir(&self, id: &str) -> PathBuf {
         self.packager.store().package_dir(id)
