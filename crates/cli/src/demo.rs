@@ -26,14 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const CONFIG: &str = include_str!("../../../config/demo/normwatch.toml");
-/// The follow-up settings of the `campaign` scenario, appended to its configuration.
-const CAMPAIGN_FOLLOW_UP: &str = "
-# The campaign scenario lasts three minutes: a host counts as stopped after 15 s without
-# traffic, and the deadline follow-up goes out 60 s after the request.
-[evidence.follow_up]
-quiet = \"15s\"
-deadline = \"60s\"
-";
 const RECIPIENTS: &str = include_str!("../../../config/demo/recipients.toml");
 const GEOIP: [(&str, &[u8]); 3] = [
     (
@@ -146,13 +138,7 @@ fn prepare(out: &Path, scenario: &str) -> anyhow::Result<(PathBuf, PathBuf, u64)
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", out.display()))?;
     let config = out.join("normwatch.toml");
-    let mut text = CONFIG.to_string();
-    if scenario == "campaign" {
-        // The campaign lasts three minutes of traffic: its requests are followed up on a
-        // compressed clock (a deployment keeps the defaults: one hour, the request deadline).
-        text.push_str(CAMPAIGN_FOLLOW_UP);
-    }
-    write(&config, text.as_bytes())?;
+    write(&config, CONFIG.as_bytes())?;
     for (name, bytes) in GEOIP {
         write(&out.join("geoip").join(name), bytes)?;
     }
