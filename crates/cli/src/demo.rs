@@ -302,6 +302,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                     ))
             );
         }
+        let mut campaigns: BTreeMap<&str, (Vec<&str>, usize)> = BTreeMap::new();
+        for r in &requests {
+            if let Some(c) = &r.watch.campaign {
+                let e = campaigns.entry(c).or_default();
+                e.0.push(&r.watch.recipient);
+                e.1 += r.watch.updates.len();
+            }
+        }
+        for (c, (states, updates)) in &campaigns {
+            if *updates > 0 {
+                println!(
+                    "  campaign {c}: one request to each of {} and {updates} updates (later alerts of the campaign)",
+                    states.join(", ")
+                );
+            }
+        }
         for r in &requests {
             if let Some(f) = r.follow_ups.last() {
                 let dir = stage.package_dir(&f.id);

@@ -43,6 +43,8 @@ fn request_json(r: &RequestRecord) -> serde_json::Value {
     json!({
         "package_id": w.package_id,
         "alert_id": w.alert_id,
+        "campaign": w.campaign,
+        "updates": w.updates,
         "state": w.recipient,
         "about_state": w.about_state,
         "requested": rfc3339_s(w.requested_ns),

@@ -283,9 +283,29 @@ fn the_campaign_demo_follows_up_requests_stopped_in_one_state_and_continuing_in_
         .iter()
         .filter(|p| p.file_name().unwrap().to_string_lossy().contains("-FU-"))
         .collect();
-    // Three requests each to DE and the US: DE's are followed up twice (stopped, then the
-    // deadline), the US's once (the deadline).
-    assert_eq!(follow_ups.len(), 9, "{follow_ups:?}");
+    // One campaign: one request each to DE and the US, and for each the two later alerts are
+    // updates of it, the last naming all three services.
+    let updates: Vec<&PathBuf> = pkgs
+        .iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().contains("-UP-"))
+        .collect();
+    assert_eq!(updates.len(), 4, "{updates:?}");
+    for state in ["DE", "US"] {
+        let letters: Vec<String> = updates
+            .iter()
+            .filter(|p| p.to_string_lossy().contains(&format!("-{state}-")))
+            .map(|p| std::fs::read_to_string(p.join("request.md")).unwrap())
+            .collect();
+        assert!(
+            letters.iter().any(|l| l.contains("emergency admissions")
+                && l.contains("drinking water")
+                && l.contains("national incident response")),
+            "{state}: {letters:?}"
+        );
+    }
+    // DE's request is followed up twice (stopped, then the deadline), the US's once (the
+    // deadline).
+    assert_eq!(follow_ups.len(), 3, "{follow_ups:?}");
     for p in &pkgs {
         verify(p, &key);
     }
@@ -341,7 +361,7 @@ fn the_campaign_demo_follows_up_requests_stopped_in_one_state_and_continuing_in_
         .collect();
     assert_eq!(
         states,
-        [("DE".into(), 3, 3, 3, 0), ("US".into(), 3, 3, 0, 3)]
+        [("DE".into(), 1, 1, 1, 0), ("US".into(), 1, 1, 0, 1)]
     );
     for r in v["requests"].as_array().unwrap() {
         let want = if r["state"] == "DE" {
@@ -355,6 +375,8 @@ fn the_campaign_demo_follows_up_requests_stopped_in_one_state_and_continuing_in_
             assert!(r["seconds_to_stop"].as_u64().unwrap() > 0, "{r}");
             assert_eq!(r["hosts_stopped"], 12);
         }
+        assert_eq!(r["updates"].as_array().unwrap().len(), 2, "{r}");
+        assert!(r["campaign"].as_str().unwrap().starts_with("CP-"), "{r}");
     }
     let table = Command::new(BIN)
         .args(["requests", "--store"])
@@ -365,7 +387,7 @@ fn the_campaign_demo_follows_up_requests_stopped_in_one_state_and_continuing_in_
     assert!(table.status.success());
     assert!(
         text.lines()
-            .any(|l| l.starts_with("DE ") && l.contains(" 3 ")),
+            .any(|l| l.starts_with("DE ") && l.contains(" 1 ")),
         "{text}"
     );
     assert!(text.contains("stopped+deadline"), "{text}");

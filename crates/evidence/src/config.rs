@@ -29,6 +29,20 @@ pub struct RawEvidence {
     pub deadline_hours: Option<u32>,
     pub geoip: Option<RawGeoip>,
     pub follow_up: Option<RawFollowUp>,
+    pub campaign: Option<RawCampaign>,
+}
+
+/// `[evidence.campaign]` as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCampaign {
+    /// Whether alerts are grouped into campaigns (default true).
+    pub enabled: Option<bool>,
+    /// How far apart (event time) two alerts' windows may be and still be one campaign
+    /// (default `"1h"`).
+    pub window: Option<String>,
+    /// Share of the smaller source (or reflector) set both alerts must name (default 0.5).
+    pub min_overlap: Option<f64>,
 }
 
 /// `[evidence.follow_up]` as written.
@@ -55,7 +69,7 @@ pub struct RawGeoip {
 }
 
 /// Validated evidence settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EvidenceConfig {
     pub own_state: String,
     pub operator: Operator,
@@ -65,6 +79,7 @@ pub struct EvidenceConfig {
     pub request: RequestSettings,
     pub geoip: GeoPaths,
     pub follow_up: FollowUpSettings,
+    pub campaign: crate::campaign::CampaignSettings,
 }
 
 /// How delivered requests are followed up (`[evidence.follow_up]`); times are event time.
@@ -198,6 +213,33 @@ impl EvidenceConfig {
                 ),
             }
         };
+        let campaign = {
+            let raw = raw.campaign.unwrap_or_default();
+            let mut c = crate::campaign::CampaignSettings {
+                enabled: raw.enabled.unwrap_or(true),
+                ..crate::campaign::CampaignSettings::default()
+            };
+            if let Some(w) = raw.window {
+                match humantime::parse_duration(&w) {
+                    Ok(d) if !d.is_zero() => {
+                        c.window_ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+                    }
+                    _ => errs.push(format!(
+                        "evidence.campaign.window: {w:?} is not a positive duration (e.g. \"1h\")"
+                    )),
+                }
+            }
+            if let Some(m) = raw.min_overlap {
+                if m > 0.0 && m <= 1.0 {
+                    c.min_overlap = m;
+                } else {
+                    errs.push(
+                        "evidence.campaign.min_overlap: must be above 0 and at most 1".into(),
+                    );
+                }
+            }
+            c
+        };
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -218,6 +260,7 @@ impl EvidenceConfig {
             },
             geoip,
             follow_up,
+            campaign,
         })
     }
 

@@ -89,6 +89,12 @@ pub struct Watch {
     /// The quiet period the watch runs with.
     #[serde(default)]
     pub quiet_ns: u64,
+    /// The campaign the request is for, if campaigns are on.
+    #[serde(default)]
+    pub campaign: Option<String>,
+    /// Campaign updates of this request, whose sources joined the watch.
+    #[serde(default)]
+    pub updates: Vec<String>,
 }
 
 impl Watch {
@@ -631,6 +637,8 @@ mod tests {
             sent: Vec::new(),
             closed: false,
             quiet_ns: 30 * S,
+            campaign: None,
+            updates: Vec::new(),
         }
     }
 

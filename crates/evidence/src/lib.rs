@@ -7,6 +7,7 @@
 //! [`keys`] and the write/read helpers of [`package`] and [`verify`] touch the file system.
 
 pub mod attribution;
+pub mod campaign;
 pub mod canon;
 pub mod config;
 pub mod custody;

@@ -284,10 +284,14 @@ fn about_label(p: &PlannedPackage) -> &str {
     }
 }
 
-/// A short stable package id: which alert, which State, which recipient.
+/// A short stable package id: which alert, which State, which recipient. A campaign update
+/// is named after the request it updates: `<request id>-UP-<hash>`.
 pub fn package_id(alert: &Alert, planned: &PlannedPackage) -> String {
     let about = about_label(planned);
     let h = sha256_hex(format!("{}\n{about}\n{}", alert.id, planned.recipient.code).as_bytes());
+    if let Some(c) = &planned.campaign {
+        return format!("{}-UP-{}", c.update_of, &h[..8]);
+    }
     format!(
         "EP-{}-{}-{}",
         date(alert.window_start_ns).replace('-', ""),
@@ -658,7 +662,11 @@ pub fn build(input: BuildInput<'_>, key: &SecretKey) -> Result<Package> {
         "routing": c.planned().routing,
         "tlp": c.input.settings.tlp.as_str(),
     });
-    let predicate = json!({
+    if let Some(cu) = &c.planned().campaign {
+        manifest["campaign"] = json!(cu.id);
+        manifest["update_of"] = json!(cu.update_of);
+    }
+    let mut predicate = json!({
         "package_id": c.package_id,
         "alert_id": alert.id,
         "recipient": c.planned().recipient.code,
@@ -671,6 +679,10 @@ pub fn build(input: BuildInput<'_>, key: &SecretKey) -> Result<Package> {
             "caveats": alert.norms.caveats,
         },
     });
+    if let Some(cu) = &c.planned().campaign {
+        predicate["campaign"] = json!(cu.id);
+        predicate["update_of"] = json!(cu.update_of);
+    }
     seal(&mut files, &mut manifest, predicate, key)?;
     Ok(Package {
         id: c.package_id,

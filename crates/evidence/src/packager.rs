@@ -84,6 +84,8 @@ pub struct Packager {
     watched: HashMap<IpAddr, Vec<String>>,
     /// Watches with observations not yet saved to the ledger.
     unsaved: std::collections::BTreeSet<String>,
+    /// Every alert's campaign, in the order recorded.
+    campaigns: Vec<crate::campaign::Member>,
     /// Event time: the latest flow time observed.
     watermark_ns: u64,
     saved_at_ns: u64,
@@ -132,7 +134,9 @@ impl Packager {
             unsaved: std::collections::BTreeSet::new(),
             watermark_ns: 0,
             saved_at_ns: 0,
+            campaigns: Vec::new(),
         };
+        p.campaigns = p.store.campaign_members()?;
         // A restart continues the follow-ups where the ledger left them.
         for w in p.store.open_watches()? {
             p.watermark_ns = p.watermark_ns.max(w.observed_ns);
@@ -149,6 +153,33 @@ impl Packager {
                 .push(w.package_id.clone());
         }
         self.watches.insert(w.package_id.clone(), w);
+    }
+
+    /// Adds an update's sources to its request's follow-up (a closed one stays closed), and
+    /// saves it at once.
+    fn join_update(
+        &mut self,
+        request: &str,
+        update: String,
+        sources: BTreeMap<IpAddr, u64>,
+    ) -> Result<()> {
+        let Some(w) = self.watches.get_mut(request) else {
+            return Ok(());
+        };
+        if w.updates.contains(&update) {
+            return Ok(());
+        }
+        w.updates.push(update);
+        for (a, t) in sources {
+            let known = w.sources.entry(a).or_insert(t);
+            *known = (*known).max(t);
+            let ids = self.watched.entry(a).or_default();
+            if !ids.iter().any(|x| x == request) {
+                ids.push(request.to_string());
+            }
+        }
+        self.store.save_watch(w)?;
+        Ok(())
     }
 
     fn unwatch(&mut self, id: &str) {
@@ -217,7 +248,7 @@ impl Packager {
         } else {
             Vec::new()
         };
-        let plan = recipients::plan(
+        let mut plan = recipients::plan(
             alert,
             &attributions,
             &spoofed,
@@ -226,11 +257,37 @@ impl Packager {
             tlp,
         )?;
         out.own_state_sources = plan.own_state_sources.len();
+        // One request per State and campaign: a later alert of the campaign updates it.
+        let campaign = if self.cfg.campaign.enabled {
+            Some(self.campaign_of(alert)?)
+        } else {
+            None
+        };
+        if let Some((cid, services)) = &campaign {
+            for p in plan
+                .packages
+                .iter_mut()
+                .filter(|p| p.purpose == recipients::Purpose::Mitigation && !p.sources.is_empty())
+            {
+                if let Some((request, first)) =
+                    self.store.campaign_request(cid, &p.recipient.code)?
+                {
+                    if first != alert.id {
+                        p.campaign = Some(recipients::CampaignUpdate {
+                            id: cid.clone(),
+                            update_of: request,
+                            services: services.clone(),
+                        });
+                    }
+                }
+            }
+        }
         let requester = self.directory.get(&self.cfg.own_state).ok_or_else(|| {
             Error::Config(format!("no entry for own_state {}", self.cfg.own_state))
         })?;
         let geo = self.geo.provenance();
         let mut watches = Vec::new();
+        let mut updates = Vec::new();
         for p in &plan.packages {
             let pkg = package::build(
                 BuildInput {
@@ -264,13 +321,22 @@ impl Packager {
                 provider_abuse: p.provider_abuse.len(),
                 new,
             });
-            if self.cfg.follow_up.enabled
-                && p.purpose == recipients::Purpose::Mitigation
-                && !p.sources.is_empty()
+            let request = p.purpose == recipients::Purpose::Mitigation && !p.sources.is_empty();
+            if let (Some((cid, _)), true, None) = (&campaign, request, &p.campaign) {
+                self.store
+                    .set_campaign_request(cid, &p.recipient.code, &pkg.id, &alert.id)?;
+            }
+            if let Some(cu) = &p.campaign {
+                // An update: its sources join the request's follow-up.
+                let w = self.request_watch(alert, flows, p, &pkg.id);
+                updates.push((cu.update_of.clone(), pkg.id.clone(), w.sources));
+            } else if self.cfg.follow_up.enabled
+                && request
                 && !p.recipient.channels.is_empty()
                 && !self.watches.contains_key(&pkg.id)
             {
-                let w = self.request_watch(alert, flows, p, &pkg.id);
+                let mut w = self.request_watch(alert, flows, p, &pkg.id);
+                w.campaign = campaign.as_ref().map(|c| c.0.clone());
                 if self.store.add_request(&w)? {
                     out.requests
                         .push((pkg.id.clone(), p.recipient.code.clone()));
@@ -285,6 +351,9 @@ impl Packager {
         }
         for w in watches {
             self.watch(w);
+        }
+        for (request, update, sources) in updates {
+            self.join_update(&request, update, sources)?;
         }
         Ok(out)
     }
@@ -329,7 +398,33 @@ impl Packager {
             sent: Vec::new(),
             closed: false,
             quiet_ns: self.cfg.follow_up.quiet_ns,
+            campaign: None,
+            updates: Vec::new(),
         }
+    }
+
+    /// The campaign of `alert` (recorded now if it is new) and every service the campaign
+    /// impaired so far, in the order seen.
+    fn campaign_of(&mut self, alert: &Alert) -> Result<(String, Vec<String>)> {
+        let cid = match self.campaigns.iter().find(|m| m.alert_id == alert.id) {
+            Some(m) => m.campaign_id.clone(),
+            None => {
+                let mut m = crate::campaign::Member::of(alert);
+                m.campaign_id = crate::campaign::assign(&self.campaigns, &m, &self.cfg.campaign);
+                self.store.add_campaign_member(&m)?;
+                let cid = m.campaign_id.clone();
+                self.campaigns.push(m);
+                cid
+            }
+        };
+        let mut services: Vec<String> = Vec::new();
+        for m in self.campaigns.iter().filter(|m| m.campaign_id == cid) {
+            let l = m.label();
+            if !services.contains(&l) {
+                services.push(l);
+            }
+        }
+        Ok((cid, services))
     }
 
     /// Takes flow records into the follow-up of requests: the event time moves to the latest

@@ -682,7 +682,7 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
         o
     }));
 
-    let refs: Vec<Value> = objects
+    let mut refs: Vec<Value> = objects
         .iter()
         .filter(|o| o["type"] != "marking-definition" && o["type"] != "extension-definition")
         .map(|o| o["id"].clone())
@@ -693,10 +693,26 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
         "name".into(),
         json!(format!("Evidence package {}", c.package_id)),
     );
-    rep.insert("description".into(), json!(format!(
+    let mut description = format!(
         "Request for assistance in mitigating malicious ICT activity emanating from the territory of {} against {} ({}). No State attribution is made.",
         c.about(), alert.service, alert.sector.as_str()
-    )));
+    );
+    if let Some(cu) = &planned.campaign {
+        // An update refers to the campaign's request, whose report it extends.
+        refs.push(json!(format!(
+            "report--{}",
+            sdo_uuid(&cu.update_of, "report")
+        )));
+        description = format!(
+            "Update of request {} (campaign {}), not a new request: the same hosts also attacked {} ({}). The campaign has impaired: {}. No State attribution is made.",
+            cu.update_of,
+            cu.id,
+            alert.service,
+            alert.sector.as_str(),
+            cu.services.join("; ")
+        );
+    }
+    rep.insert("description".into(), json!(description));
     rep.insert("report_types".into(), json!(["threat-report"]));
     rep.insert("published".into(), json!(c.created));
     rep.insert("object_refs".into(), json!(refs));

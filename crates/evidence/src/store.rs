@@ -62,6 +62,19 @@ CREATE TABLE IF NOT EXISTS follow_up (
     active_sources INTEGER NOT NULL,
     total_sources INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS campaign_alert (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT NOT NULL UNIQUE,
+    campaign_id TEXT NOT NULL,
+    member TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS campaign_request (
+    campaign_id TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    package_id TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    PRIMARY KEY (campaign_id, recipient)
+);
 CREATE TABLE IF NOT EXISTS reply (
     package_id TEXT NOT NULL REFERENCES package(id),
     channel_idx INTEGER NOT NULL,
@@ -446,6 +459,59 @@ impl Store {
             ));
         }
         Ok(problems)
+    }
+
+    /// Every campaign member, in the order recorded.
+    pub fn campaign_members(&self) -> Result<Vec<crate::campaign::Member>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT member FROM campaign_alert ORDER BY seq")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
+    /// Records an alert's campaign (an alert recorded before keeps its campaign).
+    pub fn add_campaign_member(&mut self, m: &crate::campaign::Member) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO campaign_alert (alert_id, campaign_id, member) VALUES (?1, ?2, ?3)",
+            params![m.alert_id, m.campaign_id, serde_json::to_string(m)?],
+        )?;
+        Ok(())
+    }
+
+    /// The campaign's request to `recipient`: its package and the alert it was built for.
+    pub fn campaign_request(
+        &self,
+        campaign_id: &str,
+        recipient: &str,
+    ) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT package_id, alert_id FROM campaign_request WHERE campaign_id = ?1 AND recipient = ?2",
+                [campaign_id, recipient],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Records the campaign's request to `recipient` (the first one recorded stays).
+    pub fn set_campaign_request(
+        &mut self,
+        campaign_id: &str,
+        recipient: &str,
+        package_id: &str,
+        alert_id: &str,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO campaign_request (campaign_id, recipient, package_id, alert_id) VALUES (?1, ?2, ?3, ?4)",
+            params![campaign_id, recipient, package_id, alert_id],
+        )?;
+        Ok(())
     }
 
     /// Registers a request to follow up; a request already registered is left as it is.

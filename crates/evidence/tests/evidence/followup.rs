@@ -340,3 +340,76 @@ fn a_follow_up_waits_for_its_request_s_delivery_and_is_the_same_bytes_whatever_t
     };
     assert_eq!(run(WALL), run(WALL + 3_600 * S));
 }
+
+/// Alerts on three operators' assets from the same hosts are one campaign: one request per
+/// State, the later alerts' packages are updates of it (naming every service impaired so far,
+/// carrying their own evidence, verifying like any package), and their sources join the
+/// request's follow-up. An alert from other hosts starts a campaign of its own.
+#[test]
+fn alerts_sharing_hosts_are_one_campaign_with_one_request_per_state_and_updates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, pub_path) = setup(tmp.path(), &SecretKey::generate().unwrap());
+    let pk = PublicKey::load(&pub_path).unwrap();
+    let mut p = Packager::open(cfg, super::norms()).unwrap();
+    let sources: Vec<(IpAddr, bool)> = DE.iter().chain(&FR).map(|a| (ip(a), false)).collect();
+    let on = |asset: &str, service: &str, shift: u64, sources: &[(IpAddr, bool)]| {
+        let mut a = sample::alert(sources);
+        a.asset = normwatch_model::AssetId(std::sync::Arc::from(asset));
+        a.id = format!("{asset}/syn_flood/{}", a.window_start_ns / S + shift);
+        a.service = service.into();
+        a.window_start_ns += shift * S;
+        a.window_end_ns += shift * S;
+        a
+    };
+    let first = on(sample::ASSET, "grid control", 0, &sources);
+    let second = on("hospital-portal", "patient records", 20, &sources[1..]);
+    let third = on("water-web", "water billing", 40, &sources);
+    let mut ids = Vec::new();
+    for a in [&first, &second, &third] {
+        let flows = sample::flows(a, 1);
+        p.observe(&flows);
+        let out = p.package(a, &flows, WALL).unwrap();
+        ids.push(out.stored.clone());
+        if a.id != first.id {
+            assert!(out.requests.is_empty(), "{out:?}");
+        }
+    }
+    // The first alert made the requests (DE, FR); the later ones updates of them.
+    assert_eq!(ids[0].len(), 2);
+    for (later, n) in [(&ids[1], 2), (&ids[2], 2)] {
+        assert_eq!(later.len(), n, "{later:?}");
+        for id in later {
+            let request = id.split("-UP-").next().unwrap();
+            assert!(ids[0].contains(&request.to_string()), "{id}");
+            let dir = p.store().package_dir(id);
+            assert_eq!(verify_path(&dir, &pk).unwrap().package_id, *id);
+            let letter = std::fs::read_to_string(dir.join("request.md")).unwrap();
+            assert!(
+                letter.contains(&format!("Update of request `{request}`")),
+                "{letter}"
+            );
+        }
+    }
+    let last = p.store().package_dir(&ids[2][0]);
+    let letter = std::fs::read_to_string(last.join("request.md")).unwrap();
+    for service in ["grid control", "patient records", "water billing"] {
+        assert!(letter.contains(service), "{service}: {letter}");
+    }
+    let requests = p.store().requests().unwrap();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(r.watch.updates.len(), 2);
+        assert!(r.watch.campaign.is_some());
+    }
+    // Other hosts, same time: a campaign of its own, so a request of its own.
+    let other = on(
+        "hospital-portal",
+        "patient records",
+        30,
+        &[(ip("89.160.20.120"), false), (ip("89.160.20.121"), false)],
+    );
+    let flows = sample::flows(&other, 1);
+    let out = p.package(&other, &flows, WALL).unwrap();
+    assert_eq!(out.requests.len(), 1, "{out:?}");
+    assert!(!out.stored[0].contains("-UP-"));
+}
