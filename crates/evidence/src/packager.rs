@@ -475,18 +475,17 @@ impl Packager {
             if due.is_empty() || !self.store.delivered(&id)? {
                 continue;
             }
+            // A State removed from the directory since gets no follow-up (its request stays
+            // in the ledger, shown without one by `normwatch requests`).
+            let Some(recipient) = self.directory.get(&w.recipient).cloned() else {
+                continue;
+            };
             let attribution_path = self
                 .store
                 .package_dir(&id)
                 .join("evidence/attribution.json");
             let attribution =
                 std::fs::read(&attribution_path).map_err(|e| Error::io(&attribution_path, e))?;
-            let recipient = self.directory.get(&w.recipient).cloned().ok_or_else(|| {
-                Error::Config(format!(
-                    "request {id}: recipient {} is no longer in the directory",
-                    w.recipient
-                ))
-            })?;
             let requester = self.directory.get(&self.cfg.own_state).ok_or_else(|| {
                 Error::Config(format!("no entry for own_state {}", self.cfg.own_state))
             })?;
