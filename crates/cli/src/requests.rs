@@ -7,6 +7,7 @@ use normwatch_evidence::canon::rfc3339_s;
 use normwatch_evidence::followup::{figures, span_text, StateFigures};
 use normwatch_evidence::store::{RequestRecord, Store};
 use serde_json::json;
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -171,26 +172,27 @@ pub fn run(args: RequestsArgs) -> anyhow::Result<()> {
     let store = Store::open(&dir)?;
     let requests = store.requests()?;
     let states = figures(&requests);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "states": states,
-                "requests": requests.iter().map(request_json).collect::<Vec<_>>(),
-            }))?
-        );
-        return Ok(());
+    let text = if args.json {
+        let mut t = serde_json::to_string_pretty(&json!({
+            "states": states,
+            "requests": requests.iter().map(request_json).collect::<Vec<_>>(),
+        }))?;
+        t.push('\n');
+        t
+    } else if requests.is_empty() {
+        format!("no requests for assistance in {}\n", dir.display())
+    } else {
+        format!(
+            "requests for assistance in {} (times are the traffic's, UTC; HOSTS: stopped/listed)\n\n{}\n{}",
+            dir.display(),
+            state_table(&states),
+            request_table(&requests)
+        )
+    };
+    // A reader that stops early (`| head`) is not an error.
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-    if requests.is_empty() {
-        println!("no requests for assistance in {}", dir.display());
-        return Ok(());
-    }
-    println!(
-        "requests for assistance in {} (times are the traffic's, UTC; HOSTS: stopped/listed)\n",
-        dir.display()
-    );
-    print!("{}", state_table(&states));
-    println!();
-    print!("{}", request_table(&requests));
-    Ok(())
 }
