@@ -91,3 +91,34 @@ fn an_unknown_scenario_is_a_clear_error() {
     assert!(matches!(err, SimulateError::Unknown(_)));
     assert!(err.to_string().contains("known: syn-flood"), "{err}");
 }
+
+#[test]
+fn the_campaign_floods_three_services_from_two_states_and_only_one_state_stops() {
+    use normwatch_simulate::{campaign_hosts, CAMPAIGN_DE_STOP, CAMPAIGN_END, START_SECS};
+    let (f, _, _) = flows("campaign");
+    let s = 1_000_000_000u64;
+    let last_from = |hosts: &[std::net::Ipv4Addr]| {
+        f.iter()
+            .filter(|r| hosts.iter().any(|h| IpAddr::V4(*h) == r.orig_addr))
+            .map(|r| r.last_ns)
+            .max()
+            .unwrap()
+    };
+    let de = campaign_hosts(false);
+    let us = campaign_hosts(true);
+    let start = START_SECS * s;
+    assert!(last_from(&de) < start + CAMPAIGN_DE_STOP * s);
+    assert!(last_from(&de) > start + (CAMPAIGN_DE_STOP - 10) * s);
+    assert!(last_from(&us) > start + (CAMPAIGN_END - 10) * s);
+    // Each service is flooded by hosts of both States.
+    for victim in ["203.0.113.10", "198.51.100.20", "192.0.2.10"] {
+        let unanswered = |hosts: &[std::net::Ipv4Addr]| {
+            f.iter()
+                .filter(|r| r.resp_addr == addr(victim) && r.conn_state == ConnState::S0)
+                .filter(|r| hosts.iter().any(|h| IpAddr::V4(*h) == r.orig_addr))
+                .count()
+        };
+        assert!(unanswered(&de) > 10_000, "{victim}");
+        assert!(unanswered(&us) > 10_000, "{victim}");
+    }
+}

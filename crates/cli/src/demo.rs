@@ -244,6 +244,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (sensor, consumed) = result?;
     finished?;
 
+    tap.0.borrow_mut().save_follow_up()?;
     // The summary.
     let stage = tap.0.borrow();
     println!();
@@ -280,6 +281,54 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     for ((code, name), n) in &by_recipient {
         println!("  {n:>3}  to {code} ({name})");
+    }
+    let requests = stage.requests()?;
+    if requests.iter().any(|r| !r.follow_ups.is_empty()) {
+        println!(
+            "requests followed up (event time; `normwatch requests --store {}`):",
+            stage.root().display()
+        );
+        for f in normwatch_evidence::followup::figures(&requests) {
+            println!(
+                "  {}: {} requests, {} stopped before the deadline, {} still going at it{}",
+                f.state,
+                f.requests,
+                f.stopped_before_deadline,
+                f.continuing,
+                f.median_seconds_to_stop
+                    .map_or_else(String::new, |s| format!(
+                        ", median time to stop {}",
+                        normwatch_evidence::followup::span_text((s * 1e9) as u64)
+                    ))
+            );
+        }
+        let mut campaigns: BTreeMap<&str, (Vec<&str>, usize)> = BTreeMap::new();
+        for r in &requests {
+            if let Some(c) = &r.watch.campaign {
+                let e = campaigns.entry(c).or_default();
+                e.0.push(&r.watch.recipient);
+                e.1 += r.watch.updates.len();
+            }
+        }
+        for (c, (states, updates)) in &campaigns {
+            if *updates > 0 {
+                println!(
+                    "  campaign {c}: one request to each of {} and {updates} updates (later alerts of the campaign)",
+                    states.join(", ")
+                );
+            }
+        }
+        for r in &requests {
+            if let Some(f) = r.follow_ups.last() {
+                let dir = stage.package_dir(&f.id);
+                let text = std::fs::read_to_string(dir.join("follow-up.md")).unwrap_or_default();
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with("The activity"))
+                    .unwrap_or_default();
+                println!("  {} → {}: {line}", r.watch.package_id, r.watch.recipient);
+            }
+        }
     }
     println!("alert events: {}", out.join("alerts.jsonl").display());
     if let Some((_, b)) = stage.built.first() {

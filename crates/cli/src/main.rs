@@ -9,6 +9,7 @@ mod demo;
 mod evidence;
 mod flows;
 mod output;
+mod requests;
 mod simulate;
 mod stages;
 
@@ -109,6 +110,15 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Create an Ed25519 key pair for signing evidence packages.
     Keygen(evidence::KeygenArgs),
+    /// List the requests for assistance sent and their outcomes, per State and per package.
+    ///
+    /// From the evidence store's ledger: for each request, whether the activity from the
+    /// hosts it named stopped (in the traffic's time), when and how long after the request,
+    /// whether before the deadline, how many hosts stopped, whether it resumed, the
+    /// follow-ups sent and the replies received; per recipient State, the figures an
+    /// authority reports (requests, followed up, stopped before the deadline, median time to
+    /// stop). `--json` gives the same as one JSON object.
+    Requests(requests::RequestsArgs),
     /// Check an evidence package (directory or .tar): signature, every file's hash, no missing
     /// or extra file, the custody chain. Exits 1 naming the first fault.
     Verify(evidence::VerifyArgs),
@@ -178,6 +188,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Keygen(args) => evidence::keygen(args),
         Command::Verify(args) => evidence::verify(args),
+        Command::Requests(args) => requests::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

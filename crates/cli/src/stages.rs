@@ -115,6 +115,10 @@ pub fn package(args: PackageArgs) -> anyhow::Result<()> {
         exit_when_idle: args.exit_when_idle,
     };
     let result = topology::package(&cfg, &mut stage, &opts, &metrics, &stop);
+    // The follow-up's last observations, for the next run to continue from.
+    if let Err(e) = stage.save_follow_up() {
+        tracing::warn!(error = %e, "cannot save the follow-up of requests");
+    }
     if let Ok(s) = &result {
         tracing::info!(
             alert_events = s.alert_events,
@@ -361,6 +365,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let result = result.and(finished);
     drop(sink);
     if let Some(ev) = &evidence {
+        // The follow-up's last observations, for the next run to continue from.
+        if let Err(e) = ev.0.borrow_mut().save_follow_up() {
+            tracing::warn!(error = %e, "cannot save the follow-up of requests");
+        }
         let stage = ev.0.borrow();
         tracing::info!(
             packages = stage.built.len(),

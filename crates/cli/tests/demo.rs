@@ -98,9 +98,12 @@ fn the_demo_raises_the_scenario_alerts_and_writes_verifiable_packages() {
             (
                 m["alert_id"].as_str().unwrap().to_string(),
                 m["recipient"].as_str().unwrap().to_string(),
+                m["follow_up_of"].is_string(),
             )
         })
-        .filter(|(alert, _)| alert.contains("/syn_flood/"))
+        // The requests, not their follow-ups.
+        .filter(|(alert, _, follow_up)| alert.contains("/syn_flood/") && !follow_up)
+        .map(|(a, r, _)| (a, r))
         .map(|(_, r)| r)
         .collect();
     flood_recipients.sort();
@@ -229,4 +232,171 @@ asn = "{}"
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs an [evidence] section"));
+}
+
+/// The campaign scenario: one actor's hosts in DE and the US flood three operators' services,
+/// then go on at a low rate; the DE hosts stop after the requests, the US hosts do not. Every
+/// request is followed up in the traffic's time: DE's say the activity stopped (before the
+/// deadline), the US's that it continues from all ten hosts; every follow-up verifies, and
+/// `normwatch requests` reports the outcome per State, as a table and as JSON.
+#[test]
+fn the_campaign_demo_follows_up_requests_stopped_in_one_state_and_continuing_in_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("campaign");
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--scenario",
+            "campaign",
+            "--metrics-listen",
+            "off",
+            "--out",
+        ])
+        .arg(&work)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = std::fs::read_to_string(work.join("alerts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut flooded: Vec<&str> = events
+        .iter()
+        .filter(|a| a["state"] == "open" && a["kind"] == "syn_flood")
+        .map(|a| a["asset"].as_str().unwrap())
+        .collect();
+    flooded.sort_unstable();
+    assert_eq!(
+        flooded,
+        ["hospital-portal", "national-csirt", "water-treatment"]
+    );
+
+    let key = work.join("signing.key.pub");
+    let pkgs = common::package_dirs(&work.join("evidence"));
+    let follow_ups: Vec<&PathBuf> = pkgs
+        .iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().contains("-FU-"))
+        .collect();
+    // One campaign: one request each to DE and the US, and for each the two later alerts are
+    // updates of it, the last naming all three services.
+    let updates: Vec<&PathBuf> = pkgs
+        .iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().contains("-UP-"))
+        .collect();
+    assert_eq!(updates.len(), 4, "{updates:?}");
+    for state in ["DE", "US"] {
+        let letters: Vec<String> = updates
+            .iter()
+            .filter(|p| p.to_string_lossy().contains(&format!("-{state}-")))
+            .map(|p| std::fs::read_to_string(p.join("request.md")).unwrap())
+            .collect();
+        assert!(
+            letters.iter().any(|l| l.contains("emergency admissions")
+                && l.contains("drinking water")
+                && l.contains("national incident response")),
+            "{state}: {letters:?}"
+        );
+    }
+    // DE's request is followed up twice (stopped, then the deadline), the US's once (the
+    // deadline).
+    assert_eq!(follow_ups.len(), 3, "{follow_ups:?}");
+    for p in &pkgs {
+        verify(p, &key);
+    }
+    for p in &follow_ups {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let letter = std::fs::read_to_string(p.join("follow-up.md")).unwrap();
+        if name.contains("-DE-") {
+            assert!(
+                letter.contains("The activity from the 12 listed hosts stopped at")
+                    && letter.contains("after the request, before the deadline"),
+                "{name}: {letter}"
+            );
+        } else {
+            assert!(
+                name.contains("-US-") && name.ends_with("-FU-deadline"),
+                "{name}"
+            );
+            assert!(
+                letter.contains("The activity continues from 10 of the 10 listed hosts"),
+                "{name}: {letter}"
+            );
+        }
+        // Delivered through the same outbox, to the State's drop.
+        let state = if name.contains("-DE-") { "DE" } else { "US" };
+        assert!(work
+            .join("outbox")
+            .join(state)
+            .join(format!("{name}.tar"))
+            .is_file());
+    }
+    assert!(stdout.contains("requests followed up"), "{stdout}");
+
+    let json = Command::new(BIN)
+        .args(["requests", "--json", "--store"])
+        .arg(work.join("evidence"))
+        .output()
+        .unwrap();
+    assert!(json.status.success());
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let states: Vec<(String, u64, u64, u64, u64)> = v["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["state"].as_str().unwrap().to_string(),
+                s["requests"].as_u64().unwrap(),
+                s["followed_up"].as_u64().unwrap(),
+                s["stopped_before_deadline"].as_u64().unwrap(),
+                s["continuing"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [("DE".into(), 1, 1, 1, 0), ("US".into(), 1, 1, 0, 1)]
+    );
+    for r in v["requests"].as_array().unwrap() {
+        let want = if r["state"] == "DE" {
+            "stopped"
+        } else {
+            "continues"
+        };
+        assert_eq!(r["status"], want, "{r}");
+        // The DE hosts stopped 75 s into the capture, after the requests went out.
+        if r["state"] == "DE" {
+            assert!(r["seconds_to_stop"].as_u64().unwrap() > 0, "{r}");
+            assert_eq!(r["hosts_stopped"], 12);
+        }
+        assert_eq!(r["updates"].as_array().unwrap().len(), 2, "{r}");
+        assert!(r["campaign"].as_str().unwrap().starts_with("CP-"), "{r}");
+    }
+    let table = Command::new(BIN)
+        .args(["requests", "--store"])
+        .arg(work.join("evidence"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success());
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("DE ") && l.contains(" 1 ")),
+        "{text}"
+    );
+    assert!(text.contains("stopped+deadline"), "{text}");
+
+    // No store there: a usage error.
+    let none = Command::new(BIN)
+        .args(["requests", "--store"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(2));
 }

@@ -28,6 +28,35 @@ pub struct RawEvidence {
     pub pap: Option<String>,
     pub deadline_hours: Option<u32>,
     pub geoip: Option<RawGeoip>,
+    pub follow_up: Option<RawFollowUp>,
+    pub campaign: Option<RawCampaign>,
+}
+
+/// `[evidence.campaign]` as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCampaign {
+    /// Whether alerts are grouped into campaigns (default true).
+    pub enabled: Option<bool>,
+    /// How far apart (event time) two alerts' windows may be and still be one campaign
+    /// (default `"1h"`).
+    pub window: Option<String>,
+    /// Share of the smaller source (or reflector) set both alerts must name (default 0.5).
+    pub min_overlap: Option<f64>,
+}
+
+/// `[evidence.follow_up]` as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFollowUp {
+    /// Whether delivered requests are followed up (default true).
+    pub enabled: Option<bool>,
+    /// How long the named sources must send nothing for their activity to count as stopped
+    /// (event time, e.g. `"1h"`; default one hour).
+    pub quiet: Option<String>,
+    /// When, after the request, the deadline follow-up is sent (event time, e.g. `"24h"`;
+    /// default `deadline_hours`).
+    pub deadline: Option<String>,
 }
 
 /// `[evidence.geoip]` as written.
@@ -40,7 +69,7 @@ pub struct RawGeoip {
 }
 
 /// Validated evidence settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EvidenceConfig {
     pub own_state: String,
     pub operator: Operator,
@@ -49,6 +78,28 @@ pub struct EvidenceConfig {
     pub out_dir: PathBuf,
     pub request: RequestSettings,
     pub geoip: GeoPaths,
+    pub follow_up: FollowUpSettings,
+    pub campaign: crate::campaign::CampaignSettings,
+}
+
+/// How delivered requests are followed up (`[evidence.follow_up]`); times are event time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowUpSettings {
+    pub enabled: bool,
+    /// No traffic from the named sources for this long: their activity stopped.
+    pub quiet_ns: u64,
+    /// The deadline follow-up is due this long after the request.
+    pub deadline_ns: u64,
+}
+
+impl Default for FollowUpSettings {
+    fn default() -> Self {
+        FollowUpSettings {
+            enabled: true,
+            quiet_ns: 3_600_000_000_000,
+            deadline_ns: 24 * 3_600_000_000_000,
+        }
+    }
 }
 
 impl EvidenceConfig {
@@ -128,6 +179,67 @@ impl EvidenceConfig {
                 anonymous_ip: g.anonymous_ip.map(|p| base.join(p)),
             },
         };
+        let follow_up = {
+            let raw = raw.follow_up.unwrap_or_default();
+            let mut dur = |v: Option<String>, key: &str, default: u64| -> u64 {
+                match v {
+                    None => default,
+                    Some(s) => match humantime::parse_duration(&s) {
+                        Ok(d) if !d.is_zero() && d.as_secs() <= 90 * 86_400 => {
+                            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+                        }
+                        Ok(_) => {
+                            errs.push(format!(
+                                "evidence.follow_up.{key}: must be between 1s and 90 days"
+                            ));
+                            default
+                        }
+                        Err(e) => {
+                            errs.push(format!(
+                                "evidence.follow_up.{key}: {s:?} is not a duration (e.g. \"1h\"): {e}"
+                            ));
+                            default
+                        }
+                    },
+                }
+            };
+            FollowUpSettings {
+                enabled: raw.enabled.unwrap_or(true),
+                quiet_ns: dur(raw.quiet, "quiet", 3_600_000_000_000),
+                deadline_ns: dur(
+                    raw.deadline,
+                    "deadline",
+                    u64::from(deadline_hours) * 3_600_000_000_000,
+                ),
+            }
+        };
+        let campaign = {
+            let raw = raw.campaign.unwrap_or_default();
+            let mut c = crate::campaign::CampaignSettings {
+                enabled: raw.enabled.unwrap_or(true),
+                ..crate::campaign::CampaignSettings::default()
+            };
+            if let Some(w) = raw.window {
+                match humantime::parse_duration(&w) {
+                    Ok(d) if !d.is_zero() => {
+                        c.window_ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+                    }
+                    _ => errs.push(format!(
+                        "evidence.campaign.window: {w:?} is not a positive duration (e.g. \"1h\")"
+                    )),
+                }
+            }
+            if let Some(m) = raw.min_overlap {
+                if m > 0.0 && m <= 1.0 {
+                    c.min_overlap = m;
+                } else {
+                    errs.push(
+                        "evidence.campaign.min_overlap: must be above 0 and at most 1".into(),
+                    );
+                }
+            }
+            c
+        };
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -147,6 +259,8 @@ impl EvidenceConfig {
                 action: None,
             },
             geoip,
+            follow_up,
+            campaign,
         })
     }
 
@@ -198,5 +312,34 @@ mod tests {
         assert_eq!(ok.request.tlp, Tlp::AmberStrict);
         // Every request asks for filtering: PAP:GREEN unless the operator says clear.
         assert_eq!(ok.request.pap, Pap::Green);
+        assert_eq!(ok.follow_up, FollowUpSettings::default());
+    }
+
+    #[test]
+    fn follow_up_times_are_durations_and_the_deadline_defaults_to_the_request_s() {
+        let base = "[evidence]\nown_state = \"FR\"\noperator = \"Grid\"\nrecipients = \"r.toml\"\nsigning_key = \"k\"\nout_dir = \"out\"\ndeadline_hours = 6\n[evidence.geoip]\ncountry = \"c.mmdb\"\n";
+        let ok = EvidenceConfig::from_config_text(base, Path::new(".")).unwrap();
+        assert_eq!(ok.follow_up.deadline_ns, 6 * 3_600_000_000_000);
+        let ok = EvidenceConfig::from_config_text(
+            &format!("{base}[evidence.follow_up]\nquiet = \"90s\"\ndeadline = \"2h\"\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(ok.follow_up.quiet_ns, 90_000_000_000);
+        assert_eq!(ok.follow_up.deadline_ns, 2 * 3_600_000_000_000);
+        let errs = EvidenceConfig::from_config_text(
+            &format!("{base}[evidence.follow_up]\nquiet = \"soon\"\ndeadline = \"0s\"\n"),
+            Path::new("."),
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(
+            errs.contains("evidence.follow_up.quiet: \"soon\" is not a duration"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("evidence.follow_up.deadline: must be between"),
+            "{errs}"
+        );
     }
 }

@@ -215,6 +215,16 @@ pub(crate) fn letter(c: &Ctx<'_>) -> String {
         );
     }
     let _ = writeln!(s, "- Package: `{}`", c.package_id);
+    if let Some(cu) = &p.campaign {
+        let _ = writeln!(
+            s,
+            "- Update of request `{}` (campaign `{}`): not a new request. The hosts named in \
+             that request also attacked the service below; the campaign has impaired: {}.",
+            cu.update_of,
+            cu.id,
+            cu.services.join("; ")
+        );
+    }
     let attacked = c.input.asset_operator.unwrap_or(&c.input.operator.name);
     let _ = writeln!(
         s,

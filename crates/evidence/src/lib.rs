@@ -7,12 +7,14 @@
 //! [`keys`] and the write/read helpers of [`package`] and [`verify`] touch the file system.
 
 pub mod attribution;
+pub mod campaign;
 pub mod canon;
 pub mod config;
 pub mod custody;
 pub mod deliver;
 pub mod dsse;
 pub mod error;
+pub mod followup;
 pub mod keys;
 pub mod letter;
 pub mod misp;

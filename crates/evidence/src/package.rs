@@ -284,10 +284,14 @@ fn about_label(p: &PlannedPackage) -> &str {
     }
 }
 
-/// A short stable package id: which alert, which State, which recipient.
+/// A short stable package id: which alert, which State, which recipient. A campaign update
+/// is named after the request it updates: `<request id>-UP-<hash>`.
 pub fn package_id(alert: &Alert, planned: &PlannedPackage) -> String {
     let about = about_label(planned);
     let h = sha256_hex(format!("{}\n{about}\n{}", alert.id, planned.recipient.code).as_bytes());
+    if let Some(c) = &planned.campaign {
+        return format!("{}-UP-{}", c.update_of, &h[..8]);
+    }
     format!(
         "EP-{}-{}-{}",
         date(alert.window_start_ns).replace('-', ""),
@@ -471,13 +475,13 @@ fn media_type(path: &str) -> &'static str {
 
 /// One line: the STIX bundle and the MISP event run to tens of megabytes for a large flood,
 /// and machines read them (`jq .` shows them to a person).
-fn compact(v: &serde_json::Value) -> Result<Vec<u8>> {
+pub(crate) fn compact(v: &serde_json::Value) -> Result<Vec<u8>> {
     let mut b = serde_json::to_vec(v)?;
     b.push(b'\n');
     Ok(b)
 }
 
-fn pretty(v: &serde_json::Value) -> Result<Vec<u8>> {
+pub(crate) fn pretty(v: &serde_json::Value) -> Result<Vec<u8>> {
     let mut b = serde_json::to_vec_pretty(v)?;
     b.push(b'\n');
     Ok(b)
@@ -647,7 +651,7 @@ pub fn build(input: BuildInput<'_>, key: &SecretKey) -> Result<Package> {
     })?;
     files.insert(CUSTODY.into(), log.to_bytes());
 
-    let manifest = json!({
+    let mut manifest = json!({
         "format": FORMAT,
         "package_id": c.package_id,
         "created": c.created,
@@ -657,39 +661,64 @@ pub fn build(input: BuildInput<'_>, key: &SecretKey) -> Result<Package> {
         "about_state": c.planned().about_state,
         "routing": c.planned().routing,
         "tlp": c.input.settings.tlp.as_str(),
-        "files": files.iter().map(|(p, b)| json!({
-            "path": p, "sha256": digests.get(p.as_str()).cloned().unwrap_or_else(|| sha256_hex(b)), "size": b.len(), "media_type": media_type(p),
-            // The custody log may grow after packaging, by signed `sent` entries only.
-            "appendable": p == CUSTODY,
-        })).collect::<Vec<_>>(),
     });
-    let manifest_bytes = jcs(&manifest)?;
-    let statement = json!({
-        "_type": dsse::STATEMENT_TYPE,
-        "subject": [{"name": MANIFEST, "digest": {"sha256": sha256_hex(&manifest_bytes)}}],
-        "predicateType": dsse::PREDICATE_TYPE,
-        "predicate": {
-            "package_id": c.package_id,
-            "alert_id": alert.id,
-            "recipient": c.planned().recipient.code,
-            "about_state": c.planned().about_state,
-            "requested_action": c.action,
-            "deadline": c.deadline,
-            "norms": {
-                "violated_if_state_conducted": alert.norms.violated,
-                "request_basis": alert.norms.request_basis,
-                "caveats": alert.norms.caveats,
-            },
+    if let Some(cu) = &c.planned().campaign {
+        manifest["campaign"] = json!(cu.id);
+        manifest["update_of"] = json!(cu.update_of);
+    }
+    let mut predicate = json!({
+        "package_id": c.package_id,
+        "alert_id": alert.id,
+        "recipient": c.planned().recipient.code,
+        "about_state": c.planned().about_state,
+        "requested_action": c.action,
+        "deadline": c.deadline,
+        "norms": {
+            "violated_if_state_conducted": alert.norms.violated,
+            "request_basis": alert.norms.request_basis,
+            "caveats": alert.norms.caveats,
         },
     });
-    let envelope = dsse::sign(&jcs(&statement)?, key);
-    files.insert(ENVELOPE.into(), pretty(&serde_json::to_value(&envelope)?)?);
-    files.insert(MANIFEST.into(), manifest_bytes);
+    if let Some(cu) = &c.planned().campaign {
+        predicate["campaign"] = json!(cu.id);
+        predicate["update_of"] = json!(cu.update_of);
+    }
+    seal(&mut files, &mut manifest, predicate, key)?;
     Ok(Package {
         id: c.package_id,
         files,
         packaged_at_ns: input.packaged_at_ns,
     })
+}
+
+/// Lists every file of `files` in `manifest` (with SHA-256, size and media type; the custody
+/// log appendable), then adds the canonical manifest and its DSSE envelope: an in-toto
+/// Statement whose subject is the manifest and whose predicate is `predicate`.
+pub(crate) fn seal(
+    files: &mut BTreeMap<String, Vec<u8>>,
+    manifest: &mut serde_json::Value,
+    predicate: serde_json::Value,
+    key: &SecretKey,
+) -> Result<()> {
+    manifest["files"] = json!(files
+        .iter()
+        .map(|(p, b)| json!({
+            "path": p, "sha256": sha256_hex(b), "size": b.len(), "media_type": media_type(p),
+            // The custody log may grow after packaging, by signed `sent` entries only.
+            "appendable": p == CUSTODY,
+        }))
+        .collect::<Vec<_>>());
+    let manifest_bytes = jcs(&*manifest)?;
+    let statement = json!({
+        "_type": dsse::STATEMENT_TYPE,
+        "subject": [{"name": MANIFEST, "digest": {"sha256": sha256_hex(&manifest_bytes)}}],
+        "predicateType": dsse::PREDICATE_TYPE,
+        "predicate": predicate,
+    });
+    let envelope = dsse::sign(&jcs(&statement)?, key);
+    files.insert(ENVELOPE.into(), pretty(&serde_json::to_value(&envelope)?)?);
+    files.insert(MANIFEST.into(), manifest_bytes);
+    Ok(())
 }
 
 impl Package {

@@ -7,13 +7,15 @@
 use crate::attribution::{Attribution, GeoDb};
 use crate::config::EvidenceConfig;
 use crate::error::{Error, Result};
+use crate::followup::{self, FollowUpKind, Watch};
 use crate::keys::SecretKey;
 use crate::package::{self, BuildInput};
 use crate::recipients::{self, Directory};
 use crate::store::{PassReport, Store};
 use normwatch_config::norms::NormCatalogue;
 use normwatch_model::{Alert, FlowRecord};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// One package built for an alert.
@@ -48,6 +50,21 @@ pub struct PackageOutcome {
     /// Addresses whose lookup failed; they were packaged with no attribution (routed to the
     /// national authority), and the reason is kept here for the log.
     pub lookup_errors: Vec<String>,
+    /// Requests registered for follow-up now: (package id, recipient code).
+    pub requests: Vec<(String, String)>,
+}
+
+/// A follow-up stored for delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowUpSent {
+    pub id: String,
+    pub kind: FollowUpKind,
+    /// The request's state, when the follow-up was decided.
+    pub watch: Watch,
+    /// Listed hosts still active when it was decided.
+    pub active: usize,
+    /// Stored now (false: stored before a restart, only recorded now).
+    pub new: bool,
 }
 
 /// The packaging and delivery stage.
@@ -62,7 +79,21 @@ pub struct Packager {
     timeout: Duration,
     /// The operator of each protected asset (`[[asset]] operator`), by asset id.
     asset_operators: BTreeMap<String, String>,
+    /// Delivered requests being followed up, by package id, and the ids by source address.
+    watches: BTreeMap<String, Watch>,
+    watched: HashMap<IpAddr, Vec<String>>,
+    /// Watches with observations not yet saved to the ledger.
+    unsaved: std::collections::BTreeSet<String>,
+    /// Every alert's campaign, in the order recorded.
+    campaigns: Vec<crate::campaign::Member>,
+    /// Event time: the latest flow time observed.
+    watermark_ns: u64,
+    saved_at_ns: u64,
 }
+
+/// Traffic observations are saved to the ledger at most once per this much event time (a
+/// decision, a follow-up, is saved at once).
+const SAVE_EVERY_NS: u64 = 1_000_000_000;
 
 impl Packager {
     /// Opens everything the settings name; each failure names its file.
@@ -89,7 +120,7 @@ impl Packager {
         }
         let key = SecretKey::load(&cfg.signing_key)?;
         let store = Store::open(&cfg.out_dir)?;
-        Ok(Packager {
+        let mut p = Packager {
             cfg,
             geo,
             directory,
@@ -98,7 +129,71 @@ impl Packager {
             norms,
             timeout: Duration::from_secs(30),
             asset_operators: BTreeMap::new(),
-        })
+            watches: BTreeMap::new(),
+            watched: HashMap::new(),
+            unsaved: std::collections::BTreeSet::new(),
+            watermark_ns: 0,
+            saved_at_ns: 0,
+            campaigns: Vec::new(),
+        };
+        p.campaigns = p.store.campaign_members()?;
+        // A restart continues the follow-ups where the ledger left them.
+        for w in p.store.open_watches()? {
+            p.watermark_ns = p.watermark_ns.max(w.observed_ns);
+            p.watch(w);
+        }
+        Ok(p)
+    }
+
+    fn watch(&mut self, w: Watch) {
+        for a in w.sources.keys() {
+            self.watched
+                .entry(*a)
+                .or_default()
+                .push(w.package_id.clone());
+        }
+        self.watches.insert(w.package_id.clone(), w);
+    }
+
+    /// Adds an update's sources to its request's follow-up (a closed one stays closed), and
+    /// saves it at once.
+    fn join_update(
+        &mut self,
+        request: &str,
+        update: String,
+        sources: BTreeMap<IpAddr, u64>,
+    ) -> Result<()> {
+        let Some(w) = self.watches.get_mut(request) else {
+            return Ok(());
+        };
+        if w.updates.contains(&update) {
+            return Ok(());
+        }
+        w.updates.push(update);
+        for (a, t) in sources {
+            let known = w.sources.entry(a).or_insert(t);
+            *known = (*known).max(t);
+            let ids = self.watched.entry(a).or_default();
+            if !ids.iter().any(|x| x == request) {
+                ids.push(request.to_string());
+            }
+        }
+        self.store.save_watch(w)?;
+        Ok(())
+    }
+
+    fn unwatch(&mut self, id: &str) {
+        if let Some(w) = self.watches.remove(id) {
+            for a in w.sources.keys() {
+                if let Some(ids) = self.watched.get_mut(a) {
+                    ids.retain(|x| x != id);
+                    if ids.is_empty() {
+                        self.watched.remove(a);
+                    }
+                }
+            }
+        }
+        self.unsaved.remove(id);
     }
 
     /// Names the operator of each asset (asset id → operator), so a package names the
@@ -143,18 +238,17 @@ impl Packager {
         let tlp = self.cfg.request.tlp;
         // The detector's spoofing assessment names the forged sources (reflectors answer
         // forged requests from real addresses and stay out).
-        let spoofed: Vec<std::net::IpAddr> =
-            if alert.spoofing.as_ref().is_some_and(|s| s.likely_spoofed) {
-                alert
-                    .top_sources
-                    .iter()
-                    .filter(|s| !s.reflector)
-                    .map(|s| s.addr)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-        let plan = recipients::plan(
+        let spoofed: Vec<IpAddr> = if alert.spoofing.as_ref().is_some_and(|s| s.likely_spoofed) {
+            alert
+                .top_sources
+                .iter()
+                .filter(|s| !s.reflector)
+                .map(|s| s.addr)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut plan = recipients::plan(
             alert,
             &attributions,
             &spoofed,
@@ -163,10 +257,37 @@ impl Packager {
             tlp,
         )?;
         out.own_state_sources = plan.own_state_sources.len();
+        // One request per State and campaign: a later alert of the campaign updates it.
+        let campaign = if self.cfg.campaign.enabled {
+            Some(self.campaign_of(alert)?)
+        } else {
+            None
+        };
+        if let Some((cid, services)) = &campaign {
+            for p in plan
+                .packages
+                .iter_mut()
+                .filter(|p| p.purpose == recipients::Purpose::Mitigation && !p.sources.is_empty())
+            {
+                if let Some((request, first)) =
+                    self.store.campaign_request(cid, &p.recipient.code)?
+                {
+                    if first != alert.id {
+                        p.campaign = Some(recipients::CampaignUpdate {
+                            id: cid.clone(),
+                            update_of: request,
+                            services: services.clone(),
+                        });
+                    }
+                }
+            }
+        }
         let requester = self.directory.get(&self.cfg.own_state).ok_or_else(|| {
             Error::Config(format!("no entry for own_state {}", self.cfg.own_state))
         })?;
         let geo = self.geo.provenance();
+        let mut watches = Vec::new();
+        let mut updates = Vec::new();
         for p in &plan.packages {
             let pkg = package::build(
                 BuildInput {
@@ -200,13 +321,237 @@ impl Packager {
                 provider_abuse: p.provider_abuse.len(),
                 new,
             });
+            let request = p.purpose == recipients::Purpose::Mitigation && !p.sources.is_empty();
+            if let (Some((cid, _)), true, None) = (&campaign, request, &p.campaign) {
+                self.store
+                    .set_campaign_request(cid, &p.recipient.code, &pkg.id, &alert.id)?;
+            }
+            if let Some(cu) = &p.campaign {
+                // An update: its sources join the request's follow-up.
+                let w = self.request_watch(alert, flows, p, &pkg.id);
+                updates.push((cu.update_of.clone(), pkg.id.clone(), w.sources));
+            } else if self.cfg.follow_up.enabled
+                && request
+                && !p.recipient.channels.is_empty()
+                && !self.watches.contains_key(&pkg.id)
+            {
+                let mut w = self.request_watch(alert, flows, p, &pkg.id);
+                w.campaign = campaign.as_ref().map(|c| c.0.clone());
+                if self.store.add_request(&w)? {
+                    out.requests
+                        .push((pkg.id.clone(), p.recipient.code.clone()));
+                    watches.push(w);
+                }
+            }
             if new {
                 out.stored.push(pkg.id);
             } else {
                 out.already_stored.push(pkg.id);
             }
         }
+        for w in watches {
+            self.watch(w);
+        }
+        for (request, update, sources) in updates {
+            self.join_update(&request, update, sources)?;
+        }
         Ok(out)
+    }
+
+    /// The watch of a new request: its sources with the last time the alert's flows saw each,
+    /// requested at the current event time.
+    fn request_watch(
+        &self,
+        alert: &Alert,
+        flows: &[FlowRecord],
+        p: &recipients::PlannedPackage,
+        id: &str,
+    ) -> Watch {
+        let requested_ns = self.watermark_ns.max(alert.window_end_ns);
+        let sources = p
+            .sources
+            .iter()
+            .map(|s| {
+                let a = s.source.addr;
+                let last = flows
+                    .iter()
+                    .filter(|f| f.orig_addr == a)
+                    .map(|f| f.last_ns)
+                    .max()
+                    .unwrap_or(alert.window_end_ns);
+                (a, last)
+            })
+            .collect();
+        Watch {
+            package_id: id.to_string(),
+            alert_id: alert.id.clone(),
+            recipient: p.recipient.code.clone(),
+            about_state: p.about_state.clone(),
+            requested_ns,
+            deadline_ns: requested_ns.saturating_add(self.cfg.follow_up.deadline_ns),
+            sources,
+            observed_ns: requested_ns,
+            stopped_ns: None,
+            stop_seen_ns: None,
+            resumed_ns: None,
+            active_at_deadline: None,
+            sent: Vec::new(),
+            closed: false,
+            quiet_ns: self.cfg.follow_up.quiet_ns,
+            campaign: None,
+            updates: Vec::new(),
+        }
+    }
+
+    /// The campaign of `alert` (recorded now if it is new) and every service the campaign
+    /// impaired so far, in the order seen.
+    fn campaign_of(&mut self, alert: &Alert) -> Result<(String, Vec<String>)> {
+        let cid = match self.campaigns.iter().find(|m| m.alert_id == alert.id) {
+            Some(m) => m.campaign_id.clone(),
+            None => {
+                let mut m = crate::campaign::Member::of(alert);
+                m.campaign_id = crate::campaign::assign(&self.campaigns, &m, &self.cfg.campaign);
+                self.store.add_campaign_member(&m)?;
+                let cid = m.campaign_id.clone();
+                self.campaigns.push(m);
+                cid
+            }
+        };
+        let mut services: Vec<String> = Vec::new();
+        for m in self.campaigns.iter().filter(|m| m.campaign_id == cid) {
+            let l = m.label();
+            if !services.contains(&l) {
+                services.push(l);
+            }
+        }
+        Ok((cid, services))
+    }
+
+    /// Takes flow records into the follow-up of requests: the event time moves to the latest
+    /// record, and a record from a listed source towards a protected asset moves that source's
+    /// last-seen time.
+    pub fn observe(&mut self, records: &[FlowRecord]) {
+        for r in records {
+            self.watermark_ns = self.watermark_ns.max(r.last_ns);
+            if self.watched.is_empty() || r.asset.is_none() {
+                continue;
+            }
+            let Some(ids) = self.watched.get(&r.orig_addr) else {
+                continue;
+            };
+            for id in ids {
+                if let Some(w) = self.watches.get_mut(id) {
+                    if w.observe(r.orig_addr, r.last_ns) {
+                        self.unsaved.insert(id.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The event time the follow-ups have reached.
+    pub fn event_time_ns(&self) -> u64 {
+        self.watermark_ns
+    }
+
+    /// Moves every watched request to the current event time and stores the follow-ups that
+    /// are due (a request's follow-ups wait until the request itself was delivered). `now_ns`
+    /// (wall clock) is only the ledger's queueing time.
+    pub fn follow_up(&mut self, now_ns: u64) -> Result<Vec<FollowUpSent>> {
+        let now = self.watermark_ns;
+        let quiet = self.cfg.follow_up.quiet_ns;
+        let mut out = Vec::new();
+        let mut done = Vec::new();
+        let ids: Vec<String> = self.watches.keys().cloned().collect();
+        for id in ids {
+            let Some(w) = self.watches.get_mut(&id) else {
+                continue;
+            };
+            let before = (w.stopped_ns, w.active_at_deadline);
+            let due = w.advance(now, quiet);
+            if before != (w.stopped_ns, w.active_at_deadline) {
+                self.unsaved.insert(id.clone());
+            }
+            if due.is_empty() || !self.store.delivered(&id)? {
+                continue;
+            }
+            // A State removed from the directory since gets no follow-up (its request stays
+            // in the ledger, shown without one by `normwatch requests`).
+            let Some(recipient) = self.directory.get(&w.recipient).cloned() else {
+                continue;
+            };
+            let attribution_path = self
+                .store
+                .package_dir(&id)
+                .join("evidence/attribution.json");
+            let attribution =
+                std::fs::read(&attribution_path).map_err(|e| Error::io(&attribution_path, e))?;
+            let requester = self.directory.get(&self.cfg.own_state).ok_or_else(|| {
+                Error::Config(format!("no entry for own_state {}", self.cfg.own_state))
+            })?;
+            for kind in due {
+                let at = w.observed_ns;
+                let active = w.active_at(at, quiet);
+                let pkg = followup::build(
+                    followup::FollowUpInput {
+                        kind,
+                        watch: w,
+                        quiet_ns: quiet,
+                        at_ns: at,
+                        recipient: &recipient,
+                        requester,
+                        operator: &self.cfg.operator,
+                        settings: &self.cfg.request,
+                        attribution: &attribution,
+                    },
+                    &self.key,
+                )?;
+                w.mark(kind);
+                let new = self
+                    .store
+                    .put_follow_up(&pkg, &recipient, w, kind, active, now_ns)?;
+                out.push(FollowUpSent {
+                    id: pkg.id,
+                    kind,
+                    watch: w.clone(),
+                    active,
+                    new,
+                });
+            }
+            self.unsaved.remove(&id);
+            if w.closed {
+                done.push(id);
+            }
+        }
+        for id in done {
+            self.unwatch(&id);
+        }
+        if now >= self.saved_at_ns.saturating_add(SAVE_EVERY_NS) || !out.is_empty() {
+            self.save_watches()?;
+            self.saved_at_ns = now;
+        }
+        Ok(out)
+    }
+
+    /// Saves every watch with unsaved observations (also called when the stage stops).
+    pub fn save_watches(&mut self) -> Result<()> {
+        for id in std::mem::take(&mut self.unsaved) {
+            if let Some(w) = self.watches.get(&id) {
+                self.store.save_watch(w)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the replies recipients left on channels that carry them (see
+    /// [`Store::poll_replies`]).
+    pub fn poll_replies(&mut self, now_ns: u64) -> Result<Vec<crate::store::Reply>> {
+        let directory = &self.directory;
+        self.store.poll_replies(now_ns, |code| {
+            let hex = directory.get(code)?.public_key.as_deref()?;
+            let bytes = crate::canon::unhex::<32>(hex)?;
+            crate::keys::PublicKey::from_bytes(&bytes)
+        })
     }
 
     /// One delivery pass over the outbox.

@@ -418,6 +418,22 @@ pub struct PlannedPackage {
     pub provider_abuse: Vec<SourceEvidence>,
     #[serde(default)]
     pub purpose: Purpose,
+    /// Set when the package updates a campaign's request to the same State instead of making
+    /// a new request (see `crate::campaign`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<CampaignUpdate>,
+}
+
+/// What a campaign update package says about its campaign.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignUpdate {
+    /// The campaign's stable id.
+    pub id: String,
+    /// The package of the campaign's request to this State, which this one updates.
+    pub update_of: String,
+    /// Every service the campaign impaired so far (this alert's included), in the order seen:
+    /// `service (asset)`.
+    pub services: Vec<String>,
 }
 
 impl PlannedPackage {
@@ -598,6 +614,7 @@ pub fn plan(
             sources,
             provider_abuse,
             purpose: Purpose::Mitigation,
+            campaign: None,
         });
     }
     if !forged.is_empty() {
@@ -620,6 +637,7 @@ pub fn plan(
             sources: Vec::new(),
             provider_abuse: forged,
             purpose: Purpose::Traceback,
+            campaign: None,
         });
     }
     Ok(plan)

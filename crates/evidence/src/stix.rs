@@ -38,7 +38,7 @@ pub const EXTENSION_SCHEMA: &str =
     "https://schemas.normwatch.org/stix/norm-request-extension/v1/schema.json";
 
 /// The version time of the organisations' identity objects.
-const IDENTITY_TIME: &str = "2026-01-01T00:00:00.000Z";
+pub(crate) const IDENTITY_TIME: &str = "2026-01-01T00:00:00.000Z";
 
 /// A UUID for an organisation's identity, derived from its role and the identity's content
 /// (including who describes it), so every package names the same organisation with the same
@@ -157,6 +157,52 @@ fn severity_score(s: Severity) -> u8 {
     }
 }
 
+/// The objects every bundle carries, with fixed content and ids: the TLP marking (and
+/// TLP:CLEAR for the extension's definition), the normwatch identity and our extension's
+/// definition.
+pub(crate) fn shared_objects(tlp: Tlp) -> Vec<Value> {
+    let mut objects = Vec::new();
+    objects.push(tlp.stix_object());
+    if tlp != Tlp::Clear {
+        // The extension's definition is public: TLP:CLEAR.
+        objects.push(Tlp::Clear.stix_object());
+    }
+    objects.push(json!({
+        "type": "identity",
+        "spec_version": "2.1",
+        "id": NORMWATCH_IDENTITY,
+        "created": EXTENSION_CREATED,
+        "modified": EXTENSION_CREATED,
+        "object_marking_refs": [Tlp::Clear.stix_id()],
+        "name": "normwatch",
+        "identity_class": "system",
+        "description": "Defines the normwatch STIX extension for norm references and mitigation requests.",
+    }));
+    objects.push(json!({
+        "type": "extension-definition",
+        "spec_version": "2.1",
+        "id": EXTENSION_ID,
+        "created_by_ref": NORMWATCH_IDENTITY,
+        "created": EXTENSION_CREATED,
+        "modified": EXTENSION_MODIFIED,
+        "object_marking_refs": [Tlp::Clear.stix_id()],
+        "name": "normwatch norm references and mitigation request",
+        "description": "Norms of responsible State behaviour in cyberspace an activity would violate if State-conducted or knowingly supported, the norms a request for mitigation rests on, and the request itself. No State attribution is made.",
+        "schema": EXTENSION_SCHEMA,
+        "version": "1.0.0",
+        "extension_types": ["property-extension"],
+    }));
+    objects
+}
+
+/// The operator's identity object id, the same in every package and follow-up.
+pub(crate) fn operator_id(name: &str, email: Option<&String>) -> String {
+    format!(
+        "identity--{}",
+        org_uuid("operator", &format!("{name}/{email:?}"))
+    )
+}
+
 /// Builds the bundle.
 pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
     let alert = c.alert();
@@ -165,13 +211,7 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
     let sdo_id = |ty: &str, role: &str| format!("{ty}--{}", sdo_uuid(&c.package_id, role));
     let marking = vec![json!(tlp.stix_id())];
     let created = c.created.clone();
-    let operator_id = format!(
-        "identity--{}",
-        org_uuid(
-            "operator",
-            &format!("{}/{:?}", c.input.operator.name, c.input.operator.email)
-        )
-    );
+    let operator_id = operator_id(&c.input.operator.name, c.input.operator.email.as_ref());
     let sdo = |ty: &str, id: &str| -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("type".into(), json!(ty));
@@ -255,36 +295,7 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
     objects.push(Value::Object(rc));
 
     // The marking and our extension's definition (fixed content, fixed ids).
-    objects.push(tlp.stix_object());
-    if tlp != Tlp::Clear {
-        // The extension's definition is public: TLP:CLEAR.
-        objects.push(Tlp::Clear.stix_object());
-    }
-    objects.push(json!({
-        "type": "identity",
-        "spec_version": "2.1",
-        "id": NORMWATCH_IDENTITY,
-        "created": EXTENSION_CREATED,
-        "modified": EXTENSION_CREATED,
-        "object_marking_refs": [Tlp::Clear.stix_id()],
-        "name": "normwatch",
-        "identity_class": "system",
-        "description": "Defines the normwatch STIX extension for norm references and mitigation requests.",
-    }));
-    objects.push(json!({
-        "type": "extension-definition",
-        "spec_version": "2.1",
-        "id": EXTENSION_ID,
-        "created_by_ref": NORMWATCH_IDENTITY,
-        "created": EXTENSION_CREATED,
-        "modified": EXTENSION_MODIFIED,
-        "object_marking_refs": [Tlp::Clear.stix_id()],
-        "name": "normwatch norm references and mitigation request",
-        "description": "Norms of responsible State behaviour in cyberspace an activity would violate if State-conducted or knowingly supported, the norms a request for mitigation rests on, and the request itself. No State attribution is made.",
-        "schema": EXTENSION_SCHEMA,
-        "version": "1.0.0",
-        "extension_types": ["property-extension"],
-    }));
+    objects.extend(shared_objects(tlp));
 
     // SCOs.
     let mut scos: BTreeMap<String, Value> = BTreeMap::new();
@@ -671,7 +682,7 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
         o
     }));
 
-    let refs: Vec<Value> = objects
+    let mut refs: Vec<Value> = objects
         .iter()
         .filter(|o| o["type"] != "marking-definition" && o["type"] != "extension-definition")
         .map(|o| o["id"].clone())
@@ -682,10 +693,26 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
         "name".into(),
         json!(format!("Evidence package {}", c.package_id)),
     );
-    rep.insert("description".into(), json!(format!(
+    let mut description = format!(
         "Request for assistance in mitigating malicious ICT activity emanating from the territory of {} against {} ({}). No State attribution is made.",
         c.about(), alert.service, alert.sector.as_str()
-    )));
+    );
+    if let Some(cu) = &planned.campaign {
+        // An update refers to the campaign's request, whose report it extends.
+        refs.push(json!(format!(
+            "report--{}",
+            sdo_uuid(&cu.update_of, "report")
+        )));
+        description = format!(
+            "Update of request {} (campaign {}), not a new request: the same hosts also attacked {} ({}). The campaign has impaired: {}. No State attribution is made.",
+            cu.update_of,
+            cu.id,
+            alert.service,
+            alert.sector.as_str(),
+            cu.services.join("; ")
+        );
+    }
+    rep.insert("description".into(), json!(description));
     rep.insert("report_types".into(), json!(["threat-report"]));
     rep.insert("published".into(), json!(c.created));
     rep.insert("object_refs".into(), json!(refs));

@@ -11,6 +11,7 @@ use crate::canon::sha256_hex;
 use crate::custody;
 use crate::deliver::{deliver, DeliveryError};
 use crate::error::{Error, Result};
+use crate::followup::{FollowUpKind, Watch};
 use crate::keys::SecretKey;
 use crate::package::{self, Package, MANIFEST};
 use crate::recipients::{Channel, Recipient};
@@ -44,6 +45,46 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (package_id, channel_idx)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_ns);
+CREATE TABLE IF NOT EXISTS request (
+    package_id TEXT PRIMARY KEY REFERENCES package(id),
+    recipient TEXT NOT NULL,
+    requested_ns INTEGER NOT NULL,
+    deadline_ns INTEGER NOT NULL,
+    closed INTEGER NOT NULL DEFAULT 0,
+    watch TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS follow_up (
+    id TEXT PRIMARY KEY REFERENCES package(id),
+    request_id TEXT NOT NULL REFERENCES request(package_id),
+    kind TEXT NOT NULL,
+    at_ns INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    active_sources INTEGER NOT NULL,
+    total_sources INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS campaign_alert (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT NOT NULL UNIQUE,
+    campaign_id TEXT NOT NULL,
+    member TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS campaign_request (
+    campaign_id TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    package_id TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    PRIMARY KEY (campaign_id, recipient)
+);
+CREATE TABLE IF NOT EXISTS reply (
+    package_id TEXT NOT NULL REFERENCES package(id),
+    channel_idx INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    received_ns INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    verified INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (package_id, sha256)
+);
 ";
 
 /// One delivery to make.
@@ -73,6 +114,45 @@ pub struct DeliveryState {
 pub struct PassReport {
     pub sent: usize,
     pub failed: Vec<(String, DeliveryError)>,
+}
+
+/// One follow-up in the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FollowUpRecord {
+    pub id: String,
+    pub kind: FollowUpKind,
+    /// Event time it was decided at.
+    pub at_ns: u64,
+    pub status: String,
+    pub active_sources: usize,
+    pub total_sources: usize,
+    /// Delivered over at least one channel.
+    pub delivered: bool,
+}
+
+/// A recipient's reply to a package, as received.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Reply {
+    pub package_id: String,
+    pub channel_idx: u32,
+    pub sha256: String,
+    /// Wall-clock time it was found.
+    pub received_ns: u64,
+    pub file: String,
+    /// Signed by the key the recipients directory gives for the State.
+    pub verified: bool,
+    pub text: String,
+}
+
+/// A request with everything the ledger knows of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub watch: Watch,
+    /// Wall-clock time of the first successful delivery of the request.
+    pub sent_ns: Option<u64>,
+    pub follow_ups: Vec<FollowUpRecord>,
+    /// Replies to the request or its follow-ups.
+    pub replies: Vec<Reply>,
 }
 
 /// The store.
@@ -381,6 +461,293 @@ impl Store {
         Ok(problems)
     }
 
+    /// Every campaign member, in the order recorded.
+    pub fn campaign_members(&self) -> Result<Vec<crate::campaign::Member>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT member FROM campaign_alert ORDER BY seq")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
+    /// Records an alert's campaign (an alert recorded before keeps its campaign).
+    pub fn add_campaign_member(&mut self, m: &crate::campaign::Member) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO campaign_alert (alert_id, campaign_id, member) VALUES (?1, ?2, ?3)",
+            params![m.alert_id, m.campaign_id, serde_json::to_string(m)?],
+        )?;
+        Ok(())
+    }
+
+    /// The campaign's request to `recipient`: its package and the alert it was built for.
+    pub fn campaign_request(
+        &self,
+        campaign_id: &str,
+        recipient: &str,
+    ) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT package_id, alert_id FROM campaign_request WHERE campaign_id = ?1 AND recipient = ?2",
+                [campaign_id, recipient],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Records the campaign's request to `recipient` (the first one recorded stays).
+    pub fn set_campaign_request(
+        &mut self,
+        campaign_id: &str,
+        recipient: &str,
+        package_id: &str,
+        alert_id: &str,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO campaign_request (campaign_id, recipient, package_id, alert_id) VALUES (?1, ?2, ?3, ?4)",
+            params![campaign_id, recipient, package_id, alert_id],
+        )?;
+        Ok(())
+    }
+
+    /// Registers a request to follow up; a request already registered is left as it is.
+    pub fn add_request(&mut self, w: &Watch) -> Result<bool> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO request (package_id, recipient, requested_ns, deadline_ns, closed, watch)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                w.package_id,
+                w.recipient,
+                ns(w.requested_ns),
+                ns(w.deadline_ns),
+                w.closed,
+                serde_json::to_string(w)?
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Saves what is known of a watched request.
+    pub fn save_watch(&mut self, w: &Watch) -> Result<()> {
+        self.conn.execute(
+            "UPDATE request SET watch = ?1, closed = ?2 WHERE package_id = ?3",
+            params![serde_json::to_string(w)?, w.closed, w.package_id],
+        )?;
+        Ok(())
+    }
+
+    /// Requests still watched.
+    pub fn open_watches(&self) -> Result<Vec<Watch>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT watch FROM request WHERE closed = 0 ORDER BY package_id")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
+    /// The recipient code of a stored package.
+    pub fn recipient_of(&self, package_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT recipient FROM package WHERE id = ?1",
+                [package_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Whether a package was delivered over at least one channel.
+    pub fn delivered(&self, package_id: &str) -> Result<bool> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE package_id = ?1 AND state = 'sent'",
+            [package_id],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Stores a follow-up package and queues its deliveries (as [`Store::put`]), then records
+    /// it (decided at the watch's event time, with `active_sources` of its hosts active) and
+    /// the request's new state in one transaction. Repeated after a crash, the package
+    /// first stored is kept and nothing is queued twice.
+    pub fn put_follow_up(
+        &mut self,
+        pkg: &Package,
+        recipient: &Recipient,
+        w: &Watch,
+        kind: FollowUpKind,
+        active_sources: usize,
+        now_ns: u64,
+    ) -> Result<bool> {
+        let at_ns = w.observed_ns;
+        let new = self.put(pkg, recipient, now_ns)?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO follow_up (id, request_id, kind, at_ns, status, active_sources, total_sources)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                pkg.id,
+                w.package_id,
+                kind.as_str(),
+                ns(at_ns),
+                w.status(),
+                active_sources as i64,
+                w.sources.len() as i64
+            ],
+        )?;
+        tx.execute(
+            "UPDATE request SET watch = ?1, closed = ?2 WHERE package_id = ?3",
+            params![serde_json::to_string(w)?, w.closed, w.package_id],
+        )?;
+        tx.commit()?;
+        Ok(new)
+    }
+
+    /// Records a reply (the same bytes once); whether it is new.
+    pub fn record_reply(&mut self, reply: &Reply) -> Result<bool> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO reply (package_id, channel_idx, sha256, received_ns, file, verified, text)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                reply.package_id,
+                i64::from(reply.channel_idx),
+                reply.sha256,
+                ns(reply.received_ns),
+                reply.file,
+                reply.verified,
+                reply.text
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Looks for replies on the channels that carry them: in a directory channel, a file
+    /// `<package id>.reply.json` beside the delivered `.tar`, a DSSE envelope whose payload is
+    /// `{"package_id": …, "text": …}`, checked against the State's `public_key` from the
+    /// recipients directory (`key_of`). Returns the replies recorded now.
+    pub fn poll_replies(
+        &mut self,
+        now_ns: u64,
+        key_of: impl Fn(&str) -> Option<crate::keys::PublicKey>,
+    ) -> Result<Vec<Reply>> {
+        let mut st = self.conn.prepare(
+            "SELECT o.package_id, o.channel_idx, o.channel, p.recipient FROM outbox o
+             JOIN package p ON p.id = o.package_id
+             WHERE o.state = 'sent' ORDER BY o.package_id, o.channel_idx",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        drop(st);
+        let mut found = Vec::new();
+        for (package_id, idx, channel, recipient) in rows {
+            let Ok(Channel::Directory { path }) = serde_json::from_str::<Channel>(&channel) else {
+                continue;
+            };
+            let file = Path::new(&path).join(format!("{package_id}.reply.json"));
+            let Ok(bytes) = std::fs::read(&file) else {
+                continue;
+            };
+            let (verified, text) = read_reply(&bytes, &package_id, key_of(&recipient).as_ref());
+            let reply = Reply {
+                package_id,
+                channel_idx: u32::try_from(idx).unwrap_or(u32::MAX),
+                sha256: sha256_hex(&bytes),
+                received_ns: now_ns,
+                file: file.display().to_string(),
+                verified,
+                text,
+            };
+            if self.record_reply(&reply)? {
+                found.push(reply);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every request with its follow-ups and replies, in package-id order.
+    pub fn requests(&self) -> Result<Vec<RequestRecord>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT watch FROM request ORDER BY requested_ns, package_id")?;
+        let watches = st
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut out = Vec::new();
+        for w in watches {
+            let watch: Watch = serde_json::from_str(&w)?;
+            let sent_ns: Option<i64> = self.conn.query_row(
+                "SELECT MIN(sent_ns) FROM outbox WHERE package_id = ?1 AND state = 'sent'",
+                [&watch.package_id],
+                |r| r.get(0),
+            )?;
+            let mut fu = self.conn.prepare(
+                "SELECT f.id, f.kind, f.at_ns, f.status, f.active_sources, f.total_sources,
+                        EXISTS (SELECT 1 FROM outbox o WHERE o.package_id = f.id AND o.state = 'sent')
+                 FROM follow_up f WHERE f.request_id = ?1 ORDER BY f.at_ns, f.id",
+            )?;
+            let follow_ups = fu
+                .query_map([&watch.package_id], |r| {
+                    let kind: String = r.get(1)?;
+                    Ok(FollowUpRecord {
+                        id: r.get(0)?,
+                        kind: if kind == "stopped" {
+                            FollowUpKind::Stopped
+                        } else {
+                            FollowUpKind::Deadline
+                        },
+                        at_ns: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                        status: r.get(3)?,
+                        active_sources: usize::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                        total_sources: usize::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
+                        delivered: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut rp = self.conn.prepare(
+                "SELECT package_id, channel_idx, sha256, received_ns, file, verified, text FROM reply
+                 WHERE package_id = ?1 OR package_id IN (SELECT id FROM follow_up WHERE request_id = ?1)
+                 ORDER BY received_ns, package_id",
+            )?;
+            let replies = rp
+                .query_map([&watch.package_id], |r| {
+                    Ok(Reply {
+                        package_id: r.get(0)?,
+                        channel_idx: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(u32::MAX),
+                        sha256: r.get(2)?,
+                        received_ns: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                        file: r.get(4)?,
+                        verified: r.get(5)?,
+                        text: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            out.push(RequestRecord {
+                watch,
+                sent_ns: sent_ns.and_then(|t| u64::try_from(t).ok()),
+                follow_ups,
+                replies,
+            });
+        }
+        Ok(out)
+    }
+
     /// Records a failed attempt and schedules the next with exponential backoff; returns when.
     pub fn mark_failed(&mut self, item: &OutboxItem, now_ns: u64, error: &str) -> Result<u64> {
         let shift = item.attempts.min(20);
@@ -451,4 +818,34 @@ fn alert_id(manifest: &[u8]) -> String {
         .ok()
         .and_then(|v| v["alert_id"].as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+/// A reply file's text and whether its signature verifies with `key`. A file that is not a
+/// DSSE envelope, names another package, or carries no valid signature is kept unverified,
+/// with its bytes as text (the ledger records what arrived).
+fn read_reply(
+    bytes: &[u8],
+    package_id: &str,
+    key: Option<&crate::keys::PublicKey>,
+) -> (bool, String) {
+    let raw = || String::from_utf8_lossy(bytes).chars().take(4000).collect();
+    let Ok(env) = serde_json::from_slice::<crate::dsse::Envelope>(bytes) else {
+        return (false, raw());
+    };
+    let payload = match key {
+        Some(k) => crate::dsse::verify(&env, k).ok(),
+        None => None,
+    };
+    let verified = payload.is_some();
+    let payload = payload.or_else(|| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(&env.payload)
+            .ok()
+    });
+    let Some(v) = payload.and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok()) else {
+        return (false, raw());
+    };
+    let text = v["text"].as_str().unwrap_or_default().to_string();
+    (verified && v["package_id"] == package_id, text)
 }

@@ -8,6 +8,8 @@
 mod content;
 #[path = "evidence/delivery.rs"]
 mod delivery;
+#[path = "evidence/followup.rs"]
+mod followup;
 #[path = "evidence/hostile.rs"]
 mod hostile;
 #[path = "evidence/tls.rs"]

@@ -10,7 +10,9 @@ use normwatch_config::Config;
 use normwatch_evidence::config::{EvidenceConfig, RawEvidence};
 use normwatch_evidence::packager::{Built, Packager};
 use normwatch_model::{Alert, AlertState, FlowRecord};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -35,6 +37,16 @@ pub struct EvidenceMetrics {
     pub failed: IntCounter,
     pub outbox: IntGauge,
     pub delivery_seconds: Histogram,
+    /// Requests for assistance followed up, by recipient State.
+    pub requests: IntCounterVec,
+    /// Follow-ups stored for delivery, by recipient State and kind (stopped, deadline).
+    pub follow_ups: IntCounterVec,
+    /// Requests whose activity stopped, by recipient State and whether before the deadline.
+    pub stopped: IntCounterVec,
+    /// Event time from a request to the end of the activity it named, by recipient State.
+    pub time_to_stop: HistogramVec,
+    /// Replies recorded from recipients, by recipient State.
+    pub replies: IntCounterVec,
 }
 
 impl EvidenceMetrics {
@@ -73,7 +85,51 @@ impl EvidenceMetrics {
                 )
                 .buckets(prometheus::exponential_buckets(0.001, 4.0, 9)?),
             )?,
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "normwatch_evidence_requests_total",
+                    "Requests for assistance delivered and followed up, by recipient State (ISO code).",
+                ),
+                &["state"],
+            )?,
+            follow_ups: IntCounterVec::new(
+                Opts::new(
+                    "normwatch_evidence_follow_ups_total",
+                    "Follow-ups of requests stored for delivery, by recipient State and kind (stopped: the activity stopped; deadline: the deadline passed).",
+                ),
+                &["state", "kind"],
+            )?,
+            stopped: IntCounterVec::new(
+                Opts::new(
+                    "normwatch_evidence_requests_stopped_total",
+                    "Requests whose named activity stopped, by recipient State and whether it stopped before the deadline (true/false).",
+                ),
+                &["state", "before_deadline"],
+            )?,
+            time_to_stop: HistogramVec::new(
+                HistogramOpts::new(
+                    "normwatch_evidence_time_to_stop_seconds",
+                    "Event time from a request to the last traffic of the activity it named, by recipient State.",
+                )
+                .buckets(vec![
+                    10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 43_200.0, 86_400.0,
+                    172_800.0, 604_800.0,
+                ]),
+                &["state"],
+            )?,
+            replies: IntCounterVec::new(
+                Opts::new(
+                    "normwatch_evidence_replies_total",
+                    "Replies recorded from recipients (directory channel reply files), by recipient State and whether the State's key verified them.",
+                ),
+                &["state", "verified"],
+            )?,
         };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.follow_ups.clone()))?;
+        registry.register(Box::new(m.stopped.clone()))?;
+        registry.register(Box::new(m.time_to_stop.clone()))?;
+        registry.register(Box::new(m.replies.clone()))?;
         registry.register(Box::new(m.built.clone()))?;
         registry.register(Box::new(m.sources.clone()))?;
         registry.register(Box::new(m.delivered.clone()))?;
@@ -202,6 +258,11 @@ impl EvidenceStage {
         &self.root
     }
 
+    /// The requests followed up, with their outcomes, from the ledger.
+    pub fn requests(&self) -> anyhow::Result<Vec<normwatch_evidence::store::RequestRecord>> {
+        Ok(self.packager.store().requests()?)
+    }
+
     /// The directory of package `id`.
     pub fn package_dir(&self, id: &str) -> PathBuf {
         self.packager.store().package_dir(id)
@@ -209,6 +270,8 @@ impl EvidenceStage {
 
     /// Keeps the most recent flows of each asset for the packages of its alerts.
     pub fn keep(&mut self, records: &[FlowRecord]) {
+        // The follow-up of delivered requests sees every record (event time, sources).
+        self.packager.observe(records);
         let arrived = now_ns();
         for r in records {
             let Some(a) = &r.asset else { continue };
@@ -261,6 +324,9 @@ impl EvidenceStage {
         let out = self
             .packager
             .package_recorded(alert, &flows, received, now_ns())?;
+        for (_, state) in &out.requests {
+            self.metrics.requests.with_label_values(&[state]).inc();
+        }
         for e in &out.lookup_errors {
             tracing::warn!(alert = %alert.id, error = %e, "attribution failed; packaged without it");
         }
@@ -311,14 +377,68 @@ impl EvidenceStage {
     /// deliveries are retried on their backoff schedule whatever else happens. Called for
     /// every batch of flows and every alert event the stage sees.
     pub fn deliver_if_due(&mut self) -> anyhow::Result<()> {
+        if self.follow_up()? {
+            return self.deliver();
+        }
         if self.last_delivery.elapsed() >= DELIVERY_INTERVAL {
             self.deliver()?;
         }
         Ok(())
     }
 
+    /// Moves the follow-up of delivered requests to the flows' event time and stores the
+    /// follow-ups due; whether any was stored.
+    pub fn follow_up(&mut self) -> anyhow::Result<bool> {
+        let sent = self
+            .packager
+            .follow_up(now_ns())
+            .context("cannot follow up requests")?;
+        for f in &sent {
+            let w = &f.watch;
+            tracing::info!(
+                follow_up = %f.id,
+                request = %w.package_id,
+                recipient = %w.recipient,
+                status = w.status(),
+                active = f.active,
+                hosts = w.sources.len(),
+                "follow-up of a request stored"
+            );
+            if !f.new {
+                continue;
+            }
+            self.metrics
+                .follow_ups
+                .with_label_values(&[&w.recipient, f.kind.as_str()])
+                .inc();
+            if f.kind == normwatch_evidence::followup::FollowUpKind::Stopped {
+                if let Some(t) = w.stopped_ns {
+                    let before = if t <= w.deadline_ns { "true" } else { "false" };
+                    self.metrics
+                        .stopped
+                        .with_label_values(&[&w.recipient, before])
+                        .inc();
+                    self.metrics
+                        .time_to_stop
+                        .with_label_values(&[&w.recipient])
+                        .observe(t.saturating_sub(w.requested_ns) as f64 / 1e9);
+                }
+            }
+        }
+        Ok(!sent.is_empty())
+    }
+
+    /// The follow-up's last observations into the ledger (when the stage stops).
+    pub fn save_follow_up(&mut self) -> anyhow::Result<()> {
+        self.follow_up()?;
+        self.packager.save_watches()?;
+        Ok(())
+    }
+
     /// One delivery pass over the outbox.
     pub fn deliver(&mut self) -> anyhow::Result<()> {
+        // Follow-ups due at the flows' event time go out in the same pass.
+        self.follow_up()?;
         self.last_delivery = Instant::now();
         if self
             .defer_delivery
@@ -339,6 +459,18 @@ impl EvidenceStage {
         self.metrics
             .outbox
             .set(i64::try_from(self.packager.store().pending()?).unwrap_or(i64::MAX));
+        for r in self.packager.poll_replies(now_ns())? {
+            let state = self
+                .packager
+                .store()
+                .recipient_of(&r.package_id)?
+                .unwrap_or_default();
+            tracing::info!(package = %r.package_id, verified = r.verified, file = %r.file, "reply recorded");
+            self.metrics
+                .replies
+                .with_label_values(&[state.as_str(), if r.verified { "true" } else { "false" }])
+                .inc();
+        }
         Ok(())
     }
 }

@@ -21,7 +21,7 @@ pub const START_SECS: u64 = 1_768_464_000;
 const NS: u64 = 1_000_000_000;
 
 /// The scenarios, with what each holds.
-pub const SCENARIOS: [(&str, &str); 6] = [
+pub const SCENARIOS: [(&str, &str); 7] = [
     (
         "syn-flood",
         "a botnet floods the hospital portal (203.0.113.10:443) with SYNs; real patients' connections stop completing",
@@ -43,13 +43,17 @@ pub const SCENARIOS: [(&str, &str); 6] = [
         "s7-stop-held",
         "an engineering station keeps an S7 session to the water plant's PLC open, polling it every second, and sends PLC STOP 20 s in without closing it",
     ),
+    (
+        "campaign",
+        "one actor's hosts in DE and the US SYN-flood the hospital portal, the water utility's web server and the national CSIRT's portal at once, then keep connecting at a low rate; the DE hosts stop 75 s in, the US hosts go on to the end (3 minutes)",
+    ),
 ];
 
 /// Why a scenario could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum SimulateError {
     #[error(
-        "unknown scenario {0:?}; known: syn-flood, dns-amplification, modbus-write, s7-stop, all, s7-stop-held"
+        "unknown scenario {0:?}; known: syn-flood, dns-amplification, modbus-write, s7-stop, all, s7-stop-held, campaign"
     )]
     Unknown(String),
     #[error("cannot write the capture: {0}")]
@@ -215,6 +219,12 @@ const END: u64 = 120;
 
 /// Writes scenario `name` as a pcap to `out`.
 pub fn write_scenario<W: Write>(name: &str, out: W) -> Result<Written, SimulateError> {
+    if name == "campaign" {
+        let mut rng = Rng(0x6361_6d70_6169_676e);
+        let mut trace = Trace::default();
+        campaign(&mut trace, &mut rng, START_SECS * NS);
+        return trace.write(out);
+    }
     let (flood, amp, modbus, s7) = match name {
         "syn-flood" => (true, false, false, false),
         "dns-amplification" => (false, true, false, false),
@@ -516,4 +526,77 @@ fn s7_stop(trace: &mut Trace, t: u64, held: Option<u64>) {
         t + 480_000_000,
         tcp(S7_ATTACKER, p, WATER_PLC, 102, c + 1, s + 1, ACK, &[]),
     );
+}
+
+/// The national CSIRT's public portal (asset `national-csirt`).
+const CSIRT_WEB: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+/// The campaign's hosts: 12 in a prefix registered in DE and 10 in one registered in the US
+/// (MaxMind's test data).
+const CAMPAIGN_DE: ([u8; 4], u8) = ([89, 160, 20, 129], 12);
+const CAMPAIGN_US: ([u8; 4], u8) = ([81, 2, 69, 161], 10);
+/// The campaign's flood, when its DE hosts stop, and its end (seconds from the start).
+pub const CAMPAIGN_FLOOD: (u64, u64) = (20, 35);
+pub const CAMPAIGN_DE_STOP: u64 = 75;
+pub const CAMPAIGN_END: u64 = 180;
+
+/// The hosts of one State in the campaign.
+pub fn campaign_hosts(us: bool) -> Vec<Ipv4Addr> {
+    let (base, n) = if us { CAMPAIGN_US } else { CAMPAIGN_DE };
+    (0..n)
+        .map(|i| Ipv4Addr::new(base[0], base[1], base[2], base[3] + i))
+        .collect()
+}
+
+/// One actor's hosts in two States against three operators: a SYN flood of 3 000 SYNs a
+/// second on each victim, then one completed HTTPS connection per host and victim every five
+/// seconds (below every threshold: the alerts close and the requests go out while it goes
+/// on). The DE hosts stop at [`CAMPAIGN_DE_STOP`]; the US hosts keep going. Background
+/// clients use each service throughout.
+fn campaign(trace: &mut Trace, rng: &mut Rng, t0: u64) {
+    let victims = [PORTAL, WATER_WEB, CSIRT_WEB];
+    let request = b"GET / HTTP/1.1\r\nHost: portal.example\r\n\r\n";
+    let response = [b'x'; 600];
+    for sec in 0..CAMPAIGN_END {
+        for (v, server) in victims.iter().enumerate() {
+            for i in 0..4u64 {
+                let t = t0 + sec * NS + i * (NS / 4) + rng.below(NS / 8);
+                let client = rng.addr_in([100, 64 + v as u8, 0, 0], 16);
+                trace.tcp_session(
+                    t,
+                    client,
+                    rng.port(),
+                    *server,
+                    443,
+                    request,
+                    &response,
+                    true,
+                );
+            }
+        }
+    }
+    let mut hosts = campaign_hosts(false);
+    let de = hosts.len();
+    hosts.extend(campaign_hosts(true));
+    let per_sec = 3_000u64;
+    for sec in CAMPAIGN_FLOOD.0..CAMPAIGN_FLOOD.1 {
+        for (v, server) in victims.iter().enumerate() {
+            for i in 0..per_sec {
+                let t = t0 + sec * NS + i * (NS / per_sec) + v as u64 * 1_000;
+                let src = hosts[rng.below(hosts.len() as u64) as usize];
+                let seq = rng.next() as u32;
+                trace.push(t, tcp(src, rng.port(), *server, 443, seq, 0, SYN, &[]));
+            }
+        }
+    }
+    for sec in (CAMPAIGN_FLOOD.1..CAMPAIGN_END - 2).step_by(5) {
+        for (h, src) in hosts.iter().enumerate() {
+            if h < de && sec >= CAMPAIGN_DE_STOP {
+                continue;
+            }
+            for server in victims {
+                let t = t0 + sec * NS + rng.below(4 * NS);
+                trace.tcp_session(t, *src, rng.port(), server, 443, request, &response, true);
+            }
+        }
+    }
 }

@@ -1,0 +1,184 @@
+//! Campaigns: alerts whose sources or reflectors overlap, within a window, are one campaign.
+//!
+//! Rule (`[evidence.campaign]`): a closed alert joins the campaign of an earlier alert (on any
+//! asset, typically another operator's) when their windows lie within `window` of each other
+//! and their non-reflector sources, or their reflectors, overlap (addresses that cannot
+//! originate Internet traffic, and the sources of a flood assessed as forged, never count): the addresses both name are
+//! at least `min_overlap` of the smaller set (and at least one). When several campaigns match,
+//! the alert joins the one whose matching alert was recorded first. A campaign's id is derived
+//! from its first alert's id (`CP-` and 12 hex digits), so a replay gives the same ids.
+//!
+//! A campaign makes one request per recipient State: the first alert's package to a State is
+//! the request; a later alert of the campaign for the same State gives an update of that
+//! request (`<request id>-UP-…`), which carries the new alert's evidence and names every
+//! service the campaign impaired, and whose sources join the request's follow-up.
+
+use crate::canon::sha256_hex;
+use crate::recipients::is_unroutable;
+use normwatch_model::Alert;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+/// How alerts are grouped into campaigns.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CampaignSettings {
+    pub enabled: bool,
+    /// Alerts whose windows are further apart than this are never one campaign.
+    pub window_ns: u64,
+    /// Share of the smaller address set both alerts must name (0 < share ≤ 1).
+    pub min_overlap: f64,
+}
+
+impl Default for CampaignSettings {
+    fn default() -> Self {
+        CampaignSettings {
+            enabled: true,
+            window_ns: 3_600_000_000_000,
+            min_overlap: 0.5,
+        }
+    }
+}
+
+/// One alert of a campaign, as the ledger keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub alert_id: String,
+    pub campaign_id: String,
+    pub asset: String,
+    pub service: String,
+    pub window_start_ns: u64,
+    pub window_end_ns: u64,
+    /// Sources (not reflectors; none when the flood's sources were forged; never an address
+    /// that cannot originate Internet traffic, which identifies nobody).
+    pub sources: BTreeSet<IpAddr>,
+    pub reflectors: BTreeSet<IpAddr>,
+}
+
+impl Member {
+    /// The alert as a member of a campaign still to be chosen.
+    pub fn of(alert: &Alert) -> Member {
+        let forged = alert.spoofing.as_ref().is_some_and(|s| s.likely_spoofed);
+        Member {
+            alert_id: alert.id.clone(),
+            campaign_id: String::new(),
+            asset: alert.asset.as_str().to_string(),
+            service: alert.service.clone(),
+            window_start_ns: alert.window_start_ns,
+            window_end_ns: alert.window_end_ns,
+            sources: alert
+                .top_sources
+                .iter()
+                .filter(|s| !s.reflector && !forged && !is_unroutable(s.addr))
+                .map(|s| s.addr)
+                .collect(),
+            reflectors: alert
+                .top_sources
+                .iter()
+                .filter(|s| s.reflector && !is_unroutable(s.addr))
+                .map(|s| s.addr)
+                .collect(),
+        }
+    }
+
+    /// `service (asset)`, as update letters list it.
+    pub fn label(&self) -> String {
+        format!("{} ({})", self.service, self.asset)
+    }
+}
+
+/// The id of a campaign that starts with `alert_id`.
+pub fn campaign_id(alert_id: &str) -> String {
+    format!("CP-{}", &sha256_hex(alert_id.as_bytes())[..12])
+}
+
+fn overlaps(a: &BTreeSet<IpAddr>, b: &BTreeSet<IpAddr>, min_overlap: f64) -> bool {
+    if a.is_empty() || b.is_empty() {
+        return false;
+    }
+    let shared = a.intersection(b).count();
+    let need = ((a.len().min(b.len()) as f64) * min_overlap)
+        .ceil()
+        .max(1.0) as usize;
+    shared >= need
+}
+
+/// Whether `a` and `b` belong to one campaign under `s`.
+pub fn related(a: &Member, b: &Member, s: &CampaignSettings) -> bool {
+    a.window_start_ns <= b.window_end_ns.saturating_add(s.window_ns)
+        && b.window_start_ns <= a.window_end_ns.saturating_add(s.window_ns)
+        && (overlaps(&a.sources, &b.sources, s.min_overlap)
+            || overlaps(&a.reflectors, &b.reflectors, s.min_overlap))
+}
+
+/// The campaign `new` joins among `members` (recorded order), or a new one.
+pub fn assign(members: &[Member], new: &Member, s: &CampaignSettings) -> String {
+    members
+        .iter()
+        .find(|m| m.alert_id != new.alert_id && related(m, new, s))
+        .map_or_else(|| campaign_id(&new.alert_id), |m| m.campaign_id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn member(id: &str, asset: &str, start: u64, sources: &[&str], reflectors: &[&str]) -> Member {
+        let set = |v: &[&str]| v.iter().map(|a| a.parse().unwrap()).collect();
+        Member {
+            alert_id: id.into(),
+            campaign_id: String::new(),
+            asset: asset.into(),
+            service: format!("{asset} service"),
+            window_start_ns: start,
+            window_end_ns: start + 60 * S,
+            sources: set(sources),
+            reflectors: set(reflectors),
+        }
+    }
+
+    #[test]
+    fn overlapping_sources_or_reflectors_within_the_window_make_one_campaign() {
+        let s = CampaignSettings {
+            window_ns: 600 * S,
+            ..CampaignSettings::default()
+        };
+        let mut first = member("a", "hospital", 0, &["1.1.1.1", "1.1.1.2", "1.1.1.3"], &[]);
+        first.campaign_id = campaign_id("a");
+        let members = vec![first];
+        // Two of three shared: the same campaign.
+        let b = member(
+            "b",
+            "water",
+            30 * S,
+            &["1.1.1.1", "1.1.1.2", "9.9.9.9"],
+            &[],
+        );
+        assert_eq!(assign(&members, &b, &s), campaign_id("a"));
+        // One of three: not enough.
+        let c = member(
+            "c",
+            "water",
+            30 * S,
+            &["1.1.1.1", "8.8.8.8", "9.9.9.9"],
+            &[],
+        );
+        assert_eq!(assign(&members, &c, &s), campaign_id("c"));
+        // The same hosts, but too long after.
+        let d = member(
+            "d",
+            "grid",
+            2_000 * S,
+            &["1.1.1.1", "1.1.1.2", "1.1.1.3"],
+            &[],
+        );
+        assert_eq!(assign(&members, &d, &s), campaign_id("d"));
+        // Reflector sets count alike; a forged flood names no sources.
+        let mut e = member("e", "grid", 0, &[], &["5.5.5.5", "6.6.6.6"]);
+        e.campaign_id = campaign_id("e");
+        let f = member("f", "dns", 10 * S, &[], &["5.5.5.5", "6.6.6.6", "7.7.7.7"]);
+        assert_eq!(assign(&[e], &f, &s), campaign_id("e"));
+    }
+}
