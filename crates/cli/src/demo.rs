@@ -95,7 +95,7 @@ impl AlertSink for PrintAlerts {
             AlertState::Update => return Ok(()),
         };
         if self.bar.is_hidden() {
-            println!("{line}");
+            outln!("{line}");
         } else {
             self.bar.println(line);
         }
@@ -173,13 +173,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let stop = stop_flag()?;
     let metrics = Metrics::new();
     let server = serve_metrics(&args.metrics, &cfg, &metrics)?;
-    println!(
+    outln!(
         "normwatch demo: scenario {:?}, {packets} packets in {}",
         args.scenario,
         pcap.display()
     );
     if let Some(s) = &server {
-        println!("metrics:  http://{}/metrics", s.addr());
+        outln!("metrics:  http://{}/metrics", s.addr());
     }
 
     let bar = ProgressBar::new(packets);
@@ -247,10 +247,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     tap.0.borrow_mut().save_follow_up()?;
     // The summary.
     let stage = tap.0.borrow();
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{} packets → {} flow records ({} batches over the in-process bus)",
-        sensor.stats.packets, consumed.records, consumed.batches
+        sensor.stats.packets,
+        consumed.records,
+        consumed.batches
     );
     let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
     let mut by_norm: BTreeMap<&str, usize> = BTreeMap::new();
@@ -260,15 +262,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             *by_norm.entry(n.as_str()).or_default() += 1;
         }
     }
-    println!("alerts: {}", tally.opened.len());
+    outln!("alerts: {}", tally.opened.len());
     for (k, n) in &by_kind {
-        println!("  {n:>3}  {k}");
+        outln!("  {n:>3}  {k}");
     }
-    println!("norms the activity would violate if State-conducted or knowingly supported:");
+    outln!("norms the activity would violate if State-conducted or knowingly supported:");
     for (k, n) in &by_norm {
-        println!("  {n:>3}  {k}");
+        outln!("  {n:>3}  {k}");
     }
-    println!(
+    outln!(
         "evidence packages: {} in {}",
         stage.built.len(),
         stage.root().display()
@@ -280,16 +282,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             .or_default() += 1;
     }
     for ((code, name), n) in &by_recipient {
-        println!("  {n:>3}  to {code} ({name})");
+        outln!("  {n:>3}  to {code} ({name})");
     }
     let requests = stage.requests()?;
     if requests.iter().any(|r| !r.follow_ups.is_empty()) {
-        println!(
+        outln!(
             "requests followed up (event time; `normwatch requests --store {}`):",
             stage.root().display()
         );
         for f in normwatch_evidence::followup::figures(&requests) {
-            println!(
+            outln!(
                 "  {}: {} requests, {} stopped before the deadline, {} still going at it{}",
                 f.state,
                 f.requests,
@@ -312,7 +314,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         for (c, (states, updates)) in &campaigns {
             if *updates > 0 {
-                println!(
+                outln!(
                     "  campaign {c}: one request to each of {} and {updates} updates (later alerts of the campaign)",
                     states.join(", ")
                 );
@@ -326,13 +328,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                     .lines()
                     .find(|l| l.starts_with("The activity"))
                     .unwrap_or_default();
-                println!("  {} → {}: {line}", r.watch.package_id, r.watch.recipient);
+                outln!("  {} → {}: {line}", r.watch.package_id, r.watch.recipient);
             }
         }
     }
-    println!("alert events: {}", out.join("alerts.jsonl").display());
+    outln!("alert events: {}", out.join("alerts.jsonl").display());
     if let Some((_, b)) = stage.built.first() {
-        println!(
+        outln!(
             "verify one: normwatch verify {} --key {}",
             stage.package_dir(&b.id).display(),
             out.join("signing.key.pub").display()
@@ -341,7 +343,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     drop(stage);
     if let Some(s) = &server {
         if !args.hold.is_zero() {
-            println!(
+            outln!(
                 "serving metrics on http://{}/metrics for {:?}",
                 s.addr(),
                 args.hold

@@ -50,7 +50,7 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     }
     let key = SecretKey::generate()?;
     let public = key.write(&args.out)?;
-    println!(
+    outln!(
         "private key: {} (mode 0600)\npublic key:  {}\nkey id:      {}",
         args.out.display(),
         public.display(),
@@ -93,7 +93,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     match verify_path(&args.package, &key) {
         Ok(v) => {
             // Names come from the command line and the package: printed escaped.
-            println!(
+            outln!(
                 "{}: ok (package {}, for {}, {} files, {} custody entries, signed by key {})",
                 printable(&args.package.display().to_string()),
                 printable(&v.package_id),

@@ -4,6 +4,20 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+/// Prints a line to standard output. A reader that went away (a closed pipe, `| head`) is not
+/// an error and never a panic: the command finishes its work and its exit code says how that
+/// went.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                tracing::warn!(error = %e, "cannot write to standard output");
+            }
+        }
+    }};
+}
+
 mod args;
 mod demo;
 mod evidence;
@@ -296,7 +310,7 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         .is_some_and(|t| t.contains_key("norm"));
     if is_catalogue {
         let c = normwatch_config::norms::load_norms(file)?;
-        println!(
+        outln!(
             "{}: ok (norm catalogue, {} norms)",
             file.display(),
             c.norms().len()
@@ -314,7 +328,7 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
             .collect();
         return Err(UsageError(list.join("\n")).into());
     }
-    println!(
+    outln!(
         "{}: ok ({} assets, sensor id {:?})",
         file.display(),
         cfg.assets.assets().len(),

@@ -29,7 +29,7 @@ pub struct SimulateArgs {
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if args.list {
         for (name, what) in SCENARIOS {
-            println!("{name:<18} {what}");
+            outln!("{name:<18} {what}");
         }
         return Ok(());
     }
@@ -46,7 +46,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("writing {}", out.display())),
     };
-    println!(
+    outln!(
         "{}: scenario {}, {} packets, {} bytes, {:.0} s of traffic",
         out.display(),
         args.scenario,

@@ -1,7 +1,7 @@
 //! The `normwatch` binary as a user runs it: output formats, exit codes, error messages.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_normwatch");
 
@@ -353,4 +353,28 @@ fn check_config_reports_evidence_and_tls_files() {
         err.contains("kafka.tls.ca") && err.contains("no-such-ca.pem"),
         "{err}"
     );
+}
+
+/// A reader that goes away early (`normwatch check-config FILE | head -0`) is no failure: the
+/// command does its work, exits with its own status and never panics.
+#[test]
+fn a_closed_standard_output_is_not_a_panic() {
+    let cfg = root().join("config/normwatch.toml");
+    for args in [
+        vec!["check-config", cfg.to_str().unwrap()],
+        vec!["simulate", "--list"],
+    ] {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end before the command writes.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
 }
