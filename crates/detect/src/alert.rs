@@ -5,6 +5,7 @@
 
 use crate::rules::flood::{flood_summary, Peak};
 use crate::rules::ics::Tally;
+use crate::rules::sources::{attack_pkts, Normal};
 use crate::state::*;
 use crate::{Settings, NS};
 use normwatch_config::reflectors::Reflectors;
@@ -386,33 +387,22 @@ impl<const N: usize> AssetState<N> {
     pub(crate) fn event(&self, cx: &Ctx, o: &Open, state: AlertState) -> Alert {
         let asset = cx.asset;
         let top_sources = if o.named.is_empty() {
-            // An amplification attack's sources are its reflectors; other traffic the asset
-            // received meanwhile is not part of it.
-            let part = |s: &Src| o.kind != AlertKind::UdpAmplification || s.reflector;
-            let (sources, others) = match self.atk.as_deref() {
-                Some(a) => (Some(&a.sources), a.others.0),
-                None => (None, 0),
+            // The attack's sources, not the clients the asset served meanwhile
+            // (`rules::sources`); shares are of the attack's packets: those of its sources,
+            // and the unserved ones of sources beyond the table's room.
+            let normal = self.normal(cx.s);
+            let mut v: Vec<(&IpAddr, &Src, u64)> = self.attack_sources(o.kind, &normal).collect();
+            let others = match (o.kind, self.atk.as_deref()) {
+                (AlertKind::UdpAmplification, _) | (_, None) => 0,
+                (_, Some(a)) => a.others_unserved,
             };
-            let sources = sources.into_iter().flatten();
-            let others = if o.kind == AlertKind::UdpAmplification {
-                0
-            } else {
-                others
-            };
-            let total: u64 = sources
-                .clone()
-                .map(|(_, s)| s)
-                .filter(|s| part(s))
-                .map(|s| s.pkts)
-                .sum::<u64>()
-                + others;
-            let mut v: Vec<(&IpAddr, &Src)> = sources.filter(|(_, s)| part(s)).collect();
-            v.sort_unstable_by(|a, b| b.1.pkts.cmp(&a.1.pkts).then(a.0.cmp(b.0)));
+            let total: u64 = v.iter().map(|x| x.2).sum::<u64>() + others;
+            v.sort_unstable_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)));
             v.into_iter()
                 .take(TOP_SOURCES)
-                .map(|(a, s)| TopSource {
+                .map(|(a, s, p)| TopSource {
                     addr: *a,
-                    share: s.pkts as f64 / total.max(1) as f64,
+                    share: p as f64 / total.max(1) as f64,
                     pkts: s.pkts,
                     bytes: s.bytes,
                     reflector: s.reflector,
@@ -452,20 +442,54 @@ impl<const N: usize> AssetState<N> {
                 .for_alert(o.kind.as_str(), &asset.roles)
                 .unwrap_or_default(),
             summary: o.summary.clone(),
-            sources_total: self.sources_total(o),
+            sources_total: self.sources_total(cx.s, o),
             spoofing: self.spoofing(cx.s, o),
             raised_at_ns: None,
         }
     }
 
-    /// How many distinct sources a flood had (the table names at most [`MAX_SOURCES`]).
-    pub(crate) fn sources_total(&self, o: &Open) -> Option<u64> {
+    /// The asset's normal, as the per-source verdict of `rules::sources` compares with it.
+    pub(crate) fn normal(&self, s: &Settings) -> Normal {
+        let warm = self.base.seconds >= s.baseline_warmup.as_secs();
+        Normal {
+            completion: if warm { self.base.completion() } else { None }.unwrap_or(1.0),
+            response: if warm { self.base.response() } else { None }.unwrap_or(1.0),
+            pps: self.lim.pkts as f64 / s.baseline_factor.max(1.0),
+        }
+    }
+
+    /// The sources held that are the attack's for an alert of `kind`, with the packets each
+    /// contributed.
+    pub(crate) fn attack_sources<'a>(
+        &'a self,
+        kind: AlertKind,
+        normal: &'a Normal,
+    ) -> impl Iterator<Item = (&'a IpAddr, &'a Src, u64)> + 'a {
+        self.atk
+            .as_deref()
+            .into_iter()
+            .flat_map(|a| a.sources.iter())
+            .filter_map(move |(addr, s)| {
+                let p = attack_pkts(kind, s, normal);
+                (p > 0).then_some((addr, s, p))
+            })
+    }
+
+    /// How many distinct sources a flood had: those the table holds that are the attack's,
+    /// exactly, while it had room for every source; once full, the distinct sources with
+    /// traffic the asset did not serve (estimated), of which the attack's are part.
+    pub(crate) fn sources_total(&self, s: &Settings, o: &Open) -> Option<u64> {
         if !is_flood(o.kind) || !o.named.is_empty() {
             return None;
         }
         let a = self.atk.as_deref()?;
-        let counted = a.distinct.estimate().round() as u64;
-        Some(counted.max(a.sources.len() as u64)).filter(|&n| n > 0)
+        let held = self.attack_sources(o.kind, &self.normal(s)).count() as u64;
+        let total = if a.held.is_some() {
+            held.max(a.unserved.estimate().round() as u64)
+        } else {
+            held
+        };
+        Some(total).filter(|&n| n > 0)
     }
 
     /// Whether a flood's sources are likely forged: many sources, most seen with a single
@@ -476,15 +500,16 @@ impl<const N: usize> AssetState<N> {
         if !is_flood(o.kind) || o.kind == AlertKind::UdpAmplification {
             return None;
         }
-        let a = self.atk.as_deref()?;
-        let tracked = a.sources.len();
+        let normal = self.normal(s);
+        let attack: Vec<(&IpAddr, &Src, u64)> = self.attack_sources(o.kind, &normal).collect();
+        let tracked = attack.len();
         if tracked == 0 {
             return None;
         }
-        let distinct = (a.distinct.estimate().round() as u64).max(tracked as u64);
-        let once = a.sources.values().filter(|x| x.pkts <= 1).count();
+        let distinct = self.sources_total(s, o).unwrap_or(0).max(tracked as u64);
+        let once = attack.iter().filter(|x| x.1.pkts <= 1).count();
         let seen_once_share = once as f64 / tracked as f64;
-        let bogons = a.sources.keys().filter(|k| is_bogon(**k)).count();
+        let bogons = attack.iter().filter(|x| is_bogon(*x.0)).count();
         let bogon_share = bogons as f64 / tracked as f64;
         let half_open = o.peak.as_ref().and_then(|p| {
             (p.b.tcp_new > 0).then(|| f64::from(p.b.tcp_half_open) / f64::from(p.b.tcp_new))

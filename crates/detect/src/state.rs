@@ -197,11 +197,68 @@ impl<const WORDS: usize> Filter<WORDS> {
     }
 }
 
+/// What one source sent the asset while an attack may be building or is under way, and how
+/// the asset answered it: what `rules::sources` tells the attack's sources from its clients
+/// by. Counts saturate.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Src {
     pub(crate) pkts: u64,
     pub(crate) bytes: u64,
+    /// First and last second of its records.
+    pub(crate) first: u64,
+    pub(crate) last: u64,
+    /// Packets of its flows the asset did not serve: unanswered, handshakes not completed,
+    /// reflected.
+    pub(crate) unserved: u32,
+    /// Packets the asset sent it.
+    pub(crate) out_pkts: u32,
+    /// TCP connection attempts it made, and those that completed their handshake.
+    pub(crate) attempts: u32,
+    pub(crate) established: u32,
+    /// Flows it began, and those the asset answered.
+    pub(crate) flows: u32,
+    pub(crate) answered: u32,
     pub(crate) reflector: bool,
+}
+
+/// How one record's flow went, for its source's entry (see [`Src`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Served {
+    pub(crate) unserved: bool,
+    pub(crate) attempt: bool,
+    pub(crate) established: bool,
+    pub(crate) answered: bool,
+}
+
+impl Served {
+    /// Judged from the record's cumulative flags and packets, and the prior report's (a
+    /// handshake or answer counts once, on the record that first shows it).
+    #[inline]
+    pub(crate) fn of(
+        proto: u8,
+        side: Side,
+        inbound: &DirStats,
+        outbound: &DirStats,
+        prior: Option<&(PriorDir, PriorDir)>,
+        reflected: bool,
+    ) -> Served {
+        let asked = side == Side::Resp;
+        let est = |i: TcpFlags, o: TcpFlags| {
+            i.has(TcpFlags::SYN) && i.has(TcpFlags::ACK) && o.has(TcpFlags::SYN | TcpFlags::ACK)
+        };
+        let tcp_attempt = asked && proto == 6 && inbound.tcp_flags.has(TcpFlags::SYN);
+        let est_now = tcp_attempt && est(inbound.tcp_flags, outbound.tcp_flags);
+        let (est_before, answered_before) = match prior {
+            Some((pi, po)) => (est(pi.tcp_flags, po.tcp_flags), po.pkts > 0),
+            None => (false, false),
+        };
+        Served {
+            unserved: reflected || (asked && (outbound.pkts == 0 || (tcp_attempt && !est_now))),
+            attempt: tcp_attempt && prior.is_none(),
+            established: est_now && !est_before,
+            answered: asked && outbound.pkts > 0 && !answered_before,
+        }
+    }
 }
 
 pub(crate) fn addr_key(a: IpAddr) -> u64 {
@@ -298,7 +355,10 @@ pub(crate) struct Attack {
     pub(crate) sources: HashMap<IpAddr, Src>,
     /// Which sources the full table may hold (made when it fills).
     pub(crate) held: Option<Box<Held>>,
+    /// Packets and bytes of sources beyond the table's room, and of those packets the ones
+    /// the asset did not serve (see [`Src::unserved`]).
     pub(crate) others: (u64, u64),
+    pub(crate) others_unserved: u64,
     /// Reflected bytes by protocol, and bytes the asset sent in those flows, since nothing
     /// was open.
     pub(crate) refl: Vec<u64>,
@@ -308,8 +368,9 @@ pub(crate) struct Attack {
     pub(crate) closed: Vec<Closed>,
     /// Hits folded into a closed alert's window (late records of its attack).
     pub(crate) late_hits: u64,
-    /// Distinct sources gathered, beyond the table's room too.
-    pub(crate) distinct: Cardinality,
+    /// Distinct sources gathered with traffic the asset did not serve, beyond the table's
+    /// room too (an attack's sources are among these; the clients it served are not).
+    pub(crate) unserved: Cardinality,
 }
 
 #[cold]
@@ -317,8 +378,9 @@ pub(crate) fn new_attack() -> Box<Attack> {
     Box::new(Attack {
         sources: HashMap::new(),
         held: None,
-        distinct: Cardinality::default(),
+        unserved: Cardinality::default(),
         others: (0, 0),
+        others_unserved: 0,
         refl: Vec::new(),
         refl_out: 0,
         seen: [Seen::default(); SEEN_SLOTS],
@@ -866,42 +928,8 @@ impl<const N: usize> AssetState<N> {
             self.gathered = true;
         }
         if armed && din.pkts > 0 {
-            self.gathered = true;
-            let a = self.atk();
-            a.distinct.insert(addr_key(remote));
-            // Once the table is full, a spoofed flood's sources are nearly all new: a bit per
-            // hashed address says "certainly not held" without probing the table.
-            let absent = a
-                .held
-                .as_deref()
-                .is_some_and(|h| !h.maybe(addr_key(remote)));
-            if absent {
-                a.others.0 += din.pkts;
-                a.others.1 += din.bytes;
-            } else if let Some(e) = a.sources.get_mut(&remote) {
-                e.pkts += din.pkts;
-                e.bytes += din.bytes;
-                e.reflector |= reflected;
-            } else if a.sources.len() < MAX_SOURCES {
-                a.sources.insert(
-                    remote,
-                    Src {
-                        pkts: din.pkts,
-                        bytes: din.bytes,
-                        reflector: reflected,
-                    },
-                );
-                if a.sources.len() == MAX_SOURCES {
-                    let mut h = Box::new(Held::default());
-                    for k in a.sources.keys() {
-                        h.add(addr_key(*k));
-                    }
-                    a.held = Some(h);
-                }
-            } else {
-                a.others.0 += din.pkts;
-                a.others.1 += din.bytes;
-            }
+            let how = Served::of(proto, side, inbound, outbound, prior.as_ref(), reflected);
+            self.gather(remote, &din, &dout, how, first, last, new, reflected);
         }
         if armed && self.multi {
             let sp = self.spread.get_or_insert_with(|| {
@@ -945,6 +973,71 @@ impl<const N: usize> AssetState<N> {
             out,
         );
         final_p == 0 && final_b == 0
+    }
+
+    /// Follows source `remote` for an attack that may be building or is under way: what it
+    /// sent and how the asset answered it (see [`Src`]); beyond the table's room, counted.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(crate) fn gather(
+        &mut self,
+        remote: IpAddr,
+        din: &Added,
+        dout: &Added,
+        how: Served,
+        first: u64,
+        last: u64,
+        new: bool,
+        reflected: bool,
+    ) {
+        self.gathered = true;
+        let a = self.atk();
+        let key = addr_key(remote);
+        if how.unserved {
+            a.unserved.insert(key);
+        }
+        let unserved = if how.unserved { din.pkts } else { 0 };
+        // Once the table is full, a spoofed flood's sources are nearly all new: a bit per
+        // hashed address says "certainly not held" without probing the table.
+        let absent = a.held.as_deref().is_some_and(|h| !h.maybe(key));
+        let e = if absent {
+            None
+        } else if let Some(e) = a.sources.get_mut(&remote) {
+            Some(e)
+        } else if a.sources.len() < MAX_SOURCES {
+            let e = a.sources.entry(remote).or_insert(Src {
+                first,
+                last,
+                ..Src::default()
+            });
+            Some(e)
+        } else {
+            None
+        };
+        let Some(e) = e else {
+            a.others.0 += din.pkts;
+            a.others.1 += din.bytes;
+            a.others_unserved += unserved;
+            return;
+        };
+        e.pkts += din.pkts;
+        e.bytes += din.bytes;
+        e.first = e.first.min(first);
+        e.last = e.last.max(last);
+        add32(&mut e.unserved, unserved);
+        add32(&mut e.out_pkts, dout.pkts);
+        add32(&mut e.attempts, u64::from(how.attempt));
+        add32(&mut e.established, u64::from(how.established));
+        add32(&mut e.flows, u64::from(new));
+        add32(&mut e.answered, u64::from(how.answered));
+        e.reflector |= reflected;
+        if a.sources.len() == MAX_SOURCES && a.held.is_none() {
+            let mut h = Box::new(Held::default());
+            for k in a.sources.keys() {
+                h.add(addr_key(*k));
+            }
+            a.held = Some(h);
+        }
     }
 
     /// Traffic of seconds already final (the early part of a long flow, reported at its
@@ -1176,8 +1269,9 @@ impl<const N: usize> AssetState<N> {
             if let Some(a) = self.atk.as_deref_mut() {
                 a.sources.clear();
                 a.held = None;
-                a.distinct = Cardinality::default();
+                a.unserved = Cardinality::default();
                 a.others = (0, 0);
+                a.others_unserved = 0;
                 a.refl.clear();
                 a.refl_out = 0;
             }

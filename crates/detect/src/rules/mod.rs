@@ -8,6 +8,7 @@
 //! - [`impairment`]: service impairment;
 //! - [`ics`]: industrial command abuse;
 //! - [`scan`]: port and address scans;
+//! - [`sources`]: which sources gathered during a flood are the attack's (named, counted);
 //! - [`exfil`]: bulk exfiltration.
 
 pub(crate) mod amplification;
@@ -17,6 +18,7 @@ pub(crate) mod flood;
 pub(crate) mod ics;
 pub(crate) mod impairment;
 pub(crate) mod scan;
+pub(crate) mod sources;
 
 use crate::state::*;
 use normwatch_model::{Asset, Rates, Severity};
