@@ -33,6 +33,67 @@ fn verify(pkg: &Path, key: &Path) {
     );
 }
 
+/// Whether `addr` is one of the simulator's benign clients (the services' ordinary users).
+fn is_client(addr: &str) -> bool {
+    let (net, len) = normwatch_simulate::CLIENTS;
+    let Ok(std::net::IpAddr::V4(a)) = addr.parse() else {
+        return false;
+    };
+    let mask = u32::MAX << (32 - u32::from(len));
+    u32::from(a) & mask == u32::from(std::net::Ipv4Addr::from(net)) & mask
+}
+
+/// No flood package names one of the simulator's benign clients as a source: neither among
+/// the sources it is about (`evidence/attribution.json`) nor among the alert's sources it
+/// carries (`evidence/alert.json`). A flooded service's patients and customers are not its
+/// attackers, whatever a State or a traceback would be asked about them.
+fn no_client_named(pkgs: &[PathBuf]) {
+    let mut floods = 0;
+    for p in pkgs {
+        if !p.join("evidence/alert.json").exists() {
+            // A follow-up: about its request's hosts, checked with the request.
+            continue;
+        }
+        let read = |f: &str| -> Value {
+            serde_json::from_str(&std::fs::read_to_string(p.join(f)).unwrap()).unwrap()
+        };
+        let alert = read("evidence/alert.json");
+        let kind = alert["kind"].as_str().unwrap();
+        if ![
+            "syn_flood",
+            "volumetric_flood",
+            "udp_amplification",
+            "carpet_bombing",
+        ]
+        .contains(&kind)
+        {
+            continue;
+        }
+        floods += 1;
+        let listed = read("evidence/attribution.json")["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["addr"].as_str().unwrap().to_string())
+            .chain(
+                alert["top_sources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["addr"].as_str().unwrap().to_string()),
+            )
+            .collect::<Vec<_>>();
+        assert!(!listed.is_empty(), "{}", p.display());
+        let clients: Vec<&String> = listed.iter().filter(|a| is_client(a)).collect();
+        assert!(
+            clients.is_empty(),
+            "{} names benign clients as attack sources: {clients:?}",
+            p.display()
+        );
+    }
+    assert!(floods > 0, "no flood package in {pkgs:?}");
+}
+
 #[test]
 fn the_demo_raises_the_scenario_alerts_and_writes_verifiable_packages() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,6 +148,9 @@ fn the_demo_raises_the_scenario_alerts_and_writes_verifiable_packages() {
     for p in &pkgs {
         verify(p, &work.join("signing.key.pub"));
     }
+    // The SYN flood's and the amplification's packages name the attack's sources only, not
+    // the patients whose connections the portal still served (or failed to) meanwhile.
+    no_client_named(&pkgs);
     // The SYN flood came from a botnet in prefixes registered in four States: each gets a
     // package about that alert.
     let mut flood_recipients: Vec<String> = pkgs
@@ -279,6 +343,8 @@ fn the_campaign_demo_follows_up_requests_stopped_in_one_state_and_continuing_in_
 
     let key = work.join("signing.key.pub");
     let pkgs = common::package_dirs(&work.join("evidence"));
+    // The three services' own clients kept using them throughout: no package names one.
+    no_client_named(&pkgs);
     let follow_ups: Vec<&PathBuf> = pkgs
         .iter()
         .filter(|p| p.file_name().unwrap().to_string_lossy().contains("-FU-"))

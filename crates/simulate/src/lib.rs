@@ -194,6 +194,17 @@ const SCADA_PLC: Ipv4Addr = Ipv4Addr::new(10, 10, 10, 20);
 const SCADA_MASTER: Ipv4Addr = Ipv4Addr::new(10, 10, 10, 5);
 const WATER_PLC: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 50);
 
+/// Where the services' benign clients come from: 100.64.0.0/14 (shared address space,
+/// RFC 6598), one /16 per service (the portal's first, then the water utility's and the
+/// national CSIRT's). No attack comes from here.
+pub const CLIENTS: ([u8; 4], u8) = ([100, 64, 0, 0], 14);
+
+/// The /16 of service `n`'s clients within [`CLIENTS`].
+fn clients_of(n: u8) -> [u8; 4] {
+    let [a, b, c, d] = CLIENTS.0;
+    [a, b + n, c, d]
+}
+
 /// The botnet's prefixes: registered in DE, US, FR and GB in MaxMind's test data.
 const BOTNET: [([u8; 4], u32); 4] = [
     ([89, 160, 20, 128], 25),
@@ -265,7 +276,7 @@ fn background(trace: &mut Trace, rng: &mut Rng, t0: u64, flood: bool) {
     for sec in 0..END {
         for i in 0..20u64 {
             let t = t0 + sec * NS + i * (NS / 20) + rng.below(NS / 40);
-            let client = rng.addr_in([100, 64, 0, 0], 16);
+            let client = rng.addr_in(clients_of(0), 16);
             let under_flood = flood && (FLOOD.0..FLOOD.1).contains(&sec);
             let answered = !under_flood || rng.below(5) == 0;
             trace.tcp_session(
@@ -281,7 +292,7 @@ fn background(trace: &mut Trace, rng: &mut Rng, t0: u64, flood: bool) {
         }
         for i in 0..5u64 {
             let t = t0 + sec * NS + i * (NS / 5) + rng.below(NS / 10);
-            let client = rng.addr_in([100, 65, 0, 0], 16);
+            let client = rng.addr_in(clients_of(1), 16);
             trace.tcp_session(
                 t,
                 client,
@@ -560,7 +571,7 @@ fn campaign(trace: &mut Trace, rng: &mut Rng, t0: u64) {
         for (v, server) in victims.iter().enumerate() {
             for i in 0..4u64 {
                 let t = t0 + sec * NS + i * (NS / 4) + rng.below(NS / 8);
-                let client = rng.addr_in([100, 64 + v as u8, 0, 0], 16);
+                let client = rng.addr_in(clients_of(v as u8), 16);
                 trace.tcp_session(
                     t,
                     client,

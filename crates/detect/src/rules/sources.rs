@@ -19,15 +19,27 @@
 //! - Amplification: the reflectors (unsolicited responses from reflector ports, or
 //!   unsolicited SYN-ACKs), as before.
 //!
-//! A source seen in a single unanswered attempt cannot be told from a forged one by its
-//! traffic; it stays among the attack's sources (ranked by what it sent, so a real botnet's
-//! busy hosts come first).
+//! A client the flood kept out is not the attack either: a real TCP stack whose SYN goes
+//! unanswered sends it again on the same connection (RFC 6298: after one second, then
+//! backing off; Linux sends up to seven, Windows three), so a source whose few half-open
+//! attempts ([`CLIENT_ATTEMPTS`] at most, a browser's parallel connections and a retry) were
+//! each retransmitted, and whose rate stayed a client's, is not named. A flood tool sends a
+//! new one-packet attempt instead. A source seen in a single unanswered one-packet attempt
+//! cannot be told from a forged one by its traffic; it stays among the attack's sources
+//! (ranked by what it sent, so a real botnet's busy hosts come first).
 
 use crate::state::Src;
 use normwatch_model::AlertKind;
 
 /// A served client sends at most this many packets for each one the asset sends back.
 pub(crate) const MIN_REPLY_PER: u64 = 8;
+
+/// Most half-open connection attempts of a client the flood kept out: a browser opens up
+/// to six connections to a host, and may try once more.
+pub(crate) const CLIENT_ATTEMPTS: u32 = 8;
+
+/// Most SYNs a TCP stack sends for one connection attempt (Linux's default of six retries).
+pub(crate) const MAX_SYN_TRIES: u64 = 7;
 
 /// The asset's normal, as the per-source verdict compares with it.
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +57,22 @@ fn completes(s: &Src, n: &Normal) -> bool {
     s.attempts > 0 && f64::from(s.established) >= 0.5 * n.completion * f64::from(s.attempts)
 }
 
+/// Whether the source's rate stayed a client's.
+fn steady(s: &Src, n: &Normal) -> bool {
+    let secs = s.last.saturating_sub(s.first) + 1;
+    s.pkts as f64 / secs as f64 <= n.pps
+}
+
+/// Whether the source is a client the flood kept out: a few half-open attempts, each sent
+/// again as a TCP stack does when its SYN goes unanswered, and nothing else unserved.
+fn kept_out(s: &Src, n: &Normal) -> bool {
+    let half_open = s.attempts.saturating_sub(s.established);
+    let h = u64::from(half_open);
+    (1..=CLIENT_ATTEMPTS).contains(&half_open)
+        && (2 * h..=MAX_SYN_TRIES * h).contains(&u64::from(s.unserved))
+        && steady(s, n)
+}
+
 /// Whether the asset served the source as it serves its clients (see the module text).
 fn served(s: &Src, n: &Normal) -> bool {
     let answered = if s.flows > 0 {
@@ -55,9 +83,7 @@ fn served(s: &Src, n: &Normal) -> bool {
     };
     let replies = u64::from(s.out_pkts) * MIN_REPLY_PER >= s.pkts;
     let handshakes = s.attempts == 0 || completes(s, n);
-    let secs = s.last.saturating_sub(s.first) + 1;
-    let steady = s.pkts as f64 / secs as f64 <= n.pps;
-    answered && replies && handshakes && steady
+    answered && replies && handshakes && steady(s, n)
 }
 
 /// The packets source `s` contributed to an attack of `kind`, 0 when it is not one of the
@@ -72,7 +98,7 @@ pub(crate) fn attack_pkts(kind: AlertKind, s: &Src, n: &Normal) -> u64 {
             }
         }
         AlertKind::SynFlood => {
-            if s.attempts <= s.established || completes(s, n) {
+            if s.attempts <= s.established || completes(s, n) || kept_out(s, n) {
                 0
             } else {
                 // The packets of what it left unanswered or half-open.
@@ -80,7 +106,7 @@ pub(crate) fn attack_pkts(kind: AlertKind, s: &Src, n: &Normal) -> u64 {
             }
         }
         _ => {
-            if served(s, n) {
+            if served(s, n) || kept_out(s, n) {
                 0
             } else {
                 s.pkts
@@ -150,10 +176,33 @@ mod tests {
         let third = Src {
             attempts: 3,
             established: 1,
+            unserved: 2,
             ..bot
         };
         assert_eq!(attack_pkts(AlertKind::SynFlood, &third, &lossy), 0);
         assert!(attack_pkts(AlertKind::SynFlood, &third, &NORMAL) > 0);
+        // A client whose SYN the flooded asset dropped, and which sent it again: kept out,
+        // not attacking; a one-packet attempt cannot be told from a forged one.
+        let retried = Src {
+            pkts: 2,
+            unserved: 2,
+            ..forged()
+        };
+        assert_eq!(attack_pkts(AlertKind::SynFlood, &retried, &NORMAL), 0);
+        assert_eq!(
+            attack_pkts(AlertKind::VolumetricFlood, &retried, &NORMAL),
+            0
+        );
+        // Retransmitting hosts that keep making new attempts are the attack's.
+        let stack_bot = Src {
+            pkts: 400,
+            unserved: 400,
+            attempts: 200,
+            flows: 200,
+            last: 19,
+            ..forged()
+        };
+        assert_eq!(attack_pkts(AlertKind::SynFlood, &stack_bot, &NORMAL), 400);
         // A source that sent no SYN at all is not a SYN flood's.
         let other = Src {
             attempts: 0,

@@ -463,3 +463,166 @@ fn an_asset_without_thresholds_is_protected_during_its_warm_up() {
     let recs = spoofed_syns(&d, 100, 2, 2_000);
     assert!(run(&mut d, &recs).is_empty());
 }
+
+// A flood's named sources are the attack's, not the asset's ordinary clients: evidence
+// packages address the States its sources are registered in, so a client named there would
+// have a State asked to take the protected service's own users offline.
+
+/// Whether `a` is in `net`/8.
+fn in_net8(a: IpAddr, net: u8) -> bool {
+    matches!(a, IpAddr::V4(v) if v.octets()[0] == net)
+}
+
+#[test]
+fn a_syn_flood_names_no_client_whose_handshakes_complete_or_whose_syn_was_dropped() {
+    let web = Asset {
+        service_ports: vec![443],
+        ..asset("web", "192.0.2.0/24", total(10_000_000, 1 << 40, 1_000))
+    };
+    let mut d = detector(vec![web], Settings::default());
+    let mut recs = Vec::new();
+    // 60 clients in 90/8, three completed connections a second each from second 100 to 112:
+    // 18 packets a second per client, far more than a forged source's one.
+    for sec in 100..112u64 {
+        for j in 0..3u64 {
+            for c in 0..60u32 {
+                let mut r = rec(
+                    &d,
+                    6,
+                    (v4(0x5A00_0000 + c), 20_000 + (sec * 3 + j) as u16),
+                    (ip("192.0.2.22"), 443),
+                    sec * NS + j * (NS / 3) + u64::from(c) * (NS / 3 / 60),
+                    tcp_dir(6, 400, 100, S | A | P | F),
+                    tcp_dir(5, 2_000, 1_500, S | A | P | F),
+                    ConnState::SF,
+                );
+                r.flow_id = (sec << 32) | (j << 16) | u64::from(c);
+                recs.push(r);
+            }
+        }
+    }
+    // During the flood, 20 clients a second in 91/8 whose SYN the flooded server dropped: a
+    // real TCP stack sends it again on the same connection (two packets, one attempt).
+    for sec in 105..110u64 {
+        for c in 0..20u32 {
+            let mut r = rec(
+                &d,
+                6,
+                (v4(0x5B00_0000 + (sec as u32) * 100 + c), 30_000),
+                (ip("192.0.2.22"), 443),
+                sec * NS + u64::from(c) * (NS / 20),
+                tcp_dir(2, 80, 0, S),
+                dir(0, 0),
+                ConnState::S0,
+            );
+            r.flow_id = (1 << 60) | (sec << 16) | u64::from(c);
+            recs.push(r);
+        }
+    }
+    // 3 000 forged one-packet SYNs a second for 5 s (15 000 sources).
+    recs.extend(spoofed_syns(&d, 105, 5, 3_000));
+    recs.sort_by_key(|r| r.last_ns);
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::SynFlood, "web".into())],
+        "{out:#?}"
+    );
+    for a in &out {
+        let clients: Vec<IpAddr> = a
+            .top_sources
+            .iter()
+            .map(|s| s.addr)
+            .filter(|a| in_net8(*a, 90) || in_net8(*a, 91))
+            .collect();
+        assert!(
+            clients.is_empty(),
+            "{:?} event names clients: {clients:?}",
+            a.state
+        );
+        assert!(!a.top_sources.is_empty(), "{a:?}");
+        // `spoofed_syns` forges its sources from 13.0.0.0 up to 29.0.0.0.
+        let forged = |a: IpAddr| matches!(a, IpAddr::V4(v) if (13..29).contains(&v.octets()[0]));
+        assert!(a.top_sources.iter().all(|s| forged(s.addr)), "{a:?}");
+    }
+    let closed = out.last().unwrap();
+    assert_eq!(closed.state, AlertState::Closed);
+    // Counted: the forged sources, not the clients.
+    let total = closed.sources_total.unwrap();
+    assert!((12_000..=18_000).contains(&total), "{total}");
+    let sp = closed.spoofing.as_ref().unwrap();
+    assert!(sp.likely_spoofed, "{sp:?}");
+    assert_eq!(sp.seen_once_share, Some(1.0), "{sp:?}");
+    let shares: f64 = closed.top_sources.iter().map(|s| s.share).sum();
+    assert!(shares > 0.0 && shares <= 1.0 + 1e-9, "{shares}");
+}
+
+#[test]
+fn a_volumetric_flood_names_no_steady_client_and_its_shares_are_of_the_attack() {
+    let web = Asset {
+        service_ports: vec![443],
+        ..asset("web", "192.0.2.0/24", total(5_000, 1 << 40, 100_000))
+    };
+    let mut d = detector(vec![web], Settings::default());
+    let mut recs = Vec::new();
+    // 80 clients in 90/8, each one answered connection a second of 20 packets each way, from
+    // second 100 to 130 (1 600 packets a second: the asset's sources are followed all along).
+    for sec in 100..130u64 {
+        for c in 0..80u32 {
+            let mut r = rec(
+                &d,
+                6,
+                (v4(0x5A00_0000 + c), 20_000 + sec as u16),
+                (ip("192.0.2.22"), 443),
+                sec * NS + u64::from(c) * (NS / 80),
+                tcp_dir(20, 2_000, 1_000, S | A | P | F),
+                tcp_dir(20, 20_000, 18_000, S | A | P | F),
+                ConnState::SF,
+            );
+            r.flow_id = (sec << 32) | u64::from(c);
+            recs.push(r);
+        }
+    }
+    // Ten hosts in 14/8 each send 1 000 unanswered datagrams a second from second 110 to 120.
+    for sec in 110..120u64 {
+        for k in 0..10u32 {
+            let mut r = rec(
+                &d,
+                17,
+                (v4(0x0E00_0000 + k), 4_444),
+                (ip("192.0.2.22"), 9_999),
+                sec * NS + u64::from(k) * 1_000,
+                dir(1_000, 1_000_000),
+                dir(0, 0),
+                ConnState::S0,
+            );
+            r.first_ns = sec * NS;
+            r.last_ns = sec * NS + NS - 1;
+            r.flow_id = (1 << 60) | (sec << 16) | u64::from(k);
+            recs.push(r);
+        }
+    }
+    recs.sort_by_key(|r| r.last_ns);
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::VolumetricFlood, "web".into())],
+        "{out:#?}"
+    );
+    for a in &out {
+        assert!(
+            a.top_sources.iter().all(|s| in_net8(s.addr, 14)),
+            "{:?} event names clients: {:?}",
+            a.state,
+            a.top_sources
+        );
+    }
+    let closed = out.last().unwrap();
+    assert_eq!(closed.state, AlertState::Closed);
+    assert_eq!(closed.top_sources.len(), 10, "{:?}", closed.top_sources);
+    assert_eq!(closed.sources_total, Some(10));
+    // The ten carried the whole attack, each a tenth of it.
+    for s in &closed.top_sources {
+        assert!((s.share - 0.1).abs() < 1e-9, "{s:?}");
+    }
+}
