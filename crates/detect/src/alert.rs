@@ -518,7 +518,7 @@ impl<const N: usize> AssetState<N> {
             && seen_once_share >= SPOOF_ONCE_SHARE
             && half_open.is_none_or(|h| h >= s.syn_half_open_share);
         let method = format!(
-            "{distinct} distinct sources (at least {SPOOF_MIN_SOURCES} for a verdict of forged); of the {tracked} followed, {:.0} % sent one packet only (at least {:.0} %){}; {:.0} % in reserved or unallocated space",
+            "{distinct} distinct sources (at least {SPOOF_MIN_SOURCES} for a verdict of forged); of the {tracked} attack sources followed, {:.0} % sent one packet only (at least {:.0} %){}; {:.0} % in reserved or unallocated space",
             seen_once_share * 100.0,
             SPOOF_ONCE_SHARE * 100.0,
             half_open.map_or(String::new(), |h| format!(

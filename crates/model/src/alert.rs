@@ -91,12 +91,14 @@ pub struct Impairment {
     pub response_ratio: Option<f64>,
 }
 
-/// One source and its share of the attack traffic.
+/// One of the attack's sources and its share of the attack traffic (a flood's sources are
+/// those of the attack, not the clients the asset served meanwhile).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopSource {
     pub addr: IpAddr,
     /// Share of the attack's packets, 0 to 1.
     pub share: f64,
+    /// Packets and IP bytes it sent the asset while the detector followed it.
     pub pkts: u64,
     pub bytes: u64,
     /// The source is a reflector answering spoofed requests, not the attacker itself.
@@ -165,8 +167,9 @@ pub struct Alert {
     /// What was seen, in words. Written for the operator: it may name any source, so it is
     /// never copied into an evidence package.
     pub summary: String,
-    /// Distinct sources the detector counted over the attack; `top_sources` may be a sample
-    /// of them. `None` from detectors that do not count them.
+    /// Distinct sources the detector counted over the attack (its sources, not the clients
+    /// the asset served meanwhile); `top_sources` may be a sample of them. `None` from
+    /// detectors that do not count them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources_total: Option<u64>,
     /// Whether the sources are likely forged (flood alerts).
