@@ -224,6 +224,9 @@ pub(crate) struct Src {
 /// How one record's flow went, for its source's entry (see [`Src`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Served {
+    /// The first record of a flow the source began.
+    pub(crate) new: bool,
+    pub(crate) reflected: bool,
     pub(crate) unserved: bool,
     pub(crate) attempt: bool,
     pub(crate) established: bool,
@@ -253,11 +256,72 @@ impl Served {
             None => (false, false),
         };
         Served {
+            new: asked && prior.is_none(),
+            reflected,
             unserved: reflected || (asked && (outbound.pkts == 0 || (tcp_attempt && !est_now))),
             attempt: tcp_attempt && prior.is_none(),
             established: est_now && !est_before,
             answered: asked && outbound.pkts > 0 && !answered_before,
         }
+    }
+}
+
+/// Follows source `remote` for an attack that may be building or is under way: the packets
+/// and bytes it sent (`din`), the packets the asset sent it, how the asset answered it (see
+/// [`Src`]) and the seconds of the record; beyond the table's room, counted.
+#[inline]
+pub(crate) fn gather(
+    a: &mut Attack,
+    remote: IpAddr,
+    din: &Added,
+    out_pkts: u64,
+    how: &Served,
+    (first, last): (u64, u64),
+) {
+    let key = addr_key(remote);
+    if how.unserved {
+        a.unserved.insert(key);
+    }
+    let unserved = if how.unserved { din.pkts } else { 0 };
+    // Once the table is full, a spoofed flood's sources are nearly all new: a bit per hashed
+    // address says "certainly not held" without probing the table.
+    let absent = a.held.as_deref().is_some_and(|h| !h.maybe(key));
+    let e = if absent {
+        None
+    } else if let Some(e) = a.sources.get_mut(&remote) {
+        Some(e)
+    } else if a.sources.len() < MAX_SOURCES {
+        Some(a.sources.entry(remote).or_insert(Src {
+            first,
+            last,
+            ..Src::default()
+        }))
+    } else {
+        None
+    };
+    let Some(e) = e else {
+        a.others.0 += din.pkts;
+        a.others.1 += din.bytes;
+        a.others_unserved += unserved;
+        return;
+    };
+    e.pkts += din.pkts;
+    e.bytes += din.bytes;
+    e.first = e.first.min(first);
+    e.last = e.last.max(last);
+    add32(&mut e.unserved, unserved);
+    add32(&mut e.out_pkts, out_pkts);
+    add32(&mut e.attempts, u64::from(how.attempt));
+    add32(&mut e.established, u64::from(how.established));
+    add32(&mut e.flows, u64::from(how.new));
+    add32(&mut e.answered, u64::from(how.answered));
+    e.reflector |= how.reflected;
+    if a.sources.len() == MAX_SOURCES && a.held.is_none() {
+        let mut h = Box::new(Held::default());
+        for k in a.sources.keys() {
+            h.add(addr_key(*k));
+        }
+        a.held = Some(h);
     }
 }
 
@@ -928,8 +992,9 @@ impl<const N: usize> AssetState<N> {
             self.gathered = true;
         }
         if armed && din.pkts > 0 {
+            self.gathered = true;
             let how = Served::of(proto, side, inbound, outbound, prior.as_ref(), reflected);
-            self.gather(remote, &din, &dout, how, first, last, new, reflected);
+            gather(self.atk(), remote, &din, dout.pkts, &how, (first, last));
         }
         if armed && self.multi {
             let sp = self.spread.get_or_insert_with(|| {
@@ -973,71 +1038,6 @@ impl<const N: usize> AssetState<N> {
             out,
         );
         final_p == 0 && final_b == 0
-    }
-
-    /// Follows source `remote` for an attack that may be building or is under way: what it
-    /// sent and how the asset answered it (see [`Src`]); beyond the table's room, counted.
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    pub(crate) fn gather(
-        &mut self,
-        remote: IpAddr,
-        din: &Added,
-        dout: &Added,
-        how: Served,
-        first: u64,
-        last: u64,
-        new: bool,
-        reflected: bool,
-    ) {
-        self.gathered = true;
-        let a = self.atk();
-        let key = addr_key(remote);
-        if how.unserved {
-            a.unserved.insert(key);
-        }
-        let unserved = if how.unserved { din.pkts } else { 0 };
-        // Once the table is full, a spoofed flood's sources are nearly all new: a bit per
-        // hashed address says "certainly not held" without probing the table.
-        let absent = a.held.as_deref().is_some_and(|h| !h.maybe(key));
-        let e = if absent {
-            None
-        } else if let Some(e) = a.sources.get_mut(&remote) {
-            Some(e)
-        } else if a.sources.len() < MAX_SOURCES {
-            let e = a.sources.entry(remote).or_insert(Src {
-                first,
-                last,
-                ..Src::default()
-            });
-            Some(e)
-        } else {
-            None
-        };
-        let Some(e) = e else {
-            a.others.0 += din.pkts;
-            a.others.1 += din.bytes;
-            a.others_unserved += unserved;
-            return;
-        };
-        e.pkts += din.pkts;
-        e.bytes += din.bytes;
-        e.first = e.first.min(first);
-        e.last = e.last.max(last);
-        add32(&mut e.unserved, unserved);
-        add32(&mut e.out_pkts, dout.pkts);
-        add32(&mut e.attempts, u64::from(how.attempt));
-        add32(&mut e.established, u64::from(how.established));
-        add32(&mut e.flows, u64::from(new));
-        add32(&mut e.answered, u64::from(how.answered));
-        e.reflector |= reflected;
-        if a.sources.len() == MAX_SOURCES && a.held.is_none() {
-            let mut h = Box::new(Held::default());
-            for k in a.sources.keys() {
-                h.add(addr_key(*k));
-            }
-            a.held = Some(h);
-        }
     }
 
     /// Traffic of seconds already final (the early part of a long flow, reported at its

@@ -8,8 +8,9 @@
 //!   asset's connections normally do (its learned completion share; all of them when none is
 //!   learned), is a client, not an attacker.
 //! - Volumetric flood and carpet bombing: a source the asset served normally is a client: the
-//!   asset answered at least half as large a share of its flows as it normally answers (its
-//!   learned response share; all when none is learned), sent back at least one packet for
+//!   asset answered at least half as large a share of the flows the source began as it
+//!   normally answers (its learned response share; all when none is learned; flows the asset
+//!   began are its own exchanges), sent back at least one packet for
 //!   every [`MIN_REPLY_PER`] it received from it (TCP acknowledges at least every second
 //!   full-sized segment, RFC 5681 §4.2; the margin allows for stretch acknowledgements and
 //!   loss), its connection attempts completed as for a SYN flood, and its own rate did not
@@ -75,12 +76,10 @@ fn kept_out(s: &Src, n: &Normal) -> bool {
 
 /// Whether the asset served the source as it serves its clients (see the module text).
 fn served(s: &Src, n: &Normal) -> bool {
-    let answered = if s.flows > 0 {
-        f64::from(s.answered) >= 0.5 * n.response * f64::from(s.flows)
-    } else {
-        // Only later reports of flows that began before the table followed the source.
-        s.out_pkts > 0
-    };
+    // Flows the asset began are its own exchanges; those it had to answer, answered as
+    // normally. (Without flows of its own: only flows the asset began, or later reports of
+    // flows older than the table's interest in the source.)
+    let answered = s.flows == 0 || f64::from(s.answered) >= 0.5 * n.response * f64::from(s.flows);
     let replies = u64::from(s.out_pkts) * MIN_REPLY_PER >= s.pkts;
     let handshakes = s.attempts == 0 || completes(s, n);
     answered && replies && handshakes && steady(s, n)
@@ -243,6 +242,18 @@ mod tests {
             ..client()
         };
         assert_eq!(attack_pkts(k, &pushy, &NORMAL), 900);
+        // A server the asset itself downloads from: its exchange, acknowledged.
+        let download = Src {
+            pkts: 1_000,
+            out_pkts: 500,
+            attempts: 0,
+            established: 0,
+            flows: 0,
+            answered: 0,
+            last: 19,
+            ..client()
+        };
+        assert_eq!(attack_pkts(k, &download, &NORMAL), 0);
         // Handshakes left half-open are not served traffic.
         assert_eq!(attack_pkts(k, &forged(), &NORMAL), 1);
     }
