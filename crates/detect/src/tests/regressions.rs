@@ -626,3 +626,72 @@ fn a_volumetric_flood_names_no_steady_client_and_its_shares_are_of_the_attack() 
         assert!((s.share - 0.1).abs() < 1e-9, "{s:?}");
     }
 }
+
+#[test]
+fn carpet_bombing_names_no_steady_client_of_the_prefix() {
+    let mut d = detector(
+        vec![asset(
+            "isp",
+            "192.0.2.0/24",
+            total(10_000, 10_000_000_000, 1_000_000),
+        )],
+        Settings::default(),
+    );
+    let mut recs = Vec::new();
+    // 40 clients in 90/8, each with one answered connection a second to its own address of
+    // the prefix, 30 packets each way, from second 95 to 106.
+    for sec in 95..106u64 {
+        for c in 0..40u32 {
+            let mut r = rec(
+                &d,
+                6,
+                (v4(0x5A00_0000 + c), 20_000 + sec as u16),
+                (v4(0xC000_0200 + c), 443),
+                sec * NS + NS / 2 + u64::from(c) * 1_000_000,
+                tcp_dir(30, 3_000, 1_500, S | A | P | F),
+                tcp_dir(30, 30_000, 28_000, S | A | P | F),
+                ConnState::SF,
+            );
+            r.flow_id = (sec << 32) | u64::from(c);
+            recs.push(r);
+        }
+    }
+    // 500 hosts in 13/8 spread 15 000 unanswered packets a second over 250 addresses (60 per
+    // address, within the per-address limit) from second 100 to 103.
+    for sec in 100..103u64 {
+        for k in 0..6u32 {
+            for a in 0..250u32 {
+                let mut r = rec(
+                    &d,
+                    17,
+                    (v4(0x0D00_0000 + (k * 250 + a) % 500), 5_000),
+                    (v4(0xC000_0200 + a), 80),
+                    sec * NS + u64::from(k * 250 + a) * 100_000,
+                    dir(10, 2_000),
+                    dir(0, 0),
+                    ConnState::S0,
+                );
+                r.flow_id = (1 << 60) | (sec << 32) | u64::from(k * 250 + a);
+                recs.push(r);
+            }
+        }
+    }
+    recs.sort_by_key(|r| r.last_ns);
+    let out = run(&mut d, &recs);
+    assert_eq!(
+        opened(&out),
+        [(AlertKind::CarpetBombing, "isp".into())],
+        "{out:#?}"
+    );
+    for a in &out {
+        assert!(
+            a.top_sources.iter().all(|s| in_net8(s.addr, 13)),
+            "{:?} event names clients: {:?}",
+            a.state,
+            a.top_sources
+        );
+    }
+    let closed = out.last().unwrap();
+    assert_eq!(closed.sources_total, Some(500));
+    assert_eq!(closed.top_sources.len(), 100);
+}
