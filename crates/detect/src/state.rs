@@ -556,13 +556,43 @@ fn bits_for(n: u32) -> u32 {
     (128.0 * (1.0 - (-n / 128.0).exp())).round().max(1.0) as u32
 }
 
-fn addr_key(a: IpAddr) -> u64 {
-    match a {
-        IpAddr::V4(v) => u64::from(u32::from(v)),
-        IpAddr::V6(v) => {
-            let b = u128::from(v);
-            (b as u64) ^ ((b >> 64) as u64).rotate_left(17)
+use normwatch_model::addr_key;
+
+/// Follows `pkts` and `bytes` from `remote` in the attack's table of sources (or among the
+/// others once it is full).
+fn gather(a: &mut Attack, remote: IpAddr, pkts: u64, bytes: u64, reflected: bool) {
+    // Once the table is full, a spoofed flood's sources are nearly all new: a bit per
+    // hashed address says "certainly not held" without probing the table.
+    let absent = a
+        .held
+        .as_deref()
+        .is_some_and(|h| !h.maybe(addr_key(remote)));
+    if absent {
+        a.others.0 += pkts;
+        a.others.1 += bytes;
+    } else if let Some(e) = a.sources.get_mut(&remote) {
+        e.pkts += pkts;
+        e.bytes += bytes;
+        e.reflector |= reflected;
+    } else if a.sources.len() < MAX_SOURCES {
+        a.sources.insert(
+            remote,
+            Src {
+                pkts,
+                bytes,
+                reflector: reflected,
+            },
+        );
+        if a.sources.len() == MAX_SOURCES {
+            let mut h = Box::new(Held::default());
+            for k in a.sources.keys() {
+                h.add(addr_key(*k));
+            }
+            a.held = Some(h);
         }
+    } else {
+        a.others.0 += pkts;
+        a.others.1 += bytes;
     }
 }
 
@@ -1192,6 +1222,11 @@ impl<const N: usize> AssetState<N> {
             && inbound_flags.has(TcpFlags::SYN)
             && !inbound_flags.has(TcpFlags::ACK);
         let service = side == Side::Resp && self.ports.contains(local_port, cx.asset);
+        // Connections the record stands for: its aggregated attempts, else one.
+        let conns = r
+            .attempts
+            .as_ref()
+            .map_or(1, |at| u32::try_from(at.count).unwrap_or(u32::MAX));
         if let Some((pi, po)) = &prior {
             // What an earlier record of this connection left open and this one settles is
             // counted in the second the connection began, if that is not final yet.
@@ -1220,8 +1255,13 @@ impl<const N: usize> AssetState<N> {
         } else {
             // A record of a sampled flow export stands for `rate` flows as its packets stand
             // for `rate` packets (one-packet flows of a flood are seen one in `rate`), so
-            // new-flow thresholds compare like with like.
-            let flows = r.export.as_ref().map_or(1, |e| e.sampling_rate.max(1));
+            // new-flow thresholds compare like with like; a record of a sensor's aggregated
+            // attempts for its count of them.
+            let flows = match (&r.attempts, &r.export) {
+                (Some(at), _) => u32::try_from(at.count).unwrap_or(u32::MAX),
+                (None, Some(e)) => e.sampling_rate.max(1),
+                (None, None) => 1,
+            };
             let (bk, x) = self.counts(from, window);
             bk.new_flows = bk.new_flows.saturating_add(flows);
             match proto {
@@ -1244,10 +1284,10 @@ impl<const N: usize> AssetState<N> {
                 _ => {}
             }
             if service {
-                bk.svc_flows = bk.svc_flows.saturating_add(1);
+                bk.svc_flows = bk.svc_flows.saturating_add(conns);
                 bk.svc_ans += u32::from(outbound.pkts > 0);
                 if proto == 6 && inbound_flags.has(TcpFlags::SYN) {
-                    bk.svc_att = bk.svc_att.saturating_add(1);
+                    bk.svc_att = bk.svc_att.saturating_add(conns);
                     bk.svc_est += u32::from(
                         outbound.tcp_flags.has(TcpFlags::SYN | TcpFlags::ACK)
                             && inbound_flags.has(TcpFlags::ACK),
@@ -1271,39 +1311,25 @@ impl<const N: usize> AssetState<N> {
         if armed && din.pkts > 0 {
             self.gathered = true;
             let a = self.atk();
-            a.distinct.insert(addr_key(remote));
-            // Once the table is full, a spoofed flood's sources are nearly all new: a bit per
-            // hashed address says "certainly not held" without probing the table.
-            let absent = a
-                .held
-                .as_deref()
-                .is_some_and(|h| !h.maybe(addr_key(remote)));
-            if absent {
-                a.others.0 += din.pkts;
-                a.others.1 += din.bytes;
-            } else if let Some(e) = a.sources.get_mut(&remote) {
-                e.pkts += din.pkts;
-                e.bytes += din.bytes;
-                e.reflector |= reflected;
-            } else if a.sources.len() < MAX_SOURCES {
-                a.sources.insert(
-                    remote,
-                    Src {
-                        pkts: din.pkts,
-                        bytes: din.bytes,
-                        reflector: reflected,
-                    },
-                );
-                if a.sources.len() == MAX_SOURCES {
-                    let mut h = Box::new(Held::default());
-                    for k in a.sources.keys() {
-                        h.add(addr_key(*k));
+            match r.attempts.as_deref() {
+                // Aggregated one-packet attempts: their sources' sketch, and a fair sample of
+                // them followed as their own records would have been.
+                Some(at) => {
+                    a.distinct.merge(&at.sources);
+                    let each = din.bytes / at.count.max(1);
+                    let (mut pkts, mut bytes) = (din.pkts, din.bytes);
+                    for &src in at.sample.iter().take(pkts as usize) {
+                        gather(a, src, 1, each, false);
+                        pkts -= 1;
+                        bytes = bytes.saturating_sub(each);
                     }
-                    a.held = Some(h);
+                    a.others.0 += pkts;
+                    a.others.1 += bytes;
                 }
-            } else {
-                a.others.0 += din.pkts;
-                a.others.1 += din.bytes;
+                None => {
+                    a.distinct.insert(addr_key(remote));
+                    gather(a, remote, din.pkts, din.bytes, reflected);
+                }
             }
         }
         if armed && self.multi {
@@ -1319,7 +1345,13 @@ impl<const N: usize> AssetState<N> {
                     ..Spread::default()
                 })
             });
-            spread(sp, local, last, &din, new && from == first);
+            spread(
+                sp,
+                local,
+                last,
+                &din,
+                if new && from == first { conns } else { 0 },
+            );
         }
         // Seconds this record touched may now cross a limit.
         if from == last {
@@ -1405,6 +1437,7 @@ impl<const N: usize> AssetState<N> {
         // then.
         if side == Side::Resp
             && r.end_reason.is_final()
+            && r.attempts.is_none()
             && is_probe(r, inbound, outbound, remote_port)
             && !self.is_hot(last)
         {
@@ -2534,7 +2567,7 @@ fn sample(b: &Bucket) -> Sample {
 
 /// Follows per-address traffic of a multi-address asset in its latest second.
 #[inline(always)]
-fn spread(sp: &mut Spread, local: IpAddr, last: u64, inbound: &Added, new: bool) {
+fn spread(sp: &mut Spread, local: IpAddr, last: u64, inbound: &Added, new: u32) {
     if last != sp.cur.sec {
         if last < sp.cur.sec {
             // Late records count for their seconds' totals, not for the spread.
@@ -2574,7 +2607,7 @@ fn spread(sp: &mut Spread, local: IpAddr, last: u64, inbound: &Added, new: bool)
         .pkts
         .saturating_add(u32::try_from(inbound.pkts).unwrap_or(u32::MAX));
     cell.bytes += inbound.bytes;
-    cell.new += u32::from(new);
+    cell.new = cell.new.saturating_add(new);
     c.max_pkts = c.max_pkts.max(cell.pkts);
     c.max_bytes = c.max_bytes.max(cell.bytes);
     c.max_new = c.max_new.max(cell.new);

@@ -100,6 +100,7 @@ fn rec(
         end_reason: EndReason::IdleTimeout,
         export: None,
         prior: None,
+        attempts: None,
     }
 }
 

@@ -434,6 +434,7 @@ mod tests {
             end_reason,
             export: None,
             prior: None,
+            attempts: None,
         }
     }
 
