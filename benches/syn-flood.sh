@@ -28,6 +28,7 @@ WORK=$(mktemp -d /tmp/nw-synflood.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
 "$GEN" "$WORK/flood.pcap" "$PACKETS" "$PPS"
+ls -l "$WORK/flood.pcap" >&2
 SECS=$(python3 -c "print($PACKETS / $PPS)")
 
 metric() { # file name
@@ -63,12 +64,13 @@ TOML
     >/dev/null 2> "$WORK/err.txt"
   python3 - "$above" "$PACKETS" "$SECS" "$WORK/err.txt" "$WORK/alerts.jsonl" \
     "$(metric "$WORK/err.txt" normwatch_sensor_published_records_total)" <<'PY'
-import json, re, sys
+import json, sys
 above, packets, secs, err, alerts, records = sys.argv[1:7]
 packets, secs, records = int(packets), float(secs), int(records)
 text = open(err).read()
 def tv(label):
-    return re.search(re.escape(label) + r"[^:]*:\s*(\S+)", text).group(1)
+    line = next(l for l in text.splitlines() if label in l)
+    return line.rsplit(": ", 1)[1].strip()
 wall = tv("Elapsed (wall clock) time")
 parts = [float(p) for p in wall.split(":")]
 seconds = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))

@@ -2,6 +2,8 @@
 //! (10 000 000 packets at 1 000 000 a second by default; every packet a new forged source,
 //! all to 198.51.100.10:443; the same file every time).
 
+#![allow(clippy::print_stderr)]
+
 use normwatch_benches::SynFlood;
 use std::io::BufWriter;
 

@@ -7,8 +7,9 @@ use crate::{Footprint, Settings, NS};
 use hashbrown::HashMap;
 use normwatch_config::norms::NormCatalogue;
 use normwatch_model::{
-    Alert, AlertKind, AlertState, Asset, AssetIndex, DirStats, FlowRecord, IcsCounts, Impairment,
-    Measured, PriorDir, Rates, Role, Severity, Side, SpoofingAssessment, TcpFlags, TopSource,
+    addr_key, Alert, AlertKind, AlertState, Asset, AssetIndex, DirStats, FlowRecord, IcsCounts,
+    Impairment, Measured, PriorDir, Rates, Role, Severity, Side, SpoofingAssessment, TcpFlags,
+    TopSource,
 };
 use std::net::IpAddr;
 
@@ -555,8 +556,6 @@ fn bits_for(n: u32) -> u32 {
     let n = f64::from(n.max(1));
     (128.0 * (1.0 - (-n / 128.0).exp())).round().max(1.0) as u32
 }
-
-use normwatch_model::addr_key;
 
 /// Follows `pkts` and `bytes` from `remote` in the attack's table of sources (or among the
 /// others once it is full).
@@ -1257,10 +1256,9 @@ impl<const N: usize> AssetState<N> {
             // for `rate` packets (one-packet flows of a flood are seen one in `rate`), so
             // new-flow thresholds compare like with like; a record of a sensor's aggregated
             // attempts for its count of them.
-            let flows = match (&r.attempts, &r.export) {
-                (Some(at), _) => u32::try_from(at.count).unwrap_or(u32::MAX),
-                (None, Some(e)) => e.sampling_rate.max(1),
-                (None, None) => 1,
+            let flows = match &r.export {
+                Some(e) if r.attempts.is_none() => e.sampling_rate.max(1),
+                _ => conns,
             };
             let (bk, x) = self.counts(from, window);
             bk.new_flows = bk.new_flows.saturating_add(flows);

@@ -8,7 +8,7 @@
 //! answered, or whose source sends again, is taken out and becomes a flow, and one neither
 //! happens to within the attempt timeout is forgotten (as Zeek ends an unanswered attempt).
 
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap};
 use normwatch_model::{addr_key, Attempts, Cardinality};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
@@ -61,8 +61,13 @@ impl Attempt {
     }
 }
 
-/// Attempts in arrival order (a ring of at most `cap`, a power of two), indexed by source
-/// address: at most one per source, since a source that sends again is taken out.
+/// Attempts in arrival order (a ring of at most `cap`, a power of two), found by source
+/// address through a set-associative index: a cache line of eight entries per hashed source,
+/// each a tag of the source's hash and the attempt's position in the ring. One random memory
+/// access finds an attempt or tells it is not held; an entry whose attempt has left the ring
+/// is simply reused, so expiry costs no index work. When all eight entries of a line hold
+/// attempts still in the ring, the oldest is forgotten early (as expiry would, a little
+/// sooner). At most one attempt per source: a source that sends again is taken out.
 #[derive(Debug)]
 pub(crate) struct Held {
     ring: Vec<Attempt>,
@@ -70,76 +75,126 @@ pub(crate) struct Held {
     /// Positions (counted from the start) of the oldest attempt and one past the newest.
     head: u64,
     tail: u64,
-    index: HashTable<u32>,
+    /// `WAYS` entries per line: `tag << 32 | position` (`0`: empty).
+    lines: Vec<[u64; WAYS]>,
     hasher: DefaultHashBuilder,
 }
 
+/// Entries per index line (one cache line).
+const WAYS: usize = 8;
+
 impl Held {
     pub fn new(cap: usize) -> Self {
-        let cap = cap.max(2).next_power_of_two();
+        let cap = cap.max(WAYS).next_power_of_two();
         Held {
             ring: Vec::new(),
             mask: cap - 1,
             head: 0,
             tail: 0,
-            index: HashTable::new(),
+            lines: Vec::new(),
             hasher: DefaultHashBuilder::default(),
         }
     }
 
-    /// Attempts held.
+    /// Attempts in the ring (taken ones included until they leave it).
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.index.len()
+        (self.tail - self.head) as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.head == self.tail
     }
 
+    /// The index line and tag of `src`.
     #[inline]
-    fn hash(&self, src: &[u8; 16]) -> u64 {
-        self.hasher.hash_one(u128::from_ne_bytes(*src))
+    fn slot(&self, src: &[u8; 16]) -> (usize, u64) {
+        let h = self.hasher.hash_one(u128::from_ne_bytes(*src));
+        let line = (h >> 32) as usize & (self.lines.len().max(1) - 1);
+        (line, u64::from(h as u32 | 1) << 32)
+    }
+
+    /// The ring position an entry names, if that attempt is still in the ring.
+    #[inline]
+    fn held_at(&self, e: u64) -> Option<usize> {
+        if e == 0 {
+            return None;
+        }
+        let age = (self.tail as u32).wrapping_sub(e as u32);
+        (age >= 1 && u64::from(age) <= self.tail - self.head)
+            .then(|| (self.tail - u64::from(age)) as usize & self.mask)
+    }
+
+    /// The line, way and ring position of the attempt held for `src`.
+    #[inline]
+    fn find(&self, src: &[u8; 16]) -> Option<(usize, usize, usize)> {
+        if self.lines.is_empty() {
+            return None;
+        }
+        let (line, tag) = self.slot(src);
+        for (way, &e) in self.lines[line].iter().enumerate() {
+            if e & !0xffff_ffff == tag {
+                if let Some(p) = self.held_at(e) {
+                    let a = &self.ring[p];
+                    if a.live && a.src == *src {
+                        return Some((line, way, p));
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// Holds `a`, whose source has no attempt held; the oldest goes when the ring is full.
     pub fn insert(&mut self, a: Attempt) {
-        if (self.tail - self.head) as usize > self.mask {
-            self.pop();
+        if self.lines.is_empty() {
+            // A quarter of an entry per attempt the ring holds: lines half full when it is.
+            self.lines = vec![[0; WAYS]; (self.mask + 1) / (WAYS / 2)];
         }
-        let pos = (self.tail as usize) & self.mask;
+        if (self.tail - self.head) as usize > self.mask {
+            self.head += 1;
+        }
+        let abs = self.tail;
+        let pos = (abs as usize) & self.mask;
         if pos == self.ring.len() {
             self.ring.push(a);
         } else {
             self.ring[pos] = a;
         }
         self.tail += 1;
-        let h = self.hash(&a.src);
-        let (ring, hasher) = (&self.ring, &self.hasher);
-        self.index.insert_unique(h, pos as u32, |&p| {
-            hasher.hash_one(u128::from_ne_bytes(ring[p as usize].src))
-        });
+        let (line, tag) = self.slot(&a.src);
+        // A free way, else the one holding the oldest attempt.
+        let mut way = 0;
+        let mut oldest = 0;
+        for (w, &e) in self.lines[line].iter().enumerate() {
+            match self.held_at(e) {
+                None => {
+                    way = w;
+                    break;
+                }
+                Some(_) => {
+                    let age = (self.tail as u32).wrapping_sub(e as u32);
+                    if age > oldest {
+                        oldest = age;
+                        way = w;
+                    }
+                }
+            }
+        }
+        self.lines[line][way] = tag | u64::from(abs as u32);
     }
 
     /// The attempt held for source `src`.
     #[inline]
     pub fn get(&self, src: &[u8; 16]) -> Option<&Attempt> {
-        let ring = &self.ring;
-        self.index
-            .find(self.hash(src), |&p| ring[p as usize].src == *src)
-            .map(|&p| &ring[p as usize])
+        self.find(src).map(|(_, _, p)| &self.ring[p])
     }
 
     /// Takes out the attempt held for source `src`.
     pub fn take(&mut self, src: &[u8; 16]) -> Option<Attempt> {
-        let h = self.hash(src);
-        let ring = &self.ring;
-        let e = self
-            .index
-            .find_entry(h, |&p| ring[p as usize].src == *src)
-            .ok()?;
-        let (p, _) = e.remove();
-        let a = &mut self.ring[p as usize];
+        let (line, way, p) = self.find(src)?;
+        self.lines[line][way] = 0;
+        let a = &mut self.ring[p];
         a.live = false;
         Some(*a)
     }
@@ -147,26 +202,11 @@ impl Held {
     /// Forgets the attempts that arrived before `before` (oldest first, as they arrived).
     pub fn expire(&mut self, before: u64) {
         while self.head < self.tail && self.ring[(self.head as usize) & self.mask].ts < before {
-            self.pop();
+            self.head += 1;
         }
         if self.head == self.tail && self.ring.len() > 1024 {
-            // A flood is over: its ring goes back to the allocator.
-            self.ring = Vec::new();
-            self.index = HashTable::new();
-            self.head = 0;
-            self.tail = 0;
-        }
-    }
-
-    fn pop(&mut self) {
-        let pos = (self.head as usize) & self.mask;
-        self.head += 1;
-        let a = self.ring[pos];
-        if a.live {
-            let h = self.hash(&a.src);
-            if let Ok(e) = self.index.find_entry(h, |&p| p as usize == pos) {
-                e.remove();
-            }
+            // A flood is over: its ring and index go back to the allocator.
+            self.clear();
         }
     }
 
@@ -176,20 +216,23 @@ impl Held {
     }
 
     pub fn memory_bytes(&self) -> usize {
-        self.ring.capacity() * size_of::<Attempt>() + self.index.capacity() * 5
+        self.ring.capacity() * size_of::<Attempt>() + self.lines.capacity() * 8 * WAYS
     }
 }
 
-/// Bits of each generation of [`Known`].
-const KNOWN_BITS: usize = 1 << 20;
+/// Entries of [`Known`] (one byte each).
+const KNOWN_SLOTS: usize = 1 << 18;
 
 /// Sources known to send more than one packet (an attempt of theirs became a flow): their
-/// next SYNs are flows at once. A bit per hashed address in two generations (128 KiB each),
-/// the older forgotten each `every` of event time; a collision makes a flow of an attempt,
+/// next SYNs are flows at once. A byte per hashed address (256 KiB) holding the period in
+/// which it was last marked; marks of this period and the one before count, so a source is
+/// remembered for one to two `every`s of event time. A collision makes a flow of an attempt,
 /// never the other way round.
 #[derive(Debug)]
 pub(crate) struct Known {
-    gens: [Vec<u64>; 2],
+    marks: Vec<u8>,
+    /// The current period (from 2, so that a zero byte is never a recent mark).
+    period: u8,
     since: u64,
     every: u64,
 }
@@ -197,42 +240,45 @@ pub(crate) struct Known {
 impl Known {
     pub fn new(every: u64) -> Self {
         Known {
-            gens: [Vec::new(), Vec::new()],
+            marks: Vec::new(),
+            period: 2,
             since: 0,
             every,
         }
     }
 
     #[inline]
-    fn bit(src: &[u8; 16]) -> usize {
+    fn slot(src: &[u8; 16]) -> usize {
         let x = u128::from_ne_bytes(*src);
         let h =
             ((x as u64) ^ ((x >> 64) as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (h >> (64 - KNOWN_BITS.trailing_zeros())) as usize
+        (h >> (64 - KNOWN_SLOTS.trailing_zeros())) as usize
     }
 
     pub fn mark(&mut self, src: &[u8; 16]) {
-        if self.gens[0].is_empty() {
-            self.gens[0] = vec![0; KNOWN_BITS / 64];
+        if self.marks.is_empty() {
+            self.marks = vec![0; KNOWN_SLOTS];
         }
-        let b = Self::bit(src);
-        self.gens[0][b / 64] |= 1 << (b % 64);
+        self.marks[Self::slot(src)] = self.period;
     }
 
     #[inline]
     pub fn contains(&self, src: &[u8; 16]) -> bool {
-        let b = Self::bit(src);
-        self.gens
-            .iter()
-            .any(|g| g.get(b / 64).is_some_and(|w| w & (1 << (b % 64)) != 0))
+        self.marks
+            .get(Self::slot(src))
+            .is_some_and(|&m| m != 0 && self.period.wrapping_sub(m) <= 1)
     }
 
-    /// Forgets the older generation once `every` has passed since the last time.
+    /// Starts a new period once `every` has passed since the last one began.
     pub fn rotate(&mut self, now: u64) {
         if now >= self.since.saturating_add(self.every) {
             self.since = now;
-            let newer = std::mem::take(&mut self.gens[0]);
-            self.gens[1] = newer;
+            self.period = self.period.wrapping_add(1);
+            if self.period < 2 {
+                // Wrapped: old marks could pass for recent ones.
+                self.marks.fill(0);
+                self.period = 2;
+            }
         }
     }
 }
@@ -288,7 +334,7 @@ pub(crate) enum Counted {
     /// In the aggregate of this generation.
     In(u32),
     /// This aggregate (of an earlier second) was closed first: emit it, then count again.
-    Closed(Agg),
+    Closed(Box<Agg>),
     /// Every aggregate is taken: the attempt is a flow after all.
     Full,
 }
@@ -322,7 +368,7 @@ impl Aggregates {
     ) -> Counted {
         let i = match self.index.get(&key) {
             Some(&i) if self.open[i as usize].sec != sec => {
-                return Counted::Closed(self.remove(i as usize));
+                return Counted::Closed(Box::new(self.remove(i as usize)));
             }
             Some(&i) => i as usize,
             None if self.open.len() >= self.max => return Counted::Full,
@@ -414,7 +460,8 @@ mod tests {
         assert!(h.take(&at(3, 0).src).is_none(), "taken once");
         // Arrived before 25: 0, 1, 2.
         h.expire(25);
-        assert_eq!(h.len(), 2);
+        // 3, 4 and 5 (a taken attempt leaves the ring in its turn).
+        assert_eq!(h.len(), 3);
         assert!(h.get(&at(2, 0).src).is_none());
         assert!(h.get(&at(4, 0).src).is_some());
     }
@@ -437,15 +484,31 @@ mod tests {
 
     #[test]
     fn a_full_ring_forgets_its_oldest() {
-        let mut h = Held::new(4);
-        for n in 0..10 {
+        let mut h = Held::new(8);
+        for n in 0..20 {
             h.insert(at(n, u64::from(n)));
-            assert!(h.len() <= 4);
+            assert!(h.len() <= 8);
         }
-        assert!(h.get(&at(5, 0).src).is_none());
-        for n in 6..10 {
+        assert!(h.get(&at(11, 0).src).is_none());
+        for n in 12..20 {
             assert!(h.get(&at(n, 0).src).is_some(), "{n}");
         }
+    }
+
+    #[test]
+    fn a_full_index_forgets_few_attempts_early() {
+        let cap = 1 << 17;
+        let mut h = Held::new(cap);
+        for n in 0..3 * cap as u32 {
+            h.insert(at(n, u64::from(n)));
+        }
+        // The ring holds the last `cap`; the index finds nearly all of them.
+        let base = 2 * cap as u32;
+        let found = (base..base + cap as u32)
+            .filter(|&n| h.get(&at(n, 0).src).is_some())
+            .count();
+        assert!(found * 100 >= cap * 99, "{found} of {cap}");
+        assert!(h.get(&at(base - 1, 0).src).is_none());
     }
 
     #[test]

@@ -38,8 +38,9 @@ const EVICTION_SAMPLE: usize = 8;
 const URGENT_PKTS: u32 = 8;
 /// A trickling flow's interim reports are at most 2^this report intervals apart.
 const MAX_BACKOFF: u8 = 3;
-/// One-packet attempts held at most (64 bytes each): at a million SYNs a second, the last
-/// second's.
+/// One-packet attempts held at most (64 bytes each, and 16 of index): the attempt timeout's
+/// worth up to 200 000 SYNs a second, the last second's at a million a second (answers come
+/// within it; a SYN retried later than that counts as another attempt).
 const MAX_HELD_ATTEMPTS: usize = 1 << 20;
 /// Aggregates of attempts counted at once (responder addresses and ports within a report
 /// interval); an attempt beyond them becomes a flow.
@@ -1463,7 +1464,7 @@ impl FlowTable {
                     return Attempted::Held;
                 }
                 Counted::Closed(agg) => {
-                    let r = self.aggregate_record(agg);
+                    let r = self.aggregate_record(*agg);
                     out.push(r);
                 }
                 Counted::Full => return Attempted::No,
@@ -1486,16 +1487,18 @@ impl FlowTable {
             let r = self.aggregate_record(agg);
             out.push(r);
         }
-        let mut pkt = Packet::default();
-        pkt.src = a.src;
-        pkt.dst = a.dst;
-        pkt.v6 = a.v6;
-        pkt.proto = 6;
-        pkt.sport = a.sport;
-        pkt.dport = a.dport;
-        pkt.ip_len = a.ip_len;
-        pkt.tcp_flags = a.flags;
-        pkt.seq = a.seq;
+        let pkt = Packet {
+            src: a.src,
+            dst: a.dst,
+            v6: a.v6,
+            proto: 6,
+            sport: a.sport,
+            dport: a.dport,
+            ip_len: a.ip_len,
+            tcp_flags: a.flags,
+            seq: a.seq,
+            ..Packet::default()
+        };
         if let Some(slot) = self.account(&pkt, a.ts, out, false) {
             if let Some(f) = self.slab[slot as usize].as_mut() {
                 f.reported();
