@@ -109,6 +109,7 @@ fn record(
         end_reason: EndReason::TcpClosed,
         export: None,
         prior: None,
+        attempts: None,
     }
 }
 

@@ -169,5 +169,42 @@ fn million_flows(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode_and_flows, million_flows);
+/// A random-source SYN flood (1 M SYNs at 1 M a second, every one from a new source) through
+/// a flow table reporting every 100 ms, with every SYN a flow of its own and with the compact
+/// path for one-packet attempts (`attempts_above`, the default 10 000 a second).
+fn random_source_flood(c: &mut Criterion) {
+    let flood = normwatch_benches::SynFlood::new(1_000_000, 1_000_000);
+    let frames: Vec<_> = flood.frames().collect();
+    let mut g = c.benchmark_group("syn-flood");
+    g.throughput(Throughput::Elements(frames.len() as u64));
+    g.sample_size(10);
+    for (name, above) in [("every SYN a flow", None), ("attempts held", Some(10_000))] {
+        let run = || {
+            let mut t = FlowTable::new(FlowConfig {
+                report_ns: Some(100_000_000),
+                attempts_above: above,
+                ..FlowConfig::default()
+            });
+            let mut out = Vec::new();
+            let mut records = 0;
+            for (ts, f) in &frames {
+                t.process_frame(LinkType::Ethernet, f, f.len(), *ts, &mut out);
+                records += out.len();
+                out.clear();
+            }
+            t.flush(&mut out);
+            records + out.len()
+        };
+        println!("syn-flood, {name}: {} records for 1 s of flood", run());
+        g.bench_function(name, |b| b.iter(|| black_box(run())));
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    decode_and_flows,
+    million_flows,
+    random_source_flood
+);
 criterion_main!(benches);

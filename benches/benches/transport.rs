@@ -66,6 +66,7 @@ fn records(n: usize) -> Vec<FlowRecord> {
                 end_reason: EndReason::IdleTimeout,
                 export: None,
                 prior: None,
+                attempts: None,
             }
         })
         .collect()

@@ -247,6 +247,7 @@ mod tests {
             end_reason,
             export: None,
             prior: None,
+            attempts: None,
         };
         let records = [rec(EndReason::Interim), rec(EndReason::TcpClosed)];
         let lines = |format| {

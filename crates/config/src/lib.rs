@@ -100,6 +100,13 @@ pub struct SensorConfig {
     /// they go on, so the detector hears of an attack as it happens; `None` ("0s"): only when
     /// flows end. 10 ms to 60 s.
     pub report_interval: Option<Duration>,
+    /// While more TCP SYNs a second than this would start connections (10 000), a SYN from
+    /// a source not seen before is held as a one-packet attempt and counted into one record
+    /// per responder address and port and report interval, becoming a flow of its own only
+    /// when answered or when its source sends again: a random-source SYN flood costs neither
+    /// a flow nor a record per forged packet. `None` (0): every connection is its own flow.
+    /// Only with interim reports; never in `normwatch flows` (one record per connection).
+    pub aggregate_attempts_above: Option<u64>,
     pub timeouts: Timeouts,
 }
 
@@ -112,6 +119,7 @@ impl Default for SensorConfig {
             ignore_checksum_nets: Vec::new(),
             likely_server_ports: None,
             report_interval: Some(Duration::from_millis(100)),
+            aggregate_attempts_above: Some(raw::DEFAULT_AGGREGATE_ATTEMPTS_ABOVE as u64),
             timeouts: Timeouts::default(),
         }
     }

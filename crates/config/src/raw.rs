@@ -34,6 +34,7 @@ pub(crate) struct RawSensor {
     pub ignore_checksum_nets: Vec<String>,
     pub likely_server_ports: Option<Vec<i64>>,
     pub report_interval: String,
+    pub aggregate_attempts_above: i64,
     /// `[sensor.timeouts]`, deserialized separately into [`RawTimeouts`].
     pub timeouts: toml::Table,
 }
@@ -41,6 +42,7 @@ pub(crate) struct RawSensor {
 pub(crate) const DEFAULT_SENSOR_ID: &str = "normwatch-sensor";
 pub(crate) const DEFAULT_MAX_FLOWS: i64 = 1_000_000;
 pub(crate) const DEFAULT_REPORT_INTERVAL: &str = "100ms";
+pub(crate) const DEFAULT_AGGREGATE_ATTEMPTS_ABOVE: i64 = 10_000;
 pub(crate) const DEFAULT_CHANNEL_CAPACITY: i64 = 65_536;
 pub(crate) const DEFAULT_SNAPLEN: i64 = 65_535;
 
@@ -53,6 +55,7 @@ impl Default for RawSensor {
             ignore_checksum_nets: Vec::new(),
             likely_server_ports: None,
             report_interval: DEFAULT_REPORT_INTERVAL.into(),
+            aggregate_attempts_above: DEFAULT_AGGREGATE_ATTEMPTS_ABOVE,
             timeouts: toml::Table::new(),
         }
     }

@@ -4,7 +4,7 @@
 use crate::diag::Diagnostics;
 use crate::raw::{
     fields, RawAsset, RawCapture, RawRates, RawSensor, RawThresholds, RawTimeouts,
-    DEFAULT_CHANNEL_CAPACITY, DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN,
+    DEFAULT_AGGREGATE_ATTEMPTS_ABOVE, DEFAULT_CHANNEL_CAPACITY, DEFAULT_MAX_FLOWS, DEFAULT_SNAPLEN,
 };
 use crate::{BpfInstruction, CaptureConfig, ChecksumPolicy, SensorConfig, Timeouts};
 use ipnet::IpNet;
@@ -142,9 +142,19 @@ impl RawSensor {
             Some(v) => Some(v),
             None => SensorConfig::default().report_interval,
         };
+        let aggregate_attempts_above = in_range(
+            self.aggregate_attempts_above,
+            0,
+            1_000_000_000,
+            "sensor.aggregate_attempts_above",
+            d,
+        )
+        .unwrap_or(DEFAULT_AGGREGATE_ATTEMPTS_ABOVE);
         let raw: RawTimeouts = fields(&self.timeouts, "sensor.timeouts", Some(DURATION_HINT), d);
         SensorConfig {
             report_interval,
+            aggregate_attempts_above: (aggregate_attempts_above > 0)
+                .then_some(aggregate_attempts_above as u64),
             id: Arc::from(self.id.as_str()),
             max_flows,
             checksums,

@@ -11,8 +11,8 @@ use crate::{Footprint, Settings, NS};
 use hashbrown::HashMap;
 use normwatch_config::norms::NormCatalogue;
 use normwatch_model::{
-    Alert, AlertKind, AlertState, Asset, AssetIndex, DirStats, FlowRecord, Measured, PriorDir,
-    Role, Side, TcpFlags, TopSource,
+    addr_key, Alert, AlertKind, AlertState, Asset, AssetIndex, DirStats, FlowRecord, Measured,
+    PriorDir, Role, Side, TcpFlags, TopSource,
 };
 use std::net::IpAddr;
 
@@ -322,16 +322,6 @@ pub(crate) fn gather(
             h.add(addr_key(*k));
         }
         a.held = Some(h);
-    }
-}
-
-pub(crate) fn addr_key(a: IpAddr) -> u64 {
-    match a {
-        IpAddr::V4(v) => u64::from(u32::from(v)),
-        IpAddr::V6(v) => {
-            let b = u128::from(v);
-            (b as u64) ^ ((b >> 64) as u64).rotate_left(17)
-        }
     }
 }
 
@@ -913,6 +903,11 @@ impl<const N: usize> AssetState<N> {
             && inbound_flags.has(TcpFlags::SYN)
             && !inbound_flags.has(TcpFlags::ACK);
         let service = side == Side::Resp && self.ports.contains(local_port, cx.asset);
+        // Connections the record stands for: its aggregated attempts, else one.
+        let conns = r
+            .attempts
+            .as_ref()
+            .map_or(1, |at| u32::try_from(at.count).unwrap_or(u32::MAX));
         if let Some((pi, po)) = &prior {
             // What an earlier record of this connection left open and this one settles is
             // counted in the second the connection began, if that is not final yet.
@@ -941,8 +936,12 @@ impl<const N: usize> AssetState<N> {
         } else {
             // A record of a sampled flow export stands for `rate` flows as its packets stand
             // for `rate` packets (one-packet flows of a flood are seen one in `rate`), so
-            // new-flow thresholds compare like with like.
-            let flows = r.export.as_ref().map_or(1, |e| e.sampling_rate.max(1));
+            // new-flow thresholds compare like with like; a record of a sensor's aggregated
+            // attempts for its count of them.
+            let flows = match &r.export {
+                Some(e) if r.attempts.is_none() => e.sampling_rate.max(1),
+                _ => conns,
+            };
             let (bk, x) = self.counts(from, window);
             bk.new_flows = bk.new_flows.saturating_add(flows);
             match proto {
@@ -965,10 +964,10 @@ impl<const N: usize> AssetState<N> {
                 _ => {}
             }
             if service {
-                bk.svc_flows = bk.svc_flows.saturating_add(1);
+                bk.svc_flows = bk.svc_flows.saturating_add(conns);
                 bk.svc_ans += u32::from(outbound.pkts > 0);
                 if proto == 6 && inbound_flags.has(TcpFlags::SYN) {
-                    bk.svc_att = bk.svc_att.saturating_add(1);
+                    bk.svc_att = bk.svc_att.saturating_add(conns);
                     bk.svc_est += u32::from(
                         outbound.tcp_flags.has(TcpFlags::SYN | TcpFlags::ACK)
                             && inbound_flags.has(TcpFlags::ACK),
@@ -994,7 +993,36 @@ impl<const N: usize> AssetState<N> {
         if armed && din.pkts > 0 {
             self.gathered = true;
             let how = Served::of(proto, side, inbound, outbound, prior.as_ref(), reflected);
-            gather(self.atk(), remote, &din, dout.pkts, &how, (first, last));
+            let a = self.atk();
+            match r.attempts.as_deref() {
+                // Aggregated one-packet attempts: their sources' sketch, and a fair sample of
+                // them followed as their own records would have been (one unanswered,
+                // half-open attempt each); the rest counted among the others.
+                Some(at) => {
+                    a.unserved.merge(&at.sources);
+                    let each = din.bytes / at.count.max(1);
+                    let (mut pkts, mut bytes) = (din.pkts, din.bytes);
+                    let attempt = Served {
+                        new: true,
+                        unserved: true,
+                        attempt: true,
+                        ..Served::default()
+                    };
+                    for &src in at.sample.iter().take(pkts as usize) {
+                        let one = Added {
+                            pkts: 1,
+                            bytes: each,
+                        };
+                        gather(a, src, &one, 0, &attempt, (first, last));
+                        pkts -= 1;
+                        bytes = bytes.saturating_sub(each);
+                    }
+                    a.others.0 += pkts;
+                    a.others.1 += bytes;
+                    a.others_unserved += pkts;
+                }
+                None => gather(a, remote, &din, dout.pkts, &how, (first, last)),
+            }
         }
         if armed && self.multi {
             let sp = self.spread.get_or_insert_with(|| {
@@ -1009,7 +1037,13 @@ impl<const N: usize> AssetState<N> {
                     ..Spread::default()
                 })
             });
-            spread(sp, local, last, &din, new && from == first);
+            spread(
+                sp,
+                local,
+                last,
+                &din,
+                if new && from == first { conns } else { 0 },
+            );
         }
         // Seconds this record touched may now cross a limit.
         if from == last {
@@ -1088,6 +1122,7 @@ impl<const N: usize> AssetState<N> {
         // limit itself, and its later probes must still count).
         if side == Side::Resp
             && r.end_reason.is_final()
+            && r.attempts.is_none()
             && is_probe(r.ip_proto, inbound, outbound, remote_port, &cx.s.reflectors)
             && (!self.is_hot(last) || self.follows(remote))
         {

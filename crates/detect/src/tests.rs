@@ -101,6 +101,7 @@ fn rec(
         end_reason: EndReason::IdleTimeout,
         export: None,
         prior: None,
+        attempts: None,
     }
 }
 

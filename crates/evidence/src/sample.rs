@@ -112,6 +112,7 @@ pub fn flows(alert: &Alert, per_source: usize) -> Vec<FlowRecord> {
                 end_reason: EndReason::IdleTimeout,
                 export: None,
                 prior: None,
+                attempts: None,
             });
         }
     }

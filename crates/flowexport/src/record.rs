@@ -95,6 +95,7 @@ pub(crate) fn push(
         end_reason: u.end,
         export: Some(origin),
         prior: None,
+        attempts: None,
     };
     out.push(Exported { record, origin });
 }

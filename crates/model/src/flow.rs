@@ -2,6 +2,7 @@
 
 use crate::asset::AssetMatch;
 use crate::ics::IcsSummary;
+use crate::sketch::Cardinality;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
@@ -117,6 +118,9 @@ pub enum EndReason {
     /// The flow goes on: an interim report of its traffic so far, sent every report interval
     /// while it has new traffic. A later record of the same flow follows.
     Interim,
+    /// Not one flow but one-packet connection attempts counted together
+    /// ([`FlowRecord::attempts`]).
+    Attempts,
 }
 
 impl EndReason {
@@ -182,6 +186,33 @@ pub struct FlowRecord {
     /// record, which reports everything from its first packet and counts the connection as new.
     #[serde(default)]
     pub prior: Option<Prior>,
+    /// Set on a record that stands for many one-packet connection attempts rather than one
+    /// connection (a sensor's answer to a random-source SYN flood): `orig` holds their packets
+    /// and bytes, `orig_addr` is unspecified and `orig_port` 0; `None` on every other record.
+    #[serde(default)]
+    pub attempts: Option<Box<Attempts>>,
+}
+
+/// One-packet TCP connection attempts a sensor counted together instead of reporting each:
+/// SYNs, each from a source it had not seen before, to one responder address and port within
+/// one event second, whose source neither sent again nor was answered before the record was
+/// made (an attempt that is answered, or whose source sends again, becomes a flow of its own
+/// whose records carry a `prior` of its SYN). A consumer counts each as a new, half-open
+/// connection attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempts {
+    /// Attempts counted (one SYN each).
+    pub count: u64,
+    /// Their distinct sources: a HyperLogLog of [`crate::addr_key`] of each source address.
+    pub sources: Cardinality,
+    /// A fair sample of the sources: each attempt was equally likely to be kept, at most
+    /// [`Attempts::SAMPLE`] of them.
+    pub sample: Vec<IpAddr>,
+}
+
+impl Attempts {
+    /// Most sources a record samples.
+    pub const SAMPLE: usize = 64;
 }
 
 /// What the records before this one reported of the same flow. The counts of a record are the

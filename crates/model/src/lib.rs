@@ -9,11 +9,13 @@ pub mod asset;
 pub mod flow;
 pub mod ics;
 mod intern;
+pub mod sketch;
 
 pub use alert::{
     Alert, AlertKind, AlertNorms, AlertState, Impairment, Measured, Severity, SpoofingAssessment,
     TopSource,
 };
 pub use asset::{Asset, AssetId, AssetIndex, AssetMatch, Rates, Role, Sector, Side, Thresholds};
-pub use flow::{ConnState, DirStats, EndReason, FlowRecord, Prior, PriorDir, TcpFlags};
+pub use flow::{Attempts, ConnState, DirStats, EndReason, FlowRecord, Prior, PriorDir, TcpFlags};
 pub use ics::{CommandClass, FunctionCodes, IcsCounts, IcsProto, IcsSummary};
+pub use sketch::{addr_key, Cardinality};

@@ -242,6 +242,7 @@ mod tests {
             end_reason: EndReason::IdleTimeout,
             export: None,
             prior: None,
+            attempts: None,
         }
     }
 

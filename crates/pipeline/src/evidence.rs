@@ -565,6 +565,7 @@ mod tests {
             end_reason,
             export: None,
             prior: None,
+            attempts: None,
         }
     }
 

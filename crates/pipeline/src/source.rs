@@ -72,6 +72,7 @@ pub fn flow_config(cfg: &Config, checksums: Option<bool>) -> FlowConfig {
         active_ns: t.active.map(ns),
         report_ns: cfg.sensor.report_interval.map(ns),
         tcp_attempt_ns: ns(t.tcp_attempt),
+        attempts_above: cfg.sensor.aggregate_attempts_above,
         tcp_linger_ns: ns(t.tcp_linger),
         checksums: ChecksumSettings {
             verify: checksums.unwrap_or(cfg.sensor.checksums == ChecksumPolicy::Verify),
@@ -158,11 +159,15 @@ pub fn drive(
         )
         .into()),
     };
-    table.flush(&mut buf);
+    table.flush_each(&mut buf, FLUSH_BATCH, |b| sink.records(b, Instant::now()));
     sink.records(&mut buf, Instant::now());
     obs.table(table);
     result
 }
+
+/// Records of the end-of-input flush handed on at a time (the open flows are not collected
+/// into one list first).
+const FLUSH_BATCH: usize = 4096;
 
 /// Frames between wall-clock checks (pacing, batch deadlines, the stop flag).
 const CHECK_EVERY: u64 = 1024;
@@ -293,7 +298,7 @@ fn live(
                     let r = capture_loop(
                         &mut cap, &mut table, &mut fwd, &mut obs, &mut buf, stop, deadline,
                     );
-                    table.flush(&mut buf);
+                    table.flush_each(&mut buf, FLUSH_BATCH, |b| fwd.records(b, Instant::now()));
                     fwd.records(&mut buf, Instant::now());
                     obs.table(&table);
                     (table.stats().clone(), r)

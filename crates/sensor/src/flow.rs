@@ -10,6 +10,7 @@
 //! Memory: entries live in a slab indexed by a `hashbrown::HashTable<u32>`, so the hash index
 //! costs 5 bytes per bucket and an entry is stored once.
 
+use crate::attempts::{AggKey, Aggregates, Attempt, Counted, Held, Known};
 use crate::decode::{self, ChecksumSettings, DropReason, Fragment, LinkType, Packet};
 use crate::ics;
 use crate::stats::SensorStats;
@@ -37,6 +38,18 @@ const EVICTION_SAMPLE: usize = 8;
 const URGENT_PKTS: u32 = 8;
 /// A trickling flow's interim reports are at most 2^this report intervals apart.
 const MAX_BACKOFF: u8 = 3;
+/// One-packet attempts held at most (64 bytes each, and 16 of index): the attempt timeout's
+/// worth up to 200 000 SYNs a second, the last second's at a million a second (answers come
+/// within it; a SYN retried later than that counts as another attempt).
+const MAX_HELD_ATTEMPTS: usize = 1 << 20;
+/// Aggregates of attempts counted at once (responder addresses and ports within a report
+/// interval); an attempt beyond them becomes a flow.
+const MAX_AGGREGATES: usize = 4096;
+/// How long a source whose attempt became a flow is remembered (one to two of these).
+const KNOWN_NS: u64 = 60 * NS;
+/// Seconds the timer wheel spans (a power of two); a later deadline waits in its bucket for
+/// another turn of the wheel.
+const WHEEL_SECS: usize = 64;
 
 /// Flow-table settings (built from the validated config).
 #[derive(Clone, Debug)]
@@ -56,6 +69,13 @@ pub struct FlowConfig {
     pub report_ns: Option<u64>,
     /// An unanswered SYN is given up this long after it was first seen.
     pub tcp_attempt_ns: u64,
+    /// While more than this many TCP SYNs a second (this event second or the one before)
+    /// would start a connection, a SYN from a source not seen before is held as a one-packet
+    /// attempt, counted into one record per responder address and port and report interval
+    /// ([`EndReason::Attempts`]), and becomes a flow only when it is answered or its source
+    /// sends again. `None`: every connection is a flow of its own (Zeek's conn.log). Only
+    /// with interim reports (`report_ns`), which send those records.
+    pub attempts_above: Option<u64>,
     /// A closed or reset TCP connection lingers this long for late packets.
     pub tcp_linger_ns: u64,
     pub checksums: ChecksumSettings,
@@ -87,6 +107,7 @@ impl Default for FlowConfig {
             active_ns: Some(1800 * NS),
             report_ns: None,
             tcp_attempt_ns: 5 * NS,
+            attempts_above: None,
             tcp_linger_ns: 5 * NS,
             checksums: ChecksumSettings {
                 verify: true,
@@ -264,6 +285,9 @@ struct Flow {
     /// replaced by the linger deadline once the close completes.
     timer_at: u64,
     timer: Timer,
+    /// The event second of the wheel bucket holding this flow's live entry (entries in other
+    /// buckets are stale and dropped when met).
+    wheel_sec: u32,
     flow_id: u64,
     /// Its entry in the table's list of flows with traffic since their last record
     /// ([`NOT_PENDING`]: none), which holds that traffic: only flows busy since the last report
@@ -320,6 +344,16 @@ fn commands_of(c: &normwatch_model::IcsCounts) -> [u32; 4] {
 }
 
 const NO_ASSET: u32 = u32::MAX;
+
+/// What [`FlowTable::attempt`] made of a packet.
+enum Attempted {
+    /// Held as a one-packet attempt.
+    Held,
+    /// A held attempt became a flow (the packet's own, maybe).
+    Promoted,
+    /// Nothing: the packet goes to a flow as usual.
+    No,
+}
 
 /// Which TCP timer `timer_at` is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -379,6 +413,44 @@ impl Flow {
             }
         }
         None
+    }
+
+    /// The earliest event time at which [`Flow::expiry`] can end the flow or its active
+    /// timeout fall due, if no packet comes first: never later than either (the timer wheel
+    /// looks at the flow then). A packet can make it earlier only by changing the TCP state,
+    /// and such packets reschedule the flow.
+    fn deadline(&self, cfg: &FlowConfig) -> u64 {
+        let mut d = self.last_ns.saturating_add(idle_ns(self.key.proto, cfg));
+        if let Some(a) = cfg.active_ns {
+            d = d.min(self.first_ns.saturating_add(a));
+        }
+        if self.key.proto == 6 {
+            let [o, r] = &self.dir;
+            match self.timer {
+                Timer::Close => d = d.min(self.timer_at),
+                Timer::Attempt
+                    if matches!(o.state, Ep::SynSent | Ep::SynAckSent)
+                        && r.state == Ep::Inactive =>
+                {
+                    d = d.min(self.timer_at)
+                }
+                _ => {}
+            }
+            let closing = (o.did_close || r.did_close)
+                && ((o.did_close && r.did_close)
+                    || o.state == Ep::Reset
+                    || r.state == Ep::Reset
+                    || o.state == Ep::Inactive
+                    || r.state == Ep::Inactive);
+            if closing || (o.state == Ep::Inactive && r.state == Ep::Inactive) {
+                d = d.min(
+                    self.last_ns
+                        .saturating_add(cfg.tcp_linger_ns)
+                        .saturating_add(1),
+                );
+            }
+        }
+        d
     }
 
     fn active_due(&self, now: u64, cfg: &FlowConfig) -> bool {
@@ -573,6 +645,13 @@ pub struct FlowTable {
     quiet: Box<Quiet>,
     now: u64,
     next_sweep: u64,
+    /// The timer wheel: by event second (modulo [`WHEEL_SECS`]), the slots of flows to look
+    /// at then (see [`Flow::deadline`]); a flow is in the bucket of its `wheel_sec`.
+    wheel: Vec<Vec<u32>>,
+    /// The latest second whose bucket was looked at.
+    swept_sec: u64,
+    /// Flows due at this sweep (kept for its allocation).
+    due: Vec<u32>,
     /// Flows with traffic since their last record (an entry whose flow no longer points to it
     /// is stale and dropped at the next report).
     pending: Vec<Pending>,
@@ -580,6 +659,11 @@ pub struct FlowTable {
     next_report: u64,
     next_flow_id: u64,
     rng: u64,
+    /// One-packet attempts held under a SYN flood, and what they were counted into
+    /// (`attempts_above`; `None` when it is off).
+    held: Option<Box<(Held, Aggregates, Known)>>,
+    /// SYNs that would start a connection: in the event second `.0`, and the one before.
+    syn_rate: (u64, u64, u64),
     stats: SensorStats,
 }
 
@@ -592,6 +676,13 @@ impl FlowTable {
         let initial = cfg.max_flows.min(INITIAL_CAPACITY);
         let quiet = quiet_of(&cfg);
         let cfg_reports = cfg.report_ns.is_some_and(|r| r > 0);
+        let held = (cfg_reports && cfg.attempts_above.is_some()).then(|| {
+            Box::new((
+                Held::new(MAX_HELD_ATTEMPTS),
+                Aggregates::new(MAX_AGGREGATES),
+                Known::new(KNOWN_NS.max(cfg.tcp_attempt_ns)),
+            ))
+        });
         FlowTable {
             cfg,
             hasher: DefaultHashBuilder::default(),
@@ -604,10 +695,15 @@ impl FlowTable {
             quiet,
             now: 0,
             next_sweep: 0,
+            wheel: vec![Vec::new(); WHEEL_SECS],
+            swept_sec: 0,
+            due: Vec::new(),
             pending: Vec::new(),
             next_report: if cfg_reports { 0 } else { u64::MAX },
             next_flow_id: 1,
             rng: 0x9e37_79b9_7f4a_7c15,
+            held,
+            syn_rate: (0, 0, 0),
             stats: SensorStats::default(),
         }
     }
@@ -639,6 +735,9 @@ impl FlowTable {
             + self.index.capacity() * (size_of::<u32>() + 1)
             + self.free.capacity() * 4
             + self.pending.capacity() * size_of::<Pending>()
+            + self.wheel.iter().map(Vec::capacity).sum::<usize>() * 4
+            + self.due.capacity() * 4
+            + self.held.as_ref().map_or(0, |h| h.0.memory_bytes())
             + size_of_val(&*self.hints)
     }
 
@@ -667,10 +766,12 @@ impl FlowTable {
         let mut pkt = Packet::default();
         match decode::decode_into(link, data, wire_len, &self.cfg.checksums, &mut pkt) {
             Ok(inner) => {
-                self.account(&pkt, ts_ns, out);
+                self.account(&pkt, ts_ns, out, true);
                 if let Some(inner) = inner {
                     match decode::decode_inner(inner, missing, &self.cfg.checksums, &mut pkt) {
-                        Ok(_) => self.account(&pkt, ts_ns, out),
+                        Ok(_) => {
+                            self.account(&pkt, ts_ns, out, true);
+                        }
                         Err(r) => self.stats.drop(r),
                     }
                 }
@@ -693,6 +794,8 @@ impl FlowTable {
         if self.now >= self.next_sweep {
             if self.next_sweep != 0 {
                 self.sweep(out);
+            } else {
+                self.swept_sec = (self.now / NS).saturating_sub(1);
             }
             self.next_sweep = self.now + NS;
         }
@@ -706,12 +809,13 @@ impl FlowTable {
     #[inline(never)]
     fn report(&mut self, out: &mut Vec<FlowRecord>) {
         let every = self.cfg.report_ns.unwrap_or(u64::MAX).max(1);
+        self.emit_aggregates(out);
         if self.next_report != 0 {
             let tick = self.now / every;
             let mut keep = 0;
             for i in 0..self.pending.len() {
                 let e = self.pending[i];
-                let Some(f) = self.slab[e.slot as usize].as_ref() else {
+                let Some(f) = self.slab.get(e.slot as usize).and_then(Option::as_ref) else {
                     continue;
                 };
                 if f.pending != i as u32 {
@@ -739,21 +843,62 @@ impl FlowTable {
         self.next_report = (self.now / every).saturating_add(1).saturating_mul(every);
     }
 
-    /// Emits every flow that has expired by the current event time.
+    /// Emits every flow that has expired by the current event time, and reports those whose
+    /// active timeout is due: the flows in the timer wheel's buckets up to this second, in
+    /// slot order (as a walk of the whole table would meet them). A flow looked at and not
+    /// ended goes back in the bucket of its next deadline.
     #[cold]
     #[inline(never)]
     fn sweep(&mut self, out: &mut Vec<FlowRecord>) {
         let now = self.now;
-        for slot in 0..self.slab.len() {
-            let Some(f) = self.slab[slot].as_ref() else {
+        let now_sec = now / NS;
+        let from = (self.swept_sec + 1).max(now_sec.saturating_sub(WHEEL_SECS as u64 - 1));
+        let mut due = std::mem::take(&mut self.due);
+        for sec in from..=now_sec {
+            let b = sec as usize & (WHEEL_SECS - 1);
+            let mut bucket = std::mem::take(&mut self.wheel[b]);
+            let mut kept = 0;
+            for i in 0..bucket.len() {
+                let slot = bucket[i];
+                let Some(f) = self.slab.get(slot as usize).and_then(Option::as_ref) else {
+                    continue;
+                };
+                if f.wheel_sec as usize & (WHEEL_SECS - 1) != b {
+                    continue;
+                }
+                if u64::from(f.wheel_sec) <= now_sec {
+                    due.push(slot);
+                } else {
+                    // A later turn of the wheel.
+                    bucket[kept] = slot;
+                    kept += 1;
+                }
+            }
+            bucket.truncate(kept);
+            self.wheel[b] = bucket;
+        }
+        self.swept_sec = now_sec;
+        due.sort_unstable();
+        due.dedup();
+        for &slot in &due {
+            let Some(f) = self.slab[slot as usize].as_ref() else {
                 continue;
             };
             if let Some(reason) = f.expiry(now, &self.cfg, &self.quiet) {
-                self.remove(slot as u32, reason, out);
-            } else if f.active_due(now, &self.cfg) {
-                self.report_active(slot as u32, out);
+                self.remove(slot, reason, out);
+                continue;
             }
+            if f.active_due(now, &self.cfg) {
+                self.report_active(slot, out);
+            }
+            if let Some(f) = self.slab[slot as usize].as_mut() {
+                // Out of the wheel until `schedule` puts it back.
+                f.wheel_sec = u32::MAX;
+            }
+            self.schedule(slot);
         }
+        due.clear();
+        self.due = due;
         self.frags.retain(|_, g| {
             let keep = now < g.seen_ns + FRAG_TIMEOUT_NS;
             if !keep && g.flow.is_none() {
@@ -761,23 +906,137 @@ impl FlowTable {
             }
             keep
         });
+        if let Some(h) = self.held.as_deref_mut() {
+            // Unanswered for the attempt timeout: over, as Zeek ends an attempt.
+            h.0.expire(now.saturating_sub(self.cfg.tcp_attempt_ns));
+            h.2.rotate(now);
+        }
+        self.give_back();
     }
 
-    /// Ends the input: every flow still held is emitted.
+    /// Puts the flow in `slot` in the wheel bucket of its deadline, unless it already waits in
+    /// an earlier one (which looks at it again then). Never a bucket already looked at.
+    #[inline]
+    fn schedule(&mut self, slot: u32) {
+        let Some(f) = self.slab[slot as usize].as_mut() else {
+            return;
+        };
+        let sec = (f.deadline(&self.cfg) / NS)
+            .max(self.swept_sec + 1)
+            .min(u64::from(u32::MAX - 1)) as u32;
+        if sec < f.wheel_sec {
+            f.wheel_sec = sec;
+            self.wheel[sec as usize & (WHEEL_SECS - 1)].push(slot);
+        }
+    }
+
+    /// After a flood, memory goes back to the allocator: once the table holds under a
+    /// quarter of its slots, the flows in the upper part move down into free slots and the
+    /// slab, its free list and the index shrink to twice the flows held.
+    fn give_back(&mut self) {
+        let held = self.index.len();
+        if self.slab.len() <= INITIAL_CAPACITY || held >= self.slab.len() / 4 {
+            return;
+        }
+        let target = (held * 2).max(INITIAL_CAPACITY);
+        // Every free slot is on the free list; below `target` there are at least
+        // `target - held >= held` of them, room for every flow above it.
+        let mut holes: Vec<u32> = self
+            .free
+            .iter()
+            .copied()
+            .filter(|&s| (s as usize) < target)
+            .collect();
+        holes.sort_unstable_by(|a, b| b.cmp(a));
+        let mut moved: Vec<(u32, u32)> = Vec::new();
+        for old in target..self.slab.len() {
+            let Some(f) = self.slab[old].take() else {
+                continue;
+            };
+            let new = holes.pop().expect("room below the target");
+            let (old, hash) = (old as u32, self.hasher.hash_one(f.key));
+            if let Some(i) = self.index.find_mut(hash, |&i| i == old) {
+                *i = new;
+            }
+            if let Some(e) = self.pending.get_mut(f.pending as usize) {
+                e.slot = new;
+            }
+            self.slab[new as usize] = Some(f);
+            moved.push((old, new));
+        }
+        for g in self.frags.values_mut() {
+            if let Some((slot, _, _)) = g.flow.as_mut() {
+                if let Ok(k) = moved.binary_search_by_key(slot, |m| m.0) {
+                    *slot = moved[k].1;
+                }
+            }
+        }
+        self.hints.fill(0);
+        self.slab.truncate(target);
+        self.slab.shrink_to_fit();
+        holes.reverse();
+        self.free = holes;
+        self.free.shrink_to_fit();
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        self.index.shrink_to(held, |&i| {
+            hasher.hash_one(slab[i as usize].as_ref().expect("indexed slot").key)
+        });
+        for b in &mut self.wheel {
+            b.retain(|&s| (s as usize) < target);
+            b.shrink_to(b.len().max(64));
+        }
+        for (_, new) in moved {
+            if let Some(f) = self.slab[new as usize].as_mut() {
+                f.wheel_sec = u32::MAX;
+            }
+            self.schedule(new);
+        }
+        self.pending.shrink_to(self.pending.len().max(64));
+        self.due.shrink_to(64);
+    }
+
+    /// Ends the input: every flow still held is emitted into `out`.
     pub fn flush(&mut self, out: &mut Vec<FlowRecord>) {
-        let slab = std::mem::take(&mut self.slab);
-        for flow in slab.iter().flatten() {
+        self.flush_each(out, usize::MAX, |_| {});
+    }
+
+    /// Ends the input as [`FlowTable::flush`] does, streamed: each time `out` holds `batch`
+    /// records it is handed to `emit` (which takes them), so no list of every open flow is
+    /// built; what is left at the end stays in `out`.
+    pub fn flush_each(
+        &mut self,
+        out: &mut Vec<FlowRecord>,
+        batch: usize,
+        mut emit: impl FnMut(&mut Vec<FlowRecord>),
+    ) {
+        self.emit_aggregates(out);
+        if let Some(h) = self.held.as_deref_mut() {
+            h.0.clear();
+        }
+        if out.len() >= batch {
+            emit(out);
+        }
+        for slot in 0..self.slab.len() {
+            let Some(flow) = self.slab[slot].take() else {
+                continue;
+            };
             if flow.continuation && flow.cnt[0].pkts == 0 && flow.cnt[1].pkts == 0 {
                 continue;
             }
             self.stats.ended(EndReason::EndOfInput);
-            out.push(self.record(flow, EndReason::EndOfInput));
+            out.push(self.record(&flow, EndReason::EndOfInput));
+            if out.len() >= batch {
+                emit(out);
+            }
         }
-        self.slab = slab;
         self.slab.clear();
         self.index.clear();
         self.free.clear();
         self.pending.clear();
+        for b in &mut self.wheel {
+            b.clear();
+        }
+        self.hints.fill(0);
         self.stats.flows_active = 0;
         let orphans = self.frags.values().filter(|g| g.flow.is_none()).count();
         self.stats.fragments_orphaned += orphans as u64;
@@ -865,6 +1124,7 @@ impl FlowTable {
             ics: f.ics.as_ref().map(|s| Box::new(s.summary.clone())),
             end_reason: reason,
             export: None,
+            attempts: None,
             prior: f.prior(
                 self.next_report != u64::MAX,
                 (f.pending != NOT_PENDING).then(|| &self.pending[f.pending as usize]),
@@ -948,6 +1208,7 @@ impl FlowTable {
             last_ns: ts,
             timer_at: 0,
             timer: Timer::None,
+            wheel_sec: u32::MAX,
             flow_id: self.next_flow_id,
             pending: NOT_PENDING,
             cnt: [Cnt::default(); 2],
@@ -1009,11 +1270,18 @@ impl FlowTable {
         self.remove(slot, EndReason::Evicted, out);
     }
 
-    /// Counts one decoded IP packet into its flow.
-    fn account(&mut self, p: &Packet<'_>, ts: u64, out: &mut Vec<FlowRecord>) {
+    /// Counts one decoded IP packet into its flow (or, with `hold`, as a one-packet attempt
+    /// under a SYN flood); the flow's slot.
+    fn account(
+        &mut self,
+        p: &Packet<'_>,
+        ts: u64,
+        out: &mut Vec<FlowRecord>,
+        hold: bool,
+    ) -> Option<u32> {
         if let Fragment::Later { id, bytes } = p.frag {
             self.later_fragment(p, id, bytes);
-            return;
+            return None;
         }
         let (key, src_lo) = Key::of(p);
         let hint = hint_of(p);
@@ -1027,6 +1295,18 @@ impl FlowTable {
                 self.find(&key, h)
             }
         };
+        if slot.is_none() && hold && self.held.is_some() {
+            match self.attempt(p, ts, out) {
+                Attempted::Held => return None,
+                Attempted::Promoted => {
+                    // The flow this packet belongs to may have just been made.
+                    let h = hash.unwrap_or_else(|| self.hasher.hash_one(key));
+                    hash = Some(h);
+                    slot = self.find(&key, h);
+                }
+                Attempted::No => {}
+            }
+        }
         if let Some(s) = slot {
             let f = self.slab[s as usize].as_ref().expect("indexed slot");
             if let Some(reason) = f.expiry(ts.max(f.last_ns), &self.cfg, &self.quiet) {
@@ -1048,14 +1328,22 @@ impl FlowTable {
         f.seen = f.seen.saturating_add(1);
         if p.bad_checksum {
             self.stats.drop(DropReason::BadTransportChecksum);
-            return;
+            if f.wheel_sec == u32::MAX {
+                self.schedule(slot);
+            }
+            return Some(slot);
         }
         let is_orig = src_lo == f.orig_is_lo;
-        if p.proto == 6 {
-            tcp_update(f, is_orig, p, ts, &self.cfg);
+        // A new flow, or a TCP packet that may have set a timer or changed the state: its
+        // deadline may now be earlier than the wheel bucket it waits in.
+        // (A packet older than the flow's first moves its active timeout earlier.)
+        let unscheduled = f.wheel_sec == u32::MAX || ts < f.first_ns;
+        let reschedule = if p.proto == 6 {
+            tcp_update(f, is_orig, p, ts, &self.cfg) || unscheduled
         } else {
             update_times(f, ts);
-        }
+            unscheduled
+        };
         // Zeek's rules may have just made the other side the originator.
         let d = usize::from(src_lo != f.orig_is_lo);
         let cnt = &mut f.cnt[d];
@@ -1087,6 +1375,184 @@ impl FlowTable {
         }
         if let Fragment::First { id } = p.frag {
             self.first_fragment(p, id, slot, d);
+        }
+        if reschedule {
+            self.schedule(slot);
+        }
+        Some(slot)
+    }
+
+    /// Under a SYN flood (`attempts_above`), what becomes of a packet of no flow: a SYN from
+    /// a source not seen before is held as a one-packet attempt; a packet from the source of
+    /// a held attempt, or from its responder to it, makes that attempt a flow first.
+    #[inline(never)]
+    fn attempt(&mut self, p: &Packet<'_>, ts: u64, out: &mut Vec<FlowRecord>) -> Attempted {
+        let Some(h) = self.held.as_deref_mut() else {
+            return Attempted::No;
+        };
+        if !h.0.is_empty() {
+            let mut promoted = None;
+            if let Some(a) = h.0.take(&p.src) {
+                // Its source sends again.
+                promoted = Some(a);
+            } else if h.0.get(&p.dst).is_some_and(|a| a.dst == p.src) {
+                // Answered.
+                promoted = h.0.take(&p.dst);
+            }
+            if let Some(a) = promoted {
+                h.2.mark(&a.src);
+                self.promote(a, out);
+                return Attempted::Promoted;
+            }
+        }
+        let syn_only = p.tcp_flags
+            & (TcpFlags::SYN | TcpFlags::ACK | TcpFlags::FIN | TcpFlags::RST)
+            == TcpFlags::SYN;
+        if p.proto != 6
+            || !syn_only
+            || p.payload_len != 0
+            || p.bad_checksum
+            || !matches!(p.frag, Fragment::None)
+        {
+            return Attempted::No;
+        }
+        let sec = ts / NS;
+        let rate = &mut self.syn_rate;
+        if sec > rate.0 {
+            rate.2 = if sec == rate.0 + 1 { rate.1 } else { 0 };
+            rate.1 = 0;
+            rate.0 = sec;
+        }
+        rate.1 += 1;
+        let above = self.cfg.attempts_above.unwrap_or(u64::MAX);
+        if rate.1.max(rate.2) <= above || h.2.contains(&p.src) {
+            return Attempted::No;
+        }
+        // The responder's asset; a SYN from a protected asset makes a flow.
+        let asset = if self.cfg.assets.is_empty() {
+            NO_ASSET
+        } else if let Some((i, _)) = self.cfg.assets.lookup(ip_of(&p.dst, p.v6)) {
+            i
+        } else if self.cfg.assets.lookup(ip_of(&p.src, p.v6)).is_some() {
+            return Attempted::No;
+        } else {
+            NO_ASSET
+        };
+        let key = AggKey {
+            dst: p.dst,
+            dport: p.dport,
+            v6: p.v6,
+        };
+        let src = ip_of(&p.src, p.v6);
+        loop {
+            let h = self.held.as_deref_mut().expect("held");
+            match h.1.count(key, asset, src, p.tcp_flags, p.ip_len, ts, sec) {
+                Counted::In(gen) => {
+                    h.0.insert(Attempt::new(
+                        p.src,
+                        p.dst,
+                        p.v6,
+                        p.sport,
+                        p.dport,
+                        p.tcp_flags,
+                        p.seq,
+                        p.ip_len,
+                        ts,
+                        gen,
+                    ));
+                    self.stats.attempts_held += 1;
+                    return Attempted::Held;
+                }
+                Counted::Closed(agg) => {
+                    let r = self.aggregate_record(*agg);
+                    out.push(r);
+                }
+                Counted::Full => return Attempted::No,
+            }
+        }
+    }
+
+    /// A held attempt becomes a flow: its SYN counted as the flow's first packet and as
+    /// already reported (its aggregate goes out first if still open), so the flow's records
+    /// add only what came after it.
+    #[inline(never)]
+    fn promote(&mut self, a: Attempt, out: &mut Vec<FlowRecord>) {
+        self.stats.attempts_promoted += 1;
+        let key = AggKey {
+            dst: a.dst,
+            dport: a.dport,
+            v6: a.v6,
+        };
+        if let Some(agg) = self.held.as_deref_mut().and_then(|h| h.1.take(&key, a.agg)) {
+            let r = self.aggregate_record(agg);
+            out.push(r);
+        }
+        let pkt = Packet {
+            src: a.src,
+            dst: a.dst,
+            v6: a.v6,
+            proto: 6,
+            sport: a.sport,
+            dport: a.dport,
+            ip_len: a.ip_len,
+            tcp_flags: a.flags,
+            seq: a.seq,
+            ..Packet::default()
+        };
+        if let Some(slot) = self.account(&pkt, a.ts, out, false) {
+            if let Some(f) = self.slab[slot as usize].as_mut() {
+                f.reported();
+            }
+        }
+    }
+
+    /// Every open aggregate of attempts goes out.
+    fn emit_aggregates(&mut self, out: &mut Vec<FlowRecord>) {
+        let Some(mut h) = self.held.take() else {
+            return;
+        };
+        if !h.1.is_empty() {
+            for agg in h.1.drain() {
+                out.push(self.aggregate_record(agg));
+            }
+        }
+        self.held = Some(h);
+    }
+
+    /// The record of an aggregate of attempts.
+    fn aggregate_record(&mut self, agg: crate::attempts::Agg) -> FlowRecord {
+        self.stats.ended(EndReason::Attempts);
+        let flow_id = self.next_flow_id;
+        self.next_flow_id += 1;
+        let v6 = agg.key.v6;
+        let asset = (agg.asset != NO_ASSET).then(|| AssetMatch {
+            id: self.cfg.assets.get(agg.asset).id.clone(),
+            side: Side::Resp,
+        });
+        FlowRecord {
+            sensor_id: self.cfg.sensor_id.clone(),
+            flow_id,
+            orig_addr: ip_of(&[0; 16], v6),
+            orig_port: 0,
+            resp_addr: ip_of(&agg.key.dst, v6),
+            resp_port: agg.key.dport,
+            ip_proto: 6,
+            first_ns: agg.first_ns,
+            last_ns: agg.last_ns,
+            orig: DirStats {
+                pkts: agg.count,
+                ip_bytes: agg.ip_bytes,
+                payload_bytes: 0,
+                tcp_flags: TcpFlags(agg.flags),
+            },
+            resp: DirStats::default(),
+            conn_state: ConnState::S0,
+            asset,
+            ics: None,
+            end_reason: EndReason::Attempts,
+            export: None,
+            prior: None,
+            attempts: Some(Box::new(agg.attempts())),
         }
     }
 
@@ -1135,16 +1601,18 @@ impl FlowTable {
         };
         if let Some(g) = self.frags.get_mut(&fk) {
             match g.flow {
-                Some((slot, flow_id, d)) => match self.slab[slot as usize].as_mut() {
-                    Some(f) if f.flow_id == flow_id => {
-                        f.cnt[d].ip_bytes += u64::from(bytes);
-                        let k = usize::from((d == 0) != f.orig_is_lo);
-                        if let Some(e) = self.pending.get_mut(f.pending as usize) {
-                            e.sent[k].add(0, u64::from(bytes));
+                Some((slot, flow_id, d)) => {
+                    match self.slab.get_mut(slot as usize).and_then(Option::as_mut) {
+                        Some(f) if f.flow_id == flow_id => {
+                            f.cnt[d].ip_bytes += u64::from(bytes);
+                            let k = usize::from((d == 0) != f.orig_is_lo);
+                            if let Some(e) = self.pending.get_mut(f.pending as usize) {
+                                e.sent[k].add(0, u64::from(bytes));
+                            }
                         }
+                        _ => g.pending += u64::from(bytes),
                     }
-                    _ => g.pending += u64::from(bytes),
-                },
+                }
                 None => g.pending += u64::from(bytes),
             }
         } else if self.frags.len() < MAX_FRAG_GROUPS {
@@ -1257,8 +1725,9 @@ fn is_reuse(f: &Flow, p: &Packet<'_>, src_lo: bool) -> bool {
 }
 
 /// Zeek's TCP endpoint state machine for one packet from `is_orig`'s side.
+/// Whether the packet took the full path (its state or timers may have changed).
 #[inline]
-fn tcp_update(f: &mut Flow, is_orig: bool, p: &Packet<'_>, ts: u64, cfg: &FlowConfig) {
+fn tcp_update(f: &mut Flow, is_orig: bool, p: &Packet<'_>, ts: u64, cfg: &FlowConfig) -> bool {
     // Steady state (most packets of a connection): no SYN, FIN or RST, both endpoints past
     // Inactive, and the history letter already recorded. Then no sequence start, history,
     // role or endpoint state changes, and only the times move.
@@ -1281,10 +1750,11 @@ fn tcp_update(f: &mut Flow, is_orig: bool, p: &Packet<'_>, ts: u64, cfg: &FlowCo
             } else if ts < f.first_ns {
                 f.first_ns = ts;
             }
-            return;
+            return false;
         }
     }
     tcp_update_full(f, is_orig, p, ts, cfg);
+    true
 }
 
 #[inline(never)]
@@ -1822,6 +2292,359 @@ mod tests {
             out.len(),
             1000,
             "no flow is lost: evicted flows are emitted"
+        );
+    }
+
+    impl FlowTable {
+        /// Flows the last sweep should have ended or reported and did not.
+        fn overdue(&self) -> usize {
+            let now = self.now;
+            self.slab
+                .iter()
+                .flatten()
+                .filter(|f| {
+                    f.expiry(now, &self.cfg, &self.quiet).is_some() || f.active_due(now, &self.cfg)
+                })
+                .count()
+        }
+    }
+
+    /// A mix of connections with every kind of timer: attempts, rejected and closed ones,
+    /// established ones going idle, long ones crossing the active timeout, UDP.
+    fn mixed(n: u32, t0: u64) -> Vec<(Vec<u8>, u64)> {
+        let mut v = Vec::new();
+        for i in 0..n {
+            let c = [10, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+            let ts = t0 + u64::from(i) * 7_000_000;
+            let port = 1024 + (i % 50_000) as u16;
+            match i % 5 {
+                0 => v.push((tcp(c, port, S, 80, SYN, i, 0), ts)),
+                1 => {
+                    v.push((tcp(c, port, S, 80, SYN, i, 0), ts));
+                    v.push((tcp(S, 80, c, port, RST | ACK, 0, 0), ts + 1_000));
+                }
+                2 => {
+                    v.push((tcp(c, port, S, 80, SYN, i, 0), ts));
+                    v.push((tcp(S, 80, c, port, SYN | ACK, 7, 0), ts + 1_000));
+                    v.push((tcp(c, port, S, 80, ACK, i + 1, 10), ts + 2_000));
+                }
+                3 => {
+                    v.push((tcp(c, port, S, 80, SYN, i, 0), ts));
+                    v.push((tcp(S, 80, c, port, SYN | ACK, 7, 0), ts + 1_000));
+                    v.push((tcp(c, port, S, 80, FIN | ACK, i + 1, 0), ts + 2_000));
+                    v.push((tcp(S, 80, c, port, FIN | ACK, 8, 0), ts + 3_000));
+                }
+                _ => v.push((tcp(c, port, S, 80, ACK, i, 10), ts)),
+            }
+        }
+        v.sort_by_key(|f| f.1);
+        v
+    }
+
+    #[test]
+    fn the_timer_wheel_ends_every_flow_at_the_first_sweep_past_its_deadline() {
+        let mut cfg = FlowConfig::default();
+        cfg.checksums.verify = false;
+        cfg.tcp_idle_ns = 20 * NS;
+        cfg.active_ns = Some(30 * NS);
+        let mut t = FlowTable::new(cfg);
+        let mut out = Vec::new();
+        let t0 = 1_000 * NS;
+        let frames = mixed(6_000, t0);
+        let mut sweeps = 0;
+        for (f, ts) in &frames {
+            let before = t.next_sweep;
+            t.process_frame(LinkType::Ethernet, f, f.len(), *ts, &mut out);
+            if t.next_sweep != before {
+                sweeps += 1;
+                assert_eq!(t.overdue(), 0, "at {ts}");
+            }
+        }
+        // A long connection keeps going past the active timeout.
+        let last = frames.last().unwrap().1;
+        for k in 0..100u64 {
+            let ts = last + k * NS / 2;
+            let f = tcp(C, 40000, S, 443, ACK, 1, 10);
+            let before = t.next_sweep;
+            t.process_frame(LinkType::Ethernet, &f, f.len(), ts, &mut out);
+            if t.next_sweep != before {
+                sweeps += 1;
+                assert_eq!(t.overdue(), 0, "at {ts}");
+            }
+        }
+        // Time passing without packets ends everything.
+        for k in 0..400u64 {
+            let before = t.next_sweep;
+            t.advance_to(last + 50 * NS + k * NS / 4, &mut out);
+            if t.next_sweep != before {
+                sweeps += 1;
+                assert_eq!(t.overdue(), 0);
+            }
+        }
+        assert!(sweeps > 30);
+        assert_eq!(t.len(), 0, "every flow went idle");
+        let active = out
+            .iter()
+            .filter(|r| r.end_reason == EndReason::ActiveTimeout)
+            .count();
+        assert!(active >= 1);
+        let packets: u64 = out.iter().map(|r| r.orig.pkts + r.resp.pkts).sum();
+        assert_eq!(
+            packets,
+            frames.len() as u64 + 100,
+            "every packet reported once"
+        );
+    }
+
+    #[test]
+    fn the_slab_gives_memory_back_after_a_flood() {
+        let mut t = table();
+        let mut out = Vec::new();
+        let t0 = 1_000 * NS;
+        // One long connection before the flood, in a low slot; another after it.
+        let keep = tcp(C, 40000, S, 443, ACK, 1, 10);
+        t.process_frame(LinkType::Ethernet, &keep, keep.len(), t0, &mut out);
+        for i in 0..200_000u32 {
+            let src = [10, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+            let f = tcp(src, 1024, S, 80, SYN, i, 0);
+            t.process_frame(
+                LinkType::Ethernet,
+                &f,
+                f.len(),
+                t0 + u64::from(i) * 5_000,
+                &mut out,
+            );
+        }
+        let peak = t.memory_bytes();
+        let after = tcp(C, 40001, S, 443, ACK, 1, 10);
+        t.process_frame(
+            LinkType::Ethernet,
+            &after,
+            after.len(),
+            t0 + 2 * NS,
+            &mut out,
+        );
+        // The flood's attempts time out; the two connections go on.
+        for k in 0..20u64 {
+            let ts = t0 + 3 * NS + k * NS;
+            t.process_frame(LinkType::Ethernet, &keep, keep.len(), ts, &mut out);
+            t.process_frame(LinkType::Ethernet, &after, after.len(), ts, &mut out);
+        }
+        assert_eq!(t.len(), 2);
+        assert!(
+            t.memory_bytes() < peak / 8,
+            "{} bytes after, {peak} at the peak",
+            t.memory_bytes()
+        );
+        t.flush(&mut out);
+        let ports: Vec<_> = out
+            .iter()
+            .filter(|r| r.resp_port == 443)
+            .map(|r| (r.orig_port, r.orig.pkts))
+            .collect();
+        assert_eq!(ports.len(), 2, "{ports:?}");
+        assert!(ports.contains(&(40000, 21)) && ports.contains(&(40001, 21)));
+        assert_eq!(out.len(), 200_002, "no flow lost");
+    }
+
+    #[test]
+    fn the_end_of_input_flush_hands_on_batches() {
+        let mut t = table();
+        let mut out = Vec::new();
+        for i in 0..1_000u16 {
+            let f = tcp(C, 1024 + i, S, 80, SYN, 1, 0);
+            t.process_frame(LinkType::Ethernet, &f, f.len(), NS, &mut out);
+        }
+        let mut batches = Vec::new();
+        t.flush_each(&mut out, 64, |b| batches.push(std::mem::take(b)));
+        assert!(batches.iter().all(|b| b.len() == 64));
+        assert_eq!(batches.len() * 64 + out.len(), 1_000);
+        assert!(t.is_empty());
+    }
+
+    fn flood_table(above: Option<u64>) -> FlowTable {
+        let mut cfg = FlowConfig::default();
+        cfg.checksums.verify = false;
+        cfg.report_ns = Some(NS / 10);
+        cfg.attempts_above = above;
+        FlowTable::new(cfg)
+    }
+
+    fn feed(t: &mut FlowTable, frames: &[(Vec<u8>, u64)]) -> Vec<FlowRecord> {
+        let mut out = Vec::new();
+        for (f, ts) in frames {
+            t.process_frame(LinkType::Ethernet, f, f.len(), *ts, &mut out);
+        }
+        t.flush(&mut out);
+        out
+    }
+
+    /// New connections, packets, bytes and half-open attempts towards `S` as a consumer
+    /// counts them (each record's addition to its flow's earlier ones).
+    fn consumer_counts(recs: &[FlowRecord]) -> (u64, u64, u64, u64) {
+        let (mut new, mut pkts, mut bytes, mut half) = (0, 0, 0, 0);
+        for r in recs.iter().filter(|r| r.resp_addr == IpAddr::from(S)) {
+            let n = r.attempts.as_ref().map_or(1, |a| a.count);
+            match &r.prior {
+                None => {
+                    new += n;
+                    pkts += r.orig.pkts;
+                    bytes += r.orig.ip_bytes;
+                    if r.orig.tcp_flags.has(TcpFlags::SYN) && !r.orig.tcp_flags.has(TcpFlags::ACK) {
+                        half += n;
+                    }
+                }
+                Some(p) => {
+                    let (a, b) = p.orig.added(&r.orig);
+                    pkts += a;
+                    bytes += b;
+                    if p.orig.tcp_flags.has(TcpFlags::SYN)
+                        && !p.orig.tcp_flags.has(TcpFlags::ACK)
+                        && r.orig.tcp_flags.has(TcpFlags::ACK)
+                    {
+                        half -= 1;
+                    }
+                }
+            }
+        }
+        (new, pkts, bytes, half)
+    }
+
+    fn random_source_flood(n: u32, t0: u64) -> Vec<(Vec<u8>, u64)> {
+        (0..n)
+            .map(|i| {
+                let x = i.wrapping_mul(2_654_435_761) | 1;
+                let src = [
+                    (x >> 24) as u8 | 1,
+                    (x >> 16) as u8,
+                    (x >> 8) as u8,
+                    x as u8,
+                ];
+                (
+                    tcp(src, 1024 + (i % 60_000) as u16, S, 80, SYN, x, 0),
+                    t0 + u64::from(i) * 20_000,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_flood_of_one_packet_syns_gives_the_same_counts_in_few_records() {
+        let t0 = 1_000 * NS;
+        // 100 000 SYNs from as many sources in 2 s, and one client that completes.
+        let mut frames = random_source_flood(100_000, t0);
+        frames.push((tcp(C, 40000, S, 80, SYN, 100, 0), t0 + NS / 2));
+        frames.push((tcp(S, 80, C, 40000, SYN | ACK, 500, 0), t0 + NS / 2 + 1_000));
+        frames.push((tcp(C, 40000, S, 80, ACK, 101, 10), t0 + NS / 2 + 2_000));
+        frames.sort_by_key(|f| f.1);
+        let plain = feed(&mut flood_table(None), &frames);
+        let mut t = flood_table(Some(1_000));
+        let compact = feed(&mut t, &frames);
+        assert_eq!(consumer_counts(&compact), consumer_counts(&plain));
+        assert_eq!(
+            consumer_counts(&plain),
+            (100_001, 100_002, 4_000_090, 100_000)
+        );
+        assert!(t.stats().attempts_held > 98_000, "{:?}", t.stats());
+        // Two seconds, ten reports each: a record per report interval, not one per SYN.
+        assert!(compact.len() < 3_000, "{} records", compact.len());
+        assert!(plain.len() >= 100_000);
+        // The attempts' sources: their number within the sketch's error, a full sample.
+        let agg: Vec<_> = compact
+            .iter()
+            .filter_map(|r| r.attempts.as_deref())
+            .collect();
+        let mut all = normwatch_model::Cardinality::default();
+        for a in &agg {
+            all.merge(&a.sources);
+            assert!(!a.sample.is_empty() && a.sample.len() <= normwatch_model::Attempts::SAMPLE);
+        }
+        let est = all.estimate();
+        assert!((90_000.0..110_000.0).contains(&est), "{est}");
+        // The client's connection is reported as a flow.
+        let client: Vec<_> = compact.iter().filter(|r| r.orig_port == 40000).collect();
+        assert!(!client.is_empty());
+        let last = client.last().unwrap();
+        assert_eq!(
+            (last.orig.pkts, last.resp.pkts, last.conn_state),
+            (2, 1, ConnState::S1)
+        );
+    }
+
+    #[test]
+    fn an_answered_attempt_becomes_a_flow_whose_records_follow_its_syn() {
+        let t0 = 1_000 * NS;
+        let frames = [
+            (tcp(C, 40000, S, 80, SYN, 100, 0), t0),
+            (tcp(S, 80, C, 40000, SYN | ACK, 500, 0), t0 + 1_000),
+            (tcp(C, 40000, S, 80, ACK, 101, 0), t0 + 2_000),
+            (tcp(C, 40000, S, 80, FIN | ACK, 101, 0), t0 + 3_000),
+            (tcp(S, 80, C, 40000, FIN | ACK, 501, 0), t0 + 4_000),
+        ];
+        let mut t = flood_table(Some(0));
+        let out = feed(&mut t, &frames);
+        assert_eq!(t.stats().attempts_held, 1);
+        assert_eq!(t.stats().attempts_promoted, 1);
+        // The attempt's record comes first, then the connection's, which adds to its SYN.
+        assert_eq!(out[0].attempts.as_ref().map(|a| a.count), Some(1));
+        let last = out.last().unwrap();
+        assert_eq!(last.conn_state, ConnState::SF);
+        assert_eq!((last.orig.pkts, last.resp.pkts), (3, 2));
+        let p = out[1].prior.expect("the SYN was reported");
+        assert_eq!((p.orig.pkts, p.orig.tcp_flags.0), (1, SYN));
+        assert_eq!(consumer_counts(&out), consumer_counts(&run(&frames)));
+    }
+
+    #[test]
+    fn a_source_that_sends_again_becomes_a_flow() {
+        let t0 = 1_000 * NS;
+        // A scanner: one source, many ports; and a client retransmitting its SYN.
+        let mut frames: Vec<_> = (0..50u16)
+            .map(|i| {
+                (
+                    tcp(C, 40000, S, 1 + i, SYN, 7, 0),
+                    t0 + u64::from(i) * 1_000,
+                )
+            })
+            .collect();
+        let d = [198, 51, 100, 9];
+        frames.push((tcp(d, 50000, S, 443, SYN, 9, 0), t0 + NS));
+        frames.push((tcp(d, 50000, S, 443, SYN, 9, 0), t0 + 2 * NS));
+        let mut t = flood_table(Some(0));
+        let out = feed(&mut t, &frames);
+        let flows: Vec<_> = out.iter().filter(|r| r.attempts.is_none()).collect();
+        // Every probe is a flow: the first became one when the second came.
+        let mut ports: Vec<_> = flows
+            .iter()
+            .filter(|r| r.orig_port == 40000)
+            .map(|r| r.resp_port)
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 50);
+        let retried = flows.iter().rfind(|r| r.orig_port == 50000).unwrap();
+        assert_eq!(retried.orig.pkts, 2);
+        assert_eq!(t.stats().attempts_promoted, 2);
+        assert_eq!(consumer_counts(&out), consumer_counts(&run(&frames)));
+    }
+
+    #[test]
+    fn below_the_limit_and_without_reports_every_syn_is_a_flow() {
+        let frames = random_source_flood(2_000, 1_000 * NS);
+        // 2 000 SYNs in 40 ms: under 10 000 a second.
+        let mut t = flood_table(Some(10_000));
+        let out = feed(&mut t, &frames);
+        assert!(out.iter().all(|r| r.attempts.is_none()));
+        assert_eq!(t.stats().attempts_held, 0);
+        let mut cfg = FlowConfig::default();
+        cfg.checksums.verify = false;
+        cfg.attempts_above = Some(0);
+        let mut t = FlowTable::new(cfg);
+        let out = feed(&mut t, &frames);
+        assert_eq!(
+            out.len(),
+            2_000,
+            "one record per connection without interim reports"
         );
     }
 

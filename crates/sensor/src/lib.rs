@@ -5,6 +5,7 @@
 //! - [`flow`]: the bidirectional flow table with Zeek-compatible connection state.
 //! - [`ics`]: industrial-protocol command classification.
 
+mod attempts;
 pub mod capture;
 pub mod checksum;
 pub mod decode;

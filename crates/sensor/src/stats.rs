@@ -21,7 +21,11 @@ pub struct SensorStats {
     /// Flows created.
     pub flows_created: u64,
     /// Flow records emitted, by [`EndReason`] (interim reports included).
-    pub flows_ended: [u64; 6],
+    pub flows_ended: [u64; 7],
+    /// SYNs from new sources held as one-packet attempts instead of becoming flows (under a
+    /// flood of them), and of those, the ones that became flows (answered or sent again).
+    pub attempts_held: u64,
+    pub attempts_promoted: u64,
     /// Flows currently in the table.
     pub flows_active: u64,
     /// Industrial-protocol PDUs that did not parse as the port's protocol.
@@ -70,6 +74,8 @@ impl SensorStats {
             flows_ended,
             flows_active,
             ics_malformed,
+            attempts_held,
+            attempts_promoted,
         } = other;
         self.packets += packets;
         self.bytes += bytes;
@@ -85,6 +91,8 @@ impl SensorStats {
         }
         self.flows_active += flows_active;
         self.ics_malformed += ics_malformed;
+        self.attempts_held += attempts_held;
+        self.attempts_promoted += attempts_promoted;
     }
 }
 
@@ -96,5 +104,6 @@ fn end_index(r: EndReason) -> usize {
         EndReason::Evicted => 3,
         EndReason::EndOfInput => 4,
         EndReason::Interim => 5,
+        EndReason::Attempts => 6,
     }
 }

@@ -15,9 +15,10 @@ use serde::Serialize;
 pub const MAGIC: [u8; 4] = *b"NWFB";
 /// The schema version this build writes and reads. 2: `FlowRecord` gained `export` (the
 /// flow-export origin); 3: `EndReason::Interim` and `prior` (what earlier records of the flow
-/// reported). postcard is not self-describing, so batches of another version are refused
-/// with their reason rather than misread.
-pub const SCHEMA_VERSION: u16 = 3;
+/// reported); 4: `attempts` (one-packet connection attempts counted together). postcard is
+/// not self-describing, so batches of another version are refused with their reason rather
+/// than misread.
+pub const SCHEMA_VERSION: u16 = 4;
 /// Largest batch a consumer decodes: a sensor's messages stay under
 /// `kafka::MAX_MESSAGE_BYTES`, and topics are created refusing more than this. A larger
 /// message is counted and skipped undecoded, so it cannot cost memory many times its size.
@@ -299,6 +300,16 @@ mod tests {
                     },
                     resp: normwatch_model::PriorDir::default(),
                 }),
+                attempts: Some(Box::new(normwatch_model::Attempts {
+                    count: 2,
+                    sources: {
+                        let mut c = normwatch_model::Cardinality::default();
+                        c.insert(7);
+                        c.insert(8);
+                        c
+                    },
+                    sample: vec!["192.0.2.7".parse().unwrap()],
+                })),
             },
             FlowRecord {
                 sensor_id: sensor,
@@ -323,6 +334,7 @@ mod tests {
                     sampling_rate: 1000,
                 }),
                 prior: None,
+                attempts: None,
             },
         ]
     }

@@ -48,7 +48,7 @@ pub(crate) struct Spread {
 
 /// Follows per-address traffic of a multi-address asset in its latest second.
 #[inline(always)]
-pub(crate) fn spread(sp: &mut Spread, local: IpAddr, last: u64, inbound: &Added, new: bool) {
+pub(crate) fn spread(sp: &mut Spread, local: IpAddr, last: u64, inbound: &Added, new: u32) {
     if last != sp.cur.sec {
         if last < sp.cur.sec {
             // Late records count for their seconds' totals, not for the spread.
@@ -88,7 +88,7 @@ pub(crate) fn spread(sp: &mut Spread, local: IpAddr, last: u64, inbound: &Added,
         .pkts
         .saturating_add(u32::try_from(inbound.pkts).unwrap_or(u32::MAX));
     cell.bytes += inbound.bytes;
-    cell.new += u32::from(new);
+    cell.new = cell.new.saturating_add(new);
     c.max_pkts = c.max_pkts.max(cell.pkts);
     c.max_bytes = c.max_bytes.max(cell.bytes);
     c.max_new = c.max_new.max(cell.new);

@@ -5,7 +5,7 @@ use crate::alert::*;
 use crate::state::*;
 use crate::Settings;
 use crate::NS;
-use normwatch_model::{Alert, AlertKind, DirStats, Measured, Severity, TopSource};
+use normwatch_model::{addr_key, Alert, AlertKind, DirStats, Measured, Severity, TopSource};
 use std::net::IpAddr;
 
 /// External destinations followed exactly per `holds-ip` asset.

@@ -5,7 +5,9 @@ use crate::sketch::Distinct;
 use crate::state::*;
 use crate::{Settings, NS};
 use normwatch_config::reflectors::{Reflectors, UDP};
-use normwatch_model::{Alert, AlertKind, DirStats, Measured, Severity, TcpFlags, TopSource};
+use normwatch_model::{
+    addr_key, Alert, AlertKind, DirStats, Measured, Severity, TcpFlags, TopSource,
+};
 use std::net::IpAddr;
 
 /// Sources followed by the scan rule per asset (more are not followed until some expire).
