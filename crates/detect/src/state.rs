@@ -2265,11 +2265,6 @@ impl<const N: usize> AssetState<N> {
         !self.open.is_empty() || self.hot != 0 || self.gathered
     }
 
-    /// Whether the watermark still has work here: seconds not yet final, or open alerts.
-    pub(crate) fn busy(&self) -> bool {
-        self.finalized < self.newest || !self.open.is_empty()
-    }
-
     /// Closes every open alert (end of input).
     pub(crate) fn close_all(&mut self, cx: &Ctx, out: &mut Vec<Alert>) {
         for mut o in std::mem::take(&mut self.open) {

@@ -122,6 +122,17 @@ impl FlowSink for TeeFlows<'_> {
         self.0.iter_mut().try_for_each(|s| s.accept(records))
     }
 
+    fn accept_batch(
+        &mut self,
+        records: &[FlowRecord],
+        key: &[u8],
+        clock_ns: u64,
+    ) -> anyhow::Result<()> {
+        self.0
+            .iter_mut()
+            .try_for_each(|s| s.accept_batch(records, key, clock_ns))
+    }
+
     fn flush(&mut self) -> anyhow::Result<()> {
         self.0.iter_mut().try_for_each(|s| s.flush())
     }
@@ -264,19 +275,49 @@ impl<'a> DetectorSink<'a> {
     }
 }
 
-impl FlowSink for DetectorSink<'_> {
-    fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()> {
+impl DetectorSink<'_> {
+    /// Runs the detector over one batch; `clock_ns`: see [`Detector::process_at`] (`None`:
+    /// the latest event time this detector saw).
+    fn batch(
+        &mut self,
+        records: &[FlowRecord],
+        key: &[u8],
+        clock_ns: Option<u64>,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
-        self.detector.process(records, &mut self.buf);
+        match clock_ns {
+            None => self.detector.process(records, &mut self.buf),
+            Some(c) if records.is_empty() => {
+                if let Ok(id) = std::str::from_utf8(key) {
+                    self.detector.tick(id, c, &mut self.buf);
+                }
+            }
+            Some(c) => self.detector.process_at(records, c, &mut self.buf),
+        }
         self.emit()?;
         if let Some(o) = &self.metrics {
             o.m.batch_seconds.observe(started.elapsed().as_secs_f64());
             crate::metrics::observe_normals(&o.m, &self.detector);
         }
         if let Some(f) = self.flows.as_mut() {
-            f.accept(records)?;
+            f.accept_batch(records, key, clock_ns.unwrap_or(0))?;
         }
         Ok(())
+    }
+}
+
+impl FlowSink for DetectorSink<'_> {
+    fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()> {
+        self.batch(records, &[], None)
+    }
+
+    fn accept_batch(
+        &mut self,
+        records: &[FlowRecord],
+        key: &[u8],
+        clock_ns: u64,
+    ) -> anyhow::Result<()> {
+        self.batch(records, key, Some(clock_ns))
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {

@@ -89,6 +89,21 @@ pub fn release_member_spool(path: &Path, max_bytes: u64) {
 pub trait FlowSink {
     /// Takes one batch's records.
     fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()>;
+    /// Takes one consumed batch: its records, its key (the asset id, for a batch of an
+    /// asset's records) and the sensor's clock before it (see `normwatch_transport::wire`).
+    /// A batch may be empty: a tick that only moves the key's asset's clock.
+    fn accept_batch(
+        &mut self,
+        records: &[FlowRecord],
+        key: &[u8],
+        clock_ns: u64,
+    ) -> anyhow::Result<()> {
+        let _ = (key, clock_ns);
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.accept(records)
+    }
     /// Makes everything accepted so far durable; called before offsets are committed.
     fn flush(&mut self) -> anyhow::Result<()>;
     /// No records arrived for a poll interval: time-driven work (retrying deliveries) runs
@@ -177,7 +192,10 @@ pub fn consume_flows(
         match decode_batch::<FlowRecord>(&delivery.payload) {
             Ok(batch) => {
                 if dedup.is_new(&batch.sensor_id, delivery.partition, batch.seq) {
-                    if let Err(e) = sink.accept(&batch.records).and_then(|()| sink.flush()) {
+                    if let Err(e) = sink
+                        .accept_batch(&batch.records, &delivery.key, batch.clock_ns)
+                        .and_then(|()| sink.flush())
+                    {
                         // Not committed: a restart processes this batch again.
                         break Err(e.context("cannot hand flows on"));
                     }
