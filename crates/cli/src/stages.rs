@@ -262,7 +262,12 @@ pub fn detect(args: DetectArgs) -> anyhow::Result<()> {
     let result = topology::detect(&cfg, flows_ref, Some(&mut alerts), &opts, &metrics, &stop);
     if let Ok(s) = &result {
         log_consumer(&s.consumed);
-        tracing::info!(alerts = s.opened, events = s.events, "detector finished");
+        tracing::info!(
+            alerts = s.opened,
+            events = s.events,
+            already_published = s.suppressed,
+            "detector finished"
+        );
     }
     if args.stats {
         print_metrics(&metrics);

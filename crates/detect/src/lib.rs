@@ -504,6 +504,17 @@ impl Detector {
         }
     }
 
+    /// Drops every asset's state and clock: the detector starts again as new (a member of a
+    /// detector group given other partitions rebuilds from their start).
+    pub fn reset(&mut self) {
+        let settings = self.settings.clone();
+        self.states = States::new(&settings, self.assets.assets().len());
+        self.clocks.iter_mut().for_each(|c| *c = 0);
+        self.acted.iter_mut().for_each(|c| *c = 0);
+        self.ids.last = None;
+        self.now_ns = 0;
+    }
+
     /// Each tracked asset's learned normal and latest final second (id, normal), for metrics
     /// and dashboards. Assets with no traffic yet are left out.
     pub fn normals(&self) -> impl Iterator<Item = (&str, Normal)> + '_ {

@@ -91,18 +91,31 @@ pub trait FlowSink {
     fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()>;
     /// Takes one consumed batch: its records, its key (the asset id, for a batch of an
     /// asset's records) and the sensor's clock before it (see `normwatch_transport::wire`).
-    /// A batch may be empty: a tick that only moves the key's asset's clock.
+    /// A batch may be empty: a tick that only moves the key's asset's clock. A `replayed`
+    /// batch was processed before (this member rebuilds its state from the topic, see
+    /// [`Subscriber::replayed`]): only state is rebuilt from it, nothing is handed on.
     fn accept_batch(
         &mut self,
         records: &[FlowRecord],
         key: &[u8],
         clock_ns: u64,
+        replayed: bool,
     ) -> anyhow::Result<()> {
         let _ = (key, clock_ns);
-        if records.is_empty() {
+        if records.is_empty() || replayed {
             return Ok(());
         }
         self.accept(records)
+    }
+    /// The consumer group changed this member's partitions: what follows starts again from
+    /// the start of each (a rebuilding member), so state built so far is dropped.
+    fn reassigned(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// The input ended (idle limit, stop signal, closed bus) without error; called before the
+    /// member leaves its group, so what this does is done before another member takes over.
+    fn end(&mut self) -> anyhow::Result<()> {
+        Ok(())
     }
     /// Makes everything accepted so far durable; called before offsets are committed.
     fn flush(&mut self) -> anyhow::Result<()>;
@@ -170,6 +183,11 @@ pub fn consume_flows(
         if sub.assignments() != assignments {
             assignments = sub.assignments();
             last_message = Instant::now();
+            // Partitions are read again from where the new assignment starts.
+            dedup = Deduplicator::new(65_536);
+            if let Err(e) = sink.reassigned() {
+                break Err(e.context("cannot take over the assigned partitions"));
+            }
         }
         let delivery = match polled {
             Ok(Some(d)) => d,
@@ -192,8 +210,9 @@ pub fn consume_flows(
         match decode_batch::<FlowRecord>(&delivery.payload) {
             Ok(batch) => {
                 if dedup.is_new(&batch.sensor_id, delivery.partition, batch.seq) {
+                    let replayed = sub.replayed(&delivery);
                     if let Err(e) = sink
-                        .accept_batch(&batch.records, &delivery.key, batch.clock_ns)
+                        .accept_batch(&batch.records, &delivery.key, batch.clock_ns, replayed)
                         .and_then(|()| sink.flush())
                     {
                         // Not committed: a restart processes this batch again.
@@ -231,6 +250,7 @@ pub fn consume_flows(
             break Err(anyhow::Error::new(e).context("cannot commit a consumed batch"));
         }
     };
+    let result = result.and_then(|()| sink.end());
     let closed = sub.close();
     result?;
     closed.map_err(|e| anyhow::Error::new(e).context("cannot commit consumed batches"))?;

@@ -309,6 +309,17 @@ pub struct OpenAlerts {
 }
 
 impl OpenAlerts {
+    /// Forgets every open alert (the detector's state was dropped), lowering its gauges.
+    pub fn clear(&mut self, m: &DetectMetrics) {
+        for (_, (labels, norms)) in self.open.drain() {
+            let l: Vec<&str> = labels.iter().map(String::as_str).collect();
+            m.open_alerts.with_label_values(&l).dec();
+            for n in &norms {
+                m.open_alerts_by_norm.with_label_values(&[l[0], n]).dec();
+            }
+        }
+    }
+
     pub fn event(&mut self, m: &DetectMetrics, a: &Alert, opened_at_ns: u64) {
         let state = match a.state {
             AlertState::Open => "open",

@@ -191,6 +191,8 @@ pub struct DetectSummary {
     /// Alerts opened and alert events published.
     pub opened: u64,
     pub events: u64,
+    /// Alert events the rebuilt state gave again and the alerts topic already held.
+    pub suppressed: u64,
 }
 
 /// `normwatch detect`: consumes flow batches from Kafka as a member of the consumer group,
@@ -198,7 +200,17 @@ pub struct DetectSummary {
 /// `alerts` if given); consumed records also go to `flows` if given. A batch is committed
 /// only after the alert events it caused were acknowledged by the broker or spooled to disk
 /// (a spool the next member of the group takes over). At the end (stop
-/// signal or idle limit) every alert still open is closed and published.
+/// signal or idle limit) every alert still open is closed and published, before the member
+/// leaves the group; after an error nothing is closed (the next member carries on).
+///
+/// A member's state is rebuilt from the flows topic whenever the group assigns it
+/// partitions: it reads them from their start with a fresh detector and sends only the alert
+/// events the alerts topic does not hold yet (see [`DetectorSink::rebuilding`]). So a member
+/// that replaces a killed one, or takes partitions over in a rebalance, neither opens nor
+/// closes again an alert already on the topic, and closes every alert its predecessor
+/// opened. The price is a read of the flows topic's retained records (and of the alerts
+/// topic) at every assignment; a checkpoint of each asset's state in a compacted topic
+/// would bound it.
 pub fn detect(
     cfg: &Config,
     flows: Option<&mut dyn FlowSink>,
@@ -219,12 +231,17 @@ pub fn detect(
         metrics.transport.clone(),
         Duration::from_secs(5),
     )?;
-    let mut sub = KafkaSubscriber::new(
+    let mut sub = KafkaSubscriber::rebuilding(
         &cfg.bus,
         &cfg.kafka,
         Topic::Flows,
         metrics.transport.clone(),
     )?;
+    let read_timeout = cfg.kafka.delivery_timeout.max(Duration::from_secs(30));
+    let published = move || {
+        normwatch_transport::kafka::read_topic(&cfg.bus, &cfg.kafka, Topic::Alerts, read_timeout)
+            .map_err(anyhow::Error::new)
+    };
     let result = {
         let mut to_kafka = PublishAlerts::new(&mut publisher, cfg.kafka.delivery_timeout);
         let mut sinks: Vec<&mut dyn AlertSink> = vec![&mut to_kafka];
@@ -234,7 +251,9 @@ pub fn detect(
         let mut tee = TeeAlerts(sinks);
         let flows = flows.map(|f| &mut *f as &mut dyn FlowSink);
         let mut sink = DetectorSink::new(detector, &mut tee, flows)
-            .with_metrics(metrics.detect.clone(), &cfg.assets);
+            .with_metrics(metrics.detect.clone(), &cfg.assets)
+            .rebuilding(Box::new(published));
+        // At a successful end the open alerts were closed before the member left its group.
         let consumed = consume_flows(
             &mut sub,
             &mut sink,
@@ -243,13 +262,11 @@ pub fn detect(
             opts,
             stop,
         );
-        let finished = sink.finish();
-        consumed.and_then(|c| {
-            finished.map(|()| DetectSummary {
-                consumed: c,
-                opened: sink.opened,
-                events: sink.events,
-            })
+        consumed.map(|c| DetectSummary {
+            consumed: c,
+            opened: sink.opened,
+            events: sink.events,
+            suppressed: sink.suppressed,
         })
     };
     let drained = publisher.flush(cfg.kafka.delivery_timeout);
