@@ -208,6 +208,11 @@ impl EvidenceStage {
         self.packager.store().package_dir(id)
     }
 
+    /// Forgets the flows kept so far (they are about to be read again from the start).
+    pub fn forget_flows(&mut self) {
+        self.flows.clear();
+    }
+
     /// Keeps the most recent flows of each asset for the packages of its alerts.
     pub fn keep(&mut self, records: &[FlowRecord]) {
         let arrived = now_ns();

@@ -294,6 +294,16 @@ pub struct PackageSummary {
 /// packages every closed alert for its recipient States into the evidence store and delivers
 /// from its outbox. An alert event is committed only once its packages are in the store
 /// (whose outbox survives a crash); a malformed alert event is counted and skipped.
+///
+/// The flows an alert's packages hold are on the flows topic before the alert is on the
+/// alerts topic (a detector publishes an alert after consuming its flows). So the flows
+/// topic is read from the start of each assigned partition whenever the packager is
+/// assigned it (the recent flows of each asset are kept in memory, and nothing kept only
+/// there is lost when the packager stops), and a closed alert waits, with the alerts behind
+/// it, until the flows read have reached where the flows topic ended when the alert
+/// arrived: whatever the backlog of either topic, and across restarts, a package holds the
+/// flows behind its alert. One packager per group: the flows of an alert's asset must all
+/// reach the member that packages it.
 pub fn package(
     cfg: &Config,
     stage: &mut crate::evidence::EvidenceStage,
@@ -302,34 +312,50 @@ pub fn package(
     stop: &AtomicBool,
 ) -> anyhow::Result<PackageSummary> {
     use normwatch_model::{Alert, AlertState};
-    use normwatch_transport::bus::Subscriber;
+    use normwatch_transport::bus::{Delivery, Subscriber};
     use normwatch_transport::wire::decode_batch;
+    use std::collections::BTreeMap;
     need_kafka(cfg, "package")?;
     let _span = tracing::info_span!("package").entered();
     let mut kafka = cfg.kafka.clone();
     kafka.group_id = format!("{}.package", cfg.kafka.group_id);
     let mut flows =
-        KafkaSubscriber::new(&cfg.bus, &kafka, Topic::Flows, metrics.transport.clone())?;
+        KafkaSubscriber::rebuilding(&cfg.bus, &kafka, Topic::Flows, metrics.transport.clone())?;
     let mut alerts =
         KafkaSubscriber::new(&cfg.bus, &kafka, Topic::Alerts, metrics.transport.clone())?;
     let mut summary = PackageSummary::default();
     let mut last = Instant::now();
     let mut assignments = flows.assignments() + alerts.assignments();
+    let mut flow_assignments = flows.assignments();
     let mut last_delivery = Instant::now();
+    // Per flows partition: the next offset to read.
+    let mut read: BTreeMap<i32, i64> = BTreeMap::new();
+    // A closed alert waiting for the flows topic to be read up to these offsets.
+    let mut waiting: Option<(Alert, Delivery, Option<BTreeMap<i32, i64>>)> = None;
     let result: anyhow::Result<()> = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
         }
         let mut idle = true;
-        // Flows first, so an alert's flows are kept before the alert is packaged; a bounded
-        // number per round, so a busy flows topic cannot starve the alerts.
+        // A bounded number of flow batches per round, so a busy flows topic cannot starve
+        // the alerts.
         let mut taken = 0;
         while taken < 1000 {
-            let Some(d) = flows.poll(Duration::from_millis(10))? else {
+            let polled = flows.poll(Duration::from_millis(10))?;
+            if flows.assignments() != flow_assignments {
+                // Read again from the start of each partition.
+                flow_assignments = flows.assignments();
+                stage.forget_flows();
+                read.clear();
+            }
+            let Some(d) = polled else {
                 break;
             };
             taken += 1;
             idle = false;
+            let at = i64::try_from(d.offset).unwrap_or(i64::MAX);
+            let next = read.entry(d.partition).or_insert(0);
+            *next = (*next).max(at.saturating_add(1));
             match decode_batch::<FlowRecord>(&d.payload) {
                 Ok(batch) => {
                     summary.flow_batches += 1;
@@ -346,31 +372,63 @@ pub fn package(
             }
             flows.commit(&d)?;
         }
-        if let Some(d) = alerts.poll(Duration::from_millis(50))? {
-            idle = false;
-            summary.alert_events += 1;
-            match serde_json::from_slice::<Alert>(&d.payload) {
-                Ok(a) if a.state == AlertState::Closed => {
-                    let before = stage.built.len();
-                    if let Err(e) = stage.package(&a) {
-                        // Not committed: a restart packages this alert again (the store keeps
-                        // the first build of a package, so nothing is sent twice).
-                        break Err(e.context(format!("cannot package alert {}", a.id)));
+        if let Some((_, _, ends)) = waiting.as_mut() {
+            if ends.is_none() && flow_assignments > 0 {
+                // Where the flows topic ends now: the alert's flows lie before.
+                match flows.assigned_ends(Duration::from_secs(5)) {
+                    Ok(e) => {
+                        *ends = Some(
+                            e.into_iter()
+                                .filter(|(_, (low, high))| high > low)
+                                .map(|(p, (_, high))| (p, high))
+                                .collect(),
+                        )
                     }
-                    summary.alerts_packaged += 1;
-                    summary.packages += (stage.built.len() - before) as u64;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    summary.rejected += 1;
-                    tracing::warn!(
-                        partition = d.partition,
-                        offset = d.offset,
-                        "skipped a message on the alerts topic that is not an alert event: {e}"
-                    );
+                    Err(e) => tracing::debug!(error = %e, "flows topic ends not known yet"),
                 }
             }
+        }
+        let ready = match &waiting {
+            Some((_, _, Some(ends))) => ends
+                .iter()
+                .all(|(p, high)| read.get(p).is_some_and(|r| r >= high)),
+            _ => false,
+        };
+        if ready {
+            let (a, d, _) = waiting.take().expect("an alert waits");
+            idle = false;
+            let before = stage.built.len();
+            if let Err(e) = stage.package(&a) {
+                // Not committed: a restart packages this alert again (the store keeps
+                // the first build of a package, so nothing is sent twice).
+                break Err(e.context(format!("cannot package alert {}", a.id)));
+            }
+            summary.alerts_packaged += 1;
+            summary.packages += (stage.built.len() - before) as u64;
             alerts.commit(&d)?;
+        }
+        if waiting.is_none() {
+            if let Some(d) = alerts.poll(Duration::from_millis(50))? {
+                idle = false;
+                summary.alert_events += 1;
+                match serde_json::from_slice::<Alert>(&d.payload) {
+                    Ok(a) if a.state == AlertState::Closed => {
+                        // Committed once packaged; later alerts wait behind it.
+                        waiting = Some((a, d, None));
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        summary.rejected += 1;
+                        tracing::warn!(
+                            partition = d.partition,
+                            offset = d.offset,
+                            "skipped a message on the alerts topic that is not an alert event: {e}"
+                        );
+                    }
+                }
+                alerts.commit(&d)?;
+            }
         }
         if last_delivery.elapsed() >= Duration::from_secs(5) {
             // Retries of earlier failed deliveries, on their backoff schedule.
@@ -381,7 +439,7 @@ pub fn package(
         if !idle || now_assigned != assignments {
             assignments = now_assigned;
             last = Instant::now();
-        } else if opts.exit_when_idle.is_some_and(|i| last.elapsed() >= i) {
+        } else if waiting.is_none() && opts.exit_when_idle.is_some_and(|i| last.elapsed() >= i) {
             break Ok(());
         }
     };

@@ -1176,6 +1176,25 @@ impl KafkaSubscriber {
         Self::create(bus, kafka, topic, metrics, true)
     }
 
+    /// The partitions assigned to this member now, with their first and next offsets on the
+    /// broker (low and high watermarks).
+    pub fn assigned_ends(
+        &self,
+        timeout: Duration,
+    ) -> Result<BTreeMap<i32, (i64, i64)>, TransportError> {
+        let broker = |e: KafkaError| TransportError::Broker(e.to_string());
+        let assigned = self.consumer.assignment().map_err(broker)?;
+        let mut ends = BTreeMap::new();
+        for e in assigned.elements_for_topic(&self.name) {
+            let w = self
+                .consumer
+                .fetch_watermarks(&self.name, e.partition(), timeout)
+                .map_err(broker)?;
+            ends.insert(e.partition(), w);
+        }
+        Ok(ends)
+    }
+
     fn create(
         bus: &BusConfig,
         kafka: &KafkaConfig,
