@@ -330,8 +330,10 @@ pub fn package(
     let mut last_delivery = Instant::now();
     // Per flows partition: the next offset to read.
     let mut read: BTreeMap<i32, i64> = BTreeMap::new();
-    // A closed alert waiting for the flows topic to be read up to these offsets.
-    let mut waiting: Option<(Alert, Delivery, Option<BTreeMap<i32, i64>>)> = None;
+    // A closed alert waiting for the flows topic to be read up to these offsets (not known
+    // until the flows consumer has partitions).
+    type Ends = Option<BTreeMap<i32, i64>>;
+    let mut waiting: Option<(Alert, Delivery, Ends)> = None;
     let result: anyhow::Result<()> = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
