@@ -207,10 +207,10 @@ pub fn consume_flows(
             Err(e) => break Err(anyhow::Error::new(e).context("cannot consume flows")),
         };
         last_message = Instant::now();
+        let replayed = sub.replayed(&delivery);
         match decode_batch::<FlowRecord>(&delivery.payload) {
             Ok(batch) => {
                 if dedup.is_new(&batch.sensor_id, delivery.partition, batch.seq) {
-                    let replayed = sub.replayed(&delivery);
                     if let Err(e) = sink
                         .accept_batch(&batch.records, &delivery.key, batch.clock_ns, replayed)
                         .and_then(|()| sink.flush())
@@ -245,6 +245,10 @@ pub fn consume_flows(
                     "rejected a batch: {e}"
                 );
             }
+        }
+        // A replayed delivery lies before the committed offset, which must not move back.
+        if replayed {
+            continue;
         }
         if let Err(e) = sub.commit(&delivery) {
             break Err(anyhow::Error::new(e).context("cannot commit a consumed batch"));

@@ -372,7 +372,11 @@ pub fn package(
                         .inc();
                 }
             }
-            flows.commit(&d)?;
+            // Read again from the start, whatever was committed: only new deliveries move
+            // the committed offset (which must not go back).
+            if !flows.replayed(&d) {
+                flows.commit(&d)?;
+            }
         }
         if let Some((_, _, ends)) = waiting.as_mut() {
             if ends.is_none() && flow_assignments > 0 {
