@@ -1135,11 +1135,11 @@ fn an_oversized_message_on_the_flows_topic_is_counted_and_skipped() {
 /// Protected assets of the multi-asset capture.
 const ASSETS: u8 = 40;
 /// Event seconds it spans.
-const SPAN_SECS: u64 = 150;
+const SPAN_SECS: u64 = 110;
 
-/// A capture with many assets (10.20.N.0/24): every asset serves two short HTTPS sessions a
-/// second throughout; every third is SYN-flooded for 4 s (800 SYNs a second from the
-/// simulator's botnet ranges) at its own time, every sixth again 50 s later. Deterministic.
+/// A capture with many assets (10.20.N.0/24): every asset serves a short HTTPS session a
+/// second throughout; every third is SYN-flooded for 3 s (500 SYNs a second from the
+/// simulator's botnet ranges) at its own time, every sixth again 40 s later. Deterministic.
 fn write_multi_asset_capture(path: &Path) {
     use normwatch_simulate::packet::{tcp, PcapWriter, ACK, FIN, PSH, SYN};
     use std::net::Ipv4Addr;
@@ -1162,7 +1162,7 @@ fn write_multi_asset_capture(path: &Path) {
     for n in 1..=ASSETS {
         let server = Ipv4Addr::new(10, 20, n, 10);
         for sec in 0..SPAN_SECS {
-            for k in 0..2u64 {
+            for k in 0..1u64 {
                 let client = Ipv4Addr::new(198, 51, 100, n.wrapping_mul(2).wrapping_add(k as u8));
                 let port = 20_000 + (sec * 2 + k) as u16;
                 let t = t0 + sec * NS + k * NS / 2 + u64::from(n) * 1_000;
@@ -1196,9 +1196,9 @@ fn write_multi_asset_capture(path: &Path) {
             }
         }
         let mut flood = |start: u64| {
-            for sec in start..start + 4 {
-                for i in 0..800u64 {
-                    let t = t0 + sec * NS + i * (NS / 800) + u64::from(n);
+            for sec in start..start + 3 {
+                for i in 0..500u64 {
+                    let t = t0 + sec * NS + i * (NS / 500) + u64::from(n);
                     let r = next();
                     let (net, len) = BOTNET[(r % 4) as usize];
                     let host = ((r >> 8) as u32) & ((1u32 << (32 - len)) - 1);
@@ -1212,10 +1212,10 @@ fn write_multi_asset_capture(path: &Path) {
             }
         };
         if n % 3 == 0 {
-            let start = 20 + (u64::from(n) * 7) % 60;
+            let start = 15 + (u64::from(n) * 7) % 50;
             flood(start);
             if n % 6 == 0 {
-                flood(start + 50);
+                flood(start + 40);
             }
         }
     }
@@ -1324,6 +1324,30 @@ fn packages_with_flows(root: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The same packages as `want` (ids: one per alert, recipient and State asked about), each
+/// holding at least the flows `want`'s holds (the packager reads every flow published before
+/// the alert, so it may also hold the late reports of the attack's flows that `run`'s
+/// evidence stage had not yet seen when the alert closed).
+fn assert_same_packages(
+    got: &BTreeMap<String, String>,
+    want: &BTreeMap<String, String>,
+    what: &str,
+) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{what}: package ids"
+    );
+    for (id, flows) in want {
+        let held: std::collections::BTreeSet<&str> = got[id].lines().collect();
+        let missing = flows.lines().filter(|l| !held.contains(l)).count();
+        assert_eq!(
+            missing, 0,
+            "{what}: package {id} lacks {missing} of run's flows"
+        );
+    }
+}
+
 fn sensor_multi(s: &Setup, pcap: &Path) -> Command {
     let mut c = cmd(&["sensor", "--stats", "--config"]);
     c.arg(&s.config).arg("--pcap").arg(pcap);
@@ -1342,6 +1366,9 @@ fn multi_asset_alerts_through_kafka_match_run_under_faults() {
     let work = tempfile::tempdir().unwrap();
     let pcap = work.path().join("multi-asset.pcap");
     write_multi_asset_capture(&pcap);
+    if let Ok(keep) = std::env::var("KEEP_PCAP") {
+        std::fs::copy(&pcap, keep).unwrap();
+    }
 
     // The embedded path.
     let base = setup(ConfigOpts::default());
@@ -1406,10 +1433,10 @@ fn multi_asset_alerts_through_kafka_match_run_under_faults() {
             cmd(&["package", "--stats", "--exit-when-idle", "5s", "--config"]).arg(&s.config),
         );
         assert!(out.status.success(), "package: {}", text(&out.stderr));
-        assert_eq!(
-            packages_with_flows(&evidence),
-            want_packages,
-            "the packages of run, with the same flows"
+        assert_same_packages(
+            &packages_with_flows(&evidence),
+            &want_packages,
+            "a packager started on the backlog",
         );
     }
 
@@ -1459,10 +1486,10 @@ fn multi_asset_alerts_through_kafka_match_run_under_faults() {
             cmd(&["package", "--stats", "--exit-when-idle", "5s", "--config"]).arg(&s.config),
         );
         assert!(out.status.success(), "package: {}", text(&out.stderr));
-        assert_eq!(
-            packages_with_flows(&evidence),
-            want_packages,
-            "the packages of run, once each, with the same flows, across a packager restart"
+        assert_same_packages(
+            &packages_with_flows(&evidence),
+            &want_packages,
+            "a packager killed and restarted",
         );
     }
 
