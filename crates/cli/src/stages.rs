@@ -112,6 +112,7 @@ pub fn package(args: PackageArgs) -> anyhow::Result<()> {
     server.as_ref().inspect(|s| s.set_ready(true));
     let opts = ConsumeOptions {
         exit_when_idle: args.exit_when_idle,
+        ..ConsumeOptions::default()
     };
     let result = topology::package(&cfg, &mut stage, &opts, &metrics, &stop);
     if let Ok(s) = &result {
@@ -254,6 +255,7 @@ pub fn detect(args: DetectArgs) -> anyhow::Result<()> {
     let mut alerts = TeeAlerts(tee);
     let opts = ConsumeOptions {
         exit_when_idle: args.exit_when_idle,
+        ..ConsumeOptions::default()
     };
     let flows_ref: Option<&mut dyn FlowSink> = match flows.as_mut() {
         Some(f) => Some(f.as_mut()),

@@ -150,6 +150,9 @@ pub struct ConsumeOptions {
     /// restarts whenever the consumer group hands this member partitions, so time spent
     /// joining or rebalancing is not counted as idle.
     pub exit_when_idle: Option<Duration>,
+    /// At a successful end, the sink's [`FlowSink::end`] runs before the member leaves its
+    /// group (a detector group member closes its alerts while it still owns its partitions).
+    pub end_before_leaving: bool,
 }
 
 /// What a consumer run did.
@@ -254,7 +257,11 @@ pub fn consume_flows(
             break Err(anyhow::Error::new(e).context("cannot commit a consumed batch"));
         }
     };
-    let result = result.and_then(|()| sink.end());
+    let result = if opts.end_before_leaving {
+        result.and_then(|()| sink.end())
+    } else {
+        result
+    };
     let closed = sub.close();
     result?;
     closed.map_err(|e| anyhow::Error::new(e).context("cannot commit consumed batches"))?;
@@ -296,6 +303,7 @@ mod tests {
             &metrics.pipeline,
             &ConsumeOptions {
                 exit_when_idle: Some(Duration::from_millis(500)),
+                ..ConsumeOptions::default()
             },
             &stop,
         )

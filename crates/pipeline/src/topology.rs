@@ -253,13 +253,17 @@ pub fn detect(
         let mut sink = DetectorSink::new(detector, &mut tee, flows)
             .with_metrics(metrics.detect.clone(), &cfg.assets)
             .rebuilding(Box::new(published));
-        // At a successful end the open alerts were closed before the member left its group.
+        // At a successful end the open alerts are closed before the member leaves its group.
+        let opts = ConsumeOptions {
+            exit_when_idle: opts.exit_when_idle,
+            end_before_leaving: true,
+        };
         let consumed = consume_flows(
             &mut sub,
             &mut sink,
             &metrics.transport,
             &metrics.pipeline,
-            opts,
+            &opts,
             stop,
         );
         consumed.map(|c| DetectSummary {
