@@ -507,7 +507,13 @@ fn two_detectors_in_one_group_share_the_partitions() {
         &text(&out.stderr),
         "normwatch_sensor_published_batches_total",
     );
-    assert_eq!(batches, published, "every batch consumed exactly once");
+    // A member rebuilds its state from the start of the partitions each assignment gives it,
+    // so batches before the committed offsets (the warm-up's, or the other member's) may be
+    // read again; only new ones are handed on, each exactly once (the multiset below).
+    assert!(
+        batches >= published,
+        "{batches} consumed, {published} published"
+    );
     let mut all = got_a;
     all.extend(got_b);
     assert_same_multiset(&all, &want, "two members");

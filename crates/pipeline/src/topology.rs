@@ -299,7 +299,8 @@ pub struct PackageSummary {
 /// from its outbox. An alert event is committed only once its packages are in the store
 /// (whose outbox survives a crash); a malformed alert event is counted and skipped.
 ///
-/// The flows an alert's packages hold are on the flows topic before the alert is on the
+/// (The flows are read in the group `{kafka.group_id}.package.flows`.) The flows an alert's
+/// packages hold are on the flows topic before the alert is on the
 /// alerts topic (a detector publishes an alert after consuming its flows). So the flows
 /// topic is read from the start of each assigned partition whenever the packager is
 /// assigned it (the recent flows of each asset are kept in memory, and nothing kept only
@@ -323,8 +324,16 @@ pub fn package(
     let _span = tracing::info_span!("package").entered();
     let mut kafka = cfg.kafka.clone();
     kafka.group_id = format!("{}.package", cfg.kafka.group_id);
-    let mut flows =
-        KafkaSubscriber::rebuilding(&cfg.bus, &kafka, Topic::Flows, metrics.transport.clone())?;
+    // The flows consumer in a group of its own: while an alert waits for its flows, the alerts
+    // consumer is not polled, and a rebalance of a group holding both would wait for it.
+    let mut flows_kafka = cfg.kafka.clone();
+    flows_kafka.group_id = format!("{}.package.flows", cfg.kafka.group_id);
+    let mut flows = KafkaSubscriber::rebuilding(
+        &cfg.bus,
+        &flows_kafka,
+        Topic::Flows,
+        metrics.transport.clone(),
+    )?;
     let mut alerts =
         KafkaSubscriber::new(&cfg.bus, &kafka, Topic::Alerts, metrics.transport.clone())?;
     let mut summary = PackageSummary::default();
