@@ -124,7 +124,7 @@ pids+=("$broker")
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 
 rss() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$1/status" 2>/dev/null || echo 0; }
-metric() { curl -s "http://$1/metrics" 2>/dev/null | awk -v m="$2" '$1 ~ "^"m {s += $NF} END {printf "%d", s}'; }
+metric() { { curl -s "http://$1/metrics" 2>/dev/null || true; } | awk -v m="$2" '$1 ~ "^"m {s += $NF} END {printf "%d", s}'; }
 
 "$NORMWATCH" detect --config "$WORK/normwatch.toml" --exit-when-idle 10s --stats \
   2> "$WORK/detect.log" &
@@ -145,7 +145,7 @@ printf 't_s\tpublished\tconsumed\tlag_msgs\tsensor_rss_mb\tdetect_rss_mb\tbroker
 while kill -0 "$detect" 2>/dev/null; do
   now=$(date +%s.%N)
   # Finished sensor runs printed their totals; the running one is read live.
-  done_published=$(grep -o '^normwatch_sensor_published_records_total [0-9]*' "$WORK/sensor.log" 2>/dev/null \
+  done_published=$({ grep -o '^normwatch_sensor_published_records_total [0-9]*' "$WORK/sensor.log" 2>/dev/null || true; } \
     | awk '{s += $2} END {print s + 0}')
   sensor_pid=$(pgrep -n -P "$sensors" normwatch || true)
   srss=0
@@ -163,7 +163,7 @@ while kill -0 "$detect" 2>/dev/null; do
 done
 wait "$sensors" || true
 column -t "$WORK/soak.tsv"
-total=$(grep -o 'normwatch_detect_flow_records_total [0-9]*' "$WORK/detect.log" | awk '{s += $2} END {print s + 0}')
+total=$({ grep -o '^normwatch_detect_flow_records_total [0-9]*' "$WORK/detect.log" || true; } | awk '{s += $2} END {print s + 0}')
 last=$(awk -F'\t' -v n="$total" 'NR > 1 && $3 >= n {print $1; exit}' "$WORK/soak.tsv")
 echo
 echo "records consumed: $total in ${last:-?} s from the first publish"
