@@ -215,6 +215,13 @@ fn main() -> ExitCode {
                     .is_some()
                 || e.downcast_ref::<normwatch_pipeline::evidence::EvidenceSettingsError>()
                     .is_some()
+                // librdkafka refused a setting of the configuration.
+                || e.chain().any(|c| {
+                    matches!(
+                        c.downcast_ref::<normwatch_transport::kafka::KafkaSetupError>(),
+                        Some(normwatch_transport::kafka::KafkaSetupError::Refused(_))
+                    )
+                })
             {
                 eprintln!("normwatch: {e}");
                 ExitCode::from(2)

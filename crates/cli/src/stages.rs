@@ -113,6 +113,7 @@ pub fn package(args: PackageArgs) -> anyhow::Result<()> {
     server.as_ref().inspect(|s| s.set_ready(true));
     let opts = ConsumeOptions {
         exit_when_idle: args.exit_when_idle,
+        ..ConsumeOptions::default()
     };
     let result = topology::package(&cfg, &mut stage, &opts, &metrics, &stop);
     // The follow-up's last observations, for the next run to continue from.
@@ -259,6 +260,7 @@ pub fn detect(args: DetectArgs) -> anyhow::Result<()> {
     let mut alerts = TeeAlerts(tee);
     let opts = ConsumeOptions {
         exit_when_idle: args.exit_when_idle,
+        ..ConsumeOptions::default()
     };
     let flows_ref: Option<&mut dyn FlowSink> = match flows.as_mut() {
         Some(f) => Some(f.as_mut()),
@@ -267,7 +269,12 @@ pub fn detect(args: DetectArgs) -> anyhow::Result<()> {
     let result = topology::detect(&cfg, flows_ref, Some(&mut alerts), &opts, &metrics, &stop);
     if let Ok(s) = &result {
         log_consumer(&s.consumed);
-        tracing::info!(alerts = s.opened, events = s.events, "detector finished");
+        tracing::info!(
+            alerts = s.opened,
+            events = s.events,
+            already_published = s.suppressed,
+            "detector finished"
+        );
     }
     if args.stats {
         print_metrics(&metrics);

@@ -185,6 +185,41 @@ fn check_config_has_librdkafka_judge_the_passthrough_options() {
     }
 }
 
+/// Regression (issue 19): settings librdkafka refuses when a stage starts (a TLS file it
+/// cannot load, a value check-config cannot judge) are bad configuration: exit 2, once, naming
+/// the file.
+#[test]
+fn settings_librdkafka_refuses_at_start_exit_2_naming_the_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tls.toml");
+    let ca = dir.path().join("no-such-ca.pem");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[bus]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9\"\n[telemetry]\nmetrics_listen = \"off\"\n[kafka.tls]\nca = \"{}\"\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    for args in [
+        &["detect", "--exit-when-idle", "1s", "--config", c][..],
+        &["package", "--exit-when-idle", "1s", "--config", c][..],
+    ] {
+        let out = run(args);
+        let err = text(&out.stderr);
+        if args[0] == "package" && err.contains("[evidence]") {
+            // Refused earlier, for its missing [evidence]: also bad configuration.
+            assert_eq!(out.status.code(), Some(2), "{err}");
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        let name = ca.display().to_string();
+        assert_eq!(err.matches(&name).count(), 1, "{err}");
+        assert!(err.contains("kafka.tls.ca"), "{err}");
+    }
+}
+
 #[test]
 fn sensor_and_detect_need_the_kafka_bus() {
     let dir = tempfile::tempdir().unwrap();

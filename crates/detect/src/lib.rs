@@ -6,9 +6,11 @@
 //! flow's first record), spread over the seconds that part spans; a connection is new only on
 //! its first record. Counts only grow, so a second that crosses a limit opens an alert at
 //! once, however late its other records are; the second under way is also judged with the
-//! part of the previous second still within one second of the latest record. A second counts
-//! as final only once the event-time watermark (the latest record time minus the allowed
-//! lateness; it moves before a record is counted) has passed it: then it feeds the learned
+//! part of the previous second still within one second of the latest record. Event time is
+//! kept per asset (see [`Detector::process_at`]), so how batches of different assets
+//! interleave changes nothing. A second counts as final only once the asset's event-time
+//! watermark (its latest record time minus the allowed lateness; it moves before a record is
+//! counted) has passed it: then it feeds the learned
 //! baseline (if no flood was under way) and the service-impairment check, and an alert closes
 //! after `quiet_secs` final seconds without its condition. At the end of the input every
 //! second is judged on its full counts.
@@ -278,12 +280,12 @@ pub struct Detector {
     settings: Settings,
     states: States,
     ids: Ids,
-    /// Assets the next watermark move must visit (see `expire`).
-    active: Vec<usize>,
-    /// Latest event time seen (ns).
+    /// Per asset (by position in the index): its event time (ns; see [`Detector::process_at`]).
+    clocks: Vec<u64>,
+    /// Per asset: the watermark second its state was last brought to.
+    acted: Vec<u64>,
+    /// Latest event time seen (ns), over every record.
     now_ns: u64,
-    /// Latest watermark second acted on.
-    watermark: u64,
     /// Records processed.
     pub records: u64,
     /// Records too late for their asset's ring (their seconds were already final).
@@ -296,60 +298,77 @@ struct Run<'a> {
     norms: &'a NormCatalogue,
     settings: &'a Settings,
     ids: &'a mut Ids,
-    active: &'a mut Vec<usize>,
+    clocks: &'a mut [u64],
+    acted: &'a mut [u64],
     now_ns: &'a mut u64,
-    watermark: u64,
     seen: &'a mut u64,
     late: &'a mut u64,
 }
 
 impl Run<'_> {
-    /// Counts the records (see [`Detector::process`]).
+    /// Counts the records (see [`Detector::process_at`]).
     #[inline]
     fn records<const N: usize>(
         &mut self,
         states: &mut [Option<AssetState<N>>],
         records: &[FlowRecord],
+        clock_ns: u64,
         out: &mut Vec<Alert>,
     ) {
+        let mut clock = clock_ns;
         for r in records {
             *self.seen += 1;
-            if r.last_ns > *self.now_ns {
-                *self.now_ns = r.last_ns;
-                // The clock moves before the record counts: alerts whose quiet period its time
-                // has passed close first, so a record long after an attack starts a new alert
-                // rather than extending the old one.
-                let watermark = (r.last_ns / NS).saturating_sub(self.settings.lateness.as_secs());
-                if watermark > self.watermark {
-                    self.watermark = watermark;
-                    expire_states(
-                        states,
-                        self.active,
-                        self.settings,
-                        self.norms,
-                        self.assets,
-                        watermark,
-                        out,
-                    );
-                }
-            }
+            clock = clock.max(r.last_ns);
+            *self.now_ns = (*self.now_ns).max(clock);
             let Some(m) = &r.asset else { continue };
             let Some(idx) = self.ids.find(&m.id) else {
                 continue;
             };
-            let mut cx = Ctx::of(self.settings, self.norms, self.assets, idx, self.watermark);
-            cx.now_ns = *self.now_ns;
+            // The asset's clock moves before the record counts: alerts whose quiet period its
+            // time has passed close first, so a record long after an attack starts a new alert
+            // rather than extending the old one.
+            let now = self.clocks[idx].max(clock);
+            self.clocks[idx] = now;
+            let watermark = (now / NS).saturating_sub(self.settings.lateness.as_secs());
+            let mut cx = Ctx::of(self.settings, self.norms, self.assets, idx, watermark);
+            cx.now_ns = now;
             let st = states[idx].get_or_insert_with(|| AssetState::new(&cx, r.first_ns / NS));
+            if watermark > self.acted[idx] {
+                catch_up(st, &cx, self.acted[idx], watermark, out);
+                self.acted[idx] = watermark;
+            }
             if !st.account(&cx, r, m.side, out) {
                 *self.late += 1;
-            }
-            if !st.listed && st.needs_watch() {
-                st.listed = true;
-                self.active.push(idx);
             }
         }
     }
 }
+
+/// Brings an asset's state from watermark `from` to `to`: seconds become final, quiet alerts
+/// close. While the asset may be under attack ([`AssetState::needs_watch`]) the watermark
+/// moves one second at a time, as a stream of records would move it, so an alert closes at the
+/// second its quiet period ends whatever the gap before the asset's next record; other assets
+/// move at once (the same result).
+fn catch_up<const N: usize>(
+    st: &mut AssetState<N>,
+    cx: &Ctx,
+    from: u64,
+    to: u64,
+    out: &mut Vec<Alert>,
+) {
+    let mut w = from;
+    while w < to && to - w <= MAX_STEPS && st.needs_watch() {
+        w += 1;
+        st.expire(cx, w, out);
+    }
+    if w < to {
+        st.expire(cx, to, out);
+    }
+}
+
+/// Seconds a watched asset's watermark is moved one at a time at most; a longer gap is
+/// crossed in one move.
+const MAX_STEPS: u64 = 4096;
 
 /// Each tracked asset's learned normal (see [`Detector::normals`]).
 fn normals_of<'a, const N: usize>(
@@ -398,17 +417,28 @@ impl Detector {
         let ids = Ids::new(&assets);
         let states = States::new(&settings, assets.assets().len());
         Detector {
-            assets,
             norms,
             settings,
             states,
             ids,
-            active: Vec::new(),
+            clocks: vec![0; assets.assets().len()],
+            acted: vec![0; assets.assets().len()],
             now_ns: 0,
-            watermark: 0,
             records: 0,
             late: 0,
+            assets,
         }
+    }
+
+    /// Drops every asset's state and clock: the detector starts again as new (a member of a
+    /// detector group given other partitions rebuilds from their start).
+    pub fn reset(&mut self) {
+        let settings = self.settings.clone();
+        self.states = States::new(&settings, self.assets.assets().len());
+        self.clocks.iter_mut().for_each(|c| *c = 0);
+        self.acted.iter_mut().for_each(|c| *c = 0);
+        self.ids.last = None;
+        self.now_ns = 0;
     }
 
     /// Each tracked asset's learned normal and latest final second (id, normal), for metrics
@@ -451,17 +481,37 @@ impl Detector {
         with_states!(&self.states, v => v.iter().flatten().map(|st| st.late_hits()).sum())
     }
 
-    /// Processes a batch of records; alert events go to `out`.
+    /// Processes a batch of records in the order this detector receives them; alert events
+    /// go to `out`. The same as [`Detector::process_at`] with the latest event time this
+    /// detector has seen as the clock: right when the detector sees every record, in the
+    /// order the source produced them.
     pub fn process(&mut self, records: &[FlowRecord], out: &mut Vec<Alert>) {
+        self.process_at(records, self.now_ns, out);
+    }
+
+    /// Processes a batch of records; alert events go to `out`. `clock_ns` is the event time
+    /// the source had reached before this batch (the latest record time of the batches it
+    /// produced before; 0 if not known).
+    ///
+    /// Event time is kept per asset: an asset's clock is the latest of its records' times
+    /// and the clocks of the batches that brought them, and its watermark (clock minus the
+    /// allowed lateness), its lateness and its alerts' closing follow that clock alone. So
+    /// an asset's alerts depend only on its own batches, in their order: however batches of
+    /// different assets interleave (partitions consumed at different speeds, catching up on
+    /// a backlog, assets spread over several detectors), each asset gets the alerts a single
+    /// detector reading the source's own order gives. An asset's clock moves only when one of
+    /// its batches arrives (or at [`Detector::finish`]); a source that publishes empty
+    /// batches for assets gone quiet keeps their clocks moving.
+    pub fn process_at(&mut self, records: &[FlowRecord], clock_ns: u64, out: &mut Vec<Alert>) {
         let Detector {
             assets,
             norms,
             settings,
             states,
             ids,
-            active,
+            clocks,
+            acted,
             now_ns,
-            watermark,
             records: seen,
             late,
         } = self;
@@ -470,35 +520,67 @@ impl Detector {
             norms,
             settings,
             ids,
-            active,
+            clocks,
+            acted,
             now_ns,
-            watermark: *watermark,
             seen,
             late,
         };
-        with_states!(states, v => run.records(v, records, out));
-        self.watermark = run.watermark;
+        with_states!(states, v => run.records(v, records, clock_ns, out));
     }
 
-    /// Makes every asset's seconds final — those the watermark passed and those it has not
+    /// An empty batch for asset `id` with the source's clock (see [`Detector::process_at`]):
+    /// moves the asset's clock alone, so its quiet alerts close.
+    pub fn tick(&mut self, id: &str, clock_ns: u64, out: &mut Vec<Alert>) {
+        let Some(idx) = self.ids.by_text.get(id) else {
+            return;
+        };
+        self.now_ns = self.now_ns.max(clock_ns);
+        let now = self.clocks[idx].max(clock_ns);
+        self.clocks[idx] = now;
+        let watermark = (now / NS).saturating_sub(self.settings.lateness.as_secs());
+        if watermark <= self.acted[idx] {
+            return;
+        }
+        let Detector {
+            assets,
+            norms,
+            settings,
+            states,
+            acted,
+            ..
+        } = self;
+        with_states!(states, v => {
+            if let Some(st) = v[idx].as_mut() {
+                let mut cx = Ctx::of(settings, norms, assets, idx, watermark);
+                cx.now_ns = now;
+                catch_up(st, &cx, acted[idx], watermark, out);
+            }
+        });
+        self.acted[idx] = watermark;
+    }
+
+    /// Makes every asset's seconds final — those its watermark passed and those it has not
     /// reached yet, each judged on its complete counts — then closes every open alert (end
-    /// of input).
+    /// of input). Each asset ends on its own clock, so the end too is the same however the
+    /// assets were spread over detectors.
     pub fn finish(&mut self, out: &mut Vec<Alert>) {
         let Detector {
             assets,
             norms,
             settings,
             states,
-            watermark,
+            acted,
             ..
         } = self;
         with_states!(states, v => {
             for (idx, st) in v.iter_mut().enumerate() {
                 let Some(st) = st else { continue };
-                let cx = Ctx::of(settings, norms, assets, idx, *watermark);
-                st.expire(&cx, *watermark, out);
+                let watermark = acted[idx];
+                let cx = Ctx::of(settings, norms, assets, idx, watermark);
+                st.expire(&cx, watermark, out);
                 let newest = st.newest();
-                if newest > *watermark {
+                if newest > watermark {
                     let cx = Ctx::of(settings, norms, assets, idx, newest);
                     st.finalize_all(&cx, newest, out);
                 }
@@ -506,41 +588,6 @@ impl Detector {
             }
         });
     }
-}
-
-/// Finalises seconds up to the watermark and closes alerts whose quiet period passed it.
-///
-/// Only assets that may be under attack are visited (open alerts, a second over a limit,
-/// sources gathered: [`AssetState::needs_watch`]), so their alerts open, update and close as
-/// the watermark moves. Every other asset's seconds are made final when its next record
-/// arrives, up to the same watermark and with the same result, while its state is in cache
-/// for that record anyway (or at the end of input); its empty seconds are folded into its
-/// baseline at once.
-#[cold]
-#[inline(never)]
-fn expire_states<const N: usize>(
-    v: &mut [Option<AssetState<N>>],
-    active: &mut Vec<usize>,
-    settings: &Settings,
-    norms: &NormCatalogue,
-    assets: &AssetIndex,
-    watermark: u64,
-    out: &mut Vec<Alert>,
-) {
-    // In asset order, so alert events come out in the same order whatever the batching.
-    active.sort_unstable();
-    active.retain(|&idx| {
-        let Some(st) = v[idx].as_mut() else {
-            return false;
-        };
-        let cx = Ctx::of(settings, norms, assets, idx, watermark);
-        st.expire(&cx, watermark, out);
-        let keep = st.busy() && st.needs_watch();
-        if !keep {
-            st.listed = false;
-        }
-        keep
-    });
 }
 
 #[cfg(test)]

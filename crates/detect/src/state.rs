@@ -1352,11 +1352,6 @@ impl<const N: usize> AssetState<N> {
     pub(crate) fn needs_watch(&self) -> bool {
         !self.open.is_empty() || self.hot != 0 || self.gathered
     }
-
-    /// Whether the watermark still has work here: seconds not yet final, or open alerts.
-    pub(crate) fn busy(&self) -> bool {
-        self.finalized < self.newest || !self.open.is_empty()
-    }
 }
 
 pub(crate) fn sample(b: &Bucket) -> Sample {

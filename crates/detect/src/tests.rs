@@ -1637,5 +1637,146 @@ fn a_rate_over_the_limit_is_seen_once_a_second_of_it_has_passed_wherever_seconds
     assert!(out.is_empty(), "{out:?}");
 }
 
+/// Each asset's records of each second, as one-asset batches in time order with the clock a
+/// sensor gives them (the latest record time of the batches before).
+fn clocked_batches(d: &Detector) -> Vec<(u64, Vec<FlowRecord>)> {
+    let flood = |addr: &str, sec: u64| match addr {
+        "192.0.2.53" => (1010..1015).contains(&sec) || (1060..1065).contains(&sec),
+        _ => (1030..1035).contains(&sec) || (1090..1095).contains(&sec),
+    };
+    let mut batches = Vec::new();
+    let mut clock = 0;
+    for sec in 1000..1130u64 {
+        for (n, addr) in ["192.0.2.53", "192.0.2.54"].into_iter().enumerate() {
+            let flows = if flood(addr, sec) { 60 } else { 4 };
+            let pkts = if flood(addr, sec) { 100 } else { 10 };
+            let recs: Vec<FlowRecord> = (0..flows)
+                .map(|i| {
+                    let src = v4(0x0A00_0000 + n as u32 * 0x10000 + i as u32);
+                    let ns = sec * NS + i * (NS / flows) + n as u64;
+                    rec(
+                        d,
+                        17,
+                        (src, 4444),
+                        (ip(addr), 53),
+                        ns,
+                        dir(pkts, 100 * pkts),
+                        dir(0, 0),
+                        ConnState::S0,
+                    )
+                })
+                .collect();
+            for half in recs.chunks(recs.len().div_ceil(2)) {
+                let latest = half.iter().map(|r| r.last_ns).max().unwrap();
+                batches.push((clock, half.to_vec()));
+                clock = clock.max(latest);
+            }
+        }
+    }
+    batches
+}
+
+fn events_of(out: &[Alert], asset: &str) -> Vec<String> {
+    out.iter()
+        .filter(|a| a.asset.as_str() == asset)
+        .map(|a| format!("{a:?}"))
+        .collect()
+}
+
+/// Regression (issue 19): one watermark over every asset made an asset's alerts depend on
+/// how its batches interleaved with other assets' (partitions consumed at different speeds,
+/// catching up on a backlog), so the distributed path split and doubled alerts. With event
+/// time per asset and the sensor's clock on each batch, any interleaving and any split of the
+/// assets over detectors gives each asset the alerts of the source's own order.
+#[test]
+fn each_asset_keeps_its_own_event_time_whatever_the_interleaving() {
+    let assets = || {
+        vec![
+            asset("a", "192.0.2.53/32", udp_limit(5_000)),
+            asset("b", "192.0.2.54/32", udp_limit(5_000)),
+        ]
+    };
+    let mut d = detector(assets(), Settings::default());
+    let batches = clocked_batches(&d);
+    // The source's order, as `normwatch run` reads it.
+    let mut want = Vec::new();
+    for (_, b) in &batches {
+        d.process(b, &mut want);
+    }
+    d.finish(&mut want);
+    for id in ["a", "b"] {
+        let opened = want
+            .iter()
+            .filter(|e| e.asset.as_str() == id && e.state == AlertState::Open)
+            .count();
+        assert_eq!(opened, 2, "two attacks on {id}: {want:#?}");
+    }
+    let (of_a, of_b): (Vec<_>, Vec<_>) = batches
+        .iter()
+        .partition(|(_, b)| b[0].asset.as_ref().unwrap().id.as_str() == "a");
+
+    // All of b's batches first (its partition consumed ahead), then a's.
+    let mut d = detector(assets(), Settings::default());
+    let mut got = Vec::new();
+    for (clock, b) in of_b.iter().chain(&of_a) {
+        d.process_at(b, *clock, &mut got);
+    }
+    d.finish(&mut got);
+    for id in ["a", "b"] {
+        assert_eq!(events_of(&got, id), events_of(&want, id), "asset {id}");
+    }
+
+    // Each asset on a detector of its own.
+    for (id, part) in [("a", &of_a), ("b", &of_b)] {
+        let mut d = detector(assets(), Settings::default());
+        let mut got = Vec::new();
+        for (clock, b) in part.iter() {
+            d.process_at(b, *clock, &mut got);
+        }
+        d.finish(&mut got);
+        assert_eq!(
+            events_of(&got, id),
+            events_of(&want, id),
+            "asset {id} alone"
+        );
+    }
+
+    // Without the sensor's clock, the order of arrival decides: a's records, arriving after
+    // all of b's, are late against b's time.
+    let mut d = detector(assets(), Settings::default());
+    let mut skewed = Vec::new();
+    for (_, b) in of_b.iter().chain(&of_a) {
+        d.process(b, &mut skewed);
+    }
+    d.finish(&mut skewed);
+    assert_ne!(events_of(&skewed, "a"), events_of(&want, "a"));
+}
+
+/// An asset that falls quiet after an attack hears the clock through empty batches (ticks):
+/// its alert closes then, as it would when its next records arrive.
+#[test]
+fn a_tick_closes_a_quiet_assets_alert() {
+    let assets = vec![asset("a", "192.0.2.53/32", udp_limit(5_000))];
+    let mut d = detector(assets, Settings::default());
+    let batches = clocked_batches(&d);
+    let mut out = Vec::new();
+    // Only a's batches up to the end of its first attack.
+    for (clock, b) in batches.iter().filter(|(_, b)| {
+        b[0].asset.as_ref().is_some_and(|m| m.id.as_str() == "a") && b[0].last_ns < 1020 * NS
+    }) {
+        d.process_at(b, *clock, &mut out);
+    }
+    assert!(out.iter().any(|a| a.state == AlertState::Open));
+    assert!(!out.iter().any(|a| a.state == AlertState::Closed));
+    d.tick("a", 1030 * NS, &mut out);
+    assert!(
+        !out.iter().any(|a| a.state == AlertState::Closed),
+        "quiet period not over"
+    );
+    d.tick("a", 1070 * NS, &mut out);
+    assert!(out.iter().any(|a| a.state == AlertState::Closed));
+    d.tick("no-such-asset", 1080 * NS, &mut out);
+}
+
 /// Regression tests of the defects of issue 17, one named after each.
 mod regressions;

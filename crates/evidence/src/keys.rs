@@ -84,7 +84,23 @@ impl SecretKey {
             .map_err(|e| Error::io(path, e))?;
         let pub_path = PathBuf::from(format!("{}.pub", path.display()));
         let text = serde_json::to_string_pretty(&public)? + "\n";
-        std::fs::write(&pub_path, text).map_err(|e| Error::io(&pub_path, e))?;
+        // Never through a file or symlink already there, and readable by all whatever the
+        // umask; without its public half the new private key is removed again.
+        let written = (|| {
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o644);
+            let mut f = opts.open(&pub_path)?;
+            #[cfg(unix)]
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(path);
+            return Err(Error::io(&pub_path, e));
+        }
         Ok(pub_path)
     }
 
@@ -161,5 +177,38 @@ impl PublicKey {
         let mut v = public_json(&self.key);
         v["keyid"] = json!(self.keyid);
         v
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Regression (issue 19): the public key was written through whatever `.pub` was there,
+    /// a symlink included, with a mode from the umask.
+    #[test]
+    fn the_public_key_is_a_new_file_readable_by_all_never_written_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::from_seed(&[7; 32]);
+        let pub_path = key.write(&dir.path().join("signing.key")).unwrap();
+        let mode = std::fs::metadata(&pub_path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        let mode = std::fs::metadata(dir.path().join("signing.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "untouched").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("other.key.pub")).unwrap();
+        assert!(key.write(&dir.path().join("other.key")).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+        assert!(
+            !dir.path().join("other.key").exists(),
+            "no private key without its public half"
+        );
     }
 }

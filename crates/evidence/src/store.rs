@@ -328,6 +328,19 @@ impl Store {
         Ok(())
     }
 
+    /// Whether any package of alert `alert_id` is stored.
+    pub fn has_alert(&self, alert_id: &str) -> Result<bool> {
+        let found: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM package WHERE alert_id = ?1 LIMIT 1",
+                [alert_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    }
+
     /// Ids of every stored package.
     pub fn package_ids(&self) -> Result<Vec<String>> {
         let mut st = self.conn.prepare("SELECT id FROM package ORDER BY id")?;

@@ -2,13 +2,21 @@
 //! for flows that touch no asset, the responder address. A batch goes out when it holds
 //! `max_records` records or when its oldest record has waited `linger`.
 //!
+//! Each batch carries the sensor's clock: the latest record time of the batches sent before
+//! it. The detector keeps event time per asset from these clocks (see
+//! `normwatch_detect::Detector::process_at`), so an asset that falls quiet must still hear
+//! the clock: when partial batches go out, every asset that had records within the last
+//! [`TICK_HORIZON_SECS`] seconds of event time but none in this round gets an empty batch
+//! (a tick) with the clock, at most one a second of event time, so its alerts close on time
+//! however its partition is consumed.
+//!
 //! Sequence numbers start at the wall-clock milliseconds of the sensor's start shifted left by
 //! 20 bits and count up by one per batch, so a restarted sensor continues above every number
 //! it used before (unless it sent over a million batches per millisecond of its earlier
 //! life) and consumers can tell a redelivery from a new batch without shared state.
 
 use normwatch_model::{AssetId, FlowRecord};
-use normwatch_transport::wire::{encode_batch, EncodeError};
+use normwatch_transport::wire::{encode_batch_at, EncodeError};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -38,6 +46,20 @@ impl BatchKey {
     }
 }
 
+/// Event seconds after an asset's latest record during which it still gets ticks (an alert
+/// closes within its quiet period plus the allowed lateness; its window is remembered for
+/// five minutes more).
+pub const TICK_HORIZON_SECS: u64 = 600;
+/// Event time between two ticks of one asset.
+const TICK_NS: u64 = 1_000_000_000;
+
+/// An asset that may need ticks: its latest record time and the clock of its latest batch.
+#[derive(Clone, Copy, Debug)]
+struct Heard {
+    record_ns: u64,
+    clock_ns: u64,
+}
+
 /// The first sequence number of a sensor starting now.
 pub fn initial_seq() -> u64 {
     let ms = SystemTime::now()
@@ -63,6 +85,10 @@ pub struct FlowBatcher {
     /// Event time (latest packet, ns) of the oldest pending record, and the latest seen.
     oldest_event_ns: Option<u64>,
     latest_event_ns: u64,
+    /// Latest record time of the batches encoded so far: the next batch's clock.
+    clock_ns: u64,
+    /// Assets that had records within the tick horizon.
+    heard: HashMap<AssetId, Heard>,
 }
 
 /// One encoded batch, ready to publish.
@@ -94,6 +120,8 @@ impl FlowBatcher {
             event_time: false,
             oldest_event_ns: None,
             latest_event_ns: 0,
+            clock_ns: 0,
+            heard: HashMap::new(),
         }
     }
 
@@ -184,6 +212,35 @@ impl FlowBatcher {
         self.pending.clear();
         self.oldest = None;
         self.oldest_event_ns = None;
+        self.ticks(out)
+    }
+
+    /// Empty batches for quiet assets (see the module documentation), in key order.
+    fn ticks(&mut self, out: &mut Vec<Encoded>) -> Result<(), EncodeError> {
+        let clock = self.clock_ns;
+        let horizon = TICK_HORIZON_SECS * 1_000_000_000;
+        self.heard
+            .retain(|_, h| clock.saturating_sub(h.record_ns) <= horizon);
+        let mut due: Vec<AssetId> = self
+            .heard
+            .iter()
+            .filter(|(_, h)| clock >= h.clock_ns + TICK_NS)
+            .map(|(id, _)| id.clone())
+            .collect();
+        due.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        for id in due {
+            let payload =
+                encode_batch_at::<FlowRecord>(&self.sensor_id, self.next_seq, clock, &[])?;
+            self.next_seq += 1;
+            if let Some(h) = self.heard.get_mut(&id) {
+                h.clock_ns = clock;
+            }
+            out.push(Encoded {
+                key: id.as_str().as_bytes().to_vec(),
+                payload,
+                records: 0,
+            });
+        }
         Ok(())
     }
 
@@ -196,7 +253,7 @@ impl FlowBatcher {
         let key_bytes = key.to_bytes();
         let mut stack = vec![records.as_slice()];
         while let Some(part) = stack.pop() {
-            let payload = encode_batch(&self.sensor_id, self.next_seq, part)?;
+            let payload = encode_batch_at(&self.sensor_id, self.next_seq, self.clock_ns, part)?;
             if payload.len() > self.max_bytes && part.len() > 1 {
                 let (a, b) = part.split_at(part.len() / 2);
                 stack.push(b);
@@ -204,6 +261,17 @@ impl FlowBatcher {
                 continue;
             }
             self.next_seq += 1;
+            let latest = part.iter().map(|r| r.last_ns).max().unwrap_or(0);
+            if let BatchKey::Asset(id) = key {
+                let clock = self.clock_ns;
+                let h = self.heard.entry(id.clone()).or_insert(Heard {
+                    record_ns: latest,
+                    clock_ns: clock,
+                });
+                h.record_ns = h.record_ns.max(latest);
+                h.clock_ns = h.clock_ns.max(clock);
+            }
+            self.clock_ns = self.clock_ns.max(latest);
             out.push(Encoded {
                 key: key_bytes.clone(),
                 payload,

@@ -110,6 +110,9 @@ pub struct ConsumeOptions {
     /// restarts whenever the consumer group hands this member partitions, so time spent
     /// joining or rebalancing is not counted as idle.
     pub exit_when_idle: Option<Duration>,
+    /// At a successful end, the sink's [`FlowSink::end`] runs before the member leaves its
+    /// group (a detector group member closes its alerts while it still owns its partitions).
+    pub end_before_leaving: bool,
 }
 
 /// What a consumer run did.
@@ -143,6 +146,11 @@ pub fn consume_flows(
         if sub.assignments() != assignments {
             assignments = sub.assignments();
             last_message = Instant::now();
+            // Partitions are read again from where the new assignment starts.
+            dedup = Deduplicator::new(65_536);
+            if let Err(e) = sink.reassigned() {
+                break Err(e.context("cannot take over the assigned partitions"));
+            }
         }
         let delivery = match polled {
             Ok(Some(d)) => d,
@@ -162,10 +170,14 @@ pub fn consume_flows(
             Err(e) => break Err(anyhow::Error::new(e).context("cannot consume flows")),
         };
         last_message = Instant::now();
+        let replayed = sub.replayed(&delivery);
         match decode_batch::<FlowRecord>(&delivery.payload) {
             Ok(batch) => {
                 if dedup.is_new(&batch.sensor_id, delivery.partition, batch.seq) {
-                    if let Err(e) = sink.accept(&batch.records).and_then(|()| sink.flush()) {
+                    if let Err(e) = sink
+                        .accept_batch(&batch.records, &delivery.key, batch.clock_ns, replayed)
+                        .and_then(|()| sink.flush())
+                    {
                         // Not committed: a restart processes this batch again.
                         break Err(e.context("cannot hand flows on"));
                     }
@@ -197,9 +209,18 @@ pub fn consume_flows(
                 );
             }
         }
+        // A replayed delivery lies before the committed offset, which must not move back.
+        if replayed {
+            continue;
+        }
         if let Err(e) = sub.commit(&delivery) {
             break Err(anyhow::Error::new(e).context("cannot commit a consumed batch"));
         }
+    };
+    let result = if opts.end_before_leaving {
+        result.and_then(|()| sink.end())
+    } else {
+        result
     };
     let closed = sub.close();
     result?;
@@ -242,6 +263,7 @@ mod tests {
             &metrics.pipeline,
             &ConsumeOptions {
                 exit_when_idle: Some(Duration::from_millis(500)),
+                ..ConsumeOptions::default()
             },
             &stop,
         )

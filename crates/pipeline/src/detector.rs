@@ -85,6 +85,12 @@ impl AlertSink for PublishAlerts<'_> {
             .flush(self.timeout)
             .context("alert events were not acknowledged")
     }
+
+    fn drain(&mut self) -> anyhow::Result<()> {
+        self.publisher
+            .drain(self.timeout)
+            .context("alert events are not all on the alerts topic")
+    }
 }
 
 /// The norm catalogue the configuration names, or the built-in one.
@@ -112,9 +118,24 @@ pub struct DetectorSink<'a> {
     flows: Option<&'a mut dyn FlowSink>,
     buf: Vec<Alert>,
     metrics: Option<Observed>,
+    rebuild: Option<Rebuild<'a>>,
+    finished: bool,
     /// Alert events emitted, and alerts opened.
     pub events: u64,
     pub opened: u64,
+    /// Alert events not emitted again: already on the alerts topic (see
+    /// [`DetectorSink::rebuilding`]).
+    pub suppressed: u64,
+}
+
+/// Reads every alert event on the alerts topic (JSON payloads).
+pub type PublishedAlerts<'a> = Box<dyn FnMut() -> anyhow::Result<Vec<Vec<u8>>> + 'a>;
+
+/// A member that rebuilds its state from the topics (see [`DetectorSink::rebuilding`]).
+struct Rebuild<'a> {
+    published: PublishedAlerts<'a>,
+    /// Events on the alerts topic not yet met again, by payload, with their count.
+    pending: HashMap<Vec<u8>, u32>,
 }
 
 /// What the sink keeps to feed the detector metrics.
@@ -145,9 +166,29 @@ impl<'a> DetectorSink<'a> {
             flows,
             buf: Vec::new(),
             metrics: None,
+            rebuild: None,
+            finished: false,
             events: 0,
             opened: 0,
+            suppressed: 0,
         }
+    }
+
+    /// A member of a detector group that rebuilds its state from the topics: whenever the
+    /// group assigns it partitions it starts a fresh detector, reads them from their start
+    /// (the consumer marks what was processed before as replayed: see
+    /// `normwatch_transport::bus::Subscriber::replayed`), and emits only the alert events
+    /// `published` (the alerts topic, read after this member's own events are all on it)
+    /// does not hold yet. The detector is deterministic, so the rebuilt state is the one its
+    /// predecessor had, an event already on the topic comes out byte for byte the same and
+    /// is held back, and whatever the predecessor had not sent (the close of an alert it
+    /// opened) is sent now.
+    pub fn rebuilding(mut self, published: PublishedAlerts<'a>) -> Self {
+        self.rebuild = Some(Rebuild {
+            published,
+            pending: HashMap::new(),
+        });
+        self
     }
 
     /// Keeps the detector metrics; the assets' thresholds are published at once.
@@ -175,37 +216,116 @@ impl<'a> DetectorSink<'a> {
 
     fn emit(&mut self) -> anyhow::Result<()> {
         for a in self.buf.drain(..) {
-            self.events += 1;
-            self.opened += u64::from(a.state == AlertState::Open);
             if let Some(o) = self.metrics.as_mut() {
                 o.open.event(&o.m, &a, self.detector.event_time_ns());
             }
+            if let Some(r) = self.rebuild.as_mut().filter(|r| !r.pending.is_empty()) {
+                let bytes = serde_json::to_vec(&a).context("cannot encode an alert")?;
+                if let Some(n) = r.pending.get_mut(&bytes) {
+                    *n -= 1;
+                    if *n == 0 {
+                        r.pending.remove(&bytes);
+                    }
+                    self.suppressed += 1;
+                    continue;
+                }
+            }
+            self.events += 1;
+            self.opened += u64::from(a.state == AlertState::Open);
             self.alerts.alert(&a)?;
         }
         Ok(())
     }
 
-    /// Closes every open alert (end of input) and flushes.
+    /// Closes every open alert (end of input) and flushes; once.
     pub fn finish(&mut self) -> anyhow::Result<()> {
-        self.detector.finish(&mut self.buf);
-        self.emit()?;
+        if !self.finished {
+            self.finished = true;
+            self.detector.finish(&mut self.buf);
+            self.emit()?;
+        }
         self.flush()
     }
 }
 
-impl FlowSink for DetectorSink<'_> {
-    fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()> {
+impl DetectorSink<'_> {
+    /// Runs the detector over one batch; `clock_ns`: see [`Detector::process_at`] (`None`:
+    /// the latest event time this detector saw).
+    fn batch(
+        &mut self,
+        records: &[FlowRecord],
+        key: &[u8],
+        clock_ns: Option<u64>,
+        replayed: bool,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
-        self.detector.process(records, &mut self.buf);
+        match clock_ns {
+            None => self.detector.process(records, &mut self.buf),
+            Some(c) if records.is_empty() => {
+                if let Ok(id) = std::str::from_utf8(key) {
+                    self.detector.tick(id, c, &mut self.buf);
+                }
+            }
+            Some(c) => self.detector.process_at(records, c, &mut self.buf),
+        }
         self.emit()?;
         if let Some(o) = &self.metrics {
             o.m.batch_seconds.observe(started.elapsed().as_secs_f64());
             observe_normals(&o.m, &self.detector);
         }
         if let Some(f) = self.flows.as_mut() {
-            f.accept(records)?;
+            f.accept_batch(records, key, clock_ns.unwrap_or(0), replayed)?;
         }
         Ok(())
+    }
+}
+
+impl FlowSink for DetectorSink<'_> {
+    fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()> {
+        self.batch(records, &[], None, false)
+    }
+
+    fn accept_batch(
+        &mut self,
+        records: &[FlowRecord],
+        key: &[u8],
+        clock_ns: u64,
+        replayed: bool,
+    ) -> anyhow::Result<()> {
+        self.batch(records, key, Some(clock_ns), replayed)
+    }
+
+    fn reassigned(&mut self) -> anyhow::Result<()> {
+        let Some(r) = self.rebuild.as_mut() else {
+            return Ok(());
+        };
+        // This member's own events first, so the topic read below holds them.
+        self.alerts.drain()?;
+        let published = (r.published)().context("cannot read the alerts topic")?;
+        r.pending.clear();
+        for p in published {
+            *r.pending.entry(p).or_default() += 1;
+        }
+        self.detector.reset();
+        if let Some(o) = self.metrics.as_mut() {
+            o.open.clear(&o.m);
+        }
+        tracing::info!(
+            published = r.pending.values().map(|&n| u64::from(n)).sum::<u64>(),
+            "rebuilding detector state from the start of the assigned partitions"
+        );
+        if let Some(f) = self.flows.as_mut() {
+            f.reassigned()?;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) -> anyhow::Result<()> {
+        self.finish()?;
+        match self.flows.as_mut() {
+            Some(f) => f.end(),
+            None => Ok(()),
+        }
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
@@ -364,6 +484,17 @@ pub struct OpenAlerts {
 }
 
 impl OpenAlerts {
+    /// Forgets every open alert (the detector's state was dropped), lowering its gauges.
+    pub fn clear(&mut self, m: &DetectMetrics) {
+        for (_, (labels, norms)) in self.open.drain() {
+            let l: Vec<&str> = labels.iter().map(String::as_str).collect();
+            m.open_alerts.with_label_values(&l).dec();
+            for n in &norms {
+                m.open_alerts_by_norm.with_label_values(&[l[0], n]).dec();
+            }
+        }
+    }
+
     pub fn event(&mut self, m: &DetectMetrics, a: &Alert, opened_at_ns: u64) {
         let state = match a.state {
             AlertState::Open => "open",

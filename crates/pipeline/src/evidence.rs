@@ -268,6 +268,11 @@ impl EvidenceStage {
         self.packager.store().package_dir(id)
     }
 
+    /// Forgets the flows kept so far (they are about to be read again from the start).
+    pub fn forget_flows(&mut self) {
+        self.flows.clear();
+    }
+
     /// Keeps the most recent flows of each asset for the packages of its alerts.
     pub fn keep(&mut self, records: &[FlowRecord]) {
         // The follow-up of delivered requests sees every record (event time, sources).
@@ -291,8 +296,20 @@ impl EvidenceStage {
             .or_insert_with(now_ns);
     }
 
-    /// Builds and stores the packages of a closed alert, then delivers what is due.
+    /// Builds and stores the packages of a closed alert, then delivers what is due. An alert
+    /// whose packages are already stored (its close delivered again, or sent twice) is not
+    /// packaged again: one package per alert and recipient, whatever the redeliveries.
     pub fn package(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        if self
+            .packager
+            .store()
+            .has_alert(&alert.id)
+            .context("cannot read the evidence store")?
+        {
+            self.first_seen.remove(&alert.id);
+            tracing::info!(alert = %alert.id, "alert already packaged; its close is not packaged again");
+            return Ok(());
+        }
         self.seen(alert);
         let mut stamped;
         let alert = match (alert.raised_at_ns, self.first_seen.remove(&alert.id)) {

@@ -192,6 +192,8 @@ pub struct DetectSummary {
     /// Alerts opened and alert events published.
     pub opened: u64,
     pub events: u64,
+    /// Alert events the rebuilt state gave again and the alerts topic already held.
+    pub suppressed: u64,
 }
 
 /// `normwatch detect`: consumes flow batches from Kafka as a member of the consumer group,
@@ -199,7 +201,17 @@ pub struct DetectSummary {
 /// `alerts` if given); consumed records also go to `flows` if given. A batch is committed
 /// only after the alert events it caused were acknowledged by the broker or spooled to disk
 /// (a spool the next member of the group takes over). At the end (stop
-/// signal or idle limit) every alert still open is closed and published.
+/// signal or idle limit) every alert still open is closed and published, before the member
+/// leaves the group; after an error nothing is closed (the next member carries on).
+///
+/// A member's state is rebuilt from the flows topic whenever the group assigns it
+/// partitions: it reads them from their start with a fresh detector and sends only the alert
+/// events the alerts topic does not hold yet (see [`DetectorSink::rebuilding`]). So a member
+/// that replaces a killed one, or takes partitions over in a rebalance, neither opens nor
+/// closes again an alert already on the topic, and closes every alert its predecessor
+/// opened. The price is a read of the flows topic's retained records (and of the alerts
+/// topic) at every assignment; a checkpoint of each asset's state in a compacted topic
+/// would bound it.
 pub fn detect(
     cfg: &Config,
     flows: Option<&mut dyn FlowSink>,
@@ -220,12 +232,17 @@ pub fn detect(
         metrics.transport.clone(),
         Duration::from_secs(5),
     )?;
-    let mut sub = KafkaSubscriber::new(
+    let mut sub = KafkaSubscriber::rebuilding(
         &cfg.bus,
         &cfg.kafka,
         Topic::Flows,
         metrics.transport.clone(),
     )?;
+    let read_timeout = cfg.kafka.delivery_timeout.max(Duration::from_secs(30));
+    let published = move || {
+        normwatch_transport::kafka::read_topic(&cfg.bus, &cfg.kafka, Topic::Alerts, read_timeout)
+            .map_err(anyhow::Error::new)
+    };
     let result = {
         let mut to_kafka = PublishAlerts::new(&mut publisher, cfg.kafka.delivery_timeout);
         let mut sinks: Vec<&mut dyn AlertSink> = vec![&mut to_kafka];
@@ -235,22 +252,26 @@ pub fn detect(
         let mut tee = TeeAlerts(sinks);
         let flows = flows.map(|f| &mut *f as &mut dyn FlowSink);
         let mut sink = DetectorSink::new(detector, &mut tee, flows)
-            .with_metrics(metrics.detect.clone(), &cfg.assets);
+            .with_metrics(metrics.detect.clone(), &cfg.assets)
+            .rebuilding(Box::new(published));
+        // At a successful end the open alerts are closed before the member leaves its group.
+        let opts = ConsumeOptions {
+            exit_when_idle: opts.exit_when_idle,
+            end_before_leaving: true,
+        };
         let consumed = consume_flows(
             &mut sub,
             &mut sink,
             &metrics.transport,
             &metrics.pipeline,
-            opts,
+            &opts,
             stop,
         );
-        let finished = sink.finish();
-        consumed.and_then(|c| {
-            finished.map(|()| DetectSummary {
-                consumed: c,
-                opened: sink.opened,
-                events: sink.events,
-            })
+        consumed.map(|c| DetectSummary {
+            consumed: c,
+            opened: sink.opened,
+            events: sink.events,
+            suppressed: sink.suppressed,
         })
     };
     let drained = publisher.flush(cfg.kafka.delivery_timeout);
@@ -278,6 +299,17 @@ pub struct PackageSummary {
 /// packages every closed alert for its recipient States into the evidence store and delivers
 /// from its outbox. An alert event is committed only once its packages are in the store
 /// (whose outbox survives a crash); a malformed alert event is counted and skipped.
+///
+/// (The flows are read in the group `{kafka.group_id}.package.flows`.) The flows an alert's
+/// packages hold are on the flows topic before the alert is on the
+/// alerts topic (a detector publishes an alert after consuming its flows). So the flows
+/// topic is read from the start of each assigned partition whenever the packager is
+/// assigned it (the recent flows of each asset are kept in memory, and nothing kept only
+/// there is lost when the packager stops), and a closed alert waits, with the alerts behind
+/// it, until the flows read have reached where the flows topic ended when the alert
+/// arrived: whatever the backlog of either topic, and across restarts, a package holds the
+/// flows behind its alert. One packager per group: the flows of an alert's asset must all
+/// reach the member that packages it.
 pub fn package(
     cfg: &Config,
     stage: &mut crate::evidence::EvidenceStage,
@@ -286,34 +318,60 @@ pub fn package(
     stop: &AtomicBool,
 ) -> anyhow::Result<PackageSummary> {
     use normwatch_model::{Alert, AlertState};
-    use normwatch_transport::bus::Subscriber;
+    use normwatch_transport::bus::{Delivery, Subscriber};
     use normwatch_transport::wire::decode_batch;
+    use std::collections::BTreeMap;
     need_kafka(cfg, "package")?;
     let _span = tracing::info_span!("package").entered();
     let mut kafka = cfg.kafka.clone();
     kafka.group_id = format!("{}.package", cfg.kafka.group_id);
-    let mut flows =
-        KafkaSubscriber::new(&cfg.bus, &kafka, Topic::Flows, metrics.transport.clone())?;
+    // The flows consumer in a group of its own: while an alert waits for its flows, the alerts
+    // consumer is not polled, and a rebalance of a group holding both would wait for it.
+    let mut flows_kafka = cfg.kafka.clone();
+    flows_kafka.group_id = format!("{}.package.flows", cfg.kafka.group_id);
+    let mut flows = KafkaSubscriber::rebuilding(
+        &cfg.bus,
+        &flows_kafka,
+        Topic::Flows,
+        metrics.transport.clone(),
+    )?;
     let mut alerts =
         KafkaSubscriber::new(&cfg.bus, &kafka, Topic::Alerts, metrics.transport.clone())?;
     let mut summary = PackageSummary::default();
     let mut last = Instant::now();
     let mut assignments = flows.assignments() + alerts.assignments();
+    let mut flow_assignments = flows.assignments();
     let mut last_delivery = Instant::now();
+    // Per flows partition: the next offset to read.
+    let mut read: BTreeMap<i32, i64> = BTreeMap::new();
+    // A closed alert waiting for the flows topic to be read up to these offsets (not known
+    // until the flows consumer has partitions).
+    type Ends = Option<BTreeMap<i32, i64>>;
+    let mut waiting: Option<(Alert, Delivery, Ends)> = None;
     let result: anyhow::Result<()> = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
         }
         let mut idle = true;
-        // Flows first, so an alert's flows are kept before the alert is packaged; a bounded
-        // number per round, so a busy flows topic cannot starve the alerts.
+        // A bounded number of flow batches per round, so a busy flows topic cannot starve
+        // the alerts.
         let mut taken = 0;
         while taken < 1000 {
-            let Some(d) = flows.poll(Duration::from_millis(10))? else {
+            let polled = flows.poll(Duration::from_millis(10))?;
+            if flows.assignments() != flow_assignments {
+                // Read again from the start of each partition.
+                flow_assignments = flows.assignments();
+                stage.forget_flows();
+                read.clear();
+            }
+            let Some(d) = polled else {
                 break;
             };
             taken += 1;
             idle = false;
+            let at = i64::try_from(d.offset).unwrap_or(i64::MAX);
+            let next = read.entry(d.partition).or_insert(0);
+            *next = (*next).max(at.saturating_add(1));
             match decode_batch::<FlowRecord>(&d.payload) {
                 Ok(batch) => {
                     summary.flow_batches += 1;
@@ -328,33 +386,69 @@ pub fn package(
                         .inc();
                 }
             }
-            flows.commit(&d)?;
+            // Read again from the start, whatever was committed: only new deliveries move
+            // the committed offset (which must not go back).
+            if !flows.replayed(&d) {
+                flows.commit(&d)?;
+            }
         }
-        if let Some(d) = alerts.poll(Duration::from_millis(50))? {
-            idle = false;
-            summary.alert_events += 1;
-            match serde_json::from_slice::<Alert>(&d.payload) {
-                Ok(a) if a.state == AlertState::Closed => {
-                    let before = stage.built.len();
-                    if let Err(e) = stage.package(&a) {
-                        // Not committed: a restart packages this alert again (the store keeps
-                        // the first build of a package, so nothing is sent twice).
-                        break Err(e.context(format!("cannot package alert {}", a.id)));
+        if let Some((_, _, ends)) = waiting.as_mut() {
+            if ends.is_none() && flow_assignments > 0 {
+                // Where the flows topic ends now: the alert's flows lie before.
+                match flows.assigned_ends(Duration::from_secs(5)) {
+                    Ok(e) => {
+                        *ends = Some(
+                            e.into_iter()
+                                .filter(|(_, (low, high))| high > low)
+                                .map(|(p, (_, high))| (p, high))
+                                .collect(),
+                        )
                     }
-                    summary.alerts_packaged += 1;
-                    summary.packages += (stage.built.len() - before) as u64;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    summary.rejected += 1;
-                    tracing::warn!(
-                        partition = d.partition,
-                        offset = d.offset,
-                        "skipped a message on the alerts topic that is not an alert event: {e}"
-                    );
+                    Err(e) => tracing::debug!(error = %e, "flows topic ends not known yet"),
                 }
             }
+        }
+        let ready = match &waiting {
+            Some((_, _, Some(ends))) => ends
+                .iter()
+                .all(|(p, high)| read.get(p).is_some_and(|r| r >= high)),
+            _ => false,
+        };
+        if ready {
+            let (a, d, _) = waiting.take().expect("an alert waits");
+            idle = false;
+            let before = stage.built.len();
+            if let Err(e) = stage.package(&a) {
+                // Not committed: a restart packages this alert again (the store keeps
+                // the first build of a package, so nothing is sent twice).
+                break Err(e.context(format!("cannot package alert {}", a.id)));
+            }
+            summary.alerts_packaged += 1;
+            summary.packages += (stage.built.len() - before) as u64;
             alerts.commit(&d)?;
+        }
+        if waiting.is_none() {
+            if let Some(d) = alerts.poll(Duration::from_millis(50))? {
+                idle = false;
+                summary.alert_events += 1;
+                match serde_json::from_slice::<Alert>(&d.payload) {
+                    Ok(a) if a.state == AlertState::Closed => {
+                        // Committed once packaged; later alerts wait behind it.
+                        waiting = Some((a, d, None));
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        summary.rejected += 1;
+                        tracing::warn!(
+                            partition = d.partition,
+                            offset = d.offset,
+                            "skipped a message on the alerts topic that is not an alert event: {e}"
+                        );
+                    }
+                }
+                alerts.commit(&d)?;
+            }
         }
         if last_delivery.elapsed() >= Duration::from_secs(5) {
             // Retries of earlier failed deliveries, on their backoff schedule.
@@ -365,7 +459,7 @@ pub fn package(
         if !idle || now_assigned != assignments {
             assignments = now_assigned;
             last = Instant::now();
-        } else if opts.exit_when_idle.is_some_and(|i| last.elapsed() >= i) {
+        } else if waiting.is_none() && opts.exit_when_idle.is_some_and(|i| last.elapsed() >= i) {
             break Ok(());
         }
     };

@@ -73,6 +73,11 @@ pub trait Publisher: Send {
     /// Waits until every published message is acknowledged by the transport or kept where
     /// it survives the process (a publisher's disk spool, sent from there later).
     fn flush(&mut self, timeout: Duration) -> Result<(), TransportError>;
+    /// Like `flush`, and also waits until nothing is left in a spool: every message is on
+    /// the broker.
+    fn drain(&mut self, timeout: Duration) -> Result<(), TransportError> {
+        self.flush(timeout)
+    }
 }
 
 /// Consumes messages of one topic as a member of a consumer group.
@@ -92,6 +97,13 @@ pub trait Subscriber: Send {
     /// idleness: a caller that stops when idle restarts its clock when this changes.
     fn assignments(&self) -> u64 {
         0
+    }
+    /// Whether `delivery` is replayed to rebuild state: a member that rebuilds its state
+    /// from the topic reads each partition it is given from the start, and what lies before
+    /// the group's committed offset was processed (and its effects published) before.
+    fn replayed(&self, delivery: &Delivery) -> bool {
+        let _ = delivery;
+        false
     }
 }
 

@@ -658,6 +658,10 @@ impl KafkaPublisher {
 }
 
 impl Publisher for KafkaPublisher {
+    fn drain(&mut self, timeout: Duration) -> Result<(), TransportError> {
+        KafkaPublisher::drain(self, timeout)
+    }
+
     fn publish(
         &mut self,
         topic: Topic,
@@ -957,6 +961,10 @@ struct ConsumeContext {
     assignments: Arc<AtomicU64>,
     /// Set when librdkafka reports every broker down, cleared by the next message.
     broker_down: AtomicBool,
+    /// Rebuild mode: assigned partitions are read from the start; the group's committed
+    /// offset of each, as found at the assignment (none: nothing committed, or not known).
+    rebuild: bool,
+    resume: Mutex<BTreeMap<i32, i64>>,
 }
 
 impl ClientContext for ConsumeContext {
@@ -988,6 +996,33 @@ impl ClientContext for ConsumeContext {
 }
 
 impl ConsumerContext for ConsumeContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else {
+            return;
+        };
+        if !self.rebuild {
+            return;
+        }
+        let mut resume = BTreeMap::new();
+        match consumer.committed_offsets((*tpl).clone(), Duration::from_secs(10)) {
+            Ok(committed) => {
+                for e in committed.elements() {
+                    if let rdkafka::Offset::Offset(o) = e.offset() {
+                        resume.insert(e.partition(), o);
+                    }
+                }
+            }
+            Err(e) => {
+                // Everything is replayed as new: at least once, as without a rebuild.
+                tracing::warn!(error = %e, "cannot read the group's committed offsets");
+            }
+        }
+        for mut e in tpl.elements() {
+            let _ = e.set_offset(rdkafka::Offset::Beginning);
+        }
+        *lock(&self.resume) = resume;
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
@@ -1015,6 +1050,70 @@ pub struct KafkaSubscriber {
     metrics: TransportMetrics,
     stored: bool,
     assignments: Arc<AtomicU64>,
+}
+
+/// Every message on `topic` now (its payloads, partition by partition in offset order),
+/// read from the start of each partition up to its end as found first, without joining a
+/// consumer group. `timeout` bounds the whole read.
+pub fn read_topic(
+    bus: &BusConfig,
+    kafka: &KafkaConfig,
+    topic: Topic,
+    timeout: Duration,
+) -> Result<Vec<Vec<u8>>, TransportError> {
+    let broker = |e: KafkaError| TransportError::Broker(e.to_string());
+    let name = TopicNames::from_config(bus).name(topic).to_string();
+    let mut c = consumer_config(bus, kafka).map_err(|e| TransportError::Broker(e.to_string()))?;
+    c.set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create().map_err(broker)?;
+    let deadline = Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let meta = consumer
+        .fetch_metadata(Some(&name), left())
+        .map_err(broker)?;
+    let mut ends = BTreeMap::new();
+    if let Some(t) = meta.topics().iter().find(|t| t.name() == name) {
+        for p in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(&name, p.id(), left())
+                .map_err(broker)?;
+            if high > low {
+                ends.insert(p.id(), high);
+            }
+        }
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition_offset(&name, *p, rdkafka::Offset::Beginning)
+            .map_err(broker)?;
+    }
+    let mut got = Vec::new();
+    if ends.is_empty() {
+        return Ok(got);
+    }
+    consumer.assign(&tpl).map_err(broker)?;
+    while !ends.is_empty() {
+        if Instant::now() >= deadline {
+            return Err(TransportError::Broker(format!(
+                "reading {name}: {} partitions not read to their end within {timeout:?}",
+                ends.len()
+            )));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let end = ends.get(&m.partition()).copied();
+                if end.is_some_and(|end| m.offset() < end) {
+                    got.push(m.payload().unwrap_or_default().to_vec());
+                }
+                if end.is_some_and(|end| m.offset() + 1 >= end) {
+                    ends.remove(&m.partition());
+                }
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, topic = %name, "reading a topic"),
+            None => {}
+        }
+    }
+    Ok(got)
 }
 
 impl KafkaSubscriber {
@@ -1062,6 +1161,47 @@ impl KafkaSubscriber {
         topic: Topic,
         metrics: TransportMetrics,
     ) -> Result<Self, KafkaSetupError> {
+        Self::create(bus, kafka, topic, metrics, false)
+    }
+
+    /// Like [`KafkaSubscriber::new`], for a member that rebuilds its state from the topic:
+    /// every partition it is assigned is read from its start, and what lies before the
+    /// group's committed offset is marked replayed ([`Subscriber::replayed`]).
+    pub fn rebuilding(
+        bus: &BusConfig,
+        kafka: &KafkaConfig,
+        topic: Topic,
+        metrics: TransportMetrics,
+    ) -> Result<Self, KafkaSetupError> {
+        Self::create(bus, kafka, topic, metrics, true)
+    }
+
+    /// The partitions assigned to this member now, with their first and next offsets on the
+    /// broker (low and high watermarks).
+    pub fn assigned_ends(
+        &self,
+        timeout: Duration,
+    ) -> Result<BTreeMap<i32, (i64, i64)>, TransportError> {
+        let broker = |e: KafkaError| TransportError::Broker(e.to_string());
+        let assigned = self.consumer.assignment().map_err(broker)?;
+        let mut ends = BTreeMap::new();
+        for e in assigned.elements_for_topic(&self.name) {
+            let w = self
+                .consumer
+                .fetch_watermarks(&self.name, e.partition(), timeout)
+                .map_err(broker)?;
+            ends.insert(e.partition(), w);
+        }
+        Ok(ends)
+    }
+
+    fn create(
+        bus: &BusConfig,
+        kafka: &KafkaConfig,
+        topic: Topic,
+        metrics: TransportMetrics,
+        rebuild: bool,
+    ) -> Result<Self, KafkaSetupError> {
         let name = TopicNames::from_config(bus).name(topic).to_string();
         let assignments = Arc::new(AtomicU64::new(0));
         let c = consumer_config(bus, kafka)?;
@@ -1072,6 +1212,8 @@ impl KafkaSubscriber {
                 label: TransportMetrics::topic_label(topic),
                 assignments: assignments.clone(),
                 broker_down: AtomicBool::new(false),
+                rebuild,
+                resume: Mutex::new(BTreeMap::new()),
             })
             .map_err(|e| refused(&c, &e))?;
         consumer.subscribe(&[&name])?;
@@ -1167,6 +1309,13 @@ impl Subscriber for KafkaSubscriber {
 
     fn assignments(&self) -> u64 {
         self.assignments.load(Ordering::Relaxed)
+    }
+
+    fn replayed(&self, delivery: &Delivery) -> bool {
+        let resume = lock(&self.consumer.context().resume);
+        resume
+            .get(&delivery.partition)
+            .is_some_and(|&c| i64::try_from(delivery.offset).is_ok_and(|o| o < c))
     }
 }
 

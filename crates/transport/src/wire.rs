@@ -2,11 +2,15 @@
 //!
 //! ```text
 //! magic "NWFB" | schema version u16 | sensor id length u8 | sensor id | batch sequence u64
-//! | record count u32 | payload length u32 | payload (postcard records) | CRC-32C u32
+//! | clock u64 | record count u32 | payload length u32 | payload (postcard records)
+//! | CRC-32C u32
 //! ```
 //!
 //! The CRC covers everything before it, so a flipped bit anywhere is caught before any record
-//! is decoded; the sequence number lets consumers drop redelivered batches.
+//! is decoded; the sequence number lets consumers drop redelivered batches. The clock is the
+//! event time (ns) the sensor had reached before the batch: the latest record time of the
+//! batches it sent before it, so a detector can give every asset the clock a detector reading
+//! the sensor's own order would have, whatever order partitions are consumed in.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -15,9 +19,9 @@ use serde::Serialize;
 pub const MAGIC: [u8; 4] = *b"NWFB";
 /// The schema version this build writes and reads. 2: `FlowRecord` gained `export` (the
 /// flow-export origin); 3: `EndReason::Interim` and `prior` (what earlier records of the flow
-/// reported); 4: `attempts` (one-packet connection attempts counted together). postcard is
-/// not self-describing, so batches of another version are refused with their reason rather
-/// than misread.
+/// reported); 4: `attempts` (one-packet connection attempts counted together) and the clock
+/// in the header. postcard is not self-describing, so batches of another version are refused
+/// with their reason rather than misread.
 pub const SCHEMA_VERSION: u16 = 4;
 /// Largest batch a consumer decodes: a sensor's messages stay under
 /// `kafka::MAX_MESSAGE_BYTES`, and topics are created refusing more than this. A larger
@@ -36,6 +40,8 @@ const TRAILER: usize = 4;
 pub struct Batch<T> {
     pub sensor_id: String,
     pub seq: u64,
+    /// The sensor's event time before this batch (ns; see the module documentation).
+    pub clock_ns: u64,
     pub records: Vec<T>,
 }
 
@@ -95,14 +101,25 @@ pub enum EncodeError {
     Record(#[from] postcard::Error),
 }
 
-/// Encodes `records` as batch `seq` of `sensor_id`.
+/// Encodes `records` as batch `seq` of `sensor_id`, with no clock (0).
 pub fn encode_batch<T: Serialize>(
     sensor_id: &str,
     seq: u64,
     records: &[T],
 ) -> Result<Vec<u8>, EncodeError> {
+    encode_batch_at(sensor_id, seq, 0, records)
+}
+
+/// Encodes `records` as batch `seq` of `sensor_id`, whose sensor had reached event time
+/// `clock_ns` before it.
+pub fn encode_batch_at<T: Serialize>(
+    sensor_id: &str,
+    seq: u64,
+    clock_ns: u64,
+    records: &[T],
+) -> Result<Vec<u8>, EncodeError> {
     let mut buf = Vec::new();
-    encode_into(&mut buf, sensor_id, seq, records)?;
+    encode_into_at(&mut buf, sensor_id, seq, clock_ns, records)?;
     Ok(buf)
 }
 
@@ -111,6 +128,17 @@ pub fn encode_into<T: Serialize>(
     buf: &mut Vec<u8>,
     sensor_id: &str,
     seq: u64,
+    records: &[T],
+) -> Result<(), EncodeError> {
+    encode_into_at(buf, sensor_id, seq, 0, records)
+}
+
+/// Like [`encode_batch_at`], into a cleared, reused buffer.
+pub fn encode_into_at<T: Serialize>(
+    buf: &mut Vec<u8>,
+    sensor_id: &str,
+    seq: u64,
+    clock_ns: u64,
     records: &[T],
 ) -> Result<(), EncodeError> {
     if sensor_id.len() > MAX_SENSOR_ID {
@@ -123,6 +151,7 @@ pub fn encode_into<T: Serialize>(
     buf.push(sensor_id.len() as u8);
     buf.extend_from_slice(sensor_id.as_bytes());
     buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(&clock_ns.to_le_bytes());
     buf.extend_from_slice(&count.to_le_bytes());
     let len_at = buf.len();
     buf.extend_from_slice(&[0; 4]);
@@ -154,7 +183,7 @@ pub fn record_count(bytes: &[u8]) -> Option<u32> {
         return None;
     }
     let id_len = usize::from(bytes[FIXED_HEADER - 1]);
-    let at = FIXED_HEADER + id_len + 8;
+    let at = FIXED_HEADER + id_len + 8 + 8;
     let c = bytes.get(at..at + 4)?;
     Some(u32::from_le_bytes(c.try_into().ok()?))
 }
@@ -164,7 +193,7 @@ pub fn decode_batch<T: DeserializeOwned>(bytes: &[u8]) -> Result<Batch<T>, Decod
     if bytes.len() > MAX_BATCH_BYTES {
         return Err(DecodeError::TooLarge(bytes.len()));
     }
-    if bytes.len() < FIXED_HEADER + 8 + 4 + 4 + TRAILER {
+    if bytes.len() < FIXED_HEADER + 8 + 8 + 4 + 4 + TRAILER {
         return Err(DecodeError::TooShort(bytes.len()));
     }
     if bytes[..4] != MAGIC {
@@ -189,6 +218,7 @@ pub fn decode_batch<T: DeserializeOwned>(bytes: &[u8]) -> Result<Batch<T>, Decod
         .map_err(|_| DecodeError::Malformed("sensor id is not UTF-8".into()))?
         .to_string();
     let seq = u64::from_le_bytes(take(&mut b, 8)?.try_into().expect("8 bytes"));
+    let clock_ns = u64::from_le_bytes(take(&mut b, 8)?.try_into().expect("8 bytes"));
     let count = u32::from_le_bytes(take(&mut b, 4)?.try_into().expect("4 bytes"));
     let payload_len = u32::from_le_bytes(take(&mut b, 4)?.try_into().expect("4 bytes")) as usize;
     if b.len() != payload_len {
@@ -225,6 +255,7 @@ pub fn decode_batch<T: DeserializeOwned>(bytes: &[u8]) -> Result<Batch<T>, Decod
     Ok(Batch {
         sensor_id,
         seq,
+        clock_ns,
         records,
     })
 }
@@ -396,11 +427,24 @@ mod tests {
     }
 
     #[test]
+    fn the_clock_travels_with_the_batch() {
+        let b = encode_batch_at("s", 7, 1_700_000_000_123_456_789, &flows()).unwrap();
+        let back = decode_batch::<FlowRecord>(&b).unwrap();
+        assert_eq!(back.clock_ns, 1_700_000_000_123_456_789);
+        assert_eq!(back.seq, 7);
+        assert_eq!(record_count(&b), Some(flows().len() as u32));
+        let empty = encode_batch_at::<FlowRecord>("s", 8, 5, &[]).unwrap();
+        let back = decode_batch::<FlowRecord>(&empty).unwrap();
+        assert!(back.records.is_empty());
+        assert_eq!(back.clock_ns, 5);
+    }
+
+    #[test]
     fn lying_header_with_valid_checksum_is_an_error() {
         // Re-seal a batch whose count is wrong: the CRC passes, the count check must not.
         let mut b = encode_batch("s", 1, &flows()).unwrap();
         b.truncate(b.len() - 4);
-        let count_at = 4 + 2 + 1 + 1 + 8;
+        let count_at = 4 + 2 + 1 + 1 + 8 + 8;
         b[count_at..count_at + 4].copy_from_slice(&3u32.to_le_bytes());
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
