@@ -10,6 +10,7 @@ use crate::sketch::Cardinality;
 use crate::{Footprint, Settings, NS};
 use hashbrown::HashMap;
 use normwatch_config::norms::NormCatalogue;
+use normwatch_model::ip_proto;
 use normwatch_model::{
     addr_key, Alert, AlertKind, AlertState, Asset, AssetIndex, DirStats, FlowRecord, Measured,
     PriorDir, Role, Side, TcpFlags, TopSource,
@@ -249,7 +250,7 @@ impl Served {
         let est = |i: TcpFlags, o: TcpFlags| {
             i.has(TcpFlags::SYN) && i.has(TcpFlags::ACK) && o.has(TcpFlags::SYN | TcpFlags::ACK)
         };
-        let tcp_attempt = asked && proto == 6 && inbound.tcp_flags.has(TcpFlags::SYN);
+        let tcp_attempt = asked && proto == ip_proto::TCP && inbound.tcp_flags.has(TcpFlags::SYN);
         let est_now = tcp_attempt && est(inbound.tcp_flags, outbound.tcp_flags);
         let (est_before, answered_before) = match prior {
             Some((pi, po)) => (est(pi.tcp_flags, po.tcp_flags), po.pkts > 0),
@@ -871,15 +872,15 @@ impl<const N: usize> AssetState<N> {
                 bk.bytes += b;
                 if let Some(x) = x {
                     match proto {
-                        6 => {
+                        ip_proto::TCP => {
                             add32(&mut x.tcp_pkts, p);
                             x.tcp_bytes += b;
                         }
-                        17 => {
+                        ip_proto::UDP => {
                             add32(&mut x.udp_pkts, p);
                             x.udp_bytes += b;
                         }
-                        1 | 58 => {
+                        ip_proto::ICMP | ip_proto::ICMPV6 => {
                             add32(&mut x.icmp_pkts, p);
                             x.icmp_bytes += b;
                         }
@@ -898,7 +899,7 @@ impl<const N: usize> AssetState<N> {
             }
         }
         let inbound_flags = inbound.tcp_flags;
-        let half_open = proto == 6
+        let half_open = proto == ip_proto::TCP
             && side == Side::Resp
             && inbound_flags.has(TcpFlags::SYN)
             && !inbound_flags.has(TcpFlags::ACK);
@@ -912,14 +913,14 @@ impl<const N: usize> AssetState<N> {
             // What an earlier record of this connection left open and this one settles is
             // counted in the second the connection began, if that is not final yet.
             let start = r.first_ns / NS;
-            let completed = proto == 6
+            let completed = proto == ip_proto::TCP
                 && side == Side::Resp
                 && pi.tcp_flags.has(TcpFlags::SYN)
                 && !pi.tcp_flags.has(TcpFlags::ACK)
                 && inbound_flags.has(TcpFlags::ACK);
             let answered = service && po.pkts == 0 && outbound.pkts > 0;
             let established = service
-                && proto == 6
+                && proto == ip_proto::TCP
                 && inbound_flags.has(TcpFlags::SYN)
                 && !(po.tcp_flags.has(TcpFlags::SYN | TcpFlags::ACK)
                     && pi.tcp_flags.has(TcpFlags::ACK))
@@ -945,18 +946,18 @@ impl<const N: usize> AssetState<N> {
             let (bk, x) = self.counts(from, window);
             bk.new_flows = bk.new_flows.saturating_add(flows);
             match proto {
-                6 => {
+                ip_proto::TCP => {
                     bk.tcp_new = bk.tcp_new.saturating_add(flows);
                     if half_open {
                         bk.tcp_half_open = bk.tcp_half_open.saturating_add(flows);
                     }
                 }
-                17 => {
+                ip_proto::UDP => {
                     if let Some(x) = x {
                         x.udp_new = x.udp_new.saturating_add(flows);
                     }
                 }
-                1 | 58 => {
+                ip_proto::ICMP | ip_proto::ICMPV6 => {
                     if let Some(x) = x {
                         x.icmp_new = x.icmp_new.saturating_add(flows);
                     }
@@ -966,7 +967,7 @@ impl<const N: usize> AssetState<N> {
             if service {
                 bk.svc_flows = bk.svc_flows.saturating_add(conns);
                 bk.svc_ans += u32::from(outbound.pkts > 0);
-                if proto == 6 && inbound_flags.has(TcpFlags::SYN) {
+                if proto == ip_proto::TCP && inbound_flags.has(TcpFlags::SYN) {
                     bk.svc_att = bk.svc_att.saturating_add(conns);
                     bk.svc_est += u32::from(
                         outbound.tcp_flags.has(TcpFlags::SYN | TcpFlags::ACK)

@@ -18,6 +18,7 @@ use crate::recipients::{Disposition, PlannedPackage, Purpose, Recipient, Routing
 use crate::tlp::{Pap, Tlp};
 use crate::{TOOL_NAME, TOOL_VERSION};
 use normwatch_config::norms::NormCatalogue;
+use normwatch_model::ip_proto;
 use normwatch_model::{Alert, AlertKind, FlowRecord, IcsCounts, IcsProto};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -130,10 +131,10 @@ pub(crate) struct Facts {
 /// A protocol number's name, for texts.
 pub(crate) fn proto_label(p: u8) -> String {
     match p {
-        6 => "TCP".into(),
-        17 => "UDP".into(),
-        1 => "ICMP".into(),
-        58 => "ICMPv6".into(),
+        ip_proto::TCP => "TCP".into(),
+        ip_proto::UDP => "UDP".into(),
+        ip_proto::ICMP => "ICMP".into(),
+        ip_proto::ICMPV6 => "ICMPv6".into(),
         132 => "SCTP".into(),
         other => format!("IP protocol {other}"),
     }

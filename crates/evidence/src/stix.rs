@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::package::{via_authority, Ctx};
 use crate::recipients::Disposition;
 use crate::tlp::Tlp;
+use normwatch_model::ip_proto;
 use normwatch_model::{AlertKind, Sector, Severity};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -95,10 +96,10 @@ fn as_sco(number: u32, name: Option<&str>) -> Result<Value> {
 
 fn proto_name(p: u8) -> Option<&'static str> {
     match p {
-        6 => Some("tcp"),
-        17 => Some("udp"),
-        1 => Some("icmp"),
-        58 => Some("ipv6-icmp"),
+        ip_proto::TCP => Some("tcp"),
+        ip_proto::UDP => Some("udp"),
+        ip_proto::ICMP => Some("icmp"),
+        ip_proto::ICMPV6 => Some("ipv6-icmp"),
         132 => Some("sctp"),
         _ => None,
     }
@@ -354,8 +355,11 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
                 None
             }
         }) {
-            let proto_has_ports =
-                f.is_some_and(|f| f.protos.iter().all(|p| *p == 6 || *p == 17 || *p == 132));
+            let proto_has_ports = f.is_some_and(|f| {
+                f.protos
+                    .iter()
+                    .all(|p| *p == ip_proto::TCP || *p == ip_proto::UDP || *p == ip_proto::SCTP)
+            });
             if proto_has_ports {
                 nt.insert("dst_port".into(), json!(port));
             }

@@ -4,6 +4,7 @@
 
 use crate::{Ctx, Exported};
 use normwatch_model::flow::{ExportOrigin, RecordSource};
+use normwatch_model::ip_proto;
 use normwatch_model::{AssetMatch, ConnState, DirStats, EndReason, FlowRecord, Side, TcpFlags};
 use std::net::IpAddr;
 
@@ -27,7 +28,7 @@ pub(crate) struct Unidir {
 /// A SYN without an ACK is an attempt (S0) whatever else followed, so a spoofed flood's
 /// records look as half-open as the packet path makes them.
 fn conn_state(proto: u8, flags: u8) -> ConnState {
-    if proto != 6 {
+    if proto != ip_proto::TCP {
         return ConnState::OTH;
     }
     let f = TcpFlags(flags);
@@ -86,7 +87,7 @@ pub(crate) fn push(
             pkts: u.pkts.saturating_mul(r),
             ip_bytes: u.bytes.saturating_mul(r),
             payload_bytes: 0,
-            tcp_flags: TcpFlags(if u.proto == 6 { u.flags } else { 0 }),
+            tcp_flags: TcpFlags(if u.proto == ip_proto::TCP { u.flags } else { 0 }),
         },
         resp: DirStats::default(),
         conn_state: conn_state(u.proto, u.flags),

@@ -8,6 +8,16 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// IANA IP protocol numbers, named where the code tells protocols apart.
+pub mod ip_proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+    pub const SCTP: u8 = 132;
+    pub const UDPLITE: u8 = 136;
+}
+
 /// TCP flags as the bits of the TCP header's flags byte (FIN = 0x01 … CWR = 0x80).
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -255,9 +265,9 @@ impl FlowRecord {
     /// Zeek's `proto` column: `tcp`, `udp`, `icmp` (v4 and v6) or `unknown_transport`.
     pub fn zeek_proto(&self) -> &'static str {
         match self.ip_proto {
-            6 => "tcp",
-            17 => "udp",
-            1 | 58 => "icmp",
+            ip_proto::TCP => "tcp",
+            ip_proto::UDP => "udp",
+            ip_proto::ICMP | ip_proto::ICMPV6 => "icmp",
             _ => "unknown_transport",
         }
     }

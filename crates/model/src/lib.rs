@@ -16,6 +16,8 @@ pub use alert::{
     TopSource,
 };
 pub use asset::{Asset, AssetId, AssetIndex, AssetMatch, Rates, Role, Sector, Side, Thresholds};
-pub use flow::{Attempts, ConnState, DirStats, EndReason, FlowRecord, Prior, PriorDir, TcpFlags};
+pub use flow::{
+    ip_proto, Attempts, ConnState, DirStats, EndReason, FlowRecord, Prior, PriorDir, TcpFlags,
+};
 pub use ics::{CommandClass, FunctionCodes, IcsCounts, IcsProto, IcsSummary};
 pub use sketch::{addr_key, Cardinality};

@@ -1,6 +1,7 @@
 //! Internet checksums (RFC 1071) for IPv4 headers and TCP/UDP/ICMP segments.
 
 use crate::decode::Packet;
+use normwatch_model::ip_proto;
 
 /// Folded one's-complement sum of `data`, starting from `init`. A correct header or segment
 /// (checksum field included) sums to 0xffff.
@@ -31,7 +32,7 @@ pub fn ones_complement(init: u32, data: &[u8]) -> u16 {
 /// ICMPv4 has no pseudo-header; TCP, UDP and ICMPv6 do.
 pub fn transport_ok(pkt: &Packet<'_>, proto: u8, segment: &[u8]) -> bool {
     let len = segment.len() as u32;
-    let pseudo = if proto == 1 {
+    let pseudo = if proto == ip_proto::ICMP {
         0
     } else if pkt.v6 {
         let mut s = u32::from(ones_complement(0, &pkt.src));

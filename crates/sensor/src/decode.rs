@@ -6,6 +6,7 @@
 //! that is truncated and dropped, and checksums are only verified over fully captured packets.
 
 use crate::checksum;
+use normwatch_model::ip_proto;
 
 /// Link-layer framing of a capture, by pcap `LINKTYPE_*` value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -282,8 +283,8 @@ fn ethernet_ipv4_fast<'a>(
     );
     let verify = cks.verify && body.len() as u32 == body_len && !cks.skip_for(&pkt.src);
     match proto {
-        6 => tcp(pkt, body, body_len, verify)?,
-        17 => {
+        ip_proto::TCP => tcp(pkt, body, body_len, verify)?,
+        ip_proto::UDP => {
             let u = body.first_chunk::<8>()?;
             pkt.sport = u16::from_be_bytes([u[0], u[1]]);
             pkt.dport = u16::from_be_bytes([u[2], u[3]]);
@@ -296,7 +297,7 @@ fn ethernet_ipv4_fast<'a>(
             pkt.payload_len = body_len.checked_sub(8)?;
             pkt.payload = &body[8..];
             if verify && u16::from_be_bytes([u[6], u[7]]) != 0 {
-                pkt.bad_checksum = !checksum::transport_ok(pkt, 17, body);
+                pkt.bad_checksum = !checksum::transport_ok(pkt, ip_proto::UDP, body);
             }
         }
         _ => return None,
@@ -626,7 +627,7 @@ fn tcp<'a>(pkt: &mut Packet<'a>, body: &'a [u8], body_len: u32, verify: bool) ->
     pkt.payload_len = body_len - off as u32;
     pkt.payload = &body[off..];
     if verify {
-        pkt.bad_checksum = !checksum::transport_ok(pkt, 6, body);
+        pkt.bad_checksum = !checksum::transport_ok(pkt, ip_proto::TCP, body);
     }
     Some(())
 }
@@ -641,11 +642,11 @@ fn transport<'a>(d: &mut Decoding<'a, '_>, body: &'a [u8], body_len: u32, depth:
     let whole = body.len() as u32 == body_len && pkt.frag == Fragment::None;
     let verify = d.cks.verify && whole && !d.cks.skip_for(&pkt.src);
     match pkt.proto {
-        6 => {
+        ip_proto::TCP => {
             tcp(pkt, body, body_len, verify).ok_or(DropReason::TruncatedTransport)?;
             Ok(None)
         }
-        17 | 136 => {
+        ip_proto::UDP | ip_proto::UDPLITE => {
             // UDP and UDP-Lite share the header layout.
             let h = body.get(..8).ok_or(DropReason::TruncatedTransport)?;
             pkt.sport = u16::from_be_bytes([h[0], h[1]]);
@@ -654,8 +655,8 @@ fn transport<'a>(d: &mut Decoding<'a, '_>, body: &'a [u8], body_len: u32, depth:
             pkt.payload = &body[8..];
             let udp_ck = u16::from_be_bytes([h[6], h[7]]);
             // A zero UDP checksum over IPv4 means "none".
-            if verify && pkt.proto == 17 && (udp_ck != 0 || pkt.v6) {
-                pkt.bad_checksum = !checksum::transport_ok(pkt, 17, body);
+            if verify && pkt.proto == ip_proto::UDP && (udp_ck != 0 || pkt.v6) {
+                pkt.bad_checksum = !checksum::transport_ok(pkt, ip_proto::UDP, body);
             }
             Ok(if pkt.bad_checksum {
                 None
@@ -663,11 +664,11 @@ fn transport<'a>(d: &mut Decoding<'a, '_>, body: &'a [u8], body_len: u32, depth:
                 udp_tunnel(pkt)
             })
         }
-        1 | 58 => {
+        ip_proto::ICMP | ip_proto::ICMPV6 => {
             let h = body.get(..4).ok_or(DropReason::TruncatedTransport)?;
             let (t, code) = (h[0], h[1]);
             pkt.sport = u16::from(t);
-            pkt.dport = if pkt.proto == 1 {
+            pkt.dport = if pkt.proto == ip_proto::ICMP {
                 icmp4_counterpart(t, code)
             } else {
                 icmp6_counterpart(t, code)

@@ -15,6 +15,7 @@ use crate::decode::{self, ChecksumSettings, DropReason, Fragment, LinkType, Pack
 use crate::ics;
 use crate::stats::SensorStats;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use normwatch_model::ip_proto;
 use normwatch_model::{
     AssetIndex, AssetMatch, ConnState, DirStats, EndReason, FlowRecord, IcsProto, IcsSummary,
     Prior, PriorDir, Side, TcpFlags,
@@ -198,9 +199,9 @@ fn quiet_of(cfg: &FlowConfig) -> Box<Quiet> {
 /// The idle timeout of a flow of IP protocol `proto`.
 fn idle_ns(proto: u8, cfg: &FlowConfig) -> u64 {
     match proto {
-        6 => cfg.tcp_idle_ns,
-        17 => cfg.udp_idle_ns,
-        1 | 58 => cfg.icmp_idle_ns,
+        ip_proto::TCP => cfg.tcp_idle_ns,
+        ip_proto::UDP => cfg.udp_idle_ns,
+        ip_proto::ICMP | ip_proto::ICMPV6 => cfg.icmp_idle_ns,
         _ => cfg.other_idle_ns,
     }
 }
@@ -385,7 +386,7 @@ impl Flow {
         if now >= self.last_ns.saturating_add(idle_ns(self.key.proto, cfg)) {
             return Some(EndReason::IdleTimeout);
         }
-        if self.key.proto == 6 {
+        if self.key.proto == ip_proto::TCP {
             let [o, r] = &self.dir;
             if self.timer == Timer::Close && now >= self.timer_at {
                 return Some(EndReason::TcpClosed);
@@ -424,7 +425,7 @@ impl Flow {
         if let Some(a) = cfg.active_ns {
             d = d.min(self.first_ns.saturating_add(a));
         }
-        if self.key.proto == 6 {
+        if self.key.proto == ip_proto::TCP {
             let [o, r] = &self.dir;
             match self.timer {
                 Timer::Close => d = d.min(self.timer_at),
@@ -461,8 +462,8 @@ impl Flow {
     fn conn_state(&self) -> ConnState {
         let [o, r] = &self.dir;
         match self.key.proto {
-            6 => tcp_conn_state(self, o, r),
-            17 => match (o.active, r.active) {
+            ip_proto::TCP => tcp_conn_state(self, o, r),
+            ip_proto::UDP => match (o.active, r.active) {
                 (true, true) => ConnState::SF,
                 (true, false) => ConnState::S0,
                 (false, true) => ConnState::SHR,
@@ -1148,7 +1149,7 @@ impl FlowTable {
             self.evict_one(out);
         }
         let flip = match p.proto {
-            6 => {
+            ip_proto::TCP => {
                 let f = p.tcp_flags;
                 let partial = f & TcpFlags::SYN == 0 || f & TcpFlags::ACK != 0;
                 partial
@@ -1158,7 +1159,7 @@ impl FlowTable {
             }
             // A datagram to a broadcast or multicast group is a request or an announcement,
             // whatever its ports say.
-            17 => {
+            ip_proto::UDP => {
                 self.is_server_port(p.sport)
                     && !self.is_server_port(p.dport)
                     && !is_group_address(&p.dst, p.v6)
@@ -1182,8 +1183,8 @@ impl FlowTable {
         } else {
             (NO_ASSET, Side::Resp)
         };
-        let udp = p.proto == 17;
-        let (ics_proto, ics_server_resp) = if p.proto == 6 || udp {
+        let udp = p.proto == ip_proto::UDP;
+        let (ics_proto, ics_server_resp) = if p.proto == ip_proto::TCP || udp {
             match ics::proto_for_port(rport, udp) {
                 Some(x) => (Some(x), true),
                 None => (ics::proto_for_port(oport, udp), false),
@@ -1312,7 +1313,7 @@ impl FlowTable {
             if let Some(reason) = f.expiry(ts.max(f.last_ns), &self.cfg, &self.quiet) {
                 self.remove(s, reason, out);
                 slot = None;
-            } else if p.proto == 6 && is_reuse(f, p, src_lo) {
+            } else if p.proto == ip_proto::TCP && is_reuse(f, p, src_lo) {
                 self.remove(s, EndReason::TcpClosed, out);
                 slot = None;
             } else if f.active_due(ts, &self.cfg) {
@@ -1338,7 +1339,7 @@ impl FlowTable {
         // deadline may now be earlier than the wheel bucket it waits in.
         // (A packet older than the flow's first moves its active timeout earlier.)
         let unscheduled = f.wheel_sec == u32::MAX || ts < f.first_ns;
-        let reschedule = if p.proto == 6 {
+        let reschedule = if p.proto == ip_proto::TCP {
             tcp_update(f, is_orig, p, ts, &self.cfg) || unscheduled
         } else {
             update_times(f, ts);
@@ -1408,7 +1409,7 @@ impl FlowTable {
         let syn_only = p.tcp_flags
             & (TcpFlags::SYN | TcpFlags::ACK | TcpFlags::FIN | TcpFlags::RST)
             == TcpFlags::SYN;
-        if p.proto != 6
+        if p.proto != ip_proto::TCP
             || !syn_only
             || p.payload_len != 0
             || p.bad_checksum
@@ -1643,7 +1644,7 @@ fn ics_payload(f: &mut Flow, proto: IcsProto, p: &Packet<'_>, d: usize) -> u64 {
             reported: [[0; 4]; 2],
         })
     });
-    if p.proto == 6 {
+    if p.proto == ip_proto::TCP {
         let end = p.seq.wrapping_add(p.payload_len);
         // A segment ending at or before what was inspected is a retransmission.
         if ics.next_seq[d].is_some_and(|next| (end.wrapping_sub(next) as i32) <= 0) {

@@ -5,6 +5,7 @@ use crate::sketch::Distinct;
 use crate::state::*;
 use crate::{Settings, NS};
 use normwatch_config::reflectors::{Reflectors, UDP};
+use normwatch_model::ip_proto;
 use normwatch_model::{
     addr_key, Alert, AlertKind, DirStats, Measured, Severity, TcpFlags, TopSource,
 };
@@ -74,11 +75,13 @@ pub(crate) fn is_probe(
     cat: &Reflectors,
 ) -> bool {
     match proto {
-        6 => {
+        ip_proto::TCP => {
             let f = inbound.tcp_flags;
             f.has(TcpFlags::SYN) && !f.has(TcpFlags::ACK) && inbound.payload_bytes == 0
         }
-        17 => outbound.pkts == 0 && remote_port >= 1024 && cat.lookup(UDP, remote_port).is_none(),
+        ip_proto::UDP => {
+            outbound.pkts == 0 && remote_port >= 1024 && cat.lookup(UDP, remote_port).is_none()
+        }
         _ => false,
     }
 }
