@@ -12,15 +12,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use normwatch_evidence::keys::SecretKey;
 use normwatch_model::{Alert, AlertState};
 use normwatch_pipeline::detector::{self, DetectorSink};
-use normwatch_pipeline::evidence::{evidence_config, EvidenceStage, EvidenceTap};
+use normwatch_pipeline::evidence::{evidence_config, EvidenceStage};
 use normwatch_pipeline::metrics::Metrics;
-use normwatch_pipeline::sinks::{AlertSink, FlowSink, TeeAlerts, TeeFlows};
+use normwatch_pipeline::sinks::{AlertSink, TeeAlerts};
 use normwatch_pipeline::source::{Input, SourceOptions};
 use normwatch_pipeline::topology::{self, SensorOptions};
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,24 +201,21 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             })?
     };
 
-    let stage = EvidenceStage::open(
+    let mut stage = EvidenceStage::open(
         ev_cfg,
         detector::norms(&cfg)?,
         Some(&out.join("evidence")),
         metrics.evidence.clone(),
     )?
     .with_assets(&cfg.assets);
-    let tap = EvidenceTap(Rc::new(RefCell::new(stage)));
     let mut print = PrintAlerts { bar: bar.clone() };
     let mut tally = Tally::default();
     let mut file = JsonAlerts::create(&out.join("alerts.jsonl"))?;
-    let mut tap_alerts = tap.clone();
-    let mut tap_flows = tap.clone();
-    let mut alert_sinks = TeeAlerts(vec![&mut print, &mut tally, &mut file, &mut tap_alerts]);
-    let mut flow_sinks = TeeFlows(vec![&mut tap_flows as &mut dyn FlowSink]);
+    let mut alert_sinks = TeeAlerts(vec![&mut print, &mut tally, &mut file]);
     let detector = detector::detector(&cfg)?;
-    let mut sink = DetectorSink::new(detector, &mut alert_sinks, Some(&mut flow_sinks))
-        .with_metrics(metrics.detect.clone(), &cfg.assets);
+    let mut sink = DetectorSink::new(detector, &mut alert_sinks, None)
+        .with_metrics(metrics.detect.clone(), &cfg.assets)
+        .with_evidence(&mut stage);
     server.as_ref().inspect(|s| s.set_ready(true));
     let opts = SensorOptions {
         source: SourceOptions { pps: args.pps },
@@ -237,16 +232,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let finished = sink.finish();
     drop(sink);
     drop(alert_sinks);
-    drop(flow_sinks);
     done.store(true, Ordering::Release);
     let _ = ticker.join();
     bar.finish_and_clear();
     let (sensor, consumed) = result?;
     finished?;
 
-    tap.0.borrow_mut().save_follow_up()?;
+    stage.save_follow_up()?;
     // The summary.
-    let stage = tap.0.borrow();
     outln!();
     outln!(
         "{} packets → {} flow records ({} batches over the in-process bus)",

@@ -7,13 +7,11 @@ use crate::output::{Format, JsonAlerts, WriterSink};
 use crate::UsageError;
 use normwatch_pipeline::consume::{ConsumeOptions, ConsumeSummary, CountingSink};
 use normwatch_pipeline::detector::{self, DetectorSink, LogAlerts};
-use normwatch_pipeline::evidence::{evidence_config, EvidenceStage, EvidenceTap};
+use normwatch_pipeline::evidence::{evidence_config, EvidenceStage};
 use normwatch_pipeline::metrics::Metrics;
-use normwatch_pipeline::sinks::{AlertSink, FlowSink, TeeAlerts, TeeFlows};
+use normwatch_pipeline::sinks::{AlertSink, FlowSink, TeeAlerts};
 use normwatch_pipeline::topology::{self, SensorOptions, SensorSummary};
-use std::cell::RefCell;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
@@ -115,7 +113,8 @@ pub fn package(args: PackageArgs) -> anyhow::Result<()> {
         exit_when_idle: args.exit_when_idle,
         ..ConsumeOptions::default()
     };
-    let result = topology::package(&cfg, &mut stage, &opts, &metrics, &stop);
+    let result =
+        normwatch_pipeline::evidence::package(&cfg, &mut stage, &opts, &metrics.transport, &stop);
     // The follow-up's last observations, for the next run to continue from.
     if let Err(e) = stage.save_follow_up() {
         tracing::warn!(error = %e, "cannot save the follow-up of requests");
@@ -309,7 +308,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(p) => Box::new(JsonAlerts::create(p)?),
         None => Box::new(LogAlerts),
     };
-    let evidence = match evidence_config(&cfg)? {
+    let mut evidence = match evidence_config(&cfg)? {
         Some(ev) => {
             let mut stage = EvidenceStage::open(
                 ev,
@@ -319,7 +318,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             )?
             .with_assets(&cfg.assets);
             stage.defer_delivery_when(flags.force.clone());
-            Some(EvidenceTap(Rc::new(RefCell::new(stage))))
+            Some(stage)
         }
         None if args.evidence_dir.is_some() => {
             return Err(UsageError(
@@ -329,21 +328,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let (mut tap_alerts, mut tap_flows) = (evidence.clone(), evidence.clone());
-    let mut alert_sinks: Vec<&mut dyn AlertSink> = vec![alert_sink.as_mut()];
-    let mut flow_sinks: Vec<&mut dyn FlowSink> = Vec::new();
-    if let (Some(a), Some(f)) = (tap_alerts.as_mut(), tap_flows.as_mut()) {
-        alert_sinks.push(a);
-        flow_sinks.push(f);
-    }
-    if let Some(f) = flows.as_mut() {
-        flow_sinks.push(f.as_mut());
-    }
-    let mut alert_tee = TeeAlerts(alert_sinks);
-    let mut flow_tee = TeeFlows(flow_sinks);
     let detector = detector::detector(&cfg)?;
-    let mut sink = DetectorSink::new(detector, &mut alert_tee, Some(&mut flow_tee))
-        .with_metrics(metrics.detect.clone(), &cfg.assets);
+    let mut sink = DetectorSink::new(
+        detector,
+        alert_sink.as_mut(),
+        flows.as_mut().map(|f| f.as_mut() as &mut dyn FlowSink),
+    )
+    .with_metrics(metrics.detect.clone(), &cfg.assets);
+    if let Some(stage) = evidence.as_mut() {
+        sink = sink.with_evidence(stage);
+    }
     let opts = SensorOptions {
         source: args.input.source(args.pps),
         checksums: args.input.checksums(),
@@ -371,12 +365,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let result = result.and(finished);
     drop(sink);
-    if let Some(ev) = &evidence {
+    if let Some(stage) = evidence.as_mut() {
         // The follow-up's last observations, for the next run to continue from.
-        if let Err(e) = ev.0.borrow_mut().save_follow_up() {
+        if let Err(e) = stage.save_follow_up() {
             tracing::warn!(error = %e, "cannot save the follow-up of requests");
         }
-        let stage = ev.0.borrow();
         tracing::info!(
             packages = stage.built.len(),
             dir = %stage.root().display(),

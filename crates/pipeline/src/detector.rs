@@ -1,7 +1,7 @@
 //! The detector stage: consumed flow records through the detector core, alert events to an
 //! [`AlertSink`].
 
-use crate::sinks::{AlertSink, FlowSink};
+use crate::sinks::{AlertSink, FlowAndAlertSink, FlowSink};
 
 use anyhow::Context;
 use normwatch_config::norms::{parse_norms, NormCatalogue};
@@ -111,11 +111,13 @@ pub fn detector(cfg: &Config) -> anyhow::Result<Detector> {
 }
 
 /// A [`FlowSink`] that runs the detector over every batch, hands alert events to `alerts`,
-/// and the records on to `flows` if given.
+/// the records on to `flows` if given, and both to the evidence stage if given (each batch's
+/// alert events before its records).
 pub struct DetectorSink<'a> {
     detector: Detector,
     alerts: &'a mut dyn AlertSink,
     flows: Option<&'a mut dyn FlowSink>,
+    evidence: Option<&'a mut dyn FlowAndAlertSink>,
     buf: Vec<Alert>,
     metrics: Option<Observed>,
     rebuild: Option<Rebuild<'a>>,
@@ -164,6 +166,7 @@ impl<'a> DetectorSink<'a> {
             detector,
             alerts,
             flows,
+            evidence: None,
             buf: Vec::new(),
             metrics: None,
             rebuild: None,
@@ -172,6 +175,12 @@ impl<'a> DetectorSink<'a> {
             opened: 0,
             suppressed: 0,
         }
+    }
+
+    /// Hands every alert event and every batch of records to the evidence stage too.
+    pub fn with_evidence(mut self, evidence: &'a mut dyn FlowAndAlertSink) -> Self {
+        self.evidence = Some(evidence);
+        self
     }
 
     /// A member of a detector group that rebuilds its state from the topics: whenever the
@@ -233,6 +242,9 @@ impl<'a> DetectorSink<'a> {
             self.events += 1;
             self.opened += u64::from(a.state == AlertState::Open);
             self.alerts.alert(&a)?;
+            if let Some(e) = self.evidence.as_mut() {
+                e.alert(&a)?;
+            }
         }
         Ok(())
     }
@@ -273,8 +285,12 @@ impl DetectorSink<'_> {
             o.m.batch_seconds.observe(started.elapsed().as_secs_f64());
             observe_normals(&o.m, &self.detector);
         }
+        let clock = clock_ns.unwrap_or(0);
         if let Some(f) = self.flows.as_mut() {
-            f.accept_batch(records, key, clock_ns.unwrap_or(0), replayed)?;
+            f.accept_batch(records, key, clock, replayed)?;
+        }
+        if let Some(e) = self.evidence.as_mut() {
+            e.accept_batch(records, key, clock, replayed)?;
         }
         Ok(())
     }
@@ -317,15 +333,21 @@ impl FlowSink for DetectorSink<'_> {
         if let Some(f) = self.flows.as_mut() {
             f.reassigned()?;
         }
+        if let Some(e) = self.evidence.as_mut() {
+            e.reassigned()?;
+        }
         Ok(())
     }
 
     fn end(&mut self) -> anyhow::Result<()> {
         self.finish()?;
-        match self.flows.as_mut() {
-            Some(f) => f.end(),
-            None => Ok(()),
+        if let Some(f) = self.flows.as_mut() {
+            f.end()?;
         }
+        if let Some(e) = self.evidence.as_mut() {
+            e.end()?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
@@ -333,14 +355,20 @@ impl FlowSink for DetectorSink<'_> {
         if let Some(f) = self.flows.as_mut() {
             f.flush()?;
         }
+        if let Some(e) = self.evidence.as_mut() {
+            AlertSink::flush(&mut **e)?;
+        }
         Ok(())
     }
 
     fn idle(&mut self) -> anyhow::Result<()> {
-        match self.flows.as_mut() {
-            Some(f) => f.idle(),
-            None => Ok(()),
+        if let Some(f) = self.flows.as_mut() {
+            f.idle()?;
         }
+        if let Some(e) = self.evidence.as_mut() {
+            e.idle()?;
+        }
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 //! durable outbox, and delivered. Used embedded by `normwatch run --evidence-dir` and
 //! `normwatch demo`.
 
+use crate::consume::ConsumeOptions;
 use crate::sinks::{AlertSink, FlowSink};
 use anyhow::Context;
 use normwatch_config::norms::NormCatalogue;
@@ -10,13 +11,14 @@ use normwatch_config::Config;
 use normwatch_evidence::config::{EvidenceConfig, RawEvidence};
 use normwatch_evidence::packager::{Built, Packager};
 use normwatch_model::{Alert, AlertState, FlowRecord};
+use normwatch_transport::bus::Topic;
+use normwatch_transport::kafka::KafkaSubscriber;
+use normwatch_transport::metrics::TransportMetrics;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
-use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -492,41 +494,37 @@ impl EvidenceStage {
     }
 }
 
-/// Shares one [`EvidenceStage`] between the detector's flow tap and its alert sink.
-#[derive(Clone, Debug)]
-pub struct EvidenceTap(pub Rc<RefCell<EvidenceStage>>);
-
-impl FlowSink for EvidenceTap {
+/// The evidence stage takes the consumed flows (kept per asset for the packages) and the
+/// alert events (a closed alert is packaged); deliveries due are retried on every flush.
+impl FlowSink for EvidenceStage {
     fn accept(&mut self, records: &[FlowRecord]) -> anyhow::Result<()> {
-        self.0.borrow_mut().keep(records);
+        self.keep(records);
         Ok(())
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
         // A failed delivery must not wait for the next alert to close.
-        self.0.borrow_mut().deliver_if_due()
+        self.deliver_if_due()
     }
 
     fn idle(&mut self) -> anyhow::Result<()> {
         // Nor for the next batch of flows.
-        self.0.borrow_mut().deliver_if_due()
+        self.deliver_if_due()
     }
 }
 
-impl AlertSink for EvidenceTap {
+impl AlertSink for EvidenceStage {
     fn alert(&mut self, a: &Alert) -> anyhow::Result<()> {
-        self.0.borrow_mut().seen(a);
+        self.seen(a);
         if a.state == AlertState::Closed {
-            self.0
-                .borrow_mut()
-                .package(a)
+            self.package(a)
                 .with_context(|| format!("cannot package alert {}", a.id))?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        self.0.borrow_mut().deliver_if_due()
+        self.deliver_if_due()
     }
 }
 
@@ -604,4 +602,185 @@ mod tests {
             .collect();
         assert_eq!(got, [(2, 10, 1), (1, 10, 9), (1, 50, 3)]);
     }
+}
+
+/// What `package` did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PackageSummary {
+    /// Flow batches and alert events consumed; closed alerts packaged; packages built.
+    pub flow_batches: u64,
+    pub alert_events: u64,
+    pub alerts_packaged: u64,
+    pub packages: u64,
+    /// Messages that were not alerts or flow batches (counted by reason, skipped).
+    pub rejected: u64,
+}
+
+/// `normwatch package`: consumes the alerts topic and, for the flows behind each alert, the
+/// flows topic, each in the packagers' own consumer group (`{kafka.group_id}.package`);
+/// packages every closed alert for its recipient States into the evidence store and delivers
+/// from its outbox. An alert event is committed only once its packages are in the store
+/// (whose outbox survives a crash); a malformed alert event is counted and skipped.
+///
+/// (The flows are read in the group `{kafka.group_id}.package.flows`.) The flows an alert's
+/// packages hold are on the flows topic before the alert is on the
+/// alerts topic (a detector publishes an alert after consuming its flows). So the flows
+/// topic is read from the start of each assigned partition whenever the packager is
+/// assigned it (the recent flows of each asset are kept in memory, and nothing kept only
+/// there is lost when the packager stops), and a closed alert waits, with the alerts behind
+/// it, until the flows read have reached where the flows topic ended when the alert
+/// arrived: whatever the backlog of either topic, and across restarts, a package holds the
+/// flows behind its alert. One packager per group: the flows of an alert's asset must all
+/// reach the member that packages it.
+pub fn package(
+    cfg: &Config,
+    stage: &mut EvidenceStage,
+    opts: &ConsumeOptions,
+    transport: &TransportMetrics,
+    stop: &AtomicBool,
+) -> anyhow::Result<PackageSummary> {
+    use normwatch_model::{Alert, AlertState};
+    use normwatch_transport::bus::{Delivery, Subscriber};
+    use normwatch_transport::wire::decode_batch;
+    use std::collections::BTreeMap;
+    crate::topology::need_kafka(cfg, "package")?;
+    let _span = tracing::info_span!("package").entered();
+    let mut kafka = cfg.kafka.clone();
+    kafka.group_id = format!("{}.package", cfg.kafka.group_id);
+    // The flows consumer in a group of its own: while an alert waits for its flows, the alerts
+    // consumer is not polled, and a rebalance of a group holding both would wait for it.
+    let mut flows_kafka = cfg.kafka.clone();
+    flows_kafka.group_id = format!("{}.package.flows", cfg.kafka.group_id);
+    let mut flows =
+        KafkaSubscriber::rebuilding(&cfg.bus, &flows_kafka, Topic::Flows, transport.clone())?;
+    let mut alerts = KafkaSubscriber::new(&cfg.bus, &kafka, Topic::Alerts, transport.clone())?;
+    let mut summary = PackageSummary::default();
+    let mut last = Instant::now();
+    let mut assignments = flows.assignments() + alerts.assignments();
+    let mut flow_assignments = flows.assignments();
+    let mut last_delivery = Instant::now();
+    // Per flows partition: the next offset to read.
+    let mut read: BTreeMap<i32, i64> = BTreeMap::new();
+    // A closed alert waiting for the flows topic to be read up to these offsets (not known
+    // until the flows consumer has partitions).
+    type Ends = Option<BTreeMap<i32, i64>>;
+    let mut waiting: Option<(Alert, Delivery, Ends)> = None;
+    let result: anyhow::Result<()> = loop {
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        let mut idle = true;
+        // A bounded number of flow batches per round, so a busy flows topic cannot starve
+        // the alerts.
+        let mut taken = 0;
+        while taken < 1000 {
+            let polled = flows.poll(Duration::from_millis(10))?;
+            if flows.assignments() != flow_assignments {
+                // Read again from the start of each partition.
+                flow_assignments = flows.assignments();
+                stage.forget_flows();
+                read.clear();
+            }
+            let Some(d) = polled else {
+                break;
+            };
+            taken += 1;
+            idle = false;
+            let at = i64::try_from(d.offset).unwrap_or(i64::MAX);
+            let next = read.entry(d.partition).or_insert(0);
+            *next = (*next).max(at.saturating_add(1));
+            match decode_batch::<FlowRecord>(&d.payload) {
+                Ok(batch) => {
+                    summary.flow_batches += 1;
+                    stage.keep(&batch.records);
+                }
+                Err(e) => {
+                    summary.rejected += 1;
+                    transport
+                        .rejected_batches
+                        .with_label_values(&[e.reason()])
+                        .inc();
+                }
+            }
+            // Read again from the start, whatever was committed: only new deliveries move
+            // the committed offset (which must not go back).
+            if !flows.replayed(&d) {
+                flows.commit(&d)?;
+            }
+        }
+        if let Some((_, _, ends)) = waiting.as_mut() {
+            if ends.is_none() && flow_assignments > 0 {
+                // Where the flows topic ends now: the alert's flows lie before.
+                match flows.assigned_ends(Duration::from_secs(5)) {
+                    Ok(e) => {
+                        *ends = Some(
+                            e.into_iter()
+                                .filter(|(_, (low, high))| high > low)
+                                .map(|(p, (_, high))| (p, high))
+                                .collect(),
+                        )
+                    }
+                    Err(e) => tracing::debug!(error = %e, "flows topic ends not known yet"),
+                }
+            }
+        }
+        let ready = match &waiting {
+            Some((_, _, Some(ends))) => ends
+                .iter()
+                .all(|(p, high)| read.get(p).is_some_and(|r| r >= high)),
+            _ => false,
+        };
+        if ready {
+            let (a, d, _) = waiting.take().expect("an alert waits");
+            idle = false;
+            let before = stage.built.len();
+            if let Err(e) = stage.package(&a) {
+                // Not committed: a restart packages this alert again (the store keeps
+                // the first build of a package, so nothing is sent twice).
+                break Err(e.context(format!("cannot package alert {}", a.id)));
+            }
+            summary.alerts_packaged += 1;
+            summary.packages += (stage.built.len() - before) as u64;
+            alerts.commit(&d)?;
+        }
+        if waiting.is_none() {
+            if let Some(d) = alerts.poll(Duration::from_millis(50))? {
+                idle = false;
+                summary.alert_events += 1;
+                match serde_json::from_slice::<Alert>(&d.payload) {
+                    Ok(a) if a.state == AlertState::Closed => {
+                        // Committed once packaged; later alerts wait behind it.
+                        waiting = Some((a, d, None));
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        summary.rejected += 1;
+                        tracing::warn!(
+                            partition = d.partition,
+                            offset = d.offset,
+                            "skipped a message on the alerts topic that is not an alert event: {e}"
+                        );
+                    }
+                }
+                alerts.commit(&d)?;
+            }
+        }
+        if last_delivery.elapsed() >= Duration::from_secs(5) {
+            // Retries of earlier failed deliveries, on their backoff schedule.
+            stage.deliver()?;
+            last_delivery = Instant::now();
+        }
+        let now_assigned = flows.assignments() + alerts.assignments();
+        if !idle || now_assigned != assignments {
+            assignments = now_assigned;
+            last = Instant::now();
+        } else if waiting.is_none() && opts.exit_when_idle.is_some_and(|i| last.elapsed() >= i) {
+            break Ok(());
+        }
+    };
+    let closed = flows.close().and(alerts.close());
+    result?;
+    closed.map_err(|e| anyhow::Error::new(e).context("cannot commit consumed messages"))?;
+    Ok(summary)
 }

@@ -3,6 +3,7 @@
 //! - [`RecordSink`]: the flow table's finished records (sensor side: batching, publishing).
 //! - [`FlowSink`]: consumed flow records (detector stage, evidence stage, outputs).
 //! - [`AlertSink`]: alert events (log, alerts topic, evidence stage).
+//! - [`FlowAndAlertSink`]: a stage that takes both (the evidence stage).
 //!
 //! The traits live here, apart from every stage, so stages depend on this module and never on
 //! each other.
@@ -137,3 +138,9 @@ impl FlowSink for TeeFlows<'_> {
         self.0.iter_mut().try_for_each(|s| s.idle())
     }
 }
+
+/// A stage that takes both the consumed flows and the alert events they caused (the evidence
+/// stage): handed to the detector stage as one sink, so no shared handle is needed.
+pub trait FlowAndAlertSink: FlowSink + AlertSink {}
+
+impl<T: FlowSink + AlertSink> FlowAndAlertSink for T {}
