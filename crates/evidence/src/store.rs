@@ -409,9 +409,10 @@ impl Store {
         Ok(())
     }
 
-    /// Checks the sent ledger against the stored packages' custody logs: every ledger entry
-    /// names a `sent` line present in its package's log, and every `sent` line of a stored
-    /// package is in the ledger. Returns the problems found (empty: consistent).
+    /// Checks the sent ledger against the stored packages' custody logs and the outbox: every
+    /// ledger entry names a `sent` line present in its package's log, every `sent` line of a
+    /// stored package is in the ledger, and every delivery the outbox records has its `sent`
+    /// line. Returns the problems found (empty: consistent).
     pub fn audit_sent(&self, key: &crate::keys::PublicKey) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         let path = self.sent_ledger_path();
@@ -470,6 +471,23 @@ impl Store {
             problems.push(format!(
                 "sent ledger names {name}, which the package's custody log no longer holds"
             ));
+        }
+        // The outbox records every delivery too: a `sent` line removed from both a package's
+        // log and the ledger's tail still leaves its outbox row.
+        let mut st = self
+            .conn
+            .prepare("SELECT package_id, COUNT(*) FROM outbox WHERE state = 'sent' GROUP BY package_id ORDER BY package_id")?;
+        let sent = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (id, n) in sent {
+            let prefix = format!("{id}/{}#", package::CUSTODY);
+            let logged = seen.iter().filter(|(k, _)| k.starts_with(&prefix)).count();
+            if usize::try_from(n).unwrap_or(usize::MAX) > logged {
+                problems.push(format!(
+                    "{id}: the outbox records {n} deliveries, its custody log {logged} sent entries"
+                ));
+            }
         }
         Ok(problems)
     }

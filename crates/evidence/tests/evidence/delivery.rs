@@ -718,4 +718,24 @@ fn a_sent_entry_removed_from_a_package_or_the_ledger_is_detected() {
             .any(|p| p.contains("is not in the sent ledger")),
         "{problems:?}"
     );
+
+    // Removing the last delivery from both the package's log and the ledger's tail leaves
+    // the outbox's record of it.
+    let later = &built.packages[1].id;
+    let later_log = store.package_dir(later).join("custody.jsonl");
+    let text = std::fs::read_to_string(&later_log).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.contains("\"action\":\"sent\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(kept, text, "the package's log held a sent entry");
+    std::fs::write(&later_log, kept).unwrap();
+    let problems = store.audit_sent(&pk).unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(later) && p.contains("the outbox records 1 deliveries")),
+        "{problems:?}"
+    );
 }
