@@ -3,15 +3,16 @@
 //! Bad batches (corrupt, wrong schema version) are counted by reason, logged and skipped:
 //! they never stop the consumer.
 
-use crate::metrics::PipelineMetrics;
 use crate::sinks::FlowSink;
-use normwatch_config::SpoolConfig;
+use crate::source::InputError;
+use normwatch_config::{BusKind, Config, SpoolConfig};
 use normwatch_model::FlowRecord;
 use normwatch_transport::bus::{Subscriber, TransportError};
 use normwatch_transport::dedup::Deduplicator;
 use normwatch_transport::metrics::TransportMetrics;
 use normwatch_transport::spool::{Spool, SpoolError};
 use normwatch_transport::wire::decode_batch;
+use prometheus::{IntCounter, Registry};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -130,7 +131,7 @@ pub fn consume_flows(
     sub: &mut dyn Subscriber,
     sink: &mut dyn FlowSink,
     transport: &TransportMetrics,
-    metrics: &PipelineMetrics,
+    metrics: &ConsumeMetrics,
     opts: &ConsumeOptions,
     stop: &AtomicBool,
 ) -> anyhow::Result<ConsumeSummary> {
@@ -183,7 +184,7 @@ pub fn consume_flows(
                     }
                     summary.batches += 1;
                     summary.records += batch.records.len() as u64;
-                    metrics.detect_records.inc_by(batch.records.len() as u64);
+                    metrics.records.inc_by(batch.records.len() as u64);
                 } else {
                     summary.duplicates += 1;
                     transport.duplicate_batches.inc();
@@ -228,6 +229,38 @@ pub fn consume_flows(
     Ok(summary)
 }
 
+/// The consuming side's counters (`normwatch_detect_*`).
+#[derive(Clone, Debug)]
+pub struct ConsumeMetrics {
+    /// Flow records consumed and handed on by the detector stage.
+    pub records: IntCounter,
+}
+
+impl ConsumeMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let records = IntCounter::new(
+            "normwatch_detect_flow_records_total",
+            "Flow records consumed by the detector stage.",
+        )?;
+        registry.register(Box::new(records.clone()))?;
+        Ok(ConsumeMetrics { records })
+    }
+}
+
+/// Refuses a Kafka-only subcommand on a configuration whose bus is the in-process one.
+pub(crate) fn need_kafka(cfg: &Config, what: &str) -> Result<(), InputError> {
+    if cfg.bus.kind == BusKind::Kafka {
+        return Ok(());
+    }
+    let origin = cfg.source.as_ref().map_or_else(
+        || "the configuration".to_string(),
+        |p| p.display().to_string(),
+    );
+    Err(InputError(format!(
+        "`normwatch {what}` talks to Kafka, but {origin} has bus.kind = \"memory\": set [bus] kind = \"kafka\" and brokers, or run every stage in one process with `normwatch run`"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,7 +293,7 @@ mod tests {
             &mut sub,
             &mut sink,
             &metrics.transport,
-            &metrics.pipeline,
+            &metrics.consume,
             &ConsumeOptions {
                 exit_when_idle: Some(Duration::from_millis(500)),
                 ..ConsumeOptions::default()

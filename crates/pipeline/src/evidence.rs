@@ -643,7 +643,7 @@ pub fn package(
     use normwatch_transport::bus::{Delivery, Subscriber};
     use normwatch_transport::wire::decode_batch;
     use std::collections::BTreeMap;
-    crate::topology::need_kafka(cfg, "package")?;
+    crate::consume::need_kafka(cfg, "package")?;
     let _span = tracing::info_span!("package").entered();
     let mut kafka = cfg.kafka.clone();
     kafka.group_id = format!("{}.package", cfg.kafka.group_id);

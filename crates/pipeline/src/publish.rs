@@ -1,10 +1,10 @@
 //! The sensor stage: flow records from the source, batched and published on the flows topic.
 
 use crate::batcher::{Encoded, FlowBatcher};
-use crate::metrics::PipelineMetrics;
 use crate::sinks::RecordSink;
 use normwatch_model::FlowRecord;
 use normwatch_transport::bus::{Publisher, Topic};
+use prometheus::{IntCounter, Registry};
 use std::time::Instant;
 
 /// A [`RecordSink`] that publishes batches. The first transport error is kept (and later
@@ -12,7 +12,7 @@ use std::time::Instant;
 pub struct Publish<'a> {
     batcher: FlowBatcher,
     publisher: &'a mut dyn Publisher,
-    metrics: PipelineMetrics,
+    metrics: PublishMetrics,
     encoded: Vec<Encoded>,
     error: Option<anyhow::Error>,
     /// Records handed to the transport.
@@ -34,7 +34,7 @@ impl<'a> Publish<'a> {
     pub fn new(
         batcher: FlowBatcher,
         publisher: &'a mut dyn Publisher,
-        metrics: PipelineMetrics,
+        metrics: PublishMetrics,
     ) -> Self {
         Publish {
             batcher,
@@ -50,20 +50,18 @@ impl<'a> Publish<'a> {
     fn send(&mut self) {
         for e in self.encoded.drain(..) {
             if self.error.is_some() {
-                self.metrics.sensor_records_lost.inc_by(e.records as u64);
+                self.metrics.records_lost.inc_by(e.records as u64);
                 continue;
             }
             match self.publisher.publish(Topic::Flows, &e.key, e.payload) {
                 Ok(()) => {
                     self.records += e.records as u64;
                     self.batches += 1;
-                    self.metrics
-                        .sensor_records_published
-                        .inc_by(e.records as u64);
-                    self.metrics.sensor_batches_published.inc();
+                    self.metrics.records_published.inc_by(e.records as u64);
+                    self.metrics.batches_published.inc();
                 }
                 Err(err) => {
-                    self.metrics.sensor_records_lost.inc_by(e.records as u64);
+                    self.metrics.records_lost.inc_by(e.records as u64);
                     self.error = Some(anyhow::Error::new(err).context("cannot publish flows"));
                 }
             }
@@ -99,7 +97,7 @@ impl RecordSink for Publish<'_> {
         if buf.is_empty() {
             return;
         }
-        self.metrics.sensor_records.inc_by(buf.len() as u64);
+        self.metrics.records.inc_by(buf.len() as u64);
         if let Err(e) = self.batcher.push(buf, now, &mut self.encoded) {
             buf.clear();
             self.fail_encode(e);
@@ -112,5 +110,46 @@ impl RecordSink for Publish<'_> {
             self.fail_encode(e);
         }
         self.send();
+    }
+}
+
+/// The publishing side's counters (`normwatch_sensor_*`).
+#[derive(Clone, Debug)]
+pub struct PublishMetrics {
+    /// Flow records the flow table produced.
+    pub records: IntCounter,
+    /// Flow records handed to the transport.
+    pub records_published: IntCounter,
+    /// Batches handed to the transport.
+    pub batches_published: IntCounter,
+    /// Flow records that could not be handed to the transport.
+    pub records_lost: IntCounter,
+}
+
+impl PublishMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let c = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        Ok(PublishMetrics {
+            records: c(
+                "normwatch_sensor_flow_records_total",
+                "Flow records produced by the flow table.",
+            )?,
+            records_published: c(
+                "normwatch_sensor_published_records_total",
+                "Flow records handed to the transport.",
+            )?,
+            batches_published: c(
+                "normwatch_sensor_published_batches_total",
+                "Flow record batches handed to the transport.",
+            )?,
+            records_lost: c(
+                "normwatch_sensor_lost_records_total",
+                "Flow records that could not be handed to the transport.",
+            )?,
+        })
     }
 }

@@ -7,8 +7,8 @@ use crate::detector::{DetectorSink, PublishAlerts};
 use crate::metrics::Metrics;
 use crate::publish::Publish;
 use crate::sinks::{AlertSink, FlowSink, RecordSink, TeeAlerts};
-use crate::source::{drive, flow_config, Input, InputError, Observer, SourceOptions};
-use normwatch_config::{BusKind, Config};
+use crate::source::{drive, flow_config, Input, Observer, SourceOptions};
+use normwatch_config::Config;
 use normwatch_model::FlowRecord;
 use normwatch_sensor::flow::FlowConfig;
 use normwatch_sensor::{FlowTable, SensorStats};
@@ -55,19 +55,6 @@ pub struct SensorSummary {
     pub stats: SensorStats,
 }
 
-pub(crate) fn need_kafka(cfg: &Config, what: &str) -> Result<(), InputError> {
-    if cfg.bus.kind == BusKind::Kafka {
-        return Ok(());
-    }
-    let origin = cfg.source.as_ref().map_or_else(
-        || "the configuration".to_string(),
-        |p| p.display().to_string(),
-    );
-    Err(InputError(format!(
-        "`normwatch {what}` talks to Kafka, but {origin} has bus.kind = \"memory\": set [bus] kind = \"kafka\" and brokers, or run every stage in one process with `normwatch run`"
-    )))
-}
-
 fn batcher(cfg: &Config) -> FlowBatcher {
     FlowBatcher::new(
         cfg.sensor.id.clone(),
@@ -100,7 +87,7 @@ fn produce(
     } else {
         batcher(cfg)
     };
-    let mut publish = Publish::new(batcher, publisher, metrics.pipeline.clone());
+    let mut publish = Publish::new(batcher, publisher, metrics.publish.clone());
     let mut obs = Observer::new(Some(metrics.sensor.clone()));
     // Flow exports from `[exporters]`, if any, join the packets' records in `publish`.
     let read = match input {
@@ -134,7 +121,7 @@ pub fn sensor(
     metrics: &Metrics,
     stop: &AtomicBool,
 ) -> anyhow::Result<SensorSummary> {
-    need_kafka(cfg, "sensor")?;
+    crate::consume::need_kafka(cfg, "sensor")?;
     let mut publisher = KafkaPublisher::new(
         &cfg.bus,
         &cfg.kafka,
@@ -220,7 +207,7 @@ pub fn detect(
     metrics: &Metrics,
     stop: &AtomicBool,
 ) -> anyhow::Result<DetectSummary> {
-    need_kafka(cfg, "detect")?;
+    crate::consume::need_kafka(cfg, "detect")?;
     let _span = tracing::info_span!("detect", group = %cfg.kafka.group_id).entered();
     let detector = crate::detector::detector(cfg)?;
     // The alert publisher's own spool; spools earlier members left are taken over.
@@ -263,7 +250,7 @@ pub fn detect(
             &mut sub,
             &mut sink,
             &metrics.transport,
-            &metrics.pipeline,
+            &metrics.consume,
             &opts,
             stop,
         );
@@ -314,7 +301,7 @@ pub fn run(
             &mut sub,
             sink,
             &metrics.transport,
-            &metrics.pipeline,
+            &metrics.consume,
             &ConsumeOptions::default(),
             &AtomicBool::new(false),
         );
