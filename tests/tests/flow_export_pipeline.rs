@@ -4,9 +4,9 @@
 //! the packets' records, and the flood raises its SYN-flood alert against the asset. The
 //! export metrics count what was decoded.
 
+use normwatch_pipeline::capture::{Input, SourceOptions};
 use normwatch_pipeline::detector::{detector, DetectorSink, LogAlerts};
 use normwatch_pipeline::metrics::Metrics;
-use normwatch_pipeline::source::{Input, SourceOptions};
 use normwatch_pipeline::topology::{run, SensorOptions};
 use normwatch_tests::capture;
 use std::path::{Path, PathBuf};

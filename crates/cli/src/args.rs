@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use normwatch_config::Config;
-use normwatch_pipeline::source::{Input, SourceOptions};
+use normwatch_pipeline::capture::{Input, SourceOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -211,7 +211,7 @@ fn main() -> ExitCode {
             // usage errors; anything that fails while doing valid work is a runtime failure.
             if e.downcast_ref::<UsageError>().is_some()
                 || e.downcast_ref::<normwatch_config::ConfigError>().is_some()
-                || e.downcast_ref::<normwatch_pipeline::source::InputError>()
+                || e.downcast_ref::<normwatch_pipeline::capture::InputError>()
                     .is_some()
                 || e.downcast_ref::<normwatch_pipeline::evidence::EvidenceSettingsError>()
                     .is_some()

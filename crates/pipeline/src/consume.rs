@@ -3,8 +3,8 @@
 //! Bad batches (corrupt, wrong schema version) are counted by reason, logged and skipped:
 //! they never stop the consumer.
 
+use crate::capture::InputError;
 use crate::sinks::FlowSink;
-use crate::source::InputError;
 use normwatch_config::{BusKind, Config, SpoolConfig};
 use normwatch_model::FlowRecord;
 use normwatch_transport::bus::{Subscriber, TransportError};

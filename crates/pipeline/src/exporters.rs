@@ -37,7 +37,7 @@ pub fn decoder_config(cfg: &Config) -> DecoderConfig {
         // prior counts are not: sFlow flows are reported when they end.
         sflow_table: normwatch_sensor::flow::FlowConfig {
             report_ns: None,
-            ..crate::source::flow_config(cfg, Some(false))
+            ..crate::capture::flow_config(cfg, Some(false))
         },
         ..DecoderConfig::default()
     }
@@ -293,7 +293,7 @@ pub fn alongside<T>(
             .ok()
     });
     let mut tap = ExportTap::start(cfg, sink, metrics)
-        .map_err(|e| crate::source::InputError(format!("cannot listen for flow exports: {e}")))?;
+        .map_err(|e| crate::capture::InputError(format!("cannot listen for flow exports: {e}")))?;
     let result = packets(&mut tap);
     let stats = tap.finish();
     tracing::info!(
@@ -315,14 +315,14 @@ pub fn receive(
     stop: &AtomicBool,
 ) -> anyhow::Result<ExportStats> {
     if cfg.exporters.listen.is_empty() {
-        return Err(crate::source::InputError(
+        return Err(crate::capture::InputError(
             "no flow-export listener: set [exporters] listen = [\"ADDRESS:PORT\", ...] in the configuration, or read packets with --pcap or --interface".into(),
         )
         .into());
     }
     let metrics = registry.and_then(|r| ExportMetrics::register(r).ok());
     let mut tap = ExportTap::start(cfg, sink, metrics)
-        .map_err(|e| crate::source::InputError(format!("cannot listen for flow exports: {e}")))?;
+        .map_err(|e| crate::capture::InputError(format!("cannot listen for flow exports: {e}")))?;
     let deadline = duration.map(|d| Instant::now() + d);
     while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         let now = Instant::now();

@@ -1,5 +1,5 @@
 //! The process's metrics registry: every stage's metrics, each defined beside its stage (the
-//! sensor's in [`crate::source`], publishing in [`crate::publish`], consuming in
+//! sensor's in [`crate::capture`], publishing in [`crate::publish`], consuming in
 //! [`crate::consume`], the detector's in [`crate::detector`], the evidence stage's in
 //! [`crate::evidence`]). Stages never depend on this module.
 
@@ -13,7 +13,7 @@ pub struct Metrics {
     pub transport: TransportMetrics,
     pub publish: crate::publish::PublishMetrics,
     pub consume: crate::consume::ConsumeMetrics,
-    pub sensor: crate::source::SensorMetrics,
+    pub sensor: crate::capture::SensorMetrics,
     pub detect: crate::detector::DetectMetrics,
     pub evidence: crate::evidence::EvidenceMetrics,
 }
@@ -29,7 +29,7 @@ impl Metrics {
         // Records the spool drops are records the sensor lost.
         transport.lost_records = publish.records_lost.clone();
         let sensor =
-            crate::source::SensorMetrics::new(&registry).expect("metric definitions are valid");
+            crate::capture::SensorMetrics::new(&registry).expect("metric definitions are valid");
         let detect =
             crate::detector::DetectMetrics::new(&registry).expect("metric definitions are valid");
         let evidence =

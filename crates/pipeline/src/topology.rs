@@ -2,12 +2,12 @@
 //! (every stage in one process over the in-process bus).
 
 use crate::batcher::{initial_seq, FlowBatcher};
+use crate::capture::{drive, flow_config, Input, Observer, SourceOptions};
 use crate::consume::{consume_flows, ConsumeOptions, ConsumeSummary};
 use crate::detector::{DetectorSink, PublishAlerts};
 use crate::metrics::Metrics;
 use crate::publish::Publish;
 use crate::sinks::{AlertSink, FlowSink, RecordSink, TeeAlerts};
-use crate::source::{drive, flow_config, Input, Observer, SourceOptions};
 use normwatch_config::Config;
 use normwatch_model::FlowRecord;
 use normwatch_sensor::flow::FlowConfig;

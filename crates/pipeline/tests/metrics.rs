@@ -2,10 +2,10 @@
 //! embedded pipeline (sensor, in-process bus, detector).
 
 use normwatch_model::{Alert, AlertState};
+use normwatch_pipeline::capture::Input;
 use normwatch_pipeline::detector::{detector, DetectorSink};
 use normwatch_pipeline::metrics::Metrics;
 use normwatch_pipeline::sinks::AlertSink;
-use normwatch_pipeline::source::Input;
 use normwatch_pipeline::topology::{run, SensorOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

@@ -5,10 +5,10 @@
 //! topics are played by the batches it produced.
 
 use normwatch_model::{Alert, FlowRecord};
+use normwatch_pipeline::capture::Input;
 use normwatch_pipeline::detector::{detector, DetectorSink};
 use normwatch_pipeline::metrics::Metrics;
 use normwatch_pipeline::sinks::{AlertSink, FlowSink};
-use normwatch_pipeline::source::Input;
 use normwatch_pipeline::topology::{run, SensorOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
