@@ -355,6 +355,7 @@ impl Packager {
         for (request, update, sources) in updates {
             self.join_update(&request, update, sources)?;
         }
+        self.store.alert_packaged(&alert.id)?;
         Ok(out)
     }
 

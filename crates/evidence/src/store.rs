@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (package_id, channel_idx)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_ns);
+CREATE TABLE IF NOT EXISTS packaged_alert (
+    alert_id TEXT PRIMARY KEY
+);
 CREATE TABLE IF NOT EXISTS request (
     package_id TEXT PRIMARY KEY REFERENCES package(id),
     recipient TEXT NOT NULL,
@@ -328,17 +331,28 @@ impl Store {
         Ok(())
     }
 
-    /// Whether any package of alert `alert_id` is stored.
+    /// Whether every package of alert `alert_id` is stored (see [`Store::alert_packaged`]).
+    /// An alert packaged only in part (the packager stopped between two of its packages) is
+    /// not: packaging it again stores the missing ones and keeps the first build of the rest.
     pub fn has_alert(&self, alert_id: &str) -> Result<bool> {
         let found: Option<i64> = self
             .conn
             .query_row(
-                "SELECT 1 FROM package WHERE alert_id = ?1 LIMIT 1",
+                "SELECT 1 FROM packaged_alert WHERE alert_id = ?1",
                 [alert_id],
                 |r| r.get(0),
             )
             .optional()?;
         Ok(found.is_some())
+    }
+
+    /// Records that every package of alert `alert_id` is stored.
+    pub fn alert_packaged(&mut self, alert_id: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO packaged_alert (alert_id) VALUES (?1)",
+            [alert_id],
+        )?;
+        Ok(())
     }
 
     /// Ids of every stored package.

@@ -739,3 +739,21 @@ fn a_sent_entry_removed_from_a_package_or_the_ledger_is_detected() {
         "{problems:?}"
     );
 }
+
+/// An alert whose packages were stored only in part (the packager stopped between two of
+/// them) is not taken as packaged, so a restart stores the rest; once the packager recorded
+/// it whole, its close delivered again is not packaged again.
+#[test]
+fn an_alert_packaged_in_part_is_packaged_again() {
+    let built = build_all(T);
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipient(vec![]);
+    let mut store = Store::open(&tmp.path().join("store")).unwrap();
+    let alert = normwatch_evidence::sample::alert(&[]).id;
+    assert!(store.put(&built.packages[0], &r, T).unwrap());
+    assert!(!store.has_alert(&alert).unwrap());
+    store.alert_packaged(&alert).unwrap();
+    assert!(store.has_alert(&alert).unwrap());
+    // The same package stored again is kept as first built.
+    assert!(!store.put(&built.packages[0], &r, T).unwrap());
+}
