@@ -124,3 +124,23 @@ fn invalid_header(d: &Diagnostics) -> String {
         d.file().display()
     )
 }
+
+/// The text of the file at `path` (configuration or a catalogue), or the error naming it.
+pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A catalogue's TOML, or the parser's message as the file's diagnostic.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &Path,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let mut d = Diagnostics::new(origin);
+        d.push("", e.message().trim().to_string());
+        ConfigError::Invalid(d)
+    })
+}

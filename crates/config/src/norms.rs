@@ -156,23 +156,14 @@ fn is_norm_id(s: &str) -> bool {
 
 /// Reads and validates the catalogue at `path`.
 pub fn load_norms(path: &Path) -> Result<NormCatalogue, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = crate::diag::read_file(path)?;
     parse_norms(&text, path)
 }
 
 /// Validates catalogue text; `origin` names it in diagnostics.
 pub fn parse_norms(text: &str, origin: &Path) -> Result<NormCatalogue, ConfigError> {
+    let raw: RawCatalogue = crate::diag::parse_toml(text, origin)?;
     let mut d = Diagnostics::new(origin);
-    let raw: RawCatalogue = match toml::from_str(text) {
-        Ok(r) => r,
-        Err(e) => {
-            d.push("", e.message().trim().to_string());
-            return Err(ConfigError::Invalid(d));
-        }
-    };
     let mut norms = Vec::new();
     let mut ids = HashSet::new();
     for (i, n) in raw.norm.iter().enumerate() {

@@ -114,23 +114,14 @@ struct RawReflector {
 
 /// Reads and validates the catalogue at `path`.
 pub fn load_reflectors(path: &Path) -> Result<Reflectors, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = crate::diag::read_file(path)?;
     parse_reflectors(&text, path)
 }
 
 /// Validates catalogue text; `origin` names it in diagnostics.
 pub fn parse_reflectors(text: &str, origin: &Path) -> Result<Reflectors, ConfigError> {
+    let raw: RawCatalogue = crate::diag::parse_toml(text, origin)?;
     let mut d = Diagnostics::new(origin);
-    let raw: RawCatalogue = match toml::from_str(text) {
-        Ok(r) => r,
-        Err(e) => {
-            d.push("", e.message().trim().to_string());
-            return Err(ConfigError::Invalid(d));
-        }
-    };
     if raw.reflector.is_empty() {
         d.push("reflector", "the catalogue lists no reflector");
     }
