@@ -12,7 +12,12 @@
 # Every second: records the sensor published, records the detector took in, the detector's
 # consumer lag (messages), and the RSS of the sensor, the detector and the broker. Printed as
 # a table (soak.tsv in WORK) and summed up: end-to-end flows/s (records consumed over the
-# time from the first publish to the last record consumed), the peak lag, the peak RSS.
+# time from the first publish to the last record consumed), the peak lag, the peak RSS, and
+# the sensor's own rate (records over the wall time of its runs).
+#
+# Then a catch-up: a detector of a new group reads everything the topic retained, as a member
+# does after an outage or a rebalance (sampled every half second): the rate at which the
+# consuming side alone takes in records.
 #
 #   benches/soak-kafka.sh                 # ASSETS=64 FLOWS=20000 SECS=60 LOOPS=3
 #   NORMWATCH=target/release/normwatch benches/soak-kafka.sh
@@ -133,10 +138,12 @@ pids+=("$detect")
 sleep 3
 start=$(date +%s.%N)
 (
+  s0=$(date +%s.%N)
   for ((l = 0; l < LOOPS; l++)); do
     "$NORMWATCH" sensor --config "$WORK/sensor.toml" --stats --pcap "$WORK/soak.pcap" \
       2>> "$WORK/sensor.log"
   done
+  echo "$(date +%s.%N) - $s0" | bc > "$WORK/sensor.seconds"
 ) &
 sensors=$!
 pids+=("$sensors")
@@ -147,7 +154,7 @@ while kill -0 "$detect" 2>/dev/null; do
   # Finished sensor runs printed their totals; the running one is read live.
   done_published=$({ grep -o '^normwatch_sensor_published_records_total [0-9]*' "$WORK/sensor.log" 2>/dev/null || true; } \
     | awk '{s += $2} END {print s + 0}')
-  sensor_pid=$(pgrep -n -P "$sensors" normwatch || true)
+  sensor_pid=$(pgrep -n -P "$sensors" || true)
   srss=0
   published=$done_published
   if [ -n "$sensor_pid" ]; then
@@ -172,4 +179,19 @@ echo "peak lag (messages): $(awk -F'\t' 'NR > 1 && $4 > m {m = $4} END {print m 
 for col in 5 6 7; do
   echo "peak RSS $(head -1 "$WORK/soak.tsv" | cut -f$col): $(awk -F'\t' -v c=$col 'NR > 1 && $c > m {m = $c} END {print m + 0}' "$WORK/soak.tsv")"
 done
+published=$({ grep -o '^normwatch_sensor_published_records_total [0-9]*' "$WORK/sensor.log" || true; } | awk '{s += $2} END {print s + 0}')
+echo "sensor alone: $published records in $(cat "$WORK/sensor.seconds") s: $(echo "$published / $(cat "$WORK/sensor.seconds")" | bc) records/s"
+
+sed 's/^group_id = "soak"/group_id = "soak-catchup"/' "$WORK/normwatch.toml" > "$WORK/catchup.toml"
+"$NORMWATCH" detect --config "$WORK/catchup.toml" --exit-when-idle 5s --stats 2> "$WORK/catchup.log" &
+catchup=$!
+pids+=("$catchup")
+cstart=$(date +%s.%N)
+caught=
+while kill -0 "$catchup" 2>/dev/null; do
+  c=$(metric "$DETECT_METRICS" normwatch_detect_flow_records_total)
+  if [ -z "$caught" ] && [ "${c:-0}" -ge "$total" ]; then caught=$(echo "$(date +%s.%N) - $cstart" | bc); fi
+  sleep 0.5
+done
+[ -n "$caught" ] && echo "catch-up: $total records in $caught s (from the detector's start): $(echo "$total / $caught" | bc) records/s"
 echo "work directory: $WORK"

@@ -145,7 +145,14 @@ struct Rebuild<'a> {
 struct Observed {
     m: DetectMetrics,
     open: OpenAlerts,
+    /// When the per-asset normals were last published (see [`NORMALS_EVERY`]).
+    normals_at: Option<Instant>,
 }
+
+/// How often the per-asset gauges are refreshed while batches stream in (every asset's
+/// gauges, a dozen label lookups each: per batch, that cost more than the detection), and
+/// at every idle turn and at the end. Far below any scrape interval.
+const NORMALS_EVERY: Duration = Duration::from_millis(250);
 
 impl std::fmt::Debug for DetectorSink<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,6 +226,7 @@ impl<'a> DetectorSink<'a> {
         self.metrics = Some(Observed {
             m,
             open: OpenAlerts::default(),
+            normals_at: None,
         });
         self
     }
@@ -255,12 +263,21 @@ impl<'a> DetectorSink<'a> {
             self.finished = true;
             self.detector.finish(&mut self.buf);
             self.emit()?;
+            self.observe_normals();
         }
         self.flush()
     }
 }
 
 impl DetectorSink<'_> {
+    /// Publishes the per-asset gauges now.
+    fn observe_normals(&mut self) {
+        if let Some(o) = self.metrics.as_mut() {
+            observe_normals(&o.m, &self.detector);
+            o.normals_at = Some(Instant::now());
+        }
+    }
+
     /// Runs the detector over one batch; `clock_ns`: see [`Detector::process_at`] (`None`:
     /// the latest event time this detector saw).
     fn batch(
@@ -281,9 +298,12 @@ impl DetectorSink<'_> {
             Some(c) => self.detector.process_at(records, c, &mut self.buf),
         }
         self.emit()?;
-        if let Some(o) = &self.metrics {
+        if let Some(o) = self.metrics.as_mut() {
             o.m.batch_seconds.observe(started.elapsed().as_secs_f64());
-            observe_normals(&o.m, &self.detector);
+            if o.normals_at.is_none_or(|t| t.elapsed() >= NORMALS_EVERY) {
+                observe_normals(&o.m, &self.detector);
+                o.normals_at = Some(Instant::now());
+            }
         }
         let clock = clock_ns.unwrap_or(0);
         if let Some(f) = self.flows.as_mut() {
@@ -362,6 +382,7 @@ impl FlowSink for DetectorSink<'_> {
     }
 
     fn idle(&mut self) -> anyhow::Result<()> {
+        self.observe_normals();
         if let Some(f) = self.flows.as_mut() {
             f.idle()?;
         }

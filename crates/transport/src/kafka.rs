@@ -545,6 +545,9 @@ pub struct KafkaPublisher {
     replayer: Option<JoinHandle<()>>,
     delivery_timeout: Duration,
     spool_dir: PathBuf,
+    /// Something was published since the last flush that returned `Ok` (a flush with nothing
+    /// new to settle returns at once: the detector flushes after every batch it consumes).
+    unflushed: bool,
 }
 
 impl std::fmt::Debug for KafkaPublisher {
@@ -643,6 +646,7 @@ impl KafkaPublisher {
             replayer: Some(replayer),
             delivery_timeout: kafka.delivery_timeout,
             spool_dir: spool.path.clone(),
+            unflushed: false,
         })
     }
 
@@ -668,6 +672,7 @@ impl Publisher for KafkaPublisher {
         key: &[u8],
         payload: Vec<u8>,
     ) -> Result<(), TransportError> {
+        self.unflushed = true;
         let name = self.shared.names.name(topic).to_string();
         if self.shared.spool_mode.load(Ordering::Acquire) {
             let mut spool = lock(&self.shared.spool);
@@ -715,6 +720,9 @@ impl Publisher for KafkaPublisher {
     /// one using the spool. An outage is therefore no failure here; [`KafkaPublisher::drain`]
     /// waits for the spool to empty too.
     fn flush(&mut self, timeout: Duration) -> Result<(), TransportError> {
+        if !self.unflushed {
+            return Ok(());
+        }
         let deadline = Instant::now() + timeout;
         // Send what lingers now; the reports arrive on the producer's polling thread.
         let _ = self.producer.flush(Duration::ZERO);
@@ -744,6 +752,7 @@ impl Publisher for KafkaPublisher {
                 .sync()
                 .map_err(|e| TransportError::Broker(format!("cannot sync the spool: {e}")))?;
         }
+        self.unflushed = false;
         Ok(())
     }
 }
