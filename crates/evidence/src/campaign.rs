@@ -15,7 +15,7 @@
 
 use crate::canon::sha256_hex;
 use crate::recipients::is_unroutable;
-use normwatch_model::Alert;
+use normwatch_model::{Alert, FlowRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -28,6 +28,9 @@ pub struct CampaignSettings {
     pub window_ns: u64,
     /// Share of the smaller address set both alerts must name (0 < share ≤ 1).
     pub min_overlap: f64,
+    /// How long (event time) a campaign's first requests wait after its newest alert closed,
+    /// so later alerts of the campaign go into the same request (0: no wait).
+    pub hold_ns: u64,
 }
 
 impl Default for CampaignSettings {
@@ -36,6 +39,7 @@ impl Default for CampaignSettings {
             enabled: true,
             window_ns: 3_600_000_000_000,
             min_overlap: 0.5,
+            hold_ns: 300_000_000_000,
         }
     }
 }
@@ -53,6 +57,9 @@ pub struct Member {
     /// that cannot originate Internet traffic, which identifies nobody).
     pub sources: BTreeSet<IpAddr>,
     pub reflectors: BTreeSet<IpAddr>,
+    /// Packaged in its campaign's request when a hold ended (its packages are stored).
+    #[serde(default)]
+    pub in_request: bool,
 }
 
 impl Member {
@@ -78,6 +85,7 @@ impl Member {
                 .filter(|s| s.reflector && !is_unroutable(s.addr))
                 .map(|s| s.addr)
                 .collect(),
+            in_request: false,
         }
     }
 
@@ -85,6 +93,59 @@ impl Member {
     pub fn label(&self) -> String {
         format!("{} ({})", self.service, self.asset)
     }
+}
+
+/// A closed alert waiting, with its flows, for its campaign's request (see
+/// `[evidence.campaign] hold`); kept in the ledger so a restart loses nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Held {
+    pub alert: Alert,
+    /// The alert's flows with its listed sources (what its packages can hold).
+    pub flows: Vec<FlowRecord>,
+    /// When the packaging stage received the first of them (wall clock), for custody.
+    pub flows_received_ns: Option<u64>,
+    /// Event time after which the hold may end (the alert's close plus the hold).
+    pub until_ns: u64,
+}
+
+/// Groups of held alerts that are one campaign: `related` pairs joined transitively, each
+/// group in (window start, alert id) order and the groups by their first member, so the
+/// grouping does not depend on the order the alerts arrived in.
+pub fn groups(members: &[Member], s: &CampaignSettings) -> Vec<Vec<usize>> {
+    let n = members.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn root(p: &mut [usize], mut i: usize) -> usize {
+        while p[i] != i {
+            p[i] = p[p[i]];
+            i = p[i];
+        }
+        i
+    }
+    for i in 0..n {
+        for j in i + 1..n {
+            if related(&members[i], &members[j], s) {
+                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                if a != b {
+                    parent[a.max(b)] = a.min(b);
+                }
+            }
+        }
+    }
+    let mut by_root: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for i in 0..n {
+        let r = root(&mut parent, i);
+        by_root.entry(r).or_default().push(i);
+    }
+    let key = |i: &usize| (members[*i].window_start_ns, members[*i].alert_id.clone());
+    let mut out: Vec<Vec<usize>> = by_root
+        .into_values()
+        .map(|mut g| {
+            g.sort_by_key(key);
+            g
+        })
+        .collect();
+    out.sort_by_key(|g| key(&g[0]));
+    out
 }
 
 /// The id of a campaign that starts with `alert_id`.
@@ -136,6 +197,7 @@ mod tests {
             window_end_ns: start + 60 * S,
             sources: set(sources),
             reflectors: set(reflectors),
+            in_request: false,
         }
     }
 

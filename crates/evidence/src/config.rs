@@ -43,6 +43,10 @@ pub struct RawCampaign {
     pub window: Option<String>,
     /// Share of the smaller source (or reflector) set both alerts must name (default 0.5).
     pub min_overlap: Option<f64>,
+    /// How long (event time) a new campaign's requests wait after its newest alert closed,
+    /// for further alerts to join, before one request per State is built (default `"5m"`;
+    /// at most `window`).
+    pub hold: Option<String>,
 }
 
 /// `[evidence.follow_up]` as written.
@@ -228,6 +232,21 @@ impl EvidenceConfig {
                         "evidence.campaign.window: {w:?} is not a positive duration (e.g. \"1h\")"
                     )),
                 }
+            }
+            if let Some(h) = raw.hold {
+                match humantime::parse_duration(&h) {
+                    Ok(d) => c.hold_ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+                    Err(e) => errs.push(format!(
+                        "evidence.campaign.hold: {h:?} is not a duration (e.g. \"5m\"): {e}"
+                    )),
+                }
+            }
+            if c.hold_ns > c.window_ns {
+                errs.push(format!(
+                    "evidence.campaign.hold: must be at most evidence.campaign.window ({} s): an \
+                     alert further from the campaign than the window never joins it",
+                    c.window_ns / 1_000_000_000
+                ));
             }
             if let Some(m) = raw.min_overlap {
                 if m > 0.0 && m <= 1.0 {

@@ -78,6 +78,15 @@ CREATE TABLE IF NOT EXISTS campaign_request (
     alert_id TEXT NOT NULL,
     PRIMARY KEY (campaign_id, recipient)
 );
+CREATE TABLE IF NOT EXISTS campaign_hold (
+    alert_id TEXT PRIMARY KEY,
+    until_ns INTEGER NOT NULL,
+    held TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS taxii_reply_cursor (
+    channel TEXT PRIMARY KEY,
+    added_after TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS reply (
     package_id TEXT NOT NULL REFERENCES package(id),
     channel_idx INTEGER NOT NULL,
@@ -331,14 +340,17 @@ impl Store {
         Ok(())
     }
 
-    /// Whether every package of alert `alert_id` is stored (see [`Store::alert_packaged`]).
-    /// An alert packaged only in part (the packager stopped between two of its packages) is
-    /// not: packaging it again stores the missing ones and keeps the first build of the rest.
+    /// Whether every package of alert `alert_id` is stored (see [`Store::alert_packaged`]),
+    /// or the alert is held, with its flows, for its campaign's request (packaged when the
+    /// hold ends, also after a restart). An alert packaged only in part (the packager stopped
+    /// between two of its packages) is not: packaging it again stores the missing ones and
+    /// keeps the first build of the rest.
     pub fn has_alert(&self, alert_id: &str) -> Result<bool> {
         let found: Option<i64> = self
             .conn
             .query_row(
-                "SELECT 1 FROM packaged_alert WHERE alert_id = ?1",
+                "SELECT 1 FROM packaged_alert WHERE alert_id = ?1
+                 UNION ALL SELECT 1 FROM campaign_hold WHERE alert_id = ?1",
                 [alert_id],
                 |r| r.get(0),
             )
@@ -557,6 +569,56 @@ impl Store {
             params![campaign_id, recipient, package_id, alert_id],
         )?;
         Ok(())
+    }
+
+    /// Holds a closed alert (with its flows) for its campaign's request; an alert held
+    /// before keeps its first hold.
+    pub fn add_hold(&mut self, h: &crate::campaign::Held) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO campaign_hold (alert_id, until_ns, held) VALUES (?1, ?2, ?3)",
+            params![h.alert.id, ns(h.until_ns), serde_json::to_string(h)?],
+        )?;
+        Ok(())
+    }
+
+    /// Every alert held for a campaign request, in alert-id order.
+    pub fn holds(&self) -> Result<Vec<crate::campaign::Held>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT held FROM campaign_hold ORDER BY alert_id")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
+    /// Ends the hold of alerts whose packages are all stored, in one transaction.
+    pub fn release_holds(&mut self, alert_ids: &[String]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for id in alert_ids {
+            tx.execute("DELETE FROM campaign_hold WHERE alert_id = ?1", [id])?;
+            tx.execute(
+                "INSERT OR IGNORE INTO packaged_alert (alert_id) VALUES (?1)",
+                [id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether alert `alert_id` is held for its campaign's request.
+    pub fn is_held(&self, alert_id: &str) -> Result<bool> {
+        let found: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM campaign_hold WHERE alert_id = ?1",
+                [alert_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
     }
 
     /// Registers a request to follow up; a request already registered is left as it is.
