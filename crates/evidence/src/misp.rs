@@ -190,49 +190,6 @@ pub(crate) fn event(c: &Ctx<'_>) -> Value {
     }})
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn norm_tags_use_one_namespace_per_framework() {
-        assert_eq!(norm_tag("ungge2015.13f"), "cyber-norms:un-gge-2015=\"13f\"");
-        assert_eq!(
-            norm_tag("us2015.no-ci-damage"),
-            "cyber-norms:us-2015=\"no-ci-damage\""
-        );
-        assert_eq!(norm_tag("osce.cbm03"), "cyber-norms:osce-cbm=\"cbm03\"");
-        assert_eq!(rsit_tag(AlertKind::SynFlood), "rsit:availability=\"ddos\"");
-    }
-
-    /// Every norm of the shipped catalogue has its value in the local MISP taxonomy, so a
-    /// recipient that loads the taxonomy knows every `cyber-norms:` tag a package carries.
-    #[test]
-    fn every_catalogue_norm_is_a_value_of_the_cyber_norms_taxonomy() {
-        let tax: Value = serde_json::from_str(include_str!(
-            "../../../config/misp-taxonomies/cyber-norms/machinetag.json"
-        ))
-        .unwrap();
-        let mut known = std::collections::BTreeSet::new();
-        for v in tax["values"].as_array().unwrap() {
-            for e in v["entry"].as_array().unwrap() {
-                known.insert(format!(
-                    "cyber-norms:{}=\"{}\"",
-                    v["predicate"].as_str().unwrap(),
-                    e["value"].as_str().unwrap()
-                ));
-            }
-        }
-        let cat: toml::Value = toml::from_str(include_str!("../../../config/norms.toml")).unwrap();
-        let norms = cat["norm"].as_array().unwrap();
-        assert!(!norms.is_empty());
-        for n in norms {
-            let tag = norm_tag(n["id"].as_str().unwrap());
-            assert!(known.contains(&tag), "{tag} not in the taxonomy");
-        }
-    }
-}
-
 /// The MISP event of a campaign package: each alert's attributes (an address named by several
 /// alerts once, with the first alert's comment), the tags of every alert, one text attribute
 /// naming the campaign and its services.
@@ -244,7 +201,7 @@ pub(crate) fn campaign_event(ctxs: &[Ctx<'_>], id: &str, campaign: &str) -> Valu
     };
     let mut tags: Vec<Value> = Vec::new();
     let mut attrs: Vec<Value> = Vec::new();
-    let mut values = std::collections::BTreeSet::new();
+    let mut values: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut threat = "3".to_string();
     let mut analysis = "2";
     for c in ctxs {
@@ -260,8 +217,20 @@ pub(crate) fn campaign_event(ctxs: &[Ctx<'_>], id: &str, campaign: &str) -> Valu
                 a["type"].as_str().unwrap_or_default().to_string(),
                 a["value"].as_str().unwrap_or_default().to_string(),
             );
-            if values.insert(key) {
-                attrs.push(a.clone());
+            match values.get(&key) {
+                None => {
+                    values.insert(key, attrs.len());
+                    attrs.push(a.clone());
+                }
+                // One attribute per value (MISP refuses duplicates in an event); a victim
+                // address of several services names each.
+                Some(&i) => {
+                    let add = a["comment"].as_str().unwrap_or_default();
+                    let had = attrs[i]["comment"].as_str().unwrap_or_default().to_string();
+                    if !add.is_empty() && !had.split("; ").any(|c| c == add) {
+                        attrs[i]["comment"] = json!(format!("{had}; {add}"));
+                    }
+                }
             }
         }
         let t = e["threat_level_id"].as_str().unwrap_or("3");
@@ -313,4 +282,47 @@ pub(crate) fn campaign_event(ctxs: &[Ctx<'_>], id: &str, campaign: &str) -> Valu
         "Tag": tags,
         "Attribute": attrs,
     }})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn norm_tags_use_one_namespace_per_framework() {
+        assert_eq!(norm_tag("ungge2015.13f"), "cyber-norms:un-gge-2015=\"13f\"");
+        assert_eq!(
+            norm_tag("us2015.no-ci-damage"),
+            "cyber-norms:us-2015=\"no-ci-damage\""
+        );
+        assert_eq!(norm_tag("osce.cbm03"), "cyber-norms:osce-cbm=\"cbm03\"");
+        assert_eq!(rsit_tag(AlertKind::SynFlood), "rsit:availability=\"ddos\"");
+    }
+
+    /// Every norm of the shipped catalogue has its value in the local MISP taxonomy, so a
+    /// recipient that loads the taxonomy knows every `cyber-norms:` tag a package carries.
+    #[test]
+    fn every_catalogue_norm_is_a_value_of_the_cyber_norms_taxonomy() {
+        let tax: Value = serde_json::from_str(include_str!(
+            "../../../config/misp-taxonomies/cyber-norms/machinetag.json"
+        ))
+        .unwrap();
+        let mut known = std::collections::BTreeSet::new();
+        for v in tax["values"].as_array().unwrap() {
+            for e in v["entry"].as_array().unwrap() {
+                known.insert(format!(
+                    "cyber-norms:{}=\"{}\"",
+                    v["predicate"].as_str().unwrap(),
+                    e["value"].as_str().unwrap()
+                ));
+            }
+        }
+        let cat: toml::Value = toml::from_str(include_str!("../../../config/norms.toml")).unwrap();
+        let norms = cat["norm"].as_array().unwrap();
+        assert!(!norms.is_empty());
+        for n in norms {
+            let tag = norm_tag(n["id"].as_str().unwrap());
+            assert!(known.contains(&tag), "{tag} not in the taxonomy");
+        }
+    }
 }

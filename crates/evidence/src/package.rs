@@ -303,7 +303,11 @@ pub fn package_id(alert: &Alert, planned: &PlannedPackage) -> String {
 
 /// The id of a campaign's request to one recipient (several alerts in one package): which
 /// campaign, which State, which recipient, dated by the campaign's first alert.
-pub fn campaign_package_id(campaign: &str, first_start_ns: u64, planned: &PlannedPackage) -> String {
+pub fn campaign_package_id(
+    campaign: &str,
+    first_start_ns: u64,
+    planned: &PlannedPackage,
+) -> String {
     let about = about_label(planned);
     let h = sha256_hex(format!("{campaign}\n{about}\n{}", planned.recipient.code).as_bytes());
     format!(
@@ -726,7 +730,9 @@ pub fn build_campaign(
         (a.alert.window_start_ns, &a.alert.id).cmp(&(b.alert.window_start_ns, &b.alert.id))
     });
     let Some(first) = members.first().copied() else {
-        return Err(Error::Build("a campaign package needs at least one alert".into()));
+        return Err(Error::Build(
+            "a campaign package needs at least one alert".into(),
+        ));
     };
     let id = campaign_package_id(campaign, first.alert.window_start_ns, first.planned);
     let mut ctxs = Vec::with_capacity(members.len());
@@ -792,7 +798,9 @@ pub fn build_campaign(
     files.insert("evidence/attribution.json".into(), pretty(&attribution)?);
     files.insert(
         "stix/bundle.json".into(),
-        compact(&crate::stix::campaign_bundle(&ctxs, &id, campaign, &letter)?)?,
+        compact(&crate::stix::campaign_bundle(
+            &ctxs, &id, campaign, &letter,
+        )?)?,
     );
     files.insert(
         "misp/event.json".into(),

@@ -257,8 +257,7 @@ impl Packager {
             // Packaged with its campaign's request when its hold ended.
             return Ok(PackageOutcome::default());
         }
-        if c.enabled && c.hold_ns > 0 && !self.campaigns.iter().any(|m| m.alert_id == alert.id)
-        {
+        if c.enabled && c.hold_ns > 0 && !self.campaigns.iter().any(|m| m.alert_id == alert.id) {
             if self.held.iter().any(|h| h.alert.id == alert.id) {
                 return Ok(PackageOutcome {
                     held: true,
@@ -339,8 +338,10 @@ impl Packager {
         alert: &'a Alert,
         flows: &'a [FlowRecord],
         planned: &'a recipients::PlannedPackage,
-        requester: &'a recipients::Recipient,
-        geo: &'a [crate::attribution::DbProvenance],
+        (requester, geo): (
+            &'a recipients::Recipient,
+            &'a [crate::attribution::DbProvenance],
+        ),
         packaged_at_ns: u64,
         flows_received_ns: Option<u64>,
     ) -> BuildInput<'a> {
@@ -482,8 +483,7 @@ impl Packager {
                         &h.alert,
                         &h.flows,
                         &p,
-                        &requester,
-                        &geo,
+                        (&requester, &geo),
                         now_ns,
                         h.flows_received_ns,
                     ),
@@ -503,8 +503,7 @@ impl Packager {
                             &h.alert,
                             &h.flows,
                             p,
-                            &requester,
-                            &geo,
+                            (&requester, &geo),
                             now_ns,
                             h.flows_received_ns,
                         )

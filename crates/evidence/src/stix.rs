@@ -767,48 +767,6 @@ fn external_impacts(s: Sector) -> Vec<&'static str> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Regression: timestamps written with trailing zeros (`…00.000Z`) gave ids that differ
-    /// from the ones `stix2` computes, which drops them; the value is the Python library's.
-    #[test]
-    fn network_traffic_id_matches_python_stix2() {
-        let start = 1_772_359_200_000_000_000; // 2026-03-01T10:00:00Z
-        let contributing = json!({
-            "start": rfc3339_trimmed(start),
-            "end": rfc3339_trimmed(start + 2_500_000_000),
-            "src_ref": "ipv4-addr--12592121-be4c-5a93-a813-5a5af16e50db",
-            "dst_ref": "ipv4-addr--570130c0-7daf-5d1e-992f-58b53b447312",
-            "dst_port": 502,
-            "protocols": ["ipv4", "tcp"],
-        });
-        assert_eq!(
-            sco_id("network-traffic", &contributing).unwrap(),
-            "network-traffic--1f4ec8f8-0dd6-5166-a922-365ee0dff308"
-        );
-    }
-
-    /// Values computed with the Python `stix2` library (reference §2.1).
-    #[test]
-    fn sco_ids_match_python_stix2() {
-        let ip = |s: &str| addr_sco(s.parse().unwrap()).unwrap()["id"].clone();
-        assert_eq!(
-            ip("198.51.100.7"),
-            "ipv4-addr--12592121-be4c-5a93-a813-5a5af16e50db"
-        );
-        assert_eq!(
-            ip("203.0.113.10"),
-            "ipv4-addr--570130c0-7daf-5d1e-992f-58b53b447312"
-        );
-        assert_eq!(
-            as_sco(64500, None).unwrap()["id"],
-            "autonomous-system--0a5f7072-df00-5729-9f0a-4eb18631a446"
-        );
-    }
-}
-
 /// The bundle of a campaign package: each alert's objects (built as its own package's, with
 /// ids of its own within the package; shared objects such as identities, markings and
 /// addresses once), without their reports and notes, under one report; one indicator over
@@ -823,7 +781,10 @@ pub(crate) fn campaign_bundle(
     let first = &ctxs[0];
     let tlp: Tlp = first.input.settings.tlp;
     let created = first.created.clone();
-    let operator_id = operator_id(&first.input.operator.name, first.input.operator.email.as_ref());
+    let operator_id = operator_id(
+        &first.input.operator.name,
+        first.input.operator.email.as_ref(),
+    );
     let marking = json!([tlp.stix_id()]);
     let sdo = |ty: &str, role: &str| {
         json!({
@@ -863,8 +824,10 @@ pub(crate) fn campaign_bundle(
         .iter()
         .flat_map(|c| c.request_sources().map(|s| s.source.addr))
         .collect();
-    let victims: std::collections::BTreeSet<IpAddr> =
-        ctxs.iter().flat_map(|c| c.victims.iter().copied()).collect();
+    let victims: std::collections::BTreeSet<IpAddr> = ctxs
+        .iter()
+        .flat_map(|c| c.victims.iter().copied())
+        .collect();
     let first_ns = ctxs.iter().map(|c| c.first_ns).min().unwrap_or_default();
     let last_ns = ctxs.iter().map(|c| c.last_ns).max().unwrap_or_default();
     let services = crate::package::campaign_services(ctxs);
@@ -953,4 +916,46 @@ pub(crate) fn campaign_bundle(
         "id": format!("bundle--{}", sdo_uuid(id, "bundle")),
         "objects": objects,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: timestamps written with trailing zeros (`…00.000Z`) gave ids that differ
+    /// from the ones `stix2` computes, which drops them; the value is the Python library's.
+    #[test]
+    fn network_traffic_id_matches_python_stix2() {
+        let start = 1_772_359_200_000_000_000; // 2026-03-01T10:00:00Z
+        let contributing = json!({
+            "start": rfc3339_trimmed(start),
+            "end": rfc3339_trimmed(start + 2_500_000_000),
+            "src_ref": "ipv4-addr--12592121-be4c-5a93-a813-5a5af16e50db",
+            "dst_ref": "ipv4-addr--570130c0-7daf-5d1e-992f-58b53b447312",
+            "dst_port": 502,
+            "protocols": ["ipv4", "tcp"],
+        });
+        assert_eq!(
+            sco_id("network-traffic", &contributing).unwrap(),
+            "network-traffic--1f4ec8f8-0dd6-5166-a922-365ee0dff308"
+        );
+    }
+
+    /// Values computed with the Python `stix2` library (reference §2.1).
+    #[test]
+    fn sco_ids_match_python_stix2() {
+        let ip = |s: &str| addr_sco(s.parse().unwrap()).unwrap()["id"].clone();
+        assert_eq!(
+            ip("198.51.100.7"),
+            "ipv4-addr--12592121-be4c-5a93-a813-5a5af16e50db"
+        );
+        assert_eq!(
+            ip("203.0.113.10"),
+            "ipv4-addr--570130c0-7daf-5d1e-992f-58b53b447312"
+        );
+        assert_eq!(
+            as_sco(64500, None).unwrap()["id"],
+            "autonomous-system--0a5f7072-df00-5729-9f0a-4eb18631a446"
+        );
+    }
 }
