@@ -243,4 +243,30 @@ mod tests {
         let f = member("f", "dns", 10 * S, &[], &["5.5.5.5", "6.6.6.6", "7.7.7.7"]);
         assert_eq!(assign(&[e], &f, &s), campaign_id("e"));
     }
+
+    #[test]
+    fn held_alerts_group_transitively_and_in_the_same_way_whatever_their_order() {
+        let s = CampaignSettings::default();
+        // b shares hosts with a and with c, a and c share none: one campaign of three; d is
+        // on its own.
+        let a = member("a", "hospital", 10 * S, &["1.1.1.1", "1.1.1.2"], &[]);
+        let b = member("b", "water", 20 * S, &["1.1.1.2", "2.2.2.2"], &[]);
+        let c = member("c", "grid", 0, &["2.2.2.2", "2.2.2.3"], &[]);
+        let d = member("d", "grid", 5 * S, &["9.9.9.9"], &[]);
+        let ids = |ms: &[&Member]| {
+            let owned: Vec<Member> = ms.iter().map(|m| (*m).clone()).collect();
+            groups(&owned, &s)
+                .into_iter()
+                .map(|g| {
+                    g.into_iter()
+                        .map(|i| owned[i].alert_id.clone())
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        let want = vec![vec!["c", "a", "b"], vec!["d"]];
+        assert_eq!(ids(&[&a, &b, &c, &d]), want);
+        assert_eq!(ids(&[&d, &c, &b, &a]), want);
+        assert_eq!(ids(&[&b, &d, &a, &c]), want);
+    }
 }

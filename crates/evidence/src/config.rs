@@ -361,4 +361,35 @@ mod tests {
             "{errs}"
         );
     }
+
+    #[test]
+    fn the_campaign_hold_is_a_duration_within_the_campaign_window() {
+        let base = "[evidence]\nown_state = \"FR\"\noperator = \"Grid\"\nrecipients = \"r.toml\"\nsigning_key = \"k\"\nout_dir = \"out\"\n[evidence.geoip]\ncountry = \"c.mmdb\"\n";
+        let ok = EvidenceConfig::from_config_text(base, Path::new(".")).unwrap();
+        assert_eq!(ok.campaign.hold_ns, 300_000_000_000);
+        let ok = EvidenceConfig::from_config_text(
+            &format!("{base}[evidence.campaign]\nhold = \"0s\"\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(ok.campaign.hold_ns, 0);
+        for (text, want) in [
+            (
+                "hold = \"later\"",
+                "evidence.campaign.hold: \"later\" is not a duration",
+            ),
+            (
+                "window = \"2m\"\nhold = \"3m\"",
+                "evidence.campaign.hold: must be at most evidence.campaign.window (120 s)",
+            ),
+        ] {
+            let errs = EvidenceConfig::from_config_text(
+                &format!("{base}[evidence.campaign]\n{text}\n"),
+                Path::new("."),
+            )
+            .unwrap_err()
+            .join("\n");
+            assert!(errs.contains(want), "{errs}");
+        }
+    }
 }

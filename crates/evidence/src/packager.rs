@@ -857,15 +857,32 @@ impl Packager {
         Ok(())
     }
 
-    /// Records the replies recipients left on channels that carry them (see
-    /// [`Store::poll_replies`]).
+    /// Records the replies recipients left on channels that carry them: signed reply files
+    /// in directory channels, notes on TAXII collections (see
+    /// [`Store::poll_replies_with`]).
     pub fn poll_replies(&mut self, now_ns: u64) -> Result<Vec<crate::store::Reply>> {
+        Ok(self.poll_replies_reporting(now_ns)?.0)
+    }
+
+    /// [`Packager::poll_replies`], with the collections that could not be read (each
+    /// `channel: why`; tried again on the next poll).
+    pub fn poll_replies_reporting(
+        &mut self,
+        now_ns: u64,
+    ) -> Result<(Vec<crate::store::Reply>, Vec<String>)> {
         let directory = &self.directory;
-        self.store.poll_replies(now_ns, |code| {
-            let hex = directory.get(code)?.public_key.as_deref()?;
-            let bytes = crate::canon::unhex::<32>(hex)?;
-            crate::keys::PublicKey::from_bytes(&bytes)
-        })
+        let own =
+            crate::stix::operator_id(&self.cfg.operator.name, self.cfg.operator.email.as_ref());
+        self.store.poll_replies_with(
+            now_ns,
+            |code| {
+                let hex = directory.get(code)?.public_key.as_deref()?;
+                let bytes = crate::canon::unhex::<32>(hex)?;
+                crate::keys::PublicKey::from_bytes(&bytes)
+            },
+            Some(&own),
+            self.timeout,
+        )
     }
 
     /// One delivery pass over the outbox.

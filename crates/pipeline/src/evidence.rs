@@ -122,7 +122,7 @@ impl EvidenceMetrics {
             replies: IntCounterVec::new(
                 Opts::new(
                     "normwatch_evidence_replies_total",
-                    "Replies recorded from recipients (directory channel reply files), by recipient State and whether the State's key verified them.",
+                    "Replies recorded from recipients (directory channel reply files, TAXII notes), by recipient State and whether the State's key verified them (a TAXII note is never verified).",
                 ),
                 &["state", "verified"],
             )?,
@@ -522,7 +522,11 @@ impl EvidenceStage {
         self.metrics
             .outbox
             .set(i64::try_from(self.packager.store().pending()?).unwrap_or(i64::MAX));
-        for r in self.packager.poll_replies(now_ns())? {
+        let (replies, unread) = self.packager.poll_replies_reporting(now_ns())?;
+        for e in &unread {
+            tracing::warn!(error = %e, "cannot read replies from a TAXII collection; tried again on the next pass");
+        }
+        for r in replies {
             let state = self
                 .packager
                 .store()

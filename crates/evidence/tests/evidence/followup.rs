@@ -618,3 +618,168 @@ fn alerts_sharing_hosts_are_one_campaign_with_one_request_per_state_whatever_the
     assert!(!released[0].1.stored[0].contains("-UP-"));
     drop(tmp);
 }
+
+/// A recipient on TAXII answers with a STIX note on the collection naming the request's
+/// report: the packager's reply poll (bounded, `added_after`) records it in the ledger as an
+/// unverified reply to the request, once; its own request and follow-up notes, and a note
+/// about another report, are not replies. Against a real TAXII 2.1 server (medallion).
+#[test]
+fn a_taxii_note_naming_the_request_is_recorded_as_an_unverified_reply() {
+    use super::delivery::{start_medallion, COLLECTION};
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = start_medallion(tmp.path(), port, None);
+    std::env::set_var("NORMWATCH_TEST_REPLY_TAXII_PASSWORD", "s3cret-for-tests");
+    std::fs::write(
+        tmp.path().join("recipients.toml"),
+        format!(
+            r#"
+[[state]]
+code = "NL"
+name = "NCSC-NL"
+[[state.channel]]
+kind = "directory"
+path = "drops/NL"
+
+[[state]]
+code = "DE"
+name = "CERT-Bund"
+[[state.channel]]
+kind = "taxii"
+url = "http://127.0.0.1:{port}/api1/"
+collection = "{COLLECTION}"
+user = "cert-bund"
+password_env = "NORMWATCH_TEST_REPLY_TAXII_PASSWORD"
+"#
+        ),
+    )
+    .unwrap();
+    let geoip = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/geoip");
+    let config = format!(
+        r#"
+[evidence]
+own_state = "NL"
+operator = "Example Grid Operator"
+recipients = "recipients.toml"
+signing_key = "evidence.key"
+out_dir = "store"
+[evidence.geoip]
+country = "{0}/GeoLite2-Country-Test.mmdb"
+asn = "{0}/GeoLite2-ASN-Test.mmdb"
+[evidence.follow_up]
+quiet = "30s"
+deadline = "3m"
+"#,
+        geoip.display()
+    );
+    let cfg = EvidenceConfig::from_config_text(&config, tmp.path()).unwrap();
+    SecretKey::generate()
+        .unwrap()
+        .write(&tmp.path().join("evidence.key"))
+        .unwrap();
+    let mut p = Packager::open(cfg, super::norms()).unwrap();
+    let sources: Vec<(IpAddr, bool)> = DE.iter().map(|a| (ip(a), false)).collect();
+    let alert = sample::alert(&sources);
+    let flows = sample::flows(&alert, 1);
+    p.observe(&flows);
+    assert!(p.package(&alert, &flows, WALL).unwrap().held);
+    let released = p.release_held(WALL, true).unwrap();
+    let request = released[0].1.requests[0].0.clone();
+    assert_eq!(p.deliver_due(WALL).unwrap().sent, 1);
+    // The request is in the collection, with its own note: no reply.
+    let (got, unread) = p.poll_replies_reporting(WALL + S).unwrap();
+    assert!(got.is_empty() && unread.is_empty(), "{got:?} {unread:?}");
+    // The activity stops: the follow-up (whose note names the request's report) goes to the
+    // same collection, and is not a reply either.
+    let mut quiet = flows[0].clone();
+    quiet.orig_addr = ip("192.0.2.77");
+    quiet.last_ns = alert.window_end_ns + 40 * S;
+    p.observe(&[quiet]);
+    assert_eq!(p.follow_up(WALL + 2 * S).unwrap().len(), 1);
+    assert_eq!(p.deliver_due(WALL + 2 * S).unwrap().sent, 1);
+    assert!(p.poll_replies(WALL + 3 * S).unwrap().is_empty());
+
+    // CERT-Bund adds a note about the request's report, and one about something else.
+    let report = format!(
+        "report--{}",
+        normwatch_evidence::stix::sdo_uuid(&request, "report")
+    );
+    let note = |id: &str, refs: &str, text: &str| {
+        serde_json::json!({
+            "type": "note",
+            "spec_version": "2.1",
+            "id": id,
+            "created": "2026-03-01T12:00:00.000Z",
+            "modified": "2026-03-01T12:00:00.000Z",
+            "created_by_ref": "identity--0b3c1c2e-3b1a-4f6e-9a4e-5d2f7c8b9a10",
+            "abstract": "Reply from CERT-Bund",
+            "content": text,
+            "object_refs": [refs],
+        })
+    };
+    let push = |objects: Vec<serde_json::Value>| {
+        use base64::Engine;
+        let auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("cert-bund:s3cret-for-tests")
+        );
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent
+            .post(&format!(
+                "http://127.0.0.1:{port}/api1/collections/{COLLECTION}/objects/"
+            ))
+            .header("Accept", "application/taxii+json;version=2.1")
+            .header("Content-Type", "application/taxii+json;version=2.1")
+            .header("Authorization", &auth)
+            .send(serde_json::to_vec(&serde_json::json!({ "objects": objects })).unwrap())
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            202,
+            "{:?}",
+            r.body_mut().read_to_string()
+        );
+    };
+    push(vec![
+        note(
+            "note--6f0c9c5e-2a3b-4c5d-8e9f-0a1b2c3d4e5f",
+            &report,
+            "The hosts were taken offline by their provider.",
+        ),
+        note(
+            "note--7a1d0d6f-3b4c-4d6e-9f0a-1b2c3d4e5f60",
+            "report--11111111-2222-4333-8444-555555555555",
+            "Not about your request.",
+        ),
+    ]);
+    let (got, unread) = p.poll_replies_reporting(WALL + 4 * S).unwrap();
+    assert!(unread.is_empty(), "{unread:?}");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].package_id, request);
+    assert!(!got[0].verified, "a note carries no signature");
+    assert!(got[0]
+        .text
+        .contains("The hosts were taken offline by their provider."));
+    // Polled again: nothing new (the collection is read after the last note seen, kept in
+    // the ledger, and a note is recorded once).
+    let ledger = rusqlite::Connection::open(tmp.path().join("store/ledger.sqlite3")).unwrap();
+    let after: String = ledger
+        .query_row("SELECT added_after FROM taxii_reply_cursor", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(after.starts_with("20"), "{after}");
+    assert!(p.poll_replies(WALL + 5 * S).unwrap().is_empty());
+    let ledger = p.store().requests().unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].replies.len(), 1);
+    assert!(!ledger[0].replies[0].verified);
+    assert_eq!(normwatch_evidence::followup::figures(&ledger)[0].replies, 1);
+}
