@@ -1,17 +1,28 @@
 //! Campaigns: alerts whose sources or reflectors overlap, within a window, are one campaign.
 //!
-//! Rule (`[evidence.campaign]`): a closed alert joins the campaign of an earlier alert (on any
-//! asset, typically another operator's) when their windows lie within `window` of each other
-//! and their non-reflector sources, or their reflectors, overlap (addresses that cannot
-//! originate Internet traffic, and the sources of a flood assessed as forged, never count): the addresses both name are
-//! at least `min_overlap` of the smaller set (and at least one). When several campaigns match,
-//! the alert joins the one whose matching alert was recorded first. A campaign's id is derived
-//! from its first alert's id (`CP-` and 12 hex digits), so a replay gives the same ids.
+//! Rule (`[evidence.campaign]`): two closed alerts (on any assets, typically different
+//! operators') are related when their windows lie within `window` of each other and their
+//! non-reflector sources, or their reflectors, overlap (addresses that cannot originate
+//! Internet traffic, and the sources of a flood assessed as forged, never count): the
+//! addresses both name are at least `min_overlap` of the smaller set (and at least one).
 //!
-//! A campaign makes one request per recipient State: the first alert's package to a State is
-//! the request; a later alert of the campaign for the same State gives an update of that
-//! request (`<request id>-UP-…`), which carries the new alert's evidence and names every
-//! service the campaign impaired, and whose sources join the request's follow-up.
+//! A campaign makes one request per recipient State. A closed alert that would make a request
+//! and is not related to a campaign whose requests were already built is held (in the ledger,
+//! with its flows) for `hold` of event time after its close; related held alerts, joined
+//! transitively, are one campaign, held until `hold` after its newest alert's close. Then one
+//! request per State is built for the whole campaign, naming every impaired service and
+//! carrying each alert's evidence (see `package::build_campaign`). The campaign's id is
+//! derived from its first alert by window start, then alert id (`CP-` and 12 hex digits), and
+//! its alerts are taken in that order, so the grouping, the id and the packages do not depend
+//! on the order the alerts arrived in. At the end of input, or when the stage stops, every
+//! held alert is packaged at once; a restart takes the holds from the ledger.
+//!
+//! An alert related to a campaign whose requests were built joins that campaign (the one
+//! recorded first, if several): for a State with a request it gives an update of that request
+//! (`<request id>-UP-…`), which carries the new alert's evidence and names every service the
+//! campaign impaired, and whose sources join the request's follow-up; for a State without one
+//! it makes the campaign's request to that State. With `hold = "0s"` nothing is held: each
+//! alert is packaged when it closes, and the first alert's package to a State is the request.
 
 use crate::canon::sha256_hex;
 use crate::recipients::is_unroutable;
@@ -100,7 +111,9 @@ impl Member {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Held {
     pub alert: Alert,
-    /// The alert's flows with its listed sources (what its packages can hold).
+    /// The alert's flows with its listed sources (what its packages can hold); kept in the
+    /// ledger apart from the rest, in the flows' compact wire encoding (postcard).
+    #[serde(skip)]
     pub flows: Vec<FlowRecord>,
     /// When the packaging stage received the first of them (wall clock), for custody.
     pub flows_received_ns: Option<u64>,

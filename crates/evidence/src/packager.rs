@@ -411,6 +411,11 @@ impl Packager {
         if self.held.is_empty() {
             return Ok(Vec::new());
         }
+        // No group is due before the earliest hold of its members has ended.
+        let earliest = self.held.iter().map(|h| h.until_ns).min().unwrap_or(0);
+        if !all && self.watermark_ns < earliest {
+            return Ok(Vec::new());
+        }
         let members: Vec<crate::campaign::Member> = self
             .held
             .iter()

@@ -81,7 +81,8 @@ CREATE TABLE IF NOT EXISTS campaign_request (
 CREATE TABLE IF NOT EXISTS campaign_hold (
     alert_id TEXT PRIMARY KEY,
     until_ns INTEGER NOT NULL,
-    held TEXT NOT NULL
+    held TEXT NOT NULL,
+    flows BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS taxii_reply_cursor (
     channel TEXT PRIMARY KEY,
@@ -574,9 +575,11 @@ impl Store {
     /// Holds a closed alert (with its flows) for its campaign's request; an alert held
     /// before keeps its first hold.
     pub fn add_hold(&mut self, h: &crate::campaign::Held) -> Result<()> {
+        let flows = postcard::to_stdvec(&h.flows)
+            .map_err(|e| Error::Build(format!("cannot encode the held alert's flows: {e}")))?;
         self.conn.execute(
-            "INSERT OR IGNORE INTO campaign_hold (alert_id, until_ns, held) VALUES (?1, ?2, ?3)",
-            params![h.alert.id, ns(h.until_ns), serde_json::to_string(h)?],
+            "INSERT OR IGNORE INTO campaign_hold (alert_id, until_ns, held, flows) VALUES (?1, ?2, ?3, ?4)",
+            params![h.alert.id, ns(h.until_ns), serde_json::to_string(h)?, flows],
         )?;
         Ok(())
     }
@@ -585,11 +588,21 @@ impl Store {
     pub fn holds(&self) -> Result<Vec<crate::campaign::Held>> {
         let mut st = self
             .conn
-            .prepare("SELECT held FROM campaign_hold ORDER BY alert_id")?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            .prepare("SELECT held, flows FROM campaign_hold ORDER BY alert_id")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
         let mut out = Vec::new();
         for row in rows {
-            out.push(serde_json::from_str(&row?)?);
+            let (held, flows) = row?;
+            let mut h: crate::campaign::Held = serde_json::from_str(&held)?;
+            h.flows = postcard::from_bytes(&flows).map_err(|e| {
+                Error::Build(format!(
+                    "the ledger's held flows of alert {} cannot be read: {e}",
+                    h.alert.id
+                ))
+            })?;
+            out.push(h);
         }
         Ok(out)
     }

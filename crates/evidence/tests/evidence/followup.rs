@@ -174,6 +174,17 @@ fn stopped_and_continuing_activity_is_followed_up_once_across_a_restart() {
     let fr_id = requests[1].0.clone();
     assert!(p.store().holds().unwrap().is_empty());
     assert_eq!(p.held(), 0);
+    // Built after the restart from the ledger's hold: with the alert's flows.
+    let kept = std::fs::read_to_string(p.store().package_dir(&de_id).join("evidence/flows.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    let de_flows = flows
+        .iter()
+        .filter(|f| DE.contains(&f.orig_addr.to_string().as_str()))
+        .count();
+    assert!(de_flows > 0);
+    assert_eq!(kept, de_flows);
 
     // A crash after the packages were stored but before the hold was ended: the release is
     // repeated after the restart, and stores, queues and registers nothing twice.
