@@ -430,7 +430,24 @@ impl Packager {
         }
         let mut out = Vec::new();
         for group in released {
-            out.extend(self.release_group(&group, now_ns)?);
+            // An alert that joined a sent campaign since may link the group to it: the
+            // group's alerts then join that campaign, as updates of its requests.
+            // (Its own alerts, recorded by a release a crash cut short, do not count.)
+            let own = |id: &str| group.iter().any(|h| h.alert.id == id);
+            let joins_sent = group.iter().any(|h| {
+                let m = crate::campaign::Member::of(&h.alert);
+                self.campaigns.iter().any(|x| {
+                    !own(&x.alert_id) && crate::campaign::related(x, &m, &self.cfg.campaign)
+                })
+            });
+            if joins_sent {
+                for h in &group {
+                    let o = self.package_now(&h.alert, &h.flows, h.flows_received_ns, now_ns)?;
+                    out.push((h.alert.clone(), o));
+                }
+            } else {
+                out.extend(self.release_group(&group, now_ns)?);
+            }
             let ids: Vec<String> = group.iter().map(|h| h.alert.id.clone()).collect();
             self.store.release_holds(&ids)?;
             self.held.retain(|h| !ids.contains(&h.alert.id));

@@ -794,3 +794,46 @@ deadline = "3m"
     assert!(!ledger[0].replies[0].verified);
     assert_eq!(normwatch_evidence::followup::figures(&ledger)[0].replies, 1);
 }
+
+/// A held alert linked to a campaign whose requests were sent, by an alert that joined that
+/// campaign meanwhile, joins it too when its hold ends: updates, not a second request.
+#[test]
+fn a_held_alert_linked_to_a_sent_campaign_gives_updates_not_a_second_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, _) = setup(
+        tmp.path(),
+        &SecretKey::generate().unwrap(),
+        "10s",
+        &SecretKey::generate().unwrap(),
+    );
+    let mut p = Packager::open(cfg, super::norms()).unwrap();
+    let de: Vec<(IpAddr, bool)> = DE.iter().map(|a| (ip(a), false)).collect();
+    let others = [(ip("89.160.20.120"), false), (ip("89.160.20.121"), false)];
+    let a = alert_on(sample::ASSET, "grid control", 0, &de);
+    let flows = sample::flows(&a, 1);
+    assert!(p.package(&a, &flows, WALL).unwrap().held);
+    let first = p.release_held(WALL, true).unwrap();
+    let request = first[0].1.requests[0].0.clone();
+    // Other hosts: held, a campaign of their own so far.
+    let h = alert_on("water-web", "water billing", 30, &others);
+    let flows = sample::flows(&h, 1);
+    assert!(p.package(&h, &flows, WALL).unwrap().held);
+    // An alert from both sets of hosts joins the sent campaign at once.
+    let both: Vec<(IpAddr, bool)> = de.iter().chain(&others).copied().collect();
+    let n = alert_on("hospital-portal", "patient records", 40, &both);
+    let flows = sample::flows(&n, 1);
+    let out = p.package(&n, &flows, WALL).unwrap();
+    assert!(!out.held && out.requests.is_empty(), "{out:?}");
+    assert!(out.stored[0].starts_with(&format!("{request}-UP-")));
+    // The held alert, released, is an update of the same request.
+    let released = p.release_held(WALL, true).unwrap();
+    assert_eq!(released.len(), 1);
+    let out = &released[0].1;
+    assert!(out.requests.is_empty(), "{out:?}");
+    assert_eq!(out.stored.len(), 1, "{out:?}");
+    assert!(out.stored[0].starts_with(&format!("{request}-UP-")));
+    let ledger = p.store().requests().unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].watch.updates.len(), 2);
+    assert_eq!(ledger[0].watch.sources.len(), 4);
+}
