@@ -6,6 +6,9 @@
 //! outbox marks an item sent only after it succeeded) changes nothing at the recipient: STIX
 //! objects keep their ids and versions, the webhook carries the package id as
 //! `Idempotency-Key`, and the dropped file has the package's name and content.
+//!
+//! A TAXII channel also carries replies: [`taxii_notes`] reads the `note` objects added to the
+//! collection since the last poll (`added_after`, a bounded number of pages).
 
 use crate::recipients::{check_transport, Channel, Transport};
 use std::path::Path;

@@ -164,7 +164,7 @@ pub struct RequestRecord {
     /// Wall-clock time of the first successful delivery of the request.
     pub sent_ns: Option<u64>,
     pub follow_ups: Vec<FollowUpRecord>,
-    /// Replies to the request or its follow-ups.
+    /// Replies to the request, its follow-ups or its campaign updates.
     pub replies: Vec<Reply>,
 }
 
@@ -974,6 +974,7 @@ impl Store {
             let mut rp = self.conn.prepare(
                 "SELECT package_id, channel_idx, sha256, received_ns, file, verified, text FROM reply
                  WHERE package_id = ?1 OR package_id IN (SELECT id FROM follow_up WHERE request_id = ?1)
+                    OR substr(package_id, 1, length(?1) + 4) = ?1 || '-UP-'
                  ORDER BY received_ns, package_id",
             )?;
             let replies = rp

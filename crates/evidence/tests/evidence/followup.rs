@@ -611,6 +611,24 @@ fn alerts_sharing_hosts_are_one_campaign_with_one_request_per_state_whatever_the
         assert_eq!(r.watch.updates.len(), 1);
         assert_eq!(r.watch.services.len(), 4);
     }
+    // A reply to an update counts as a reply to its request.
+    assert_eq!(p.deliver_due(WALL).unwrap().sent, 4);
+    let update = out.stored.iter().find(|id| id.contains("-DE-")).unwrap();
+    std::fs::write(
+        tmp.path().join(format!("drops/DE/{update}.reply.json")),
+        b"seen, acting on it",
+    )
+    .unwrap();
+    assert_eq!(p.poll_replies(WALL).unwrap().len(), 1);
+    let ledger = p.store().requests().unwrap();
+    let de = ledger.iter().find(|r| r.watch.recipient == "DE").unwrap();
+    assert_eq!(de.replies.len(), 1);
+    assert_eq!(de.replies[0].package_id, *update);
+    assert!(!de.replies[0].verified);
+    assert!(ledger
+        .iter()
+        .filter(|r| r.watch.recipient != "DE")
+        .all(|r| r.replies.is_empty()));
 
     // Other hosts, same time: a campaign of its own, held and then its own request.
     let other = alert_on(
