@@ -85,16 +85,20 @@ else
     "$venv/bin/python" "$root/tests/evidence/check_package.py" "${taxii[@]}" \
         --key "$out/signer.pub" --geoip "$root/../shared/data/geoip" "${dirs[@]}"
 
-    # Packages the whole pipeline builds from a simulated attack capture (SYN flood, DNS
-    # amplification, Modbus write, S7 STOP): capture, flows, detector, evidence stage.
-    demo="$target/evidence-demo"
-    rm -rf "$demo"
-    (cd "$root" && cargo run --quiet -p normwatch-cli -- demo -o "$demo" --metrics-listen off >/dev/null)
-    dirs=()
-    for d in "$demo"/evidence/packages/EP-*; do
-        [[ -d "$d" ]] && dirs+=("$d")
+    # Packages the whole pipeline builds from simulated attack captures (SYN flood, DNS
+    # amplification, Modbus write, S7 STOP; and the campaign: one request per State for three
+    # operators' alerts, its follow-ups): capture, flows, detector, evidence stage.
+    for scenario in all campaign; do
+        demo="$target/evidence-demo-$scenario"
+        rm -rf "$demo"
+        (cd "$root" && cargo run --quiet -p normwatch-cli -- demo -s "$scenario" -o "$demo" \
+            --metrics-listen off >/dev/null)
+        dirs=()
+        for d in "$demo"/evidence/packages/EP-*; do
+            [[ -d "$d" ]] && dirs+=("$d")
+        done
+        [[ ${#dirs[@]} -gt 0 ]] || { echo "normwatch demo -s $scenario wrote no evidence package" >&2; exit 1; }
+        "$venv/bin/python" "$root/tests/evidence/check_package.py" "${taxii[@]}" \
+            --key "$demo/signing.key.pub" --geoip "$demo/geoip" "${dirs[@]}"
     done
-    [[ ${#dirs[@]} -gt 0 ]] || { echo "normwatch demo wrote no evidence package" >&2; exit 1; }
-    "$venv/bin/python" "$root/tests/evidence/check_package.py" "${taxii[@]}" \
-        --key "$demo/signing.key.pub" --geoip "$demo/geoip" "${dirs[@]}"
 fi

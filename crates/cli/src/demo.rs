@@ -297,19 +297,31 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                     ))
             );
         }
-        let mut campaigns: BTreeMap<&str, (Vec<&str>, usize)> = BTreeMap::new();
+        // A campaign: alerts from overlapping hosts, one request per State naming every
+        // service they impaired (and updates for alerts after the requests went out).
+        let mut campaigns: BTreeMap<&str, (Vec<&str>, &[String], usize)> = BTreeMap::new();
         for r in &requests {
             if let Some(c) = &r.watch.campaign {
                 let e = campaigns.entry(c).or_default();
                 e.0.push(&r.watch.recipient);
-                e.1 += r.watch.updates.len();
+                if r.watch.services.len() > e.1.len() {
+                    e.1 = &r.watch.services;
+                }
+                e.2 += r.watch.updates.len();
             }
         }
-        for (c, (states, updates)) in &campaigns {
-            if *updates > 0 {
+        for (c, (states, services, updates)) in &campaigns {
+            if services.len() > 1 || *updates > 0 {
                 outln!(
-                    "  campaign {c}: one request to each of {} and {updates} updates (later alerts of the campaign)",
-                    states.join(", ")
+                    "  campaign {c}: one request to each of {} naming {} services{}: {}",
+                    states.join(", "),
+                    services.len(),
+                    if *updates > 0 {
+                        format!(" ({updates} updates for later alerts)")
+                    } else {
+                        String::new()
+                    },
+                    services.join("; ")
                 );
             }
         }

@@ -45,6 +45,7 @@ fn request_json(r: &RequestRecord) -> serde_json::Value {
         "package_id": w.package_id,
         "alert_id": w.alert_id,
         "campaign": w.campaign,
+        "services": w.services,
         "updates": w.updates,
         "state": w.recipient,
         "about_state": w.about_state,
@@ -75,6 +76,7 @@ fn request_json(r: &RequestRecord) -> serde_json::Value {
             "verified": x.verified,
             "text": x.text,
             "file": x.file,
+            "channel": x.channel_idx,
         })).collect::<Vec<_>>(),
     })
 }
@@ -156,6 +158,21 @@ fn request_table(requests: &[RequestRecord]) -> String {
             follow_ups(r),
             r.replies.len()
         ));
+    }
+    // What each campaign request names (one request for several services).
+    for r in requests.iter().filter(|r| r.watch.services.len() > 1) {
+        let w = &r.watch;
+        out.push_str(&format!(
+            "\n{} (campaign {}, {} update{}): {}",
+            w.package_id,
+            w.campaign.as_deref().unwrap_or("-"),
+            w.updates.len(),
+            if w.updates.len() == 1 { "" } else { "s" },
+            w.services.join("; ")
+        ));
+    }
+    if requests.iter().any(|r| r.watch.services.len() > 1) {
+        out.push('\n');
     }
     out
 }

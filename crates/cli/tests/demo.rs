@@ -45,28 +45,36 @@ fn is_client(addr: &str) -> bool {
 
 /// No flood package names one of the simulator's benign clients as a source: neither among
 /// the sources it is about (`evidence/attribution.json`) nor among the alert's sources it
-/// carries (`evidence/alert.json`). A flooded service's patients and customers are not its
+/// carries (`evidence/alert.json`, or a campaign request's `evidence/alerts.json`). A flooded service's patients and customers are not its
 /// attackers, whatever a State or a traceback would be asked about them.
 fn no_client_named(pkgs: &[PathBuf]) {
     let mut floods = 0;
     for p in pkgs {
-        if !p.join("evidence/alert.json").exists() {
-            // A follow-up: about its request's hosts, checked with the request.
-            continue;
-        }
         let read = |f: &str| -> Value {
             serde_json::from_str(&std::fs::read_to_string(p.join(f)).unwrap()).unwrap()
         };
-        let alert = read("evidence/alert.json");
-        let kind = alert["kind"].as_str().unwrap();
-        if ![
-            "syn_flood",
-            "volumetric_flood",
-            "udp_amplification",
-            "carpet_bombing",
-        ]
-        .contains(&kind)
-        {
+        // One alert, or a campaign request's alerts (`evidence/alerts.json`).
+        let alerts: Vec<Value> = if p.join("evidence/alert.json").exists() {
+            vec![read("evidence/alert.json")]
+        } else if p.join("evidence/alerts.json").exists() {
+            read("evidence/alerts.json").as_array().unwrap().clone()
+        } else {
+            // A follow-up: about its request's hosts, checked with the request.
+            continue;
+        };
+        let floods_here: Vec<&Value> = alerts
+            .iter()
+            .filter(|a| {
+                [
+                    "syn_flood",
+                    "volumetric_flood",
+                    "udp_amplification",
+                    "carpet_bombing",
+                ]
+                .contains(&a["kind"].as_str().unwrap())
+            })
+            .collect();
+        if floods_here.is_empty() {
             continue;
         }
         floods += 1;
@@ -75,13 +83,13 @@ fn no_client_named(pkgs: &[PathBuf]) {
             .unwrap()
             .iter()
             .map(|s| s["addr"].as_str().unwrap().to_string())
-            .chain(
-                alert["top_sources"]
+            .chain(floods_here.iter().flat_map(|a| {
+                a["top_sources"]
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|s| s["addr"].as_str().unwrap().to_string()),
-            )
+                    .map(|s| s["addr"].as_str().unwrap().to_string())
+            }))
             .collect::<Vec<_>>();
         assert!(!listed.is_empty(), "{}", p.display());
         let clients: Vec<&String> = listed.iter().filter(|a| is_client(a)).collect();
@@ -299,7 +307,8 @@ asn = "{}"
 }
 
 /// The campaign scenario: one actor's hosts in DE and the US flood three operators' services,
-/// then go on at a low rate; the DE hosts stop after the requests, the US hosts do not. Every
+/// then go on at a low rate; the DE hosts stop after the requests, the US hosts do not. The
+/// three alerts are one campaign: one request per State naming all three services. Every
 /// request is followed up in the traffic's time: DE's say the activity stopped (before the
 /// deadline), the US's that it continues from all ten hosts; every follow-up verifies, and
 /// `normwatch requests` reports the outcome per State, as a table and as JSON.
@@ -349,26 +358,56 @@ fn the_campaign_demo_follows_up_requests_stopped_in_one_state_and_continuing_in_
         .iter()
         .filter(|p| p.file_name().unwrap().to_string_lossy().contains("-FU-"))
         .collect();
-    // One campaign: one request each to DE and the US, and for each the two later alerts are
-    // updates of it, the last naming all three services.
-    let updates: Vec<&PathBuf> = pkgs
+    // One campaign: its three alerts closed within the campaign hold, so one request each to
+    // DE and the US, each naming all three services and carrying the three alerts' evidence;
+    // no update, no second request.
+    let requests: Vec<&PathBuf> = pkgs
         .iter()
-        .filter(|p| p.file_name().unwrap().to_string_lossy().contains("-UP-"))
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            !n.contains("-FU-") && !n.contains("-UP-")
+        })
         .collect();
-    assert_eq!(updates.len(), 4, "{updates:?}");
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert!(!pkgs
+        .iter()
+        .any(|p| p.file_name().unwrap().to_string_lossy().contains("-UP-")));
     for state in ["DE", "US"] {
-        let letters: Vec<String> = updates
+        let dir = requests
             .iter()
-            .filter(|p| p.to_string_lossy().contains(&format!("-{state}-")))
-            .map(|p| std::fs::read_to_string(p.join("request.md")).unwrap())
-            .collect();
-        assert!(
-            letters.iter().any(|l| l.contains("emergency admissions")
-                && l.contains("drinking water")
-                && l.contains("national incident response")),
-            "{state}: {letters:?}"
+            .find(|p| p.to_string_lossy().contains(&format!("-{state}-")))
+            .unwrap_or_else(|| panic!("no request to {state}: {requests:?}"));
+        let letter = std::fs::read_to_string(dir.join("request.md")).unwrap();
+        for service in [
+            "emergency admissions",
+            "drinking water",
+            "national incident response",
+        ] {
+            assert!(letter.contains(service), "{state}: {service}: {letter}");
+        }
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(
+            manifest["alert_ids"].as_array().unwrap().len(),
+            3,
+            "{manifest}"
         );
+        let bundle: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("stix/bundle.json")).unwrap()).unwrap();
+        let incidents = bundle["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["type"] == "incident")
+            .count();
+        assert_eq!(incidents, 3);
     }
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("campaign CP-") && l.contains("naming 3 services")),
+        "{stdout}"
+    );
     // DE's request is followed up twice (stopped, then the deadline), the US's once (the
     // deadline).
     assert_eq!(follow_ups.len(), 3, "{follow_ups:?}");
@@ -441,7 +480,8 @@ fn the_campaign_demo_follows_up_requests_stopped_in_one_state_and_continuing_in_
             assert!(r["seconds_to_stop"].as_u64().unwrap() > 0, "{r}");
             assert_eq!(r["hosts_stopped"], 12);
         }
-        assert_eq!(r["updates"].as_array().unwrap().len(), 2, "{r}");
+        assert_eq!(r["updates"].as_array().unwrap().len(), 0, "{r}");
+        assert_eq!(r["services"].as_array().unwrap().len(), 3, "{r}");
         assert!(r["campaign"].as_str().unwrap().starts_with("CP-"), "{r}");
     }
     let table = Command::new(BIN)

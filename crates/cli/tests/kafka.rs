@@ -845,10 +845,11 @@ fn add_evidence(s: &Setup) -> PathBuf {
     d.join("evidence")
 }
 
-/// [`add_evidence`] with one package per alert and recipient, as `run` builds them: campaigns
-/// off. Which alert of a campaign becomes its request follows the order the packager receives
-/// the alerts in, and a packager reading eight partitions receives them in another order than
-/// `run`'s single stream (README, "Follow-up and campaigns").
+/// [`add_evidence`] with one package per alert and recipient: campaigns off. A campaign's
+/// request holds the alerts that closed within its hold (event time), whatever their order;
+/// but when a hold ends follows each packager's event time, which a packager reading eight
+/// partitions (and killed and restarted) advances differently from `run`'s single stream, so
+/// the same alerts may be grouped differently (README, "Follow-up and campaigns").
 fn add_evidence_per_alert(s: &Setup) -> PathBuf {
     let dir = add_evidence(s);
     let mut cfg = std::fs::read_to_string(&s.config).unwrap();

@@ -43,6 +43,10 @@ pub struct RawCampaign {
     pub window: Option<String>,
     /// Share of the smaller source (or reflector) set both alerts must name (default 0.5).
     pub min_overlap: Option<f64>,
+    /// How long (event time) a new campaign's requests wait after its newest alert closed,
+    /// for further alerts to join, before one request per State is built (default `"5m"`;
+    /// at most `window`).
+    pub hold: Option<String>,
 }
 
 /// `[evidence.follow_up]` as written.
@@ -229,6 +233,21 @@ impl EvidenceConfig {
                     )),
                 }
             }
+            if let Some(h) = raw.hold {
+                match humantime::parse_duration(&h) {
+                    Ok(d) => c.hold_ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+                    Err(e) => errs.push(format!(
+                        "evidence.campaign.hold: {h:?} is not a duration (e.g. \"5m\"): {e}"
+                    )),
+                }
+            }
+            if c.hold_ns > c.window_ns {
+                errs.push(format!(
+                    "evidence.campaign.hold: must be at most evidence.campaign.window ({} s): an \
+                     alert further from the campaign than the window never joins it",
+                    c.window_ns / 1_000_000_000
+                ));
+            }
             if let Some(m) = raw.min_overlap {
                 if m > 0.0 && m <= 1.0 {
                     c.min_overlap = m;
@@ -341,5 +360,36 @@ mod tests {
             errs.contains("evidence.follow_up.deadline: must be between"),
             "{errs}"
         );
+    }
+
+    #[test]
+    fn the_campaign_hold_is_a_duration_within_the_campaign_window() {
+        let base = "[evidence]\nown_state = \"FR\"\noperator = \"Grid\"\nrecipients = \"r.toml\"\nsigning_key = \"k\"\nout_dir = \"out\"\n[evidence.geoip]\ncountry = \"c.mmdb\"\n";
+        let ok = EvidenceConfig::from_config_text(base, Path::new(".")).unwrap();
+        assert_eq!(ok.campaign.hold_ns, 300_000_000_000);
+        let ok = EvidenceConfig::from_config_text(
+            &format!("{base}[evidence.campaign]\nhold = \"0s\"\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(ok.campaign.hold_ns, 0);
+        for (text, want) in [
+            (
+                "hold = \"later\"",
+                "evidence.campaign.hold: \"later\" is not a duration",
+            ),
+            (
+                "window = \"2m\"\nhold = \"3m\"",
+                "evidence.campaign.hold: must be at most evidence.campaign.window (120 s)",
+            ),
+        ] {
+            let errs = EvidenceConfig::from_config_text(
+                &format!("{base}[evidence.campaign]\n{text}\n"),
+                Path::new("."),
+            )
+            .unwrap_err()
+            .join("\n");
+            assert!(errs.contains(want), "{errs}");
+        }
     }
 }

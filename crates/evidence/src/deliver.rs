@@ -6,6 +6,9 @@
 //! outbox marks an item sent only after it succeeded) changes nothing at the recipient: STIX
 //! objects keep their ids and versions, the webhook carries the package id as
 //! `Idempotency-Key`, and the dropped file has the package's name and content.
+//!
+//! A TAXII channel also carries replies: [`taxii_notes`] reads the `note` objects added to the
+//! collection since the last poll (`added_after`, a bounded number of pages).
 
 use crate::recipients::{check_transport, Channel, Transport};
 use std::path::Path;
@@ -340,4 +343,86 @@ fn already_held(
         }
     }
     Ok(ids.iter().all(|id| held.contains(*id)))
+}
+
+/// Pages of a collection read per reply poll (of up to 100 objects each): a recipient's
+/// collection with a backlog is read on by the following polls.
+pub const REPLY_POLL_PAGES: usize = 10;
+
+/// The `note` objects added to a TAXII channel's collection after `added_after` (the
+/// `X-TAXII-Date-Added-Last` of an earlier poll; everything when `None`), at most
+/// [`REPLY_POLL_PAGES`] pages, and the date to poll after next time (`None`: nothing new).
+pub fn taxii_notes(
+    channel: &Channel,
+    added_after: Option<&str>,
+    timeout: Duration,
+) -> Result<(Vec<serde_json::Value>, Option<String>), DeliveryError> {
+    let Channel::Taxii {
+        url,
+        collection,
+        user,
+        password_env,
+        ca,
+    } = channel
+    else {
+        return Ok((Vec::new(), None));
+    };
+    let auth = match user {
+        Some(u) => basic(u, &secret(password_env)?.unwrap_or_default()),
+        None => String::new(),
+    };
+    let ca = ca.as_deref();
+    let agent = agent(url, ca, timeout)?;
+    let root = url.trim_end_matches('/');
+    let mut base = format!("{root}/collections/{collection}/objects/?match[type]=note&limit=100");
+    if let Some(a) = added_after {
+        base.push_str(&format!("&added_after={a}"));
+    }
+    let mut notes = Vec::new();
+    let mut last: Option<String> = None;
+    let mut next: Option<String> = None;
+    for _ in 0..REPLY_POLL_PAGES {
+        let u = match &next {
+            Some(n) => format!("{base}&next={n}"),
+            None => base.clone(),
+        };
+        let mut get = agent.get(&u).header("Accept", TAXII_MEDIA_TYPE);
+        if !auth.is_empty() {
+            get = get.header("Authorization", &auth);
+        }
+        let mut r = get
+            .call()
+            .map_err(|e| transport_error("taxii", &u, ca, &e))?;
+        let code = r.status().as_u16();
+        if code == 404 && notes.is_empty() && next.is_none() {
+            // TAXII answers 404 for a filter that matches nothing.
+            return Ok((notes, None));
+        }
+        if code != 200 {
+            return err(format!("taxii {u}: HTTP {code}"));
+        }
+        if let Some(d) = r
+            .headers()
+            .get("X-TAXII-Date-Added-Last")
+            .and_then(|v| v.to_str().ok())
+        {
+            last = Some(d.to_string());
+        }
+        let t = r.body_mut().read_to_string().unwrap_or_default();
+        let v: serde_json::Value =
+            serde_json::from_str(&t).map_err(|e| DeliveryError(format!("taxii {u}: {e}")))?;
+        notes.extend(
+            v["objects"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|o| o["type"] == "note")
+                .cloned(),
+        );
+        match (v["more"].as_bool(), v["next"].as_str()) {
+            (Some(true), Some(n)) => next = Some(n.to_string()),
+            _ => break,
+        }
+    }
+    Ok((notes, last))
 }

@@ -95,6 +95,9 @@ pub struct Watch {
     /// Campaign updates of this request, whose sources joined the watch.
     #[serde(default)]
     pub updates: Vec<String>,
+    /// The services the request (with its updates) names: `service (asset)`.
+    #[serde(default)]
+    pub services: Vec<String>,
 }
 
 impl Watch {
@@ -639,6 +642,7 @@ mod tests {
             quiet_ns: 30 * S,
             campaign: None,
             updates: Vec::new(),
+            services: Vec::new(),
         }
     }
 

@@ -200,7 +200,6 @@ fn capitalise(s: &str) -> String {
 pub(crate) fn letter(c: &Ctx<'_>) -> String {
     let alert = c.alert();
     let p = c.planned();
-    let tlp = c.input.settings.tlp;
     let mut s = String::new();
     // Writing into a String cannot fail; the results are ignored for that reason.
     if c.traceback() {
@@ -239,42 +238,7 @@ pub(crate) fn letter(c: &Ctx<'_>) -> String {
         "- Requesting State: {} (national authority: {})",
         c.input.requester.code, c.input.requester.name
     );
-    let _ = writeln!(s, "- To: {} ({})", p.recipient.name, p.recipient.code);
-    match via_authority(&p.routing) {
-        None => {
-            let _ = writeln!(
-                s,
-                "- Routing: sent directly to the point of contact of {}",
-                p.recipient.code
-            );
-        }
-        Some((reason, true)) => {
-            let _ = writeln!(
-                s,
-                "- Routing: to the national authority, for onward routing to the State \
-                 concerned ({}); reason: {reason}",
-                c.about()
-            );
-        }
-        Some((reason, false)) => {
-            let _ = writeln!(
-                s,
-                "- Routing: to the national authority for its own action, not to be routed \
-                 onward; reason: {reason}"
-            );
-        }
-    }
-    let _ = writeln!(
-        s,
-        "- Handling: TLP:{}{}, PAP:{} (the requested filtering is permitted)",
-        tlp.as_str().to_uppercase(),
-        if tlp.forbids_onward_routing() {
-            " (not to be passed on)"
-        } else {
-            ""
-        },
-        c.input.settings.pap.as_str().to_uppercase()
-    );
+    routing_lines(&mut s, c);
     let _ = writeln!(
         s,
         "- Alert: `{}` ({}, severity {:?})",
@@ -460,6 +424,48 @@ pub(crate) fn letter(c: &Ctx<'_>) -> String {
     s
 }
 
+/// Recipient, routing and handling lines of a letter's header.
+fn routing_lines(s: &mut String, c: &Ctx<'_>) {
+    let p = c.planned();
+    let tlp = c.input.settings.tlp;
+    let _ = writeln!(s, "- To: {} ({})", p.recipient.name, p.recipient.code);
+    match via_authority(&p.routing) {
+        None => {
+            let _ = writeln!(
+                s,
+                "- Routing: sent directly to the point of contact of {}",
+                p.recipient.code
+            );
+        }
+        Some((reason, true)) => {
+            let _ = writeln!(
+                s,
+                "- Routing: to the national authority, for onward routing to the State \
+                 concerned ({}); reason: {reason}",
+                c.about()
+            );
+        }
+        Some((reason, false)) => {
+            let _ = writeln!(
+                s,
+                "- Routing: to the national authority for its own action, not to be routed \
+                 onward; reason: {reason}"
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "- Handling: TLP:{}{}, PAP:{} (the requested filtering is permitted)",
+        tlp.as_str().to_uppercase(),
+        if tlp.forbids_onward_routing() {
+            " (not to be passed on)"
+        } else {
+            ""
+        },
+        c.input.settings.pap.as_str().to_uppercase()
+    );
+}
+
 fn spoofing_section(s: &mut String, c: &Ctx<'_>) {
     let _ = writeln!(s, "\n## Why the source addresses are taken as forged\n");
     match &c.alert().spoofing {
@@ -564,4 +570,267 @@ fn row(s: &mut String, c: &Ctx<'_>, e: &SourceEvidence) {
         rfc3339_s(first),
         rfc3339_s(last),
     );
+}
+
+/// The action a campaign package asks for: each distinct action of its alerts, in order.
+pub(crate) fn campaign_action(ctxs: &[Ctx<'_>]) -> String {
+    let mut actions: Vec<&str> = Vec::new();
+    for c in ctxs {
+        if !actions.contains(&c.action.as_str()) {
+            actions.push(&c.action);
+        }
+    }
+    actions.join(" ")
+}
+
+/// The letter of a campaign's request to one State: every impaired service with its own
+/// summary, one table of every listed source over all the alerts, one request.
+pub(crate) fn campaign_letter(ctxs: &[Ctx<'_>], id: &str, campaign: &str) -> String {
+    let first = &ctxs[0];
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Request for assistance in mitigating malicious ICT activity\n"
+    );
+    let _ = writeln!(s, "- Package: `{id}`");
+    let services = crate::package::campaign_services(ctxs);
+    let _ = writeln!(
+        s,
+        "- Campaign: `{campaign}`: {} attacks from overlapping hosts on {} service{} (one request \
+         for all of them): {}",
+        ctxs.len(),
+        services.len(),
+        if services.len() == 1 { "" } else { "s" },
+        services.join("; ")
+    );
+    let _ = writeln!(
+        s,
+        "- From: {}, sent by its own monitoring system (normwatch)",
+        first.input.operator.name
+    );
+    let mut attacked: Vec<&str> = Vec::new();
+    for c in ctxs {
+        let a = c.input.asset_operator.unwrap_or(&c.input.operator.name);
+        if a != c.input.operator.name && !attacked.contains(&a) {
+            attacked.push(a);
+        }
+    }
+    if !attacked.is_empty() {
+        let _ = writeln!(
+            s,
+            "- Operators of the attacked assets: {}",
+            attacked.join("; ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "- Requesting State: {} (national authority: {})",
+        first.input.requester.code, first.input.requester.name
+    );
+    routing_lines(&mut s, first);
+    for c in ctxs {
+        let a = c.alert();
+        let _ = writeln!(
+            s,
+            "- Alert: `{}` ({}, severity {:?}) on {}",
+            a.id,
+            a.kind.as_str(),
+            a.severity,
+            a.service
+        );
+    }
+    let _ = writeln!(
+        s,
+        "- Prepared: {} UTC",
+        rfc3339_s(first.input.packaged_at_ns)
+    );
+    let p = first.planned();
+    if p.recipient.language != "en" {
+        let _ = writeln!(
+            s,
+            "- Language: this letter is in English; the recipient's preferred language is `{}`.",
+            p.recipient.language
+        );
+    }
+
+    let _ = writeln!(s, "\n## The public services impaired\n");
+    for (i, c) in ctxs.iter().enumerate() {
+        let a = c.alert();
+        let _ = writeln!(s, "### {}. {} ({})\n", i + 1, a.service, a.asset);
+        let _ = writeln!(s, "{}", c.summary);
+        if let Some(h) = a.impairment.and_then(|i| i.handshake_completion) {
+            let _ = writeln!(
+                s,
+                "\nShare of connection attempts to the service that completed: {}.",
+                pct(h)
+            );
+        }
+        let _ = writeln!(s);
+    }
+
+    let _ = writeln!(s, "## Timeline (UTC)\n");
+    let first_ns = ctxs.iter().map(|c| c.first_ns).min().unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "- {}: first traffic from the sources in this package",
+        rfc3339_s(first_ns)
+    );
+    for c in ctxs {
+        let a = c.alert();
+        let _ = writeln!(
+            s,
+            "- {} .. {}: attack on {}{}",
+            rfc3339_s(a.window_start_ns),
+            rfc3339_s(c.last_ns.max(a.window_end_ns)),
+            a.service,
+            if a.state == AlertState::Closed {
+                " (ended)"
+            } else {
+                " (ongoing when this package was prepared)"
+            }
+        );
+    }
+    let _ = writeln!(
+        s,
+        "- {}: package prepared",
+        rfc3339_s(first.input.packaged_at_ns)
+    );
+    let _ = writeln!(s, "\nTimes are event times from the captured packets.");
+
+    // Every source once, with its traffic summed over the alerts.
+    type Row<'a> = (&'a SourceEvidence, u64, u64, u64, u64, Vec<usize>);
+    let mut rows: std::collections::BTreeMap<std::net::IpAddr, Row<'_>> =
+        std::collections::BTreeMap::new();
+    for (i, c) in ctxs.iter().enumerate() {
+        for e in &c.sources {
+            let (f, l) = c.source_window(e.source.addr);
+            let (pk, by) = source_counts(c, e);
+            let r = rows
+                .entry(e.source.addr)
+                .or_insert((e, f, l, 0, 0, Vec::new()));
+            r.1 = r.1.min(f);
+            r.2 = r.2.max(l);
+            r.3 += pk;
+            r.4 += by;
+            r.5.push(i + 1);
+        }
+    }
+    let reqs: Vec<&Row<'_>> = rows
+        .values()
+        .filter(|r| r.0.disposition == Disposition::StateRequest)
+        .collect();
+    if !reqs.is_empty() {
+        let _ = writeln!(s, "\n## Sources registered in {}\n", first.about());
+        let _ = writeln!(
+            s,
+            "{} source{} named in the attacks above (the attack column gives their numbers).\n",
+            num(reqs.len() as u64),
+            if reqs.len() == 1 { "" } else { "s" }
+        );
+        let _ = writeln!(s, "| address | AS | prefix | registered | geolocated | attacks | first seen | last seen | packets | bytes |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+        for (e, f, l, pk, by, attacks) in &reqs {
+            let a = &e.attribution;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {pk} | {by} |",
+                e.source.addr,
+                as_cell(a),
+                a.asn_prefix
+                    .or(a.prefix)
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                a.registered_country.as_deref().unwrap_or("-"),
+                a.geo_country.as_deref().unwrap_or("-"),
+                list(attacks),
+                rfc3339_s(*f),
+                rfc3339_s(*l),
+            );
+        }
+        let evidence: Vec<&&SourceEvidence> = reqs.iter().map(|r| &r.0).collect();
+        location_notes(&mut s, &evidence);
+    }
+    let abuse: Vec<&Row<'_>> = rows
+        .values()
+        .filter(|r| r.0.disposition != Disposition::StateRequest)
+        .collect();
+    if !abuse.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## For providers' abuse desks (no request to the State about these)\n"
+        );
+        let _ = writeln!(s, "These addresses carried attack traffic but are not its origin: reflectors answering forged requests, anonymisers (VPN, Tor, proxies) or satellite providers serving users in many countries. Please pass them to the operators of the networks concerned.\n");
+        let _ = writeln!(s, "| address | reason | AS | registered | attacks |");
+        let _ = writeln!(s, "|---|---|---|---|---|");
+        for (e, _, _, _, _, attacks) in &abuse {
+            let reason = match e.disposition {
+                Disposition::Reflector => "reflector",
+                Disposition::Spoofed => "forged",
+                Disposition::Anonymiser => "anonymiser",
+                Disposition::SatelliteProvider => "satellite provider",
+                Disposition::StateRequest => "",
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {reason} | {} | {} | {} |",
+                e.source.addr,
+                as_cell(&e.attribution),
+                e.attribution.registered_country.as_deref().unwrap_or("-"),
+                list(attacks)
+            );
+        }
+    }
+
+    let _ = writeln!(s, "\n## Action requested\n");
+    let _ = writeln!(s, "{}\n", campaign_action(ctxs));
+    let _ = writeln!(s, "We ask for a reply by **{} UTC** through the channel this package arrived on, stating what was done.", first.deadline);
+
+    let _ = writeln!(s, "\n## Basis\n");
+    let norm = |id: &String| match first.input.norms.get(id) {
+        Some(n) => format!("- {} ({}): {}", n.reference, n.short, n.text),
+        None => format!("- {id}"),
+    };
+    let union = |f: fn(&normwatch_model::Alert) -> &Vec<String>| {
+        let mut out: Vec<&String> = Vec::new();
+        for c in ctxs {
+            for n in f(c.alert()) {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    };
+    let basis = union(|a| &a.norms.request_basis);
+    if !basis.is_empty() {
+        let _ = writeln!(s, "This request rests on:\n");
+        for id in basis {
+            let _ = writeln!(s, "{}", norm(id));
+        }
+    }
+    let violated = union(|a| &a.norms.violated);
+    if !violated.is_empty() {
+        let _ = writeln!(s, "\nThe activity is of a kind that would be contrary to the following norms if it were conducted or knowingly supported by a State:\n");
+        for id in violated {
+            let _ = writeln!(s, "{}", norm(id));
+        }
+    }
+    let caveats = union(|a| &a.norms.caveats);
+    if !caveats.is_empty() {
+        let _ = writeln!(s, "\nCaveats and handling:\n");
+        for id in caveats {
+            let _ = writeln!(s, "{}", norm(id));
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nNorm texts are paraphrases; the reference names the official text."
+    );
+    let _ = writeln!(s, "\n## No attribution\n");
+    let _ = writeln!(s, "**No attribution of this activity to any State is made by this request.** It asks the State from whose territory the activity emanates to help mitigate it. The attacks are grouped because they came from overlapping hosts within a short time, not because any actor was identified. Source addresses may be spoofed or belong to compromised third-party hosts; the recipient State is chosen from where the address blocks are registered ({}), with geolocation as corroboration only.", p.rule);
+    let _ = writeln!(s, "\nThe evidence is limited to the sources in this package and the victims (data minimisation); personal data in it may be used only to mitigate this activity.");
+    let _ = writeln!(s, "\n## Evidence\n");
+    let n_flows: usize = ctxs.iter().map(|c| c.flows.len()).sum();
+    let _ = writeln!(s, "`stix/bundle.json` (STIX 2.1: one report over each attack's incident, indicator and observed data), `misp/event.json`, `evidence/flows.jsonl` ({n_flows} flow records, attack by attack), `evidence/alerts.json` (the {} alerts, in the order above), `evidence/attribution.json`, `custody.jsonl`. `manifest.json` lists every file with its SHA-256; `manifest.intoto.dsse.json` signs it (Ed25519, DSSE, in-toto Statement v1).", ctxs.len());
+    s
 }

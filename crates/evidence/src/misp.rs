@@ -190,6 +190,100 @@ pub(crate) fn event(c: &Ctx<'_>) -> Value {
     }})
 }
 
+/// The MISP event of a campaign package: each alert's attributes (an address named by several
+/// alerts once, with the first alert's comment), the tags of every alert, one text attribute
+/// naming the campaign and its services.
+pub(crate) fn campaign_event(ctxs: &[Ctx<'_>], id: &str, campaign: &str) -> Value {
+    let first = &ctxs[0];
+    let ts = (first.input.packaged_at_ns / 1_000_000_000).to_string();
+    let uuid = |what: &str| {
+        Uuid::new_v5(&NORMWATCH_NAMESPACE, format!("{id}/misp/{what}").as_bytes()).to_string()
+    };
+    let mut tags: Vec<Value> = Vec::new();
+    let mut attrs: Vec<Value> = Vec::new();
+    let mut values: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut threat = "3".to_string();
+    let mut analysis = "2";
+    for c in ctxs {
+        let e = event(c);
+        let e = &e["Event"];
+        for t in e["Tag"].as_array().into_iter().flatten() {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        for a in e["Attribute"].as_array().into_iter().flatten() {
+            let key = (
+                a["type"].as_str().unwrap_or_default().to_string(),
+                a["value"].as_str().unwrap_or_default().to_string(),
+            );
+            match values.get(&key) {
+                None => {
+                    values.insert(key, attrs.len());
+                    attrs.push(a.clone());
+                }
+                // One attribute per value (MISP refuses duplicates in an event); a victim
+                // address of several services names each.
+                Some(&i) => {
+                    let add = a["comment"].as_str().unwrap_or_default();
+                    let had = attrs[i]["comment"].as_str().unwrap_or_default().to_string();
+                    if !add.is_empty() && !had.split("; ").any(|c| c == add) {
+                        attrs[i]["comment"] = json!(format!("{had}; {add}"));
+                    }
+                }
+            }
+        }
+        let t = e["threat_level_id"].as_str().unwrap_or("3");
+        if t < threat.as_str() {
+            threat = t.to_string();
+        }
+        if e["analysis"] != "2" {
+            analysis = "1";
+        }
+    }
+    let services = crate::package::campaign_services(ctxs);
+    attrs.push(json!({
+        "uuid": uuid("campaign"),
+        "type": "text",
+        "category": "Other",
+        "value": format!(
+            "Campaign {campaign}: {} attacks from overlapping hosts on {}",
+            ctxs.len(),
+            services.join("; ")
+        ),
+        "to_ids": false,
+        "comment": "the alerts this request groups",
+        "timestamp": ts,
+    }));
+    let start = ctxs
+        .iter()
+        .map(|c| c.alert().window_start_ns)
+        .min()
+        .unwrap_or_default();
+    json!({"Event": {
+        "uuid": uuid("event"),
+        "info": format!(
+            "{id}: campaign {campaign} against {} — request to {} for mitigation ({})",
+            services.join("; "),
+            first.about(),
+            ctxs.iter().map(|c| c.alert().id.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+        "date": crate::canon::date(start),
+        "timestamp": ts,
+        "publish_timestamp": ts,
+        "threat_level_id": threat,
+        "analysis": analysis,
+        "distribution": "0",
+        "published": false,
+        "Orgc": {
+            "name": first.input.operator.name,
+            "uuid": crate::stix::org_uuid("operator", &first.input.operator.name).to_string(),
+        },
+        "Tag": tags,
+        "Attribute": attrs,
+    }})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -301,6 +301,23 @@ pub fn package_id(alert: &Alert, planned: &PlannedPackage) -> String {
     )
 }
 
+/// The id of a campaign's request to one recipient (several alerts in one package): which
+/// campaign, which State, which recipient, dated by the campaign's first alert.
+pub fn campaign_package_id(
+    campaign: &str,
+    first_start_ns: u64,
+    planned: &PlannedPackage,
+) -> String {
+    let about = about_label(planned);
+    let h = sha256_hex(format!("{campaign}\n{about}\n{}", planned.recipient.code).as_bytes());
+    format!(
+        "EP-{}-{}-{}",
+        date(first_start_ns).replace('-', ""),
+        about,
+        &h[..12]
+    )
+}
+
 fn ctx<'a>(input: BuildInput<'a>) -> Result<Ctx<'a>> {
     let planned = input.planned;
     if planned.sources.is_empty() && planned.provider_abuse.is_empty() {
@@ -690,6 +707,296 @@ pub fn build(input: BuildInput<'_>, key: &SecretKey) -> Result<Package> {
         files,
         packaged_at_ns: input.packaged_at_ns,
     })
+}
+
+/// Builds and signs a campaign's request to one recipient: one package for several alerts
+/// whose sources overlap (see [`crate::campaign`]). `members` holds one input per alert (its
+/// planned package for this recipient, same recipient and State in each); they are taken in
+/// order of window start, then alert id, whatever order they come in, so the same alerts give
+/// the same bytes. The package names every impaired service and carries each alert's evidence:
+/// `evidence/alerts.json` (every alert, cut down to this package's sources),
+/// `evidence/flows.jsonl` (each alert's flows in turn), one `evidence/attribution.json` over
+/// all sources; the STIX bundle holds each alert's incident, indicator, observed data and
+/// sighting under one report, with one indicator over every listed source (the one a
+/// follow-up's sighting names); the MISP event each alert's attributes; the letter every
+/// service.
+pub fn build_campaign(
+    campaign: &str,
+    members: &[BuildInput<'_>],
+    key: &SecretKey,
+) -> Result<Package> {
+    let mut members: Vec<BuildInput<'_>> = members.to_vec();
+    members.sort_by(|a, b| {
+        (a.alert.window_start_ns, &a.alert.id).cmp(&(b.alert.window_start_ns, &b.alert.id))
+    });
+    let Some(first) = members.first().copied() else {
+        return Err(Error::Build(
+            "a campaign package needs at least one alert".into(),
+        ));
+    };
+    let id = campaign_package_id(campaign, first.alert.window_start_ns, first.planned);
+    let mut ctxs = Vec::with_capacity(members.len());
+    for m in &members {
+        if m.planned.recipient.code != first.planned.recipient.code
+            || m.planned.about_state != first.planned.about_state
+        {
+            return Err(Error::Build(
+                "a campaign package's alerts must be planned for one recipient and State".into(),
+            ));
+        }
+        let mut c = ctx(*m)?;
+        // Each alert's objects get ids of their own within the package.
+        c.package_id = format!("{id}/{}", m.alert.id);
+        ctxs.push(c);
+    }
+    let packaged_at_ns = first.packaged_at_ns;
+    let created = rfc3339_ms(packaged_at_ns);
+    let letter = crate::letter::campaign_letter(&ctxs, &id, campaign);
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+
+    let mut flows_jsonl = Vec::new();
+    let mut n_flows = 0usize;
+    for c in &ctxs {
+        for f in &c.flows {
+            serde_json::to_writer(&mut flows_jsonl, f)?;
+            flows_jsonl.push(b'\n');
+            n_flows += 1;
+        }
+    }
+    files.insert("evidence/flows.jsonl".into(), flows_jsonl);
+    let mut views = Vec::new();
+    for c in &ctxs {
+        let wanted: BTreeSet<IpAddr> = c.sources.iter().map(|s| s.source.addr).collect();
+        let mut v = c.alert().clone();
+        v.top_sources.retain(|s| wanted.contains(&s.addr));
+        v.summary = c.summary.clone();
+        views.push(serde_json::to_value(&v)?);
+    }
+    files.insert(
+        "evidence/alerts.json".into(),
+        pretty(&serde_json::Value::Array(views))?,
+    );
+    // One attribution over every source, in address order (a source named by several alerts
+    // is looked up once: the same databases give the same answer).
+    let mut sources: BTreeMap<IpAddr, &SourceEvidence> = BTreeMap::new();
+    for c in &ctxs {
+        for s in &c.sources {
+            sources.entry(s.source.addr).or_insert(s);
+        }
+    }
+    let attribution = json!({
+        "rule": first.planned.rule,
+        "routing": first.planned.routing,
+        "about_state": first.planned.about_state,
+        "databases": first.geo,
+        "sources": sources.values().map(|s| json!({
+            "addr": s.source.addr,
+            "disposition": s.disposition,
+            "attribution": s.attribution,
+        })).collect::<Vec<_>>(),
+    });
+    files.insert("evidence/attribution.json".into(), pretty(&attribution)?);
+    files.insert(
+        "stix/bundle.json".into(),
+        compact(&crate::stix::campaign_bundle(
+            &ctxs, &id, campaign, &letter,
+        )?)?,
+    );
+    files.insert(
+        "misp/event.json".into(),
+        compact(&crate::misp::campaign_event(&ctxs, &id, campaign))?,
+    );
+    files.insert("request.md".into(), letter.into_bytes());
+
+    let digests: BTreeMap<String, String> = files
+        .iter()
+        .map(|(p, b)| (p.clone(), sha256_hex(b)))
+        .collect();
+    let subject = |name: &str| Subject {
+        name: name.to_string(),
+        sha256: digests.get(name).cloned().unwrap_or_default(),
+    };
+    let operator = &first.operator.name;
+    let mut log = custody::Log::default();
+    let sensors: BTreeSet<&str> = ctxs
+        .iter()
+        .flat_map(|c| c.flows.iter().map(|f| &*f.sensor_id))
+        .collect();
+    let sensors = if sensors.is_empty() {
+        "unknown sensor".to_string()
+    } else {
+        sensors.into_iter().collect::<Vec<_>>().join(",")
+    };
+    let first_ns = ctxs.iter().map(|c| c.first_ns).min().unwrap_or_default();
+    let last_ns = ctxs.iter().map(|c| c.last_ns).max().unwrap_or_default();
+    let packet_times = format!(
+        "packet times {} .. {}",
+        rfc3339_ms(first_ns),
+        rfc3339_ms(last_ns)
+    );
+    let received = members.iter().filter_map(|m| m.flows_received_ns).min();
+    let (at, note) = match received {
+        Some(t) => (
+            rfc3339_ms(t),
+            format!(
+                "{n_flows} flow records of {} alerts between the sources and the victims, the \
+                 first received from the sensors by the packaging stage at this time; {packet_times}",
+                ctxs.len()
+            ),
+        ),
+        None => (
+            created.clone(),
+            format!(
+                "{n_flows} flow records of {} alerts between the sources and the victims; their \
+                 arrival was not recorded, this entry is the packaging time; {packet_times}",
+                ctxs.len()
+            ),
+        ),
+    };
+    log.push(custody::Event {
+        action: Action::Captured,
+        actor: format!("sensor {sensors}"),
+        at,
+        tool: "normwatch-sensor".into(),
+        tool_version: TOOL_VERSION.into(),
+        subjects: vec![subject("evidence/flows.jsonl")],
+        note,
+    })?;
+    for c in &ctxs {
+        let alert = c.alert();
+        let window = format!(
+            "attack window {} .. {} (event time)",
+            rfc3339_ms(alert.window_start_ns),
+            rfc3339_ms(alert.window_end_ns)
+        );
+        let (at, note) = match alert.raised_at_ns {
+            Some(t) => (
+                rfc3339_ms(t),
+                format!(
+                    "alert {} ({}, {}) raised by the detector stage, recorded on its arrival at \
+                     the packaging stage at this time; {window}",
+                    alert.id,
+                    alert.kind.as_str(),
+                    alert.service
+                ),
+            ),
+            None => (
+                created.clone(),
+                format!(
+                    "alert {} ({}, {}); the raise time was not recorded, this entry is the \
+                     packaging time; {window}",
+                    alert.id,
+                    alert.kind.as_str(),
+                    alert.service
+                ),
+            ),
+        };
+        log.push(custody::Event {
+            action: Action::Derived,
+            actor: "normwatch detector stage".into(),
+            at,
+            tool: "normwatch-detect".into(),
+            tool_version: TOOL_VERSION.into(),
+            subjects: vec![subject("evidence/alerts.json")],
+            note,
+        })?;
+    }
+    log.push(custody::Event {
+        action: Action::Derived,
+        actor: operator.clone(),
+        at: created.clone(),
+        tool: TOOL_NAME.into(),
+        tool_version: TOOL_VERSION.into(),
+        subjects: vec![subject("evidence/attribution.json")],
+        note: format!(
+            "source attribution from {}",
+            first
+                .geo
+                .iter()
+                .map(|d| format!("{} (build {})", d.database_type, d.build_epoch))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })?;
+    log.push(custody::Event {
+        action: Action::Packaged,
+        actor: operator.clone(),
+        at: created.clone(),
+        tool: TOOL_NAME.into(),
+        tool_version: TOOL_VERSION.into(),
+        subjects: ["misp/event.json", "request.md", "stix/bundle.json"]
+            .into_iter()
+            .map(subject)
+            .collect(),
+        note: format!(
+            "package {id} of campaign {campaign} ({} alerts) for {}",
+            ctxs.len(),
+            first.planned.recipient.code
+        ),
+    })?;
+    files.insert(CUSTODY.into(), log.to_bytes());
+
+    let alert_ids: Vec<&str> = ctxs.iter().map(|c| c.alert().id.as_str()).collect();
+    let services: Vec<String> = campaign_services(&ctxs);
+    let mut manifest = json!({
+        "format": FORMAT,
+        "package_id": id,
+        "created": created,
+        "producer": {"organisation": operator, "tool": TOOL_NAME, "tool_version": TOOL_VERSION},
+        "alert_id": alert_ids[0],
+        "alert_ids": alert_ids,
+        "campaign": campaign,
+        "services": services,
+        "recipient": first.planned.recipient.code,
+        "about_state": first.planned.about_state,
+        "routing": first.planned.routing,
+        "tlp": first.settings.tlp.as_str(),
+    });
+    let union = |f: fn(&Alert) -> &Vec<String>| {
+        let mut out: Vec<&String> = Vec::new();
+        for c in &ctxs {
+            for n in f(c.alert()) {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    };
+    let predicate = json!({
+        "package_id": id,
+        "alert_id": alert_ids[0],
+        "alert_ids": alert_ids,
+        "campaign": campaign,
+        "services": services,
+        "recipient": first.planned.recipient.code,
+        "about_state": first.planned.about_state,
+        "requested_action": crate::letter::campaign_action(&ctxs),
+        "deadline": ctxs[0].deadline,
+        "norms": {
+            "violated_if_state_conducted": union(|a| &a.norms.violated),
+            "request_basis": union(|a| &a.norms.request_basis),
+            "caveats": union(|a| &a.norms.caveats),
+        },
+    });
+    seal(&mut files, &mut manifest, predicate, key)?;
+    Ok(Package {
+        id,
+        files,
+        packaged_at_ns,
+    })
+}
+
+/// `service (asset)` of each alert of a campaign package, in order, once each.
+pub(crate) fn campaign_services(ctxs: &[Ctx<'_>]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in ctxs {
+        let l = format!("{} ({})", c.alert().service, c.alert().asset);
+        if !out.contains(&l) {
+            out.push(l);
+        }
+    }
+    out
 }
 
 /// Lists every file of `files` in `manifest` (with SHA-256, size and media type; the custody

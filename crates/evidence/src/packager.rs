@@ -52,6 +52,9 @@ pub struct PackageOutcome {
     pub lookup_errors: Vec<String>,
     /// Requests registered for follow-up now: (package id, recipient code).
     pub requests: Vec<(String, String)>,
+    /// The alert is held for its campaign's request (`[evidence.campaign] hold`): its
+    /// packages are built when the hold ends (see [`Packager::release_held`]).
+    pub held: bool,
 }
 
 /// A follow-up stored for delivery.
@@ -86,9 +89,17 @@ pub struct Packager {
     unsaved: std::collections::BTreeSet<String>,
     /// Every alert's campaign, in the order recorded.
     campaigns: Vec<crate::campaign::Member>,
+    /// Alerts held for their campaign's request, as the ledger keeps them.
+    held: Vec<crate::campaign::Held>,
     /// Event time: the latest flow time observed.
     watermark_ns: u64,
     saved_at_ns: u64,
+}
+
+/// Whether a planned package is a request to a State (mitigation of listed sources), the
+/// packages campaigns group and follow-ups watch.
+fn is_request(p: &recipients::PlannedPackage) -> bool {
+    p.purpose == recipients::Purpose::Mitigation && !p.sources.is_empty()
 }
 
 /// Traffic observations are saved to the ledger at most once per this much event time (a
@@ -135,8 +146,11 @@ impl Packager {
             watermark_ns: 0,
             saved_at_ns: 0,
             campaigns: Vec::new(),
+            held: Vec::new(),
         };
         p.campaigns = p.store.campaign_members()?;
+        // Alerts held when the packager stopped are released on the same terms.
+        p.held = p.store.holds()?;
         // A restart continues the follow-ups where the ledger left them.
         for w in p.store.open_watches()? {
             p.watermark_ns = p.watermark_ns.max(w.observed_ns);
@@ -162,6 +176,7 @@ impl Packager {
         request: &str,
         update: String,
         sources: BTreeMap<IpAddr, u64>,
+        service: String,
     ) -> Result<()> {
         let Some(w) = self.watches.get_mut(request) else {
             return Ok(());
@@ -170,6 +185,9 @@ impl Packager {
             return Ok(());
         }
         w.updates.push(update);
+        if !w.services.contains(&service) {
+            w.services.push(service);
+        }
         for (a, t) in sources {
             let known = w.sources.entry(a).or_insert(t);
             *known = (*known).max(t);
@@ -218,6 +236,11 @@ impl Packager {
 
     /// [`Packager::package`], with the time the flows' first record arrived from the sensors
     /// (recorded by the caller on arrival) for the custody log.
+    ///
+    /// With campaigns on and a hold set, an alert that would make a request and joins no
+    /// campaign whose requests were sent is held (in the ledger, with its flows) instead:
+    /// the outcome says `held`, and [`Packager::release_held`] builds its packages, one
+    /// request per State for the alerts of its campaign.
     pub fn package_recorded(
         &mut self,
         alert: &Alert,
@@ -225,7 +248,58 @@ impl Packager {
         flows_received_ns: Option<u64>,
         now_ns: u64,
     ) -> Result<PackageOutcome> {
-        let mut out = PackageOutcome::default();
+        let c = self.cfg.campaign;
+        if self
+            .campaigns
+            .iter()
+            .any(|m| m.alert_id == alert.id && m.in_request)
+        {
+            // Packaged with its campaign's request when its hold ended.
+            return Ok(PackageOutcome::default());
+        }
+        if c.enabled && c.hold_ns > 0 && !self.campaigns.iter().any(|m| m.alert_id == alert.id) {
+            if self.held.iter().any(|h| h.alert.id == alert.id) {
+                return Ok(PackageOutcome {
+                    held: true,
+                    ..PackageOutcome::default()
+                });
+            }
+            let m = crate::campaign::Member::of(alert);
+            let joins_sent = self
+                .campaigns
+                .iter()
+                .any(|x| crate::campaign::related(x, &m, &c));
+            let mut out = PackageOutcome::default();
+            let plan = self.plan_alert(alert, &mut out)?;
+            if !joins_sent && plan.packages.iter().any(is_request) {
+                let wanted: std::collections::HashSet<IpAddr> =
+                    alert.top_sources.iter().map(|s| s.addr).collect();
+                let h = crate::campaign::Held {
+                    alert: alert.clone(),
+                    flows: flows
+                        .iter()
+                        .filter(|f| f.asset.as_ref().is_none_or(|a| a.id == alert.asset))
+                        .filter(|f| wanted.contains(&f.orig_addr) || wanted.contains(&f.resp_addr))
+                        .cloned()
+                        .collect(),
+                    flows_received_ns,
+                    until_ns: self
+                        .watermark_ns
+                        .max(alert.window_end_ns)
+                        .saturating_add(c.hold_ns),
+                };
+                self.store.add_hold(&h)?;
+                self.held.push(h);
+                out.held = true;
+                return Ok(out);
+            }
+        }
+        self.package_now(alert, flows, flows_received_ns, now_ns)
+    }
+
+    /// Attributes `alert`'s sources and plans its packages; lookup failures and the own
+    /// State's sources go into `out`.
+    fn plan_alert(&self, alert: &Alert, out: &mut PackageOutcome) -> Result<recipients::Plan> {
         let mut attributions: BTreeMap<_, Attribution> = BTreeMap::new();
         for s in &alert.top_sources {
             match self.geo.lookup(s.addr) {
@@ -235,7 +309,6 @@ impl Packager {
                 Err(e) => out.lookup_errors.push(e.to_string()),
             }
         }
-        let tlp = self.cfg.request.tlp;
         // The detector's spoofing assessment names the forged sources (reflectors answer
         // forged requests from real addresses and stay out).
         let spoofed: Vec<IpAddr> = if alert.spoofing.as_ref().is_some_and(|s| s.likely_spoofed) {
@@ -248,15 +321,274 @@ impl Packager {
         } else {
             Vec::new()
         };
-        let mut plan = recipients::plan(
+        let plan = recipients::plan(
             alert,
             &attributions,
             &spoofed,
             &self.directory,
             &self.cfg.own_state,
-            tlp,
+            self.cfg.request.tlp,
         )?;
         out.own_state_sources = plan.own_state_sources.len();
+        Ok(plan)
+    }
+
+    fn build_input<'a>(
+        &'a self,
+        alert: &'a Alert,
+        flows: &'a [FlowRecord],
+        planned: &'a recipients::PlannedPackage,
+        (requester, geo): (
+            &'a recipients::Recipient,
+            &'a [crate::attribution::DbProvenance],
+        ),
+        packaged_at_ns: u64,
+        flows_received_ns: Option<u64>,
+    ) -> BuildInput<'a> {
+        BuildInput {
+            alert,
+            flows,
+            planned,
+            requester,
+            operator: &self.cfg.operator,
+            asset_operator: self
+                .asset_operators
+                .get(alert.asset.as_str())
+                .map(String::as_str),
+            settings: &self.cfg.request,
+            norms: &self.norms,
+            geo,
+            packaged_at_ns,
+            flows_received_ns,
+        }
+    }
+
+    fn requester(&self) -> Result<recipients::Recipient> {
+        self.directory
+            .get(&self.cfg.own_state)
+            .cloned()
+            .ok_or_else(|| Error::Config(format!("no entry for own_state {}", self.cfg.own_state)))
+    }
+
+    /// Stores a built package for `p`'s recipient and notes it in `out`.
+    fn store_built(
+        &mut self,
+        pkg: &package::Package,
+        p: &recipients::PlannedPackage,
+        now_ns: u64,
+        out: &mut PackageOutcome,
+    ) -> Result<bool> {
+        if p.recipient.channels.is_empty() {
+            out.undeliverable.push(pkg.id.clone());
+        }
+        let new = self.store.put(pkg, &p.recipient, now_ns)?;
+        out.packages.push(Built {
+            id: pkg.id.clone(),
+            recipient: p.recipient.code.clone(),
+            recipient_name: p.recipient.name.clone(),
+            about_state: p.about_state.clone(),
+            sources: p.sources.len(),
+            provider_abuse: p.provider_abuse.len(),
+            new,
+        });
+        if new {
+            out.stored.push(pkg.id.clone());
+        } else {
+            out.already_stored.push(pkg.id.clone());
+        }
+        Ok(new)
+    }
+
+    /// The held alerts whose hold has ended at the current event time (all of them with
+    /// `all`: at the end of input or when the stage stops), packaged: each group of held
+    /// alerts that are one campaign (whatever order they arrived in) gets one request per
+    /// State naming every alert's service and carrying each alert's evidence; their other
+    /// packages (provider abuse, traceback) are built per alert as usual. Returns each
+    /// released alert with what packaging it did (a campaign request is counted under the
+    /// campaign's first alert). A release cut short by a crash is repeated whole after a
+    /// restart: the first build of each package is kept, nothing is queued twice.
+    pub fn release_held(&mut self, now_ns: u64, all: bool) -> Result<Vec<(Alert, PackageOutcome)>> {
+        if self.held.is_empty() {
+            return Ok(Vec::new());
+        }
+        // No group is due before the earliest hold of its members has ended.
+        let earliest = self.held.iter().map(|h| h.until_ns).min().unwrap_or(0);
+        if !all && self.watermark_ns < earliest {
+            return Ok(Vec::new());
+        }
+        let members: Vec<crate::campaign::Member> = self
+            .held
+            .iter()
+            .map(|h| crate::campaign::Member::of(&h.alert))
+            .collect();
+        let mut released = Vec::new();
+        for g in crate::campaign::groups(&members, &self.cfg.campaign) {
+            let until = g.iter().map(|i| self.held[*i].until_ns).max().unwrap_or(0);
+            if all || self.watermark_ns >= until {
+                released.push(g.iter().map(|i| self.held[*i].clone()).collect::<Vec<_>>());
+            }
+        }
+        let mut out = Vec::new();
+        for group in released {
+            // An alert that joined a sent campaign since may link the group to it: the
+            // group's alerts then join that campaign, as updates of its requests.
+            // (Its own alerts, recorded by a release a crash cut short, do not count.)
+            let own = |id: &str| group.iter().any(|h| h.alert.id == id);
+            let joins_sent = group.iter().any(|h| {
+                let m = crate::campaign::Member::of(&h.alert);
+                self.campaigns.iter().any(|x| {
+                    !own(&x.alert_id) && crate::campaign::related(x, &m, &self.cfg.campaign)
+                })
+            });
+            if joins_sent {
+                for h in &group {
+                    let o = self.package_now(&h.alert, &h.flows, h.flows_received_ns, now_ns)?;
+                    out.push((h.alert.clone(), o));
+                }
+            } else {
+                out.extend(self.release_group(&group, now_ns)?);
+            }
+            let ids: Vec<String> = group.iter().map(|h| h.alert.id.clone()).collect();
+            self.store.release_holds(&ids)?;
+            self.held.retain(|h| !ids.contains(&h.alert.id));
+        }
+        Ok(out)
+    }
+
+    /// Alerts still held for their campaign's request.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    fn release_group(
+        &mut self,
+        group: &[crate::campaign::Held],
+        now_ns: u64,
+    ) -> Result<Vec<(Alert, PackageOutcome)>> {
+        let Some(first) = group.first() else {
+            return Ok(Vec::new());
+        };
+        // The campaign is named after its first alert (window start, then id); an alert
+        // recorded before (a release cut short) keeps its campaign.
+        let cid = match self.campaigns.iter().find(|m| m.alert_id == first.alert.id) {
+            Some(m) => m.campaign_id.clone(),
+            None => crate::campaign::campaign_id(&first.alert.id),
+        };
+        for h in group {
+            let mut m = crate::campaign::Member::of(&h.alert);
+            if !self.campaigns.iter().any(|x| x.alert_id == m.alert_id) {
+                m.campaign_id = cid.clone();
+                m.in_request = true;
+                self.store.add_campaign_member(&m)?;
+                self.campaigns.push(m);
+            }
+        }
+        let requester = self.requester()?;
+        let geo = self.geo.provenance();
+        let mut outs: Vec<(Alert, PackageOutcome)> = Vec::new();
+        // (recipient, State) → (member index, planned request)
+        type Parts = BTreeMap<(String, Option<String>), Vec<(usize, recipients::PlannedPackage)>>;
+        let mut requests: Parts = BTreeMap::new();
+        for (k, h) in group.iter().enumerate() {
+            let mut out = PackageOutcome::default();
+            let plan = self.plan_alert(&h.alert, &mut out)?;
+            for p in plan.packages {
+                if is_request(&p) {
+                    requests
+                        .entry((p.recipient.code.clone(), p.about_state.clone()))
+                        .or_default()
+                        .push((k, p));
+                    continue;
+                }
+                let pkg = package::build(
+                    self.build_input(
+                        &h.alert,
+                        &h.flows,
+                        &p,
+                        (&requester, &geo),
+                        now_ns,
+                        h.flows_received_ns,
+                    ),
+                    &self.key,
+                )?;
+                self.store_built(&pkg, &p, now_ns, &mut out)?;
+            }
+            outs.push((h.alert.clone(), out));
+        }
+        for ((code, _), parts) in requests {
+            let pkg = {
+                let inputs: Vec<BuildInput<'_>> = parts
+                    .iter()
+                    .map(|(k, p)| {
+                        let h = &group[*k];
+                        self.build_input(
+                            &h.alert,
+                            &h.flows,
+                            p,
+                            (&requester, &geo),
+                            now_ns,
+                            h.flows_received_ns,
+                        )
+                    })
+                    .collect();
+                if inputs.len() == 1 {
+                    package::build(inputs[0], &self.key)?
+                } else {
+                    package::build_campaign(&cid, &inputs, &self.key)?
+                }
+            };
+            let (k0, p0) = &parts[0];
+            let out = &mut outs[*k0].1;
+            self.store_built(&pkg, p0, now_ns, out)?;
+            self.store
+                .set_campaign_request(&cid, &code, &pkg.id, &group[*k0].alert.id)?;
+            if self.cfg.follow_up.enabled
+                && !p0.recipient.channels.is_empty()
+                && !self.watches.contains_key(&pkg.id)
+            {
+                let mut w = self.request_watch(&group[*k0].alert, &group[*k0].flows, p0, &pkg.id);
+                let mut named: Vec<String> = Vec::new();
+                for (k, p) in &parts {
+                    let h = &group[*k];
+                    let other = self.request_watch(&h.alert, &h.flows, p, &pkg.id);
+                    w.requested_ns = w.requested_ns.max(other.requested_ns);
+                    for (a, t) in other.sources {
+                        let known = w.sources.entry(a).or_insert(t);
+                        *known = (*known).max(t);
+                    }
+                    let l = crate::campaign::Member::of(&h.alert).label();
+                    if !named.contains(&l) {
+                        named.push(l);
+                    }
+                }
+                w.observed_ns = w.requested_ns;
+                w.deadline_ns = w
+                    .requested_ns
+                    .saturating_add(self.cfg.follow_up.deadline_ns);
+                w.campaign = Some(cid.clone());
+                w.services = named;
+                if self.store.add_request(&w)? {
+                    outs[*k0].1.requests.push((pkg.id.clone(), code.clone()));
+                    self.watch(w);
+                }
+            }
+        }
+        for (a, _) in &outs {
+            self.store.alert_packaged(&a.id)?;
+        }
+        Ok(outs)
+    }
+
+    /// Packages `alert` at once (no hold).
+    fn package_now(
+        &mut self,
+        alert: &Alert,
+        flows: &[FlowRecord],
+        flows_received_ns: Option<u64>,
+        now_ns: u64,
+    ) -> Result<PackageOutcome> {
+        let mut out = PackageOutcome::default();
+        let mut plan = self.plan_alert(alert, &mut out)?;
         // One request per State and campaign: a later alert of the campaign updates it.
         let campaign = if self.cfg.campaign.enabled {
             Some(self.campaign_of(alert)?)
@@ -329,7 +661,8 @@ impl Packager {
             if let Some(cu) = &p.campaign {
                 // An update: its sources join the request's follow-up.
                 let w = self.request_watch(alert, flows, p, &pkg.id);
-                updates.push((cu.update_of.clone(), pkg.id.clone(), w.sources));
+                let label = crate::campaign::Member::of(alert).label();
+                updates.push((cu.update_of.clone(), pkg.id.clone(), w.sources, label));
             } else if self.cfg.follow_up.enabled
                 && request
                 && !p.recipient.channels.is_empty()
@@ -337,6 +670,7 @@ impl Packager {
             {
                 let mut w = self.request_watch(alert, flows, p, &pkg.id);
                 w.campaign = campaign.as_ref().map(|c| c.0.clone());
+                w.services = vec![crate::campaign::Member::of(alert).label()];
                 if self.store.add_request(&w)? {
                     out.requests
                         .push((pkg.id.clone(), p.recipient.code.clone()));
@@ -352,8 +686,8 @@ impl Packager {
         for w in watches {
             self.watch(w);
         }
-        for (request, update, sources) in updates {
-            self.join_update(&request, update, sources)?;
+        for (request, update, sources, label) in updates {
+            self.join_update(&request, update, sources, label)?;
         }
         self.store.alert_packaged(&alert.id)?;
         Ok(out)
@@ -401,6 +735,7 @@ impl Packager {
             quiet_ns: self.cfg.follow_up.quiet_ns,
             campaign: None,
             updates: Vec::new(),
+            services: Vec::new(),
         }
     }
 
@@ -544,15 +879,32 @@ impl Packager {
         Ok(())
     }
 
-    /// Records the replies recipients left on channels that carry them (see
-    /// [`Store::poll_replies`]).
+    /// Records the replies recipients left on channels that carry them: signed reply files
+    /// in directory channels, notes on TAXII collections (see
+    /// [`Store::poll_replies_with`]).
     pub fn poll_replies(&mut self, now_ns: u64) -> Result<Vec<crate::store::Reply>> {
+        Ok(self.poll_replies_reporting(now_ns)?.0)
+    }
+
+    /// [`Packager::poll_replies`], with the collections that could not be read (each
+    /// `channel: why`; tried again on the next poll).
+    pub fn poll_replies_reporting(
+        &mut self,
+        now_ns: u64,
+    ) -> Result<(Vec<crate::store::Reply>, Vec<String>)> {
         let directory = &self.directory;
-        self.store.poll_replies(now_ns, |code| {
-            let hex = directory.get(code)?.public_key.as_deref()?;
-            let bytes = crate::canon::unhex::<32>(hex)?;
-            crate::keys::PublicKey::from_bytes(&bytes)
-        })
+        let own =
+            crate::stix::operator_id(&self.cfg.operator.name, self.cfg.operator.email.as_ref());
+        self.store.poll_replies_with(
+            now_ns,
+            |code| {
+                let hex = directory.get(code)?.public_key.as_deref()?;
+                let bytes = crate::canon::unhex::<32>(hex)?;
+                crate::keys::PublicKey::from_bytes(&bytes)
+            },
+            Some(&own),
+            self.timeout,
+        )
     }
 
     /// One delivery pass over the outbox.

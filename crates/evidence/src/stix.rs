@@ -767,6 +767,157 @@ fn external_impacts(s: Sector) -> Vec<&'static str> {
     }
 }
 
+/// The bundle of a campaign package: each alert's objects (built as its own package's, with
+/// ids of its own within the package; shared objects such as identities, markings and
+/// addresses once), without their reports and notes, under one report; one indicator over
+/// every listed source towards every victim (the one a follow-up's sighting names) and one
+/// note carrying the letter.
+pub(crate) fn campaign_bundle(
+    ctxs: &[Ctx<'_>],
+    id: &str,
+    campaign: &str,
+    letter: &str,
+) -> Result<Value> {
+    let first = &ctxs[0];
+    let tlp: Tlp = first.input.settings.tlp;
+    let created = first.created.clone();
+    let operator_id = operator_id(
+        &first.input.operator.name,
+        first.input.operator.email.as_ref(),
+    );
+    let marking = json!([tlp.stix_id()]);
+    let sdo = |ty: &str, role: &str| {
+        json!({
+            "type": ty,
+            "spec_version": "2.1",
+            "id": format!("{ty}--{}", sdo_uuid(id, role)),
+            "created": created,
+            "modified": created,
+            "created_by_ref": operator_id,
+            "object_marking_refs": marking,
+        })
+    };
+    let mut objects: Vec<Value> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut incidents = Vec::new();
+    let mut indicators = Vec::new();
+    for c in ctxs {
+        let b = bundle(c)?;
+        for o in b["objects"].as_array().into_iter().flatten() {
+            let ty = o["type"].as_str().unwrap_or_default();
+            if ty == "report" || ty == "note" {
+                continue;
+            }
+            let oid = o["id"].as_str().unwrap_or_default().to_string();
+            match ty {
+                "incident" => incidents.push(oid.clone()),
+                "indicator" => indicators.push(oid.clone()),
+                _ => {}
+            }
+            if seen.insert(oid) {
+                objects.push(o.clone());
+            }
+        }
+    }
+    let quote = |a: &IpAddr| format!("'{a}'");
+    let srcs: std::collections::BTreeSet<IpAddr> = ctxs
+        .iter()
+        .flat_map(|c| c.request_sources().map(|s| s.source.addr))
+        .collect();
+    let victims: std::collections::BTreeSet<IpAddr> = ctxs
+        .iter()
+        .flat_map(|c| c.victims.iter().copied())
+        .collect();
+    let first_ns = ctxs.iter().map(|c| c.first_ns).min().unwrap_or_default();
+    let last_ns = ctxs.iter().map(|c| c.last_ns).max().unwrap_or_default();
+    let services = crate::package::campaign_services(ctxs);
+    let mut note_refs = incidents.clone();
+    if !srcs.is_empty() {
+        let mut pattern = format!(
+            "[network-traffic:src_ref.value IN ({})",
+            srcs.iter().map(quote).collect::<Vec<_>>().join(", ")
+        );
+        if !victims.is_empty() {
+            pattern.push_str(&format!(
+                " AND network-traffic:dst_ref.value IN ({})",
+                victims.iter().map(quote).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        pattern.push(']');
+        let mut ind = sdo("indicator", "sources");
+        ind["name"] = json!(format!(
+            "Sources of campaign {campaign} registered in {}",
+            first.about()
+        ));
+        ind["description"] = json!(format!(
+            "Traffic from these sources to the victims ({}) during {} .. {} (UTC). Source addresses may be spoofed or compromised hosts; no State attribution is made.",
+            services.join("; "),
+            rfc3339_ms(first_ns),
+            rfc3339_ms(last_ns)
+        ));
+        ind["indicator_types"] = json!(["malicious-activity"]);
+        ind["pattern"] = json!(pattern);
+        ind["pattern_type"] = json!("stix");
+        ind["valid_from"] = json!(rfc3339_ms(first_ns));
+        note_refs.push(ind["id"].as_str().unwrap_or_default().to_string());
+        objects.push(ind);
+    }
+    note_refs.extend(indicators);
+    let mut note = sdo("note", "request");
+    note["abstract"] = json!(format!(
+        "Request to {} to mitigate activity from its territory (campaign {campaign}, {} services)",
+        first.about(),
+        services.len()
+    ));
+    note["content"] = json!(letter);
+    note["authors"] = json!([first.input.requester.name]);
+    note["object_refs"] = json!(note_refs);
+    objects.push(note);
+
+    let refs: Vec<Value> = objects
+        .iter()
+        .filter(|o| o["type"] != "marking-definition" && o["type"] != "extension-definition")
+        .map(|o| o["id"].clone())
+        .collect();
+    let mut rep = sdo("report", "report");
+    rep["name"] = json!(format!("Evidence package {id}"));
+    rep["description"] = json!(format!(
+        "Request for assistance in mitigating malicious ICT activity emanating from the territory of {} against {} services, one campaign ({campaign}) of {} attacks from overlapping hosts: {}. No State attribution is made.",
+        first.about(),
+        services.len(),
+        ctxs.len(),
+        services.join("; ")
+    ));
+    rep["report_types"] = json!(["threat-report"]);
+    rep["published"] = json!(created);
+    rep["object_refs"] = json!(refs);
+    let mut basis: Vec<&String> = Vec::new();
+    for c in ctxs {
+        for n in &c.alert().norms.request_basis {
+            if !basis.contains(&n) {
+                basis.push(n);
+            }
+        }
+    }
+    let mut ours = json!({
+        "extension_type": "property-extension",
+        "requested_state": first.about(),
+        "requested_action": crate::letter::campaign_action(ctxs),
+        "deadline": first.deadline,
+    });
+    // STIX forbids empty lists.
+    if !basis.is_empty() {
+        ours["norms_request_basis"] = json!(basis);
+    }
+    rep["extensions"] = json!({ EXTENSION_ID: ours });
+    objects.insert(0, rep);
+    Ok(json!({
+        "type": "bundle",
+        "id": format!("bundle--{}", sdo_uuid(id, "bundle")),
+        "objects": objects,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

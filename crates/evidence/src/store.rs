@@ -78,6 +78,16 @@ CREATE TABLE IF NOT EXISTS campaign_request (
     alert_id TEXT NOT NULL,
     PRIMARY KEY (campaign_id, recipient)
 );
+CREATE TABLE IF NOT EXISTS campaign_hold (
+    alert_id TEXT PRIMARY KEY,
+    until_ns INTEGER NOT NULL,
+    held TEXT NOT NULL,
+    flows BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS taxii_reply_cursor (
+    channel TEXT PRIMARY KEY,
+    added_after TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS reply (
     package_id TEXT NOT NULL REFERENCES package(id),
     channel_idx INTEGER NOT NULL,
@@ -154,7 +164,7 @@ pub struct RequestRecord {
     /// Wall-clock time of the first successful delivery of the request.
     pub sent_ns: Option<u64>,
     pub follow_ups: Vec<FollowUpRecord>,
-    /// Replies to the request or its follow-ups.
+    /// Replies to the request, its follow-ups or its campaign updates.
     pub replies: Vec<Reply>,
 }
 
@@ -331,14 +341,17 @@ impl Store {
         Ok(())
     }
 
-    /// Whether every package of alert `alert_id` is stored (see [`Store::alert_packaged`]).
-    /// An alert packaged only in part (the packager stopped between two of its packages) is
-    /// not: packaging it again stores the missing ones and keeps the first build of the rest.
+    /// Whether every package of alert `alert_id` is stored (see [`Store::alert_packaged`]),
+    /// or the alert is held, with its flows, for its campaign's request (packaged when the
+    /// hold ends, also after a restart). An alert packaged only in part (the packager stopped
+    /// between two of its packages) is not: packaging it again stores the missing ones and
+    /// keeps the first build of the rest.
     pub fn has_alert(&self, alert_id: &str) -> Result<bool> {
         let found: Option<i64> = self
             .conn
             .query_row(
-                "SELECT 1 FROM packaged_alert WHERE alert_id = ?1",
+                "SELECT 1 FROM packaged_alert WHERE alert_id = ?1
+                 UNION ALL SELECT 1 FROM campaign_hold WHERE alert_id = ?1",
                 [alert_id],
                 |r| r.get(0),
             )
@@ -559,6 +572,68 @@ impl Store {
         Ok(())
     }
 
+    /// Holds a closed alert (with its flows) for its campaign's request; an alert held
+    /// before keeps its first hold.
+    pub fn add_hold(&mut self, h: &crate::campaign::Held) -> Result<()> {
+        let flows = postcard::to_stdvec(&h.flows)
+            .map_err(|e| Error::Build(format!("cannot encode the held alert's flows: {e}")))?;
+        self.conn.execute(
+            "INSERT OR IGNORE INTO campaign_hold (alert_id, until_ns, held, flows) VALUES (?1, ?2, ?3, ?4)",
+            params![h.alert.id, ns(h.until_ns), serde_json::to_string(h)?, flows],
+        )?;
+        Ok(())
+    }
+
+    /// Every alert held for a campaign request, in alert-id order.
+    pub fn holds(&self) -> Result<Vec<crate::campaign::Held>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT held, flows FROM campaign_hold ORDER BY alert_id")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (held, flows) = row?;
+            let mut h: crate::campaign::Held = serde_json::from_str(&held)?;
+            h.flows = postcard::from_bytes(&flows).map_err(|e| {
+                Error::Build(format!(
+                    "the ledger's held flows of alert {} cannot be read: {e}",
+                    h.alert.id
+                ))
+            })?;
+            out.push(h);
+        }
+        Ok(out)
+    }
+
+    /// Ends the hold of alerts whose packages are all stored, in one transaction.
+    pub fn release_holds(&mut self, alert_ids: &[String]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for id in alert_ids {
+            tx.execute("DELETE FROM campaign_hold WHERE alert_id = ?1", [id])?;
+            tx.execute(
+                "INSERT OR IGNORE INTO packaged_alert (alert_id) VALUES (?1)",
+                [id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether alert `alert_id` is held for its campaign's request.
+    pub fn is_held(&self, alert_id: &str) -> Result<bool> {
+        let found: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM campaign_hold WHERE alert_id = ?1",
+                [alert_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    }
+
     /// Registers a request to follow up; a request already registered is left as it is.
     pub fn add_request(&mut self, w: &Watch) -> Result<bool> {
         let n = self.conn.execute(
@@ -678,12 +753,30 @@ impl Store {
     /// Looks for replies on the channels that carry them: in a directory channel, a file
     /// `<package id>.reply.json` beside the delivered `.tar`, a DSSE envelope whose payload is
     /// `{"package_id": …, "text": …}`, checked against the State's `public_key` from the
-    /// recipients directory (`key_of`). Returns the replies recorded now.
+    /// recipients directory (`key_of`); in a TAXII channel, a STIX `note` the recipient added
+    /// to the collection whose `object_refs` name the report of a package delivered there
+    /// (see [`Store::poll_taxii_replies`]). Returns the replies recorded now.
     pub fn poll_replies(
         &mut self,
         now_ns: u64,
         key_of: impl Fn(&str) -> Option<crate::keys::PublicKey>,
     ) -> Result<Vec<Reply>> {
+        self.poll_replies_with(now_ns, key_of, None, Duration::from_secs(30))
+            .map(|(r, _)| r)
+    }
+
+    /// [`Store::poll_replies`], also reading the TAXII collections packages were delivered to
+    /// when `own_identity` is given (the STIX identity id of the notes this system writes, so
+    /// its own request and follow-up notes are never taken for replies). A collection that
+    /// cannot be read is skipped (the next poll tries again); its error is returned beside the
+    /// replies.
+    pub fn poll_replies_with(
+        &mut self,
+        now_ns: u64,
+        key_of: impl Fn(&str) -> Option<crate::keys::PublicKey>,
+        own_identity: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(Vec<Reply>, Vec<String>)> {
         let mut st = self.conn.prepare(
             "SELECT o.package_id, o.channel_idx, o.channel, p.recipient FROM outbox o
              JOIN package p ON p.id = o.package_id
@@ -701,8 +794,26 @@ impl Store {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         drop(st);
         let mut found = Vec::new();
+        // TAXII collections (by channel), with the reports of the packages delivered there.
+        type Collections = std::collections::BTreeMap<String, (Channel, Vec<(String, u32)>)>;
+        let mut collections: Collections = std::collections::BTreeMap::new();
         for (package_id, idx, channel, recipient) in rows {
-            let Ok(Channel::Directory { path }) = serde_json::from_str::<Channel>(&channel) else {
+            let parsed = serde_json::from_str::<Channel>(&channel);
+            if let Ok(c @ Channel::Taxii { .. }) = &parsed {
+                let key = match c {
+                    Channel::Taxii {
+                        url, collection, ..
+                    } => format!("{}|{collection}", url.trim_end_matches('/')),
+                    _ => String::new(),
+                };
+                collections
+                    .entry(key)
+                    .or_insert_with(|| (c.clone(), Vec::new()))
+                    .1
+                    .push((package_id, u32::try_from(idx).unwrap_or(u32::MAX)));
+                continue;
+            }
+            let Ok(Channel::Directory { path }) = parsed else {
                 continue;
             };
             let file = Path::new(&path).join(format!("{package_id}.reply.json"));
@@ -722,6 +833,101 @@ impl Store {
             if self.record_reply(&reply)? {
                 found.push(reply);
             }
+        }
+        let mut errors = Vec::new();
+        if let Some(own) = own_identity {
+            for (key, (channel, packages)) in collections {
+                match self.poll_taxii_replies(&key, &channel, &packages, own, now_ns, timeout) {
+                    Ok(mut r) => found.append(&mut r),
+                    Err(e) => errors.push(format!("{}: {e}", channel.describe())),
+                }
+            }
+        }
+        Ok((found, errors))
+    }
+
+    /// Reads the notes added to one TAXII collection since the last poll (`added_after`,
+    /// kept per collection in the ledger) and records each note that names the report of a
+    /// package delivered there as a reply to that package. A note carries no signature: it
+    /// is recorded unverified, as what arrived, and trusted for nothing else. Notes this
+    /// system wrote (created by `own_identity`) are not replies.
+    pub fn poll_taxii_replies(
+        &mut self,
+        key: &str,
+        channel: &Channel,
+        packages: &[(String, u32)],
+        own_identity: &str,
+        now_ns: u64,
+        timeout: Duration,
+    ) -> std::result::Result<Vec<Reply>, String> {
+        let after: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT added_after FROM taxii_reply_cursor WHERE channel = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| e.to_string())?;
+        let (notes, last) =
+            crate::deliver::taxii_notes(channel, after.as_deref(), timeout).map_err(|e| e.0)?;
+        let reports: std::collections::BTreeMap<String, &(String, u32)> = packages
+            .iter()
+            .map(|p| {
+                (
+                    format!("report--{}", crate::stix::sdo_uuid(&p.0, "report")),
+                    p,
+                )
+            })
+            .collect();
+        let mut found = Vec::new();
+        for note in &notes {
+            if note["created_by_ref"] == own_identity {
+                continue;
+            }
+            let bytes = crate::canon::jcs(note).map_err(|e| e.to_string())?;
+            let mut text = String::new();
+            if let Some(a) = note["abstract"].as_str() {
+                text.push_str(a);
+                text.push_str("\n\n");
+            }
+            text.push_str(note["content"].as_str().unwrap_or_default());
+            let text: String = text.chars().take(4000).collect();
+            let mut named = std::collections::BTreeSet::new();
+            for r in note["object_refs"].as_array().into_iter().flatten() {
+                let Some((package_id, idx)) = r.as_str().and_then(|r| reports.get(r)).copied()
+                else {
+                    continue;
+                };
+                if !named.insert(package_id.clone()) {
+                    continue;
+                }
+                let reply = Reply {
+                    package_id: package_id.clone(),
+                    channel_idx: *idx,
+                    sha256: sha256_hex(&bytes),
+                    received_ns: now_ns,
+                    file: format!(
+                        "TAXII note {} ({})",
+                        note["id"].as_str().unwrap_or("?"),
+                        channel.describe()
+                    ),
+                    verified: false,
+                    text: text.clone(),
+                };
+                if self.record_reply(&reply).map_err(|e| e.to_string())? {
+                    found.push(reply);
+                }
+            }
+        }
+        if let Some(last) = last {
+            self.conn
+                .execute(
+                    "INSERT INTO taxii_reply_cursor (channel, added_after) VALUES (?1, ?2)
+                     ON CONFLICT(channel) DO UPDATE SET added_after = excluded.added_after",
+                    params![key, last],
+                )
+                .map_err(|e| e.to_string())?;
         }
         Ok(found)
     }
@@ -768,6 +974,7 @@ impl Store {
             let mut rp = self.conn.prepare(
                 "SELECT package_id, channel_idx, sha256, received_ns, file, verified, text FROM reply
                  WHERE package_id = ?1 OR package_id IN (SELECT id FROM follow_up WHERE request_id = ?1)
+                    OR substr(package_id, 1, length(?1) + 4) = ?1 || '-UP-'
                  ORDER BY received_ns, package_id",
             )?;
             let replies = rp

@@ -122,7 +122,7 @@ impl EvidenceMetrics {
             replies: IntCounterVec::new(
                 Opts::new(
                     "normwatch_evidence_replies_total",
-                    "Replies recorded from recipients (directory channel reply files), by recipient State and whether the State's key verified them.",
+                    "Replies recorded from recipients (directory channel reply files, TAXII notes), by recipient State and whether the State's key verified them (a TAXII note is never verified).",
                 ),
                 &["state", "verified"],
             )?,
@@ -343,6 +343,45 @@ impl EvidenceStage {
         let out = self
             .packager
             .package_recorded(alert, &flows, received, now_ns())?;
+        if out.held {
+            tracing::info!(
+                alert = %alert.id,
+                held = self.packager.held(),
+                "alert held for its campaign's request (evidence.campaign.hold)"
+            );
+            for e in &out.lookup_errors {
+                tracing::warn!(alert = %alert.id, error = %e, "attribution failed; packaged without it");
+            }
+            return Ok(());
+        }
+        self.record(alert, out);
+        if self
+            .defer_delivery
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            tracing::warn!(alert = %alert.id, "stopping: packages stay in the outbox, undelivered");
+            return Ok(());
+        }
+        self.deliver()
+    }
+
+    /// Packages the alerts held for their campaigns' requests whose hold ended at the flows'
+    /// event time (`all`: every one, when the stage stops or its input ends); whether any was.
+    pub fn release_held(&mut self, all: bool) -> anyhow::Result<bool> {
+        let released = self
+            .packager
+            .release_held(now_ns(), all)
+            .context("cannot package the alerts held for their campaigns")?;
+        let any = !released.is_empty();
+        for (alert, out) in released {
+            self.record(&alert, out);
+        }
+        Ok(any)
+    }
+
+    /// Metrics, log lines and the list of built packages for what packaging `alert` did.
+    fn record(&mut self, alert: &Alert, out: normwatch_evidence::packager::PackageOutcome) {
         for (_, state) in &out.requests {
             self.metrics.requests.with_label_values(&[state]).inc();
         }
@@ -381,15 +420,6 @@ impl EvidenceStage {
             );
             self.built.push((alert.id.clone(), b));
         }
-        if self
-            .defer_delivery
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed))
-        {
-            tracing::warn!(alert = %alert.id, "stopping: packages stay in the outbox, undelivered");
-            return Ok(());
-        }
-        self.deliver()
     }
 
     /// A delivery pass if [`DELIVERY_INTERVAL`] has passed since the last one: failed
@@ -408,6 +438,8 @@ impl EvidenceStage {
     /// Moves the follow-up of delivered requests to the flows' event time and stores the
     /// follow-ups due; whether any was stored.
     pub fn follow_up(&mut self) -> anyhow::Result<bool> {
+        // Campaign requests whose hold ended go out before the follow-ups are decided.
+        let released = self.release_held(false)?;
         let sent = self
             .packager
             .follow_up(now_ns())
@@ -444,11 +476,23 @@ impl EvidenceStage {
                 }
             }
         }
-        Ok(!sent.is_empty())
+        Ok(released || !sent.is_empty())
     }
 
-    /// The follow-up's last observations into the ledger (when the stage stops).
+    /// The follow-up's last observations into the ledger, and every alert still held for
+    /// its campaign packaged (when the stage stops or its input ends: nothing held waits for
+    /// traffic that will not come).
     pub fn save_follow_up(&mut self) -> anyhow::Result<()> {
+        if self.release_held(true)? {
+            // The requests just built go out now (unless the stop was forced).
+            let deferred = self
+                .defer_delivery
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed));
+            if !deferred {
+                self.deliver()?;
+            }
+        }
         self.follow_up()?;
         self.packager.save_watches()?;
         Ok(())
@@ -478,7 +522,11 @@ impl EvidenceStage {
         self.metrics
             .outbox
             .set(i64::try_from(self.packager.store().pending()?).unwrap_or(i64::MAX));
-        for r in self.packager.poll_replies(now_ns())? {
+        let (replies, unread) = self.packager.poll_replies_reporting(now_ns())?;
+        for e in &unread {
+            tracing::warn!(error = %e, "cannot read replies from a TAXII collection; tried again on the next pass");
+        }
+        for r in replies {
             let state = self
                 .packager
                 .store()

@@ -489,6 +489,9 @@ deadline_hours = 48
 [evidence.geoip]
 country = "{0}/GeoLite2-Country-Test.mmdb"
 asn = "{0}/GeoLite2-ASN-Test.mmdb"
+# No campaign hold: each alert is packaged when it closes (this test is about delivery).
+[evidence.campaign]
+hold = "0s"
 "#,
         geoip.display()
     );
@@ -600,7 +603,7 @@ fn a_channel_fixed_in_the_directory_reaches_packages_already_queued() {
     recipients("old-share");
     let geoip = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/geoip");
     let config = format!(
-        "[evidence]\nown_state = \"NL\"\noperator = \"Example operator\"\nrecipients = \"recipients.toml\"\nsigning_key = \"evidence.key\"\nout_dir = \"store\"\n[evidence.geoip]\ncountry = \"{0}/GeoLite2-Country-Test.mmdb\"\n",
+        "[evidence]\nown_state = \"NL\"\noperator = \"Example operator\"\nrecipients = \"recipients.toml\"\nsigning_key = \"evidence.key\"\nout_dir = \"store\"\n[evidence.geoip]\ncountry = \"{0}/GeoLite2-Country-Test.mmdb\"\n[evidence.campaign]\nhold = \"0s\"\n",
         geoip.display()
     );
     let cfg = EvidenceConfig::from_config_text(&config, tmp.path()).unwrap();
@@ -649,7 +652,7 @@ fn a_missing_ca_file_is_refused_at_start() {
     .unwrap();
     let geoip = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/geoip");
     let config = format!(
-        "[evidence]\nown_state = \"NL\"\noperator = \"Example operator\"\nrecipients = \"recipients.toml\"\nsigning_key = \"evidence.key\"\nout_dir = \"store\"\n[evidence.geoip]\ncountry = \"{0}/GeoLite2-Country-Test.mmdb\"\n",
+        "[evidence]\nown_state = \"NL\"\noperator = \"Example operator\"\nrecipients = \"recipients.toml\"\nsigning_key = \"evidence.key\"\nout_dir = \"store\"\n[evidence.geoip]\ncountry = \"{0}/GeoLite2-Country-Test.mmdb\"\n[evidence.campaign]\nhold = \"0s\"\n",
         geoip.display()
     );
     let cfg = EvidenceConfig::from_config_text(&config, tmp.path()).unwrap();
