@@ -329,9 +329,17 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
     let problems = check_files(&cfg)?;
     if !problems.is_empty() {
+        // Problems from the evidence settings already name the file.
+        let origin = format!("{}: ", file.display());
         let list: Vec<String> = problems
             .iter()
-            .map(|p| format!("{}: {p}", file.display()))
+            .map(|p| {
+                if p.starts_with(&origin) {
+                    p.clone()
+                } else {
+                    format!("{origin}{p}")
+                }
+            })
             .collect();
         return Err(UsageError(list.join("\n")).into());
     }

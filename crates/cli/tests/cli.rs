@@ -388,6 +388,22 @@ fn check_config_reports_evidence_and_tls_files() {
         err.contains("kafka.tls.ca") && err.contains("no-such-ca.pem"),
         "{err}"
     );
+
+    // A bad [evidence] setting is named with the file, once.
+    std::fs::write(
+        &cfg,
+        format!("{evidence}[evidence.campaign]\nwindow = \"10m\"\nhold = \"1h\"\n"),
+    )
+    .unwrap();
+    let out = run(&["check-config", cfg.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("evidence.campaign.hold"), "{err}");
+    assert_eq!(
+        err.matches(&*cfg.display().to_string()).count(),
+        1,
+        "the file is named once: {err}"
+    );
 }
 
 /// A reader that goes away early (`normwatch check-config FILE | head -0`) is no failure: the
