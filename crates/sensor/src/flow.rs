@@ -175,13 +175,23 @@ impl Key {
 /// A cheap hash of a packet's connection for the [`FlowTable`] slot hints, the same in both
 /// directions (each pair of fields is folded with XOR, so it needs no ordering) and computed
 /// beside the key rather than from it.
+/// The hint's place, and a tag of more bits kept beside the slot so that a hint of another
+/// connection is told apart without reading its flow (under a flood of new connections
+/// nearly every hint is another's, and its flow far out of cache).
 #[inline(always)]
-fn hint_of(p: &Packet<'_>) -> usize {
+fn hint_of(p: &Packet<'_>) -> (usize, u32) {
     let (s, d) = (u128::from_ne_bytes(p.src), u128::from_ne_bytes(p.dst));
     let x = s ^ d;
     let x =
         (x as u64) ^ ((x >> 64) as u64) ^ u64::from(p.sport ^ p.dport) << 16 ^ u64::from(p.proto);
-    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - HINT_BITS)) as usize
+    let h = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((h >> (64 - HINT_BITS)) as usize, (h >> 24) as u32)
+}
+
+/// The index entry of the flow in `slot` whose key hashes to `hash`.
+#[inline(always)]
+fn entry(hash: u64, slot: u32) -> u64 {
+    hash & !0xffff_ffff | u64::from(slot)
 }
 
 /// By IP protocol, how long after its last packet a flow with no TCP timer pending surely
@@ -635,14 +645,18 @@ struct FragKey {
 pub struct FlowTable {
     cfg: FlowConfig,
     hasher: DefaultHashBuilder,
-    index: HashTable<u32>,
+    /// Each flow's `tag << 32 | slot`, the tag the upper half of its key's hash: a probe
+    /// that meets another flow's entry tells it apart without reading the flow (under a flood
+    /// of new connections every lookup misses, and the slab is far out of cache).
+    index: HashTable<u64>,
     slab: Vec<Option<Flow>>,
     free: Vec<u32>,
     server_ports: Box<[u64; 1024]>,
     frags: HashMap<FragKey, FragGroup>,
     /// Slots of recently used flows, by [`hint_of`]: a packet of a busy connection finds
     /// its flow with a cheap hash and one key comparison. Hints only, checked against the key.
-    hints: Box<[u32; 1 << HINT_BITS]>,
+    /// Each `tag << 32 | slot` (see [`hint_of`]).
+    hints: Box<[u64; 1 << HINT_BITS]>,
     quiet: Box<Quiet>,
     now: u64,
     next_sweep: u64,
@@ -663,6 +677,8 @@ pub struct FlowTable {
     /// One-packet attempts held under a SYN flood, and what they were counted into
     /// (`attempts_above`; `None` when it is off).
     held: Option<Box<(Held, Aggregates, Known)>>,
+    /// The responder address of the last attempt held and its asset.
+    attempt_resp: Option<([u8; 16], bool, Option<u32>)>,
     /// SYNs that would start a connection: in the event second `.0`, and the one before.
     syn_rate: (u64, u64, u64),
     stats: SensorStats,
@@ -704,6 +720,7 @@ impl FlowTable {
             next_flow_id: 1,
             rng: 0x9e37_79b9_7f4a_7c15,
             held,
+            attempt_resp: None,
             syn_rate: (0, 0, 0),
             stats: SensorStats::default(),
         }
@@ -733,7 +750,7 @@ impl FlowTable {
     /// bytes-per-flow figure. Boxed ICS summaries are not included.
     pub fn memory_bytes(&self) -> usize {
         self.slab.capacity() * size_of::<Option<Flow>>()
-            + self.index.capacity() * (size_of::<u32>() + 1)
+            + self.index.capacity() * (size_of::<u64>() + 1)
             + self.free.capacity() * 4
             + self.pending.capacity() * size_of::<Pending>()
             + self.wheel.iter().map(Vec::capacity).sum::<usize>() * 4
@@ -745,6 +762,27 @@ impl FlowTable {
     #[inline]
     fn is_server_port(&self, p: u16) -> bool {
         self.server_ports[usize::from(p >> 6)] & (1 << (p & 63)) != 0
+    }
+
+    /// Asks for the memory that processing the frame `data` will need, without waiting for
+    /// it: called for a frame a few ahead of the one processed (see [`Frame::ahead`]), so the
+    /// random accesses of one frame overlap the work on those before it. Only a hint: it
+    /// changes nothing, and it looks only at what a SYN flood makes slow (the index line and
+    /// the remembered mark of a held attempt's source, for an Ethernet/IPv4 frame).
+    ///
+    /// [`Frame::ahead`]: crate::capture::Frame::ahead
+    #[inline]
+    pub fn prefetch(&self, link: LinkType, data: &[u8]) {
+        let Some(h) = self.held.as_deref() else {
+            return;
+        };
+        if link != LinkType::Ethernet || h.0.is_empty() {
+            return;
+        }
+        if let Some(src) = decode::ethernet_ipv4_src(data) {
+            h.0.prefetch(&src);
+            h.2.prefetch(&src);
+        }
     }
 
     /// Processes one captured frame with event time `ts_ns` and original length `wire_len`.
@@ -956,8 +994,8 @@ impl FlowTable {
             };
             let new = holes.pop().expect("room below the target");
             let (old, hash) = (old as u32, self.hasher.hash_one(f.key));
-            if let Some(i) = self.index.find_mut(hash, |&i| i == old) {
-                *i = new;
+            if let Some(e) = self.index.find_mut(hash, |&e| e as u32 == old) {
+                *e = entry(hash, new);
             }
             if let Some(e) = self.pending.get_mut(f.pending as usize) {
                 e.slot = new;
@@ -979,8 +1017,8 @@ impl FlowTable {
         self.free = holes;
         self.free.shrink_to_fit();
         let (slab, hasher) = (&self.slab, &self.hasher);
-        self.index.shrink_to(held, |&i| {
-            hasher.hash_one(slab[i as usize].as_ref().expect("indexed slot").key)
+        self.index.shrink_to(held, |&e| {
+            hasher.hash_one(slab[e as u32 as usize].as_ref().expect("indexed slot").key)
         });
         for b in &mut self.wheel {
             b.retain(|&s| (s as usize) < target);
@@ -1046,11 +1084,15 @@ impl FlowTable {
 
     fn find(&self, key: &Key, hash: u64) -> Option<u32> {
         let slab = &self.slab;
+        let tag = entry(hash, 0);
         self.index
-            .find(hash, |&i| {
-                slab[i as usize].as_ref().is_some_and(|f| f.key == *key)
+            .find(hash, |&e| {
+                e & !0xffff_ffff == tag
+                    && slab[e as u32 as usize]
+                        .as_ref()
+                        .is_some_and(|f| f.key == *key)
             })
-            .copied()
+            .map(|&e| e as u32)
     }
 
     #[inline(never)]
@@ -1059,7 +1101,7 @@ impl FlowTable {
             return;
         };
         let hash = self.hasher.hash_one(flow.key);
-        if let Ok(e) = self.index.find_entry(hash, |&i| i == slot) {
+        if let Ok(e) = self.index.find_entry(hash, |&e| e as u32 == slot) {
             e.remove();
         }
         self.free.push(slot);
@@ -1230,8 +1272,8 @@ impl FlowTable {
         };
         let hash = hash.unwrap_or_else(|| self.hasher.hash_one(key));
         let (slab, hasher) = (&self.slab, &self.hasher);
-        self.index.insert_unique(hash, slot, |&i| {
-            hasher.hash_one(slab[i as usize].as_ref().expect("indexed slot").key)
+        self.index.insert_unique(hash, entry(hash, slot), |&e| {
+            hasher.hash_one(slab[e as u32 as usize].as_ref().expect("indexed slot").key)
         });
         self.stats.flows_active = self.index.len() as u64;
         slot
@@ -1285,12 +1327,16 @@ impl FlowTable {
             return None;
         }
         let (key, src_lo) = Key::of(p);
-        let hint = hint_of(p);
+        let (hint, tag) = hint_of(p);
         let hinted = self.hints[hint];
         let mut hash = None;
-        let mut slot = match self.slab.get(hinted as usize) {
-            Some(Some(f)) if f.key == key => Some(hinted),
-            _ => {
+        // The tag first: the flow is read only when the hint is likely this connection's.
+        let hit = ((hinted >> 32) as u32 == tag)
+            .then_some(hinted as u32)
+            .filter(|&s| matches!(self.slab.get(s as usize), Some(Some(f)) if f.key == key));
+        let mut slot = match hit {
+            Some(s) => Some(s),
+            None => {
                 let h = self.hasher.hash_one(key);
                 hash = Some(h);
                 self.find(&key, h)
@@ -1324,7 +1370,7 @@ impl FlowTable {
             Some(s) => s,
             None => self.create(key, hash, src_lo, p, ts, out),
         };
-        self.hints[hint] = slot;
+        self.hints[hint] = u64::from(tag) << 32 | u64::from(slot);
         let f = self.slab[slot as usize].as_mut().expect("indexed slot");
         f.seen = f.seen.saturating_add(1);
         if p.bad_checksum {
@@ -1429,15 +1475,26 @@ impl FlowTable {
         if rate.1.max(rate.2) <= above || h.2.contains(&p.src) {
             return Attempted::No;
         }
-        // The responder's asset; a SYN from a protected asset makes a flow.
+        // The responder's asset (looked up once for a run of SYNs to one address, as a
+        // flood's are); a SYN from a protected asset makes a flow.
         let asset = if self.cfg.assets.is_empty() {
             NO_ASSET
-        } else if let Some((i, _)) = self.cfg.assets.lookup(ip_of(&p.dst, p.v6)) {
-            i
-        } else if self.cfg.assets.lookup(ip_of(&p.src, p.v6)).is_some() {
-            return Attempted::No;
         } else {
-            NO_ASSET
+            let resp = match self.attempt_resp {
+                Some((dst, v6, asset)) if dst == p.dst && v6 == p.v6 => asset,
+                _ => {
+                    let asset = self.cfg.assets.lookup(ip_of(&p.dst, p.v6)).map(|(i, _)| i);
+                    self.attempt_resp = Some((p.dst, p.v6, asset));
+                    asset
+                }
+            };
+            match resp {
+                Some(i) => i,
+                None if self.cfg.assets.lookup(ip_of(&p.src, p.v6)).is_some() => {
+                    return Attempted::No;
+                }
+                None => NO_ASSET,
+            }
         };
         let key = AggKey {
             dst: p.dst,
