@@ -80,6 +80,9 @@ pub(crate) struct Held {
     hasher: DefaultHashBuilder,
 }
 
+/// How many slots ahead of the one written the ring is prefetched.
+const RING_AHEAD: usize = 4;
+
 /// Entries per index line (one cache line).
 const WAYS: usize = 8;
 
@@ -182,6 +185,11 @@ impl Held {
         }
         let abs = self.tail;
         let pos = (abs as usize) & self.mask;
+        // The slots written next, asked for ahead (once the ring has gone round, they hold
+        // attempts written a lap ago, long out of cache).
+        if let Some(s) = self.ring.get(pos.wrapping_add(RING_AHEAD) & self.mask) {
+            crate::capture::prefetch(s);
+        }
         if pos == self.ring.len() {
             self.ring.push(Slot(a));
         } else {
@@ -342,6 +350,69 @@ impl Known {
                 self.period = 2;
             }
         }
+    }
+}
+
+/// Entries of [`Endpoints`] (one byte each).
+const ENDPOINT_SLOTS: usize = 1 << 18;
+
+/// By hashed address, how many flows of the table have it as an endpoint (stuck at 255 once
+/// there): a SYN from an address with none belongs to no flow, which under a flood of new
+/// sources spares each SYN a lookup in the flow index. A collision costs only that lookup.
+#[derive(Debug)]
+pub(crate) struct Endpoints {
+    counts: Vec<u8>,
+}
+
+impl Endpoints {
+    pub fn new() -> Self {
+        Endpoints {
+            counts: vec![0; ENDPOINT_SLOTS],
+        }
+    }
+
+    #[inline]
+    fn slot(a: &[u8; 16]) -> usize {
+        // The same spread as `Known`'s, over as many entries.
+        const _: () = assert!(ENDPOINT_SLOTS == KNOWN_SLOTS);
+        Known::slot(a)
+    }
+
+    /// A flow with endpoint `a` entered the table.
+    #[inline]
+    pub fn add(&mut self, a: &[u8; 16]) {
+        let c = &mut self.counts[Self::slot(a)];
+        *c = c.saturating_add(1);
+    }
+
+    /// A flow with endpoint `a` left the table.
+    #[inline]
+    pub fn remove(&mut self, a: &[u8; 16]) {
+        let c = &mut self.counts[Self::slot(a)];
+        if *c != u8::MAX {
+            *c = c.saturating_sub(1);
+        }
+    }
+
+    /// Whether surely no flow of the table has endpoint `a`.
+    #[inline]
+    pub fn none(&self, a: &[u8; 16]) -> bool {
+        self.counts[Self::slot(a)] == 0
+    }
+
+    /// Asks for the count of `a` without waiting for it.
+    #[inline]
+    pub fn prefetch(&self, a: &[u8; 16]) {
+        crate::capture::prefetch(&self.counts[Self::slot(a)]);
+    }
+
+    /// The table is empty.
+    pub fn clear(&mut self) {
+        self.counts.fill(0);
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.counts.capacity()
     }
 }
 

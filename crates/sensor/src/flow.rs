@@ -10,7 +10,7 @@
 //! Memory: entries live in a slab indexed by a `hashbrown::HashTable<u32>`, so the hash index
 //! costs 5 bytes per bucket and an entry is stored once.
 
-use crate::attempts::{AggKey, Aggregates, Attempt, Counted, Held, Known};
+use crate::attempts::{AggKey, Aggregates, Attempt, Counted, Endpoints, Held, Known};
 use crate::decode::{self, ChecksumSettings, DropReason, Fragment, LinkType, Packet};
 use crate::ics;
 use crate::stats::SensorStats;
@@ -186,6 +186,12 @@ fn hint_of(p: &Packet<'_>) -> (usize, u32) {
         (x as u64) ^ ((x >> 64) as u64) ^ u64::from(p.sport ^ p.dport) << 16 ^ u64::from(p.proto);
     let h = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     ((h >> (64 - HINT_BITS)) as usize, (h >> 24) as u32)
+}
+
+/// Whether TCP flags `f` are those of a connection's first SYN.
+#[inline(always)]
+fn is_syn_only(f: u8) -> bool {
+    f & (TcpFlags::SYN | TcpFlags::ACK | TcpFlags::FIN | TcpFlags::RST) == TcpFlags::SYN
 }
 
 /// The index entry of the flow in `slot` whose key hashes to `hash`.
@@ -677,7 +683,9 @@ pub struct FlowTable {
     /// One-packet attempts held under a SYN flood, and what they were counted into
     /// (`attempts_above`; `None` when it is off).
     held: Option<Box<(Held, Aggregates, Known)>>,
-    /// The responder address of the last attempt held and its asset.
+    /// How many flows have each (hashed) address as an endpoint, while attempts are held.
+    endpoints: Option<Endpoints>,
+    /// The responder address last looked up for an attempt, and its asset.
     attempt_resp: Option<([u8; 16], bool, Option<u32>)>,
     /// SYNs that would start a connection: in the event second `.0`, and the one before.
     syn_rate: (u64, u64, u64),
@@ -700,6 +708,7 @@ impl FlowTable {
                 Known::new(KNOWN_NS.max(cfg.tcp_attempt_ns)),
             ))
         });
+        let endpoints = held.is_some().then(Endpoints::new);
         FlowTable {
             cfg,
             hasher: DefaultHashBuilder::default(),
@@ -720,6 +729,7 @@ impl FlowTable {
             next_flow_id: 1,
             rng: 0x9e37_79b9_7f4a_7c15,
             held,
+            endpoints,
             attempt_resp: None,
             syn_rate: (0, 0, 0),
             stats: SensorStats::default(),
@@ -756,6 +766,7 @@ impl FlowTable {
             + self.wheel.iter().map(Vec::capacity).sum::<usize>() * 4
             + self.due.capacity() * 4
             + self.held.as_ref().map_or(0, |h| h.0.memory_bytes())
+            + self.endpoints.as_ref().map_or(0, Endpoints::memory_bytes)
             + size_of_val(&*self.hints)
     }
 
@@ -782,6 +793,9 @@ impl FlowTable {
         if let Some(src) = decode::ethernet_ipv4_src(data) {
             h.0.prefetch(&src);
             h.2.prefetch(&src);
+            if let Some(e) = &self.endpoints {
+                e.prefetch(&src);
+            }
         }
     }
 
@@ -1070,6 +1084,9 @@ impl FlowTable {
         }
         self.slab.clear();
         self.index.clear();
+        if let Some(e) = self.endpoints.as_mut() {
+            e.clear();
+        }
         self.free.clear();
         self.pending.clear();
         for b in &mut self.wheel {
@@ -1103,6 +1120,10 @@ impl FlowTable {
         let hash = self.hasher.hash_one(flow.key);
         if let Ok(e) = self.index.find_entry(hash, |&e| e as u32 == slot) {
             e.remove();
+        }
+        if let Some(e) = self.endpoints.as_mut() {
+            e.remove(&flow.key.lo);
+            e.remove(&flow.key.hi);
         }
         self.free.push(slot);
         self.stats.flows_active = self.index.len() as u64;
@@ -1275,6 +1296,10 @@ impl FlowTable {
         self.index.insert_unique(hash, entry(hash, slot), |&e| {
             hasher.hash_one(slab[e as u32 as usize].as_ref().expect("indexed slot").key)
         });
+        if let Some(e) = self.endpoints.as_mut() {
+            e.add(&key.lo);
+            e.add(&key.hi);
+        }
         self.stats.flows_active = self.index.len() as u64;
         slot
     }
@@ -1336,6 +1361,13 @@ impl FlowTable {
             .filter(|&s| matches!(self.slab.get(s as usize), Some(Some(f)) if f.key == key));
         let mut slot = match hit {
             Some(s) => Some(s),
+            // Under a flood of new sources: a SYN from an address no flow has is no flow's.
+            None if hold
+                && is_syn_only(p.tcp_flags)
+                && self.endpoints.as_ref().is_some_and(|e| e.none(&p.src)) =>
+            {
+                None
+            }
             None => {
                 let h = self.hasher.hash_one(key);
                 hash = Some(h);
@@ -1452,9 +1484,7 @@ impl FlowTable {
                 return Attempted::Promoted;
             }
         }
-        let syn_only = p.tcp_flags
-            & (TcpFlags::SYN | TcpFlags::ACK | TcpFlags::FIN | TcpFlags::RST)
-            == TcpFlags::SYN;
+        let syn_only = is_syn_only(p.tcp_flags);
         if p.proto != ip_proto::TCP
             || !syn_only
             || p.payload_len != 0
@@ -2650,6 +2680,36 @@ mod tests {
         assert_eq!((last.orig.pkts, last.resp.pkts), (3, 2));
         let p = out[1].prior.expect("the SYN was reported");
         assert_eq!((p.orig.pkts, p.orig.tcp_flags.0), (1, SYN));
+        assert_eq!(consumer_counts(&out), consumer_counts(&run(&frames)));
+    }
+
+    #[test]
+    fn a_syn_of_a_connection_in_the_table_is_counted_in_its_flow_under_a_flood() {
+        let t0 = 1_000 * NS;
+        let mut frames = random_source_flood(1_000, t0);
+        let t1 = frames.last().map_or(t0, |f| f.1);
+        frames.push((tcp(C, 40000, S, 443, SYN, 7, 0), t1 + 1_000));
+        frames.push((tcp(S, 443, C, 40000, SYN | ACK, 9, 0), t1 + 2_000));
+        frames.push((tcp(C, 40000, S, 443, ACK, 8, 0), t1 + 3_000));
+        // Other connections' packets, so that the client's flow is found through the index.
+        for i in 0..2_000u32 {
+            let src = [10, 1, (i >> 8) as u8, i as u8];
+            let ts = t1 + 4_000 + u64::from(i);
+            frames.push((tcp(src, 2000, S, 80, ACK, i, 10), ts));
+        }
+        // The same SYN again, late: its connection's packet, not an attempt of its own.
+        frames.push((tcp(C, 40000, S, 443, SYN, 7, 0), t1 + 10_000));
+        let mut t = flood_table(Some(0));
+        let out = feed(&mut t, &frames);
+        // The flood's SYNs and the client's first.
+        assert_eq!(t.stats().attempts_held, 1_001);
+        assert_eq!(t.stats().attempts_promoted, 1);
+        let client = out
+            .iter()
+            .filter(|r| r.orig_port == 40000 && r.attempts.is_none())
+            .map(|r| r.orig.pkts)
+            .max();
+        assert_eq!(client, Some(3));
         assert_eq!(consumer_counts(&out), consumer_counts(&run(&frames)));
     }
 
