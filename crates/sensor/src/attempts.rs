@@ -80,9 +80,6 @@ pub(crate) struct Held {
     hasher: DefaultHashBuilder,
 }
 
-/// How many slots ahead of the one written the ring is prefetched.
-const RING_AHEAD: usize = 4;
-
 /// Entries per index line (one cache line).
 const WAYS: usize = 8;
 
@@ -185,11 +182,6 @@ impl Held {
         }
         let abs = self.tail;
         let pos = (abs as usize) & self.mask;
-        // The slots written next, asked for ahead (once the ring has gone round, they hold
-        // attempts written a lap ago, long out of cache).
-        if let Some(s) = self.ring.get(pos.wrapping_add(RING_AHEAD) & self.mask) {
-            crate::capture::prefetch(s);
-        }
         if pos == self.ring.len() {
             self.ring.push(Slot(a));
         } else {
@@ -272,7 +264,11 @@ fn with_huge_pages<T>(n: usize) -> Vec<T> {
             #[allow(unsafe_code)]
             unsafe {
                 libc::madvise(
-                    v.as_ptr().cast::<u8>().cast_mut().wrapping_add(from - start).cast(),
+                    v.as_ptr()
+                        .cast::<u8>()
+                        .cast_mut()
+                        .wrapping_add(from - start)
+                        .cast(),
                     to - from,
                     libc::MADV_HUGEPAGE,
                 );

@@ -33,7 +33,7 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 const PREFETCH_AHEAD: usize = 2048;
 /// Legacy pcap: how many records after the one handed on its [`Frame::ahead`] is (the flow
 /// table asks for what that frame will need, so it has arrived when the frame's turn comes).
-const LOOKAHEAD: usize = 3;
+const LOOKAHEAD: usize = 8;
 
 /// Why a capture file could not be read (to the end).
 #[derive(Debug, thiserror::Error)]
@@ -893,10 +893,8 @@ mod tests {
     /// Each frame and the `ahead` it was handed with.
     fn with_ahead(bytes: &[u8], threaded: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut seen = Vec::new();
-        read(bytes, Path::new("x.pcap"), threaded, &mut |fr: Frame<'_>| {
-            seen.push((fr.data.to_vec(), fr.ahead.to_vec()));
-        })
-        .expect("read");
+        let on_frame = |fr: Frame<'_>| seen.push((fr.data.to_vec(), fr.ahead.to_vec()));
+        read(bytes, Path::new("x.pcap"), threaded, on_frame).expect("read");
         seen
     }
 
@@ -919,7 +917,11 @@ mod tests {
         for (i, (_, ahead)) in seen.iter().enumerate() {
             if !ahead.is_empty() {
                 hinted += 1;
-                assert_eq!(Some(ahead), seen.get(i + LOOKAHEAD).map(|s| &s.0), "frame {i}");
+                assert_eq!(
+                    Some(ahead),
+                    seen.get(i + LOOKAHEAD).map(|s| &s.0),
+                    "frame {i}"
+                );
             }
         }
         assert!(hinted * 10 >= seen.len() * 9, "{hinted} of {}", seen.len());
