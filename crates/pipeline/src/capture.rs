@@ -204,6 +204,7 @@ fn files(
                 if stopped {
                     return;
                 }
+                table.prefetch(frame.link, frame.ahead);
                 table.process_frame(frame.link, frame.data, frame.wire_len, frame.ts_ns, buf);
                 frames += 1;
                 if !buf.is_empty() {

@@ -70,18 +70,28 @@ impl Attempt {
 /// sooner). At most one attempt per source: a source that sends again is taken out.
 #[derive(Debug)]
 pub(crate) struct Held {
-    ring: Vec<Attempt>,
+    ring: Vec<Slot>,
     mask: usize,
     /// Positions (counted from the start) of the oldest attempt and one past the newest.
     head: u64,
     tail: u64,
     /// `WAYS` entries per line: `tag << 32 | position` (`0`: empty).
-    lines: Vec<[u64; WAYS]>,
+    lines: Vec<Line>,
     hasher: DefaultHashBuilder,
 }
 
 /// Entries per index line (one cache line).
 const WAYS: usize = 8;
+
+/// One attempt in the ring, aligned so that it is one cache line, not parts of two.
+#[derive(Clone, Copy, Debug)]
+#[repr(align(64))]
+struct Slot(Attempt);
+
+/// One line of the index, aligned so that it is one cache line, not parts of two.
+#[derive(Clone, Copy, Debug)]
+#[repr(align(64))]
+struct Line([u64; WAYS]);
 
 impl Held {
     pub fn new(cap: usize) -> Self {
@@ -117,6 +127,16 @@ impl Held {
         (line, u64::from(h as u32 | 1) << 32)
     }
 
+    /// Asks for the index line of `src` without waiting for it (see [`FlowTable::prefetch`]).
+    ///
+    /// [`FlowTable::prefetch`]: crate::flow::FlowTable::prefetch
+    #[inline]
+    pub fn prefetch(&self, src: &[u8; 16]) {
+        if !self.lines.is_empty() {
+            crate::capture::prefetch(&self.lines[self.slot(src).0]);
+        }
+    }
+
     /// The ring position an entry names, if that attempt is still in the ring.
     #[inline]
     fn held_at(&self, e: u64) -> Option<usize> {
@@ -135,10 +155,10 @@ impl Held {
             return None;
         }
         let (line, tag) = self.slot(src);
-        for (way, &e) in self.lines[line].iter().enumerate() {
+        for (way, &e) in self.lines[line].0.iter().enumerate() {
             if e & !0xffff_ffff == tag {
                 if let Some(p) = self.held_at(e) {
-                    let a = &self.ring[p];
+                    let a = &self.ring[p].0;
                     if a.live && a.src == *src {
                         return Some((line, way, p));
                     }
@@ -152,7 +172,10 @@ impl Held {
     pub fn insert(&mut self, a: Attempt) {
         if self.lines.is_empty() {
             // A quarter of an entry per attempt the ring holds: lines half full when it is.
-            self.lines = vec![[0; WAYS]; (self.mask + 1) / (WAYS / 2)];
+            let n = (self.mask + 1) / (WAYS / 2);
+            self.lines = with_huge_pages(n);
+            self.lines.resize(n, Line([0; WAYS]));
+            self.ring = with_huge_pages(self.mask + 1);
         }
         if (self.tail - self.head) as usize > self.mask {
             self.head += 1;
@@ -160,16 +183,16 @@ impl Held {
         let abs = self.tail;
         let pos = (abs as usize) & self.mask;
         if pos == self.ring.len() {
-            self.ring.push(a);
+            self.ring.push(Slot(a));
         } else {
-            self.ring[pos] = a;
+            self.ring[pos] = Slot(a);
         }
         self.tail += 1;
         let (line, tag) = self.slot(&a.src);
         // A free way, else the one holding the oldest attempt.
         let mut way = 0;
         let mut oldest = 0;
-        for (w, &e) in self.lines[line].iter().enumerate() {
+        for (w, &e) in self.lines[line].0.iter().enumerate() {
             match self.held_at(e) {
                 None => {
                     way = w;
@@ -184,27 +207,27 @@ impl Held {
                 }
             }
         }
-        self.lines[line][way] = tag | u64::from(abs as u32);
+        self.lines[line].0[way] = tag | u64::from(abs as u32);
     }
 
     /// The attempt held for source `src`.
     #[inline]
     pub fn get(&self, src: &[u8; 16]) -> Option<&Attempt> {
-        self.find(src).map(|(_, _, p)| &self.ring[p])
+        self.find(src).map(|(_, _, p)| &self.ring[p].0)
     }
 
     /// Takes out the attempt held for source `src`.
     pub fn take(&mut self, src: &[u8; 16]) -> Option<Attempt> {
         let (line, way, p) = self.find(src)?;
-        self.lines[line][way] = 0;
-        let a = &mut self.ring[p];
+        self.lines[line].0[way] = 0;
+        let a = &mut self.ring[p].0;
         a.live = false;
         Some(*a)
     }
 
     /// Forgets the attempts that arrived before `before` (oldest first, as they arrived).
     pub fn expire(&mut self, before: u64) {
-        while self.head < self.tail && self.ring[(self.head as usize) & self.mask].ts < before {
+        while self.head < self.tail && self.ring[(self.head as usize) & self.mask].0.ts < before {
             self.head += 1;
         }
         if self.head == self.tail && self.ring.len() > 1024 {
@@ -219,8 +242,40 @@ impl Held {
     }
 
     pub fn memory_bytes(&self) -> usize {
-        self.ring.capacity() * size_of::<Attempt>() + self.lines.capacity() * 8 * WAYS
+        self.ring.capacity() * size_of::<Slot>() + self.lines.capacity() * size_of::<Line>()
     }
+}
+
+/// An empty vector with room for `n` `T`s, whose memory the kernel is asked to back with
+/// huge pages where it can: the index is read at random, and with 4 KiB pages nearly every
+/// read also misses the TLB (a page walk, dearer still in a virtual machine).
+fn with_huge_pages<T>(n: usize) -> Vec<T> {
+    let v: Vec<T> = Vec::with_capacity(n);
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = v.as_ptr().addr();
+        let end = start + n * size_of::<T>();
+        let (from, to) = (start.next_multiple_of(HUGE), end & !(HUGE - 1));
+        if from < to {
+            // SAFETY: advice about whole pages inside this vector's own allocation (nothing
+            // else lives there), which changes neither its contents nor its mapping; a refusal
+            // (no transparent huge pages) changes nothing either.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::madvise(
+                    v.as_ptr()
+                        .cast::<u8>()
+                        .cast_mut()
+                        .wrapping_add(from - start)
+                        .cast(),
+                    to - from,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+    }
+    v
 }
 
 /// Entries of [`Known`] (one byte each).
@@ -258,6 +313,14 @@ impl Known {
         (h >> (64 - KNOWN_SLOTS.trailing_zeros())) as usize
     }
 
+    /// Asks for the mark of `src` without waiting for it.
+    #[inline]
+    pub fn prefetch(&self, src: &[u8; 16]) {
+        if let Some(m) = self.marks.get(Self::slot(src)) {
+            crate::capture::prefetch(m);
+        }
+    }
+
     pub fn mark(&mut self, src: &[u8; 16]) {
         if self.marks.is_empty() {
             self.marks = vec![0; KNOWN_SLOTS];
@@ -283,6 +346,69 @@ impl Known {
                 self.period = 2;
             }
         }
+    }
+}
+
+/// Entries of [`Endpoints`] (one byte each).
+const ENDPOINT_SLOTS: usize = 1 << 18;
+
+/// By hashed address, how many flows of the table have it as an endpoint (stuck at 255 once
+/// there): a SYN from an address with none belongs to no flow, which under a flood of new
+/// sources spares each SYN a lookup in the flow index. A collision costs only that lookup.
+#[derive(Debug)]
+pub(crate) struct Endpoints {
+    counts: Vec<u8>,
+}
+
+impl Endpoints {
+    pub fn new() -> Self {
+        Endpoints {
+            counts: vec![0; ENDPOINT_SLOTS],
+        }
+    }
+
+    #[inline]
+    fn slot(a: &[u8; 16]) -> usize {
+        // The same spread as `Known`'s, over as many entries.
+        const _: () = assert!(ENDPOINT_SLOTS == KNOWN_SLOTS);
+        Known::slot(a)
+    }
+
+    /// A flow with endpoint `a` entered the table.
+    #[inline]
+    pub fn add(&mut self, a: &[u8; 16]) {
+        let c = &mut self.counts[Self::slot(a)];
+        *c = c.saturating_add(1);
+    }
+
+    /// A flow with endpoint `a` left the table.
+    #[inline]
+    pub fn remove(&mut self, a: &[u8; 16]) {
+        let c = &mut self.counts[Self::slot(a)];
+        if *c != u8::MAX {
+            *c = c.saturating_sub(1);
+        }
+    }
+
+    /// Whether surely no flow of the table has endpoint `a`.
+    #[inline]
+    pub fn none(&self, a: &[u8; 16]) -> bool {
+        self.counts[Self::slot(a)] == 0
+    }
+
+    /// Asks for the count of `a` without waiting for it.
+    #[inline]
+    pub fn prefetch(&self, a: &[u8; 16]) {
+        crate::capture::prefetch(&self.counts[Self::slot(a)]);
+    }
+
+    /// The table is empty.
+    pub fn clear(&mut self) {
+        self.counts.fill(0);
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.counts.capacity()
     }
 }
 
@@ -327,6 +453,9 @@ impl Agg {
 pub(crate) struct Aggregates {
     open: Vec<Agg>,
     index: HashMap<AggKey, u32>,
+    /// Where the last attempt was counted (checked against its key): a flood's attempts
+    /// are found without hashing their key.
+    last: usize,
     max: usize,
     next_gen: u32,
     rng: u64,
@@ -347,6 +476,7 @@ impl Aggregates {
         Aggregates {
             open: Vec::new(),
             index: HashMap::new(),
+            last: 0,
             max,
             next_gen: 1,
             rng: 0x2545_f491_4f6c_dd1d,
@@ -369,11 +499,15 @@ impl Aggregates {
         ts: u64,
         sec: u64,
     ) -> Counted {
-        let i = match self.index.get(&key) {
-            Some(&i) if self.open[i as usize].sec != sec => {
+        let found = match self.open.get(self.last) {
+            Some(a) if a.key == key => Some(self.last as u32),
+            _ => self.index.get(&key).copied(),
+        };
+        let i = match found {
+            Some(i) if self.open[i as usize].sec != sec => {
                 return Counted::Closed(Box::new(self.remove(i as usize)));
             }
-            Some(&i) => i as usize,
+            Some(i) => i as usize,
             None if self.open.len() >= self.max => return Counted::Full,
             None => {
                 let gen = self.next_gen;
@@ -400,6 +534,7 @@ impl Aggregates {
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         let r = self.rng;
+        self.last = i;
         let a = &mut self.open[i];
         a.first_ns = a.first_ns.min(ts);
         a.last_ns = a.last_ns.max(ts);

@@ -246,6 +246,15 @@ pub fn decode_into<'a>(
     decode_link(&mut Decoding { missing, cks, out }, link, data, 0)
 }
 
+/// The source address of an Ethernet frame carrying IPv4 (as the decoder writes it), if it
+/// is one; a hint for prefetching, nothing checked beyond the types.
+#[inline]
+pub(crate) fn ethernet_ipv4_src(data: &[u8]) -> Option<[u8; 16]> {
+    let (eth, p) = data.split_first_chunk::<14>()?;
+    let h = p.first_chunk::<20>()?;
+    (eth[12..14] == [0x08, 0x00] && h[0] >> 4 == 4).then(|| v4_mapped(&h[12..16]))
+}
+
 /// The common case in one pass: Ethernet, an IPv4 header without options, not a fragment,
 /// TCP or UDP (not a tunnel port), written into `pkt`. `None` sends the frame down the general
 /// path, which also decides every error; what this writes is exactly what the general path

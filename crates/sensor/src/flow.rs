@@ -10,7 +10,7 @@
 //! Memory: entries live in a slab indexed by a `hashbrown::HashTable<u32>`, so the hash index
 //! costs 5 bytes per bucket and an entry is stored once.
 
-use crate::attempts::{AggKey, Aggregates, Attempt, Counted, Held, Known};
+use crate::attempts::{AggKey, Aggregates, Attempt, Counted, Endpoints, Held, Known};
 use crate::decode::{self, ChecksumSettings, DropReason, Fragment, LinkType, Packet};
 use crate::ics;
 use crate::stats::SensorStats;
@@ -175,13 +175,29 @@ impl Key {
 /// A cheap hash of a packet's connection for the [`FlowTable`] slot hints, the same in both
 /// directions (each pair of fields is folded with XOR, so it needs no ordering) and computed
 /// beside the key rather than from it.
+/// The hint's place, and a tag of more bits kept beside the slot so that a hint of another
+/// connection is told apart without reading its flow (under a flood of new connections
+/// nearly every hint is another's, and its flow far out of cache).
 #[inline(always)]
-fn hint_of(p: &Packet<'_>) -> usize {
+fn hint_of(p: &Packet<'_>) -> (usize, u32) {
     let (s, d) = (u128::from_ne_bytes(p.src), u128::from_ne_bytes(p.dst));
     let x = s ^ d;
     let x =
         (x as u64) ^ ((x >> 64) as u64) ^ u64::from(p.sport ^ p.dport) << 16 ^ u64::from(p.proto);
-    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - HINT_BITS)) as usize
+    let h = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((h >> (64 - HINT_BITS)) as usize, (h >> 24) as u32)
+}
+
+/// Whether TCP flags `f` are those of a connection's first SYN.
+#[inline(always)]
+fn is_syn_only(f: u8) -> bool {
+    f & (TcpFlags::SYN | TcpFlags::ACK | TcpFlags::FIN | TcpFlags::RST) == TcpFlags::SYN
+}
+
+/// The index entry of the flow in `slot` whose key hashes to `hash`.
+#[inline(always)]
+fn entry(hash: u64, slot: u32) -> u64 {
+    hash & !0xffff_ffff | u64::from(slot)
 }
 
 /// By IP protocol, how long after its last packet a flow with no TCP timer pending surely
@@ -635,14 +651,18 @@ struct FragKey {
 pub struct FlowTable {
     cfg: FlowConfig,
     hasher: DefaultHashBuilder,
-    index: HashTable<u32>,
+    /// Each flow's `tag << 32 | slot`, the tag the upper half of its key's hash: a probe
+    /// that meets another flow's entry tells it apart without reading the flow (under a flood
+    /// of new connections every lookup misses, and the slab is far out of cache).
+    index: HashTable<u64>,
     slab: Vec<Option<Flow>>,
     free: Vec<u32>,
     server_ports: Box<[u64; 1024]>,
     frags: HashMap<FragKey, FragGroup>,
     /// Slots of recently used flows, by [`hint_of`]: a packet of a busy connection finds
     /// its flow with a cheap hash and one key comparison. Hints only, checked against the key.
-    hints: Box<[u32; 1 << HINT_BITS]>,
+    /// Each `tag << 32 | slot` (see [`hint_of`]).
+    hints: Box<[u64; 1 << HINT_BITS]>,
     quiet: Box<Quiet>,
     now: u64,
     next_sweep: u64,
@@ -663,6 +683,10 @@ pub struct FlowTable {
     /// One-packet attempts held under a SYN flood, and what they were counted into
     /// (`attempts_above`; `None` when it is off).
     held: Option<Box<(Held, Aggregates, Known)>>,
+    /// How many flows have each (hashed) address as an endpoint, while attempts are held.
+    endpoints: Option<Endpoints>,
+    /// The responder address last looked up for an attempt, and its asset.
+    attempt_resp: Option<([u8; 16], bool, Option<u32>)>,
     /// SYNs that would start a connection: in the event second `.0`, and the one before.
     syn_rate: (u64, u64, u64),
     stats: SensorStats,
@@ -684,6 +708,7 @@ impl FlowTable {
                 Known::new(KNOWN_NS.max(cfg.tcp_attempt_ns)),
             ))
         });
+        let endpoints = held.is_some().then(Endpoints::new);
         FlowTable {
             cfg,
             hasher: DefaultHashBuilder::default(),
@@ -704,6 +729,8 @@ impl FlowTable {
             next_flow_id: 1,
             rng: 0x9e37_79b9_7f4a_7c15,
             held,
+            endpoints,
+            attempt_resp: None,
             syn_rate: (0, 0, 0),
             stats: SensorStats::default(),
         }
@@ -733,18 +760,43 @@ impl FlowTable {
     /// bytes-per-flow figure. Boxed ICS summaries are not included.
     pub fn memory_bytes(&self) -> usize {
         self.slab.capacity() * size_of::<Option<Flow>>()
-            + self.index.capacity() * (size_of::<u32>() + 1)
+            + self.index.capacity() * (size_of::<u64>() + 1)
             + self.free.capacity() * 4
             + self.pending.capacity() * size_of::<Pending>()
             + self.wheel.iter().map(Vec::capacity).sum::<usize>() * 4
             + self.due.capacity() * 4
             + self.held.as_ref().map_or(0, |h| h.0.memory_bytes())
+            + self.endpoints.as_ref().map_or(0, Endpoints::memory_bytes)
             + size_of_val(&*self.hints)
     }
 
     #[inline]
     fn is_server_port(&self, p: u16) -> bool {
         self.server_ports[usize::from(p >> 6)] & (1 << (p & 63)) != 0
+    }
+
+    /// Asks for the memory that processing the frame `data` will need, without waiting for
+    /// it: called for a frame a few ahead of the one processed (see [`Frame::ahead`]), so the
+    /// random accesses of one frame overlap the work on those before it. Only a hint: it
+    /// changes nothing, and it looks only at what a SYN flood makes slow (the index line and
+    /// the remembered mark of a held attempt's source, for an Ethernet/IPv4 frame).
+    ///
+    /// [`Frame::ahead`]: crate::capture::Frame::ahead
+    #[inline]
+    pub fn prefetch(&self, link: LinkType, data: &[u8]) {
+        let Some(h) = self.held.as_deref() else {
+            return;
+        };
+        if link != LinkType::Ethernet || h.0.is_empty() {
+            return;
+        }
+        if let Some(src) = decode::ethernet_ipv4_src(data) {
+            h.0.prefetch(&src);
+            h.2.prefetch(&src);
+            if let Some(e) = &self.endpoints {
+                e.prefetch(&src);
+            }
+        }
     }
 
     /// Processes one captured frame with event time `ts_ns` and original length `wire_len`.
@@ -956,8 +1008,8 @@ impl FlowTable {
             };
             let new = holes.pop().expect("room below the target");
             let (old, hash) = (old as u32, self.hasher.hash_one(f.key));
-            if let Some(i) = self.index.find_mut(hash, |&i| i == old) {
-                *i = new;
+            if let Some(e) = self.index.find_mut(hash, |&e| e as u32 == old) {
+                *e = entry(hash, new);
             }
             if let Some(e) = self.pending.get_mut(f.pending as usize) {
                 e.slot = new;
@@ -979,8 +1031,8 @@ impl FlowTable {
         self.free = holes;
         self.free.shrink_to_fit();
         let (slab, hasher) = (&self.slab, &self.hasher);
-        self.index.shrink_to(held, |&i| {
-            hasher.hash_one(slab[i as usize].as_ref().expect("indexed slot").key)
+        self.index.shrink_to(held, |&e| {
+            hasher.hash_one(slab[e as u32 as usize].as_ref().expect("indexed slot").key)
         });
         for b in &mut self.wheel {
             b.retain(|&s| (s as usize) < target);
@@ -1032,6 +1084,9 @@ impl FlowTable {
         }
         self.slab.clear();
         self.index.clear();
+        if let Some(e) = self.endpoints.as_mut() {
+            e.clear();
+        }
         self.free.clear();
         self.pending.clear();
         for b in &mut self.wheel {
@@ -1046,11 +1101,15 @@ impl FlowTable {
 
     fn find(&self, key: &Key, hash: u64) -> Option<u32> {
         let slab = &self.slab;
+        let tag = entry(hash, 0);
         self.index
-            .find(hash, |&i| {
-                slab[i as usize].as_ref().is_some_and(|f| f.key == *key)
+            .find(hash, |&e| {
+                e & !0xffff_ffff == tag
+                    && slab[e as u32 as usize]
+                        .as_ref()
+                        .is_some_and(|f| f.key == *key)
             })
-            .copied()
+            .map(|&e| e as u32)
     }
 
     #[inline(never)]
@@ -1059,8 +1118,12 @@ impl FlowTable {
             return;
         };
         let hash = self.hasher.hash_one(flow.key);
-        if let Ok(e) = self.index.find_entry(hash, |&i| i == slot) {
+        if let Ok(e) = self.index.find_entry(hash, |&e| e as u32 == slot) {
             e.remove();
+        }
+        if let Some(e) = self.endpoints.as_mut() {
+            e.remove(&flow.key.lo);
+            e.remove(&flow.key.hi);
         }
         self.free.push(slot);
         self.stats.flows_active = self.index.len() as u64;
@@ -1230,9 +1293,13 @@ impl FlowTable {
         };
         let hash = hash.unwrap_or_else(|| self.hasher.hash_one(key));
         let (slab, hasher) = (&self.slab, &self.hasher);
-        self.index.insert_unique(hash, slot, |&i| {
-            hasher.hash_one(slab[i as usize].as_ref().expect("indexed slot").key)
+        self.index.insert_unique(hash, entry(hash, slot), |&e| {
+            hasher.hash_one(slab[e as u32 as usize].as_ref().expect("indexed slot").key)
         });
+        if let Some(e) = self.endpoints.as_mut() {
+            e.add(&key.lo);
+            e.add(&key.hi);
+        }
         self.stats.flows_active = self.index.len() as u64;
         slot
     }
@@ -1285,12 +1352,23 @@ impl FlowTable {
             return None;
         }
         let (key, src_lo) = Key::of(p);
-        let hint = hint_of(p);
+        let (hint, tag) = hint_of(p);
         let hinted = self.hints[hint];
         let mut hash = None;
-        let mut slot = match self.slab.get(hinted as usize) {
-            Some(Some(f)) if f.key == key => Some(hinted),
-            _ => {
+        // The tag first: the flow is read only when the hint is likely this connection's.
+        let hit = ((hinted >> 32) as u32 == tag)
+            .then_some(hinted as u32)
+            .filter(|&s| matches!(self.slab.get(s as usize), Some(Some(f)) if f.key == key));
+        let mut slot = match hit {
+            Some(s) => Some(s),
+            // Under a flood of new sources: a SYN from an address no flow has is no flow's.
+            None if hold
+                && is_syn_only(p.tcp_flags)
+                && self.endpoints.as_ref().is_some_and(|e| e.none(&p.src)) =>
+            {
+                None
+            }
+            None => {
                 let h = self.hasher.hash_one(key);
                 hash = Some(h);
                 self.find(&key, h)
@@ -1324,7 +1402,7 @@ impl FlowTable {
             Some(s) => s,
             None => self.create(key, hash, src_lo, p, ts, out),
         };
-        self.hints[hint] = slot;
+        self.hints[hint] = u64::from(tag) << 32 | u64::from(slot);
         let f = self.slab[slot as usize].as_mut().expect("indexed slot");
         f.seen = f.seen.saturating_add(1);
         if p.bad_checksum {
@@ -1406,9 +1484,7 @@ impl FlowTable {
                 return Attempted::Promoted;
             }
         }
-        let syn_only = p.tcp_flags
-            & (TcpFlags::SYN | TcpFlags::ACK | TcpFlags::FIN | TcpFlags::RST)
-            == TcpFlags::SYN;
+        let syn_only = is_syn_only(p.tcp_flags);
         if p.proto != ip_proto::TCP
             || !syn_only
             || p.payload_len != 0
@@ -1429,15 +1505,26 @@ impl FlowTable {
         if rate.1.max(rate.2) <= above || h.2.contains(&p.src) {
             return Attempted::No;
         }
-        // The responder's asset; a SYN from a protected asset makes a flow.
+        // The responder's asset (looked up once for a run of SYNs to one address, as a
+        // flood's are); a SYN from a protected asset makes a flow.
         let asset = if self.cfg.assets.is_empty() {
             NO_ASSET
-        } else if let Some((i, _)) = self.cfg.assets.lookup(ip_of(&p.dst, p.v6)) {
-            i
-        } else if self.cfg.assets.lookup(ip_of(&p.src, p.v6)).is_some() {
-            return Attempted::No;
         } else {
-            NO_ASSET
+            let resp = match self.attempt_resp {
+                Some((dst, v6, asset)) if dst == p.dst && v6 == p.v6 => asset,
+                _ => {
+                    let asset = self.cfg.assets.lookup(ip_of(&p.dst, p.v6)).map(|(i, _)| i);
+                    self.attempt_resp = Some((p.dst, p.v6, asset));
+                    asset
+                }
+            };
+            match resp {
+                Some(i) => i,
+                None if self.cfg.assets.lookup(ip_of(&p.src, p.v6)).is_some() => {
+                    return Attempted::No;
+                }
+                None => NO_ASSET,
+            }
         };
         let key = AggKey {
             dst: p.dst,
@@ -2593,6 +2680,36 @@ mod tests {
         assert_eq!((last.orig.pkts, last.resp.pkts), (3, 2));
         let p = out[1].prior.expect("the SYN was reported");
         assert_eq!((p.orig.pkts, p.orig.tcp_flags.0), (1, SYN));
+        assert_eq!(consumer_counts(&out), consumer_counts(&run(&frames)));
+    }
+
+    #[test]
+    fn a_syn_of_a_connection_in_the_table_is_counted_in_its_flow_under_a_flood() {
+        let t0 = 1_000 * NS;
+        let mut frames = random_source_flood(1_000, t0);
+        let t1 = frames.last().map_or(t0, |f| f.1);
+        frames.push((tcp(C, 40000, S, 443, SYN, 7, 0), t1 + 1_000));
+        frames.push((tcp(S, 443, C, 40000, SYN | ACK, 9, 0), t1 + 2_000));
+        frames.push((tcp(C, 40000, S, 443, ACK, 8, 0), t1 + 3_000));
+        // Other connections' packets, so that the client's flow is found through the index.
+        for i in 0..2_000u32 {
+            let src = [10, 1, (i >> 8) as u8, i as u8];
+            let ts = t1 + 4_000 + u64::from(i);
+            frames.push((tcp(src, 2000, S, 80, ACK, i, 10), ts));
+        }
+        // The same SYN again, late: its connection's packet, not an attempt of its own.
+        frames.push((tcp(C, 40000, S, 443, SYN, 7, 0), t1 + 10_000));
+        let mut t = flood_table(Some(0));
+        let out = feed(&mut t, &frames);
+        // The flood's SYNs and the client's first.
+        assert_eq!(t.stats().attempts_held, 1_001);
+        assert_eq!(t.stats().attempts_promoted, 1);
+        let client = out
+            .iter()
+            .filter(|r| r.orig_port == 40000 && r.attempts.is_none())
+            .map(|r| r.orig.pkts)
+            .max();
+        assert_eq!(client, Some(3));
         assert_eq!(consumer_counts(&out), consumer_counts(&run(&frames)));
     }
 

@@ -31,6 +31,9 @@ const CHUNK: usize = 256 << 10;
 const CHUNKS_IN_FLIGHT: usize = 4;
 /// Legacy pcap: how far ahead of the record being split its bytes are prefetched.
 const PREFETCH_AHEAD: usize = 2048;
+/// Legacy pcap: how many records after the one handed on its [`Frame::ahead`] is (the flow
+/// table asks for what that frame will need, so it has arrived when the frame's turn comes).
+const LOOKAHEAD: usize = 8;
 
 /// Why a capture file could not be read (to the end).
 #[derive(Debug, thiserror::Error)]
@@ -291,6 +294,7 @@ impl Legacy {
             ts_ns: u64::from(ts_sec) * 1_000_000_000 + u64::from(frac) * frac_ns,
             data,
             wire_len: wire_len as usize,
+            ahead: &[],
         }
     }
 }
@@ -448,6 +452,14 @@ impl<'p> Records<'p> {
         let mut fetched = 0;
         let mut pos = 0;
         let mut frames = 0;
+        // The frame handed on as `ahead`: `ahead_n` records after the one at `pos`, starting
+        // at `ahead_pos` (the lookahead stops at the first record `data` does not hold whole).
+        let (mut ahead_pos, mut ahead_n) = (0, 0);
+        let whole_at = |at: usize| -> Option<&[u8]> {
+            let h = data.get(at..)?.first_chunk::<16>()?;
+            let caplen = record_fields::<BE>(h)[2] as usize;
+            data.get(at + rh..(at + rh).checked_add(caplen)?)
+        };
         // The counters are brought up to date when the loop ends, not at every record.
         let result = loop {
             let Some(h) = data.get(pos..).and_then(|d| d.first_chunk::<16>()) else {
@@ -466,9 +478,25 @@ impl<'p> Records<'p> {
             let Some(frame) = data.get(pos + rh..pos + rh + caplen) else {
                 break Ok(pos);
             };
-            on_frame(legacy.frame([ts_sec, frac, wire_len], frame));
+            let mut ahead = &[][..];
+            while let Some(f) = whole_at(ahead_pos) {
+                if ahead_n == LOOKAHEAD {
+                    ahead = f;
+                    break;
+                }
+                ahead_pos += rh + f.len();
+                ahead_n += 1;
+            }
+            let mut frame = legacy.frame([ts_sec, frac, wire_len], frame);
+            frame.ahead = ahead;
+            on_frame(frame);
             frames += 1;
             pos += rh + caplen;
+            if ahead_n > 0 {
+                ahead_n -= 1;
+            } else {
+                ahead_pos = pos;
+            }
         };
         self.frames += frames;
         match result {
@@ -659,6 +687,7 @@ fn read_parsed(
                             ts_ns: u64::from(b.ts_sec) * 1_000_000_000 + frac,
                             data: &b.data[..caplen],
                             wire_len: b.origlen as usize,
+                            ahead: &[],
                         });
                     }
                     PcapBlockOwned::NG(Block::SectionHeader(_)) => ifaces.clear(),
@@ -692,6 +721,7 @@ fn read_parsed(
                             ts_ns: ts_from_units(units, iface.resolution, iface.offset_s),
                             data: epb.packet_data(),
                             wire_len: epb.orig_len() as usize,
+                            ahead: &[],
                         });
                     }
                     PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
@@ -707,6 +737,7 @@ fn read_parsed(
                             ts_ns: 0,
                             data: spb.packet_data(),
                             wire_len: spb.orig_len() as usize,
+                            ahead: &[],
                         });
                     }
                     PcapBlockOwned::NG(_) => {}
@@ -857,6 +888,43 @@ mod tests {
             };
             assert_eq!(err_at(&mapped.1), err_at(&parsed.1));
         }
+    }
+
+    /// Each frame and the `ahead` it was handed with.
+    fn with_ahead(bytes: &[u8], threaded: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut seen = Vec::new();
+        let on_frame = |fr: Frame<'_>| seen.push((fr.data.to_vec(), fr.ahead.to_vec()));
+        read(bytes, Path::new("x.pcap"), threaded, on_frame).expect("read");
+        seen
+    }
+
+    #[test]
+    fn a_frame_comes_with_the_frame_a_few_records_later_as_a_hint() {
+        let sizes: Vec<usize> = (0..100).map(|i| 60 + i).collect();
+        let bytes = legacy_file(0xa1b2_c3d4, false, &sizes);
+        for threaded in [false, true] {
+            let seen = with_ahead(&bytes, threaded);
+            assert_eq!(seen.len(), sizes.len());
+            for (i, (_, ahead)) in seen.iter().enumerate() {
+                let later = seen.get(i + LOOKAHEAD).map_or(&[][..], |s| &s.0[..]);
+                assert_eq!(&ahead[..], later, "frame {i} ({threaded})");
+            }
+        }
+        // Across chunk edges the hint may be missing, never wrong.
+        let sizes: Vec<usize> = (0..3000).map(|i| (i * 37) % 1500).collect();
+        let seen = with_ahead(&legacy_file(0xa1b2_c3d4, true, &sizes), true);
+        let mut hinted = 0;
+        for (i, (_, ahead)) in seen.iter().enumerate() {
+            if !ahead.is_empty() {
+                hinted += 1;
+                assert_eq!(
+                    Some(ahead),
+                    seen.get(i + LOOKAHEAD).map(|s| &s.0),
+                    "frame {i}"
+                );
+            }
+        }
+        assert!(hinted * 10 >= seen.len() * 9, "{hinted} of {}", seen.len());
     }
 
     #[test]

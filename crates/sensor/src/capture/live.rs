@@ -208,6 +208,7 @@ impl Block<'_> {
                 ts_ns,
                 data: &data[..data.len().min(snaplen)],
                 wire_len,
+                ahead: &[],
             })
     }
 

@@ -124,20 +124,20 @@ fn map(file: &File, offset: u64, len: usize) -> std::io::Result<Mmap> {
     }
 }
 
-/// Asks for the cache line holding `byte` without waiting for it.
+/// Asks for the cache line holding the start of `x` without waiting for it.
 #[inline(always)]
-pub(super) fn prefetch(byte: &u8) {
+pub(crate) fn prefetch<T>(x: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is only a hint; it changes nothing architecturally visible and
     // never faults, and the pointer comes from a live reference.
     #[allow(unsafe_code)]
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            std::ptr::from_ref(byte).cast(),
+            std::ptr::from_ref(x).cast(),
         );
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = byte;
+    let _ = x;
 }
 
 #[cfg(test)]
