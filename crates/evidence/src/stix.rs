@@ -891,14 +891,7 @@ pub(crate) fn campaign_bundle(
     rep["report_types"] = json!(["threat-report"]);
     rep["published"] = json!(created);
     rep["object_refs"] = json!(refs);
-    let mut basis: Vec<&String> = Vec::new();
-    for c in ctxs {
-        for n in &c.alert().norms.request_basis {
-            if !basis.contains(&n) {
-                basis.push(n);
-            }
-        }
-    }
+    let basis = crate::package::norm_union(ctxs, |a| &a.norms.request_basis);
     let mut ours = json!({
         "extension_type": "property-extension",
         "requested_state": first.about(),
