@@ -4,7 +4,7 @@
 //! summary, which is written for the operator and may name any source.
 
 use crate::canon::rfc3339_s;
-use crate::package::{proto_label, via_authority, Ctx};
+use crate::package::{norm_union, proto_label, via_authority, Ctx};
 use crate::recipients::{Disposition, SourceEvidence};
 use normwatch_model::{AlertKind, AlertState, IcsCounts};
 use std::fmt::Write;
@@ -233,12 +233,7 @@ pub(crate) fn letter(c: &Ctx<'_>) -> String {
     if attacked != c.input.operator.name {
         let _ = writeln!(s, "- Operator of the attacked asset: {attacked}");
     }
-    let _ = writeln!(
-        s,
-        "- Requesting State: {} (national authority: {})",
-        c.input.requester.code, c.input.requester.name
-    );
-    routing_lines(&mut s, c);
+    recipient_lines(&mut s, c);
     let _ = writeln!(
         s,
         "- Alert: `{}` ({}, severity {:?})",
@@ -246,14 +241,7 @@ pub(crate) fn letter(c: &Ctx<'_>) -> String {
         alert.kind.as_str(),
         alert.severity
     );
-    let _ = writeln!(s, "- Prepared: {} UTC", rfc3339_s(c.input.packaged_at_ns));
-    if p.recipient.language != "en" {
-        let _ = writeln!(
-            s,
-            "- Language: this letter is in English; the recipient's preferred language is `{}`.",
-            p.recipient.language
-        );
-    }
+    prepared_lines(&mut s, c);
 
     let _ = writeln!(s, "\n## The public service impaired\n");
     let _ = writeln!(s, "{}", c.summary);
@@ -278,12 +266,8 @@ pub(crate) fn letter(c: &Ctx<'_>) -> String {
         }
     }
 
-    let _ = writeln!(s, "\n## Timeline (UTC)\n");
-    let _ = writeln!(
-        s,
-        "- {}: first traffic from the sources in this package",
-        rfc3339_s(c.first_ns)
-    );
+    let _ = writeln!(s);
+    timeline_head(&mut s, c.first_ns);
     let _ = writeln!(
         s,
         "- {}: alert raised (start of the attack window)",
@@ -299,12 +283,7 @@ pub(crate) fn letter(c: &Ctx<'_>) -> String {
             " (the attack was ongoing when this package was prepared)"
         }
     );
-    let _ = writeln!(
-        s,
-        "- {}: package prepared",
-        rfc3339_s(c.input.packaged_at_ns)
-    );
-    let _ = writeln!(s, "\nTimes are event times from the captured packets.");
+    timeline_tail(&mut s, c);
 
     if c.traceback() {
         spoofing_section(&mut s, c);
@@ -322,10 +301,15 @@ pub(crate) fn letter(c: &Ctx<'_>) -> String {
             num(f.total_sources),
             pct(f.own_share)
         );
-        let _ = writeln!(s, "| address | AS | prefix | registered | geolocated | first seen | last seen | packets | bytes |");
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+        table_head(&mut s, &[&SOURCE_COLUMNS[..5], &SOURCE_COLUMNS[5..]]);
         for e in &reqs {
-            row(&mut s, c, e);
+            source_row(
+                &mut s,
+                e,
+                None,
+                c.source_window(e.source.addr),
+                source_counts(c, e),
+            );
         }
         location_notes(&mut s, &reqs);
     }
@@ -350,66 +334,30 @@ pub(crate) fn letter(c: &Ctx<'_>) -> String {
             let _ = writeln!(s, "| {} | {pkts} | {bytes} |", e.source.addr);
         }
     } else if !abuse.is_empty() {
-        let _ = writeln!(
-            s,
-            "\n## For providers' abuse desks (no request to the State about these)\n"
-        );
-        let _ = writeln!(s, "These addresses carried attack traffic but are not its origin: reflectors answering forged requests, anonymisers (VPN, Tor, proxies) or satellite providers serving users in many countries. Please pass them to the operators of the networks concerned.\n");
-        let _ = writeln!(s, "| address | reason | AS | prefix | registered |");
-        let _ = writeln!(s, "|---|---|---|---|---|");
+        abuse_head(&mut s, &["address", "reason", "AS", "prefix", "registered"]);
         for e in &abuse {
-            let reason = match e.disposition {
-                Disposition::Reflector => "reflector",
-                Disposition::Spoofed => "forged",
-                Disposition::Anonymiser => "anonymiser",
-                Disposition::SatelliteProvider => "satellite provider",
-                Disposition::StateRequest => "",
-            };
             let a = &e.attribution;
             let _ = writeln!(
                 s,
-                "| {} | {reason} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 e.source.addr,
+                reason(e.disposition),
                 as_cell(a),
-                a.asn_prefix
-                    .or(a.prefix)
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| "-".into()),
+                prefix_cell(a),
                 a.registered_country.as_deref().unwrap_or("-")
             );
         }
     }
 
-    let _ = writeln!(s, "\n## Action requested\n");
-    let _ = writeln!(s, "{}\n", c.action);
-    let _ = writeln!(s, "We ask for a reply by **{} UTC** through the channel this package arrived on, stating what was done.", c.deadline);
-
-    let _ = writeln!(s, "\n## Basis\n");
-    let norm = |id: &String| match c.input.norms.get(id) {
-        Some(n) => format!("- {} ({}): {}", n.reference, n.short, n.text),
-        None => format!("- {id}"),
-    };
-    if !alert.norms.request_basis.is_empty() {
-        let _ = writeln!(s, "This request rests on:\n");
-        for id in &alert.norms.request_basis {
-            let _ = writeln!(s, "{}", norm(id));
-        }
-    }
-    if !alert.norms.violated.is_empty() {
-        let _ = writeln!(s, "\nThe activity is of a kind that would be contrary to the following norms if it were conducted or knowingly supported by a State:\n");
-        for id in &alert.norms.violated {
-            let _ = writeln!(s, "{}", norm(id));
-        }
-    }
-    if !alert.norms.caveats.is_empty() {
-        let _ = writeln!(s, "\nCaveats and handling:\n");
-        for id in &alert.norms.caveats {
-            let _ = writeln!(s, "{}", norm(id));
-        }
-    }
-    let _ = writeln!(
-        s,
-        "\nNorm texts are paraphrases; the reference names the official text."
+    action_and_basis(
+        &mut s,
+        c,
+        &c.action,
+        [
+            alert.norms.request_basis.iter().collect(),
+            alert.norms.violated.iter().collect(),
+            alert.norms.caveats.iter().collect(),
+        ],
     );
 
     let _ = writeln!(s, "\n## No attribution\n");
@@ -424,10 +372,15 @@ pub(crate) fn letter(c: &Ctx<'_>) -> String {
     s
 }
 
-/// Recipient, routing and handling lines of a letter's header.
-fn routing_lines(s: &mut String, c: &Ctx<'_>) {
+/// Requester, recipient, routing and handling lines of a letter's header.
+fn recipient_lines(s: &mut String, c: &Ctx<'_>) {
     let p = c.planned();
     let tlp = c.input.settings.tlp;
+    let _ = writeln!(
+        s,
+        "- Requesting State: {} (national authority: {})",
+        c.input.requester.code, c.input.requester.name
+    );
     let _ = writeln!(s, "- To: {} ({})", p.recipient.name, p.recipient.code);
     match via_authority(&p.routing) {
         None => {
@@ -552,23 +505,142 @@ fn location_notes(s: &mut String, sources: &[&&SourceEvidence]) {
     }
 }
 
-fn row(s: &mut String, c: &Ctx<'_>, e: &SourceEvidence) {
+/// The columns of a table of request sources (a campaign's adds `attacks` after the fifth).
+const SOURCE_COLUMNS: [&str; 9] = [
+    "address",
+    "AS",
+    "prefix",
+    "registered",
+    "geolocated",
+    "first seen",
+    "last seen",
+    "packets",
+    "bytes",
+];
+
+/// A Markdown table's header row and rule, its columns given in parts.
+fn table_head(s: &mut String, parts: &[&[&str]]) {
+    let columns: Vec<&str> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+    let _ = writeln!(s, "| {} |", columns.join(" | "));
+    let _ = writeln!(s, "|{}", "---|".repeat(columns.len()));
+}
+
+/// An address block's prefix (the AS's announcement, else the registry's), or `-`.
+fn prefix_cell(a: &crate::attribution::Attribution) -> String {
+    a.asn_prefix
+        .or(a.prefix)
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// One row of a table of request sources (see [`SOURCE_COLUMNS`]), with the attacks that
+/// named the source where the package has several.
+fn source_row(
+    s: &mut String,
+    e: &SourceEvidence,
+    attacks: Option<String>,
+    (first, last): (u64, u64),
+    (pkts, bytes): (u64, u64),
+) {
     let a = &e.attribution;
-    let (first, last) = c.source_window(e.source.addr);
-    let (pkts, bytes) = source_counts(c, e);
+    let attacks = attacks.map(|l| format!("{l} | ")).unwrap_or_default();
     let _ = writeln!(
         s,
-        "| {} | {} | {} | {} | {} | {} | {} | {pkts} | {bytes} |",
+        "| {} | {} | {} | {} | {} | {attacks}{} | {} | {pkts} | {bytes} |",
         e.source.addr,
         as_cell(a),
-        a.asn_prefix
-            .or(a.prefix)
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "-".into()),
+        prefix_cell(a),
         a.registered_country.as_deref().unwrap_or("-"),
         a.geo_country.as_deref().unwrap_or("-"),
         rfc3339_s(first),
         rfc3339_s(last),
+    );
+}
+
+/// Why a source goes to providers' abuse desks rather than to its State.
+fn reason(d: Disposition) -> &'static str {
+    match d {
+        Disposition::Reflector => "reflector",
+        Disposition::Spoofed => "forged",
+        Disposition::Anonymiser => "anonymiser",
+        Disposition::SatelliteProvider => "satellite provider",
+        Disposition::StateRequest => "",
+    }
+}
+
+/// The heading, explanation and table header of the providers' abuse-desk section.
+fn abuse_head(s: &mut String, columns: &[&str]) {
+    let _ = writeln!(
+        s,
+        "\n## For providers' abuse desks (no request to the State about these)\n"
+    );
+    let _ = writeln!(s, "These addresses carried attack traffic but are not its origin: reflectors answering forged requests, anonymisers (VPN, Tor, proxies) or satellite providers serving users in many countries. Please pass them to the operators of the networks concerned.\n");
+    table_head(s, &[columns]);
+}
+
+/// The preparation time and, where the recipient prefers another, the letter's language.
+fn prepared_lines(s: &mut String, c: &Ctx<'_>) {
+    let _ = writeln!(s, "- Prepared: {} UTC", rfc3339_s(c.input.packaged_at_ns));
+    let p = c.planned();
+    if p.recipient.language != "en" {
+        let _ = writeln!(
+            s,
+            "- Language: this letter is in English; the recipient's preferred language is `{}`.",
+            p.recipient.language
+        );
+    }
+}
+
+/// The timeline's heading and its first entry, the sources' first traffic.
+fn timeline_head(s: &mut String, first_ns: u64) {
+    let _ = writeln!(s, "## Timeline (UTC)\n");
+    let _ = writeln!(
+        s,
+        "- {}: first traffic from the sources in this package",
+        rfc3339_s(first_ns)
+    );
+}
+
+/// The timeline's last entry, the packaging, and what its times are.
+fn timeline_tail(s: &mut String, c: &Ctx<'_>) {
+    let _ = writeln!(
+        s,
+        "- {}: package prepared",
+        rfc3339_s(c.input.packaged_at_ns)
+    );
+    let _ = writeln!(s, "\nTimes are event times from the captured packets.");
+}
+
+/// The action requested with `c`'s deadline, and the norms it rests on: `norms` are the
+/// request basis, the norms violated if State-conducted and the caveats, each with its text
+/// from `c`'s catalogue.
+fn action_and_basis(s: &mut String, c: &Ctx<'_>, action: &str, norms: [Vec<&String>; 3]) {
+    let _ = writeln!(s, "\n## Action requested\n");
+    let _ = writeln!(s, "{action}\n");
+    let _ = writeln!(s, "We ask for a reply by **{} UTC** through the channel this package arrived on, stating what was done.", c.deadline);
+
+    let _ = writeln!(s, "\n## Basis\n");
+    let norm = |id: &String| match c.input.norms.get(id) {
+        Some(n) => format!("- {} ({}): {}", n.reference, n.short, n.text),
+        None => format!("- {id}"),
+    };
+    let [basis, violated, caveats] = norms;
+    let sections = [
+        ("This request rests on:\n", basis),
+        ("\nThe activity is of a kind that would be contrary to the following norms if it were conducted or knowingly supported by a State:\n", violated),
+        ("\nCaveats and handling:\n", caveats),
+    ];
+    for (title, ids) in sections {
+        if !ids.is_empty() {
+            let _ = writeln!(s, "{title}");
+            for id in ids {
+                let _ = writeln!(s, "{}", norm(id));
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nNorm texts are paraphrases; the reference names the official text."
     );
 }
 
@@ -622,12 +694,7 @@ pub(crate) fn campaign_letter(ctxs: &[Ctx<'_>], id: &str, campaign: &str) -> Str
             attacked.join("; ")
         );
     }
-    let _ = writeln!(
-        s,
-        "- Requesting State: {} (national authority: {})",
-        first.input.requester.code, first.input.requester.name
-    );
-    routing_lines(&mut s, first);
+    recipient_lines(&mut s, first);
     for c in ctxs {
         let a = c.alert();
         let _ = writeln!(
@@ -639,19 +706,7 @@ pub(crate) fn campaign_letter(ctxs: &[Ctx<'_>], id: &str, campaign: &str) -> Str
             a.service
         );
     }
-    let _ = writeln!(
-        s,
-        "- Prepared: {} UTC",
-        rfc3339_s(first.input.packaged_at_ns)
-    );
-    let p = first.planned();
-    if p.recipient.language != "en" {
-        let _ = writeln!(
-            s,
-            "- Language: this letter is in English; the recipient's preferred language is `{}`.",
-            p.recipient.language
-        );
-    }
+    prepared_lines(&mut s, first);
 
     let _ = writeln!(s, "\n## The public services impaired\n");
     for (i, c) in ctxs.iter().enumerate() {
@@ -668,12 +723,9 @@ pub(crate) fn campaign_letter(ctxs: &[Ctx<'_>], id: &str, campaign: &str) -> Str
         let _ = writeln!(s);
     }
 
-    let _ = writeln!(s, "## Timeline (UTC)\n");
-    let first_ns = ctxs.iter().map(|c| c.first_ns).min().unwrap_or_default();
-    let _ = writeln!(
-        s,
-        "- {}: first traffic from the sources in this package",
-        rfc3339_s(first_ns)
+    timeline_head(
+        &mut s,
+        ctxs.iter().map(|c| c.first_ns).min().unwrap_or_default(),
     );
     for c in ctxs {
         let a = c.alert();
@@ -690,12 +742,7 @@ pub(crate) fn campaign_letter(ctxs: &[Ctx<'_>], id: &str, campaign: &str) -> Str
             }
         );
     }
-    let _ = writeln!(
-        s,
-        "- {}: package prepared",
-        rfc3339_s(first.input.packaged_at_ns)
-    );
-    let _ = writeln!(s, "\nTimes are event times from the captured packets.");
+    timeline_tail(&mut s, first);
 
     // Every source once, with its traffic summed over the alerts.
     type Row<'a> = (&'a SourceEvidence, u64, u64, u64, u64, Vec<usize>);
@@ -727,25 +774,12 @@ pub(crate) fn campaign_letter(ctxs: &[Ctx<'_>], id: &str, campaign: &str) -> Str
             num(reqs.len() as u64),
             if reqs.len() == 1 { "" } else { "s" }
         );
-        let _ = writeln!(s, "| address | AS | prefix | registered | geolocated | attacks | first seen | last seen | packets | bytes |");
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+        table_head(
+            &mut s,
+            &[&SOURCE_COLUMNS[..5], &["attacks"], &SOURCE_COLUMNS[5..]],
+        );
         for (e, f, l, pk, by, attacks) in &reqs {
-            let a = &e.attribution;
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {pk} | {by} |",
-                e.source.addr,
-                as_cell(a),
-                a.asn_prefix
-                    .or(a.prefix)
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                a.registered_country.as_deref().unwrap_or("-"),
-                a.geo_country.as_deref().unwrap_or("-"),
-                list(attacks),
-                rfc3339_s(*f),
-                rfc3339_s(*l),
-            );
+            source_row(&mut s, e, Some(list(attacks)), (*f, *l), (*pk, *by));
         }
         let evidence: Vec<&&SourceEvidence> = reqs.iter().map(|r| &r.0).collect();
         location_notes(&mut s, &evidence);
@@ -755,25 +789,16 @@ pub(crate) fn campaign_letter(ctxs: &[Ctx<'_>], id: &str, campaign: &str) -> Str
         .filter(|r| r.0.disposition != Disposition::StateRequest)
         .collect();
     if !abuse.is_empty() {
-        let _ = writeln!(
-            s,
-            "\n## For providers' abuse desks (no request to the State about these)\n"
+        abuse_head(
+            &mut s,
+            &["address", "reason", "AS", "registered", "attacks"],
         );
-        let _ = writeln!(s, "These addresses carried attack traffic but are not its origin: reflectors answering forged requests, anonymisers (VPN, Tor, proxies) or satellite providers serving users in many countries. Please pass them to the operators of the networks concerned.\n");
-        let _ = writeln!(s, "| address | reason | AS | registered | attacks |");
-        let _ = writeln!(s, "|---|---|---|---|---|");
         for (e, _, _, _, _, attacks) in &abuse {
-            let reason = match e.disposition {
-                Disposition::Reflector => "reflector",
-                Disposition::Spoofed => "forged",
-                Disposition::Anonymiser => "anonymiser",
-                Disposition::SatelliteProvider => "satellite provider",
-                Disposition::StateRequest => "",
-            };
             let _ = writeln!(
                 s,
-                "| {} | {reason} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 e.source.addr,
+                reason(e.disposition),
                 as_cell(&e.attribution),
                 e.attribution.registered_country.as_deref().unwrap_or("-"),
                 list(attacks)
@@ -781,53 +806,18 @@ pub(crate) fn campaign_letter(ctxs: &[Ctx<'_>], id: &str, campaign: &str) -> Str
         }
     }
 
-    let _ = writeln!(s, "\n## Action requested\n");
-    let _ = writeln!(s, "{}\n", campaign_action(ctxs));
-    let _ = writeln!(s, "We ask for a reply by **{} UTC** through the channel this package arrived on, stating what was done.", first.deadline);
-
-    let _ = writeln!(s, "\n## Basis\n");
-    let norm = |id: &String| match first.input.norms.get(id) {
-        Some(n) => format!("- {} ({}): {}", n.reference, n.short, n.text),
-        None => format!("- {id}"),
-    };
-    let union = |f: fn(&normwatch_model::Alert) -> &Vec<String>| {
-        let mut out: Vec<&String> = Vec::new();
-        for c in ctxs {
-            for n in f(c.alert()) {
-                if !out.contains(&n) {
-                    out.push(n);
-                }
-            }
-        }
-        out
-    };
-    let basis = union(|a| &a.norms.request_basis);
-    if !basis.is_empty() {
-        let _ = writeln!(s, "This request rests on:\n");
-        for id in basis {
-            let _ = writeln!(s, "{}", norm(id));
-        }
-    }
-    let violated = union(|a| &a.norms.violated);
-    if !violated.is_empty() {
-        let _ = writeln!(s, "\nThe activity is of a kind that would be contrary to the following norms if it were conducted or knowingly supported by a State:\n");
-        for id in violated {
-            let _ = writeln!(s, "{}", norm(id));
-        }
-    }
-    let caveats = union(|a| &a.norms.caveats);
-    if !caveats.is_empty() {
-        let _ = writeln!(s, "\nCaveats and handling:\n");
-        for id in caveats {
-            let _ = writeln!(s, "{}", norm(id));
-        }
-    }
-    let _ = writeln!(
-        s,
-        "\nNorm texts are paraphrases; the reference names the official text."
+    action_and_basis(
+        &mut s,
+        first,
+        &campaign_action(ctxs),
+        [
+            norm_union(ctxs, |a| &a.norms.request_basis),
+            norm_union(ctxs, |a| &a.norms.violated),
+            norm_union(ctxs, |a| &a.norms.caveats),
+        ],
     );
     let _ = writeln!(s, "\n## No attribution\n");
-    let _ = writeln!(s, "**No attribution of this activity to any State is made by this request.** It asks the State from whose territory the activity emanates to help mitigate it. The attacks are grouped because they came from overlapping hosts within a short time, not because any actor was identified. Source addresses may be spoofed or belong to compromised third-party hosts; the recipient State is chosen from where the address blocks are registered ({}), with geolocation as corroboration only.", p.rule);
+    let _ = writeln!(s, "**No attribution of this activity to any State is made by this request.** It asks the State from whose territory the activity emanates to help mitigate it. The attacks are grouped because they came from overlapping hosts within a short time, not because any actor was identified. Source addresses may be spoofed or belong to compromised third-party hosts; the recipient State is chosen from where the address blocks are registered ({}), with geolocation as corroboration only.", first.planned().rule);
     let _ = writeln!(s, "\nThe evidence is limited to the sources in this package and the victims (data minimisation); personal data in it may be used only to mitigate this activity.");
     let _ = writeln!(s, "\n## Evidence\n");
     let n_flows: usize = ctxs.iter().map(|c| c.flows.len()).sum();

@@ -180,14 +180,18 @@ pub(crate) fn event(c: &Ctx<'_>) -> Value {
         // Organisation only: the recipient decides whether to share further, within the TLP.
         "distribution": "0",
         "published": false,
-        // The same organisation in every package: its id depends on its name only.
-        "Orgc": {
-            "name": c.input.operator.name,
-            "uuid": crate::stix::org_uuid("operator", &c.input.operator.name).to_string(),
-        },
+        "Orgc": orgc(c),
         "Tag": tags,
         "Attribute": attrs,
     }})
+}
+
+/// The reporting organisation, the same in every package: its id depends on its name only.
+fn orgc(c: &Ctx<'_>) -> Value {
+    json!({
+        "name": c.input.operator.name,
+        "uuid": crate::stix::org_uuid("operator", &c.input.operator.name).to_string(),
+    })
 }
 
 /// The MISP event of a campaign package: each alert's attributes (an address named by several
@@ -275,10 +279,7 @@ pub(crate) fn campaign_event(ctxs: &[Ctx<'_>], id: &str, campaign: &str) -> Valu
         "analysis": analysis,
         "distribution": "0",
         "published": false,
-        "Orgc": {
-            "name": first.input.operator.name,
-            "uuid": crate::stix::org_uuid("operator", &first.input.operator.name).to_string(),
-        },
+        "Orgc": orgc(first),
         "Tag": tags,
         "Attribute": attrs,
     }})

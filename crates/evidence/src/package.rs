@@ -509,197 +509,51 @@ pub(crate) fn pretty(v: &serde_json::Value) -> Result<Vec<u8>> {
 pub fn build(input: BuildInput<'_>, key: &SecretKey) -> Result<Package> {
     let c = ctx(input)?;
     let alert = c.alert();
+    let one = std::slice::from_ref(&c);
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-
-    let mut flows_jsonl = Vec::new();
-    for f in &c.flows {
-        serde_json::to_writer(&mut flows_jsonl, f)?;
-        flows_jsonl.push(b'\n');
-    }
-    files.insert("evidence/flows.jsonl".into(), flows_jsonl);
-
-    // The alert as the detector raised it, cut down to this package's sources; its summary
-    // (written for the operator, it may name any source) is replaced by this package's own.
-    let wanted: BTreeSet<IpAddr> = c.sources.iter().map(|s| s.source.addr).collect();
-    let mut alert_view = alert.clone();
-    alert_view.top_sources.retain(|s| wanted.contains(&s.addr));
-    alert_view.summary = c.summary.clone();
+    files.insert("evidence/flows.jsonl".into(), flows_jsonl(one)?);
+    files.insert("evidence/alert.json".into(), pretty(&alert_view(&c)?)?);
     files.insert(
-        "evidence/alert.json".into(),
-        pretty(&serde_json::to_value(&alert_view)?)?,
+        "evidence/attribution.json".into(),
+        attribution(&c, c.sources.iter().copied())?,
     );
-
-    let attribution = json!({
-        "rule": c.planned().rule,
-        "routing": c.planned().routing,
-        "about_state": c.planned().about_state,
-        "databases": c.input.geo,
-        "sources": c.sources.iter().map(|s| json!({
-            "addr": s.source.addr,
-            "disposition": s.disposition,
-            "attribution": s.attribution,
-        })).collect::<Vec<_>>(),
-    });
-    files.insert("evidence/attribution.json".into(), pretty(&attribution)?);
-
     files.insert(
         "stix/bundle.json".into(),
         compact(&crate::stix::bundle(&c)?)?,
     );
     files.insert("misp/event.json".into(), compact(&crate::misp::event(&c))?);
     files.insert("request.md".into(), c.letter.clone().into_bytes());
-
-    // Custody: capture by the sensors, derivation of the alert and the attribution, packaging.
-    let digests: BTreeMap<String, String> = files
-        .iter()
-        .map(|(p, b)| (p.clone(), sha256_hex(b)))
-        .collect();
-    let subject = |name: &str| Subject {
-        name: name.to_string(),
-        sha256: digests.get(name).cloned().unwrap_or_default(),
-    };
-    let mut log = custody::Log::default();
-    let sensors: BTreeSet<&str> = c.flows.iter().map(|f| &*f.sensor_id).collect();
-    let sensors = if sensors.is_empty() {
-        "unknown sensor".to_string()
-    } else {
-        sensors.into_iter().collect::<Vec<_>>().join(",")
-    };
-    // Each entry is the moment the step was recorded by the stage that saw it: the flows'
-    // arrival from the sensors, the detector stage raising the alert. Where nobody recorded
-    // it, the entry says so and carries the packaging time, never a back-dated one.
-    let packet_times = format!(
-        "packet times {} .. {}",
-        rfc3339_ms(c.first_ns),
-        rfc3339_ms(c.last_ns)
-    );
-    let (at, note) = match c.input.flows_received_ns {
-        Some(t) => (
-            rfc3339_ms(t),
-            format!(
-                "{} flow records between the sources and the victim, received from the \
-                 sensors by the packaging stage at this time; {packet_times}",
+    let log = custody_log(
+        &files,
+        one,
+        &CustodyNotes {
+            flows: format!(
+                "{} flow records between the sources and the victim",
                 c.flows.len()
             ),
-        ),
-        None => (
-            c.created.clone(),
-            format!(
-                "{} flow records between the sources and the victim; their arrival was not \
-                 recorded, this entry is the packaging time; {packet_times}",
-                c.flows.len()
+            received: "received from the sensors",
+            alerts_file: "evidence/alert.json",
+            with_service: false,
+            packaged: format!(
+                "package {} for {}",
+                c.package_id,
+                c.planned().recipient.code
             ),
-        ),
-    };
-    log.push(custody::Event {
-        action: Action::Captured,
-        actor: format!("sensor {sensors}"),
-        at,
-        tool: "normwatch-sensor".into(),
-        tool_version: TOOL_VERSION.into(),
-        subjects: vec![subject("evidence/flows.jsonl")],
-        note,
-    })?;
-    let window = format!(
-        "attack window {} .. {} (event time)",
-        rfc3339_ms(alert.window_start_ns),
-        rfc3339_ms(alert.window_end_ns)
-    );
-    let (at, note) = match alert.raised_at_ns {
-        Some(t) => (
-            rfc3339_ms(t),
-            format!(
-                "alert {} ({}) raised by the detector stage, recorded on its arrival at the \
-                 packaging stage at this time; {window}",
-                alert.id,
-                alert.kind.as_str()
-            ),
-        ),
-        None => (
-            c.created.clone(),
-            format!(
-                "alert {} ({}); the raise time was not recorded, this entry is the packaging \
-                 time; {window}",
-                alert.id,
-                alert.kind.as_str()
-            ),
-        ),
-    };
-    log.push(custody::Event {
-        action: Action::Derived,
-        actor: "normwatch detector stage".into(),
-        at,
-        tool: "normwatch-detect".into(),
-        tool_version: TOOL_VERSION.into(),
-        subjects: vec![subject("evidence/alert.json")],
-        note,
-    })?;
-    log.push(custody::Event {
-        action: Action::Derived,
-        actor: c.input.operator.name.clone(),
-        at: c.created.clone(),
-        tool: TOOL_NAME.into(),
-        tool_version: TOOL_VERSION.into(),
-        subjects: vec![subject("evidence/attribution.json")],
-        note: format!(
-            "source attribution from {}",
-            c.input
-                .geo
-                .iter()
-                .map(|d| format!("{} (build {})", d.database_type, d.build_epoch))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    })?;
-    log.push(custody::Event {
-        action: Action::Packaged,
-        actor: c.input.operator.name.clone(),
-        at: c.created.clone(),
-        tool: TOOL_NAME.into(),
-        tool_version: TOOL_VERSION.into(),
-        subjects: ["misp/event.json", "request.md", "stix/bundle.json"]
-            .into_iter()
-            .map(subject)
-            .collect(),
-        note: format!(
-            "package {} for {}",
-            c.package_id,
-            c.planned().recipient.code
-        ),
-    })?;
-    files.insert(CUSTODY.into(), log.to_bytes());
-
-    let mut manifest = json!({
-        "format": FORMAT,
-        "package_id": c.package_id,
-        "created": c.created,
-        "producer": {"organisation": c.input.operator.name, "tool": TOOL_NAME, "tool_version": TOOL_VERSION},
-        "alert_id": alert.id,
-        "recipient": c.planned().recipient.code,
-        "about_state": c.planned().about_state,
-        "routing": c.planned().routing,
-        "tlp": c.input.settings.tlp.as_str(),
-    });
-    if let Some(cu) = &c.planned().campaign {
-        manifest["campaign"] = json!(cu.id);
-        manifest["update_of"] = json!(cu.update_of);
-    }
-    let mut predicate = json!({
-        "package_id": c.package_id,
-        "alert_id": alert.id,
-        "recipient": c.planned().recipient.code,
-        "about_state": c.planned().about_state,
-        "requested_action": c.action,
-        "deadline": c.deadline,
-        "norms": {
-            "violated_if_state_conducted": alert.norms.violated,
-            "request_basis": alert.norms.request_basis,
-            "caveats": alert.norms.caveats,
         },
-    });
+    )?;
+    files.insert(CUSTODY.into(), log);
+
+    let norms = [
+        alert.norms.violated.iter().collect(),
+        alert.norms.request_basis.iter().collect(),
+        alert.norms.caveats.iter().collect(),
+    ];
+    let (mut manifest, mut predicate) = statements(&c, &c.package_id, &c.action, norms);
     if let Some(cu) = &c.planned().campaign {
-        predicate["campaign"] = json!(cu.id);
-        predicate["update_of"] = json!(cu.update_of);
+        for v in [&mut manifest, &mut predicate] {
+            v["campaign"] = json!(cu.id);
+            v["update_of"] = json!(cu.update_of);
+        }
     }
     seal(&mut files, &mut manifest, predicate, key)?;
     Ok(Package {
@@ -749,29 +603,11 @@ pub fn build_campaign(
         c.package_id = format!("{id}/{}", m.alert.id);
         ctxs.push(c);
     }
-    let packaged_at_ns = first.packaged_at_ns;
-    let created = rfc3339_ms(packaged_at_ns);
+    let lead = &ctxs[0];
     let letter = crate::letter::campaign_letter(&ctxs, &id, campaign);
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-
-    let mut flows_jsonl = Vec::new();
-    let mut n_flows = 0usize;
-    for c in &ctxs {
-        for f in &c.flows {
-            serde_json::to_writer(&mut flows_jsonl, f)?;
-            flows_jsonl.push(b'\n');
-            n_flows += 1;
-        }
-    }
-    files.insert("evidence/flows.jsonl".into(), flows_jsonl);
-    let mut views = Vec::new();
-    for c in &ctxs {
-        let wanted: BTreeSet<IpAddr> = c.sources.iter().map(|s| s.source.addr).collect();
-        let mut v = c.alert().clone();
-        v.top_sources.retain(|s| wanted.contains(&s.addr));
-        v.summary = c.summary.clone();
-        views.push(serde_json::to_value(&v)?);
-    }
+    files.insert("evidence/flows.jsonl".into(), flows_jsonl(&ctxs)?);
+    let views = ctxs.iter().map(alert_view).collect::<Result<Vec<_>>>()?;
     files.insert(
         "evidence/alerts.json".into(),
         pretty(&serde_json::Value::Array(views))?,
@@ -784,18 +620,10 @@ pub fn build_campaign(
             sources.entry(s.source.addr).or_insert(s);
         }
     }
-    let attribution = json!({
-        "rule": first.planned.rule,
-        "routing": first.planned.routing,
-        "about_state": first.planned.about_state,
-        "databases": first.geo,
-        "sources": sources.values().map(|s| json!({
-            "addr": s.source.addr,
-            "disposition": s.disposition,
-            "attribution": s.attribution,
-        })).collect::<Vec<_>>(),
-    });
-    files.insert("evidence/attribution.json".into(), pretty(&attribution)?);
+    files.insert(
+        "evidence/attribution.json".into(),
+        attribution(lead, sources.into_values())?,
+    );
     files.insert(
         "stix/bundle.json".into(),
         compact(&crate::stix::campaign_bundle(
@@ -807,16 +635,126 @@ pub fn build_campaign(
         compact(&crate::misp::campaign_event(&ctxs, &id, campaign))?,
     );
     files.insert("request.md".into(), letter.into_bytes());
+    let n_flows: usize = ctxs.iter().map(|c| c.flows.len()).sum();
+    let log = custody_log(
+        &files,
+        &ctxs,
+        &CustodyNotes {
+            flows: format!(
+                "{n_flows} flow records of {} alerts between the sources and the victims",
+                ctxs.len()
+            ),
+            received: "the first received from the sensors",
+            alerts_file: "evidence/alerts.json",
+            with_service: true,
+            packaged: format!(
+                "package {id} of campaign {campaign} ({} alerts) for {}",
+                ctxs.len(),
+                first.planned.recipient.code
+            ),
+        },
+    )?;
+    files.insert(CUSTODY.into(), log);
 
-    let digests: BTreeMap<String, String> = files
+    let alert_ids: Vec<&str> = ctxs.iter().map(|c| c.alert().id.as_str()).collect();
+    let services: Vec<String> = campaign_services(&ctxs);
+    let norms = [
+        norm_union(&ctxs, |a| &a.norms.violated),
+        norm_union(&ctxs, |a| &a.norms.request_basis),
+        norm_union(&ctxs, |a| &a.norms.caveats),
+    ];
+    let action = crate::letter::campaign_action(&ctxs);
+    let (mut manifest, mut predicate) = statements(lead, &id, &action, norms);
+    for v in [&mut manifest, &mut predicate] {
+        v["alert_ids"] = json!(alert_ids);
+        v["campaign"] = json!(campaign);
+        v["services"] = json!(services);
+    }
+    seal(&mut files, &mut manifest, predicate, key)?;
+    Ok(Package {
+        id,
+        files,
+        packaged_at_ns: first.packaged_at_ns,
+    })
+}
+
+/// Every flow record of the packages' alerts, one JSON object a line, alert by alert.
+fn flows_jsonl(ctxs: &[Ctx<'_>]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for f in ctxs.iter().flat_map(|c| &c.flows) {
+        serde_json::to_writer(&mut out, f)?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// The alert as the detector raised it, cut down to this package's sources; its summary
+/// (written for the operator, it may name any source) is replaced by this package's own.
+fn alert_view(c: &Ctx<'_>) -> Result<serde_json::Value> {
+    let wanted: BTreeSet<IpAddr> = c.sources.iter().map(|s| s.source.addr).collect();
+    let mut v = c.alert().clone();
+    v.top_sources.retain(|s| wanted.contains(&s.addr));
+    v.summary = c.summary.clone();
+    Ok(serde_json::to_value(&v)?)
+}
+
+/// `evidence/attribution.json`: the rule, routing and databases of `lead`'s plan, and each of
+/// `sources` with its disposition and attribution.
+fn attribution<'s>(
+    lead: &Ctx<'_>,
+    sources: impl Iterator<Item = &'s SourceEvidence>,
+) -> Result<Vec<u8>> {
+    pretty(&json!({
+        "rule": lead.planned().rule,
+        "routing": lead.planned().routing,
+        "about_state": lead.planned().about_state,
+        "databases": lead.input.geo,
+        "sources": sources.map(|s| json!({
+            "addr": s.source.addr,
+            "disposition": s.disposition,
+            "attribution": s.attribution,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+/// What a package's custody log says of its flows, its alerts and itself.
+struct CustodyNotes<'a> {
+    /// The flow records, counted (`N flow records between …`).
+    flows: String,
+    /// How the records' arrival was recorded (`received from the sensors`).
+    received: &'a str,
+    /// The file holding the alerts.
+    alerts_file: &'a str,
+    /// Whether each alert's entry names its service (a package of several alerts).
+    with_service: bool,
+    /// The packaging entry's note.
+    packaged: String,
+}
+
+/// The custody log of a package of `ctxs`' alerts (files as built so far): capture by the
+/// sensors, derivation of each alert and of the attribution, packaging. Each entry is the
+/// moment the step was recorded by the stage that saw it: the flows' arrival from the
+/// sensors (the first, for several alerts), the detector stage raising the alert. Where
+/// nobody recorded it, the entry says so and carries the packaging time, never a back-dated
+/// one.
+fn custody_log(
+    files: &BTreeMap<String, Vec<u8>>,
+    ctxs: &[Ctx<'_>],
+    notes: &CustodyNotes<'_>,
+) -> Result<Vec<u8>> {
+    let Some(lead) = ctxs.first() else {
+        return Err(Error::Build("a package needs at least one alert".into()));
+    };
+    let created = &lead.created;
+    let operator = &lead.input.operator.name;
+    let digests: BTreeMap<&str, String> = files
         .iter()
-        .map(|(p, b)| (p.clone(), sha256_hex(b)))
+        .map(|(p, b)| (p.as_str(), sha256_hex(b)))
         .collect();
     let subject = |name: &str| Subject {
         name: name.to_string(),
         sha256: digests.get(name).cloned().unwrap_or_default(),
     };
-    let operator = &first.operator.name;
     let mut log = custody::Log::default();
     let sensors: BTreeSet<&str> = ctxs
         .iter()
@@ -834,22 +772,20 @@ pub fn build_campaign(
         rfc3339_ms(first_ns),
         rfc3339_ms(last_ns)
     );
-    let received = members.iter().filter_map(|m| m.flows_received_ns).min();
-    let (at, note) = match received {
+    let flows = &notes.flows;
+    let (at, note) = match ctxs.iter().filter_map(|c| c.input.flows_received_ns).min() {
         Some(t) => (
             rfc3339_ms(t),
             format!(
-                "{n_flows} flow records of {} alerts between the sources and the victims, the \
-                 first received from the sensors by the packaging stage at this time; {packet_times}",
-                ctxs.len()
+                "{flows}, {} by the packaging stage at this time; {packet_times}",
+                notes.received
             ),
         ),
         None => (
             created.clone(),
             format!(
-                "{n_flows} flow records of {} alerts between the sources and the victims; their \
-                 arrival was not recorded, this entry is the packaging time; {packet_times}",
-                ctxs.len()
+                "{flows}; their arrival was not recorded, this entry is the packaging time; \
+                 {packet_times}"
             ),
         ),
     };
@@ -862,32 +798,36 @@ pub fn build_campaign(
         subjects: vec![subject("evidence/flows.jsonl")],
         note,
     })?;
-    for c in &ctxs {
+    for c in ctxs {
         let alert = c.alert();
         let window = format!(
             "attack window {} .. {} (event time)",
             rfc3339_ms(alert.window_start_ns),
             rfc3339_ms(alert.window_end_ns)
         );
+        let what = if notes.with_service {
+            format!(
+                "alert {} ({}, {})",
+                alert.id,
+                alert.kind.as_str(),
+                alert.service
+            )
+        } else {
+            format!("alert {} ({})", alert.id, alert.kind.as_str())
+        };
         let (at, note) = match alert.raised_at_ns {
             Some(t) => (
                 rfc3339_ms(t),
                 format!(
-                    "alert {} ({}, {}) raised by the detector stage, recorded on its arrival at \
-                     the packaging stage at this time; {window}",
-                    alert.id,
-                    alert.kind.as_str(),
-                    alert.service
+                    "{what} raised by the detector stage, recorded on its arrival at the \
+                     packaging stage at this time; {window}"
                 ),
             ),
             None => (
                 created.clone(),
                 format!(
-                    "alert {} ({}, {}); the raise time was not recorded, this entry is the \
-                     packaging time; {window}",
-                    alert.id,
-                    alert.kind.as_str(),
-                    alert.service
+                    "{what}; the raise time was not recorded, this entry is the packaging \
+                     time; {window}"
                 ),
             ),
         };
@@ -897,7 +837,7 @@ pub fn build_campaign(
             at,
             tool: "normwatch-detect".into(),
             tool_version: TOOL_VERSION.into(),
-            subjects: vec![subject("evidence/alerts.json")],
+            subjects: vec![subject(notes.alerts_file)],
             note,
         })?;
     }
@@ -910,7 +850,7 @@ pub fn build_campaign(
         subjects: vec![subject("evidence/attribution.json")],
         note: format!(
             "source attribution from {}",
-            first
+            lead.input
                 .geo
                 .iter()
                 .map(|d| format!("{} (build {})", d.database_type, d.build_epoch))
@@ -928,63 +868,63 @@ pub fn build_campaign(
             .into_iter()
             .map(subject)
             .collect(),
-        note: format!(
-            "package {id} of campaign {campaign} ({} alerts) for {}",
-            ctxs.len(),
-            first.planned.recipient.code
-        ),
+        note: notes.packaged.clone(),
     })?;
-    files.insert(CUSTODY.into(), log.to_bytes());
+    Ok(log.to_bytes())
+}
 
-    let alert_ids: Vec<&str> = ctxs.iter().map(|c| c.alert().id.as_str()).collect();
-    let services: Vec<String> = campaign_services(&ctxs);
-    let mut manifest = json!({
+/// The manifest (without its file list) and the signed predicate of package `id`, named
+/// after `lead`'s alert, recipient and State, asking for `action` on the basis of `norms`
+/// (violated if State-conducted, request basis, caveats).
+fn statements(
+    lead: &Ctx<'_>,
+    id: &str,
+    action: &str,
+    norms: [Vec<&String>; 3],
+) -> (serde_json::Value, serde_json::Value) {
+    let p = lead.planned();
+    let [violated, basis, caveats] = norms;
+    let manifest = json!({
         "format": FORMAT,
         "package_id": id,
-        "created": created,
-        "producer": {"organisation": operator, "tool": TOOL_NAME, "tool_version": TOOL_VERSION},
-        "alert_id": alert_ids[0],
-        "alert_ids": alert_ids,
-        "campaign": campaign,
-        "services": services,
-        "recipient": first.planned.recipient.code,
-        "about_state": first.planned.about_state,
-        "routing": first.planned.routing,
-        "tlp": first.settings.tlp.as_str(),
+        "created": lead.created,
+        "producer": {"organisation": lead.input.operator.name, "tool": TOOL_NAME, "tool_version": TOOL_VERSION},
+        "alert_id": lead.alert().id,
+        "recipient": p.recipient.code,
+        "about_state": p.about_state,
+        "routing": p.routing,
+        "tlp": lead.input.settings.tlp.as_str(),
     });
-    let union = |f: fn(&Alert) -> &Vec<String>| {
-        let mut out: Vec<&String> = Vec::new();
-        for c in &ctxs {
-            for n in f(c.alert()) {
-                if !out.contains(&n) {
-                    out.push(n);
-                }
-            }
-        }
-        out
-    };
     let predicate = json!({
         "package_id": id,
-        "alert_id": alert_ids[0],
-        "alert_ids": alert_ids,
-        "campaign": campaign,
-        "services": services,
-        "recipient": first.planned.recipient.code,
-        "about_state": first.planned.about_state,
-        "requested_action": crate::letter::campaign_action(&ctxs),
-        "deadline": ctxs[0].deadline,
+        "alert_id": lead.alert().id,
+        "recipient": p.recipient.code,
+        "about_state": p.about_state,
+        "requested_action": action,
+        "deadline": lead.deadline,
         "norms": {
-            "violated_if_state_conducted": union(|a| &a.norms.violated),
-            "request_basis": union(|a| &a.norms.request_basis),
-            "caveats": union(|a| &a.norms.caveats),
+            "violated_if_state_conducted": violated,
+            "request_basis": basis,
+            "caveats": caveats,
         },
     });
-    seal(&mut files, &mut manifest, predicate, key)?;
-    Ok(Package {
-        id,
-        files,
-        packaged_at_ns,
-    })
+    (manifest, predicate)
+}
+
+/// The norms `f` picks of each alert of `ctxs`, in order, once each.
+pub(crate) fn norm_union<'a>(
+    ctxs: &'a [Ctx<'_>],
+    f: fn(&Alert) -> &Vec<String>,
+) -> Vec<&'a String> {
+    let mut out: Vec<&String> = Vec::new();
+    for c in ctxs {
+        for n in f(c.alert()) {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out
 }
 
 /// `service (asset)` of each alert of a campaign package, in order, once each.

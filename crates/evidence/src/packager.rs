@@ -596,11 +596,7 @@ impl Packager {
             None
         };
         if let Some((cid, services)) = &campaign {
-            for p in plan
-                .packages
-                .iter_mut()
-                .filter(|p| p.purpose == recipients::Purpose::Mitigation && !p.sources.is_empty())
-            {
+            for p in plan.packages.iter_mut().filter(|p| is_request(p)) {
                 if let Some((request, first)) =
                     self.store.campaign_request(cid, &p.recipient.code)?
                 {
@@ -614,46 +610,24 @@ impl Packager {
                 }
             }
         }
-        let requester = self.directory.get(&self.cfg.own_state).ok_or_else(|| {
-            Error::Config(format!("no entry for own_state {}", self.cfg.own_state))
-        })?;
+        let requester = self.requester()?;
         let geo = self.geo.provenance();
         let mut watches = Vec::new();
         let mut updates = Vec::new();
         for p in &plan.packages {
             let pkg = package::build(
-                BuildInput {
+                self.build_input(
                     alert,
                     flows,
-                    planned: p,
-                    requester,
-                    operator: &self.cfg.operator,
-                    asset_operator: self
-                        .asset_operators
-                        .get(alert.asset.as_str())
-                        .map(String::as_str),
-                    settings: &self.cfg.request,
-                    norms: &self.norms,
-                    geo: &geo,
-                    packaged_at_ns: now_ns,
+                    p,
+                    (&requester, &geo),
+                    now_ns,
                     flows_received_ns,
-                },
+                ),
                 &self.key,
             )?;
-            if p.recipient.channels.is_empty() {
-                out.undeliverable.push(pkg.id.clone());
-            }
-            let new = self.store.put(&pkg, &p.recipient, now_ns)?;
-            out.packages.push(Built {
-                id: pkg.id.clone(),
-                recipient: p.recipient.code.clone(),
-                recipient_name: p.recipient.name.clone(),
-                about_state: p.about_state.clone(),
-                sources: p.sources.len(),
-                provider_abuse: p.provider_abuse.len(),
-                new,
-            });
-            let request = p.purpose == recipients::Purpose::Mitigation && !p.sources.is_empty();
+            self.store_built(&pkg, p, now_ns, &mut out)?;
+            let request = is_request(p);
             if let (Some((cid, _)), true, None) = (&campaign, request, &p.campaign) {
                 self.store
                     .set_campaign_request(cid, &p.recipient.code, &pkg.id, &alert.id)?;
@@ -676,11 +650,6 @@ impl Packager {
                         .push((pkg.id.clone(), p.recipient.code.clone()));
                     watches.push(w);
                 }
-            }
-            if new {
-                out.stored.push(pkg.id);
-            } else {
-                out.already_stored.push(pkg.id);
             }
         }
         for w in watches {

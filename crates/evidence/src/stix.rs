@@ -686,11 +686,7 @@ pub(crate) fn bundle(c: &Ctx<'_>) -> Result<Value> {
         o
     }));
 
-    let mut refs: Vec<Value> = objects
-        .iter()
-        .filter(|o| o["type"] != "marking-definition" && o["type"] != "extension-definition")
-        .map(|o| o["id"].clone())
-        .collect();
+    let mut refs = report_refs(&objects);
     let rep_id = sdo_id("report", "report");
     let mut rep = sdo("report", &rep_id);
     rep.insert(
@@ -765,6 +761,15 @@ fn external_impacts(s: Sector) -> Vec<&'static str> {
         Sector::Finance => vec!["economic", "public-confidence"],
         _ => vec!["economic", "public-confidence"],
     }
+}
+
+/// The ids a report names: every object but the marking and extension definitions.
+fn report_refs(objects: &[Value]) -> Vec<Value> {
+    objects
+        .iter()
+        .filter(|o| o["type"] != "marking-definition" && o["type"] != "extension-definition")
+        .map(|o| o["id"].clone())
+        .collect()
 }
 
 /// The bundle of a campaign package: each alert's objects (built as its own package's, with
@@ -874,11 +879,7 @@ pub(crate) fn campaign_bundle(
     note["object_refs"] = json!(note_refs);
     objects.push(note);
 
-    let refs: Vec<Value> = objects
-        .iter()
-        .filter(|o| o["type"] != "marking-definition" && o["type"] != "extension-definition")
-        .map(|o| o["id"].clone())
-        .collect();
+    let refs = report_refs(&objects);
     let mut rep = sdo("report", "report");
     rep["name"] = json!(format!("Evidence package {id}"));
     rep["description"] = json!(format!(
@@ -891,14 +892,7 @@ pub(crate) fn campaign_bundle(
     rep["report_types"] = json!(["threat-report"]);
     rep["published"] = json!(created);
     rep["object_refs"] = json!(refs);
-    let mut basis: Vec<&String> = Vec::new();
-    for c in ctxs {
-        for n in &c.alert().norms.request_basis {
-            if !basis.contains(&n) {
-                basis.push(n);
-            }
-        }
-    }
+    let basis = crate::package::norm_union(ctxs, |a| &a.norms.request_basis);
     let mut ours = json!({
         "extension_type": "property-extension",
         "requested_state": first.about(),

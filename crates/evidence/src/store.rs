@@ -209,12 +209,7 @@ impl Store {
     /// Stores a package and queues one delivery per channel of `recipient`. A package already
     /// stored is left as it is (its first build wins) and `false` is returned.
     pub fn put(&mut self, pkg: &Package, recipient: &Recipient, now_ns: u64) -> Result<bool> {
-        let known: Option<String> = self
-            .conn
-            .query_row("SELECT id FROM package WHERE id = ?1", [&pkg.id], |r| {
-                r.get(0)
-            })
-            .optional()?;
+        let known: Option<String> = self.value("SELECT id FROM package WHERE id = ?1", &pkg.id)?;
         if known.is_some() {
             return Ok(false);
         }
@@ -341,21 +336,26 @@ impl Store {
         Ok(())
     }
 
+    /// The first column of the row `sql` selects for `key` (its `?1`), if there is one.
+    fn value<T: rusqlite::types::FromSql>(
+        &self,
+        sql: &str,
+        key: &str,
+    ) -> rusqlite::Result<Option<T>> {
+        self.conn.query_row(sql, [key], |r| r.get(0)).optional()
+    }
+
     /// Whether every package of alert `alert_id` is stored (see [`Store::alert_packaged`]),
     /// or the alert is held, with its flows, for its campaign's request (packaged when the
     /// hold ends, also after a restart). An alert packaged only in part (the packager stopped
     /// between two of its packages) is not: packaging it again stores the missing ones and
     /// keeps the first build of the rest.
     pub fn has_alert(&self, alert_id: &str) -> Result<bool> {
-        let found: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT 1 FROM packaged_alert WHERE alert_id = ?1
-                 UNION ALL SELECT 1 FROM campaign_hold WHERE alert_id = ?1",
-                [alert_id],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let found: Option<i64> = self.value(
+            "SELECT 1 FROM packaged_alert WHERE alert_id = ?1
+             UNION ALL SELECT 1 FROM campaign_hold WHERE alert_id = ?1",
+            alert_id,
+        )?;
         Ok(found.is_some())
     }
 
@@ -623,14 +623,8 @@ impl Store {
 
     /// Whether alert `alert_id` is held for its campaign's request.
     pub fn is_held(&self, alert_id: &str) -> Result<bool> {
-        let found: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT 1 FROM campaign_hold WHERE alert_id = ?1",
-                [alert_id],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let found: Option<i64> =
+            self.value("SELECT 1 FROM campaign_hold WHERE alert_id = ?1", alert_id)?;
         Ok(found.is_some())
     }
 
@@ -675,14 +669,7 @@ impl Store {
 
     /// The recipient code of a stored package.
     pub fn recipient_of(&self, package_id: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT recipient FROM package WHERE id = ?1",
-                [package_id],
-                |r| r.get(0),
-            )
-            .optional()?)
+        Ok(self.value("SELECT recipient FROM package WHERE id = ?1", package_id)?)
     }
 
     /// Whether a package was delivered over at least one channel.
@@ -861,13 +848,10 @@ impl Store {
         timeout: Duration,
     ) -> std::result::Result<Vec<Reply>, String> {
         let after: Option<String> = self
-            .conn
-            .query_row(
+            .value(
                 "SELECT added_after FROM taxii_reply_cursor WHERE channel = ?1",
-                [key],
-                |r| r.get(0),
+                key,
             )
-            .optional()
             .map_err(|e| e.to_string())?;
         let (notes, last) =
             crate::deliver::taxii_notes(channel, after.as_deref(), timeout).map_err(|e| e.0)?;

@@ -42,6 +42,44 @@ fn db() -> GeoDb {
     .unwrap()
 }
 
+/// The own State's recipients entry (NL, taking drops), first in a packager test's
+/// recipients file.
+const NL_RECIPIENT: &str = r#"
+[[state]]
+code = "NL"
+name = "NCSC-NL"
+[[state.channel]]
+kind = "directory"
+path = "drops/NL"
+"#;
+
+/// A packager's configuration under `dir` (MaxMind's test databases, own State NL, recipients
+/// `recipients.toml`, key `evidence.key`, store `store`), with `evidence` added to the
+/// `[evidence]` table and `tables` after it.
+fn packager_config(
+    dir: &std::path::Path,
+    evidence: &str,
+    tables: &str,
+) -> normwatch_evidence::config::EvidenceConfig {
+    let config = format!(
+        r#"
+[evidence]
+own_state = "NL"
+operator = "Example Grid Operator"
+recipients = "recipients.toml"
+signing_key = "evidence.key"
+out_dir = "store"
+{evidence}
+[evidence.geoip]
+country = "{}"
+asn = "{}"
+{tables}"#,
+        geoip("GeoLite2-Country-Test.mmdb").display(),
+        geoip("GeoLite2-ASN-Test.mmdb").display()
+    );
+    normwatch_evidence::config::EvidenceConfig::from_config_text(&config, dir).unwrap()
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }

@@ -144,6 +144,15 @@ impl Drop for Server {
     }
 }
 
+/// A free TCP port on loopback, for a test server.
+pub(super) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Starts medallion on 127.0.0.1:`port`; with `tls` (certificate chain and key PEM files) it
 /// serves HTTPS through Flask's `ssl_context`, which medallion's own command line does not
 /// offer, so it is then started the way that command starts it.
@@ -240,11 +249,7 @@ fn taxii_push_to_a_real_server_after_it_comes_back_ends_complete() {
     let built = build_all(T);
     let p = &built.packages[1];
     let tmp = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     // The password comes from the environment, never from the directory file.
     std::env::set_var("NORMWATCH_TEST_TAXII_PASSWORD", "s3cret-for-tests");
     let r = recipient(vec![Channel::Taxii {
@@ -359,8 +364,9 @@ fn taxii_push_to_a_real_server_after_it_comes_back_ends_complete() {
     }
 }
 
-/// Every object of the test collection, by unfiltered `GET …/objects/`, following `next`.
-fn read_collection(port: u16) -> Vec<serde_json::Value> {
+/// An agent for the test TAXII server (an HTTP status is an answer, not an error) and the
+/// Basic authorisation of its user `cert-bund`.
+pub(super) fn taxii_client() -> (ureq::Agent, String) {
     use base64::Engine;
     let auth = format!(
         "Basic {}",
@@ -370,6 +376,12 @@ fn read_collection(port: u16) -> Vec<serde_json::Value> {
         .http_status_as_error(false)
         .build()
         .into();
+    (agent, auth)
+}
+
+/// Every object of the test collection, by unfiltered `GET …/objects/`, following `next`.
+fn read_collection(port: u16) -> Vec<serde_json::Value> {
+    let (agent, auth) = taxii_client();
     let base = format!("http://127.0.0.1:{port}/api1/collections/{COLLECTION}/objects/");
     let mut out = Vec::new();
     let mut next: Option<String> = None;
@@ -441,7 +453,6 @@ fn webhook_server(n: usize, status: u16) -> (u16, std::thread::JoinHandle<Seen>)
 
 #[test]
 fn the_packager_opens_from_config_packages_once_and_delivers_by_webhook_and_drop() {
-    use normwatch_evidence::config::EvidenceConfig;
     use normwatch_evidence::keys::SecretKey;
     use normwatch_evidence::packager::Packager;
     let tmp = tempfile::tempdir().unwrap();
@@ -449,14 +460,7 @@ fn the_packager_opens_from_config_packages_once_and_delivers_by_webhook_and_drop
     std::fs::write(
         tmp.path().join("recipients.toml"),
         format!(
-            r#"
-[[state]]
-code = "NL"
-name = "NCSC-NL"
-[[state.channel]]
-kind = "directory"
-path = "drops/NL"
-
+            r#"{}
 [[state]]
 code = "DE"
 name = "CERT-Bund"
@@ -471,31 +475,17 @@ name = "CERT-FR"
 [[state.channel]]
 kind = "directory"
 path = "drops/FR"
-"#
+"#,
+            super::NL_RECIPIENT
         ),
     )
     .unwrap();
-    let geoip = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/geoip");
-    let config = format!(
-        r#"
-[evidence]
-own_state = "NL"
-operator = "Example Grid Operator"
-recipients = "recipients.toml"
-signing_key = "evidence.key"
-out_dir = "store"
-tlp = "amber"
-deadline_hours = 48
-[evidence.geoip]
-country = "{0}/GeoLite2-Country-Test.mmdb"
-asn = "{0}/GeoLite2-ASN-Test.mmdb"
-# No campaign hold: each alert is packaged when it closes (this test is about delivery).
-[evidence.campaign]
-hold = "0s"
-"#,
-        geoip.display()
+    let cfg = super::packager_config(
+        tmp.path(),
+        "tlp = \"amber\"\ndeadline_hours = 48",
+        // No campaign hold: each alert is packaged when it closes (this test is about delivery).
+        "[evidence.campaign]\nhold = \"0s\"\n",
     );
-    let cfg = EvidenceConfig::from_config_text(&config, tmp.path()).unwrap();
     let norms = super::norms();
     // A key others can read is refused.
     let key = SecretKey::generate().unwrap();

@@ -22,7 +22,7 @@ const DE: [&str; 2] = ["89.160.20.112", "89.160.20.113"];
 const FR: [&str; 2] = ["2.125.160.216", "2.125.160.217"];
 
 /// The store's configuration under `tmp`, holding a new campaign's requests for `hold`,
-/// signing with `signer`.
+/// signing with `signer`; DE (replies signed with `reply_key`) and FR take drops.
 fn setup(
     tmp: &Path,
     reply_key: &SecretKey,
@@ -30,17 +30,8 @@ fn setup(
     signer: &SecretKey,
 ) -> (EvidenceConfig, PathBuf) {
     let pk_hex = normwatch_evidence::canon::hex(reply_key.public().key.as_bytes());
-    std::fs::write(
-        tmp.join("recipients.toml"),
-        format!(
-            r#"
-[[state]]
-code = "NL"
-name = "NCSC-NL"
-[[state.channel]]
-kind = "directory"
-path = "drops/NL"
-
+    let states = format!(
+        r#"
 [[state]]
 code = "DE"
 name = "CERT-Bund"
@@ -56,30 +47,34 @@ name = "CERT-FR"
 kind = "directory"
 path = "drops/FR"
 "#
-        ),
+    );
+    setup_with(
+        tmp,
+        &states,
+        &format!("[evidence.campaign]\nhold = \"{hold}\"\n"),
+        signer,
+    )
+}
+
+/// The store's configuration under `tmp`: NL (the own State, taking drops) and the
+/// `[[state]]` tables `states` as recipients, `extra` appended to the configuration, signing
+/// with `signer`. Returns it with the signer's public key file.
+fn setup_with(
+    tmp: &Path,
+    states: &str,
+    extra: &str,
+    signer: &SecretKey,
+) -> (EvidenceConfig, PathBuf) {
+    std::fs::write(
+        tmp.join("recipients.toml"),
+        format!("{}{states}", super::NL_RECIPIENT),
     )
     .unwrap();
-    let geoip = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/geoip");
-    let config = format!(
-        r#"
-[evidence]
-own_state = "NL"
-operator = "Example Grid Operator"
-recipients = "recipients.toml"
-signing_key = "evidence.key"
-out_dir = "store"
-[evidence.geoip]
-country = "{0}/GeoLite2-Country-Test.mmdb"
-asn = "{0}/GeoLite2-ASN-Test.mmdb"
-[evidence.follow_up]
-quiet = "30s"
-deadline = "3m"
-[evidence.campaign]
-hold = "{hold}"
-"#,
-        geoip.display()
+    let cfg = super::packager_config(
+        tmp,
+        "",
+        &format!("[evidence.follow_up]\nquiet = \"30s\"\ndeadline = \"3m\"\n{extra}"),
     );
-    let cfg = EvidenceConfig::from_config_text(&config, tmp).unwrap();
     let pub_path = signer.write(&tmp.join("evidence.key")).unwrap();
     (cfg, pub_path)
 }
@@ -656,24 +651,11 @@ fn alerts_sharing_hosts_are_one_campaign_with_one_request_per_state_whatever_the
 fn a_taxii_note_naming_the_request_is_recorded_as_an_unverified_reply() {
     use super::delivery::{start_medallion, COLLECTION};
     let tmp = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::delivery::free_port();
     let _server = start_medallion(tmp.path(), port, None);
     std::env::set_var("NORMWATCH_TEST_REPLY_TAXII_PASSWORD", "s3cret-for-tests");
-    std::fs::write(
-        tmp.path().join("recipients.toml"),
-        format!(
-            r#"
-[[state]]
-code = "NL"
-name = "NCSC-NL"
-[[state.channel]]
-kind = "directory"
-path = "drops/NL"
-
+    let de = format!(
+        r#"
 [[state]]
 code = "DE"
 name = "CERT-Bund"
@@ -684,32 +666,8 @@ collection = "{COLLECTION}"
 user = "cert-bund"
 password_env = "NORMWATCH_TEST_REPLY_TAXII_PASSWORD"
 "#
-        ),
-    )
-    .unwrap();
-    let geoip = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/geoip");
-    let config = format!(
-        r#"
-[evidence]
-own_state = "NL"
-operator = "Example Grid Operator"
-recipients = "recipients.toml"
-signing_key = "evidence.key"
-out_dir = "store"
-[evidence.geoip]
-country = "{0}/GeoLite2-Country-Test.mmdb"
-asn = "{0}/GeoLite2-ASN-Test.mmdb"
-[evidence.follow_up]
-quiet = "30s"
-deadline = "3m"
-"#,
-        geoip.display()
     );
-    let cfg = EvidenceConfig::from_config_text(&config, tmp.path()).unwrap();
-    SecretKey::generate()
-        .unwrap()
-        .write(&tmp.path().join("evidence.key"))
-        .unwrap();
+    let (cfg, _) = setup_with(tmp.path(), &de, "", &SecretKey::generate().unwrap());
     let mut p = Packager::open(cfg, super::norms()).unwrap();
     let sources: Vec<(IpAddr, bool)> = DE.iter().map(|a| (ip(a), false)).collect();
     let alert = sample::alert(&sources);
@@ -751,15 +709,7 @@ deadline = "3m"
         })
     };
     let push = |objects: Vec<serde_json::Value>| {
-        use base64::Engine;
-        let auth = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("cert-bund:s3cret-for-tests")
-        );
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let (agent, auth) = super::delivery::taxii_client();
         let mut r = agent
             .post(&format!(
                 "http://127.0.0.1:{port}/api1/collections/{COLLECTION}/objects/"

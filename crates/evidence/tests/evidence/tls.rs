@@ -9,7 +9,6 @@ use normwatch_evidence::deliver::deliver;
 use normwatch_evidence::recipients::{Channel, Directory};
 use normwatch_evidence::store::{Store, FIRST_BACKOFF_NS};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -443,11 +442,7 @@ fn taxii_push_over_https_to_medallion_once_the_ca_is_right() {
     let p = &built.packages[1];
     let tmp = tempfile::tempdir().unwrap();
     let pki = pki(&tmp.path().join("pki"));
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::delivery::free_port();
     let _server = start_medallion(tmp.path(), port, Some((&pki.cert, &pki.key)));
     std::env::set_var("NORMWATCH_TEST_TAXII_PASSWORD", "s3cret-for-tests");
     let ca_file = tmp.path().join("de-ca.pem");
