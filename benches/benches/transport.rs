@@ -67,6 +67,8 @@ fn records(n: usize) -> Vec<FlowRecord> {
                 export: None,
                 prior: None,
                 attempts: None,
+                orig_ttl: None,
+                resp_ttl: None,
             }
         })
         .collect()

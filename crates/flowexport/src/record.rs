@@ -97,6 +97,8 @@ pub(crate) fn push(
         export: Some(origin),
         prior: None,
         attempts: None,
+        orig_ttl: None,
+        resp_ttl: None,
     };
     out.push(Exported { record, origin });
 }
