@@ -67,7 +67,8 @@ fn records(n: usize) -> Vec<FlowRecord> {
                 export: None,
                 prior: None,
                 attempts: None,
-                orig_ttl: None,
+                // As a sensor reports a flood's SYN: its TTL, nothing from the responder.
+                orig_ttl: Some(normwatch_model::Span::of(32 + (x >> 8) as u8 % 200)),
                 resp_ttl: None,
             }
         })
