@@ -462,6 +462,12 @@ mod tests {
         Attempt::new(src, [9; 16], false, 1024, 80, 2, 64, n, 40, ts, 1)
     }
 
+    /// 64 bytes in the ring, as the module says, its TTL included.
+    #[test]
+    fn an_attempt_is_64_bytes() {
+        assert_eq!(size_of::<Attempt>(), 64);
+    }
+
     #[test]
     fn held_attempts_are_found_by_source_taken_once_and_expire_in_arrival_order() {
         let mut h = Held::new(8);
