@@ -2162,7 +2162,7 @@ mod tests {
         let mut out = Vec::new();
         let t0 = 1_000 * NS;
         let frames = [
-            (with_ttl(tcp(C, 40000, S, 80, SYN, 100, 0), 50), t0),
+            (tcp(C, 40000, S, 80, SYN, 100, 0), t0),
             (tcp(S, 80, C, 40000, SYN | ACK, 500, 0), t0 + 1_000),
             (tcp(C, 40000, S, 80, ACK, 101, 0), t0 + 2_000),
             // Data after the first report (t0 + 100 ms).
