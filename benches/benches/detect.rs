@@ -110,6 +110,8 @@ fn record(
         export: None,
         prior: None,
         attempts: None,
+        orig_ttl: None,
+        resp_ttl: None,
     }
 }
 

@@ -67,6 +67,9 @@ fn records(n: usize) -> Vec<FlowRecord> {
                 export: None,
                 prior: None,
                 attempts: None,
+                // As a sensor reports a flood's SYN: its TTL, nothing from the responder.
+                orig_ttl: Some(normwatch_model::Span::of(32 + (x >> 8) as u8 % 200)),
+                resp_ttl: None,
             }
         })
         .collect()

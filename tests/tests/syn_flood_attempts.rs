@@ -110,6 +110,16 @@ fn the_spoofed_flood_capture_gives_the_same_alert_from_aggregated_attempts() {
     assert_eq!(gs.likely_spoofed, ws.likely_spoofed);
     assert_eq!(gs.one_packet_half_open_share, ws.one_packet_half_open_share);
     assert!(gs.seen_once_share.unwrap() > 0.75, "{gs:?}");
+    // The forged SYNs' TTLs (242 and 244 in this capture) and source ports, the same from
+    // the aggregates as from a flow per SYN.
+    assert_eq!(ws.ttl_spread, Some(2), "{ws:?}");
+    assert_eq!(gs.ttl_spread, ws.ttl_spread, "{gs:?}");
+    assert!(ws.source_port_spread.unwrap() > 60_000, "{ws:?}");
+    let (wp, gp) = (
+        f64::from(ws.source_port_spread.unwrap()),
+        f64::from(gs.source_port_spread.unwrap()),
+    );
+    assert!((gp - wp).abs() / wp < 0.01, "{gs:?} against {ws:?}");
     // Distinct sources: the same sketch, fed while the attack was followed.
     let (wn, gn) = (
         w.sources_total.unwrap() as f64,
@@ -172,5 +182,8 @@ fn a_random_source_flood_is_one_syn_flood_with_its_figures_from_few_records() {
     let sp = a.spoofing.as_ref().unwrap();
     assert!(sp.likely_spoofed, "{sp:?}");
     assert!(sp.one_packet_half_open_share.unwrap() > 0.99, "{sp:?}");
+    // The generator draws TTLs 32 to 231 and source ports 1 024 to 65 023.
+    assert_eq!(sp.ttl_spread, Some(199), "{sp:?}");
+    assert!(sp.source_port_spread.unwrap() > 63_000, "{sp:?}");
     assert!(!a.top_sources.is_empty());
 }

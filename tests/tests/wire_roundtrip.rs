@@ -36,6 +36,14 @@ fn flows_of_real_captures_round_trip_through_batches() {
         all.extend(flows);
     }
     assert!(all.iter().any(|f| f.ics.is_some()) && all.iter().any(|f| f.asset.is_some()));
+    // A flow from packets carries the TTLs (IPv6 hop limits) of each side that sent any.
+    for f in &all {
+        assert_eq!(f.orig_ttl.is_some(), f.orig.pkts > 0, "{f:?}");
+        assert_eq!(f.resp_ttl.is_some(), f.resp.pkts > 0, "{f:?}");
+    }
+    assert!(all
+        .iter()
+        .any(|f| f.orig_addr.is_ipv6() && f.resp_ttl.is_some()));
     let mut buf = Vec::new();
     for (seq, chunk) in all.chunks(7).enumerate() {
         wire::encode_into(&mut buf, "site-1", seq as u64 + 1, chunk).unwrap();

@@ -248,6 +248,8 @@ mod tests {
             export: None,
             prior: None,
             attempts: None,
+            orig_ttl: None,
+            resp_ttl: None,
         };
         let records = [rec(EndReason::Interim), rec(EndReason::TcpClosed)];
         let lines = |format| {

@@ -10,7 +10,7 @@ use crate::state::*;
 use crate::{Settings, NS};
 use normwatch_config::reflectors::Reflectors;
 use normwatch_model::{
-    Alert, AlertKind, AlertState, IcsCounts, Impairment, Measured, Rates, Severity,
+    Alert, AlertKind, AlertState, IcsCounts, Impairment, Measured, Rates, Severity, Span,
     SpoofingAssessment, TopSource,
 };
 use std::net::IpAddr;
@@ -114,6 +114,17 @@ pub(crate) const SPOOF_MIN_SOURCES: u64 = 1_000;
 /// …most of them seen with a single packet (the sources followed are the attack's first, where
 /// a spoofing tool's own retries cluster; hosts that flood for real send many packets each).
 pub(crate) const SPOOF_ONCE_SHARE: f64 = 0.75;
+
+/// A TTL spread of at most this across the attack's packets says they leave from one place
+/// (one host, or one network at one distance): one sender's TTL moves only by a hop or two
+/// with route changes and load-balanced paths, while hosts scattered over the Internet arrive
+/// at many distances with different systems' initial TTLs (64, 128, 255).
+pub(crate) const NARROW_TTL_SPREAD: u8 = 4;
+
+/// Client stacks pick their source ports from ephemeral ranges at or above this (Linux
+/// 32768–60999, Windows 49152–65535, older systems from 1024); a flood tool drawing ports at
+/// random also picks the ones below.
+pub(crate) const LOWEST_CLIENT_PORT: u16 = 1024;
 
 /// Addresses no host on the Internet sends from: unspecified, loopback, private, shared,
 /// link-local, documentation, benchmarking, multicast and reserved ranges (RFC 6890).
@@ -496,6 +507,14 @@ impl<const N: usize> AssetState<N> {
     /// packet, and (for TCP) nearly every connection attempt left half-open — what
     /// random-source spoofing looks like and what real hosts, which retry and answer, do not.
     /// Reflection is not assessed: its sources are real reflectors.
+    ///
+    /// The attack packets' TTL spread and source-port spread (from the attack sources' flows
+    /// and from the sensor's aggregated attempts alike) are reported beside the verdict as
+    /// supporting evidence, never deciding it: a tool forging random sources from one host
+    /// sends with one TTL ([`NARROW_TTL_SPREAD`]) or draws TTLs at random, but a wide spread
+    /// is also what real hosts at many distances give, so only a narrow one across many
+    /// sources is named as support; ports below [`LOWEST_CLIENT_PORT`] are named the same
+    /// way.
     pub(crate) fn spoofing(&self, s: &Settings, o: &Open) -> Option<SpoofingAssessment> {
         if !is_flood(o.kind) || o.kind == AlertKind::UdpAmplification {
             return None;
@@ -517,6 +536,20 @@ impl<const N: usize> AssetState<N> {
         let likely = distinct >= SPOOF_MIN_SOURCES
             && seen_once_share >= SPOOF_ONCE_SHARE
             && half_open.is_none_or(|h| h >= s.syn_half_open_share);
+        // TTLs and source ports: of the attack's sources held, and of what no held source
+        // stands for (sources beyond the table's room, aggregated attempts).
+        let (ttl, port) = {
+            let (mut t, mut p) = self
+                .atk
+                .as_deref()
+                .map_or_else(Default::default, |a| (a.others_ttl, a.others_port));
+            for (_, src, _) in &attack {
+                t.add(src.ttl.span());
+                p.add(src.port.span());
+            }
+            (t.span(), p.span())
+        };
+        let marks = marks_text(ttl, port, distinct);
         let method = format!(
             "{distinct} distinct sources (at least {SPOOF_MIN_SOURCES} for a verdict of forged); of the {tracked} attack sources followed, {:.0} % sent one packet only (at least {:.0} %){}; {:.0} % in reserved or unallocated space",
             seen_once_share * 100.0,
@@ -527,15 +560,46 @@ impl<const N: usize> AssetState<N> {
                 s.syn_half_open_share * 100.0
             )),
             bogon_share * 100.0,
-        );
+        ) + &marks;
         Some(SpoofingAssessment {
             likely_spoofed: likely,
             distinct_sources: distinct,
             one_packet_half_open_share: half_open,
             seen_once_share: Some(seen_once_share),
             bogon_share: Some(bogon_share),
-            ttl_spread: None,
+            ttl_spread: ttl.map(Span::spread),
+            source_port_spread: port.map(Span::spread),
             method,
         })
     }
+}
+
+/// The spoofing assessment's words on the attack packets' TTLs and source ports (empty
+/// where the records carried neither): supporting evidence, not part of the verdict.
+fn marks_text(ttl: Option<Span<u8>>, port: Option<Span<u16>>, distinct: u64) -> String {
+    let mut t = String::new();
+    if let Some(x) = ttl {
+        let spread = x.spread();
+        t += &format!(
+            "; the attack packets' IP TTLs {}–{} (spread {spread}",
+            x.min, x.max
+        );
+        t += if spread <= NARROW_TTL_SPREAD && distinct >= SPOOF_MIN_SOURCES {
+            ": sent from one place, as by one host forging its sources: supports forged sources)"
+        } else {
+            ": sources at many distances or a tool varying its TTLs; neither for nor against)"
+        };
+    }
+    if let Some(x) = port {
+        t += &format!("; source ports {}–{}", x.min, x.max);
+        if x.min < LOWEST_CLIENT_PORT {
+            t += &format!(
+                " (some below {LOWEST_CLIENT_PORT}, which client stacks do not pick: supports forged sources)"
+            );
+        }
+    }
+    if !t.is_empty() {
+        t += "; TTLs and ports support a verdict, they do not decide it";
+    }
+    t
 }

@@ -40,6 +40,35 @@ impl Distinct {
 /// The HyperLogLog of distinct sources, shared with the sensor (which sends its registers).
 pub use normwatch_model::Cardinality;
 
+use normwatch_model::Span;
+use std::ops::Not;
+
+/// The least and greatest of values seen (TTLs, ports), in two integers whose zero is "none
+/// yet": the greatest, and the complement of the least, each kept by `max`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bounds<T> {
+    max: T,
+    min_not: T,
+}
+
+impl<T: Copy + Ord + Not<Output = T>> Bounds<T> {
+    /// Adds a span of values, if there is one.
+    #[inline]
+    pub fn add(&mut self, s: Option<Span<T>>) {
+        if let Some(s) = s {
+            self.max = self.max.max(s.max);
+            self.min_not = self.min_not.max(!s.min);
+        }
+    }
+
+    /// The values' least and greatest; `None` before any.
+    #[inline]
+    pub fn span(self) -> Option<Span<T>> {
+        let min = !self.min_not;
+        (min <= self.max).then_some(Span { min, max: self.max })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +88,21 @@ mod tests {
             );
         }
         assert_eq!(Distinct::default().count(), 0);
+    }
+
+    #[test]
+    fn bounds_hold_the_least_and_greatest_and_start_empty() {
+        let mut b = Bounds::<u8>::default();
+        assert_eq!(b.span(), None);
+        b.add(None);
+        assert_eq!(b.span(), None);
+        b.add(Some(Span::of(255)));
+        assert_eq!(b.span(), Some(Span::of(255)));
+        b.add(Some(Span { min: 0, max: 9 }));
+        assert_eq!(b.span(), Some(Span { min: 0, max: 255 }));
+        let mut p = Bounds::<u16>::default();
+        p.add(Some(Span::of(443)));
+        p.add(Some(Span::of(40_000)));
+        assert_eq!(p.span().map(Span::spread), Some(39_557));
     }
 }

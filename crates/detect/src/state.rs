@@ -6,14 +6,14 @@ use crate::alert::*;
 use crate::baseline::{Baseline, Sample};
 use crate::rules::*;
 use crate::rules::{amplification, carpet::*, exfil::*, flood::*, ics, scan::*};
-use crate::sketch::Cardinality;
+use crate::sketch::{Bounds, Cardinality};
 use crate::{Footprint, Settings, NS};
 use hashbrown::HashMap;
 use normwatch_config::norms::NormCatalogue;
 use normwatch_model::ip_proto;
 use normwatch_model::{
     addr_key, Alert, AlertKind, AlertState, Asset, AssetIndex, DirStats, FlowRecord, Measured,
-    PriorDir, Role, Side, TcpFlags, TopSource,
+    PriorDir, Role, Side, Span, TcpFlags, TopSource,
 };
 use std::net::IpAddr;
 
@@ -220,6 +220,9 @@ pub(crate) struct Src {
     pub(crate) flows: u32,
     pub(crate) answered: u32,
     pub(crate) reflector: bool,
+    /// The TTLs of its packets, and its source ports (TCP, UDP), where records carry them.
+    pub(crate) ttl: Bounds<u8>,
+    pub(crate) port: Bounds<u16>,
 }
 
 /// How one record's flow went, for its source's entry (see [`Src`]).
@@ -267,9 +270,14 @@ impl Served {
     }
 }
 
+/// What a record says of its sender's packets for the spoofing assessment: their TTLs and
+/// source port.
+pub(crate) type Marks = (Option<Span<u8>>, Option<Span<u16>>);
+
 /// Follows source `remote` for an attack that may be building or is under way: the packets
 /// and bytes it sent (`din`), the packets the asset sent it, how the asset answered it (see
-/// [`Src`]) and the seconds of the record; beyond the table's room, counted.
+/// [`Src`]), their TTLs and source port (`marks`) and the seconds of the record; beyond the
+/// table's room, counted.
 #[inline]
 pub(crate) fn gather(
     a: &mut Attack,
@@ -277,6 +285,7 @@ pub(crate) fn gather(
     din: &Added,
     out_pkts: u64,
     how: &Served,
+    marks: Marks,
     (first, last): (u64, u64),
 ) {
     let key = addr_key(remote);
@@ -304,8 +313,14 @@ pub(crate) fn gather(
         a.others.0 += din.pkts;
         a.others.1 += din.bytes;
         a.others_unserved += unserved;
+        if how.unserved {
+            a.others_ttl.add(marks.0);
+            a.others_port.add(marks.1);
+        }
         return;
     };
+    e.ttl.add(marks.0);
+    e.port.add(marks.1);
     e.pkts += din.pkts;
     e.bytes += din.bytes;
     e.first = e.first.min(first);
@@ -414,6 +429,10 @@ pub(crate) struct Attack {
     /// the asset did not serve (see [`Src::unserved`]).
     pub(crate) others: (u64, u64),
     pub(crate) others_unserved: u64,
+    /// The TTLs and source ports of traffic the asset did not serve that no held source
+    /// stands for: of sources beyond the table's room, and of aggregated attempts.
+    pub(crate) others_ttl: Bounds<u8>,
+    pub(crate) others_port: Bounds<u16>,
     /// Reflected bytes by protocol, and bytes the asset sent in those flows, since nothing
     /// was open.
     pub(crate) refl: Vec<u64>,
@@ -436,6 +455,8 @@ pub(crate) fn new_attack() -> Box<Attack> {
         unserved: Cardinality::default(),
         others: (0, 0),
         others_unserved: 0,
+        others_ttl: Bounds::default(),
+        others_port: Bounds::default(),
         refl: Vec::new(),
         refl_out: 0,
         seen: [Seen::default(); SEEN_SLOTS],
@@ -1001,6 +1022,8 @@ impl<const N: usize> AssetState<N> {
                 // half-open attempt each); the rest counted among the others.
                 Some(at) => {
                     a.unserved.merge(&at.sources);
+                    a.others_ttl.add(at.ttl);
+                    a.others_port.add(at.sport);
                     let each = din.bytes / at.count.max(1);
                     let (mut pkts, mut bytes) = (din.pkts, din.bytes);
                     let attempt = Served {
@@ -1014,7 +1037,7 @@ impl<const N: usize> AssetState<N> {
                             pkts: 1,
                             bytes: each,
                         };
-                        gather(a, src, &one, 0, &attempt, (first, last));
+                        gather(a, src, &one, 0, &attempt, (None, None), (first, last));
                         pkts -= 1;
                         bytes = bytes.saturating_sub(each);
                     }
@@ -1022,7 +1045,17 @@ impl<const N: usize> AssetState<N> {
                     a.others.1 += bytes;
                     a.others_unserved += pkts;
                 }
-                None => gather(a, remote, &din, dout.pkts, &how, (first, last)),
+                None => {
+                    // The sender's TTLs (of the side that sent to the asset) and its port,
+                    // where the protocol has ports.
+                    let ttl = match side {
+                        Side::Resp => r.orig_ttl,
+                        Side::Orig => r.resp_ttl,
+                    };
+                    let port = matches!(proto, ip_proto::TCP | ip_proto::UDP)
+                        .then(|| Span::of(remote_port));
+                    gather(a, remote, &din, dout.pkts, &how, (ttl, port), (first, last))
+                }
             }
         }
         if armed && self.multi {
@@ -1308,6 +1341,8 @@ impl<const N: usize> AssetState<N> {
                 a.unserved = Cardinality::default();
                 a.others = (0, 0);
                 a.others_unserved = 0;
+                a.others_ttl = Bounds::default();
+                a.others_port = Bounds::default();
                 a.refl.clear();
                 a.refl_out = 0;
             }

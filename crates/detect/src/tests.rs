@@ -102,6 +102,8 @@ fn rec(
         export: None,
         prior: None,
         attempts: None,
+        orig_ttl: None,
+        resp_ttl: None,
     }
 }
 
@@ -1780,3 +1782,123 @@ fn a_tick_closes_a_quiet_assets_alert() {
 
 /// Regression tests of the defects of issue 17, one named after each.
 mod regressions;
+
+/// A SYN flood's spoofing assessment carries the attack packets' TTL and source-port spread,
+/// from the flows of its sources and from a sensor's aggregated attempts alike, and not the
+/// TTLs of the clients the asset served meanwhile.
+#[test]
+fn a_flood_alert_carries_the_ttl_and_port_spread_from_flows_and_from_attempts() {
+    use normwatch_model::{addr_key, Attempts, Cardinality, Span};
+    let web = || {
+        asset(
+            "web",
+            "198.51.100.0/24",
+            total(1_000_000, 10_000_000_000, 200),
+        )
+    };
+    // 1 500 forged SYNs a second for 10 s, with TTL 242 or 244 and source ports 1 000 up;
+    // five clients a second completing their handshakes, from TTL 50 and port 50 000.
+    let (secs, per_sec) = (100..110u64, 1_500u64);
+    let syn_ttl = |i: u64| 242 + 2 * (i % 2) as u8;
+    let syn_port = |i: u64| 1_000 + (i % 60_000) as u16;
+    let clients = |d: &Detector| {
+        let mut v = Vec::new();
+        for sec in secs.clone() {
+            for i in 0..5 {
+                let mut r = rec(
+                    d,
+                    6,
+                    (v4(0x0c00_0000 + (sec * 5 + i) as u32), 50_000),
+                    (ip("198.51.100.10"), 443),
+                    sec * NS + i * NS / 5,
+                    tcp_dir(6, 600, 300, S | A | P | F),
+                    tcp_dir(6, 4_000, 3_700, S | A | P | F),
+                    ConnState::SF,
+                );
+                r.orig_ttl = Some(Span::of(50));
+                r.resp_ttl = Some(Span::of(64));
+                v.push(r);
+            }
+        }
+        v
+    };
+    let assess = |d: &mut Detector, mut recs: Vec<FlowRecord>| {
+        recs.extend(clients(d));
+        recs.sort_by_key(|r| r.last_ns);
+        let out = run(d, &recs);
+        assert_eq!(opened(&out), [(AlertKind::SynFlood, "web".to_string())]);
+        out.last().unwrap().spoofing.clone().expect("assessed")
+    };
+    // Every SYN a flow of its own.
+    let mut d = detector(vec![web()], Settings::default());
+    let mut flows = sampled_syns(&d, secs.clone(), per_sec, None);
+    for (i, r) in flows.iter_mut().enumerate() {
+        r.orig_ttl = Some(Span::of(syn_ttl(i as u64)));
+        r.orig_port = syn_port(i as u64);
+    }
+    let from_flows = assess(&mut d, flows);
+    // The same SYNs counted together, ten aggregates a second as a sensor reports them.
+    let mut d = detector(vec![web()], Settings::default());
+    let mut aggs = Vec::new();
+    for sec in secs.clone() {
+        for tenth in 0..10 {
+            let n = per_sec / 10;
+            let base = (sec - secs.start) * per_sec + tenth * n;
+            let src = |k: u64| v4(0x0b00_0000 + (base + k) as u32);
+            let mut sources = Cardinality::default();
+            (0..n).for_each(|k| sources.insert(addr_key(src(k))));
+            let first = sec * NS + tenth * NS / 10;
+            let mut r = rec(
+                &d,
+                6,
+                (ip("0.0.0.0"), 0),
+                (ip("198.51.100.10"), 443),
+                first,
+                tcp_dir(n, n * 40, 0, S),
+                dir(0, 0),
+                ConnState::S0,
+            );
+            r.last_ns = first + NS / 10 - 1;
+            r.end_reason = EndReason::Attempts;
+            r.attempts = Some(Box::new(Attempts {
+                count: n,
+                sources,
+                sample: (0..Attempts::SAMPLE as u64).map(src).collect(),
+                ttl: Some(Span { min: 242, max: 244 }),
+                sport: Some(Span {
+                    min: syn_port(base),
+                    max: syn_port(base + n - 1),
+                }),
+            }));
+            aggs.push(r);
+        }
+    }
+    let from_attempts = assess(&mut d, aggs);
+    for sp in [&from_flows, &from_attempts] {
+        assert!(sp.likely_spoofed, "{sp:?}");
+        // The attack's TTLs only (242 to 244), not the clients' 50.
+        assert_eq!(sp.ttl_spread, Some(2), "{sp:?}");
+        // Ports 1 000 to 15 999; sources are followed once a quarter of a limit is reached,
+        // so the flood's very first SYNs may be missing.
+        let ports = sp.source_port_spread.expect("ports");
+        assert!((14_900..=14_999).contains(&ports), "{sp:?}");
+        assert!(
+            sp.method
+                .contains("IP TTLs 242–244 (spread 2: sent from one place")
+                && sp.method.contains("–15999"),
+            "{}",
+            sp.method
+        );
+    }
+    // Without TTLs in the records (as from flow exports): no TTL spread, the same verdict.
+    let mut d = detector(vec![web()], Settings::default());
+    let syns = sampled_syns(&d, secs.clone(), per_sec, None);
+    let plain = assess(&mut d, syns);
+    assert_eq!((plain.ttl_spread, plain.likely_spoofed), (None, true));
+    assert!(!plain.method.contains("IP TTLs"), "{}", plain.method);
+}
+
+#[test]
+fn a_source_entry_stays_within_a_cache_line() {
+    assert!(size_of::<state::Src>() <= 64, "{}", size_of::<state::Src>());
+}

@@ -448,6 +448,13 @@ fn spoofing_section(s: &mut String, c: &Ctx<'_>) {
             if let Some(x) = a.ttl_spread {
                 let _ = writeln!(s, "- spread of the packets' IP TTLs: {x}");
             }
+            if let Some(x) = a.source_port_spread {
+                let _ = writeln!(
+                    s,
+                    "- spread of the packets' source ports: {}",
+                    num(x.into())
+                );
+            }
             if !a.method.is_empty() {
                 let _ = writeln!(s, "\nMethod: {}", a.method);
             }

@@ -113,6 +113,8 @@ pub fn flows(alert: &Alert, per_source: usize) -> Vec<FlowRecord> {
                 export: None,
                 prior: None,
                 attempts: None,
+                orig_ttl: None,
+                resp_ttl: None,
             });
         }
     }

@@ -86,6 +86,8 @@ pub(crate) fn decode(
             first_ns: uptime_to_ns(export_ns, uptime, first),
             last_ns: uptime_to_ns(export_ns, uptime, last),
             end: EndReason::IdleTimeout,
+            // NetFlow v5 has no TTL.
+            ttl: None,
         };
         push(
             &mut ctx,

@@ -5,7 +5,9 @@
 use crate::{Ctx, Exported};
 use normwatch_model::flow::{ExportOrigin, RecordSource};
 use normwatch_model::ip_proto;
-use normwatch_model::{AssetMatch, ConnState, DirStats, EndReason, FlowRecord, Side, TcpFlags};
+use normwatch_model::{
+    AssetMatch, ConnState, DirStats, EndReason, FlowRecord, Side, Span, TcpFlags,
+};
 use std::net::IpAddr;
 
 /// A unidirectional flow as NetFlow and IPFIX report it.
@@ -22,6 +24,8 @@ pub(crate) struct Unidir {
     pub first_ns: u64,
     pub last_ns: u64,
     pub end: EndReason,
+    /// The least and greatest IP TTL of its packets, where the exporter reports them.
+    pub ttl: Option<Span<u8>>,
 }
 
 /// What a one-way TCP record can tell of the connection: only what the originator sent.
@@ -97,6 +101,8 @@ pub(crate) fn push(
         export: Some(origin),
         prior: None,
         attempts: None,
+        orig_ttl: u.ttl,
+        resp_ttl: None,
     };
     out.push(Exported { record, origin });
 }

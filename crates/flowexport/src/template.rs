@@ -14,7 +14,7 @@ use crate::record::{push, Unidir};
 use crate::{Ctx, DropReason, Exported};
 use hashbrown::HashMap;
 use normwatch_model::flow::RecordSource;
-use normwatch_model::EndReason;
+use normwatch_model::{EndReason, Span};
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -476,6 +476,9 @@ struct Fields {
     space: Option<u64>,
     sampler: Option<u32>,
     end_reason: Option<u8>,
+    /// minimumTTL and maximumTTL (52, 53: the same ids in NetFlow v9).
+    min_ttl: Option<u8>,
+    max_ttl: Option<u8>,
 }
 
 fn addr4(v: &[u8]) -> Option<IpAddr> {
@@ -539,6 +542,8 @@ impl Fields {
             306 => self.space = Some(n()),
             48 | 302 => self.sampler = Some(n() as u32),
             136 => self.end_reason = Some(n() as u8),
+            52 => self.min_ttl = Some(n() as u8),
+            53 => self.max_ttl = Some(n() as u8),
             _ => {}
         }
     }
@@ -608,6 +613,11 @@ impl Fields {
             first_ns,
             last_ns,
             end,
+            // One of the two stands for both when the exporter sends only one.
+            ttl: match (self.min_ttl, self.max_ttl) {
+                (Some(a), Some(b)) => Some(Span::of(a).merge(Span::of(b))),
+                (a, b) => a.or(b).map(Span::of),
+            },
         })
     }
 }

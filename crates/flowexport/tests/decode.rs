@@ -258,6 +258,45 @@ fn ipfix_sampling_from_an_options_record_scales_counts() {
     assert_eq!(e.record.last_ns, T0 * 1_000_000_000 + 5_000_000);
 }
 
+/// minimumTTL and maximumTTL (52, 53), where an exporter sends them, are the record's
+/// originator TTLs (for the spoofing assessment); without them there are none.
+#[test]
+fn exported_ttls_reach_the_record() {
+    let mut d = decoder();
+    let mut fields = FIELDS.to_vec();
+    fields.extend([(52, 1), (53, 1)]);
+    let mut rec = record([203, 0, 113, 9], [10, 0, 0, 2], 443, 3, 120, 0x02);
+    rec.extend([242, 244]);
+    let msg = v9(1, 0, &[set(0, &template(256, &fields)), set(256, &rec)]);
+    let (r, out) = run(&mut d, &msg, T0);
+    assert_eq!(r, Ok(()));
+    assert_eq!(
+        out[0].record.orig_ttl,
+        Some(normwatch_model::Span { min: 242, max: 244 })
+    );
+    // Only the least sent: it stands for both ends.
+    let mut fields = FIELDS.to_vec();
+    fields.push((52, 1));
+    let mut rec = record([203, 0, 113, 9], [10, 0, 0, 2], 443, 3, 120, 0x02);
+    rec.push(57);
+    let msg = v9(2, 0, &[set(0, &template(257, &fields)), set(257, &rec)]);
+    let (_, out) = run(&mut d, &msg, T0);
+    assert_eq!(out[0].record.orig_ttl, Some(normwatch_model::Span::of(57)));
+    let msg = v9(
+        3,
+        0,
+        &[
+            set(0, &template(258, &FIELDS)),
+            set(
+                258,
+                &record([203, 0, 113, 9], [10, 0, 0, 2], 443, 3, 120, 2),
+            ),
+        ],
+    );
+    let (_, out) = run(&mut d, &msg, T0);
+    assert_eq!(out[0].record.orig_ttl, None);
+}
+
 #[test]
 fn ipfix_template_withdrawal_forgets_the_template() {
     let mut d = decoder();
@@ -497,6 +536,8 @@ fn sflow_samples_become_scaled_flows_from_the_agent() {
         (3 * 512, 3 * 28 * 512)
     );
     assert_eq!(e.record.resp_port, 53);
+    // The sampled headers' TTL, as the sensor's flow table reads it.
+    assert_eq!(e.record.orig_ttl, Some(normwatch_model::Span::of(64)));
 }
 
 #[test]

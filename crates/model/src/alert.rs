@@ -122,9 +122,13 @@ pub struct SpoofingAssessment {
     /// Share of sources in reserved or unallocated (bogon) space, 0 to 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bogon_share: Option<f64>,
-    /// Spread of the IP TTLs of the attack packets (max − min), where the sensor sees it.
+    /// Spread of the IP TTLs (IPv6 hop limits) of the attack packets (max − min), where the
+    /// sensor sees them: near zero across many sources, the packets come from one place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_spread: Option<u8>,
+    /// Spread of the attack packets' TCP or UDP source ports (max − min), where seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_port_spread: Option<u16>,
     /// How the verdict was reached, in words.
     #[serde(default)]
     pub method: String,
@@ -259,7 +263,8 @@ mod tests {
             one_packet_half_open_share: Some(1.0),
             seen_once_share: Some(0.99),
             bogon_share: Some(0.04),
-            ttl_spread: None,
+            ttl_spread: Some(2),
+            source_port_spread: Some(65_530),
             method: "one-packet half-open SYNs from sources seen once".into(),
         });
         a.sources_total = Some(37_669);

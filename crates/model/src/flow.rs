@@ -201,6 +201,56 @@ pub struct FlowRecord {
     /// and bytes, `orig_addr` is unspecified and `orig_port` 0; `None` on every other record.
     #[serde(default)]
     pub attempts: Option<Box<Attempts>>,
+    /// The least and greatest IP TTL (IPv6 hop limit) of the originator's packets over the
+    /// flow; `None` where the counts do not come from packets the sensor saw (flow exports).
+    #[serde(default)]
+    pub orig_ttl: Option<Span<u8>>,
+    /// The same of the responder's packets; `None` also when it sent none.
+    #[serde(default)]
+    pub resp_ttl: Option<Span<u8>>,
+}
+
+/// The least and the greatest of the values seen (IP TTLs, ports): what a spoofing
+/// assessment reads, in a few bytes whatever the number of packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Span<T> {
+    pub min: T,
+    pub max: T,
+}
+
+impl<T: Copy + Ord> Span<T> {
+    /// One value.
+    #[inline]
+    pub fn of(v: T) -> Self {
+        Span { min: v, max: v }
+    }
+
+    /// Both spans' values together.
+    #[inline]
+    #[must_use]
+    pub fn merge(self, other: Span<T>) -> Self {
+        Span {
+            min: self.min.min(other.min),
+            max: self.max.max(other.max),
+        }
+    }
+
+    /// `a` and `b` together, either of which may be absent.
+    #[inline]
+    pub fn either(a: Option<Span<T>>, b: Option<Span<T>>) -> Option<Span<T>> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.merge(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+impl<T: Copy + Ord + std::ops::Sub<Output = T>> Span<T> {
+    /// The greatest minus the least.
+    #[inline]
+    pub fn spread(self) -> T {
+        self.max - self.min.min(self.max)
+    }
 }
 
 /// One-packet TCP connection attempts a sensor counted together instead of reporting each:
@@ -218,6 +268,12 @@ pub struct Attempts {
     /// A fair sample of the sources: each attempt was equally likely to be kept, at most
     /// [`Attempts::SAMPLE`] of them.
     pub sample: Vec<IpAddr>,
+    /// The least and greatest IP TTL (IPv6 hop limit) of the SYNs; `None` where not seen.
+    #[serde(default)]
+    pub ttl: Option<Span<u8>>,
+    /// The least and greatest of their source ports; `None` where not seen.
+    #[serde(default)]
+    pub sport: Option<Span<u16>>,
 }
 
 impl Attempts {
@@ -334,4 +390,24 @@ pub struct ExportOrigin {
     pub domain: u32,
     /// One in `sampling_rate` packets was counted (1: every packet).
     pub sampling_rate: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_merge_and_spread() {
+        let a = Span::of(64u8).merge(Span::of(52));
+        assert_eq!(a, Span { min: 52, max: 64 });
+        assert_eq!(a.spread(), 12);
+        assert_eq!(
+            Span::either(Some(a), Some(Span::of(250))).unwrap().spread(),
+            198
+        );
+        assert_eq!(Span::either(None, Some(a)), Some(a));
+        assert_eq!(Span::<u16>::either(None, None), None);
+        // A span read from elsewhere with its ends swapped spreads over nothing, not past zero.
+        assert_eq!(Span { min: 9u16, max: 3 }.spread(), 0);
+    }
 }

@@ -17,7 +17,7 @@ pub use alert::{
 };
 pub use asset::{Asset, AssetId, AssetIndex, AssetMatch, Rates, Role, Sector, Side, Thresholds};
 pub use flow::{
-    ip_proto, Attempts, ConnState, DirStats, EndReason, FlowRecord, Prior, PriorDir, TcpFlags,
+    ip_proto, Attempts, ConnState, DirStats, EndReason, FlowRecord, Prior, PriorDir, Span, TcpFlags,
 };
 pub use ics::{CommandClass, FunctionCodes, IcsCounts, IcsProto, IcsSummary};
 pub use sketch::{addr_key, Cardinality};

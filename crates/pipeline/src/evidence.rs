@@ -629,6 +629,8 @@ mod tests {
             export: None,
             prior: None,
             attempts: None,
+            orig_ttl: None,
+            resp_ttl: None,
         }
     }
 

@@ -8,8 +8,9 @@
 //! answered, or whose source sends again, is taken out and becomes a flow, and one neither
 //! happens to within the attempt timeout is forgotten (as Zeek ends an unanswered attempt).
 
+use crate::decode::Packet;
 use hashbrown::{DefaultHashBuilder, HashMap};
-use normwatch_model::{addr_key, Attempts, Cardinality};
+use normwatch_model::{addr_key, Attempts, Cardinality, Span};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 
@@ -26,6 +27,7 @@ pub(crate) struct Attempt {
     pub sport: u16,
     pub dport: u16,
     pub flags: u8,
+    pub ttl: u8,
     pub v6: bool,
     /// Still held (not taken out, not expired).
     live: bool,
@@ -40,6 +42,7 @@ impl Attempt {
         sport: u16,
         dport: u16,
         flags: u8,
+        ttl: u8,
         seq: u32,
         ip_len: u32,
         ts: u64,
@@ -55,6 +58,7 @@ impl Attempt {
             sport,
             dport,
             flags,
+            ttl,
             v6,
             live: true,
         }
@@ -433,6 +437,9 @@ pub(crate) struct Agg {
     pub count: u64,
     pub ip_bytes: u64,
     pub flags: u8,
+    /// The SYNs' least and greatest TTL, and source port (made from the first).
+    pub ttl: Span<u8>,
+    pub sport: Span<u16>,
     pub sources: Cardinality,
     pub sample: Vec<IpAddr>,
 }
@@ -444,6 +451,8 @@ impl Agg {
             count: self.count,
             sources: self.sources,
             sample: self.sample,
+            ttl: Some(self.ttl),
+            sport: Some(self.sport),
         }
     }
 }
@@ -487,15 +496,13 @@ impl Aggregates {
         self.open.is_empty()
     }
 
-    /// Counts one attempt from `src` of `ip_len` bytes at `ts` into the aggregate of `key`.
-    #[allow(clippy::too_many_arguments)]
+    /// Counts one attempt, packet `p` from `src` at `ts`, into the aggregate of `key`.
     pub fn count(
         &mut self,
         key: AggKey,
         asset: u32,
         src: IpAddr,
-        flags: u8,
-        ip_len: u32,
+        p: &Packet<'_>,
         ts: u64,
         sec: u64,
     ) -> Counted {
@@ -523,6 +530,8 @@ impl Aggregates {
                     count: 0,
                     ip_bytes: 0,
                     flags: 0,
+                    ttl: Span::of(p.ttl),
+                    sport: Span::of(p.sport),
                     sources: Cardinality::default(),
                     sample: Vec::new(),
                 });
@@ -539,8 +548,10 @@ impl Aggregates {
         a.first_ns = a.first_ns.min(ts);
         a.last_ns = a.last_ns.max(ts);
         a.count += 1;
-        a.ip_bytes += u64::from(ip_len);
-        a.flags |= flags;
+        a.ip_bytes += u64::from(p.ip_len);
+        a.flags |= p.tcp_flags;
+        a.ttl = a.ttl.merge(Span::of(p.ttl));
+        a.sport = a.sport.merge(Span::of(p.sport));
         a.sources.insert(addr_key(src));
         // Reservoir sampling: every attempt so far is in the sample with the same chance.
         if a.sample.len() < Attempts::SAMPLE {
@@ -583,7 +594,13 @@ mod tests {
     fn at(n: u32, ts: u64) -> Attempt {
         let mut src = [0u8; 16];
         src[12..].copy_from_slice(&n.to_be_bytes());
-        Attempt::new(src, [9; 16], false, 1024, 80, 2, n, 40, ts, 1)
+        Attempt::new(src, [9; 16], false, 1024, 80, 2, 64, n, 40, ts, 1)
+    }
+
+    /// 64 bytes in the ring, as the module says, its TTL included.
+    #[test]
+    fn an_attempt_is_64_bytes() {
+        assert_eq!(size_of::<Attempt>(), 64);
     }
 
     #[test]
@@ -661,28 +678,39 @@ mod tests {
             v6: false,
         };
         let src = |n: u32| IpAddr::from(std::net::Ipv4Addr::from(n));
+        // SYNs of 40 bytes; TTLs 100 to 163 and source ports 2 000 to 11 999, in no order.
+        let syn = |n: u32| Packet {
+            ip_len: 40,
+            tcp_flags: 2,
+            ttl: 100 + (n.wrapping_mul(37) % 64) as u8,
+            sport: 2_000 + (n.wrapping_mul(7_919) % 10_000) as u16,
+            ..Packet::default()
+        };
         for n in 0..10_000u32 {
             assert!(matches!(
-                g.count(key, 0, src(n), 2, 40, 5_000 + u64::from(n), 5),
+                g.count(key, 0, src(n), &syn(n), 5_000 + u64::from(n), 5),
                 Counted::In(_)
             ));
         }
         // Another key fits; a third does not.
         let other = AggKey { dport: 81, ..key };
         assert!(matches!(
-            g.count(other, 0, src(1), 2, 40, 1, 5),
+            g.count(other, 0, src(1), &syn(1), 1, 5),
             Counted::In(_)
         ));
         let third = AggKey { dport: 82, ..key };
         assert!(matches!(
-            g.count(third, 0, src(1), 2, 40, 1, 5),
+            g.count(third, 0, src(1), &syn(1), 1, 5),
             Counted::Full
         ));
         // The next second closes the first second's aggregate.
-        let Counted::Closed(a) = g.count(key, 0, src(1), 2, 40, 1, 6) else {
+        let Counted::Closed(a) = g.count(key, 0, src(1), &syn(1), 1, 6) else {
             panic!("closed");
         };
         assert_eq!((a.count, a.ip_bytes), (10_000, 400_000));
+        // The least and greatest TTL and source port of all its SYNs.
+        assert_eq!((a.ttl.min, a.ttl.max), (100, 163));
+        assert_eq!((a.sport.min, a.sport.max), (2_000, 11_999));
         let est = a.sources.estimate();
         assert!((9_000.0..11_000.0).contains(&est), "{est}");
         assert_eq!(a.sample.len(), Attempts::SAMPLE);
@@ -696,7 +724,11 @@ mod tests {
             (16..=48).contains(&late),
             "{late} of 64 from the second half"
         );
-        assert_eq!(g.drain().count(), 1);
+        // The other key's aggregate holds its one SYN's TTL and port only.
+        let b = g.drain().next().expect("the other key's");
+        let at = b.attempts();
+        assert_eq!(at.ttl.map(Span::spread), Some(0));
+        assert_eq!(at.sport, Some(Span::of(syn(1).sport)));
         assert!(g.is_empty());
     }
 }

@@ -150,6 +150,8 @@ pub struct Packet<'a> {
     /// Captured transport payload.
     pub payload: &'a [u8],
     pub tcp_flags: u8,
+    /// The IPv4 TTL or IPv6 hop limit (of the innermost IP header, after decapsulation).
+    pub ttl: u8,
     pub seq: u32,
     pub ack: u32,
     pub frag: Fragment,
@@ -160,13 +162,21 @@ pub struct Packet<'a> {
 impl Default for Packet<'_> {
     /// No packet yet: zero addresses and fields, to be written by [`decode_into`].
     fn default() -> Self {
-        Packet::ip([0; 16], [0; 16], false, 0, 0, Fragment::None)
+        Packet::ip([0; 16], [0; 16], false, 0, 0, 0, Fragment::None)
     }
 }
 
 impl Packet<'_> {
     /// An IP packet whose transport fields are still to be read.
-    fn ip(src: [u8; 16], dst: [u8; 16], v6: bool, proto: u8, ip_len: u32, frag: Fragment) -> Self {
+    fn ip(
+        src: [u8; 16],
+        dst: [u8; 16],
+        v6: bool,
+        proto: u8,
+        ttl: u8,
+        ip_len: u32,
+        frag: Fragment,
+    ) -> Self {
         Packet {
             src,
             dst,
@@ -178,6 +188,7 @@ impl Packet<'_> {
             payload_len: 0,
             payload: &[],
             tcp_flags: 0,
+            ttl,
             seq: 0,
             ack: 0,
             frag,
@@ -287,6 +298,7 @@ fn ethernet_ipv4_fast<'a>(
         v4_mapped(&h[16..20]),
         false,
         proto,
+        h[8],
         total as u32,
         Fragment::None,
     );
@@ -495,6 +507,7 @@ fn ipv4<'a>(d: &mut Decoding<'a, '_>, p: &'a [u8], depth: u8) -> Found<'a> {
     let offset = frag_field & 0x1fff;
     let id = u32::from(u16::from_be_bytes([h[4], h[5]]));
     let proto = h[9];
+    let ttl = h[8];
     let src = v4_mapped(&h[12..16]);
     let dst = v4_mapped(&h[16..20]);
     // Captured IP payload, without Ethernet padding.
@@ -510,7 +523,7 @@ fn ipv4<'a>(d: &mut Decoding<'a, '_>, p: &'a [u8], depth: u8) -> Found<'a> {
     } else {
         Fragment::None
     };
-    *d.out = Packet::ip(src, dst, false, proto, total as u32, frag);
+    *d.out = Packet::ip(src, dst, false, proto, ttl, total as u32, frag);
     transport(d, body, body_len, depth)
 }
 
@@ -579,7 +592,7 @@ fn ipv6<'a>(d: &mut Decoding<'a, '_>, p: &'a [u8], depth: u8) -> Found<'a> {
     }
     let body = p.get(off..end).unwrap_or(&[]);
     let body_len = (40 + plen).saturating_sub(off) as u32;
-    *d.out = Packet::ip(src, dst, true, next, ip_len, frag);
+    *d.out = Packet::ip(src, dst, true, next, h[7], ip_len, frag);
     transport(d, body, body_len, depth)
 }
 
@@ -1019,6 +1032,66 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The IPv4 TTL and the IPv6 hop limit reach the packet on the one-pass path, the
+    /// general path (a VLAN tag, IP options) and through IP-in-IP, where the inner header's
+    /// counts.
+    #[test]
+    fn the_ttl_or_hop_limit_is_read_on_every_path() {
+        let cks = ChecksumSettings::default();
+        let mut f = eth_ipv4_tcp(0x02, b"");
+        f[14 + 8] = 243;
+        let mut pkt = Packet::default();
+        assert!(ethernet_ipv4_fast(&f, 0, &cks, &mut pkt).is_some());
+        assert_eq!(pkt.ttl, 243);
+        let (p, _) = decode(LinkType::Ethernet, &f, f.len(), &cks).unwrap();
+        assert_eq!(p.ttl, 243);
+        // Behind an 802.1Q tag: the general path.
+        let vlan = |f: &[u8]| {
+            let mut q = f[..12].to_vec();
+            q.extend_from_slice(&[0x81, 0x00, 0, 10]);
+            q.extend_from_slice(&f[12..]);
+            q
+        };
+        let q = vlan(&f);
+        assert!(ethernet_ipv4_fast(&q, 0, &cks, &mut pkt).is_none());
+        let (p, _) = decode(LinkType::Ethernet, &q, q.len(), &cks).unwrap();
+        assert_eq!((p.ttl, p.dport), (243, 502));
+        // With four bytes of IP options (NOPs): the general path.
+        let mut o = f[..14 + 20].to_vec();
+        o[14] = 0x46;
+        o[14 + 3] += 4;
+        o.extend_from_slice(&[1, 1, 1, 1]);
+        o.extend_from_slice(&f[14 + 20..]);
+        let (p, _) = decode(LinkType::Ethernet, &o, o.len(), &cks).unwrap();
+        assert_eq!((p.ttl, p.dport), (243, 502));
+        // IPv6: the hop limit, plain and behind a VLAN tag.
+        let seg = &f[14 + 20..];
+        let mut v6 = f[..12].to_vec();
+        v6.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, seg.len() as u8, 6, 57]);
+        v6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        v6.extend_from_slice(&[0; 11]);
+        v6.push(1);
+        v6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        v6.extend_from_slice(&[0; 11]);
+        v6.push(2);
+        v6.extend_from_slice(seg);
+        for frame in [v6.clone(), vlan(&v6)] {
+            let (p, _) = decode(LinkType::Ethernet, &frame, frame.len(), &cks).unwrap();
+            assert!(p.v6);
+            assert_eq!((p.ttl, p.dport, p.tcp_flags), (57, 502, 0x02));
+        }
+        // IP-in-IP: the inner packet is the connection, and its TTL the packet's.
+        let mut outer = f[..14 + 20].to_vec();
+        outer[14 + 8] = 9;
+        outer[14 + 9] = 4;
+        let inner_len = f.len() - 14;
+        let total = (20 + inner_len) as u16;
+        outer[14 + 2..14 + 4].copy_from_slice(&total.to_be_bytes());
+        outer.extend_from_slice(&f[14..]);
+        let (p, _) = decode(LinkType::Ethernet, &outer, outer.len(), &cks).unwrap();
+        assert_eq!((p.ttl, p.proto, p.dport), (243, 6, 502));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use normwatch_model::ip_proto;
 use normwatch_model::{
     AssetIndex, AssetMatch, ConnState, DirStats, EndReason, FlowRecord, IcsProto, IcsSummary,
-    Prior, PriorDir, Side, TcpFlags,
+    Prior, PriorDir, Side, Span, TcpFlags,
 };
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -256,6 +256,11 @@ struct Dir {
     active: bool,
     /// History letters recorded (Zeek's CheckHistory mask), one bit per letter.
     hist: u8,
+    /// The greatest IP TTL of the side's packets, and the least one's complement (`!ttl`,
+    /// so that the zero of a side with no packet yet reads as least 255 above greatest 0,
+    /// and each packet is two `max`es without a branch). In the struct's padding.
+    ttl_max: u8,
+    ttl_min_not: u8,
 }
 
 impl Dir {
@@ -263,6 +268,22 @@ impl Dir {
     fn set_state(&mut self, s: Ep) {
         self.prev_state = self.state;
         self.state = s;
+    }
+
+    /// Counts a packet's TTL into the side's least and greatest.
+    #[inline(always)]
+    fn ttl(&mut self, ttl: u8) {
+        self.ttl_max = self.ttl_max.max(ttl);
+        self.ttl_min_not = self.ttl_min_not.max(!ttl);
+    }
+
+    /// The side's least and greatest TTL, if it sent a packet.
+    fn ttl_span(&self) -> Option<Span<u8>> {
+        let min = !self.ttl_min_not;
+        (min <= self.ttl_max).then_some(Span {
+            min,
+            max: self.ttl_max,
+        })
     }
 }
 
@@ -1189,6 +1210,8 @@ impl FlowTable {
             end_reason: reason,
             export: None,
             attempts: None,
+            orig_ttl: f.dir[0].ttl_span(),
+            resp_ttl: f.dir[1].ttl_span(),
             prior: f.prior(
                 self.next_report != u64::MAX,
                 (f.pending != NOT_PENDING).then(|| &self.pending[f.pending as usize]),
@@ -1446,6 +1469,7 @@ impl FlowTable {
         }
         let dir = &mut f.dir[d];
         dir.flags |= p.tcp_flags;
+        dir.ttl(p.ttl);
         dir.active = true;
         if let Some(proto) = f.ics_proto {
             if !p.payload.is_empty() {
@@ -1534,7 +1558,7 @@ impl FlowTable {
         let src = ip_of(&p.src, p.v6);
         loop {
             let h = self.held.as_deref_mut().expect("held");
-            match h.1.count(key, asset, src, p.tcp_flags, p.ip_len, ts, sec) {
+            match h.1.count(key, asset, src, p, ts, sec) {
                 Counted::In(gen) => {
                     h.0.insert(Attempt::new(
                         p.src,
@@ -1543,6 +1567,7 @@ impl FlowTable {
                         p.sport,
                         p.dport,
                         p.tcp_flags,
+                        p.ttl,
                         p.seq,
                         p.ip_len,
                         ts,
@@ -1584,6 +1609,7 @@ impl FlowTable {
             dport: a.dport,
             ip_len: a.ip_len,
             tcp_flags: a.flags,
+            ttl: a.ttl,
             seq: a.seq,
             ..Packet::default()
         };
@@ -1641,6 +1667,9 @@ impl FlowTable {
             export: None,
             prior: None,
             attempts: Some(Box::new(agg.attempts())),
+            // The SYNs' TTLs are the aggregate's ([`Attempts::ttl`]): no one originator's.
+            orig_ttl: None,
+            resp_ttl: None,
         }
     }
 
@@ -2598,6 +2627,13 @@ mod tests {
         (new, pkts, bytes, half)
     }
 
+    /// `f` with IP TTL `ttl` (its header checksum is not verified in these tables).
+    fn with_ttl(mut f: Vec<u8>, ttl: u8) -> Vec<u8> {
+        f[14 + 8] = ttl;
+        f
+    }
+
+    /// SYNs from `n` sources, source ports 1 024 up, TTLs 40 to 139.
     fn random_source_flood(n: u32, t0: u64) -> Vec<(Vec<u8>, u64)> {
         (0..n)
             .map(|i| {
@@ -2608,12 +2644,76 @@ mod tests {
                     (x >> 8) as u8,
                     x as u8,
                 ];
+                let syn = tcp(src, 1024 + (i % 60_000) as u16, S, 80, SYN, x, 0);
                 (
-                    tcp(src, 1024 + (i % 60_000) as u16, S, 80, SYN, x, 0),
+                    with_ttl(syn, 40 + (i % 100) as u8),
                     t0 + u64::from(i) * 20_000,
                 )
             })
             .collect()
+    }
+
+    /// The least and greatest TTL and source port of the SYNs towards `S` the records
+    /// report, from flows and aggregated attempts alike.
+    fn syn_spans(recs: &[FlowRecord]) -> (Option<Span<u8>>, Option<Span<u16>>) {
+        let (mut ttl, mut port) = (None, None);
+        for r in recs.iter().filter(|r| r.resp_addr == IpAddr::from(S)) {
+            match r.attempts.as_deref() {
+                Some(a) => {
+                    ttl = Span::either(ttl, a.ttl);
+                    port = Span::either(port, a.sport);
+                }
+                None => {
+                    ttl = Span::either(ttl, r.orig_ttl);
+                    port = Span::either(port, Some(Span::of(r.orig_port)));
+                }
+            }
+        }
+        (ttl, port)
+    }
+
+    #[test]
+    fn each_side_s_ttls_are_reported_and_follow_a_change_of_roles() {
+        // The client's TTL changes mid-connection (a route change), the server's does not.
+        let out = run(&[
+            (with_ttl(tcp(C, 40000, S, 80, SYN, 100, 0), 64), NS),
+            (
+                with_ttl(tcp(S, 80, C, 40000, SYN | ACK, 500, 0), 128),
+                NS + 1,
+            ),
+            (with_ttl(tcp(C, 40000, S, 80, ACK, 101, 0), 57), NS + 2),
+            (with_ttl(tcp(C, 40000, S, 80, ACK, 101, 9), 61), NS + 3),
+        ]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].orig_ttl, Some(Span { min: 57, max: 64 }));
+        assert_eq!(out[0].resp_ttl, Some(Span::of(128)));
+        // Only the SYN-ACK seen first: the sender is the responder by its port, the roles
+        // flip when the client's ACK comes, and the TTLs go with their sides.
+        let out = run(&[
+            (with_ttl(tcp(S, 80, C, 40000, SYN | ACK, 500, 0), 255), NS),
+            (with_ttl(tcp(C, 40000, S, 80, ACK, 101, 0), 1), NS + 1),
+        ]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].orig_addr, IpAddr::from(C));
+        assert_eq!(out[0].orig_ttl, Some(Span::of(1)));
+        assert_eq!(out[0].resp_ttl, Some(Span::of(255)));
+        // A side that sent nothing has no TTL.
+        let out = run(&[(with_ttl(tcp(C, 40000, S, 80, SYN, 100, 0), 0), NS)]);
+        assert_eq!(
+            (out[0].orig_ttl, out[0].resp_ttl),
+            (Some(Span::of(0)), None)
+        );
+    }
+
+    /// Within the design's 200 bytes per active flow: the TTLs live in `Dir`'s padding.
+    #[test]
+    fn a_flow_is_no_larger_for_its_ttls() {
+        assert_eq!(size_of::<Dir>(), 12);
+        assert!(
+            size_of::<Option<Flow>>() <= 176,
+            "{}",
+            size_of::<Option<Flow>>()
+        );
     }
 
     #[test]
@@ -2637,6 +2737,19 @@ mod tests {
         // Two seconds, ten reports each: a record per report interval, not one per SYN.
         assert!(compact.len() < 3_000, "{} records", compact.len());
         assert!(plain.len() >= 100_000);
+        // The SYNs' TTLs and source ports spread as far in the aggregates as in the flows.
+        let spans = syn_spans(&compact);
+        assert_eq!(spans, syn_spans(&plain));
+        assert_eq!(
+            spans,
+            (
+                Some(Span { min: 40, max: 139 }),
+                Some(Span {
+                    min: 1024,
+                    max: 61_023
+                })
+            )
+        );
         // The attempts' sources: their number within the sketch's error, a full sample.
         let agg: Vec<_> = compact
             .iter()
@@ -2663,7 +2776,7 @@ mod tests {
     fn an_answered_attempt_becomes_a_flow_whose_records_follow_its_syn() {
         let t0 = 1_000 * NS;
         let frames = [
-            (tcp(C, 40000, S, 80, SYN, 100, 0), t0),
+            (with_ttl(tcp(C, 40000, S, 80, SYN, 100, 0), 50), t0),
             (tcp(S, 80, C, 40000, SYN | ACK, 500, 0), t0 + 1_000),
             (tcp(C, 40000, S, 80, ACK, 101, 0), t0 + 2_000),
             (tcp(C, 40000, S, 80, FIN | ACK, 101, 0), t0 + 3_000),
@@ -2675,8 +2788,14 @@ mod tests {
         assert_eq!(t.stats().attempts_promoted, 1);
         // The attempt's record comes first, then the connection's, which adds to its SYN.
         assert_eq!(out[0].attempts.as_ref().map(|a| a.count), Some(1));
+        assert_eq!(
+            out[0].attempts.as_ref().and_then(|a| a.ttl),
+            Some(Span::of(50))
+        );
         let last = out.last().unwrap();
         assert_eq!(last.conn_state, ConnState::SF);
+        // The flow keeps its held SYN's TTL beside those of the packets after it.
+        assert_eq!(last.orig_ttl, Some(Span { min: 50, max: 64 }));
         assert_eq!((last.orig.pkts, last.resp.pkts), (3, 2));
         let p = out[1].prior.expect("the SYN was reported");
         assert_eq!((p.orig.pkts, p.orig.tcp_flags.0), (1, SYN));

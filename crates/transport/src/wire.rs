@@ -20,9 +20,10 @@ pub const MAGIC: [u8; 4] = *b"NWFB";
 /// The schema version this build writes and reads. 2: `FlowRecord` gained `export` (the
 /// flow-export origin); 3: `EndReason::Interim` and `prior` (what earlier records of the flow
 /// reported); 4: `attempts` (one-packet connection attempts counted together) and the clock
-/// in the header. postcard is not self-describing, so batches of another version are refused
-/// with their reason rather than misread.
-pub const SCHEMA_VERSION: u16 = 4;
+/// in the header; 5: the TTL spans of each side (`orig_ttl`, `resp_ttl`) and the attempts'
+/// TTL and source-port spans. postcard is not self-describing, so batches of another version
+/// are refused with their reason rather than misread.
+pub const SCHEMA_VERSION: u16 = 5;
 /// Largest batch a consumer decodes: a sensor's messages stay under
 /// `kafka::MAX_MESSAGE_BYTES`, and topics are created refusing more than this. A larger
 /// message is counted and skipped undecoded, so it cannot cost memory many times its size.
@@ -340,7 +341,14 @@ mod tests {
                         c
                     },
                     sample: vec!["192.0.2.7".parse().unwrap()],
+                    ttl: Some(normwatch_model::Span { min: 40, max: 243 }),
+                    sport: Some(normwatch_model::Span {
+                        min: 3,
+                        max: 65_533,
+                    }),
                 })),
+                orig_ttl: Some(normwatch_model::Span { min: 52, max: 64 }),
+                resp_ttl: Some(normwatch_model::Span::of(128)),
             },
             FlowRecord {
                 sensor_id: sensor,
@@ -366,6 +374,8 @@ mod tests {
                 }),
                 prior: None,
                 attempts: None,
+                orig_ttl: None,
+                resp_ttl: None,
             },
         ]
     }
@@ -406,6 +416,25 @@ mod tests {
         let e = decode_batch::<FlowRecord>(&b).unwrap_err();
         assert_eq!(e.reason(), "unsupported_version");
         assert!(e.to_string().contains("version 9"));
+    }
+
+    /// A batch of the schema before (4: no TTL or port spans) is refused by its version, not
+    /// misread as records of this one.
+    #[test]
+    fn a_batch_of_the_previous_schema_is_refused_by_its_version() {
+        let mut b = encode_batch("site-1", 1, &flows()).unwrap();
+        b[4..6].copy_from_slice(&4u16.to_le_bytes());
+        let n = b.len() - TRAILER;
+        let crc = crc32c::crc32c(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+        let e = decode_batch::<FlowRecord>(&b).unwrap_err();
+        assert_eq!(
+            e,
+            DecodeError::UnsupportedVersion {
+                found: 4,
+                supported: 5
+            }
+        );
     }
 
     #[test]

@@ -270,7 +270,8 @@ fn a_spoofed_flood_asks_no_state_and_asks_the_own_authority_for_traceback() {
         one_packet_half_open_share: Some(1.0),
         seen_once_share: Some(1.0),
         bogon_share: Some(0.05),
-        ttl_spread: None,
+        ttl_spread: Some(2),
+        source_port_spread: Some(65_530),
         method: "every source sent one SYN and was never seen again".into(),
     });
     let flows = sample::flows(&alert, 1);
@@ -294,6 +295,8 @@ fn a_spoofed_flood_asks_no_state_and_asks_the_own_authority_for_traceback() {
         "Forged source addresses (9 of 37 669, a sample)",
         "distinct source addresses: 37 669",
         "never completed: 100%",
+        "spread of the packets' IP TTLs: 2\n",
+        "spread of the packets' source ports: 65 530\n",
         "every source sent one SYN",
         "not to be routed onward",
     ] {
