@@ -298,11 +298,10 @@ impl DetectorSink<'_> {
             Some(c) => self.detector.process_at(records, c, &mut self.buf),
         }
         self.emit()?;
-        if let Some(o) = self.metrics.as_mut() {
+        if let Some(o) = &self.metrics {
             o.m.batch_seconds.observe(started.elapsed().as_secs_f64());
             if o.normals_at.is_none_or(|t| t.elapsed() >= NORMALS_EVERY) {
-                observe_normals(&o.m, &self.detector);
-                o.normals_at = Some(Instant::now());
+                self.observe_normals();
             }
         }
         let clock = clock_ns.unwrap_or(0);
