@@ -31,6 +31,17 @@ fn shared(
     })
 }
 
+/// A sensor id, shared with the previous one decoded on this thread when equal (what the
+/// serde path does; for hand-written decoders of the same records).
+pub fn sensor_id(text: &str) -> Arc<str> {
+    shared(&SENSOR, text)
+}
+
+/// An asset id, shared with the previous one decoded on this thread when equal.
+pub fn asset_id(text: &str) -> Arc<str> {
+    shared(&ASSET, text)
+}
+
 /// Reads a text without allocating one of its own (when the format can lend it).
 struct Text(&'static std::thread::LocalKey<RefCell<Option<Arc<str>>>>);
 
