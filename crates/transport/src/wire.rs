@@ -32,6 +32,14 @@ pub trait WireRecord: Sized {
     /// Reads a record from the start of `bytes`, and the bytes after it: what
     /// `postcard::take_from_bytes` gives (or the error it gives).
     fn decode(bytes: &[u8]) -> Result<(Self, &[u8]), postcard::Error>;
+
+    /// Like [`WireRecord::decode`], appending the record to `out`; the bytes after it.
+    #[inline]
+    fn decode_into<'a>(bytes: &'a [u8], out: &mut Vec<Self>) -> Result<&'a [u8], postcard::Error> {
+        let (r, rest) = Self::decode(bytes)?;
+        out.push(r);
+        Ok(rest)
+    }
 }
 
 impl WireRecord for FlowRecord {
@@ -47,6 +55,11 @@ impl WireRecord for FlowRecord {
     #[inline]
     fn decode(bytes: &[u8]) -> Result<(Self, &[u8]), postcard::Error> {
         flow::decode(bytes)
+    }
+
+    #[inline]
+    fn decode_into<'a>(bytes: &'a [u8], out: &mut Vec<Self>) -> Result<&'a [u8], postcard::Error> {
+        flow::decode_into(bytes, out)
     }
 }
 
@@ -285,10 +298,8 @@ pub fn decode_batch<T: WireRecord>(bytes: &[u8]) -> Result<Batch<T>, DecodeError
     let mut records = Vec::with_capacity((count as usize).min(PREALLOC_RECORDS));
     let mut rest = b;
     while !rest.is_empty() {
-        let (r, tail) = T::decode(rest)
+        rest = T::decode_into(rest, &mut records)
             .map_err(|e| DecodeError::Malformed(format!("record {}: {e}", records.len())))?;
-        records.push(r);
-        rest = tail;
     }
     if records.len() != count as usize {
         return Err(DecodeError::CountMismatch {

@@ -115,6 +115,15 @@ const MID_BOUND: usize = 1 + 29 + 98 + 1;
 /// Two optional spans of two bytes.
 const TAIL_BOUND: usize = 6;
 
+/// The low 7 bits of each byte of `x`, packed: a varint's value from its bytes.
+#[inline(always)]
+fn pack(x: u64) -> u64 {
+    let x = x & 0x7F7F_7F7F_7F7F_7F7F;
+    let x = (x & 0x007F_007F_007F_007F) | ((x & 0x7F00_7F00_7F00_7F00) >> 1);
+    let x = (x & 0x0000_3FFF_0000_3FFF) | ((x & 0x3FFF_0000_3FFF_0000) >> 2);
+    (x & 0x0000_0000_0FFF_FFFF) | ((x & 0x0FFF_FFFF_0000_0000) >> 4)
+}
+
 /// Writes into bytes the caller made room for.
 struct Out<'a> {
     b: &'a mut [u8],
@@ -338,6 +347,44 @@ impl<'a> In<'a> {
     /// have, is `DeserializeBadVarint`; a varint cut short is `DeserializeUnexpectedEnd`.
     #[inline(always)]
     fn varint<const MAX: usize, const LAST: u8>(&mut self) -> Result<u64, Error> {
+        // One byte: small values, most counts of a short flow, every variant index.
+        if let Some(&b) = self.b.get(self.p) {
+            if b < 0x80 {
+                self.p += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        // Eight bytes at once where there are eight: the first byte without the continuation
+        // bit ends the varint, found without a loop.
+        if let Some(word) = self.b.get(self.p..self.p + 8) {
+            let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            let stops = !w & 0x8080_8080_8080_8080;
+            if stops != 0 {
+                let len = (stops.trailing_zeros() / 8 + 1) as usize;
+                // postcard reads at most MAX bytes, and the last only with the bits left.
+                if len > MAX || (len == MAX && word[len - 1] > LAST) {
+                    return Err(Error::DeserializeBadVarint);
+                }
+                self.p += len;
+                return Ok(pack(w & (stops ^ (stops - 1))));
+            }
+            if MAX <= 8 {
+                return Err(Error::DeserializeBadVarint);
+            }
+            let mut out = pack(w);
+            self.p += 8;
+            for i in 8..MAX {
+                let v = self.byte()?;
+                out |= u64::from(v & 0x7f) << (7 * i);
+                if v & 0x80 == 0 {
+                    if i == MAX - 1 && v > LAST {
+                        return Err(Error::DeserializeBadVarint);
+                    }
+                    return Ok(out);
+                }
+            }
+            return Err(Error::DeserializeBadVarint);
+        }
         let first = self.byte()?;
         if first < 0x80 {
             return Ok(u64::from(first));
@@ -396,11 +443,11 @@ impl<'a> In<'a> {
         }
     }
 
+    /// A string's bytes (not yet known to be UTF-8).
     #[inline(always)]
-    fn str(&mut self) -> Result<&'a str, Error> {
+    fn str_bytes(&mut self) -> Result<&'a [u8], Error> {
         let n = self.len()?;
-        let b = self.take(n)?;
-        std::str::from_utf8(b).map_err(|_| Error::DeserializeBadUtf8)
+        self.take(n)
     }
 
     #[inline(always)]
@@ -452,71 +499,106 @@ impl<'a> In<'a> {
         Ok(v)
     }
 
+    /// A record: every field read (and checked) first, the record assembled once at the end,
+    /// so it is not moved through a result per field.
+    #[inline(always)]
     fn record(&mut self) -> Result<FlowRecord, Error> {
+        let sensor_id =
+            intern::sensor_id_utf8(self.str_bytes()?).ok_or(Error::DeserializeBadUtf8)?;
+        let flow_id = self.u64()?;
+        let orig_addr = self.ip()?;
+        let orig_port = self.u16()?;
+        let resp_addr = self.ip()?;
+        let resp_port = self.u16()?;
+        let ip_proto = self.byte()?;
+        let first_ns = self.u64()?;
+        let last_ns = self.u64()?;
+        let orig = self.dir()?;
+        let resp = self.dir()?;
+        let conn_state = self.variant(&CONN_STATES)?;
+        let asset = if self.option()? {
+            let id = intern::asset_id_utf8(self.str_bytes()?).ok_or(Error::DeserializeBadUtf8)?;
+            Some(AssetMatch {
+                id: AssetId(id),
+                side: self.variant(&SIDES)?,
+            })
+        } else {
+            None
+        };
+        let ics = if self.option()? {
+            Some(Box::new(self.serde::<IcsSummary>()?))
+        } else {
+            None
+        };
+        let end_reason = self.variant(&END_REASONS)?;
+        let export = if self.option()? {
+            Some(ExportOrigin {
+                source: self.variant(&SOURCES)?,
+                exporter: self.ip()?,
+                domain: self.u32()?,
+                sampling_rate: self.u32()?,
+            })
+        } else {
+            None
+        };
+        let prior = if self.option()? {
+            Some(Prior {
+                reports: self.u32()?,
+                since_ns: self.u64()?,
+                orig: self.prior_dir()?,
+                resp: self.prior_dir()?,
+            })
+        } else {
+            None
+        };
+        let attempts = if self.option()? {
+            Some(Box::new(self.serde::<Attempts>()?))
+        } else {
+            None
+        };
+        let orig_ttl = self.span()?;
+        let resp_ttl = self.span()?;
         Ok(FlowRecord {
-            sensor_id: intern::sensor_id(self.str()?),
-            flow_id: self.u64()?,
-            orig_addr: self.ip()?,
-            orig_port: self.u16()?,
-            resp_addr: self.ip()?,
-            resp_port: self.u16()?,
-            ip_proto: self.byte()?,
-            first_ns: self.u64()?,
-            last_ns: self.u64()?,
-            orig: self.dir()?,
-            resp: self.dir()?,
-            conn_state: self.variant(&CONN_STATES)?,
-            asset: if self.option()? {
-                Some(AssetMatch {
-                    id: AssetId(intern::asset_id(self.str()?)),
-                    side: self.variant(&SIDES)?,
-                })
-            } else {
-                None
-            },
-            ics: if self.option()? {
-                Some(Box::new(self.serde::<IcsSummary>()?))
-            } else {
-                None
-            },
-            end_reason: self.variant(&END_REASONS)?,
-            export: if self.option()? {
-                Some(ExportOrigin {
-                    source: self.variant(&SOURCES)?,
-                    exporter: self.ip()?,
-                    domain: self.u32()?,
-                    sampling_rate: self.u32()?,
-                })
-            } else {
-                None
-            },
-            prior: if self.option()? {
-                Some(Prior {
-                    reports: self.u32()?,
-                    since_ns: self.u64()?,
-                    orig: self.prior_dir()?,
-                    resp: self.prior_dir()?,
-                })
-            } else {
-                None
-            },
-            attempts: if self.option()? {
-                Some(Box::new(self.serde::<Attempts>()?))
-            } else {
-                None
-            },
-            orig_ttl: self.span()?,
-            resp_ttl: self.span()?,
+            sensor_id,
+            flow_id,
+            orig_addr,
+            orig_port,
+            resp_addr,
+            resp_port,
+            ip_proto,
+            first_ns,
+            last_ns,
+            orig,
+            resp,
+            conn_state,
+            asset,
+            ics,
+            end_reason,
+            export,
+            prior,
+            attempts,
+            orig_ttl,
+            resp_ttl,
         })
     }
 }
 
 /// Reads one record from the start of `bytes`: what `postcard::take_from_bytes` gives, the
 /// record and the bytes after it, or the error it gives.
+#[inline]
 pub fn decode(bytes: &[u8]) -> Result<(FlowRecord, &[u8]), Error> {
     let mut r = In { b: bytes, p: 0 };
     let rec = r.record()?;
     Ok((rec, &bytes[r.p..]))
+}
+
+/// Like [`decode`], appending the record to `out` (without moving it through a result) and
+/// returning the bytes after it.
+#[inline]
+pub fn decode_into<'a>(bytes: &'a [u8], out: &mut Vec<FlowRecord>) -> Result<&'a [u8], Error> {
+    let mut r = In { b: bytes, p: 0 };
+    out.push(r.record()?);
+    Ok(&bytes[r.p..])
 }
 
 #[cfg(test)]
@@ -781,6 +863,98 @@ mod tests {
             assert_eq!(&back, r, "record {i}");
             assert_eq!(rest, [7, 8]);
         }
+    }
+
+    /// Every field at its longest encoding (within the room the encoder makes), and at its
+    /// shortest.
+    #[test]
+    fn extreme_records_match_postcard() {
+        let mut r = records(8, 1).remove(0);
+        let ip6 = IpAddr::V6(Ipv6Addr::from(u128::MAX));
+        let big = DirStats {
+            pkts: u64::MAX,
+            ip_bytes: u64::MAX,
+            payload_bytes: u64::MAX,
+            tcp_flags: TcpFlags(0xff),
+        };
+        let big_prior = PriorDir {
+            pkts: u64::MAX,
+            ip_bytes: u64::MAX,
+            tcp_flags: TcpFlags(0xff),
+            commands: [u32::MAX; 4],
+        };
+        let mut max = FlowRecord {
+            sensor_id: Arc::from("s".repeat(70_000).as_str()),
+            flow_id: u64::MAX,
+            orig_addr: ip6,
+            orig_port: u16::MAX,
+            resp_addr: ip6,
+            resp_port: u16::MAX,
+            ip_proto: u8::MAX,
+            first_ns: u64::MAX,
+            last_ns: u64::MAX,
+            orig: big,
+            resp: big,
+            conn_state: ConnState::OTH,
+            asset: Some(AssetMatch {
+                id: AssetId(Arc::from("a".repeat(20_000).as_str())),
+                side: Side::Resp,
+            }),
+            ics: None,
+            end_reason: EndReason::Attempts,
+            export: Some(ExportOrigin {
+                source: RecordSource::Sflow,
+                exporter: ip6,
+                domain: u32::MAX,
+                sampling_rate: u32::MAX,
+            }),
+            prior: Some(Prior {
+                reports: u32::MAX,
+                since_ns: u64::MAX,
+                orig: big_prior,
+                resp: big_prior,
+            }),
+            attempts: None,
+            orig_ttl: Some(Span::of(u8::MAX)),
+            resp_ttl: Some(Span::of(u8::MAX)),
+        };
+        let min = FlowRecord {
+            sensor_id: Arc::from(""),
+            flow_id: 0,
+            orig_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            orig_port: 0,
+            resp_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            resp_port: 0,
+            ip_proto: 0,
+            first_ns: 0,
+            last_ns: 0,
+            orig: DirStats::default(),
+            resp: DirStats::default(),
+            conn_state: ConnState::S0,
+            asset: None,
+            ics: None,
+            end_reason: EndReason::IdleTimeout,
+            export: None,
+            prior: None,
+            attempts: None,
+            orig_ttl: None,
+            resp_ttl: None,
+        };
+        r.ics = r
+            .ics
+            .or_else(|| Some(Box::new(IcsSummary::new(IcsProto::Enip))));
+        let with_nested = FlowRecord {
+            ics: r.ics.clone(),
+            attempts: records(9, 200).into_iter().find_map(|r| r.attempts),
+            ..max.clone()
+        };
+        max.sensor_id = Arc::from("s".repeat(127).as_str());
+        for r in [&max, &min, &with_nested] {
+            let b = hand_bytes(r);
+            assert_eq!(b, postcard::to_allocvec(r).unwrap());
+            assert_eq!(decode(&b).unwrap(), (r.clone(), &[][..]));
+        }
+        assert_eq!(hand_bytes(&min).len(), 34);
     }
 
     /// Consecutive equal ids decode to one allocation, shared with the serde path's.
