@@ -212,20 +212,6 @@ fn codec(c: &mut Criterion) {
             black_box(out.len())
         })
     });
-    g.bench_function("hand_unstored", |b| {
-        b.iter(|| {
-            let mut rest = &payload[..];
-            let mut n = 0;
-            while !rest.is_empty() {
-                let (r, tail) = wire::flow::decode(rest).expect("decode");
-                n += r.flow_id;
-                black_box(r);
-                rest = tail;
-            }
-            black_box(n)
-        })
-    });
-    println!("FlowRecord: {} bytes", size_of::<FlowRecord>());
     g.bench_function("batch_hand", |b| {
         b.iter(|| {
             let d: Batch<FlowRecord> = decode_batch(&batch).expect("decode");

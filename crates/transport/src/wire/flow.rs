@@ -420,10 +420,11 @@ impl<'a> In<'a> {
         self.varint::<10, 0x01>()
     }
 
-    /// A `usize` (a length), as a 64-bit target reads it.
+    /// A `usize` (a length), as a 64-bit target reads it (a length past the bytes present is
+    /// refused by the read that follows, never allocated).
     #[inline(always)]
     fn len(&mut self) -> Result<usize, Error> {
-        usize::try_from(self.u64()?).map_err(|_| Error::DeserializeUnexpectedEnd)
+        usize::try_from(self.u64()?).map_err(|_| Error::DeserializeBadVarint)
     }
 
     /// An enum's variant: its `u32` index, then the variant of that index (serde's derive
