@@ -7,7 +7,7 @@ secs=${1:-60}
 shared=${NORMWATCH_SHARED_DATA:-../../shared/data}
 # cargo-fuzz needs nightly-only flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
 export RUSTC_BOOTSTRAP=1
-mkdir -p corpus/capture_reader corpus/decode corpus/ics
+mkdir -p corpus/capture_reader corpus/decode corpus/ics corpus/wire_flow
 for t in flowexport_netflow5 flowexport_netflow9 flowexport_ipfix flowexport_sflow; do mkdir -p "corpus/$t"; done
 if [ -d "$shared/captures" ]; then
   mapfile -t seeds < <(find "$shared/captures" -type f \( -name '*.pcap' -o -name '*.pcapng' \) -size -64k | sort)
@@ -54,7 +54,7 @@ if command -v pmacctd >/dev/null && command -v python3 >/dev/null && [ -f "$seed
   seed_export flowexport_sflow 39872 pmacctd -f /tmp/fz$$.conf
   rm -f /tmp/fz$$.conf
 fi
-for t in decode capture_reader ics flowexport_netflow5 flowexport_netflow9 flowexport_ipfix flowexport_sflow; do
+for t in decode capture_reader ics flowexport_netflow5 flowexport_netflow9 flowexport_ipfix flowexport_sflow wire_flow; do
   echo "fuzzing $t for ${secs}s"
   # Debug assertions on: an arithmetic overflow is a finding too.
   cargo fuzz run --debug-assertions "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 2>&1 | tail -n 3
