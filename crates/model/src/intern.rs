@@ -31,6 +31,35 @@ fn shared(
     })
 }
 
+/// A sensor id from its UTF-8 bytes, shared with the previous one decoded on this thread
+/// when equal (what the serde path does, for hand-written decoders of the same records);
+/// `None` if the bytes are not UTF-8. Bytes equal to the previous id are not validated again.
+pub fn sensor_id_utf8(bytes: &[u8]) -> Option<Arc<str>> {
+    shared_utf8(&SENSOR, bytes)
+}
+
+/// An asset id from its UTF-8 bytes, as [`sensor_id_utf8`].
+pub fn asset_id_utf8(bytes: &[u8]) -> Option<Arc<str>> {
+    shared_utf8(&ASSET, bytes)
+}
+
+fn shared_utf8(
+    cache: &'static std::thread::LocalKey<RefCell<Option<Arc<str>>>>,
+    bytes: &[u8],
+) -> Option<Arc<str>> {
+    cache.with(|c| {
+        let mut c = c.borrow_mut();
+        match c.as_ref() {
+            Some(last) if last.as_bytes() == bytes => Some(Arc::clone(last)),
+            _ => {
+                let new: Arc<str> = Arc::from(std::str::from_utf8(bytes).ok()?);
+                *c = Some(Arc::clone(&new));
+                Some(new)
+            }
+        }
+    })
+}
+
 /// Reads a text without allocating one of its own (when the format can lend it).
 struct Text(&'static std::thread::LocalKey<RefCell<Option<Arc<str>>>>);
 

@@ -3,12 +3,13 @@
 //! - [`flow`]: the [`FlowRecord`] a sensor emits for every connection.
 //! - [`ics`]: industrial-protocol command counts carried by a flow.
 //! - [`asset`]: protected assets and the longest-prefix index that matches flows to them.
+//! - [`intern`]: the shared texts (sensor and asset ids) decoders hand out.
 
 pub mod alert;
 pub mod asset;
 pub mod flow;
 pub mod ics;
-mod intern;
+pub mod intern;
 pub mod sketch;
 
 pub use alert::{
