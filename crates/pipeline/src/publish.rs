@@ -297,7 +297,7 @@ mod tests {
             orig: DirStats::default(),
             resp: DirStats::default(),
             conn_state: ConnState::S0,
-            asset: (id % 3 == 0).then(|| AssetMatch {
+            asset: id.is_multiple_of(3).then(|| AssetMatch {
                 id: AssetId(Arc::from(format!("asset-{}", id % 5))),
                 side: Side::Resp,
             }),
@@ -325,11 +325,11 @@ mod tests {
             let mut buf = Vec::new();
             for id in 0..5_000 {
                 buf.push(rec(id));
-                if id % 3 == 0 {
+                if id.is_multiple_of(3) {
                     sink.records(&mut buf, now);
                     assert!(buf.is_empty(), "the sink takes the records");
                 }
-                if id % 1_000 == 0 {
+                if id.is_multiple_of(1_000) {
                     sink.tick(now);
                 }
             }
