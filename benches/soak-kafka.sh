@@ -12,8 +12,9 @@
 # Every second: records the sensor published, records the detector took in, the detector's
 # consumer lag (messages), and the RSS of the sensor, the detector and the broker. Printed as
 # a table (soak.tsv in WORK) and summed up: end-to-end flows/s (records consumed over the
-# time from the first publish to the last record consumed), the peak lag, the peak RSS, and
-# the sensor's own rate (records over the wall time of its runs).
+# time from the first publish to the last record consumed), the peak lag, the peak RSS, the
+# sensor's own rate (records over the wall time of its runs), and the CPU time (user +
+# system) the sensor, the broker and the detector each spent per record.
 #
 # Then a catch-up: a detector of a new group reads everything the topic retained, as a member
 # does after an outage or a rebalance (sampled every half second): the rate at which the
@@ -129,6 +130,8 @@ pids+=("$broker")
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 
 rss() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# CPU seconds (user + system) a process has used so far.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null; }
 metric() { { curl -s "http://$1/metrics" 2>/dev/null || true; } | awk -v m="$2" '$1 ~ "^"m {s += $NF} END {printf "%d", s}'; }
 
 "$NORMWATCH" detect --config "$WORK/normwatch.toml" --exit-when-idle 10s --stats \
@@ -139,9 +142,10 @@ sleep 3
 start=$(date +%s.%N)
 (
   s0=$(date +%s.%N)
+  TIMEFORMAT='%U %S'
   for ((l = 0; l < LOOPS; l++)); do
-    "$NORMWATCH" sensor --config "$WORK/sensor.toml" --stats --pcap "$WORK/soak.pcap" \
-      2>> "$WORK/sensor.log"
+    { time "$NORMWATCH" sensor --config "$WORK/sensor.toml" --stats --pcap "$WORK/soak.pcap" \
+      2>> "$WORK/sensor.log"; } 2>> "$WORK/sensor.cpu"
   done
   echo "$(date +%s.%N) - $s0" | bc > "$WORK/sensor.seconds"
 ) &
@@ -166,6 +170,8 @@ while kill -0 "$detect" 2>/dev/null; do
   lag=$(metric "$DETECT_METRICS" normwatch_transport_consumer_lag_messages)
   printf '%.1f\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(echo "$now - $start" | bc)" "$published" "${c:-0}" \
     "${lag:-0}" "$srss" "$(rss "$detect")" "$(rss "$broker")" >> "$WORK/soak.tsv"
+  dcpu=$(cpu "$detect" || echo "$dcpu")
+  bcpu=$(cpu "$broker")
   sleep 1
 done
 wait "$sensors" || true
@@ -181,6 +187,14 @@ for col in 5 6 7; do
 done
 published=$({ grep -o '^normwatch_sensor_published_records_total [0-9]*' "$WORK/sensor.log" || true; } | awk '{s += $2} END {print s + 0}')
 echo "sensor alone: $published records in $(cat "$WORK/sensor.seconds") s: $(echo "$published / $(cat "$WORK/sensor.seconds")" | bc) records/s"
+# Where the two cores went: CPU time (user + system) of each process per record.
+scpu=$(awk '{s += $1 + $2} END {printf "%.2f", s}' "$WORK/sensor.cpu")
+if [ "$total" -gt 0 ]; then
+  for p in "sensor $scpu" "broker ${bcpu:-0}" "detector ${dcpu:-0}"; do
+    set -- $p
+    echo "CPU $1: $2 s, $(echo "scale=3; $2 * 1000000 / $total" | bc) µs a record"
+  done
+fi
 
 sed 's/^group_id = "soak"/group_id = "soak-catchup"/' "$WORK/normwatch.toml" > "$WORK/catchup.toml"
 "$NORMWATCH" detect --config "$WORK/catchup.toml" --exit-when-idle 5s --stats 2> "$WORK/catchup.log" &

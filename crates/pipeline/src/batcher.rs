@@ -15,9 +15,11 @@
 //! it used before (unless it sent over a million batches per millisecond of its earlier
 //! life) and consumers can tell a redelivery from a new batch without shared state.
 
+use hashbrown::{DefaultHashBuilder, HashTable};
 use normwatch_model::{AssetId, FlowRecord};
 use normwatch_transport::wire::{encode_batch_at, EncodeError};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,6 +37,34 @@ impl BatchKey {
             Some(a) => BatchKey::Asset(a.id.clone()),
             None => BatchKey::Addr(r.resp_addr),
         }
+    }
+
+    /// Whether `r` belongs under this key (without building the record's key).
+    fn holds(&self, r: &FlowRecord) -> bool {
+        match (self, &r.asset) {
+            (BatchKey::Asset(id), Some(a)) => id.as_str() == a.id.as_str(),
+            (BatchKey::Addr(addr), None) => *addr == r.resp_addr,
+            _ => false,
+        }
+    }
+
+    /// The hash of the key `r` belongs under (as [`BatchKey::hash_with`] hashes that key).
+    fn hash_of(r: &FlowRecord, s: &DefaultHashBuilder) -> u64 {
+        let mut h = s.build_hasher();
+        match &r.asset {
+            Some(a) => a.id.as_str().hash(&mut h),
+            None => r.resp_addr.hash(&mut h),
+        }
+        h.finish()
+    }
+
+    fn hash_with(&self, s: &DefaultHashBuilder) -> u64 {
+        let mut h = s.build_hasher();
+        match self {
+            BatchKey::Asset(id) => id.as_str().hash(&mut h),
+            BatchKey::Addr(a) => a.hash(&mut h),
+        }
+        h.finish()
     }
 
     /// The message key: the asset id, or the responder address as text.
@@ -76,7 +106,12 @@ pub struct FlowBatcher {
     max_records: usize,
     max_bytes: usize,
     linger: Duration,
-    pending: HashMap<BatchKey, Vec<FlowRecord>>,
+    /// Partial batches, one per key; `keys` finds a record's among them.
+    pending: Vec<Partial>,
+    keys: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    /// Scratch: the order partial batches go out in.
+    order: Vec<u32>,
     /// When the oldest pending record arrived.
     oldest: Option<Instant>,
     pending_records: usize,
@@ -90,6 +125,22 @@ pub struct FlowBatcher {
     /// Assets that had records within the tick horizon.
     heard: HashMap<AssetId, Heard>,
 }
+
+/// Records of one key waiting for their batch. Kept from one round to the next while the key
+/// has records in each (so its buffer and message key are not made again), dropped after a
+/// round without any.
+#[derive(Debug)]
+struct Partial {
+    key: BatchKey,
+    /// The message key ([`BatchKey::to_bytes`]), which also orders the batches of a round.
+    bytes: Vec<u8>,
+    records: Vec<FlowRecord>,
+    /// Whether it had records this round.
+    used: bool,
+}
+
+/// Records a kept partial batch's buffer holds room for between rounds.
+const KEPT_CAPACITY: usize = 64;
 
 /// One encoded batch, ready to publish.
 #[derive(Debug)]
@@ -114,7 +165,10 @@ impl FlowBatcher {
             max_records: max_records.max(1),
             max_bytes: max_bytes.max(1024),
             linger,
-            pending: HashMap::new(),
+            pending: Vec::new(),
+            keys: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            order: Vec::new(),
             oldest: None,
             pending_records: 0,
             event_time: false,
@@ -161,15 +215,14 @@ impl FlowBatcher {
                     self.oldest_event_ns = Some(r.last_ns);
                 }
             }
-            let key = BatchKey::of(&r);
-            let batch = self.pending.entry(key.clone()).or_default();
+            let i = self.partial(&r);
+            let batch = &mut self.pending[i].records;
             batch.push(r);
             self.pending_records += 1;
             self.oldest.get_or_insert(now);
             if batch.len() >= self.max_records {
-                let records = std::mem::take(batch);
-                self.pending_records -= records.len();
-                self.encode(&key, records, out)?;
+                self.pending_records -= batch.len();
+                self.encode_partial(i, out)?;
             }
         }
         if self.linger.is_zero() {
@@ -191,25 +244,46 @@ impl FlowBatcher {
 
     /// Encodes every partial batch.
     pub fn flush(&mut self, out: &mut Vec<Encoded>) -> Result<(), EncodeError> {
-        let mut keys: Vec<BatchKey> = self
-            .pending
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, _)| k.clone())
-            .collect();
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        order.extend(
+            (0..self.pending.len() as u32)
+                .filter(|&i| !self.pending[i as usize].records.is_empty()),
+        );
         // A stable order makes runs over the same input produce the same messages.
-        keys.sort_by_cached_key(|k| k.to_bytes());
-        for key in keys {
-            let records = self
-                .pending
-                .get_mut(&key)
-                .map(std::mem::take)
-                .unwrap_or_default();
-            self.pending_records -= records.len();
-            self.encode(&key, records, out)?;
+        order.sort_unstable_by(|&a, &b| {
+            self.pending[a as usize]
+                .bytes
+                .cmp(&self.pending[b as usize].bytes)
+        });
+        let mut result = Ok(());
+        for &i in &order {
+            self.pending_records -= self.pending[i as usize].records.len();
+            result = self.encode_partial(i as usize, out);
+            if result.is_err() {
+                break;
+            }
         }
-        // Keys of addresses seen once would otherwise accumulate.
-        self.pending.clear();
+        // A key with records this round keeps its place (trimmed); the others go, so keys
+        // of addresses seen once do not accumulate.
+        self.order = order;
+        if self.pending.iter().any(|p| !p.used) {
+            self.pending.retain(|p| p.used);
+            let (keys, pending, hasher) = (&mut self.keys, &self.pending, &self.hasher);
+            keys.clear();
+            for (i, p) in pending.iter().enumerate() {
+                keys.insert_unique(p.key.hash_with(hasher), i as u32, |&j| {
+                    pending[j as usize].key.hash_with(hasher)
+                });
+            }
+        }
+        for p in &mut self.pending {
+            p.records.clear();
+            p.records.shrink_to(KEPT_CAPACITY);
+            p.used = false;
+        }
+        self.pending_records = 0;
+        result?;
         self.oldest = None;
         self.oldest_event_ns = None;
         self.ticks(out)
@@ -244,14 +318,46 @@ impl FlowBatcher {
         Ok(())
     }
 
+    /// The partial batch `r` belongs in (made if its key has none).
+    #[inline]
+    fn partial(&mut self, r: &FlowRecord) -> usize {
+        let h = BatchKey::hash_of(r, &self.hasher);
+        let pending = &self.pending;
+        if let Some(&i) = self.keys.find(h, |&i| pending[i as usize].key.holds(r)) {
+            let p = &mut self.pending[i as usize];
+            p.used = true;
+            return i as usize;
+        }
+        let key = BatchKey::of(r);
+        let i = self.pending.len();
+        self.pending.push(Partial {
+            bytes: key.to_bytes(),
+            key,
+            records: Vec::new(),
+            used: true,
+        });
+        let (pending, hasher) = (&self.pending, &self.hasher);
+        self.keys
+            .insert_unique(h, i as u32, |&j| pending[j as usize].key.hash_with(hasher));
+        i
+    }
+
+    /// Encodes partial batch `i` (emptied, its buffer kept).
+    fn encode_partial(&mut self, i: usize, out: &mut Vec<Encoded>) -> Result<(), EncodeError> {
+        let mut records = std::mem::take(&mut self.pending[i].records);
+        let done = self.encode(i, &records, out);
+        records.clear();
+        self.pending[i].records = records;
+        done
+    }
+
     fn encode(
         &mut self,
-        key: &BatchKey,
-        records: Vec<FlowRecord>,
+        i: usize,
+        records: &[FlowRecord],
         out: &mut Vec<Encoded>,
     ) -> Result<(), EncodeError> {
-        let key_bytes = key.to_bytes();
-        let mut stack = vec![records.as_slice()];
+        let mut stack = vec![records];
         while let Some(part) = stack.pop() {
             let payload = encode_batch_at(&self.sensor_id, self.next_seq, self.clock_ns, part)?;
             if payload.len() > self.max_bytes && part.len() > 1 {
@@ -262,18 +368,28 @@ impl FlowBatcher {
             }
             self.next_seq += 1;
             let latest = part.iter().map(|r| r.last_ns).max().unwrap_or(0);
-            if let BatchKey::Asset(id) = key {
+            let p = &self.pending[i];
+            if let BatchKey::Asset(id) = &p.key {
                 let clock = self.clock_ns;
-                let h = self.heard.entry(id.clone()).or_insert(Heard {
-                    record_ns: latest,
-                    clock_ns: clock,
-                });
-                h.record_ns = h.record_ns.max(latest);
-                h.clock_ns = h.clock_ns.max(clock);
+                match self.heard.get_mut(id) {
+                    Some(h) => {
+                        h.record_ns = h.record_ns.max(latest);
+                        h.clock_ns = h.clock_ns.max(clock);
+                    }
+                    None => {
+                        self.heard.insert(
+                            id.clone(),
+                            Heard {
+                                record_ns: latest,
+                                clock_ns: clock,
+                            },
+                        );
+                    }
+                }
             }
             self.clock_ns = self.clock_ns.max(latest);
             out.push(Encoded {
-                key: key_bytes.clone(),
+                key: p.bytes.clone(),
                 payload,
                 records: part.len(),
             });
@@ -345,6 +461,52 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].key, b"198.51.100.7");
         assert_eq!(decode(&out[1]).seq, 101);
+        assert_eq!(b.pending(), 0);
+    }
+
+    #[test]
+    fn keys_without_records_in_a_round_are_forgotten_and_come_back_whole() {
+        let t = Instant::now();
+        let mut b = FlowBatcher::new(Arc::from("s1"), 0, 100, 1 << 20, Duration::from_secs(60));
+        let mut out = Vec::new();
+        let mut buf = vec![
+            rec(1, "198.51.100.1", None),
+            rec(2, "198.51.100.2", None),
+            rec(3, "10.0.0.1", Some("scada")),
+        ];
+        b.push(&mut buf, t, &mut out).unwrap();
+        b.flush(&mut out).unwrap();
+        assert_eq!(out.len(), 3);
+        assert_eq!(b.pending.len(), 3);
+        b.push(&mut vec![rec(4, "198.51.100.2", None)], t, &mut out)
+            .unwrap();
+        b.flush(&mut out).unwrap();
+        assert_eq!(out.len(), 4);
+        assert_eq!(b.pending.len(), 1, "only the key used this round is kept");
+        assert_eq!(b.keys.len(), 1);
+        b.push(
+            &mut vec![rec(5, "198.51.100.1", None), rec(6, "198.51.100.2", None)],
+            t,
+            &mut out,
+        )
+        .unwrap();
+        b.flush(&mut out).unwrap();
+        let last: Vec<(Vec<u8>, Vec<u64>)> = out[4..]
+            .iter()
+            .map(|e| {
+                (
+                    e.key.clone(),
+                    decode(e).records.iter().map(|r| r.flow_id).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            last,
+            [
+                (b"198.51.100.1".to_vec(), vec![5]),
+                (b"198.51.100.2".to_vec(), vec![6])
+            ]
+        );
         assert_eq!(b.pending(), 0);
     }
 

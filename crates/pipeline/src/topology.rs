@@ -65,14 +65,17 @@ fn batcher(cfg: &Config) -> FlowBatcher {
     )
 }
 
-/// Reads `input` into flow records and publishes them through `publisher`.
+/// Reads `input` into flow records and publishes them through `publisher`; with
+/// `publish_thread`, batching, encoding and publishing run on a thread of their own
+/// ([`crate::publish::on_own_thread`]).
 fn produce(
     cfg: &Config,
     input: &Input,
     opts: &SensorOptions,
-    publisher: &mut dyn Publisher,
+    publisher: &mut (dyn Publisher + Send),
     metrics: &Metrics,
     stop: &AtomicBool,
+    publish_thread: bool,
 ) -> anyhow::Result<SensorSummary> {
     let _span = tracing::info_span!("sensor", sensor = %cfg.sensor.id).entered();
     let mut table = FlowTable::new(flow_config(cfg, opts.checksums));
@@ -87,19 +90,25 @@ fn produce(
     } else {
         batcher(cfg)
     };
-    let mut publish = Publish::new(batcher, publisher, metrics.publish.clone());
+    let publish = Publish::new(batcher, publisher, metrics.publish.clone());
     let mut obs = Observer::new(Some(metrics.sensor.clone()));
     // Flow exports from `[exporters]`, if any, join the packets' records in `publish`.
-    let read = match input {
+    let mut read = |sink: &mut dyn RecordSink| match input {
         Input::Exports { duration } => {
-            crate::exporters::receive(cfg, &mut publish, Some(&metrics.registry), *duration, stop)
+            crate::exporters::receive(cfg, sink, Some(&metrics.registry), *duration, stop)
                 .map(|_| ())
         }
-        _ => crate::exporters::alongside(cfg, &mut publish, Some(&metrics.registry), |sink| {
+        _ => crate::exporters::alongside(cfg, sink, Some(&metrics.registry), |sink| {
             drive(cfg, input, &opts.source, &mut table, sink, &mut obs, stop)
         }),
     };
-    let published = publish.finish();
+    let (read, published) = if publish_thread {
+        crate::publish::on_own_thread(publish, read)
+    } else {
+        let mut publish = publish;
+        let read = read(&mut publish);
+        (read, publish.finish())
+    };
     let stats = obs.totals(&table);
     // A read error is reported after every flow built so far was published.
     read?;
@@ -129,7 +138,7 @@ pub fn sensor(
         metrics.transport.clone(),
         opts.setup_timeout,
     )?;
-    let summary = produce(cfg, input, opts, &mut publisher, metrics, stop);
+    let summary = produce(cfg, input, opts, &mut publisher, metrics, stop, true);
     let drained = drain(&mut publisher, opts.drain_timeout, &opts.force);
     // Dropping the publisher moves whatever the broker has not acknowledged to the spool.
     drop(publisher);
@@ -289,7 +298,8 @@ pub fn run(
             .name("nw-sensor".into())
             .spawn_scoped(scope, move || {
                 let mut publisher = publisher;
-                produce(cfg, input, opts, &mut publisher, metrics, stop)
+                // The consumer has the other core: one sensor thread.
+                produce(cfg, input, opts, &mut publisher, metrics, stop, false)
                 // The publisher drops here: the consumer drains the bus and sees it closed.
             })?;
         let span = tracing::info_span!("detect");

@@ -194,6 +194,20 @@ fn is_syn_only(f: u8) -> bool {
     f & (TcpFlags::SYN | TcpFlags::ACK | TcpFlags::FIN | TcpFlags::RST) == TcpFlags::SYN
 }
 
+/// The index's hash of a key: the upper half of its 64-bit hash, twice, so that an index
+/// entry ([`entry`]) holds all of its hash and the index grows without reading a flow.
+#[inline(always)]
+fn key_hash(hasher: &DefaultHashBuilder, key: &Key) -> u64 {
+    let h = hasher.hash_one(key);
+    h & !0xffff_ffff | h >> 32
+}
+
+/// The hash of the key behind an index entry.
+#[inline(always)]
+fn entry_hash(e: &u64) -> u64 {
+    e & !0xffff_ffff | e >> 32
+}
+
 /// The index entry of the flow in `slot` whose key hashes to `hash`.
 #[inline(always)]
 fn entry(hash: u64, slot: u32) -> u64 {
@@ -1028,7 +1042,7 @@ impl FlowTable {
                 continue;
             };
             let new = holes.pop().expect("room below the target");
-            let (old, hash) = (old as u32, self.hasher.hash_one(f.key));
+            let (old, hash) = (old as u32, key_hash(&self.hasher, &f.key));
             if let Some(e) = self.index.find_mut(hash, |&e| e as u32 == old) {
                 *e = entry(hash, new);
             }
@@ -1051,10 +1065,7 @@ impl FlowTable {
         holes.reverse();
         self.free = holes;
         self.free.shrink_to_fit();
-        let (slab, hasher) = (&self.slab, &self.hasher);
-        self.index.shrink_to(held, |&e| {
-            hasher.hash_one(slab[e as u32 as usize].as_ref().expect("indexed slot").key)
-        });
+        self.index.shrink_to(held, entry_hash);
         for b in &mut self.wheel {
             b.retain(|&s| (s as usize) < target);
             b.shrink_to(b.len().max(64));
@@ -1138,7 +1149,7 @@ impl FlowTable {
         let Some(flow) = self.slab[slot as usize].take() else {
             return;
         };
-        let hash = self.hasher.hash_one(flow.key);
+        let hash = key_hash(&self.hasher, &flow.key);
         if let Ok(e) = self.index.find_entry(hash, |&e| e as u32 == slot) {
             e.remove();
         }
@@ -1314,11 +1325,9 @@ impl FlowTable {
                 (self.slab.len() - 1) as u32
             }
         };
-        let hash = hash.unwrap_or_else(|| self.hasher.hash_one(key));
-        let (slab, hasher) = (&self.slab, &self.hasher);
-        self.index.insert_unique(hash, entry(hash, slot), |&e| {
-            hasher.hash_one(slab[e as u32 as usize].as_ref().expect("indexed slot").key)
-        });
+        let hash = hash.unwrap_or_else(|| key_hash(&self.hasher, &key));
+        self.index
+            .insert_unique(hash, entry(hash, slot), entry_hash);
         if let Some(e) = self.endpoints.as_mut() {
             e.add(&key.lo);
             e.add(&key.hi);
@@ -1392,7 +1401,7 @@ impl FlowTable {
                 None
             }
             None => {
-                let h = self.hasher.hash_one(key);
+                let h = key_hash(&self.hasher, &key);
                 hash = Some(h);
                 self.find(&key, h)
             }
@@ -1402,7 +1411,7 @@ impl FlowTable {
                 Attempted::Held => return None,
                 Attempted::Promoted => {
                     // The flow this packet belongs to may have just been made.
-                    let h = hash.unwrap_or_else(|| self.hasher.hash_one(key));
+                    let h = hash.unwrap_or_else(|| key_hash(&self.hasher, &key));
                     hash = Some(h);
                     slot = self.find(&key, h);
                 }
