@@ -11,7 +11,7 @@ use normwatch_transport::bus::{Subscriber, TransportError};
 use normwatch_transport::dedup::Deduplicator;
 use normwatch_transport::metrics::TransportMetrics;
 use normwatch_transport::spool::{Spool, SpoolError};
-use normwatch_transport::wire::decode_batch;
+use normwatch_transport::wire::decode_batch_into;
 use prometheus::{IntCounter, Registry};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -138,6 +138,10 @@ pub fn consume_flows(
     let mut dedup = Deduplicator::new(65_536);
     let mut summary = ConsumeSummary::default();
     let mut last_message = Instant::now();
+    // A message arrived since `last_message` was last set.
+    let mut heard = false;
+    // Every batch is decoded into this one buffer.
+    let mut records: Vec<FlowRecord> = Vec::new();
     let mut assignments = sub.assignments();
     let result = loop {
         if stop.load(Ordering::Relaxed) {
@@ -159,6 +163,12 @@ pub fn consume_flows(
                 if let Err(e) = sink.idle() {
                     break Err(e.context("idle work of the flow sink failed"));
                 }
+                // The clock is read here, when a poll found nothing, rather than for every
+                // message: the last one came at most one poll ago.
+                if heard {
+                    heard = false;
+                    last_message = Instant::now();
+                }
                 if opts
                     .exit_when_idle
                     .is_some_and(|idle| last_message.elapsed() >= idle)
@@ -170,21 +180,21 @@ pub fn consume_flows(
             Err(TransportError::Closed) => break Ok(()),
             Err(e) => break Err(anyhow::Error::new(e).context("cannot consume flows")),
         };
-        last_message = Instant::now();
+        heard = true;
         let replayed = sub.replayed(&delivery);
-        match decode_batch::<FlowRecord>(&delivery.payload) {
+        match decode_batch_into::<FlowRecord>(&delivery.payload, &mut records) {
             Ok(batch) => {
-                if dedup.is_new(&batch.sensor_id, delivery.partition, batch.seq) {
+                if dedup.is_new(batch.sensor_id, delivery.partition, batch.seq) {
                     if let Err(e) = sink
-                        .accept_batch(&batch.records, &delivery.key, batch.clock_ns, replayed)
+                        .accept_batch(&records, &delivery.key, batch.clock_ns, replayed)
                         .and_then(|()| sink.flush())
                     {
                         // Not committed: a restart processes this batch again.
                         break Err(e.context("cannot hand flows on"));
                     }
                     summary.batches += 1;
-                    summary.records += batch.records.len() as u64;
-                    metrics.records.inc_by(batch.records.len() as u64);
+                    summary.records += records.len() as u64;
+                    metrics.records.inc_by(records.len() as u64);
                 } else {
                     summary.duplicates += 1;
                     transport.duplicate_batches.inc();

@@ -299,8 +299,12 @@ impl DetectorSink<'_> {
         }
         self.emit()?;
         if let Some(o) = &self.metrics {
-            o.m.batch_seconds.observe(started.elapsed().as_secs_f64());
-            if o.normals_at.is_none_or(|t| t.elapsed() >= NORMALS_EVERY) {
+            let done = Instant::now();
+            o.m.batch_seconds
+                .observe(done.saturating_duration_since(started).as_secs_f64());
+            if o.normals_at
+                .is_none_or(|t| done.saturating_duration_since(t) >= NORMALS_EVERY)
+            {
                 self.observe_normals();
             }
         }

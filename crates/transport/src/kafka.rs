@@ -1057,6 +1057,8 @@ pub struct KafkaSubscriber {
     topic: Topic,
     name: String,
     metrics: TransportMetrics,
+    /// This topic's `consumed_messages` counter (looked up once, not per message).
+    consumed: prometheus::IntCounter,
     stored: bool,
     assignments: Arc<AtomicU64>,
 }
@@ -1226,11 +1228,15 @@ impl KafkaSubscriber {
             })
             .map_err(|e| refused(&c, &e))?;
         consumer.subscribe(&[&name])?;
+        let consumed = metrics
+            .consumed_messages
+            .with_label_values(&[TransportMetrics::topic_label(topic)]);
         Ok(KafkaSubscriber {
             consumer,
             topic,
             name,
             metrics,
+            consumed,
             stored: false,
             assignments,
         })
@@ -1246,10 +1252,7 @@ impl Subscriber for KafkaSubscriber {
                     .context()
                     .broker_down
                     .store(false, Ordering::Release);
-                self.metrics
-                    .consumed_messages
-                    .with_label_values(&[TransportMetrics::topic_label(self.topic)])
-                    .inc();
+                self.consumed.inc();
                 Ok(Some(Delivery {
                     topic: self.topic,
                     key: m.key().unwrap_or_default().to_vec(),

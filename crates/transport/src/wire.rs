@@ -248,6 +248,43 @@ pub fn record_count(bytes: &[u8]) -> Option<u32> {
 
 /// Decodes and verifies a batch. Never panics, whatever the bytes.
 pub fn decode_batch<T: WireRecord>(bytes: &[u8]) -> Result<Batch<T>, DecodeError> {
+    let mut records = Vec::new();
+    let head = decode_batch_into(bytes, &mut records)?;
+    Ok(Batch {
+        sensor_id: head.sensor_id.to_string(),
+        seq: head.seq,
+        clock_ns: head.clock_ns,
+        records,
+    })
+}
+
+/// A batch's header, borrowed from its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHead<'a> {
+    pub sensor_id: &'a str,
+    pub seq: u64,
+    /// The sensor's event time before this batch (ns; see the module documentation).
+    pub clock_ns: u64,
+}
+
+/// Like [`decode_batch`], into `records` (cleared first, its room reused: a consumer decodes
+/// every batch into one buffer). On an error `records` holds no record of the batch.
+pub fn decode_batch_into<'a, T: WireRecord>(
+    bytes: &'a [u8],
+    records: &mut Vec<T>,
+) -> Result<BatchHead<'a>, DecodeError> {
+    records.clear();
+    let head = decode_records(bytes, records);
+    if head.is_err() {
+        records.clear();
+    }
+    head
+}
+
+fn decode_records<'a, T: WireRecord>(
+    bytes: &'a [u8],
+    records: &mut Vec<T>,
+) -> Result<BatchHead<'a>, DecodeError> {
     if bytes.len() > MAX_BATCH_BYTES {
         return Err(DecodeError::TooLarge(bytes.len()));
     }
@@ -273,8 +310,7 @@ pub fn decode_batch<T: WireRecord>(bytes: &[u8]) -> Result<Batch<T>, DecodeError
     let id_len = usize::from(take(&mut b, 1)?[0]);
     let id = take(&mut b, id_len)?;
     let sensor_id = std::str::from_utf8(id)
-        .map_err(|_| DecodeError::Malformed("sensor id is not UTF-8".into()))?
-        .to_string();
+        .map_err(|_| DecodeError::Malformed("sensor id is not UTF-8".into()))?;
     let seq = u64::from_le_bytes(take(&mut b, 8)?.try_into().expect("8 bytes"));
     let clock_ns = u64::from_le_bytes(take(&mut b, 8)?.try_into().expect("8 bytes"));
     let count = u32::from_le_bytes(take(&mut b, 4)?.try_into().expect("4 bytes"));
@@ -296,10 +332,10 @@ pub fn decode_batch<T: WireRecord>(bytes: &[u8]) -> Result<Batch<T>, DecodeError
     // The declared count sizes the allocation only up to what a plausible batch holds; a
     // larger batch grows as its records actually decode, so a lying header cannot make a
     // small message cost gigabytes.
-    let mut records = Vec::with_capacity((count as usize).min(PREALLOC_RECORDS));
+    records.reserve((count as usize).min(PREALLOC_RECORDS));
     let mut rest = b;
     while !rest.is_empty() {
-        rest = T::decode_into(rest, &mut records)
+        rest = T::decode_into(rest, records)
             .map_err(|e| DecodeError::Malformed(format!("record {}: {e}", records.len())))?;
     }
     if records.len() != count as usize {
@@ -308,11 +344,10 @@ pub fn decode_batch<T: WireRecord>(bytes: &[u8]) -> Result<Batch<T>, DecodeError
             found: records.len() as u32,
         });
     }
-    Ok(Batch {
+    Ok(BatchHead {
         sensor_id,
         seq,
         clock_ns,
-        records,
     })
 }
 
@@ -482,6 +517,39 @@ mod tests {
             .unwrap()
             .records
             .is_empty());
+    }
+
+    /// One buffer takes batch after batch; a refused batch leaves none of its records there.
+    #[test]
+    fn batches_decode_into_one_reused_buffer() {
+        let f = flows();
+        let mut records: Vec<FlowRecord> = Vec::new();
+        let first = encode_batch("site-1", 1, &f).unwrap();
+        let head = decode_batch_into(&first, &mut records).unwrap();
+        assert_eq!((head.sensor_id, head.seq), ("site-1", 1));
+        assert_eq!(records, f);
+        let second = encode_batch("site-2", 2, &f[..1]).unwrap();
+        let head = decode_batch_into(&second, &mut records).unwrap();
+        assert_eq!((head.sensor_id, head.seq), ("site-2", 2));
+        assert_eq!(records, f[..1], "the first batch's records are gone");
+        let mut torn = first.clone();
+        torn.truncate(torn.len() - 1);
+        assert!(decode_batch_into(&torn, &mut records).is_err());
+        assert!(records.is_empty());
+        // Past the checksum, a malformed record: the records before it are not left behind.
+        let mut lying = encode_batch("site-1", 3, &f).unwrap();
+        let count_at = FIXED_HEADER + "site-1".len() + 8 + 8;
+        lying[count_at..count_at + 4].copy_from_slice(&(f.len() as u32 + 1).to_le_bytes());
+        let n = lying.len() - TRAILER;
+        let crc = crc32c::crc32c(&lying[..n]);
+        lying[n..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_batch_into(&lying, &mut records)
+                .unwrap_err()
+                .reason(),
+            "count_mismatch"
+        );
+        assert!(records.is_empty());
     }
 
     /// A batch is byte for byte what a build encoding records through serde writes, and
