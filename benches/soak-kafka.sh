@@ -20,7 +20,7 @@
 # does after an outage or a rebalance (sampled every half second): the rate at which the
 # consuming side alone takes in records.
 #
-#   benches/soak-kafka.sh                 # ASSETS=64 FLOWS=20000 SECS=60 LOOPS=3
+#   benches/soak-kafka.sh                 # ASSETS=64 FLOWS=20000 SECS=60 LOOPS=20
 #   NORMWATCH=target/release/normwatch benches/soak-kafka.sh
 #
 # Needs tansu and python3 on the PATH. Bounded: each sensor run reads the capture once, the
@@ -31,7 +31,7 @@ ROOT=$(pwd)
 ASSETS=${ASSETS:-64}
 FLOWS=${FLOWS:-20000}
 SECS=${SECS:-60}
-LOOPS=${LOOPS:-3}
+LOOPS=${LOOPS:-20}
 NORMWATCH=${NORMWATCH:-$ROOT/target/release/normwatch}
 WORK=${WORK:-$(mktemp -d /tmp/nw-soak.XXXXXX)}
 PORT=${PORT:-19192}
