@@ -134,6 +134,23 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Every reason, in declaration order: a reason's place here is [`EndReason::index`] (and
+    /// its variant index on the wire).
+    pub const ALL: [EndReason; 7] = [
+        EndReason::IdleTimeout,
+        EndReason::ActiveTimeout,
+        EndReason::TcpClosed,
+        EndReason::Evicted,
+        EndReason::EndOfInput,
+        EndReason::Interim,
+        EndReason::Attempts,
+    ];
+
+    /// The reason's place in [`EndReason::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// Whether the record ends its flow (every reason but [`EndReason::Interim`] and
     /// [`EndReason::ActiveTimeout`], whose flows go on).
     pub const fn is_final(self) -> bool {

@@ -19,7 +19,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use normwatch_model::{AssetId, FlowRecord};
 use normwatch_transport::wire::{encode_batch_at, EncodeError};
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -39,32 +39,11 @@ impl BatchKey {
         }
     }
 
-    /// Whether `r` belongs under this key (without building the record's key).
-    fn holds(&self, r: &FlowRecord) -> bool {
-        match (self, &r.asset) {
-            (BatchKey::Asset(id), Some(a)) => id.as_str() == a.id.as_str(),
-            (BatchKey::Addr(addr), None) => *addr == r.resp_addr,
-            _ => false,
-        }
-    }
-
-    /// The hash of the key `r` belongs under (as [`BatchKey::hash_with`] hashes that key).
-    fn hash_of(r: &FlowRecord, s: &DefaultHashBuilder) -> u64 {
-        let mut h = s.build_hasher();
-        match &r.asset {
-            Some(a) => a.id.as_str().hash(&mut h),
-            None => r.resp_addr.hash(&mut h),
-        }
-        h.finish()
-    }
-
-    fn hash_with(&self, s: &DefaultHashBuilder) -> u64 {
-        let mut h = s.build_hasher();
+    fn as_ref(&self) -> KeyRef<'_> {
         match self {
-            BatchKey::Asset(id) => id.as_str().hash(&mut h),
-            BatchKey::Addr(a) => a.hash(&mut h),
+            BatchKey::Asset(id) => KeyRef::Asset(id.as_str()),
+            BatchKey::Addr(a) => KeyRef::Addr(*a),
         }
-        h.finish()
     }
 
     /// The message key: the asset id, or the responder address as text.
@@ -72,6 +51,23 @@ impl BatchKey {
         match self {
             BatchKey::Asset(id) => id.as_str().as_bytes().to_vec(),
             BatchKey::Addr(a) => a.to_string().into_bytes(),
+        }
+    }
+}
+
+/// A batch key borrowed from a record or a [`BatchKey`]: a record's partial batch is found
+/// without building its key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum KeyRef<'a> {
+    Asset(&'a str),
+    Addr(IpAddr),
+}
+
+impl<'a> KeyRef<'a> {
+    fn of(r: &'a FlowRecord) -> Self {
+        match &r.asset {
+            Some(a) => KeyRef::Asset(a.id.as_str()),
+            None => KeyRef::Addr(r.resp_addr),
         }
     }
 }
@@ -272,8 +268,8 @@ impl FlowBatcher {
             let (keys, pending, hasher) = (&mut self.keys, &self.pending, &self.hasher);
             keys.clear();
             for (i, p) in pending.iter().enumerate() {
-                keys.insert_unique(p.key.hash_with(hasher), i as u32, |&j| {
-                    pending[j as usize].key.hash_with(hasher)
+                keys.insert_unique(hasher.hash_one(p.key.as_ref()), i as u32, |&j| {
+                    hasher.hash_one(pending[j as usize].key.as_ref())
                 });
             }
         }
@@ -321,9 +317,13 @@ impl FlowBatcher {
     /// The partial batch `r` belongs in (made if its key has none).
     #[inline]
     fn partial(&mut self, r: &FlowRecord) -> usize {
-        let h = BatchKey::hash_of(r, &self.hasher);
+        let wanted = KeyRef::of(r);
+        let h = self.hasher.hash_one(wanted);
         let pending = &self.pending;
-        if let Some(&i) = self.keys.find(h, |&i| pending[i as usize].key.holds(r)) {
+        if let Some(&i) = self
+            .keys
+            .find(h, |&i| pending[i as usize].key.as_ref() == wanted)
+        {
             let p = &mut self.pending[i as usize];
             p.used = true;
             return i as usize;
@@ -337,8 +337,9 @@ impl FlowBatcher {
             used: true,
         });
         let (pending, hasher) = (&self.pending, &self.hasher);
-        self.keys
-            .insert_unique(h, i as u32, |&j| pending[j as usize].key.hash_with(hasher));
+        self.keys.insert_unique(h, i as u32, |&j| {
+            hasher.hash_one(pending[j as usize].key.as_ref())
+        });
         i
     }
 

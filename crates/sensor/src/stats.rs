@@ -47,12 +47,12 @@ impl SensorStats {
     /// Counts an emitted record.
     #[inline]
     pub fn ended(&mut self, r: EndReason) {
-        self.flows_ended[end_index(r)] += 1;
+        self.flows_ended[r.index()] += 1;
     }
 
     /// Records emitted for `r`.
     pub fn ended_for(&self, r: EndReason) -> u64 {
-        self.flows_ended[end_index(r)]
+        self.flows_ended[r.index()]
     }
 
     /// Flows ended because the table was full.
@@ -93,17 +93,5 @@ impl SensorStats {
         self.ics_malformed += ics_malformed;
         self.attempts_held += attempts_held;
         self.attempts_promoted += attempts_promoted;
-    }
-}
-
-fn end_index(r: EndReason) -> usize {
-    match r {
-        EndReason::IdleTimeout => 0,
-        EndReason::ActiveTimeout => 1,
-        EndReason::TcpClosed => 2,
-        EndReason::Evicted => 3,
-        EndReason::EndOfInput => 4,
-        EndReason::Interim => 5,
-        EndReason::Attempts => 6,
     }
 }

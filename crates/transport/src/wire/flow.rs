@@ -40,15 +40,6 @@ const CONN_STATES: [ConnState; 13] = [
     ConnState::SHR,
     ConnState::OTH,
 ];
-const END_REASONS: [EndReason; 7] = [
-    EndReason::IdleTimeout,
-    EndReason::ActiveTimeout,
-    EndReason::TcpClosed,
-    EndReason::Evicted,
-    EndReason::EndOfInput,
-    EndReason::Interim,
-    EndReason::Attempts,
-];
 const SOURCES: [RecordSource; 5] = [
     RecordSource::Packets,
     RecordSource::NetflowV5,
@@ -73,18 +64,6 @@ fn conn_state_index(s: ConnState) -> u8 {
         ConnState::SH => 10,
         ConnState::SHR => 11,
         ConnState::OTH => 12,
-    }
-}
-
-fn end_reason_index(e: EndReason) -> u8 {
-    match e {
-        EndReason::IdleTimeout => 0,
-        EndReason::ActiveTimeout => 1,
-        EndReason::TcpClosed => 2,
-        EndReason::Evicted => 3,
-        EndReason::EndOfInput => 4,
-        EndReason::Interim => 5,
-        EndReason::Attempts => 6,
     }
 }
 
@@ -232,7 +211,7 @@ impl Out<'_> {
     /// `end_reason` … the `attempts` tag.
     #[inline(always)]
     fn mid(&mut self, r: &FlowRecord) {
-        self.byte(end_reason_index(r.end_reason));
+        self.byte(r.end_reason.index() as u8);
         match &r.export {
             None => self.byte(0),
             Some(e) => {
@@ -531,7 +510,7 @@ impl<'a> In<'a> {
         } else {
             None
         };
-        let end_reason = self.variant(&END_REASONS)?;
+        let end_reason = self.variant(&EndReason::ALL)?;
         let export = if self.option()? {
             Some(ExportOrigin {
                 source: self.variant(&SOURCES)?,
@@ -749,7 +728,7 @@ mod tests {
                     s.resp.malformed = self.u32();
                     Box::new(s)
                 }),
-                end_reason: self.pick(&END_REASONS),
+                end_reason: self.pick(&EndReason::ALL),
                 export: self.coin().then(|| ExportOrigin {
                     source: self.pick(&SOURCES),
                     exporter: self.ip(),
@@ -836,7 +815,7 @@ mod tests {
             seen.insert(format!("port {}", r.orig_port));
         }
         let want =
-            CONN_STATES.len() + END_REASONS.len() + 2 + 3 + 2 + SOURCES.len() + 1 + 2 + 2 + 4;
+            CONN_STATES.len() + EndReason::ALL.len() + 2 + 3 + 2 + SOURCES.len() + 1 + 2 + 2 + 4;
         let kinds = seen
             .iter()
             .filter(|s| !s.starts_with("flow id") && !s.starts_with("port"))
